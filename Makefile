@@ -1,0 +1,43 @@
+# Thin wrapper over CMake for the everyday commands. Each target first
+# installs whatever is missing (scripts/deps.sh), so a fresh Debian 12
+# machine needs nothing else.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+CONFIG     ?= configs/mcgw.ini
+JOBS       ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all build deps test-deps run test test-asan check clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+test-deps:
+	@scripts/deps.sh test
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/mcgw run -c $(CONFIG)
+
+check: build
+	$(BUILD)/mcgw check -c $(CONFIG)
+
+test: test-deps build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+# The whole suite once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: test-deps
+	cmake -S . -B $(ASAN_BUILD) -DMCGW_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,175 @@
+/* The daemon's main loop. See daemon.h. */
+#include "gateway/daemon.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "gateway/admin.h"
+#include "tunnel/log.h"
+
+typedef struct gw_daemon {
+  uv_loop_t loop;
+  gw_config cfg;
+  tn_engine *engine;
+  gw_admin *admin;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uint64_t started_ms;
+  uint64_t reloads_ok, reloads_failed;
+  bool draining;
+} gw_daemon;
+
+/* Raises RLIMIT_NOFILE to the hard limit: each tunnel needs two descriptors,
+ * and running out mid-incident is worse than asking for them up front. */
+static void raise_nofile(const gw_config *cfg) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
+  rlim_t before = rl.rlim_cur;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      rl.rlim_cur = before;
+  }
+  uint64_t reserve = 64; /* listeners, admin, resolver, logs */
+  uint64_t possible = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 : 0;
+  tn_log_level lvl = possible < cfg->tunnel.max_tunnels ? TN_LOG_WARN : TN_LOG_INFO;
+  tn_log(lvl, "nofile_limit", TN_U("soft", rl.rlim_cur), TN_U("hard", rl.rlim_max),
+         TN_U("tunnels_possible", possible), TN_U("max_tunnels", cfg->tunnel.max_tunnels),
+         TN_LOG_END);
+}
+
+static json_t *results_json(const tn_engine_stats *st) {
+  json_t *o = json_object();
+  for (int r = 0; r < TN_RESULT_COUNT_; r++)
+    json_object_set_new(o, tn_result_name((tn_result)r), json_integer((json_int_t)st->by_result[r]));
+  return o;
+}
+
+static json_t *status_json(void *arg) {
+  gw_daemon *d = arg;
+  tn_engine_stats st;
+  memset(&st, 0, sizeof(st));
+  if (d->engine)
+    tn_engine_stats_get(d->engine, &st);
+  uint64_t uptime = (uv_now(&d->loop) - d->started_ms) / 1000;
+  return json_pack("{s:s, s:I, s:s, s:{s:I, s:I, s:I, s:o}, s:{s:I, s:I}, s:{s:I}}",
+                   "version", MCGW_VERSION, "uptime_s", (json_int_t)uptime,
+                   "state", d->draining ? "draining" : "running",
+                   "tunnels", "active", (json_int_t)st.tunnels_active,
+                   "total", (json_int_t)st.tunnels_total,
+                   "connections_active", (json_int_t)st.connections_active,
+                   "by_result", results_json(&st),
+                   "bytes", "upstream", (json_int_t)st.bytes_up,
+                   "downstream", (json_int_t)st.bytes_down,
+                   "clients", "active", (json_int_t)st.clients_active);
+}
+
+static void on_signal_closed(uv_handle_t *h) { (void)h; }
+
+static void on_drained(void *arg) {
+  gw_daemon *d = arg;
+  d->engine = NULL;
+  if (d->admin)
+    gw_admin_close(d->admin);
+  d->admin = NULL;
+  uv_close((uv_handle_t *)&d->sig_term, on_signal_closed);
+  uv_close((uv_handle_t *)&d->sig_int, on_signal_closed);
+  uv_close((uv_handle_t *)&d->sig_hup, on_signal_closed);
+  tn_log(TN_LOG_INFO, "stopped", TN_LOG_END);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum) {
+  gw_daemon *d = s->data;
+  if (d->draining) {
+    tn_log(TN_LOG_WARN, "already_draining", TN_S("signal", strsignal(signum)), TN_LOG_END);
+    return;
+  }
+  d->draining = true;
+  tn_log(TN_LOG_INFO, "signal", TN_S("signal", strsignal(signum)), TN_LOG_END);
+  tn_engine_drain(d->engine, on_drained, d);
+}
+
+static void log_reload_errors(const gw_config_errors *errs) {
+  for (size_t i = 0; i < errs->n; i++)
+    tn_log(TN_LOG_ERROR, "config_error", TN_S("error", errs->msgs[i]), TN_LOG_END);
+}
+
+/* SIGHUP: a config that fails validation is rejected whole; a good one
+ * applies to tunnels opened from now on. Open tunnels are never touched. */
+static void on_reload_signal(uv_signal_t *s, int signum) {
+  gw_daemon *d = s->data;
+  gw_config fresh;
+  gw_config_errors errs = {0};
+  int err = gw_config_load(d->cfg.path, &fresh, &errs);
+  if (err == 0)
+    err = tn_engine_update(d->engine, &fresh.tunnel);
+  if (err != 0) {
+    log_reload_errors(&errs);
+    d->reloads_failed++;
+    tn_log(TN_LOG_ERROR, "reload_failed", TN_S("config", d->cfg.path),
+           TN_U("errors", errs.n), TN_S("action", "previous configuration stays in force"),
+           TN_LOG_END);
+  } else {
+    d->reloads_ok++;
+    tn_log_setup(fresh.log_level, fresh.log_format);
+    tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
+           TN_U("allow_rules", fresh.tunnel.policy.n_rules), TN_LOG_END);
+    gw_config tmp = d->cfg;
+    d->cfg = fresh;
+    fresh = tmp;
+  }
+  gw_config_free(&fresh);
+  gw_config_errors_free(&errs);
+}
+
+static void start_signal(gw_daemon *d, uv_signal_t *s, uv_signal_cb cb, int signum) {
+  uv_signal_init(&d->loop, s);
+  s->data = d;
+  uv_signal_start(s, cb, signum);
+}
+
+static int start(gw_daemon *d) {
+  int err = tn_engine_start(&d->loop, &d->cfg.tunnel, &d->engine);
+  if (err)
+    return err;
+  if (d->cfg.admin_enabled) {
+    err = gw_admin_start(&d->loop, &d->cfg.admin_listen, status_json, d, &d->admin);
+    if (err) {
+      tn_engine_drain(d->engine, NULL, NULL);
+      d->engine = NULL;
+      return err;
+    }
+  }
+  start_signal(d, &d->sig_term, on_stop_signal, SIGTERM);
+  start_signal(d, &d->sig_int, on_stop_signal, SIGINT);
+  start_signal(d, &d->sig_hup, on_reload_signal, SIGHUP);
+  return 0;
+}
+
+int gw_daemon_run(gw_config *cfg) {
+  gw_daemon *d = calloc(1, sizeof(*d));
+  if (!d) {
+    gw_config_free(cfg);
+    return 1;
+  }
+  d->cfg = *cfg;
+  memset(cfg, 0, sizeof(*cfg));
+  signal(SIGPIPE, SIG_IGN);
+  tn_log_setup(d->cfg.log_level, d->cfg.log_format);
+  uv_loop_init(&d->loop);
+  d->started_ms = uv_now(&d->loop);
+  tn_log(TN_LOG_INFO, "starting", TN_S("version", MCGW_VERSION), TN_S("config", d->cfg.path),
+         TN_LOG_END);
+  raise_nofile(&d->cfg);
+  int err = start(d);
+  if (err == 0)
+    tn_log(TN_LOG_INFO, "ready", TN_U("listeners", d->cfg.tunnel.n_listen), TN_LOG_END);
+  uv_run(&d->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&d->loop);
+  gw_config_free(&d->cfg);
+  free(d);
+  return err ? 1 : 0;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing mcgw needs on Debian 12, and
+# nothing that is already there. Idempotent; safe to run before every build.
+#   scripts/deps.sh          build + run dependencies
+#   scripts/deps.sh test     also the test peers (pytest, h2, openssl, curl, npm packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
+  node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev)
+test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl)
+
+want=("${build_pkgs[@]}")
+[ "${1:-}" = test ] && want+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages the tests need (the test IdMS), from the committed lockfile.
+if [ "${1:-}" = test ]; then
+  for dir in tests/idms; do
+    if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
+      echo "deps: npm ci in $dir"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
+fi

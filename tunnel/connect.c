@@ -1,0 +1,161 @@
+/* The connector: resolves the target asynchronously, checks every address
+ * against allow_private, and tries the addresses in order until one
+ * connects. Outcomes: relay (success), 403 (every address refused by
+ * policy), 502 (resolution or every connect failed), 503 (out of
+ * descriptors), 504 (the engine's sweep, at connect_timeout). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tunnel/error.h"
+#include "tunnel/internal.h"
+#include "tunnel/log.h"
+
+static void try_next(tn_tunnel *t);
+
+static bool is_resource_error(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOMEM || err == UV_ENOBUFS;
+}
+
+/* The failed attempt's handle is closed: the next address may reuse it. */
+static void on_up_closed_retry(uv_handle_t *h) {
+  tn_tunnel *t = h->data;
+  if (t->phase != TN_PHASE_CONNECTING)
+    return tn__handle_closed(h);
+  t->handles_open--;
+  try_next(t);
+}
+
+static void connect_failed(tn_tunnel *t, int err) {
+  char addr[TN_ADDRSTR_MAX];
+  tn_addr_format((struct sockaddr *)&t->setup->connect_addr, addr, sizeof(addr));
+  tn_log(TN_LOG_DEBUG, "connect_attempt_failed", TN_U("id", t->id), TN_S("addr", addr),
+         TN_S("error", uv_err_name(err)), TN_LOG_END);
+  t->setup->last_connect_err = err;
+  t->up.open = false;
+  uv_close((uv_handle_t *)&t->up.tcp, on_up_closed_retry);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  tn_tunnel *t = req->handle->data;
+  if (status == UV_ECANCELED || t->phase != TN_PHASE_CONNECTING)
+    return;
+  if (status < 0)
+    return connect_failed(t, status);
+  memcpy(&t->connected, &t->setup->connect_addr, sizeof(t->connected));
+  tn__relay_start(t);
+}
+
+static void connect_to(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  t->phase = TN_PHASE_CONNECTING;
+  int err = uv_tcp_init(tn__loop(t->engine), &t->up.tcp);
+  if (err == 0) {
+    t->up.tcp.data = t;
+    t->up.open = true;
+    t->handles_open++;
+    err = uv_tcp_connect(&s->connect_req, &t->up.tcp, (struct sockaddr *)&s->connect_addr,
+                         on_connected);
+    if (err == 0)
+      return;
+  }
+  if (is_resource_error(err)) {
+    tn_log(TN_LOG_WARN, "connect_resource_error", TN_U("id", t->id),
+           TN_S("error", uv_err_name(err)), TN_LOG_END);
+    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "out of resources, try again later");
+  }
+  if (t->up.open)
+    return connect_failed(t, err);
+  s->last_connect_err = err;
+  try_next(t);
+}
+
+/* Next resolved address that policy allows; false when none is left. */
+static bool pick_next(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  const tn_policy *pol = &tn__opts(t->engine)->policy;
+  for (; s->ai_next; s->ai_next = s->ai_next->ai_next) {
+    const struct addrinfo *ai = s->ai_next;
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+      continue;
+    if (!tn_policy_allows_addr(pol, ai->ai_addr)) {
+      s->addrs_denied++;
+      continue;
+    }
+    memset(&s->connect_addr, 0, sizeof(s->connect_addr));
+    memcpy(&s->connect_addr, ai->ai_addr, ai->ai_addrlen);
+    ((struct sockaddr_in *)&s->connect_addr)->sin_port = htons(s->auth.port);
+    s->ai_next = ai->ai_next;
+    return true;
+  }
+  return false;
+}
+
+static void try_next(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  if (pick_next(t))
+    return connect_to(t);
+  if (s->last_connect_err == 0 && s->addrs_denied) {
+    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+           TN_S("reason", "destination address not allowed (allow_private = no)"),
+           TN_S("target", t->target), TN_LOG_END);
+    return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+  }
+  tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot connect to target");
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  tn_tunnel *t = req->data;
+  if (t->phase != TN_PHASE_RESOLVING) {
+    if (res)
+      uv_freeaddrinfo(res);
+    return tn__gai_done(t);
+  }
+  t->gai_pending = false;
+  if (status < 0) {
+    tn_log(TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id), TN_S("target", t->target),
+           TN_S("error", uv_err_name(status)), TN_LOG_END);
+    return tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot resolve target");
+  }
+  t->setup->ai_list = t->setup->ai_next = res;
+  try_next(t);
+}
+
+/* An IP literal needs no resolver: a one-entry list on the set-up state. */
+static void literal_addr(tn_tunnel *t) {
+  const tn_authority *a = &t->setup->auth;
+  struct sockaddr_storage *ss = &t->setup->literal_ss;
+  struct addrinfo *ai = &t->setup->literal_ai;
+  memset(ss, 0, sizeof(*ss));
+  memset(ai, 0, sizeof(*ai));
+  if (a->kind == TN_HOST_IPV4) {
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    sin->sin_family = AF_INET;
+    sin->sin_addr = a->ip.v4;
+    ai->ai_addrlen = sizeof(*sin);
+  } else {
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_addr = a->ip.v6;
+    ai->ai_addrlen = sizeof(*sin6);
+  }
+  ai->ai_family = ss->ss_family;
+  ai->ai_addr = (struct sockaddr *)ss;
+}
+
+void tn__connect_start(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  tn_engine *e = t->engine;
+  t->phase = TN_PHASE_RESOLVING;
+  t->deadline_ms = uv_now(tn__loop(e)) + tn__opts(e)->connect_timeout_ms;
+  if (s->auth.kind != TN_HOST_NAME) {
+    literal_addr(t);
+    s->ai_next = &s->literal_ai;
+    return try_next(t);
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  s->gai.data = t;
+  int err = uv_getaddrinfo(tn__loop(e), &s->gai, on_resolved, s->auth.host, NULL, &hints);
+  if (err != 0)
+    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "resolver unavailable, try again later");
+  t->gai_pending = true;
+}

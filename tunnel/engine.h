@@ -1,0 +1,86 @@
+/* The relay engine: listeners, HTTP/1.1 CONNECT front end, destination policy,
+ * resolver, upstream connect and the byte relay, on one libuv loop.
+ *
+ * Usable on its own (it does not depend on gateway/): fill a tn_engine_opts,
+ * tn_engine_start() it on a loop, read tn_engine_stats() whenever, and
+ * tn_engine_drain() to stop. The engine logs through tunnel/log.h.
+ */
+#ifndef TN_ENGINE_H
+#define TN_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "tunnel/policy.h"
+
+typedef struct tn_engine_opts {
+  struct sockaddr_storage *listen; /* plain HTTP/1.1 proxy listeners */
+  size_t n_listen;
+  tn_policy policy;
+  bool require_tls;                /* first client bytes must be a TLS handshake record */
+  uint32_t max_tunnels;            /* 0 = no limit */
+  uint32_t max_tunnels_per_client; /* 0 = no limit */
+  uint64_t header_timeout_ms;
+  uint64_t connect_timeout_ms;
+  uint64_t idle_timeout_ms;        /* 0 = none */
+  uint64_t drain_timeout_ms;
+} tn_engine_opts;
+
+/* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,
+ * 10 s header and connect timeouts, 30 min idle, 30 s drain. */
+void tn_engine_opts_init(tn_engine_opts *o);
+/* Deep copy (listeners and rules); dst is overwritten. 0 or TN_ENOMEM. */
+int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src);
+void tn_engine_opts_free(tn_engine_opts *o);
+
+/* How a tunnel's set-up ended. Also the `result` field of the access log. */
+typedef enum {
+  TN_RESULT_OK = 0,          /* 200 sent, relayed */
+  TN_RESULT_BAD_REQUEST,     /* 400, 405, 431 */
+  TN_RESULT_DENIED,          /* 403 */
+  TN_RESULT_REFUSED_NOT_TLS, /* require_tls and the first bytes were not TLS */
+  TN_RESULT_CONNECT_FAILED,  /* 502: resolution or connect failed */
+  TN_RESULT_TIMEOUT,         /* 504 connect timeout, or 408 header timeout */
+  TN_RESULT_LIMIT,           /* 503 */
+  TN_RESULT_ERROR,           /* client went away during set-up, internal errors */
+  TN_RESULT_COUNT_
+} tn_result;
+
+const char *tn_result_name(tn_result r);
+
+typedef struct tn_engine_stats {
+  uint64_t connections_active; /* downstream connections accepted, not yet closed */
+  uint64_t tunnels_active;   /* requests admitted (connecting or relaying), not yet closed */
+  uint64_t tunnels_total;    /* connections accepted since start: each ends with one result */
+  uint64_t by_result[TN_RESULT_COUNT_]; /* closed tunnels, by result */
+  uint64_t bytes_up;         /* device -> upstream, closed and open tunnels */
+  uint64_t bytes_down;       /* upstream -> device */
+  uint64_t clients_active;   /* distinct client addresses with an open tunnel */
+  uint64_t accept_errors;
+} tn_engine_stats;
+
+typedef struct tn_engine tn_engine;
+
+/* Binds every listener and starts accepting. On failure returns a negative
+ * error, logs which listener failed, and *out is untouched; nothing is left
+ * open. The options are copied. */
+int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out);
+
+/* Writes the bound address of listener i (port 0 resolved) into buf. */
+int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storage *out);
+
+/* Applies new options to tunnels opened from now on (policy, limits,
+ * timeouts). Listeners are not changed. Returns 0 or TN_ENOMEM (old options
+ * stay in force). */
+int tn_engine_update(tn_engine *e, const tn_engine_opts *opts);
+
+void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out);
+
+/* Stops accepting, lets open tunnels finish for drain_timeout_ms, then closes
+ * what is left. done(arg) runs once every handle of the engine is closed; the
+ * engine is freed after done returns. */
+void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,13 @@
+/* One error convention for the relay engine: negative codes. Codes that libuv
+ * returns (UV_E*) pass through unchanged; tn_strerror() names both. */
+#ifndef TN_ERROR_H
+#define TN_ERROR_H
+
+#define TN_EINVAL (-22) /* same value as UV_EINVAL */
+#define TN_ENOMEM (-12) /* same value as UV_ENOMEM */
+#define TN_ERANGE (-34)
+#define TN_EEXIST (-17)
+
+const char *tn_strerror(int err);
+
+#endif

@@ -1,0 +1,168 @@
+/* Structured logging: logfmt or JSON lines on stderr. See log.h. */
+#include "tunnel/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+static tn_log_level log_level = TN_LOG_INFO;
+static tn_log_format log_format = TN_LOG_TEXT;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void tn_log_setup(tn_log_level level, tn_log_format format) {
+  log_level = level;
+  log_format = format;
+}
+
+int tn_log_enabled(tn_log_level level) { return level <= log_level; }
+
+int tn_log_level_parse(const char *s) {
+  for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+    if (strcmp(s, level_names[i]) == 0)
+      return (int)i;
+  return -1;
+}
+
+int tn_log_format_parse(const char *s) {
+  if (strcmp(s, "text") == 0)
+    return TN_LOG_TEXT;
+  if (strcmp(s, "json") == 0)
+    return TN_LOG_JSON;
+  return -1;
+}
+
+/* A bounded line buffer: records longer than it are truncated, never split. */
+typedef struct {
+  char buf[2048];
+  size_t len;
+} line_buf;
+
+static void put_char(line_buf *b, char c) {
+  if (b->len < sizeof(b->buf) - 2)
+    b->buf[b->len++] = c;
+}
+
+static void put_str(line_buf *b, const char *s) {
+  while (*s)
+    put_char(b, *s++);
+}
+
+__attribute__((format(printf, 2, 3))) static void put_fmt(line_buf *b, const char *fmt, ...) {
+  char tmp[64];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  put_str(b, tmp);
+}
+
+/* JSON string escaping (RFC 8259): quotes, backslash and control bytes. */
+static void put_json_str(line_buf *b, const char *s) {
+  put_char(b, '"');
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
+      put_char(b, '\\');
+      put_char(b, (char)c);
+    } else if (c < 0x20 || c == 0x7f) {
+      put_fmt(b, "\\u%04x", c);
+    } else {
+      put_char(b, (char)c);
+    }
+  }
+  put_char(b, '"');
+}
+
+/* logfmt: bare when safe, else quoted with the same escaping as JSON. */
+static void put_logfmt_str(line_buf *b, const char *s) {
+  int bare = *s != '\0';
+  for (const char *p = s; *p && bare; p++)
+    if ((unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
+      bare = 0;
+  if (bare)
+    put_str(b, s);
+  else
+    put_json_str(b, s);
+}
+
+static void put_timestamp(line_buf *b) {
+  struct timeval tv;
+  struct tm tm;
+  char tmp[32];
+  gettimeofday(&tv, NULL);
+  gmtime_r(&tv.tv_sec, &tm);
+  strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+  put_str(b, tmp);
+  put_fmt(b, ".%03dZ", (int)(tv.tv_usec / 1000));
+}
+
+static void put_value(line_buf *b, const tn_kv *kv) {
+  switch (kv->type) {
+  case TN_KV_STR:
+    if (log_format == TN_LOG_JSON)
+      put_json_str(b, kv->v.s ? kv->v.s : "");
+    else
+      put_logfmt_str(b, kv->v.s ? kv->v.s : "");
+    break;
+  case TN_KV_INT:
+    put_fmt(b, "%lld", (long long)kv->v.i);
+    break;
+  case TN_KV_UINT:
+    put_fmt(b, "%llu", (unsigned long long)kv->v.u);
+    break;
+  case TN_KV_DBL:
+    put_fmt(b, "%.3f", kv->v.d);
+    break;
+  case TN_KV_END:
+    break;
+  }
+}
+
+static void put_field(line_buf *b, const char *key, const tn_kv *kv) {
+  if (log_format == TN_LOG_JSON) {
+    put_char(b, ',');
+    put_json_str(b, key);
+    put_char(b, ':');
+  } else {
+    put_char(b, ' ');
+    put_str(b, key);
+    put_char(b, '=');
+  }
+  put_value(b, kv);
+}
+
+void tn_log(tn_log_level level, const char *msg, ...) {
+  if (!tn_log_enabled(level))
+    return;
+  line_buf b = {.len = 0};
+  tn_kv head = TN_S("level", level_names[level]);
+  tn_kv text = TN_S("msg", msg);
+  if (log_format == TN_LOG_JSON) {
+    put_str(&b, "{\"ts\":\"");
+  } else {
+    put_str(&b, "ts=");
+  }
+  put_timestamp(&b);
+  if (log_format == TN_LOG_JSON)
+    put_char(&b, '"');
+  put_field(&b, "level", &head);
+  put_field(&b, "msg", &text);
+  va_list ap;
+  va_start(ap, msg);
+  for (;;) {
+    tn_kv kv = va_arg(ap, tn_kv);
+    if (kv.type == TN_KV_END)
+      break;
+    put_field(&b, kv.key, &kv);
+  }
+  va_end(ap);
+  if (log_format == TN_LOG_JSON)
+    b.buf[b.len++] = '}';
+  b.buf[b.len++] = '\n';
+  /* One write per record so concurrent writers never interleave lines. */
+  fwrite(b.buf, 1, b.len, stderr);
+  fflush(stderr);
+}

@@ -1,0 +1,61 @@
+/* Destination policy: which CONNECT targets a device may reach.
+ *
+ * Two checks, in order:
+ *  1. tn_policy_allows_target(): the requested authority must match an allow
+ *     rule (before any DNS lookup, so refused names are never resolved);
+ *  2. tn_policy_allows_addr(): each address the name resolves to (or the
+ *     literal) must be public unless allow_private is set. This is checked on
+ *     the address actually connected to, which defeats DNS rebinding.
+ *
+ * Default: nothing is allowed.
+ */
+#ifndef TN_POLICY_H
+#define TN_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tunnel/addr.h"
+
+typedef enum {
+  TN_RULE_HOST = 0, /* exact name: "idms.example.org:443" */
+  TN_RULE_SUFFIX,   /* "*.example.org:443": any subdomain, not the apex */
+  TN_RULE_CIDR      /* "10.1.2.3:443", "10.0.0.0/8:443", "[fd00::/8]:443" */
+} tn_rule_kind;
+
+typedef struct tn_rule {
+  tn_rule_kind kind;
+  uint16_t port;                 /* 0 means any port ("host:*") */
+  char host[TN_HOST_MAX + 1];    /* HOST: the name; SUFFIX: ".example.org" */
+  tn_cidr cidr;                  /* CIDR rules: matches IP-literal targets only */
+} tn_rule;
+
+/* Parses one allow rule. Names are normalised like tn_authority_parse (lower
+ * case, trailing dot dropped). A bare "*" host is refused: it would make the
+ * gateway an open proxy. On failure returns TN_EINVAL, sets *why to a static
+ * human-readable reason and leaves out untouched. */
+int tn_rule_parse(const char *s, tn_rule *out, const char **why);
+
+/* Formats a rule back into its config form. */
+int tn_rule_format(const tn_rule *r, char *buf, size_t len);
+
+bool tn_rule_matches(const tn_rule *r, const tn_authority *a);
+
+typedef struct tn_policy {
+  tn_rule *rules;
+  size_t n_rules;
+  size_t cap_rules;
+  bool allow_private;
+} tn_policy;
+
+/* Appends a copy of r. Returns 0 or TN_ENOMEM. */
+int tn_policy_add(tn_policy *p, const tn_rule *r);
+/* Deep copy; dst is overwritten. Returns 0 or TN_ENOMEM. */
+int tn_policy_copy(tn_policy *dst, const tn_policy *src);
+void tn_policy_free(tn_policy *p);
+
+bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a);
+bool tn_policy_allows_addr(const tn_policy *p, const struct sockaddr *sa);
+
+#endif
