@@ -62,9 +62,15 @@ static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   if (llhttp_get_method(&s->parser) != HTTP_CONNECT)
     return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
                            "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
-  if (s->target_overflow || tn_authority_parse(s->target, s->target_len, &s->auth) != 0)
+  if (s->target_overflow || tn_authority_parse(s->target, s->target_len, &s->auth) != 0) {
+    /* Logged as received (the logger escapes it) so operators see what a
+     * device asked for; it is the request target, never payload. */
+    s->target[s->target_len] = '\0';
+    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", "bad authority"),
+           TN_S("raw_target", s->target), TN_LOG_END);
     return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
                            "bad CONNECT target: expected host:port or [v6]:port");
+  }
   t->target = format_target(&s->auth);
   if (!t->target)
     return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");

@@ -1,0 +1,734 @@
+/* The daemon's configuration file: see gateway/config.h.
+ *
+ * inih does the name/value splitting; our own line reader feeds it one whole
+ * line at a time so that we know exact line numbers (the Debian build has no
+ * INI_HANDLER_LINENO), can refuse over-long lines instead of letting inih split
+ * them, and can report every malformed line and every unknown section header
+ * (inih reports only the first syntax error and never shows us headers). A line
+ * that the reader has already reported is handed to inih as a blank line.
+ *
+ * Known keys live in one table per section: name, repeatable flag, setter, and
+ * for the generic setters the field offset and range.
+ */
+#include "gateway/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tunnel/error.h"
+#include "tunnel/policy.h"
+
+#define GW_RAW_MAX 1024  /* reader buffer; must exceed inih's line limit + 1 */
+#define GW_SHOW_MAX 1024 /* an echoed value with escapes (4 bytes per input byte) */
+#define GW_EDIT_MAX 64   /* longest key name we compute a suggestion for */
+#define GW_DEFAULT_ADMIN_PORT 9090
+
+enum key_id {
+  K_LOG_LEVEL,
+  K_LOG_FORMAT,
+  K_ADMIN_LISTEN,
+  K_LISTEN,
+  K_ALLOW,
+  K_ALLOW_PRIVATE,
+  K_REQUIRE_TLS,
+  K_MAX_TUNNELS,
+  K_MAX_PER_CLIENT,
+  K_HEADER_TIMEOUT,
+  K_CONNECT_TIMEOUT,
+  K_IDLE_TIMEOUT,
+  K_DRAIN_TIMEOUT,
+  K_COUNT_
+};
+
+struct parse_ctx;
+struct key_def;
+typedef void (*setter_fn)(struct parse_ctx *c, const struct key_def *k, const char *v);
+
+typedef struct key_def {
+  const char *name;
+  enum key_id id;
+  bool repeatable;
+  setter_fn set;
+  size_t off;        /* field in gw_config, for the generic setters */
+  uint64_t min, max; /* integer range; minimum for durations */
+} key_def;
+
+typedef struct section_def {
+  const char *name;
+  const key_def *keys;
+  size_t n_keys;
+} section_def;
+
+typedef struct line_src {
+  FILE *fp;      /* a file, or */
+  const char *s; /* a NUL-terminated string */
+  int read_errno;
+} line_src;
+
+typedef struct raw_line {
+  char buf[GW_RAW_MAX];
+  size_t len;   /* bytes kept in buf */
+  size_t total; /* bytes on the line, without the line terminator */
+  bool nul;     /* the line holds a NUL byte */
+} raw_line;
+
+typedef struct parse_ctx {
+  const char *name; /* file name for messages */
+  gw_config *cfg;
+  gw_config_errors *errs;
+  line_src src;
+  int lineno;
+  bool in_section;         /* a [section] header has been seen */
+  const section_def *sect; /* the current section; NULL when unknown or bad */
+  int first_line[K_COUNT_];
+  bool bad[K_COUNT_]; /* the key had an invalid value */
+  size_t n_err;
+  bool oom;
+} parse_ctx;
+
+/* ---- messages ---------------------------------------------------------- */
+
+__attribute__((format(printf, 1, 0))) static char *vformat(const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0)
+    return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (s)
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+  return s;
+}
+
+__attribute__((format(printf, 1, 2))) static char *aformat(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = vformat(fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static bool errs_push(gw_config_errors *e, char *msg) {
+  if (e->n == e->cap) {
+    size_t cap = e->cap ? e->cap * 2 : 8;
+    char **m = realloc(e->msgs, cap * sizeof *m);
+    if (!m)
+      return false;
+    e->msgs = m;
+    e->cap = cap;
+  }
+  e->msgs[e->n++] = msg;
+  return true;
+}
+
+/* Records "NAME:LINE: message", or "NAME: message" when line is 0. */
+__attribute__((format(printf, 3, 4))) static void report(parse_ctx *c, int line,
+                                                         const char *fmt, ...) {
+  c->n_err++;
+  if (!c->errs)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = vformat(fmt, ap);
+  va_end(ap);
+  char *full = NULL;
+  if (msg)
+    full = line > 0 ? aformat("%s:%d: %s", c->name, line, msg) : aformat("%s: %s", c->name, msg);
+  free(msg);
+  if (!full || !errs_push(c->errs, full)) {
+    free(full);
+    c->oom = true;
+  }
+}
+
+/* Copies s into buf with non-printable bytes as \xNN. */
+static const char *escape(const char *s, char *buf, size_t len) {
+  size_t o = 0;
+  for (; *s && o + 5 < len; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch >= 0x20 && ch < 0x7f)
+      buf[o++] = (char)ch;
+    else
+      o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
+  }
+  buf[o] = '\0';
+  return buf;
+}
+
+/* Whether word (lower case) occurs in name, ignoring case. */
+static bool contains_word(const char *name, const char *word) {
+  size_t n = strlen(word);
+  for (; *name; name++)
+    if (strncasecmp(name, word, n) == 0)
+      return true;
+  return false;
+}
+
+/* Keys whose values must never be echoed. */
+static bool is_secret_key(const char *name) {
+  static const char *const words[] = {"secret", "token", "password"};
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+    if (contains_word(name, words[i]))
+      return true;
+  return false;
+}
+
+/* The value as it may appear in a message. */
+static const char *shown(const key_def *k, const char *v, char *buf, size_t len) {
+  return is_secret_key(k->name) ? "<redacted>" : escape(v, buf, len);
+}
+
+/* "KEY: WHAT, got 'VALUE'" on the current line; marks the key bad. */
+static void value_error(parse_ctx *c, const key_def *k, const char *v, const char *what) {
+  char buf[GW_SHOW_MAX];
+  c->bad[k->id] = true;
+  report(c, c->lineno, "%s: %s, got '%s'", k->name, what, shown(k, v, buf, sizeof buf));
+}
+
+static void syntax_error(parse_ctx *c, int line) {
+  report(c, line, "syntax error (expected 'key = value' or '[section]')");
+}
+
+/* ---- value parsers ----------------------------------------------------- */
+
+static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* Decimal digits only, at most max. */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out) {
+  uint64_t n = 0;
+  if (!is_digit(*s))
+    return -1;
+  for (; is_digit(*s); s++) {
+    uint64_t d = (uint64_t)(*s - '0');
+    if (d > max || n > (max - d) / 10)
+      return -1;
+    n = n * 10 + d;
+  }
+  if (*s)
+    return -1;
+  *out = n;
+  return 0;
+}
+
+int gw_duration_parse(const char *s, uint64_t *out_ms) {
+  static const struct {
+    const char *unit;
+    uint64_t ms;
+  } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+  uint64_t n = 0;
+  if (!s || !is_digit(*s))
+    return -1;
+  for (; is_digit(*s); s++) {
+    uint64_t d = (uint64_t)(*s - '0');
+    if (n > (UINT64_MAX - d) / 10)
+      return -1;
+    n = n * 10 + d;
+  }
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(s, units[i].unit) != 0)
+      continue;
+    if (n > UINT64_MAX / units[i].ms)
+      return -1;
+    *out_ms = n * units[i].ms;
+    return 0;
+  }
+  return -1;
+}
+
+/* 1 for yes, 0 for no, -1 otherwise. */
+static int parse_bool(const char *s) {
+  static const char *const yes[] = {"yes", "true", "on", "1"};
+  static const char *const no[] = {"no", "false", "off", "0"};
+  for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+    if (strcasecmp(s, yes[i]) == 0)
+      return 1;
+    if (strcasecmp(s, no[i]) == 0)
+      return 0;
+  }
+  return -1;
+}
+
+/* ---- setters ----------------------------------------------------------- */
+
+static void *field(parse_ctx *c, const key_def *k) { return (char *)c->cfg + k->off; }
+
+static void set_log_level(parse_ctx *c, const key_def *k, const char *v) {
+  int r = tn_log_level_parse(v);
+  if (r < 0)
+    value_error(c, k, v, "expected error, warn, info or debug");
+  else
+    c->cfg->log_level = (tn_log_level)r;
+}
+
+static void set_log_format(parse_ctx *c, const key_def *k, const char *v) {
+  int r = tn_log_format_parse(v);
+  if (r < 0)
+    value_error(c, k, v, "expected text or json");
+  else
+    c->cfg->log_format = (tn_log_format)r;
+}
+
+static void set_admin_listen(parse_ctx *c, const key_def *k, const char *v) {
+  struct sockaddr_storage ss;
+  if (strcmp(v, "off") == 0) {
+    c->cfg->admin_enabled = false;
+    return;
+  }
+  if (tn_addr_parse_listen(v, &ss) != 0) {
+    value_error(c, k, v, "expected a numeric address like 127.0.0.1:9090 or [::1]:9090, or off");
+    return;
+  }
+  c->cfg->admin_listen = ss;
+  c->cfg->admin_enabled = true;
+}
+
+static void set_listen(parse_ctx *c, const key_def *k, const char *v) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  struct sockaddr_storage ss;
+  if (tn_addr_parse_listen(v, &ss) != 0) {
+    value_error(c, k, v, "expected a numeric address like 127.0.0.1:3128 or [::1]:3128");
+    return;
+  }
+  struct sockaddr_storage *l = realloc(o->listen, (o->n_listen + 1) * sizeof *l);
+  if (!l) {
+    c->oom = true;
+    return;
+  }
+  l[o->n_listen++] = ss;
+  o->listen = l;
+}
+
+static void set_allow(parse_ctx *c, const key_def *k, const char *v) {
+  tn_rule rule;
+  const char *why = NULL;
+  if (tn_rule_parse(v, &rule, &why) != 0) {
+    char buf[GW_SHOW_MAX];
+    c->bad[k->id] = true;
+    report(c, c->lineno, "%s: %s in '%s'", k->name, why ? why : "invalid rule",
+           shown(k, v, buf, sizeof buf));
+    return;
+  }
+  if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
+    c->oom = true;
+}
+
+static void set_bool(parse_ctx *c, const key_def *k, const char *v) {
+  int b = parse_bool(v);
+  if (b < 0)
+    value_error(c, k, v, "expected yes or no");
+  else
+    *(bool *)field(c, k) = b;
+}
+
+static void set_u32(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_uint(v, k->max, &n) != 0 || n < k->min) {
+    char what[96];
+    snprintf(what, sizeof what, "expected a whole number from %llu to %llu",
+             (unsigned long long)k->min, (unsigned long long)k->max);
+    value_error(c, k, v, what);
+    return;
+  }
+  *(uint32_t *)field(c, k) = (uint32_t)n;
+}
+
+static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t ms;
+  if (gw_duration_parse(v, &ms) != 0)
+    value_error(c, k, v, "expected a duration like 500ms, 10s, 5m or 1h");
+  else if (ms < k->min)
+    value_error(c, k, v, "must be greater than 0s");
+  else
+    *(uint64_t *)field(c, k) = ms;
+}
+
+/* ---- tables ------------------------------------------------------------ */
+
+#define TUN(f) offsetof(gw_config, tunnel.f)
+
+static const key_def gateway_keys[] = {
+    {"log_level", K_LOG_LEVEL, false, set_log_level, 0, 0, 0},
+    {"log_format", K_LOG_FORMAT, false, set_log_format, 0, 0, 0},
+};
+
+static const key_def admin_keys[] = {
+    {"listen", K_ADMIN_LISTEN, false, set_admin_listen, 0, 0, 0},
+};
+
+static const key_def tunnel_keys[] = {
+    {"listen", K_LISTEN, true, set_listen, 0, 0, 0},
+    {"allow", K_ALLOW, true, set_allow, 0, 0, 0},
+    {"allow_private", K_ALLOW_PRIVATE, false, set_bool, TUN(policy.allow_private), 0, 0},
+    {"require_tls", K_REQUIRE_TLS, false, set_bool, TUN(require_tls), 0, 0},
+    {"max_tunnels", K_MAX_TUNNELS, false, set_u32, TUN(max_tunnels), 1, 1000000},
+    {"max_tunnels_per_client", K_MAX_PER_CLIENT, false, set_u32, TUN(max_tunnels_per_client), 1,
+     1000000},
+    {"header_timeout", K_HEADER_TIMEOUT, false, set_duration, TUN(header_timeout_ms), 1, 0},
+    {"connect_timeout", K_CONNECT_TIMEOUT, false, set_duration, TUN(connect_timeout_ms), 1, 0},
+    {"idle_timeout", K_IDLE_TIMEOUT, false, set_duration, TUN(idle_timeout_ms), 0, 0},
+    {"drain_timeout", K_DRAIN_TIMEOUT, false, set_duration, TUN(drain_timeout_ms), 0, 0},
+};
+
+#define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
+static const section_def sections[] = {
+    SECTION("gateway", gateway_keys),
+    SECTION("admin", admin_keys),
+    SECTION("tunnel", tunnel_keys),
+};
+
+static const section_def *find_section(const char *name, size_t len) {
+  for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+    if (strlen(sections[i].name) == len && memcmp(sections[i].name, name, len) == 0)
+      return &sections[i];
+  return NULL;
+}
+
+static const key_def *find_key(const section_def *s, const char *name) {
+  for (size_t i = 0; i < s->n_keys; i++)
+    if (strcmp(s->keys[i].name, name) == 0)
+      return &s->keys[i];
+  return NULL;
+}
+
+/* ---- the handler ------------------------------------------------------- */
+
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  size_t row[GW_EDIT_MAX + 1];
+  if (la > GW_EDIT_MAX || lb > GW_EDIT_MAX)
+    return SIZE_MAX;
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+/* The known key of s nearest to name, within an edit distance of 2. */
+static const char *suggest_key(const section_def *s, const char *name) {
+  const char *best = NULL;
+  size_t best_d = 3;
+  for (size_t i = 0; i < s->n_keys; i++) {
+    size_t d = edit_distance(name, s->keys[i].name);
+    if (d < best_d) {
+      best_d = d;
+      best = s->keys[i].name;
+    }
+  }
+  return best;
+}
+
+static void unknown_key(parse_ctx *c, const char *name) {
+  char buf[GW_SHOW_MAX];
+  const char *hint = suggest_key(c->sect, name);
+  if (hint)
+    report(c, c->lineno, "unknown key '%s' in [%s] (did you mean '%s'?)",
+           escape(name, buf, sizeof buf), c->sect->name, hint);
+  else
+    report(c, c->lineno, "unknown key '%s' in [%s]", escape(name, buf, sizeof buf),
+           c->sect->name);
+}
+
+static void apply(parse_ctx *c, const key_def *k, const char *v) {
+  int first = c->first_line[k->id];
+  if (first && !k->repeatable) {
+    report(c, c->lineno, "duplicate key '%s' (first set on line %d)", k->name, first);
+    return;
+  }
+  if (!first)
+    c->first_line[k->id] = c->lineno;
+  if (*v == '\0') {
+    c->bad[k->id] = true;
+    report(c, c->lineno, "%s: value must not be empty", k->name);
+    return;
+  }
+  k->set(c, k, v);
+}
+
+/* inih's callback for each name = value pair; the section comes from the
+ * reader's own tracking, which sees every header. Always returns 1: problems
+ * are recorded in the context, so a nonzero ini_parse_stream() result can only
+ * mean a syntax error. */
+static int on_pair(void *user, const char *section, const char *name, const char *value) {
+  parse_ctx *c = user;
+  (void)section;
+  if (!c->in_section) {
+    char buf[GW_SHOW_MAX];
+    report(c, c->lineno, "key '%s' is outside any section", escape(name, buf, sizeof buf));
+    return 1;
+  }
+  if (!c->sect) /* unknown or malformed section: its header was reported */
+    return 1;
+  const key_def *k = find_key(c->sect, name);
+  if (!k)
+    unknown_key(c, name);
+  else
+    apply(c, k, value ? value : "");
+  return 1;
+}
+
+/* ---- the reader -------------------------------------------------------- */
+
+static int src_getc(line_src *s) {
+  if (s->fp) {
+    int ch = getc(s->fp);
+    if (ch == EOF && ferror(s->fp) && !s->read_errno)
+      s->read_errno = errno ? errno : EIO;
+    return ch;
+  }
+  if (*s->s == '\0')
+    return EOF;
+  return (unsigned char)*s->s++;
+}
+
+/* Reads one line, keeping at most keep bytes. False at the end of input. */
+static bool read_raw_line(line_src *s, raw_line *l, size_t keep) {
+  int ch = src_getc(s);
+  if (ch == EOF)
+    return false;
+  l->len = l->total = 0;
+  l->nul = false;
+  for (; ch != EOF && ch != '\n'; ch = src_getc(s)) {
+    if (ch == '\0')
+      l->nul = true;
+    if (l->len < keep)
+      l->buf[l->len++] = (char)ch;
+    l->total++;
+  }
+  if (l->total > 0 && l->total == l->len && l->buf[l->len - 1] == '\r') {
+    l->len--;
+    l->total--;
+  }
+  l->buf[l->len] = '\0';
+  return true;
+}
+
+static void strip_bom(raw_line *l) {
+  if (l->len >= 3 && memcmp(l->buf, "\xEF\xBB\xBF", 3) == 0) {
+    memmove(l->buf, l->buf + 3, l->len - 3 + 1);
+    l->len -= 3;
+    l->total -= 3;
+  }
+}
+
+static bool is_space(char ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r'); }
+
+static char *skip_space(char *s) {
+  while (is_space(*s))
+    s++;
+  return s;
+}
+
+/* Like inih's find_chars_or_comment: the first of chars, or the start of an
+ * inline comment (';' after whitespace), or the end of s. */
+static char *find_or_comment(char *s, const char *chars) {
+  bool was_space = false;
+  while (*s && !strchr(chars, *s) && !(was_space && *s == ';')) {
+    was_space = is_space(*s);
+    s++;
+  }
+  return s;
+}
+
+static void enter_section(parse_ctx *c, const char *name, size_t len) {
+  char buf[GW_SHOW_MAX];
+  char raw[GW_RAW_MAX];
+  c->in_section = true;
+  c->sect = find_section(name, len);
+  if (c->sect)
+    return;
+  memcpy(raw, name, len);
+  raw[len] = '\0';
+  report(c, c->lineno, "unknown section [%s]", escape(raw, buf, sizeof buf));
+}
+
+/* A "[section]" line: ']' is required, only a comment may follow it. */
+static bool section_line(parse_ctx *c, char *start) {
+  char *end = find_or_comment(start + 1, "]");
+  char *rest = *end == ']' ? skip_space(end + 1) : end;
+  if (*end != ']' || (*rest && *rest != ';')) {
+    syntax_error(c, c->lineno);
+    c->in_section = true; /* skip its keys rather than misfile them */
+    c->sect = NULL;
+    return false;
+  }
+  char *name = skip_space(start + 1);
+  while (end > name && is_space(end[-1]))
+    end--;
+  enter_section(c, name, (size_t)(end - name));
+  return true;
+}
+
+/* Decides whether inih may see the (left-trimmed) line; reports it if not. */
+static bool check_line(parse_ctx *c, char *start) {
+  if (*start == '\0' || *start == ';' || *start == '#')
+    return true;
+  if (*start == '[')
+    return section_line(c, start);
+  char *sep = find_or_comment(start, "=:");
+  if (*sep != '=' || sep == start) { /* ':' before '=' or no '=' at all */
+    syntax_error(c, c->lineno);
+    return false;
+  }
+  return true;
+}
+
+static char *reader(char *str, int num, void *stream) {
+  parse_ctx *c = stream;
+  raw_line l;
+  if (num < 2)
+    return NULL;
+  size_t limit = (size_t)num - 1;
+  if (limit > GW_RAW_MAX - 2)
+    limit = GW_RAW_MAX - 2;
+  if (!read_raw_line(&c->src, &l, limit + 1))
+    return NULL;
+  c->lineno++;
+  if (c->lineno == 1)
+    strip_bom(&l);
+  str[0] = '\0';
+  if (l.total > limit) {
+    report(c, c->lineno, "line too long (max %zu bytes)", limit);
+  } else if (l.nul) {
+    report(c, c->lineno, "line contains a NUL byte");
+  } else {
+    /* Left-trimmed, so that inih never takes it for a continuation line. */
+    char *start = skip_space(l.buf);
+    if (check_line(c, start))
+      memcpy(str, start, l.len - (size_t)(start - l.buf) + 1);
+  }
+  return str;
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+static void set_default_admin(gw_config *cfg) {
+  struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->admin_listen;
+  memset(&cfg->admin_listen, 0, sizeof cfg->admin_listen);
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons(GW_DEFAULT_ADMIN_PORT);
+  sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cfg->admin_enabled = true;
+}
+
+static int ctx_init(parse_ctx *c, const char *name, gw_config *cfg, gw_config_errors *errs) {
+  memset(c, 0, sizeof *c);
+  c->name = name;
+  c->cfg = cfg;
+  c->errs = errs;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->log_level = TN_LOG_INFO;
+  cfg->log_format = TN_LOG_TEXT;
+  set_default_admin(cfg);
+  tn_engine_opts_init(&cfg->tunnel);
+  cfg->path = strdup(name);
+  return cfg->path ? 0 : TN_ENOMEM;
+}
+
+static bool already_reported(const parse_ctx *c, int line) {
+  char prefix[64];
+  if (!c->errs)
+    return false;
+  size_t n = (size_t)snprintf(prefix, sizeof prefix, ":%d: ", line);
+  size_t name_len = strlen(c->name);
+  for (size_t i = 0; i < c->errs->n; i++) {
+    const char *m = c->errs->msgs[i];
+    if (strncmp(m, c->name, name_len) == 0 && strncmp(m + name_len, prefix, n) == 0)
+      return true;
+  }
+  return false;
+}
+
+static void cross_checks(parse_ctx *c) {
+  const tn_engine_opts *o = &c->cfg->tunnel;
+  if (!c->first_line[K_LISTEN])
+    report(c, 0, "[tunnel] has no listen address");
+  if (!c->bad[K_MAX_TUNNELS] && !c->bad[K_MAX_PER_CLIENT] && o->max_tunnels &&
+      o->max_tunnels_per_client > o->max_tunnels) {
+    int line = c->first_line[K_MAX_PER_CLIENT] ? c->first_line[K_MAX_PER_CLIENT]
+                                               : c->first_line[K_MAX_TUNNELS];
+    report(c, line, "max_tunnels_per_client (%lu) is greater than max_tunnels (%lu)",
+           (unsigned long)o->max_tunnels_per_client, (unsigned long)o->max_tunnels);
+  }
+}
+
+static int parse(parse_ctx *c) {
+  int r = ini_parse_stream(reader, c, on_pair, c);
+  if (r == -2)
+    c->oom = true;
+  else if (r > 0 && !already_reported(c, r))
+    syntax_error(c, r);
+  if (c->src.read_errno)
+    report(c, 0, "cannot read: %s", strerror(c->src.read_errno));
+  else
+    cross_checks(c);
+  if (c->oom)
+    return TN_ENOMEM;
+  return c->n_err ? TN_EINVAL : 0;
+}
+
+int gw_config_load(const char *path, gw_config *cfg, gw_config_errors *errs) {
+  parse_ctx c;
+  if (!path || !cfg)
+    return TN_EINVAL;
+  if (ctx_init(&c, path, cfg, errs) != 0)
+    return TN_ENOMEM;
+  FILE *fp = fopen(path, "re");
+  if (!fp) {
+    int e = errno;
+    report(&c, 0, "cannot open: %s", strerror(e));
+    return c.oom ? TN_ENOMEM : -e;
+  }
+  c.src.fp = fp;
+  int rc = parse(&c);
+  fclose(fp);
+  return rc;
+}
+
+int gw_config_load_string(const char *name, const char *text, gw_config *cfg,
+                          gw_config_errors *errs) {
+  parse_ctx c;
+  if (!name || !text || !cfg)
+    return TN_EINVAL;
+  if (ctx_init(&c, name, cfg, errs) != 0)
+    return TN_ENOMEM;
+  c.src.s = text;
+  return parse(&c);
+}
+
+void gw_config_free(gw_config *cfg) {
+  if (!cfg)
+    return;
+  free(cfg->path);
+  tn_engine_opts_free(&cfg->tunnel);
+  memset(cfg, 0, sizeof *cfg);
+}
+
+void gw_config_errors_free(gw_config_errors *errs) {
+  if (!errs)
+    return;
+  for (size_t i = 0; i < errs->n; i++)
+    free(errs->msgs[i]);
+  free(errs->msgs);
+  memset(errs, 0, sizeof *errs);
+}
