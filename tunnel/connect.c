@@ -42,6 +42,7 @@ static void on_connected(uv_connect_t *req, int status) {
   if (status < 0)
     return connect_failed(t, status);
   memcpy(&t->connected, &t->setup->connect_addr, sizeof(t->connected));
+  t->connect_ms = uv_now(tn__loop(t->engine)) - t->request_ms;
   tn__relay_start(t);
 }
 
@@ -146,7 +147,8 @@ void tn__connect_start(tn_tunnel *t) {
   tn_setup *s = t->setup;
   tn_engine *e = t->engine;
   t->phase = TN_PHASE_RESOLVING;
-  t->deadline_ms = uv_now(tn__loop(e)) + tn__opts(e)->connect_timeout_ms;
+  t->request_ms = uv_now(tn__loop(e));
+  t->deadline_ms = t->request_ms + tn__opts(e)->connect_timeout_ms;
   if (s->auth.kind != TN_HOST_NAME) {
     literal_addr(t);
     s->ai_next = &s->literal_ai;

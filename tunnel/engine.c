@@ -13,6 +13,8 @@
 typedef struct tn_listener {
   uv_tcp_t tcp;
   tn_engine *engine;
+  size_t index;
+  uint64_t active; /* open downstream connections accepted here */
   struct sockaddr_storage bound;
 } tn_listener;
 
@@ -31,6 +33,9 @@ struct tn_engine {
   tn_clients *clients;
   tn_engine_stats stats;
   uint64_t last_accept_log_ms;
+  tn_tunnel_cb on_close;
+  void *on_close_arg;
+  bool authorized;
   bool draining;
   bool finishing;
   void (*done)(void *arg);
@@ -128,6 +133,12 @@ bool tn__admit(tn_engine *e, tn_tunnel *t) {
 void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
   list_remove(&t->link);
   e->stats.connections_active--;
+  e->listeners[t->listener].active--;
+  if (e->on_close) {
+    tn_tunnel_info info;
+    tn__tunnel_info(t, uv_now(e->loop), &info);
+    e->on_close(&info, e->on_close_arg);
+  }
   e->stats.by_result[t->result]++;
   if (t->admitted) {
     t->admitted = false;
@@ -190,13 +201,16 @@ static void log_accept_error(tn_engine *e, int status) {
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  tn_engine *e = server->data;
+  tn_listener *l = server->data;
+  tn_engine *e = l->engine;
   if (status < 0)
     return log_accept_error(e, status);
   e->tunnels_alloc++;
   tn_tunnel *t = tn__tunnel_new(e, server);
   if (!t)
     return log_accept_error(e, UV_ENOMEM);
+  t->listener = l->index;
+  l->active++;
   e->stats.connections_active++;
   e->stats.tunnels_total++;
   t->deadline_ms = uv_now(e->loop) + e->opts.header_timeout_ms;
@@ -205,8 +219,13 @@ static void on_connection(uv_stream_t *server, int status) {
   tn__h1_start(t);
 }
 
+/* Listener handles carry their tn_listener, timers the engine. */
+static tn_engine *engine_of(uv_handle_t *h) {
+  return h->type == UV_TCP ? ((tn_listener *)h->data)->engine : h->data;
+}
+
 static void on_engine_handle_closed(uv_handle_t *h) {
-  tn_engine *e = h->data;
+  tn_engine *e = engine_of(h);
   if (--e->handles_open > 0)
     return;
   void (*done)(void *) = e->done;
@@ -226,7 +245,7 @@ static int listener_open(tn_engine *e, tn_listener *l, const struct sockaddr_sto
   int err = uv_tcp_init(e->loop, &l->tcp);
   if (err)
     return err;
-  l->tcp.data = e;
+  l->tcp.data = l;
   e->handles_open++;
   if ((err = uv_tcp_bind(&l->tcp, (const struct sockaddr *)addr, 0)) == 0 &&
       (err = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) == 0) {
@@ -269,6 +288,7 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   int err = 0;
   for (size_t i = 0; i < opts->n_listen && !err; i++, e->n_listeners++) {
     e->listeners[i].engine = e;
+    e->listeners[i].index = i;
     err = listener_open(e, &e->listeners[i], &opts->listen[i]);
   }
   if (err) {
@@ -307,6 +327,32 @@ void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out) {
   *out = e->stats;
   out->clients_active = tn__clients_active(e->clients);
 }
+
+uint64_t tn_engine_listener_active(const tn_engine *e, size_t i) {
+  return i < e->n_listeners ? e->listeners[i].active : 0;
+}
+
+void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg) {
+  e->on_close = cb;
+  e->on_close_arg = arg;
+}
+
+static void foreach_list(const tn_link *head, uint64_t now, tn_tunnel_cb cb, void *arg) {
+  for (const tn_link *l = head->next; l != head; l = l->next) {
+    tn_tunnel_info info;
+    tn__tunnel_info((const tn_tunnel *)l, now, &info);
+    cb(&info, arg);
+  }
+}
+
+void tn_engine_foreach(const tn_engine *e, tn_tunnel_cb cb, void *arg) {
+  uint64_t now = uv_now(e->loop);
+  foreach_list(&e->relay_list, now, cb, arg);
+  foreach_list(&e->setup_list, now, cb, arg);
+}
+
+void tn_engine_set_authorized(tn_engine *e, bool authorized) { e->authorized = authorized; }
+bool tn__authorized(tn_engine *e) { return e->authorized; }
 
 /* ---- drain ---- */
 

@@ -63,6 +63,26 @@ typedef struct tn_engine_stats {
 
 typedef struct tn_engine tn_engine;
 
+/* What the engine can say about one tunnel: metadata only, never payload. */
+typedef struct tn_tunnel_info {
+  uint64_t id;
+  const char *proto;                /* "h1" (later "h2") */
+  size_t listener;                  /* index into opts.listen */
+  const struct sockaddr *client;
+  const char *client_subject;       /* device certificate subject, or NULL */
+  const char *target;               /* normalised "host:port", or NULL before parsing */
+  const struct sockaddr *connected; /* NULL until connected */
+  bool established;                 /* 200 sent, relaying */
+  tn_result result;                 /* meaningful once closed */
+  int status;                       /* HTTP status sent, 0 if none */
+  const char *close_reason;
+  uint64_t age_ms;
+  uint64_t connect_ms;              /* request to upstream connected; 0 if never */
+  uint64_t bytes_up, bytes_down;
+} tn_tunnel_info;
+
+typedef void (*tn_tunnel_cb)(const tn_tunnel_info *info, void *arg);
+
 /* Binds every listener and starts accepting. On failure returns a negative
  * error, logs which listener failed, and *out is untouched; nothing is left
  * open. The options are copied. */
@@ -77,6 +97,23 @@ int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storag
 int tn_engine_update(tn_engine *e, const tn_engine_opts *opts);
 
 void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out);
+
+/* Downstream connections open on listener i right now. */
+uint64_t tn_engine_listener_active(const tn_engine *e, size_t i);
+
+/* cb runs once per tunnel as it closes, right after its access-log line
+ * (for metrics such as duration histograms). One observer; NULL removes it. */
+void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg);
+
+/* Calls cb for every open downstream connection, established tunnels first,
+ * then those still being set up. cb must not
+ * call back into the engine. */
+void tn_engine_foreach(const tn_engine *e, tn_tunnel_cb cb, void *arg);
+
+/* Whether the gateway itself currently holds a valid access token. Rules
+ * marked when_authorized (allow_when_authorized) match only while it does.
+ * Starts false. */
+void tn_engine_set_authorized(tn_engine *e, bool authorized);
 
 /* Stops accepting, lets open tunnels finish for drain_timeout_ms, then closes
  * what is left. done(arg) runs once every handle of the engine is closed; the

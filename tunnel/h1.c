@@ -74,8 +74,10 @@ static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   t->target = format_target(&s->auth);
   if (!t->target)
     return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
-  if (!tn_policy_allows_target(&o->policy, &s->auth)) {
-    log_refusal(t, "no allow rule matches");
+  if (!tn_policy_allows_target(&o->policy, &s->auth, tn__authorized(e))) {
+    bool limited = tn_policy_needs_authorization(&o->policy, &s->auth);
+    log_refusal(t, limited ? "limited service: target needs the gateway to be authorized"
+                           : "no allow rule matches");
     return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
   }
   if (!tn__admit(e, t))

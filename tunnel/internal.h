@@ -94,7 +94,10 @@ struct tn_tunnel {
   char *target;                  /* normalised "host:port", for logs; owned */
   struct sockaddr_in6 client;    /* also holds sockaddr_in */
   struct sockaddr_in6 connected;
+  size_t listener;               /* index of the listener that accepted it */
   uint64_t started_ms;
+  uint64_t request_ms;           /* request head complete; 0 before */
+  uint64_t connect_ms;           /* request to upstream connected; 0 if never */
   uint64_t deadline_ms;          /* set-up phases: when to time out; 0 = none */
   uint64_t last_activity_ms;
   uint64_t bytes_up, bytes_down;
@@ -108,9 +111,12 @@ struct tn_tunnel {
 /* engine.c */
 uv_loop_t *tn__loop(tn_engine *e);
 const tn_engine_opts *tn__opts(tn_engine *e);
+bool tn__authorized(tn_engine *e);
 void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay);
 void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t); /* after the access log */
 void tn__engine_tunnel_freed(tn_engine *e);
+/* Fills info from t (pointers into t: valid while t lives). */
+void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
 void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down);
 /* Admission of a request: checks max_tunnels and max_tunnels_per_client.
  * Returns true and takes a slot, or false. */

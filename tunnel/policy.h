@@ -29,11 +29,13 @@ typedef struct tn_rule {
   uint16_t port;                 /* 0 means any port ("host:*") */
   char host[TN_HOST_MAX + 1];    /* HOST: the name; SUFFIX: ".example.org" */
   tn_cidr cidr;                  /* CIDR rules: matches IP-literal targets only */
+  bool when_authorized;          /* allow_when_authorized: only while the gateway
+                                    holds a valid access token (set by the caller) */
 } tn_rule;
 
 /* Parses one allow rule. Names are normalised like tn_authority_parse (lower
  * case, trailing dot dropped). A bare "*" host is refused: it would make the
- * gateway an open proxy. On failure returns TN_EINVAL, sets *why to a static
+ * gateway an open proxy, and so is a /0 prefix. On failure returns TN_EINVAL, sets *why to a static
  * human-readable reason and leaves out untouched. */
 int tn_rule_parse(const char *s, tn_rule *out, const char **why);
 
@@ -55,7 +57,12 @@ int tn_policy_add(tn_policy *p, const tn_rule *r);
 int tn_policy_copy(tn_policy *dst, const tn_policy *src);
 void tn_policy_free(tn_policy *p);
 
-bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a);
+/* authorized: whether the gateway currently holds a valid access token;
+ * rules marked when_authorized match only then. */
+bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized);
+/* True when a when_authorized rule would match: used to say "limited
+ * service" instead of a plain "not allowed" in the log. */
+bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a);
 bool tn_policy_allows_addr(const tn_policy *p, const struct sockaddr *sa);
 
 #endif

@@ -237,3 +237,21 @@ void tn__tunnel_timeout(tn_tunnel *t) {
 }
 
 bool tn__tunnel_admitted(const tn_tunnel *t) { return t->admitted; }
+
+void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
+  memset(info, 0, sizeof(*info));
+  info->id = t->id;
+  info->proto = "h1";
+  info->listener = t->listener;
+  info->client = (const struct sockaddr *)&t->client;
+  info->target = t->target;
+  info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
+  info->established = t->phase == TN_PHASE_RELAY || (t->phase == TN_PHASE_CLOSING && t->status == 200);
+  info->result = t->result;
+  info->status = t->status;
+  info->close_reason = t->close_reason;
+  info->age_ms = now - t->started_ms;
+  info->connect_ms = t->connect_ms;
+  info->bytes_up = t->bytes_up;
+  info->bytes_down = t->bytes_down;
+}

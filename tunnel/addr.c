@@ -1,0 +1,443 @@
+/* CONNECT targets and socket addresses: parsing, classification, formatting.
+ *
+ * This is the first half of the SSRF barrier, so the parsers accept exactly
+ * one spelling of each target: anything a resolver or inet_aton() might read
+ * differently from us is refused. Every parser builds its result in a local
+ * and copies it to *out only on success.
+ */
+#include "tunnel/addr.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tunnel/error.h"
+
+#define LABEL_MAX 63
+#define PORT_DIGITS_MAX 5
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+static bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+/* Bytes allowed in a DNS label: letters, digits, '-' and '_'. */
+static bool is_label_char(char c) { return is_alpha(c) || is_digit(c) || c == '-' || c == '_'; }
+
+static char to_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
+
+/* The only bytes that can appear anywhere in an authority. Refusing the rest
+ * up front rules out '@', '%', whitespace, control and non-ASCII bytes. */
+static bool is_authority_char(char c) {
+  return is_label_char(c) || c == '.' || c == ':' || c == '[' || c == ']';
+}
+
+static const char *last_of(const char *s, size_t len, char c) {
+  for (size_t i = len; i > 0; i--)
+    if (s[i - 1] == c)
+      return s + i - 1;
+  return NULL;
+}
+
+/* Decimal port of 1..5 digits, no sign or spaces. 0 is accepted here; callers
+ * that need a target port refuse it. */
+static int parse_port(const char *s, size_t len, uint16_t *out) {
+  uint32_t v = 0;
+  if (len == 0 || len > PORT_DIGITS_MAX)
+    return TN_EINVAL;
+  for (size_t i = 0; i < len; i++) {
+    if (!is_digit(s[i]))
+      return TN_EINVAL;
+    v = v * 10 + (uint32_t)(s[i] - '0');
+  }
+  if (v > 65535)
+    return TN_EINVAL;
+  *out = (uint16_t)v;
+  return 0;
+}
+
+/* Strict dotted quad: four decimal octets of 1..3 digits without leading zeros,
+ * confirmed by inet_pton. inet_aton() forms (127.1, 0x7f.0.0.1, 017.0.0.1,
+ * 2130706433) are refused so that no later consumer can read them otherwise. */
+static int parse_ipv4(const char *s, size_t len, struct in_addr *out) {
+  char buf[INET_ADDRSTRLEN];
+  size_t digits = 0;
+  int octets = 0;
+  if (len == 0 || len >= sizeof(buf))
+    return TN_EINVAL;
+  for (size_t i = 0; i <= len; i++) {
+    if (i == len || s[i] == '.') {
+      if (digits == 0 || digits > 3 || (digits > 1 && s[i - digits] == '0'))
+        return TN_EINVAL;
+      octets++;
+      digits = 0;
+    } else if (is_digit(s[i])) {
+      digits++;
+    } else {
+      return TN_EINVAL;
+    }
+  }
+  if (octets != 4)
+    return TN_EINVAL;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  return inet_pton(AF_INET, buf, out) == 1 ? 0 : TN_EINVAL;
+}
+
+/* IPv6 text as inet_pton reads it (embedded dotted quad allowed); no zone id,
+ * no brackets. */
+static int parse_ipv6(const char *s, size_t len, struct in6_addr *out) {
+  char buf[INET6_ADDRSTRLEN];
+  if (len == 0 || len >= sizeof(buf))
+    return TN_EINVAL;
+  for (size_t i = 0; i < len; i++)
+    if (!is_hex(s[i]) && s[i] != ':' && s[i] != '.')
+      return TN_EINVAL;
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  return inet_pton(AF_INET6, buf, out) == 1 ? 0 : TN_EINVAL;
+}
+
+/* True for a label inet_aton() or a resolver could read as a number: all
+ * digits, or a "0x" prefix. */
+static bool label_is_numeric(const char *l, size_t n) {
+  if (n == 0)
+    return false;
+  if (n >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X'))
+    return true;
+  for (size_t i = 0; i < n; i++)
+    if (!is_digit(l[i]))
+      return false;
+  return true;
+}
+
+/* Validates a DNS name (trailing dot already removed) and writes it lowercased
+ * and NUL-terminated into out, which holds TN_HOST_MAX + 1 bytes. */
+static int parse_name(const char *s, size_t len, char *out) {
+  size_t label = 0;
+  if (len == 0 || len > TN_HOST_MAX)
+    return TN_EINVAL;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] == '.') {
+      if (label == 0)
+        return TN_EINVAL;
+      label = 0;
+    } else if (!is_label_char(s[i]) || ++label > LABEL_MAX) {
+      return TN_EINVAL;
+    }
+    out[i] = to_lower(s[i]);
+  }
+  if (label == 0)
+    return TN_EINVAL;
+  out[len] = '\0';
+  return 0;
+}
+
+/* An unbracketed host: a DNS name, or an IPv4 literal when the last label is
+ * numeric-looking (then it must be a strict dotted quad, without trailing dot). */
+static int parse_host(const char *s, size_t len, tn_authority *a) {
+  bool trailing_dot = len > 0 && s[len - 1] == '.';
+  size_t n = trailing_dot ? len - 1 : len;
+  const char *dot = last_of(s, n, '.');
+  const char *last = dot ? dot + 1 : s;
+
+  if (label_is_numeric(last, (size_t)(s + n - last))) {
+    if (trailing_dot || parse_ipv4(s, n, &a->ip.v4) != 0)
+      return TN_EINVAL;
+    a->kind = TN_HOST_IPV4;
+    return inet_ntop(AF_INET, &a->ip.v4, a->host, sizeof(a->host)) ? 0 : TN_EINVAL;
+  }
+  a->kind = TN_HOST_NAME;
+  return parse_name(s, n, a->host);
+}
+
+/* "[v6]" including the brackets. */
+static int parse_bracketed(const char *s, size_t len, tn_authority *a) {
+  if (len < 2 || s[0] != '[' || s[len - 1] != ']')
+    return TN_EINVAL;
+  if (parse_ipv6(s + 1, len - 2, &a->ip.v6) != 0)
+    return TN_EINVAL;
+  a->kind = TN_HOST_IPV6;
+  return inet_ntop(AF_INET6, &a->ip.v6, a->host, sizeof(a->host)) ? 0 : TN_EINVAL;
+}
+
+int tn_authority_parse(const char *s, size_t len, tn_authority *out) {
+  tn_authority a;
+  const char *colon;
+  size_t hlen;
+
+  if (!s || !out || len == 0)
+    return TN_EINVAL;
+  for (size_t i = 0; i < len; i++)
+    if (!is_authority_char(s[i]))
+      return TN_EINVAL;
+  colon = last_of(s, len, ':');
+  if (!colon)
+    return TN_EINVAL;
+  memset(&a, 0, sizeof(a));
+  hlen = (size_t)(colon - s);
+  if (parse_port(colon + 1, len - hlen - 1, &a.port) != 0 || a.port == 0)
+    return TN_EINVAL;
+  if (hlen > 0 && s[0] == '[') {
+    if (parse_bracketed(s, hlen, &a) != 0)
+      return TN_EINVAL;
+  } else {
+    /* ':' here is an unbracketed IPv6 address; '[' ']' are out of place. */
+    if (memchr(s, ':', hlen) || memchr(s, '[', hlen) || memchr(s, ']', hlen))
+      return TN_EINVAL;
+    if (parse_host(s, hlen, &a) != 0)
+      return TN_EINVAL;
+  }
+  *out = a;
+  return 0;
+}
+
+int tn_authority_format(const tn_authority *a, char *buf, size_t len) {
+  if (!a || (!buf && len > 0))
+    return TN_EINVAL;
+  if (a->kind == TN_HOST_IPV6)
+    return snprintf(buf, len, "[%s]:%u", a->host, (unsigned)a->port);
+  return snprintf(buf, len, "%s:%u", a->host, (unsigned)a->port);
+}
+
+/* --- classification ----------------------------------------------------- */
+
+/* True when the first `bits` bits of a and b are equal. */
+static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits) {
+  size_t whole = bits / 8;
+  unsigned rest = bits % 8;
+  uint8_t mask;
+  if (memcmp(a, b, whole) != 0)
+    return false;
+  if (rest == 0)
+    return true;
+  mask = (uint8_t)(0xff << (8 - rest));
+  return (a[whole] & mask) == (b[whole] & mask);
+}
+
+typedef struct {
+  uint8_t net[16];
+  uint8_t bits;
+  tn_addr_class cls;
+} addr_range;
+
+/* First match wins, so more specific ranges come first. */
+static const addr_range v4_ranges[] = {
+    {{0}, 8, TN_ADDR_UNSPECIFIED},
+    {{10}, 8, TN_ADDR_PRIVATE},
+    {{100, 64}, 10, TN_ADDR_PRIVATE},
+    {{127}, 8, TN_ADDR_LOOPBACK},
+    {{169, 254}, 16, TN_ADDR_LINK_LOCAL},
+    {{172, 16}, 12, TN_ADDR_PRIVATE},
+    {{192, 0, 0}, 24, TN_ADDR_RESERVED},
+    {{192, 0, 2}, 24, TN_ADDR_RESERVED},
+    {{192, 88, 99}, 24, TN_ADDR_RESERVED}, /* 6to4 relay anycast, deprecated */
+    {{192, 168}, 16, TN_ADDR_PRIVATE},
+    {{198, 18}, 15, TN_ADDR_RESERVED},
+    {{198, 51, 100}, 24, TN_ADDR_RESERVED},
+    {{203, 0, 113}, 24, TN_ADDR_RESERVED},
+    {{224}, 4, TN_ADDR_MULTICAST},
+    {{240}, 4, TN_ADDR_RESERVED},
+};
+
+static const addr_range v6_ranges[] = {
+    {{0}, 128, TN_ADDR_UNSPECIFIED},
+    {{[15] = 1}, 128, TN_ADDR_LOOPBACK},
+    {{[10] = 0xff, [11] = 0xff}, 96, TN_ADDR_V4MAPPED},
+    {{0}, 96, TN_ADDR_V4MAPPED}, /* IPv4-compatible, deprecated */
+    {{0x00, 0x64, 0xff, 0x9b}, 96, TN_ADDR_V4MAPPED}, /* NAT64 */
+    {{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, TN_ADDR_PRIVATE}, /* local-use NAT64 */
+    {{0}, 8, TN_ADDR_RESERVED},                        /* rest of ::/8 */
+    {{0x01, 0x00}, 64, TN_ADDR_RESERVED},              /* discard-only */
+    {{0x20, 0x01, 0x0d, 0xb8}, 32, TN_ADDR_RESERVED},  /* documentation */
+    {{0x20, 0x01}, 23, TN_ADDR_RESERVED}, /* IETF protocol assignments, Teredo */
+    {{0x20, 0x02}, 16, TN_ADDR_RESERVED}, /* 6to4: embeds an IPv4 address */
+    {{0x3f, 0xf0}, 20, TN_ADDR_RESERVED}, /* documentation (RFC 9637) */
+    {{0xfc}, 7, TN_ADDR_PRIVATE},
+    {{0xfe, 0x80}, 10, TN_ADDR_LINK_LOCAL},
+    {{0xfe, 0xc0}, 10, TN_ADDR_RESERVED}, /* site-local, deprecated */
+    {{0xff}, 8, TN_ADDR_MULTICAST},
+};
+
+static tn_addr_class classify_bytes(const uint8_t *a, const addr_range *r, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (prefix_equal(a, r[i].net, r[i].bits))
+      return r[i].cls;
+  return TN_ADDR_PUBLIC;
+}
+
+tn_addr_class tn_addr_classify(const struct sockaddr *sa) {
+  if (!sa)
+    return TN_ADDR_RESERVED;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    return classify_bytes((const uint8_t *)&in->sin_addr, v4_ranges,
+                          sizeof(v4_ranges) / sizeof(v4_ranges[0]));
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    return classify_bytes(in6->sin6_addr.s6_addr, v6_ranges,
+                          sizeof(v6_ranges) / sizeof(v6_ranges[0]));
+  }
+  return TN_ADDR_RESERVED;
+}
+
+const char *tn_addr_class_name(tn_addr_class c) {
+  switch (c) {
+  case TN_ADDR_PUBLIC: return "public";
+  case TN_ADDR_UNSPECIFIED: return "unspecified";
+  case TN_ADDR_LOOPBACK: return "loopback";
+  case TN_ADDR_PRIVATE: return "private";
+  case TN_ADDR_LINK_LOCAL: return "link_local";
+  case TN_ADDR_MULTICAST: return "multicast";
+  case TN_ADDR_V4MAPPED: return "v4mapped";
+  case TN_ADDR_RESERVED: return "reserved";
+  }
+  return "unknown";
+}
+
+/* --- socket addresses --------------------------------------------------- */
+
+/* Returns 0, TN_EINVAL for an unsupported family, or TN_ERANGE when buf is too
+ * small (buf then holds a truncated, NUL-terminated string). */
+int tn_addr_format(const struct sockaddr *sa, char *buf, size_t len) {
+  char ip[INET6_ADDRSTRLEN];
+  int n;
+  if (!sa || !buf || len == 0)
+    return TN_EINVAL;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    if (!inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip)))
+      return TN_EINVAL;
+    n = snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    if (!inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip)))
+      return TN_EINVAL;
+    n = snprintf(buf, len, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+  } else {
+    return TN_EINVAL;
+  }
+  return (n < 0 || (size_t)n >= len) ? TN_ERANGE : 0;
+}
+
+int tn_addr_parse_listen(const char *s, struct sockaddr_storage *out) {
+  struct sockaddr_storage ss;
+  const char *colon;
+  size_t len, hlen;
+  uint16_t port;
+
+  if (!s || !out)
+    return TN_EINVAL;
+  len = strnlen(s, TN_ADDRSTR_MAX);
+  if (len == 0 || len >= TN_ADDRSTR_MAX)
+    return TN_EINVAL;
+  colon = last_of(s, len, ':');
+  if (!colon)
+    return TN_EINVAL;
+  hlen = (size_t)(colon - s);
+  if (parse_port(colon + 1, len - hlen - 1, &port) != 0)
+    return TN_EINVAL;
+
+  memset(&ss, 0, sizeof(ss));
+  if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (parse_ipv6(s + 1, hlen - 2, &in6->sin6_addr) != 0)
+      return TN_EINVAL;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+  } else {
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    if (hlen == 1 && s[0] == '*')
+      in->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (parse_ipv4(s, hlen, &in->sin_addr) != 0)
+      return TN_EINVAL;
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+  }
+  *out = ss;
+  return 0;
+}
+
+/* --- prefixes ----------------------------------------------------------- */
+
+/* Prefix length: 1..3 decimal digits, no leading zero except "0" itself. */
+static int parse_prefix_len(const char *s, size_t len, unsigned max, uint8_t *out) {
+  unsigned v = 0;
+  if (len == 0 || len > 3 || (len > 1 && s[0] == '0'))
+    return TN_EINVAL;
+  for (size_t i = 0; i < len; i++) {
+    if (!is_digit(s[i]))
+      return TN_EINVAL;
+    v = v * 10 + (unsigned)(s[i] - '0');
+  }
+  if (v > max)
+    return TN_EINVAL;
+  *out = (uint8_t)v;
+  return 0;
+}
+
+static bool host_bits_set(const uint8_t *addr, unsigned max, unsigned prefix) {
+  for (unsigned i = 0; i < max / 8; i++) {
+    unsigned lo = i * 8;
+    uint8_t keep;
+    if (prefix >= lo + 8)
+      continue;
+    keep = prefix <= lo ? 0 : (uint8_t)(0xff << (8 - (prefix - lo)));
+    if (addr[i] & (uint8_t)~keep)
+      return true;
+  }
+  return false;
+}
+
+int tn_cidr_parse(const char *s, size_t len, tn_cidr *out) {
+  tn_cidr c;
+  const char *slash;
+  size_t alen;
+  unsigned max;
+
+  if (!s || !out || len == 0)
+    return TN_EINVAL;
+  slash = memchr(s, '/', len);
+  alen = slash ? (size_t)(slash - s) : len;
+  memset(&c, 0, sizeof(c));
+  if (memchr(s, ':', alen)) {
+    struct in6_addr a6;
+    if (parse_ipv6(s, alen, &a6) != 0)
+      return TN_EINVAL;
+    memcpy(c.addr, &a6, 16);
+    c.family = AF_INET6;
+    max = 128;
+  } else {
+    struct in_addr a4;
+    if (parse_ipv4(s, alen, &a4) != 0)
+      return TN_EINVAL;
+    memcpy(c.addr, &a4, 4);
+    c.family = AF_INET;
+    max = 32;
+  }
+  c.prefix = (uint8_t)max;
+  if (slash && parse_prefix_len(slash + 1, len - alen - 1, max, &c.prefix) != 0)
+    return TN_EINVAL;
+  if (host_bits_set(c.addr, max, c.prefix))
+    return TN_EINVAL;
+  *out = c;
+  return 0;
+}
+
+/* Families must match: a v4-mapped IPv6 address is not inside an IPv4 prefix
+ * (it is classified, and refused, as TN_ADDR_V4MAPPED instead). */
+bool tn_cidr_contains(const tn_cidr *c, const struct sockaddr *sa) {
+  if (!c || !sa || sa->sa_family != c->family)
+    return false;
+  if (c->family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    return c->prefix <= 32 && prefix_equal((const uint8_t *)&in->sin_addr, c->addr, c->prefix);
+  }
+  if (c->family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    return c->prefix <= 128 && prefix_equal(in6->sin6_addr.s6_addr, c->addr, c->prefix);
+  }
+  return false;
+}
