@@ -253,7 +253,7 @@ static const addr_range v6_ranges[] = {
     {{0x20, 0x01, 0x0d, 0xb8}, 32, TN_ADDR_RESERVED},  /* documentation */
     {{0x20, 0x01}, 23, TN_ADDR_RESERVED}, /* IETF protocol assignments, Teredo */
     {{0x20, 0x02}, 16, TN_ADDR_RESERVED}, /* 6to4: embeds an IPv4 address */
-    {{0x3f, 0xf0}, 20, TN_ADDR_RESERVED}, /* documentation (RFC 9637) */
+    {{0x3f, 0xff}, 20, TN_ADDR_RESERVED}, /* documentation (RFC 9637) */
     {{0xfc}, 7, TN_ADDR_PRIVATE},
     {{0xfe, 0x80}, 10, TN_ADDR_LINK_LOCAL},
     {{0xfe, 0xc0}, 10, TN_ADDR_RESERVED}, /* site-local, deprecated */

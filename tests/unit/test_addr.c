@@ -295,10 +295,10 @@ static const class_case classes[] = {
     {"0:0:0:1::", RES}, {"0:ffff:ffff:ffff:ffff:ffff:ffff:ffff", RES},
     {"100:0:0:0:0:0:0:0", RES}, {"1ff::", PUB},
     /* 64:ff9b::/96 */
-    {"64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff", PUB}, {"64:ff9b::", MAP},
-    {"64:ff9b::7f00:1", MAP}, {"64:ff9b::ffff:ffff", MAP}, {"64:ff9b::1:0:0", PUB},
+    {"64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff", RES}, {"64:ff9b::", MAP},
+    {"64:ff9b::7f00:1", MAP}, {"64:ff9b::ffff:ffff", MAP}, {"64:ff9b::1:0:0", RES},
     /* 64:ff9b:1::/48, local-use NAT64 */
-    {"64:ff9b:0:ffff::", PUB}, {"64:ff9b:1::1", PRI}, {"64:ff9b:1:ffff::", PRI}, {"64:ff9b:2::", PUB},
+    {"64:ff9b:0:ffff::", RES}, {"64:ff9b:1::1", PRI}, {"64:ff9b:1:ffff::", PRI}, {"64:ff9b:2::", RES},
     /* 100::/64 */
     {"ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", RES}, {"100::", RES},
     {"100::ffff:ffff:ffff:ffff", RES}, {"100:0:0:1::", PUB},
