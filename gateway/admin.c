@@ -2,145 +2,339 @@
 #include "gateway/admin.h"
 
 #include <llhttp.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tunnel/addr.h"
 #include "tunnel/log.h"
 
-#define ADMIN_REQUEST_MAX 8192
+#define ADMIN_HEAD_MAX 8192
+#define ADMIN_BODY_MAX 16384
 #define ADMIN_TIMEOUT_MS 10000
+#define ADMIN_HEADER_VALUE_MAX 1024
+
+typedef struct route {
+  char method[8];
+  char *path;
+  gw_admin_handler handler;
+  void *arg;
+} route;
 
 struct gw_admin {
   uv_tcp_t tcp;
   struct sockaddr_storage bound;
-  gw_admin_status_fn status;
-  void *status_arg;
-  unsigned conns;        /* open connections */
-  bool listener_closed;  /* its close callback ran */
+  route *routes;
+  size_t n_routes;
+  struct gw_admin_req *conns; /* open connections, for gw_admin_close */
+  bool listener_closed;
 };
 
-typedef struct admin_conn {
+/* Kept request headers, by index. */
+enum { H_AUTHORIZATION = 0, H_ACCEPT, H_HOST, H_COUNT_ };
+static const char *const kept_headers[H_COUNT_] = {"authorization", "accept", "host"};
+
+struct gw_admin_req {
   uv_tcp_t tcp;
   uv_timer_t timer;
   uv_write_t write_req;
-  gw_admin *admin;
+  gw_admin *admin;         /* NULL once the connection is closed */
+  struct gw_admin_req *next, *prev;
   llhttp_t parser;
-  char path[256];
-  size_t path_len;
-  size_t bytes;
-  bool done;
-  int handles;
+  struct sockaddr_storage peer;
+  char target[512];
+  size_t target_len;
+  char field[32];
+  size_t field_len;
+  int cur_header;          /* kept header being read, or -1 */
+  char *headers[H_COUNT_];
+  char *body;
+  size_t body_len;
+  size_t head_bytes;
+  char *query;             /* points into target */
+  bool complete;           /* request parsed */
+  bool pending;            /* handed to a handler, not yet answered */
+  int handles;             /* open uv handles */
   char *response;
-} admin_conn;
+};
 
-/* The admin object goes once its listener and every connection are closed. */
+/* ---- lifetime ---- */
+
 static void maybe_free_admin(gw_admin *a) {
-  if (a->listener_closed && a->conns == 0)
-    free(a);
+  if (!a->listener_closed || a->conns)
+    return;
+  for (size_t i = 0; i < a->n_routes; i++)
+    free(a->routes[i].path);
+  free(a->routes);
+  free(a);
 }
 
-static void on_conn_handle_closed(uv_handle_t *h) {
-  admin_conn *c = h->data;
-  if (--c->handles > 0)
+static void req_free(gw_admin_req *r) {
+  for (int i = 0; i < H_COUNT_; i++)
+    free(r->headers[i]);
+  free(r->body);
+  free(r->response);
+  free(r);
+}
+
+static void unlink_conn(gw_admin_req *r) {
+  gw_admin *a = r->admin;
+  if (!a)
     return;
-  gw_admin *a = c->admin;
-  free(c->response);
-  free(c);
-  a->conns--;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    a->conns = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  r->admin = NULL;
   maybe_free_admin(a);
 }
 
-static void conn_close(admin_conn *c) {
-  if (uv_is_closing((uv_handle_t *)&c->tcp))
+/* The request object outlives its connection while a handler holds it. */
+static void on_req_handle_closed(uv_handle_t *h) {
+  gw_admin_req *r = h->data;
+  if (--r->handles > 0)
     return;
-  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
-  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+  unlink_conn(r);
+  if (!r->pending)
+    req_free(r);
 }
 
-static void on_written(uv_write_t *req, int status) { conn_close(req->data); }
+static void conn_close(gw_admin_req *r) {
+  if (uv_is_closing((uv_handle_t *)&r->tcp))
+    return;
+  uv_close((uv_handle_t *)&r->tcp, on_req_handle_closed);
+  uv_close((uv_handle_t *)&r->timer, on_req_handle_closed);
+}
+
+/* ---- responses ---- */
 
 static const char *reason_phrase(int status) {
   switch (status) {
   case 200: return "OK";
+  case 302: return "Found";
   case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 413: return "Content Too Large";
   case 431: return "Request Header Fields Too Large";
-  default: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  default: return status < 500 ? "Error" : "Internal Server Error";
   }
 }
 
-static void respond(admin_conn *c, int status, const char *type, const char *body) {
-  size_t blen = strlen(body);
-  size_t cap = blen + 256;
-  c->response = malloc(cap);
-  if (!c->response)
-    return conn_close(c);
-  int n = snprintf(c->response, cap,
+static void on_written(uv_write_t *req, int status) { conn_close(req->data); }
+
+void gw_admin_respond(gw_admin_req *r, int status, const char *content_type,
+                      const char *extra_headers, const char *body, size_t len) {
+  r->pending = false;
+  if (!r->handles) { /* the client left; the connection is already gone */
+    req_free(r);
+    return;
+  }
+  if (r->response || uv_is_closing((uv_handle_t *)&r->tcp))
+    return;
+  bool head = llhttp_get_method(&r->parser) == HTTP_HEAD;
+  size_t cap = len + 512 + (extra_headers ? strlen(extra_headers) : 0);
+  if (!(r->response = malloc(cap)))
+    return conn_close(r);
+  int n = snprintf(r->response, cap,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s",
-                   status, reason_phrase(status), type, blen,
-                   status == 405 ? "Allow: GET\r\n" : "", body);
-  uv_buf_t b = uv_buf_init(c->response, (unsigned)n);
-  c->write_req.data = c;
-  uv_read_stop((uv_stream_t *)&c->tcp);
-  if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
-    conn_close(c);
+                   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                   "%sConnection: close\r\n\r\n",
+                   status, reason_phrase(status), content_type, len,
+                   extra_headers ? extra_headers : "");
+  if (!head && len) {
+    memcpy(r->response + n, body, len);
+    n += (int)len;
+  }
+  uv_buf_t b = uv_buf_init(r->response, (unsigned)n);
+  r->write_req.data = r;
+  uv_read_stop((uv_stream_t *)&r->tcp);
+  if (uv_write(&r->write_req, (uv_stream_t *)&r->tcp, &b, 1, on_written) != 0)
+    conn_close(r);
 }
 
-static void respond_status(admin_conn *c) {
-  json_t *doc = c->admin->status(c->admin->status_arg);
+void gw_admin_respond_text(gw_admin_req *r, int status, const char *text) {
+  gw_admin_respond(r, status, "text/plain; charset=utf-8", NULL, text, strlen(text));
+}
+
+void gw_admin_respond_json(gw_admin_req *r, int status, json_t *doc) {
   char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
   json_decref(doc);
   if (!body)
-    return respond(c, 500, "text/plain", "status unavailable\n");
+    return gw_admin_respond_text(r, 500, "internal error\n");
   size_t len = strlen(body);
-  char *nl = realloc(body, len + 2);
-  if (nl) {
-    body = nl;
-    memcpy(body + len, "\n", 2);
+  char *grown = realloc(body, len + 2);
+  if (grown) {
+    body = grown;
+    body[len++] = '\n';
+    body[len] = '\0';
   }
-  respond(c, 200, "application/json", body);
+  gw_admin_respond(r, status ? status : 200, "application/json", NULL, body, len);
   free(body);
 }
 
-static void route(admin_conn *c) {
-  int method = llhttp_get_method(&c->parser);
-  c->path[c->path_len] = '\0';
-  char *q = strchr(c->path, '?');
-  if (q)
-    *q = '\0';
-  bool known = strcmp(c->path, "/healthz") == 0 || strcmp(c->path, "/status") == 0;
-  if (!known)
-    return respond(c, 404, "text/plain", "not found\n");
-  if (method != HTTP_GET && method != HTTP_HEAD)
-    return respond(c, 405, "text/plain", "method not allowed\n");
-  if (strcmp(c->path, "/healthz") == 0)
-    return respond(c, 200, "text/plain", "ok\n");
-  respond_status(c);
+/* ---- accessors ---- */
+
+const char *gw_admin_req_path(const gw_admin_req *r) { return r->target; }
+const char *gw_admin_req_query(const gw_admin_req *r) { return r->query ? r->query : ""; }
+const char *gw_admin_req_method(const gw_admin_req *r) {
+  return llhttp_method_name((llhttp_method_t)r->parser.method);
+}
+const struct sockaddr *gw_admin_req_peer(const gw_admin_req *r) {
+  return (const struct sockaddr *)&r->peer;
+}
+bool gw_admin_req_alive(const gw_admin_req *r) {
+  return r->handles && !uv_is_closing((const uv_handle_t *)&r->tcp);
 }
 
-static int on_url(llhttp_t *p, const char *at, size_t len) {
-  admin_conn *c = p->data;
-  if (len > sizeof(c->path) - 1 - c->path_len)
-    return -1;
-  memcpy(c->path + c->path_len, at, len);
-  c->path_len += len;
+const char *gw_admin_req_header(const gw_admin_req *r, const char *name) {
+  for (int i = 0; i < H_COUNT_; i++)
+    if (strcasecmp(name, kept_headers[i]) == 0)
+      return r->headers[i];
+  return NULL;
+}
+
+const char *gw_admin_req_body(const gw_admin_req *r, size_t *len) {
+  if (len)
+    *len = r->body_len;
+  return r->body ? r->body : "";
+}
+
+/* ---- routing ---- */
+
+int gw_admin_route(gw_admin *a, const char *method, const char *path, gw_admin_handler h,
+                   void *arg) {
+  route *grown = realloc(a->routes, (a->n_routes + 1) * sizeof(*grown));
+  if (!grown)
+    return UV_ENOMEM;
+  a->routes = grown;
+  route *rt = &a->routes[a->n_routes];
+  memset(rt, 0, sizeof(*rt));
+  snprintf(rt->method, sizeof(rt->method), "%s", method);
+  if (!(rt->path = strdup(path)))
+    return UV_ENOMEM;
+  rt->handler = h;
+  rt->arg = arg;
+  a->n_routes++;
   return 0;
 }
 
-static int on_headers_complete(llhttp_t *p) {
-  ((admin_conn *)p->data)->done = true;
+static void dispatch(gw_admin_req *r) {
+  gw_admin *a = r->admin;
+  const char *method = gw_admin_req_method(r);
+  if (strcmp(method, "HEAD") == 0)
+    method = "GET";
+  bool path_known = false;
+  for (size_t i = 0; i < a->n_routes; i++) {
+    route *rt = &a->routes[i];
+    if (strcmp(rt->path, r->target) != 0)
+      continue;
+    path_known = true;
+    if (strcmp(rt->method, method) == 0) {
+      r->pending = true;
+      rt->handler(r, rt->arg);
+      return;
+    }
+  }
+  if (path_known)
+    gw_admin_respond(r, 405, "text/plain", "Allow: GET, POST\r\n", "method not allowed\n", 19);
+  else
+    gw_admin_respond_text(r, 404, "not found\n");
+}
+
+static void healthz(gw_admin_req *r, void *arg) { gw_admin_respond_text(r, 200, "ok\n"); }
+
+/* ---- parsing ---- */
+
+static gw_admin_req *req_of(llhttp_t *p) { return p->data; }
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  gw_admin_req *r = req_of(p);
+  if (len > sizeof(r->target) - 1 - r->target_len)
+    return -1;
+  memcpy(r->target + r->target_len, at, len);
+  r->target_len += len;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  gw_admin_req *r = req_of(p);
+  size_t room = sizeof(r->field) - 1 - r->field_len;
+  len = len < room ? len : room;
+  memcpy(r->field + r->field_len, at, len);
+  r->field_len += len;
+  return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  gw_admin_req *r = req_of(p);
+  r->field[r->field_len] = '\0';
+  r->field_len = 0;
+  r->cur_header = -1;
+  for (int i = 0; i < H_COUNT_; i++)
+    if (strcasecmp(r->field, kept_headers[i]) == 0 && !r->headers[i])
+      r->cur_header = i;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  gw_admin_req *r = req_of(p);
+  if (r->cur_header < 0)
+    return 0;
+  char **v = &r->headers[r->cur_header];
+  size_t have = *v ? strlen(*v) : 0;
+  if (have + len > ADMIN_HEADER_VALUE_MAX)
+    return -1;
+  char *grown = realloc(*v, have + len + 1);
+  if (!grown)
+    return -1;
+  memcpy(grown + have, at, len);
+  grown[have + len] = '\0';
+  *v = grown;
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  gw_admin_req *r = req_of(p);
+  if (r->body_len + len > ADMIN_BODY_MAX)
+    return -1;
+  char *grown = realloc(r->body, r->body_len + len + 1);
+  if (!grown)
+    return -1;
+  memcpy(grown + r->body_len, at, len);
+  r->body_len += len;
+  grown[r->body_len] = '\0';
+  r->body = grown;
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  gw_admin_req *r = req_of(p);
+  r->complete = true;
+  r->target[r->target_len] = '\0';
+  char *q = strchr(r->target, '?');
+  if (q) {
+    *q = '\0';
+    r->query = q + 1;
+  }
   return HPE_PAUSED;
 }
 
 static const llhttp_settings_t admin_settings = {
     .on_url = on_url,
-    .on_headers_complete = on_headers_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
 };
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -149,47 +343,58 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  admin_conn *c = s->data;
+  gw_admin_req *r = s->data;
   if (nread < 0)
-    return conn_close(c);
-  if (nread == 0 || c->done)
+    return conn_close(r);
+  if (nread == 0 || r->complete)
     return;
-  c->bytes += (size_t)nread;
-  llhttp_errno_t err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-  if (c->done)
-    route(c);
-  else if (err != HPE_OK)
-    respond(c, 400, "text/plain", "bad request\n");
-  else if (c->bytes > ADMIN_REQUEST_MAX)
-    respond(c, 431, "text/plain", "request too large\n");
+  r->head_bytes += (size_t)nread;
+  llhttp_errno_t err = llhttp_execute(&r->parser, buf->base, (size_t)nread);
+  if (r->complete) {
+    uv_read_stop(s);
+    uv_timer_stop(&r->timer);
+    dispatch(r);
+  } else if (err != HPE_OK) {
+    gw_admin_respond_text(r, 400, "bad request\n");
+  } else if (r->head_bytes > ADMIN_HEAD_MAX + ADMIN_BODY_MAX) {
+    gw_admin_respond_text(r, 431, "request too large\n");
+  }
 }
 
 static void on_timeout(uv_timer_t *t) {
-  admin_conn *c = t->data;
-  if (!c->done)
-    respond(c, 408, "text/plain", "request timeout\n");
+  gw_admin_req *r = t->data;
+  if (!r->complete)
+    gw_admin_respond_text(r, 408, "request timeout\n");
 }
 
 static void on_connection(uv_stream_t *server, int status) {
   gw_admin *a = server->data;
   if (status < 0)
     return;
-  admin_conn *c = calloc(1, sizeof(*c));
-  if (!c)
+  gw_admin_req *r = calloc(1, sizeof(*r));
+  if (!r)
     return;
-  c->admin = a;
-  uv_tcp_init(server->loop, &c->tcp);
-  uv_timer_init(server->loop, &c->timer);
-  c->tcp.data = c->timer.data = c;
-  c->handles = 2;
-  a->conns++;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0)
-    return conn_close(c);
-  llhttp_init(&c->parser, HTTP_REQUEST, &admin_settings);
-  c->parser.data = c;
-  uv_timer_start(&c->timer, on_timeout, ADMIN_TIMEOUT_MS, 0);
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  r->admin = a;
+  r->cur_header = -1;
+  r->next = a->conns;
+  if (a->conns)
+    a->conns->prev = r;
+  a->conns = r;
+  uv_tcp_init(server->loop, &r->tcp);
+  uv_timer_init(server->loop, &r->timer);
+  r->tcp.data = r->timer.data = r;
+  r->handles = 2;
+  if (uv_accept(server, (uv_stream_t *)&r->tcp) != 0)
+    return conn_close(r);
+  int len = sizeof(r->peer);
+  uv_tcp_getpeername(&r->tcp, (struct sockaddr *)&r->peer, &len);
+  llhttp_init(&r->parser, HTTP_REQUEST, &admin_settings);
+  r->parser.data = r;
+  uv_timer_start(&r->timer, on_timeout, ADMIN_TIMEOUT_MS, 0);
+  uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
 }
+
+/* ---- listener ---- */
 
 static void on_listener_closed(uv_handle_t *h) {
   gw_admin *a = h->data;
@@ -197,17 +402,16 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_free_admin(a);
 }
 
-int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr,
-                   gw_admin_status_fn status, void *arg, gw_admin **out) {
+int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admin **out) {
   char text[TN_ADDRSTR_MAX];
   gw_admin *a = calloc(1, sizeof(*a));
   if (!a)
     return UV_ENOMEM;
-  a->status = status;
-  a->status_arg = arg;
   uv_tcp_init(loop, &a->tcp);
   a->tcp.data = a;
-  int err = uv_tcp_bind(&a->tcp, (const struct sockaddr *)addr, 0);
+  int err = gw_admin_route(a, "GET", "/healthz", healthz, NULL);
+  if (!err)
+    err = uv_tcp_bind(&a->tcp, (const struct sockaddr *)addr, 0);
   if (!err)
     err = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
   if (err) {
@@ -231,5 +435,7 @@ int gw_admin_addr(const gw_admin *a, struct sockaddr_storage *out) {
 }
 
 void gw_admin_close(gw_admin *a) {
+  for (gw_admin_req *r = a->conns; r; r = r->next)
+    conn_close(r);
   uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
 }

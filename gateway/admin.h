@@ -1,24 +1,61 @@
-/* The admin (ops) HTTP listener: GET /healthz and GET /status, one request
- * per connection, parsed with llhttp. Other paths answer 404, other methods
- * 405. Responses never carry payload, tokens or secrets. */
+/* The admin (ops) HTTP listener: one request per connection, parsed with
+ * llhttp, dispatched to handlers registered by path. Built in: GET /healthz.
+ * Unknown paths answer 404, known paths with another method 405.
+ *
+ * Handlers may answer at once or later (e.g. after a token exchange): the
+ * request stays valid until gw_admin_respond() is called for it, or until
+ * the client goes away — in which case gw_admin_respond() on it is still
+ * safe and just frees it. Responses never carry payload, tokens or secrets
+ * in logs. */
 #ifndef GW_ADMIN_H
 #define GW_ADMIN_H
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <uv.h>
 
 typedef struct gw_admin gw_admin;
+typedef struct gw_admin_req gw_admin_req;
 
-/* Builds the /status document; the admin listener takes the reference. */
-typedef json_t *(*gw_admin_status_fn)(void *arg);
+/* Handles one request. Must eventually call gw_admin_respond(req, ...). */
+typedef void (*gw_admin_handler)(gw_admin_req *req, void *arg);
 
 /* Binds and listens. Returns 0 or a negative libuv error (logged); *out is
  * untouched on failure and nothing is left open once the loop runs. */
-int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr,
-                   gw_admin_status_fn status, void *arg, gw_admin **out);
+int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admin **out);
 int gw_admin_addr(const gw_admin *a, struct sockaddr_storage *out);
-/* Closes the listener and every admin connection; frees a once all closed. */
+
+/* Registers handler for exact path (query string excluded) and method
+ * ("GET", "POST"; HEAD is served as GET). Returns 0 or UV_ENOMEM. */
+int gw_admin_route(gw_admin *a, const char *method, const char *path, gw_admin_handler h,
+                   void *arg);
+
+/* Closes the listener and every admin connection; frees a once all closed.
+ * Requests not yet answered are dropped (their connections closed). */
 void gw_admin_close(gw_admin *a);
+
+/* Request accessors (valid until gw_admin_respond). */
+const char *gw_admin_req_path(const gw_admin_req *r);   /* without the query */
+const char *gw_admin_req_query(const gw_admin_req *r);  /* after '?', or "" */
+const char *gw_admin_req_method(const gw_admin_req *r);
+/* Value of a request header by case-insensitive name, or NULL. Only headers
+ * the admin listener keeps are available: Authorization, Accept, Host. */
+const char *gw_admin_req_header(const gw_admin_req *r, const char *name);
+const char *gw_admin_req_body(const gw_admin_req *r, size_t *len); /* POST body */
+/* The peer address of the admin client. */
+const struct sockaddr *gw_admin_req_peer(const gw_admin_req *r);
+/* Whether the client is still connected. */
+bool gw_admin_req_alive(const gw_admin_req *r);
+
+/* Sends the response and closes the connection. extra_headers: NULL or
+ * complete "Name: value\r\n" lines. body may be binary (len given). */
+void gw_admin_respond(gw_admin_req *r, int status, const char *content_type,
+                      const char *extra_headers, const char *body, size_t len);
+/* Convenience: a JSON document (reference taken), 200 unless status given. */
+void gw_admin_respond_json(gw_admin_req *r, int status, json_t *doc);
+/* Convenience: text/plain. */
+void gw_admin_respond_text(gw_admin_req *r, int status, const char *text);
 
 #endif

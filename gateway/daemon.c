@@ -48,8 +48,7 @@ static json_t *results_json(const tn_engine_stats *st) {
   return o;
 }
 
-static json_t *status_json(void *arg) {
-  gw_daemon *d = arg;
+static json_t *status_json(gw_daemon *d) {
   tn_engine_stats st;
   memset(&st, 0, sizeof(st));
   if (d->engine)
@@ -65,6 +64,10 @@ static json_t *status_json(void *arg) {
                    "bytes", "upstream", (json_int_t)st.bytes_up,
                    "downstream", (json_int_t)st.bytes_down,
                    "clients", "active", (json_int_t)st.clients_active);
+}
+
+static void handle_status(gw_admin_req *req, void *arg) {
+  gw_admin_respond_json(req, 200, status_json(arg));
 }
 
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
@@ -136,7 +139,9 @@ static int start(gw_daemon *d) {
   if (err)
     return err;
   if (d->cfg.admin_enabled) {
-    err = gw_admin_start(&d->loop, &d->cfg.admin_listen, status_json, d, &d->admin);
+    err = gw_admin_start(&d->loop, &d->cfg.admin_listen, &d->admin);
+    if (!err)
+      err = gw_admin_route(d->admin, "GET", "/status", handle_status, d);
     if (err) {
       tn_engine_drain(d->engine, NULL, NULL);
       d->engine = NULL;
