@@ -1,0 +1,37 @@
+/* A read-only snapshot of the gateway's own CSC-1 login state, for the ops
+ * surface (status, metrics, page, CLI). Filled by the identity management
+ * module; the ops code never reaches into it otherwise. Never holds tokens. */
+#ifndef GW_IDM_VIEW_H
+#define GW_IDM_VIEW_H
+
+#include <stdint.h>
+
+typedef enum {
+  GW_IDM_UNCONFIGURED = 0, /* no [idm] section: a plain relay */
+  GW_IDM_UNAUTHORIZED,     /* no valid login: limited service, a login is needed */
+  GW_IDM_AUTHORIZING,      /* a login is in progress */
+  GW_IDM_AUTHORIZED,       /* holds a valid access token */
+  GW_IDM_REFRESHING,       /* holds a valid access token, refresh in flight */
+  GW_IDM_ERROR             /* IdMS unreachable or misconfigured; retrying */
+} gw_idm_state;
+
+static inline const char *gw_idm_state_name(gw_idm_state s) {
+  static const char *const names[] = {"unconfigured", "unauthorized", "authorizing",
+                                      "authorized",   "refreshing",   "error"};
+  return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+typedef struct gw_idm_view {
+  gw_idm_state state;
+  const char *subject;             /* ID token sub, or NULL */
+  const char *mcptt_id;            /* MC service IDs from the ID token, or NULL */
+  const char *mcdata_id;
+  const char *mcvideo_id;
+  int64_t access_token_expiry;     /* unix seconds; 0 when none */
+  uint64_t refresh_ok;             /* refreshes by result since start */
+  uint64_t refresh_failed;         /* network errors, 5xx: retried with backoff */
+  uint64_t refresh_invalid_grant;  /* the login is gone */
+  const char *last_error;          /* human-readable, or NULL; never a token */
+} gw_idm_view;
+
+#endif
