@@ -24,6 +24,7 @@
 
 #include "tunnel/error.h"
 #include "tunnel/policy.h"
+#include "tunnel/tls.h"
 
 #define GW_RAW_MAX 1024  /* reader buffer; must exceed inih's line limit + 1 */
 #define GW_SHOW_MAX 1024 /* an echoed value with escapes (4 bytes per input byte) */
@@ -44,6 +45,13 @@ enum key_id {
   K_CONNECT_TIMEOUT,
   K_IDLE_TIMEOUT,
   K_DRAIN_TIMEOUT,
+  K_LISTEN_TLS,
+  K_TLS_CERT,
+  K_TLS_KEY,
+  K_CLIENT_CA,
+  K_CLIENTS,
+  K_H2_STREAMS,
+  K_H2_WINDOW,
   K_COUNT_
 };
 
@@ -290,20 +298,94 @@ static void set_admin_listen(parse_ctx *c, const key_def *k, const char *v) {
   c->cfg->admin_enabled = true;
 }
 
-static void set_listen(parse_ctx *c, const key_def *k, const char *v) {
-  tn_engine_opts *o = &c->cfg->tunnel;
+/* Appends to a listener array: listen (plain) or listen_tls. */
+static void add_listen(parse_ctx *c, const key_def *k, const char *v,
+                       struct sockaddr_storage **arr, size_t *n) {
   struct sockaddr_storage ss;
   if (tn_addr_parse_listen(v, &ss) != 0) {
     value_error(c, k, v, "expected a numeric address like 127.0.0.1:3128 or [::1]:3128");
     return;
   }
-  struct sockaddr_storage *l = realloc(o->listen, (o->n_listen + 1) * sizeof *l);
+  struct sockaddr_storage *l = realloc(*arr, (*n + 1) * sizeof *l);
   if (!l) {
     c->oom = true;
     return;
   }
-  l[o->n_listen++] = ss;
-  o->listen = l;
+  l[(*n)++] = ss;
+  *arr = l;
+}
+
+static void set_listen(parse_ctx *c, const key_def *k, const char *v) {
+  add_listen(c, k, v, &c->cfg->tunnel.listen, &c->cfg->tunnel.n_listen);
+}
+
+static void set_listen_tls(parse_ctx *c, const key_def *k, const char *v) {
+  add_listen(c, k, v, &c->cfg->tunnel.listen_tls, &c->cfg->tunnel.n_listen_tls);
+}
+
+/* A file path; a relative one is taken relative to the config file's
+ * directory, so a config and its certificates can move together. */
+static void set_path(parse_ctx *c, const key_def *k, const char *v) {
+  char **dst = (char **)field(c, k);
+  const char *slash = strrchr(c->name, '/');
+  char *path = NULL;
+  if (v[0] == '/' || !slash)
+    path = strdup(v);
+  else
+    path = aformat("%.*s/%s", (int)(slash - c->name), c->name, v);
+  if (!path) {
+    c->oom = true;
+    return;
+  }
+  free(*dst);
+  *dst = path;
+}
+
+static void set_clients(parse_ctx *c, const key_def *k, const char *v) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  tn_cidr cidr;
+  if (tn_cidr_parse(v, strlen(v), &cidr) != 0) {
+    value_error(c, k, v, "expected an address or prefix like 192.168.50.0/24 or fd00::/8 "
+                         "(network address, no host bits)");
+    return;
+  }
+  tn_cidr *grown = realloc(o->clients, (o->n_clients + 1) * sizeof *grown);
+  if (!grown) {
+    c->oom = true;
+    return;
+  }
+  grown[o->n_clients++] = cidr;
+  o->clients = grown;
+}
+
+/* A size in bytes: a whole number with an optional unit B, KiB or MiB. */
+static int parse_size(const char *s, uint64_t *out) {
+  static const struct {
+    const char *unit;
+    uint64_t mult;
+  } units[] = {{"", 1}, {"B", 1}, {"KiB", 1024}, {"MiB", 1024 * 1024}};
+  size_t digits = strspn(s, "0123456789");
+  if (digits == 0 || digits > 10)
+    return -1;
+  uint64_t n = strtoull(s, NULL, 10);
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(s + digits, units[i].unit) == 0) {
+      *out = n * units[i].mult;
+      return 0;
+    }
+  return -1;
+}
+
+static void set_size(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_size(v, &n) != 0 || n < k->min || n > k->max) {
+    char what[128];
+    snprintf(what, sizeof what, "expected a size from %lluKiB to %lluMiB, like 256KiB",
+             (unsigned long long)(k->min / 1024), (unsigned long long)(k->max / (1024 * 1024)));
+    value_error(c, k, v, what);
+    return;
+  }
+  *(uint32_t *)field(c, k) = (uint32_t)n;
 }
 
 static void set_allow(parse_ctx *c, const key_def *k, const char *v) {
@@ -375,6 +457,15 @@ static const key_def tunnel_keys[] = {
     {"connect_timeout", K_CONNECT_TIMEOUT, false, set_duration, TUN(connect_timeout_ms), 1, 0},
     {"idle_timeout", K_IDLE_TIMEOUT, false, set_duration, TUN(idle_timeout_ms), 0, 0},
     {"drain_timeout", K_DRAIN_TIMEOUT, false, set_duration, TUN(drain_timeout_ms), 0, 0},
+    {"listen_tls", K_LISTEN_TLS, true, set_listen_tls, 0, 0, 0},
+    {"tls_cert", K_TLS_CERT, false, set_path, TUN(tls_cert), 0, 0},
+    {"tls_key", K_TLS_KEY, false, set_path, TUN(tls_key), 0, 0},
+    {"client_ca", K_CLIENT_CA, false, set_path, TUN(client_ca), 0, 0},
+    {"clients", K_CLIENTS, true, set_clients, 0, 0, 0},
+    {"h2_max_concurrent_streams", K_H2_STREAMS, false, set_u32, TUN(h2_max_concurrent_streams), 1,
+     10000},
+    {"h2_stream_window", K_H2_WINDOW, false, set_size, TUN(h2_stream_window), 16 * 1024,
+     16 * 1024 * 1024},
 };
 
 #define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
@@ -659,10 +750,38 @@ static bool already_reported(const parse_ctx *c, int line) {
   return false;
 }
 
+/* The TLS files must load and belong together; the error names the line of
+ * the file it is about. */
+static void check_tls(parse_ctx *c) {
+  const tn_engine_opts *o = &c->cfg->tunnel;
+  if (!c->first_line[K_LISTEN_TLS]) {
+    if (c->first_line[K_CLIENT_CA])
+      report(c, c->first_line[K_CLIENT_CA],
+             "client_ca only applies to listen_tls listeners, and there is none: "
+             "devices would not be authenticated");
+    return;
+  }
+  if (!o->tls_cert || !o->tls_key) {
+    report(c, c->first_line[K_LISTEN_TLS], "listen_tls needs tls_cert and tls_key");
+    return;
+  }
+  char why[512];
+  tn_tls_file file;
+  SSL_CTX *ctx = tn_tls_server_ctx(o->tls_cert, o->tls_key, o->client_ca, why, sizeof why, &file);
+  if (ctx) {
+    SSL_CTX_free(ctx);
+    return;
+  }
+  static const enum key_id line_of[] = {K_TLS_CERT, K_TLS_KEY, K_CLIENT_CA};
+  static const char *const name_of[] = {"tls_cert", "tls_key", "client_ca"};
+  report(c, c->first_line[line_of[file]], "%s: %s", name_of[file], why);
+}
+
 static void cross_checks(parse_ctx *c) {
   const tn_engine_opts *o = &c->cfg->tunnel;
-  if (!c->first_line[K_LISTEN])
-    report(c, 0, "[tunnel] has no listen address");
+  if (!c->first_line[K_LISTEN] && !c->first_line[K_LISTEN_TLS])
+    report(c, 0, "[tunnel] has no listen or listen_tls address");
+  check_tls(c);
   if (!c->bad[K_MAX_TUNNELS] && !c->bad[K_MAX_PER_CLIENT] && o->max_tunnels &&
       o->max_tunnels_per_client > o->max_tunnels) {
     int line = c->first_line[K_MAX_PER_CLIENT] ? c->first_line[K_MAX_PER_CLIENT]

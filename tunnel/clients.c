@@ -1,7 +1,8 @@
-/* Per-client-address tunnel counts, for max_tunnels_per_client and the number
- * of active clients. A chained hash table keyed by the IP address (port
- * ignored); entries are removed when their count drops to zero, so the table
- * only holds clients with open tunnels. */
+/* Per-client tunnel counts, for max_tunnels_per_client and the number of
+ * active clients. A client is its device certificate subject when it
+ * presented one (devices behind one NAT address stay apart), else its IP
+ * address (port ignored). A chained hash table; entries are removed when
+ * their count drops to zero, so it only holds clients with open tunnels. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,40 +10,57 @@
 
 #define N_BUCKETS 4096
 
+#define KEY_MAX 257 /* tag byte + a subject of up to 256 bytes, or 16 address bytes */
+
 typedef struct entry {
   struct entry *next;
-  uint8_t key[17]; /* family tag + 16 address bytes */
   uint32_t count;
+  uint16_t key_len;
+  uint8_t key[]; /* key_len bytes */
 } entry;
+
+typedef struct {
+  uint8_t b[KEY_MAX];
+  uint16_t len;
+} client_key;
 
 struct tn_clients {
   entry *buckets[N_BUCKETS];
   uint64_t active;
 };
 
-static void make_key(const struct sockaddr *sa, uint8_t key[17]) {
-  memset(key, 0, 17);
-  if (sa->sa_family == AF_INET) {
-    key[0] = 4;
-    memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+static void make_key(const struct sockaddr *sa, const char *subject, client_key *k) {
+  memset(k, 0, sizeof(*k));
+  if (subject) {
+    size_t n = strnlen(subject, KEY_MAX - 1);
+    k->b[0] = 'S';
+    memcpy(k->b + 1, subject, n);
+    k->len = (uint16_t)(n + 1);
+  } else if (sa->sa_family == AF_INET) {
+    k->b[0] = 4;
+    memcpy(k->b + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    k->len = 5;
   } else if (sa->sa_family == AF_INET6) {
-    key[0] = 6;
-    memcpy(key + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    k->b[0] = 6;
+    memcpy(k->b + 1, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    k->len = 17;
+  } else {
+    k->len = 1;
   }
 }
 
 /* FNV-1a: small, good enough for addresses, no seeding needed because the
  * table only holds admitted clients and a bucket chain is short. */
-static size_t bucket_of(const uint8_t key[17]) {
+static size_t bucket_of(const client_key *k) {
   uint32_t h = 2166136261u;
-  for (int i = 0; i < 17; i++)
-    h = (h ^ key[i]) * 16777619u;
+  for (size_t i = 0; i < k->len; i++)
+    h = (h ^ k->b[i]) * 16777619u;
   return h % N_BUCKETS;
 }
 
-static entry **find(const tn_clients *c, const uint8_t key[17]) {
-  entry **pp = (entry **)&c->buckets[bucket_of(key)];
-  while (*pp && memcmp((*pp)->key, key, 17) != 0)
+static entry **find(const tn_clients *c, const client_key *k) {
+  entry **pp = (entry **)&c->buckets[bucket_of(k)];
+  while (*pp && ((*pp)->key_len != k->len || memcmp((*pp)->key, k->b, k->len) != 0))
     pp = &(*pp)->next;
   return pp;
 }
@@ -63,25 +81,26 @@ void tn__clients_free(tn_clients *c) {
   free(c);
 }
 
-uint32_t tn__clients_add(tn_clients *c, const struct sockaddr *sa) {
-  uint8_t key[17];
-  make_key(sa, key);
-  entry **pp = find(c, key);
+uint32_t tn__clients_add(tn_clients *c, const struct sockaddr *sa, const char *subject) {
+  client_key k;
+  make_key(sa, subject, &k);
+  entry **pp = find(c, &k);
   if (!*pp) {
-    entry *e = calloc(1, sizeof(*e));
+    entry *e = calloc(1, sizeof(*e) + k.len);
     if (!e)
       return 0;
-    memcpy(e->key, key, sizeof(key));
+    memcpy(e->key, k.b, k.len);
+    e->key_len = k.len;
     *pp = e;
     c->active++;
   }
   return ++(*pp)->count;
 }
 
-void tn__clients_remove(tn_clients *c, const struct sockaddr *sa) {
-  uint8_t key[17];
-  make_key(sa, key);
-  entry **pp = find(c, key);
+void tn__clients_remove(tn_clients *c, const struct sockaddr *sa, const char *subject) {
+  client_key k;
+  make_key(sa, subject, &k);
+  entry **pp = find(c, &k);
   entry *e = *pp;
   if (!e)
     return;
@@ -92,10 +111,10 @@ void tn__clients_remove(tn_clients *c, const struct sockaddr *sa) {
   }
 }
 
-uint32_t tn__clients_get(const tn_clients *c, const struct sockaddr *sa) {
-  uint8_t key[17];
-  make_key(sa, key);
-  entry **pp = find(c, key);
+uint32_t tn__clients_get(const tn_clients *c, const struct sockaddr *sa, const char *subject) {
+  client_key k;
+  make_key(sa, subject, &k);
+  entry **pp = find(c, &k);
   return *pp ? (*pp)->count : 0;
 }
 

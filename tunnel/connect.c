@@ -16,12 +16,11 @@ static bool is_resource_error(int err) {
   return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOMEM || err == UV_ENOBUFS;
 }
 
-/* The failed attempt's handle is closed: the next address may reuse it. */
-static void on_up_closed_retry(uv_handle_t *h) {
-  tn_tunnel *t = h->data;
+/* The failed attempt's endpoint is closed: the next address may reuse it. */
+void tn__connect_up_closed(tn_tunnel *t) {
   if (t->phase != TN_PHASE_CONNECTING)
-    return tn__handle_closed(h);
-  t->handles_open--;
+    return tn__tunnel_ep_closed(t);
+  t->eps_open--;
   try_next(t);
 }
 
@@ -31,12 +30,11 @@ static void connect_failed(tn_tunnel *t, int err) {
   tn_log(TN_LOG_DEBUG, "connect_attempt_failed", TN_U("id", t->id), TN_S("addr", addr),
          TN_S("error", uv_err_name(err)), TN_LOG_END);
   t->setup->last_connect_err = err;
-  t->up.open = false;
-  uv_close((uv_handle_t *)&t->up.tcp, on_up_closed_retry);
+  tn__ep_close(&t->up.ep, false);
 }
 
 static void on_connected(uv_connect_t *req, int status) {
-  tn_tunnel *t = req->handle->data;
+  tn_tunnel *t = ((tn_ep_tcp *)req->handle->data)->ep.owner;
   if (status == UV_ECANCELED || t->phase != TN_PHASE_CONNECTING)
     return;
   if (status < 0)
@@ -49,11 +47,9 @@ static void on_connected(uv_connect_t *req, int status) {
 static void connect_to(tn_tunnel *t) {
   tn_setup *s = t->setup;
   t->phase = TN_PHASE_CONNECTING;
-  int err = uv_tcp_init(tn__loop(t->engine), &t->up.tcp);
+  int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), &tn__up_sink, t);
   if (err == 0) {
-    t->up.tcp.data = t;
-    t->up.open = true;
-    t->handles_open++;
+    t->eps_open++;
     err = uv_tcp_connect(&s->connect_req, &t->up.tcp, (struct sockaddr *)&s->connect_addr,
                          on_connected);
     if (err == 0)

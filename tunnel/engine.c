@@ -1,12 +1,13 @@
-/* The relay engine: owns the listeners, the tunnel lists, the one sweep
- * timer that enforces every set-up deadline and the idle timeout, the
- * counters, and the drain sequence. See engine.h for the API. */
+/* The relay engine: owns the listeners, the connection and tunnel lists, the
+ * one sweep timer that enforces every set-up deadline and the idle timeout,
+ * the TLS context, the counters, and the drain sequence. See engine.h. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "tunnel/error.h"
 #include "tunnel/internal.h"
 #include "tunnel/log.h"
+#include "tunnel/tls.h"
 
 #define LISTEN_BACKLOG 4096
 
@@ -14,6 +15,7 @@ typedef struct tn_listener {
   uv_tcp_t tcp;
   tn_engine *engine;
   size_t index;
+  bool tls;
   uint64_t active; /* open downstream connections accepted here */
   struct sockaddr_storage bound;
 } tn_listener;
@@ -21,15 +23,20 @@ typedef struct tn_listener {
 struct tn_engine {
   uv_loop_t *loop;
   tn_engine_opts opts;
+  SSL_CTX *tls_ctx;       /* for TLS listeners; NULL when there are none */
   tn_listener *listeners;
   size_t n_listeners;
   uv_timer_t sweep;
   uv_timer_t drain_timer;
-  unsigned handles_open; /* listeners and timers */
-  tn_link setup_list;    /* tunnels with a deadline: header, connect, linger */
-  tn_link relay_list;    /* established tunnels, checked for idleness */
+  unsigned handles_open;  /* listeners and timers */
+  tn_link setup_list;     /* tunnels with a deadline: header, connect, linger */
+  tn_link relay_list;     /* established tunnels, checked for idleness */
+  tn_link conn_setup;     /* connections in TLS handshake / protocol detection */
+  tn_link conn_other;     /* connections handed over, or closing */
+  tn_link h2_list;        /* HTTP/2 sessions, for GOAWAY on drain */
   uint64_t next_idle_sweep_ms;
   uint64_t tunnels_alloc; /* tunnels not yet freed */
+  uint64_t conns_alloc;   /* connections not yet freed */
   tn_clients *clients;
   tn_engine_stats stats;
   uint64_t last_accept_log_ms;
@@ -53,20 +60,39 @@ void tn_engine_opts_init(tn_engine_opts *o) {
   o->connect_timeout_ms = 10 * 1000;
   o->idle_timeout_ms = 30 * 60 * 1000;
   o->drain_timeout_ms = 30 * 1000;
+  o->h2_max_concurrent_streams = 100;
+  o->h2_stream_window = 256 * 1024;
+}
+
+static int dup_array(void **dst, const void *src, size_t n, size_t size) {
+  *dst = NULL;
+  if (!n)
+    return 0;
+  if (!(*dst = malloc(n * size)))
+    return TN_ENOMEM;
+  memcpy(*dst, src, n * size);
+  return 0;
+}
+
+static int dup_str(char **dst, const char *src) {
+  *dst = NULL;
+  return src && !(*dst = strdup(src)) ? TN_ENOMEM : 0;
 }
 
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
   tn_engine_opts tmp = *src;
-  tmp.listen = NULL;
   memset(&tmp.policy, 0, sizeof(tmp.policy));
-  if (src->n_listen) {
-    tmp.listen = malloc(src->n_listen * sizeof(*tmp.listen));
-    if (!tmp.listen)
-      return TN_ENOMEM;
-    memcpy(tmp.listen, src->listen, src->n_listen * sizeof(*tmp.listen));
-  }
-  if (tn_policy_copy(&tmp.policy, &src->policy) != 0) {
-    free(tmp.listen);
+  int err = dup_array((void **)&tmp.listen, src->listen, src->n_listen, sizeof(*src->listen));
+  err = err ? err : dup_array((void **)&tmp.listen_tls, src->listen_tls, src->n_listen_tls,
+                              sizeof(*src->listen_tls));
+  err = err ? err : dup_array((void **)&tmp.clients, src->clients, src->n_clients,
+                              sizeof(*src->clients));
+  err = err ? err : dup_str(&tmp.tls_cert, src->tls_cert);
+  err = err ? err : dup_str(&tmp.tls_key, src->tls_key);
+  err = err ? err : dup_str(&tmp.client_ca, src->client_ca);
+  err = err ? err : tn_policy_copy(&tmp.policy, &src->policy);
+  if (err) {
+    tn_engine_opts_free(&tmp);
     return TN_ENOMEM;
   }
   *dst = tmp;
@@ -75,9 +101,16 @@ int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
 
 void tn_engine_opts_free(tn_engine_opts *o) {
   free(o->listen);
-  o->listen = NULL;
-  o->n_listen = 0;
+  free(o->listen_tls);
+  free(o->clients);
+  free(o->tls_cert);
+  free(o->tls_key);
+  free(o->client_ca);
   tn_policy_free(&o->policy);
+  o->listen = o->listen_tls = NULL;
+  o->clients = NULL;
+  o->tls_cert = o->tls_key = o->client_ca = NULL;
+  o->n_listen = o->n_listen_tls = o->n_clients = 0;
 }
 
 /* ---- lists ---- */
@@ -110,54 +143,104 @@ void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay) {
 
 uv_loop_t *tn__loop(tn_engine *e) { return e->loop; }
 const tn_engine_opts *tn__opts(tn_engine *e) { return &e->opts; }
+SSL_CTX *tn__tls_ctx(tn_engine *e) { return e->tls_ctx; }
+bool tn__authorized(tn_engine *e) { return e->authorized; }
+bool tn__draining(tn_engine *e) { return e->draining; }
 
 void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down) {
   e->stats.bytes_up += up;
   e->stats.bytes_down += down;
 }
 
+void tn__count_refused_client(tn_engine *e) { e->stats.clients_refused++; }
+
 bool tn__admit(tn_engine *e, tn_tunnel *t) {
-  const struct sockaddr *client = (const struct sockaddr *)&t->client;
+  const struct sockaddr *client = (const struct sockaddr *)&t->conn->client;
+  const char *subject = t->conn->subject;
   if (e->opts.max_tunnels && e->stats.tunnels_active >= e->opts.max_tunnels)
     return false;
   if (e->opts.max_tunnels_per_client &&
-      tn__clients_get(e->clients, client) >= e->opts.max_tunnels_per_client)
+      tn__clients_get(e->clients, client, subject) >= e->opts.max_tunnels_per_client)
     return false;
-  if (tn__clients_add(e->clients, client) == 0)
+  if (tn__clients_add(e->clients, client, subject) == 0)
     return false;
   t->admitted = true;
   e->stats.tunnels_active++;
+  e->stats.by_proto_active[t->proto]++;
   return true;
+}
+
+static void sweep_ensure(tn_engine *e);
+static void finish(tn_engine *e);
+
+void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t) {
+  e->tunnels_alloc++;
+  e->stats.tunnels_total++;
+  list_append(&e->setup_list, &t->link);
+  sweep_ensure(e);
 }
 
 void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
   list_remove(&t->link);
-  e->stats.connections_active--;
-  e->listeners[t->listener].active--;
+  e->stats.by_result[t->result]++;
+  if (t->admitted) {
+    t->admitted = false;
+    e->stats.tunnels_active--;
+    e->stats.by_proto_active[t->proto]--;
+    tn__clients_remove(e->clients, (const struct sockaddr *)&t->conn->client, t->conn->subject);
+  }
   if (e->on_close) {
     tn_tunnel_info info;
     tn__tunnel_info(t, uv_now(e->loop), &info);
     e->on_close(&info, e->on_close_arg);
   }
-  e->stats.by_result[t->result]++;
-  if (t->admitted) {
-    t->admitted = false;
-    e->stats.tunnels_active--;
-    tn__clients_remove(e->clients, (const struct sockaddr *)&t->client);
-  }
 }
 
-static void finish(tn_engine *e);
+static void maybe_finish(tn_engine *e) {
+  if (e->draining && e->tunnels_alloc == 0 && e->conns_alloc == 0)
+    finish(e);
+}
 
 void tn__engine_tunnel_freed(tn_engine *e) {
   e->tunnels_alloc--;
-  if (e->draining && e->tunnels_alloc == 0)
-    finish(e);
+  maybe_finish(e);
+}
+
+void tn__engine_conn_added(tn_engine *e, tn_conn *c) {
+  e->conns_alloc++;
+  e->stats.connections_active++;
+  e->listeners[c->listener].active++;
+  c->deadline_ms = uv_now(e->loop) + e->opts.header_timeout_ms;
+  list_append(&e->conn_setup, &c->link);
+  sweep_ensure(e);
+}
+
+void tn__engine_conn_moved(tn_engine *e, tn_conn *c) {
+  list_remove(&c->link);
+  list_append(&e->conn_other, &c->link);
+}
+
+void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
+  list_remove(&c->link);
+  e->stats.connections_active--;
+  e->listeners[c->listener].active--;
+  e->conns_alloc--;
+  maybe_finish(e);
+}
+
+void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link) {
+  list_append(&e->h2_list, link);
+  e->stats.h2_connections_active++;
+}
+
+void tn__engine_h2_removed(tn_engine *e, tn_link *link) {
+  list_remove(link);
+  e->stats.h2_connections_active--;
 }
 
 /* ---- sweep: every deadline and the idle timeout, with one timer ---- */
 
-static void sweep_list(tn_link *head, uint64_t now, uint64_t idle_ms) {
+static void sweep_tunnels(tn_link *head, uint64_t now, uint64_t idle_ms) {
   tn_link *l = head->next;
   while (l != head) {
     tn_tunnel *t = (tn_tunnel *)l; /* link is the first member */
@@ -169,22 +252,33 @@ static void sweep_list(tn_link *head, uint64_t now, uint64_t idle_ms) {
   }
 }
 
+static void sweep_conns(tn_link *head, uint64_t now) {
+  tn_link *l = head->next;
+  while (l != head) {
+    tn_conn *c = (tn_conn *)l;
+    l = l->next;
+    if (now >= c->deadline_ms)
+      tn__conn_timeout(c);
+  }
+}
+
 static void on_sweep(uv_timer_t *timer) {
   tn_engine *e = timer->data;
   uint64_t now = uv_now(e->loop);
-  sweep_list(&e->setup_list, now, 0);
+  sweep_conns(&e->conn_setup, now);
+  sweep_tunnels(&e->setup_list, now, 0);
   uint64_t idle = e->opts.idle_timeout_ms;
   if (idle && now >= e->next_idle_sweep_ms) {
-    sweep_list(&e->relay_list, now, idle);
+    sweep_tunnels(&e->relay_list, now, idle);
     /* Idle checks need only be as fine as a sixteenth of the timeout. */
     e->next_idle_sweep_ms = now + (idle / 16 > 1000 ? idle / 16 : 1000);
   }
-  if (list_empty(&e->setup_list) && list_empty(&e->relay_list))
+  if (list_empty(&e->setup_list) && list_empty(&e->relay_list) && list_empty(&e->conn_setup))
     uv_timer_stop(timer);
 }
 
 static void sweep_ensure(tn_engine *e) {
-  if (!uv_is_active((uv_handle_t *)&e->sweep))
+  if (!uv_is_active((uv_handle_t *)&e->sweep) && !uv_is_closing((uv_handle_t *)&e->sweep))
     uv_timer_start(&e->sweep, on_sweep, TN_SWEEP_MS, TN_SWEEP_MS);
 }
 
@@ -202,21 +296,9 @@ static void log_accept_error(tn_engine *e, int status) {
 
 static void on_connection(uv_stream_t *server, int status) {
   tn_listener *l = server->data;
-  tn_engine *e = l->engine;
   if (status < 0)
-    return log_accept_error(e, status);
-  e->tunnels_alloc++;
-  tn_tunnel *t = tn__tunnel_new(e, server);
-  if (!t)
-    return log_accept_error(e, UV_ENOMEM);
-  t->listener = l->index;
-  l->active++;
-  e->stats.connections_active++;
-  e->stats.tunnels_total++;
-  t->deadline_ms = uv_now(e->loop) + e->opts.header_timeout_ms;
-  list_append(&e->setup_list, &t->link);
-  sweep_ensure(e);
-  tn__h1_start(t);
+    return log_accept_error(l->engine, status);
+  tn__conn_accept(l->engine, l->index, server, l->tls);
 }
 
 /* Listener handles carry their tn_listener, timers the engine. */
@@ -231,6 +313,7 @@ static void on_engine_handle_closed(uv_handle_t *h) {
   void (*done)(void *) = e->done;
   void *arg = e->done_arg;
   tn_engine_opts_free(&e->opts);
+  SSL_CTX_free(e->tls_ctx);
   tn__clients_free(e->clients);
   free(e->listeners);
   free(e);
@@ -241,29 +324,55 @@ static void on_engine_handle_closed(uv_handle_t *h) {
 
 static int listener_open(tn_engine *e, tn_listener *l, const struct sockaddr_storage *addr) {
   char text[TN_ADDRSTR_MAX];
+  const char *kind = l->tls ? "proxy_tls" : "proxy";
   tn_addr_format((const struct sockaddr *)addr, text, sizeof(text));
   int err = uv_tcp_init(e->loop, &l->tcp);
   if (err)
     return err;
   l->tcp.data = l;
   e->handles_open++;
+  e->n_listeners++;
   if ((err = uv_tcp_bind(&l->tcp, (const struct sockaddr *)addr, 0)) == 0 &&
       (err = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) == 0) {
     int len = sizeof(l->bound);
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
     tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
-    tn_log(TN_LOG_INFO, "listening", TN_S("kind", "proxy"), TN_S("addr", text), TN_LOG_END);
+    tn_log(TN_LOG_INFO, "listening", TN_S("kind", kind), TN_S("addr", text), TN_LOG_END);
     return 0;
   }
-  tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", "proxy"), TN_S("addr", text),
+  tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", kind), TN_S("addr", text),
          TN_S("error", uv_strerror(err)), TN_LOG_END);
   return err;
 }
 
-static void close_engine_handles(tn_engine *e) {
+static void close_listeners(tn_engine *e) {
   for (size_t i = 0; i < e->n_listeners; i++)
     if (!uv_is_closing((uv_handle_t *)&e->listeners[i].tcp))
       uv_close((uv_handle_t *)&e->listeners[i].tcp, on_engine_handle_closed);
+}
+
+/* A TLS context from the options, or NULL with the reason logged. */
+static SSL_CTX *make_tls_ctx(const tn_engine_opts *o) {
+  char why[512];
+  SSL_CTX *ctx = tn_tls_server_ctx(o->tls_cert, o->tls_key, o->client_ca, why, sizeof(why), NULL);
+  if (!ctx)
+    tn_log(TN_LOG_ERROR, "tls_config_failed", TN_S("error", why), TN_LOG_END);
+  return ctx;
+}
+
+static int open_listeners(tn_engine *e, const tn_engine_opts *o) {
+  int err = 0;
+  for (size_t i = 0; i < o->n_listen && !err; i++) {
+    tn_listener *l = &e->listeners[e->n_listeners];
+    *l = (tn_listener){.engine = e, .index = e->n_listeners, .tls = false};
+    err = listener_open(e, l, &o->listen[i]);
+  }
+  for (size_t i = 0; i < o->n_listen_tls && !err; i++) {
+    tn_listener *l = &e->listeners[e->n_listeners];
+    *l = (tn_listener){.engine = e, .index = e->n_listeners, .tls = true};
+    err = listener_open(e, l, &o->listen_tls[i]);
+  }
+  return err;
 }
 
 int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out) {
@@ -273,8 +382,12 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   e->loop = loop;
   list_init(&e->setup_list);
   list_init(&e->relay_list);
+  list_init(&e->conn_setup);
+  list_init(&e->conn_other);
+  list_init(&e->h2_list);
   e->clients = tn__clients_new();
-  e->listeners = calloc(opts->n_listen ? opts->n_listen : 1, sizeof(*e->listeners));
+  size_t n = opts->n_listen + opts->n_listen_tls;
+  e->listeners = calloc(n ? n : 1, sizeof(*e->listeners));
   if (!e->clients || !e->listeners || tn_engine_opts_copy(&e->opts, opts) != 0) {
     tn__clients_free(e->clients);
     free(e->listeners);
@@ -286,15 +399,14 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   e->sweep.data = e->drain_timer.data = e;
   e->handles_open = 2;
   int err = 0;
-  for (size_t i = 0; i < opts->n_listen && !err; i++, e->n_listeners++) {
-    e->listeners[i].engine = e;
-    e->listeners[i].index = i;
-    err = listener_open(e, &e->listeners[i], &opts->listen[i]);
-  }
+  if (opts->n_listen_tls && !(e->tls_ctx = make_tls_ctx(opts)))
+    err = TN_ETLS;
+  if (!err)
+    err = open_listeners(e, opts);
   if (err) {
     /* The handles close asynchronously; the engine frees itself after. */
     e->draining = true;
-    close_engine_handles(e);
+    close_listeners(e);
     finish(e);
     return err;
   }
@@ -309,27 +421,39 @@ int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storag
   return 0;
 }
 
+uint64_t tn_engine_listener_active(const tn_engine *e, size_t i) {
+  return i < e->n_listeners ? e->listeners[i].active : 0;
+}
+
 int tn_engine_update(tn_engine *e, const tn_engine_opts *opts) {
+  SSL_CTX *ctx = NULL;
+  if (e->tls_ctx && !(ctx = make_tls_ctx(opts)))
+    return TN_ETLS; /* a bad certificate must not replace a good one */
   tn_engine_opts fresh;
-  if (tn_engine_opts_copy(&fresh, opts) != 0)
+  if (tn_engine_opts_copy(&fresh, opts) != 0) {
+    SSL_CTX_free(ctx);
     return TN_ENOMEM;
+  }
   /* Listeners are not re-bound: keep the ones in force. */
   free(fresh.listen);
+  free(fresh.listen_tls);
   fresh.listen = e->opts.listen;
   fresh.n_listen = e->opts.n_listen;
-  e->opts.listen = NULL;
+  fresh.listen_tls = e->opts.listen_tls;
+  fresh.n_listen_tls = e->opts.n_listen_tls;
+  e->opts.listen = e->opts.listen_tls = NULL;
   tn_engine_opts_free(&e->opts);
   e->opts = fresh;
+  if (ctx) { /* connections already up keep a reference to the old one */
+    SSL_CTX_free(e->tls_ctx);
+    e->tls_ctx = ctx;
+  }
   return 0;
 }
 
 void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out) {
   *out = e->stats;
   out->clients_active = tn__clients_active(e->clients);
-}
-
-uint64_t tn_engine_listener_active(const tn_engine *e, size_t i) {
-  return i < e->n_listeners ? e->listeners[i].active : 0;
 }
 
 void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg) {
@@ -352,12 +476,11 @@ void tn_engine_foreach(const tn_engine *e, tn_tunnel_cb cb, void *arg) {
 }
 
 void tn_engine_set_authorized(tn_engine *e, bool authorized) { e->authorized = authorized; }
-bool tn__authorized(tn_engine *e) { return e->authorized; }
 
 /* ---- drain ---- */
 
-/* Every tunnel is gone: close the timers; the last close callback frees the
- * engine and calls done. */
+/* Every tunnel and connection is gone: close the timers; the last close
+ * callback frees the engine and calls done. */
 static void finish(tn_engine *e) {
   if (e->finishing)
     return;
@@ -366,20 +489,25 @@ static void finish(tn_engine *e) {
   uv_close((uv_handle_t *)&e->drain_timer, on_engine_handle_closed);
 }
 
-static void close_all(tn_link *head) {
+static void close_tunnels(tn_link *head) {
   while (!list_empty(head)) {
     tn_tunnel *t = (tn_tunnel *)head->next;
-    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result,
-                     "drain_timeout");
+    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout");
   }
+}
+
+static void abort_setup_conns(tn_engine *e) {
+  while (!list_empty(&e->conn_setup))
+    tn__conn_abort((tn_conn *)e->conn_setup.next, "draining");
 }
 
 static void on_drain_timeout(uv_timer_t *timer) {
   tn_engine *e = timer->data;
-  tn_log(TN_LOG_WARN, "drain_timeout", TN_U("tunnels_closed", e->stats.connections_active),
+  tn_log(TN_LOG_WARN, "drain_timeout", TN_U("tunnels_closed", e->stats.tunnels_active),
          TN_LOG_END);
-  close_all(&e->setup_list);
-  close_all(&e->relay_list);
+  close_tunnels(&e->setup_list);
+  close_tunnels(&e->relay_list);
+  tn__h2_drain(&e->h2_list, true);
 }
 
 void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
@@ -388,11 +516,13 @@ void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
   e->draining = true;
   e->done = done;
   e->done_arg = arg;
-  close_engine_handles(e);
+  close_listeners(e);
   tn_log(TN_LOG_INFO, "draining", TN_U("tunnels_active", e->stats.tunnels_active),
          TN_U("connections_active", e->stats.connections_active),
          TN_U("drain_timeout_ms", e->opts.drain_timeout_ms), TN_LOG_END);
-  if (e->tunnels_alloc == 0)
+  abort_setup_conns(e);
+  tn__h2_drain(&e->h2_list, false);
+  if (e->tunnels_alloc == 0 && e->conns_alloc == 0)
     return finish(e);
   uv_timer_start(&e->drain_timer, on_drain_timeout, e->opts.drain_timeout_ms, 0);
 }

@@ -16,8 +16,17 @@
 #include "tunnel/policy.h"
 
 typedef struct tn_engine_opts {
-  struct sockaddr_storage *listen; /* plain HTTP/1.1 proxy listeners */
+  struct sockaddr_storage *listen; /* plain listeners: HTTP/1.1, and h2c with prior knowledge */
   size_t n_listen;
+  struct sockaddr_storage *listen_tls; /* TLS listeners: ALPN h2 or http/1.1 */
+  size_t n_listen_tls;
+  char *tls_cert;                  /* PEM chain for listen_tls */
+  char *tls_key;
+  char *client_ca;                 /* when set, devices must present a certificate chaining to it */
+  tn_cidr *clients;                /* source addresses admitted on every listener; none = all */
+  size_t n_clients;
+  uint32_t h2_max_concurrent_streams;
+  uint32_t h2_stream_window;       /* bytes: per-stream flow-control window */
   tn_policy policy;
   bool require_tls;                /* first client bytes must be a TLS handshake record */
   uint32_t max_tunnels;            /* 0 = no limit */
@@ -29,7 +38,8 @@ typedef struct tn_engine_opts {
 } tn_engine_opts;
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,
- * 10 s header and connect timeouts, 30 min idle, 30 s drain. */
+ * 10 s header and connect timeouts, 30 min idle, 30 s drain, 100 HTTP/2
+ * streams per connection with 256 KiB windows. */
 void tn_engine_opts_init(tn_engine_opts *o);
 /* Deep copy (listeners and rules); dst is overwritten. 0 or TN_ENOMEM. */
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src);
@@ -59,6 +69,9 @@ typedef struct tn_engine_stats {
   uint64_t bytes_down;       /* upstream -> device */
   uint64_t clients_active;   /* distinct client addresses with an open tunnel */
   uint64_t accept_errors;
+  uint64_t clients_refused;  /* connections closed unread: source not in `clients` */
+  uint64_t h2_connections_active;
+  uint64_t by_proto_active[2];  /* tunnels_active by protocol: [0] h1, [1] h2 */
 } tn_engine_stats;
 
 typedef struct tn_engine tn_engine;
@@ -88,12 +101,13 @@ typedef void (*tn_tunnel_cb)(const tn_tunnel_info *info, void *arg);
  * open. The options are copied. */
 int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out);
 
-/* Writes the bound address of listener i (port 0 resolved) into buf. */
+/* Listener i counts plain listeners first, then TLS ones, in option order.
+ * Writes its bound address (port 0 resolved) into *out. */
 int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storage *out);
 
 /* Applies new options to tunnels opened from now on (policy, limits,
- * timeouts). Listeners are not changed. Returns 0 or TN_ENOMEM (old options
- * stay in force). */
+ * timeouts, clients, TLS certificate and client CA). Listeners are not
+ * changed. Returns 0, or a negative error (old options stay in force). */
 int tn_engine_update(tn_engine *e, const tn_engine_opts *opts);
 
 void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out);

@@ -26,6 +26,7 @@ const char *tn_strerror(int err) {
   case TN_ENOMEM: return "out of memory";
   case TN_ERANGE: return "value out of range";
   case TN_EEXIST: return "already exists";
+  case TN_ETLS: return "TLS failure";
   default: break;
   }
   return is_uv_code(err) ? uv_strerror(err) : "unknown error";

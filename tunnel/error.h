@@ -7,6 +7,7 @@
 #define TN_ENOMEM (-12) /* same value as UV_ENOMEM */
 #define TN_ERANGE (-34)
 #define TN_EEXIST (-17)
+#define TN_ETLS (-4200) /* TLS handshake or record failure; the endpoint says why */
 
 const char *tn_strerror(int err);
 

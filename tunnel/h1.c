@@ -1,8 +1,9 @@
-/* HTTP/1.1 CONNECT front end: parses one request head with llhttp, then
- * decides: 405 for other methods, 400 for a bad authority, 403 when no allow
- * rule matches, 503 when a limit is reached, otherwise hands the tunnel to
- * the connector. Bytes that follow the request head in the same read (a
- * ClientHello sent without waiting for the 200) are kept and relayed. */
+/* HTTP/1.1 CONNECT front end: parses one request head with llhttp and hands
+ * the target to tn__tunnel_request; other methods get 405, malformed heads
+ * 400, heads over TN_HEADER_MAX 431. Bytes that follow the head in the same
+ * read (a ClientHello sent without waiting for the 200) are held and
+ * relayed. Errors are answered with a lingering close. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,94 +33,91 @@ static const llhttp_settings_t h1_settings = {
     .on_headers_complete = on_headers_complete,
 };
 
-static bool keep_pending(tn_tunnel *t, const char *p, size_t n) {
-  if (n == 0)
-    return true;
-  t->setup->pending = malloc(n);
-  if (!t->setup->pending)
-    return false;
-  memcpy(t->setup->pending, p, n);
-  t->setup->pending_len = n;
-  return true;
-}
-
-static void log_refusal(tn_tunnel *t, const char *why) {
-  tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", why),
-         TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
-}
-
-static char *format_target(const tn_authority *a) {
-  char buf[TN_HOST_MAX + 16];
-  tn_authority_format(a, buf, sizeof(buf));
-  return strdup(buf);
-}
-
-/* The request head is complete: check it and start connecting. */
+/* The request head is complete; rest is what followed it in the same read. */
 static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   tn_setup *s = t->setup;
-  tn_engine *e = t->engine;
-  const tn_engine_opts *o = tn__opts(e);
+  tn__ep_read_stop(t->down); /* until the tunnel is up: backpressure */
   if (llhttp_get_method(&s->parser) != HTTP_CONNECT)
     return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
                            "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
-  if (s->target_overflow || tn_authority_parse(s->target, s->target_len, &s->auth) != 0) {
-    /* Logged as received (the logger escapes it) so operators see what a
-     * device asked for; it is the request target, never payload. */
-    s->target[s->target_len] = '\0';
-    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", "bad authority"),
-           TN_S("raw_target", s->target), TN_LOG_END);
+  if (s->target_overflow)
     return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
                            "bad CONNECT target: expected host:port or [v6]:port");
-  }
-  t->target = format_target(&s->auth);
-  if (!t->target)
+  if (!tn__tunnel_hold(t, rest, rest_len))
     return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
-  if (!tn_policy_allows_target(&o->policy, &s->auth, tn__authorized(e))) {
-    bool limited = tn_policy_needs_authorization(&o->policy, &s->auth);
-    log_refusal(t, limited ? "limited service: target needs the gateway to be authorized"
-                           : "no allow rule matches");
-    return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
-  }
-  if (!tn__admit(e, t))
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
-  if (!keep_pending(t, rest, rest_len))
-    return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
-  if (o->require_tls && !tn__tls_check(t, rest, rest_len))
-    return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
-  tn__connect_start(t);
+  tn__tunnel_request(t, s->target, s->target_len);
 }
 
-static void on_header_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  tn_tunnel *t = stream->data;
+/* Feeds bytes of the request head; never more than TN_HEADER_MAX in all. */
+static void parse(tn_tunnel *t, const char *p, size_t n) {
   tn_setup *s = t->setup;
-  if (nread <= 0) {
-    tn__buf_release(buf->base);
-    if (nread < 0)
-      tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request");
-    return;
-  }
-  t->last_activity_ms = uv_now(stream->loop);
-  size_t n = (size_t)nread, room = TN_HEADER_MAX - s->header_bytes;
+  size_t room = TN_HEADER_MAX - s->header_bytes;
   size_t feed = n < room ? n : room;
-  llhttp_errno_t err = llhttp_execute(&s->parser, buf->base, feed);
+  llhttp_errno_t err = llhttp_execute(&s->parser, p, feed);
   s->header_bytes += feed;
   if (s->request_done) {
-    size_t used = (size_t)(llhttp_get_error_pos(&s->parser) - buf->base);
-    uv_read_stop(stream);
-    on_request(t, buf->base + used, n - used);
+    size_t used = (size_t)(llhttp_get_error_pos(&s->parser) - p);
+    on_request(t, p + used, n - used);
   } else if (err != HPE_OK) {
     tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed request");
   } else if (s->header_bytes >= TN_HEADER_MAX) {
     tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 431, "request header fields too large");
   }
-  tn__buf_release(buf->base);
 }
 
-void tn__h1_start(tn_tunnel *t) {
+void tn__h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
+  t->last_activity_ms = uv_now(tn__loop(t->engine));
+  parse(t, base, n);
+  tn__buf_free(base, kind);
+}
+
+void tn__h1_start(tn_tunnel *t, const char *first, size_t n) {
   llhttp_init(&t->setup->parser, HTTP_REQUEST, &h1_settings);
   t->setup->parser.data = t;
-  if (uv_read_start((uv_stream_t *)&t->down.tcp, tn__alloc_cb, on_header_read) != 0)
+  if (n)
+    parse(t, first, n);
+  if (t->phase == TN_PHASE_HEADER && tn__ep_read_start(t->down) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
-  else
-    t->down.reading = true;
+}
+
+static const char response_200[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
+
+int tn__h1_established(tn_tunnel *t) {
+  return tn__ep_write(t->down, (char *)response_200, TN_BUF_STATIC, sizeof(response_200) - 1);
+}
+
+static const char *status_text(int status) {
+  switch (status) {
+  case 400: return "Bad Request";
+  case 403: return "Forbidden";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 431: return "Request Header Fields Too Large";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return "Error";
+  }
+}
+
+/* Lingering close: send the response and a FIN, then read and discard what
+ * the client still sends until it closes or TN_LINGER_MS passes (the data
+ * sink drops bytes in LINGER). Closing with unread bytes would make the
+ * kernel send a RST that can destroy the response before the client reads
+ * it. */
+void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
+  t->phase = TN_PHASE_LINGER;
+  t->deadline_ms = uv_now(tn__loop(t->engine)) + TN_LINGER_MS;
+  tn__list_move(t->engine, t, false);
+  char *buf = malloc(512);
+  if (!buf)
+    return tn__tunnel_close(t, t->result, reason);
+  int n = snprintf(buf, 512,
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                   "%sConnection: close\r\n\r\n%s\n",
+                   status, status_text(status), strlen(reason) + 1,
+                   status == 405 ? "Allow: CONNECT\r\n" : "", reason);
+  if (tn__ep_write(t->down, buf, TN_BUF_HEAP, (size_t)n) != 0 || tn__ep_shutdown(t->down) != 0 ||
+      tn__ep_read_start(t->down) != 0)
+    tn__tunnel_close(t, t->result, reason);
 }

@@ -1,18 +1,25 @@
-/* Private to tunnel/: the tunnel object and the functions the engine's files
- * call on each other (prefix tn__). Not part of the engine's API.
+/* Private to tunnel/: the objects of the relay engine and the functions its
+ * files call on each other (prefix tn__). Not part of the engine's API.
  *
- * Life of a tunnel (one per accepted downstream connection):
+ * Objects:
+ * - tn_conn: one accepted downstream connection (a device). It owns the
+ *   socket (and the TLS layer on listen_tls), admits or refuses the client,
+ *   completes the TLS handshake, then tells HTTP/2 (ALPN h2, or the h2c
+ *   preface) from HTTP/1.1 and hands its transport over:
+ *     HTTP/1.1 -> exactly one tn_tunnel, whose down endpoint is the
+ *                 connection's transport;
+ *     HTTP/2   -> a tn_h2 session, whose streams are tunnels.
+ * - tn_tunnel: one CONNECT request and its relay. Life cycle:
  *
  *   HEADER --request--> RESOLVING --> CONNECTING --200--> RELAY
  *      |                    |              |                |
- *      +--error status--> LINGER           |                |
+ *      +--error status--> LINGER (h1)      |                |
  *      +-----------------------------------+----------------+--> CLOSING --> freed
  *
- * Ownership: the tunnel owns its two uv_tcp_t handles (embedded), the set-up
- * state (freed when the relay starts) and every request it issues. It is freed
- * only by tn__tunnel_maybe_free(), once every handle close callback has run
- * and no request (getaddrinfo) is outstanding. tn__tunnel_close() is the one
- * teardown path.
+ * Ownership: a tunnel owns its upstream endpoint (embedded) and its set-up
+ * state. tn__tunnel_close() is the one teardown path; the tunnel is freed
+ * once both endpoints reported closed and no getaddrinfo is outstanding.
+ * An HTTP/1.1 tunnel also releases its connection then.
  */
 #ifndef TN_INTERNAL_H
 #define TN_INTERNAL_H
@@ -25,6 +32,7 @@
 
 #include "tunnel/addr.h"
 #include "tunnel/engine.h"
+#include "tunnel/ep.h"
 
 #define TN_HEADER_MAX (16 * 1024)     /* request head larger than this: 431 */
 #define TN_BUF_SIZE (64 * 1024)       /* relay read buffer */
@@ -32,6 +40,16 @@
 #define TN_RELAY_LOW (64 * 1024)      /* resume once it is below this */
 #define TN_LINGER_MS 2000             /* after an error response, drain the client for at most this long */
 #define TN_SWEEP_MS 250
+#define TN_PENDING_MAX (256 * 1024)   /* device bytes held before the tunnel is up */
+
+typedef struct tn_tunnel tn_tunnel;
+typedef struct tn_conn tn_conn;
+typedef struct tn_h2 tn_h2;
+
+/* Intrusive doubly-linked list. */
+typedef struct tn_link {
+  struct tn_link *prev, *next;
+} tn_link;
 
 typedef enum {
   TN_PHASE_HEADER = 0,
@@ -42,12 +60,38 @@ typedef enum {
   TN_PHASE_CLOSING
 } tn_phase;
 
-typedef struct tn_tunnel tn_tunnel;
+typedef enum { TN_PROTO_H1 = 0, TN_PROTO_H2 } tn_proto;
 
-/* Intrusive doubly-linked list. */
-typedef struct tn_link {
-  struct tn_link *prev, *next;
-} tn_link;
+/* ---- downstream connections (conn.c) ---- */
+
+typedef enum { TN_CONN_SETUP = 0, TN_CONN_H1, TN_CONN_H2, TN_CONN_CLOSING } tn_conn_mode;
+
+struct tn_conn {
+  tn_link link;               /* first member: in the engine's conn lists */
+  tn_engine *engine;
+  size_t listener;
+  struct sockaddr_in6 client; /* also holds sockaddr_in */
+  char *subject;              /* verified device certificate subject, or NULL */
+  tn_conn_mode mode;
+  uint64_t deadline_ms;       /* set-up: TLS handshake and first bytes */
+  tn_ep_tcp tcp;
+  struct tn_ep_tls *tls;      /* NULL on plain listeners */
+  tn_ep *transport;           /* &tcp.ep, or the TLS endpoint */
+  char sniff[24];             /* first bytes, to tell the h2c preface from HTTP/1.1 */
+  size_t sniff_len;
+};
+
+/* Accepts from server into a new connection. */
+void tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls);
+/* The set-up deadline passed. */
+void tn__conn_timeout(tn_conn *c);
+/* Closes a connection still in set-up (drain, timeout, refusal). */
+void tn__conn_abort(tn_conn *c, const char *reason);
+/* The connection's transport reported closed and its user is done with it. */
+void tn__conn_free(tn_conn *c);
+const char *tn__proto_name(tn_proto p);
+
+/* ---- tunnels (tunnel.c) ---- */
 
 /* State needed only until the relay starts. */
 typedef struct tn_setup {
@@ -67,105 +111,124 @@ typedef struct tn_setup {
   int last_connect_err;
   struct sockaddr_storage connect_addr;
   uv_connect_t connect_req;
-  char *pending;                 /* bytes the client sent after the request head */
+  char *pending;                 /* device bytes that arrived before the tunnel was up */
   size_t pending_len;
 } tn_setup;
 
-/* One direction's endpoint. */
-typedef struct tn_side {
-  uv_tcp_t tcp;
-  bool open;      /* handle initialised, not yet closed */
-  bool reading;
-  bool eof;       /* EOF read from this side */
-  bool shut;      /* shutdown(SHUT_WR) sent to this side and completed */
-} tn_side;
-
 struct tn_tunnel {
-  tn_link link;                  /* in the engine's setup or relay list */
+  tn_link link;                  /* first member: in the engine's setup or relay list */
   tn_engine *engine;
+  tn_conn *conn;                 /* the device's connection */
+  tn_proto proto;
   uint64_t id;
   tn_phase phase;
   tn_result result;
   int status;                    /* HTTP status sent, 0 if none */
   const char *close_reason;      /* static string */
-  tn_side down;                  /* the device */
-  tn_side up;                    /* the destination */
+  tn_ep *down;                   /* h1: the connection's transport; h2: the stream */
+  tn_ep_tcp up;                  /* the destination; initialised per connect attempt */
+  void *stream;                  /* h2: the stream (h2.c) */
   tn_setup *setup;
   char *target;                  /* normalised "host:port", for logs; owned */
-  struct sockaddr_in6 client;    /* also holds sockaddr_in */
   struct sockaddr_in6 connected;
-  size_t listener;               /* index of the listener that accepted it */
   uint64_t started_ms;
-  uint64_t request_ms;           /* request head complete; 0 before */
+  uint64_t request_ms;           /* request complete; 0 before */
   uint64_t connect_ms;           /* request to upstream connected; 0 if never */
   uint64_t deadline_ms;          /* set-up phases: when to time out; 0 = none */
   uint64_t last_activity_ms;
   uint64_t bytes_up, bytes_down;
   uint8_t tls_checked;           /* bytes of the first TLS record header verified */
   uint8_t tls_len_hi;            /* high byte of that record's length */
+  uint8_t eps_open;              /* endpoints whose closed callback is still due */
   bool gai_pending;
   bool admitted;                 /* holds a max_tunnels slot */
-  uint8_t handles_open;
+  bool down_gone;                /* h2: the device reset the stream after its END_STREAM:
+                                    nothing more can reach it, its data still goes up */
+  bool busy;                     /* inside tn__tunnel_close: not to be freed yet */
 };
 
-/* engine.c */
-uv_loop_t *tn__loop(tn_engine *e);
-const tn_engine_opts *tn__opts(tn_engine *e);
-bool tn__authorized(tn_engine *e);
-void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay);
-void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t); /* after the access log */
-void tn__engine_tunnel_freed(tn_engine *e);
-/* Fills info from t (pointers into t: valid while t lives). */
-void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
-void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down);
-/* Admission of a request: checks max_tunnels and max_tunnels_per_client.
- * Returns true and takes a slot, or false. */
-bool tn__admit(tn_engine *e, tn_tunnel *t);
-
-/* tunnel.c */
-/* Accepts a connection into a new tunnel. The caller has counted the tunnel
- * as allocated; every path, NULL included, ends in exactly one
- * tn__engine_tunnel_freed(). */
-tn_tunnel *tn__tunnel_new(tn_engine *e, uv_stream_t *server);
-void tn__setup_free(tn_tunnel *t);
+/* Creates a tunnel for conn whose device side is down (sink set here). NULL
+ * on ENOMEM. h1 tunnels start in HEADER, h2 ones wait for tn__tunnel_request. */
+tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down);
+/* A complete request for authority: checks it (400, 403, 503, require_tls on
+ * bytes already held) and starts connecting. */
+void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len);
+/* Device bytes that arrived before the relay started; false on overflow. */
+bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n);
 void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason);
-/* Sends an error status with a short body and Connection: close, then lingers
- * for the client to finish before closing. */
+/* Answers an error status (h1: lingering close; h2: on the stream). */
 void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason);
 void tn__tunnel_timeout(tn_tunnel *t);
-bool tn__tunnel_admitted(const tn_tunnel *t);
+void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
+void tn__setup_free(tn_tunnel *t);
 /* The getaddrinfo callback ran: the tunnel may now be freed. */
 void tn__gai_done(tn_tunnel *t);
-/* The close callback of every tunnel handle: frees the tunnel after the last. */
-void tn__handle_closed(uv_handle_t *h);
-/* Closes one side's handle (RST instead of FIN when reset is set). */
-void tn__side_close(tn_tunnel *t, tn_side *s, bool reset);
+/* An endpoint of t reported closed. */
+void tn__tunnel_ep_closed(tn_tunnel *t);
 
-/* h1.c */
-void tn__h1_start(tn_tunnel *t);
+/* h1.c: the HTTP/1.1 front end. Feeds the first bytes (already read during
+ * protocol detection) and keeps reading the head. */
+void tn__h1_start(tn_tunnel *t, const char *first, size_t n);
+void tn__h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n);
+void tn__h1_fail(tn_tunnel *t, int status, const char *reason);
+int tn__h1_established(tn_tunnel *t);
 
 /* connect.c: resolve, check and connect; on success calls tn__relay_start. */
 void tn__connect_start(tn_tunnel *t);
+/* The upstream endpoint reported closed: the next address, or teardown. */
+void tn__connect_up_closed(tn_tunnel *t);
 
 /* relay.c */
+extern const tn_ep_sink tn__down_sink;
+extern const tn_ep_sink tn__up_sink;
 void tn__relay_start(tn_tunnel *t);
 /* Checks bytes against the TLS record header (RFC 8446 5.1) incrementally.
  * Returns false when they cannot start a TLS handshake record. */
 bool tn__tls_check(tn_tunnel *t, const char *p, size_t n);
+
+/* h2.c: HTTP/2 sessions on a connection. */
+void tn__h2_start(tn_conn *c, const char *first, size_t n);
+void tn__h2_fail(tn_tunnel *t, int status, const char *reason);
+int tn__h2_established(tn_tunnel *t);
+/* Drain, over the engine's list of sessions: GOAWAY now, each session
+ * closing once its streams are done; or, with close_now, close them all. */
+void tn__h2_drain(tn_link *sessions, bool close_now);
+
+/* engine.c */
+uv_loop_t *tn__loop(tn_engine *e);
+const tn_engine_opts *tn__opts(tn_engine *e);
+SSL_CTX *tn__tls_ctx(tn_engine *e);
+bool tn__authorized(tn_engine *e);
+bool tn__draining(tn_engine *e);
+void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay);
+void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t);
+void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t); /* after the access log */
+void tn__engine_tunnel_freed(tn_engine *e);
+void tn__engine_conn_added(tn_engine *e, tn_conn *c);
+void tn__engine_conn_moved(tn_engine *e, tn_conn *c); /* left set-up */
+void tn__engine_conn_freed(tn_engine *e, tn_conn *c);
+void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link);
+void tn__engine_h2_removed(tn_engine *e, tn_link *link);
+void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down);
+void tn__count_refused_client(tn_engine *e);
+/* Admission of a request: checks max_tunnels and max_tunnels_per_client.
+ * Returns true and takes a slot, or false. */
+bool tn__admit(tn_engine *e, tn_tunnel *t);
 
 /* bufpool.c: 64 KiB read buffers, kept in a small free list. */
 void tn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void tn__buf_release(char *p);
 void tn__bufpool_trim(void);
 
-/* clients.c: per-client-address tunnel counts. */
+/* clients.c: per-client tunnel counts. A client is its device certificate
+ * subject when it has one, else its IP address. */
 typedef struct tn_clients tn_clients;
 tn_clients *tn__clients_new(void);
 void tn__clients_free(tn_clients *c);
-/* Increments the count for the address; returns the new count, 0 on ENOMEM. */
-uint32_t tn__clients_add(tn_clients *c, const struct sockaddr *sa);
-void tn__clients_remove(tn_clients *c, const struct sockaddr *sa);
-uint32_t tn__clients_get(const tn_clients *c, const struct sockaddr *sa);
+/* Increments the count for the client; returns the new count, 0 on ENOMEM. */
+uint32_t tn__clients_add(tn_clients *c, const struct sockaddr *sa, const char *subject);
+void tn__clients_remove(tn_clients *c, const struct sockaddr *sa, const char *subject);
+uint32_t tn__clients_get(const tn_clients *c, const struct sockaddr *sa, const char *subject);
 uint64_t tn__clients_active(const tn_clients *c);
 
 #endif

@@ -1,41 +1,19 @@
-/* The byte relay between device and destination.
+/* The byte relay between a device endpoint and the destination, and the
+ * sinks through which both endpoints report to their tunnel.
  *
- * - Bytes are written at once with uv_try_write when the other side has
- *   nothing queued (one syscall, no request, buffer back to the pool at
- *   once); only the unsent rest is queued with uv_write.
  * - Backpressure: reading a side stops while the other side has more than
- *   TN_RELAY_HIGH bytes queued, and resumes below TN_RELAY_LOW.
- * - Half-close: EOF from one side becomes shutdown(SHUT_WR) on the other,
- *   after the queued bytes. The tunnel ends when both directions are done.
- * - A read or write error on either side closes both (RST to the other).
- * Payload bytes are never inspected, except the first five of the device's,
+ *   TN_RELAY_HIGH bytes queued, and resumes on its drained event.
+ * - Half-close: EOF from one side becomes shutdown on the other (TCP FIN,
+ *   TLS close_notify, HTTP/2 END_STREAM), after the queued bytes. The tunnel
+ *   ends when both directions are finished.
+ * - A read or write error on either side closes both, with a reset.
+ * Payload bytes are never inspected, except the first five from the device,
  * which must form a TLS record header when require_tls is set. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "tunnel/internal.h"
 #include "tunnel/log.h"
-
-/* Who owns the bytes being sent, so they are given back the right way. */
-typedef enum { BUF_POOL = 0, BUF_HEAP, BUF_STATIC } buf_kind;
-
-typedef struct {
-  uv_write_t req;
-  char *base;
-  buf_kind kind;
-} relay_write;
-
-static const char response_200[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
-
-static tn_side *side_of(tn_tunnel *t, uv_stream_t *s) {
-  return s == (uv_stream_t *)&t->down.tcp ? &t->down : &t->up;
-}
-
-static tn_side *other_side(tn_tunnel *t, tn_side *s) { return s == &t->down ? &t->up : &t->down; }
-
-static const char *reset_reason(tn_tunnel *t, tn_side *s) {
-  return s == &t->down ? "reset_down" : "reset_up";
-}
 
 bool tn__tls_check(tn_tunnel *t, const char *p, size_t n) {
   for (size_t i = 0; i < n && t->tls_checked < 5; i++, t->tls_checked++) {
@@ -66,70 +44,17 @@ bool tn__tls_check(tn_tunnel *t, const char *p, size_t n) {
   return true;
 }
 
-static void buf_free(char *base, buf_kind kind) {
-  if (kind == BUF_POOL)
-    tn__buf_release(base);
-  else if (kind == BUF_HEAP)
-    free(base);
+static tn_ep *other(tn_tunnel *t, tn_ep *ep) { return ep == t->down ? &t->up.ep : t->down; }
+
+static const char *reset_reason(tn_tunnel *t, tn_ep *ep) {
+  return ep == t->down ? "reset_down" : "reset_up";
 }
 
-static void release_write(relay_write *w) {
-  buf_free(w->base, w->kind);
-  free(w);
-}
-
-static void start_reading(tn_tunnel *t, tn_side *s);
-
-static void on_written(uv_write_t *req, int status) {
-  relay_write *w = (relay_write *)req;
-  tn_tunnel *t = req->handle->data;
-  tn_side *to = side_of(t, req->handle), *from = other_side(t, to);
-  release_write(w);
-  if (status == UV_ECANCELED || t->phase != TN_PHASE_RELAY)
-    return;
-  if (status < 0)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
-  if (!from->reading && !from->eof && to->tcp.write_queue_size < TN_RELAY_LOW)
-    start_reading(t, from);
-}
-
-/* Queues base[off..len) to `to`, taking ownership of base. */
-static int queue_write(tn_side *to, char *base, buf_kind kind, size_t off, size_t len) {
-  relay_write *w = malloc(sizeof(*w));
-  if (!w)
-    return UV_ENOMEM;
-  w->base = base;
-  w->kind = kind;
-  uv_buf_t b = uv_buf_init(base + off, (unsigned)(len - off));
-  int err = uv_write(&w->req, (uv_stream_t *)&to->tcp, &b, 1, on_written);
-  if (err)
-    free(w); /* base stays with the caller */
-  return err;
-}
-
-/* Sends len bytes of base to `to`, taking ownership of base either way. */
-static int send_bytes(tn_side *to, char *base, buf_kind kind, size_t len) {
-  size_t off = 0;
-  if (to->tcp.write_queue_size == 0) {
-    uv_buf_t b = uv_buf_init(base, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&to->tcp, &b, 1);
-    if (n < 0 && n != UV_EAGAIN) {
-      buf_free(base, kind);
-      return n;
-    }
-    off = n > 0 ? (size_t)n : 0;
-  }
-  int err = 0;
-  if (off == len || (err = queue_write(to, base, kind, off, len)) != 0)
-    buf_free(base, kind);
-  return err;
-}
-
-static void forward(tn_tunnel *t, tn_side *from, char *base, size_t n) {
-  tn_side *to = other_side(t, from);
-  if (from == &t->down) {
+static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, size_t n) {
+  tn_ep *to = other(t, from);
+  if (from == t->down) {
     if (t->tls_checked < 5 && !tn__tls_check(t, base, n)) {
-      tn__buf_release(base);
+      tn__buf_free(base, kind);
       return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
     }
     t->bytes_up += n;
@@ -139,62 +64,149 @@ static void forward(tn_tunnel *t, tn_side *from, char *base, size_t n) {
     tn__count_bytes(t->engine, 0, n);
   }
   t->last_activity_ms = uv_now(tn__loop(t->engine));
-  if (send_bytes(to, base, BUF_POOL, n) != 0)
+  if (tn__ep_write(to, base, kind, n) != 0)
     return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
-  if (to->tcp.write_queue_size > TN_RELAY_HIGH) {
-    uv_read_stop((uv_stream_t *)&from->tcp);
-    from->reading = false;
-  }
+  if (tn__ep_queued(to) > TN_RELAY_HIGH)
+    tn__ep_read_stop(from);
 }
 
 static void maybe_done(tn_tunnel *t) {
-  if (t->down.eof && t->up.eof && t->down.shut && t->up.shut)
+  bool up_done = t->down->eof && t->up.ep.shut;
+  bool down_done = (t->up.ep.eof && t->down->shut) || t->down_gone;
+  if (up_done && down_done)
     tn__tunnel_close(t, TN_RESULT_OK, "eof");
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  tn_tunnel *t = req->handle->data;
-  tn_side *s = side_of(t, req->handle);
-  free(req);
-  if (status == UV_ECANCELED || t->phase != TN_PHASE_RELAY)
+static void on_eof(tn_tunnel *t, tn_ep *from) {
+  tn_ep *to = other(t, from);
+  if (t->phase != TN_PHASE_RELAY)
     return;
-  if (status < 0)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, s));
-  s->shut = true;
-  maybe_done(t);
+  if (to == t->down && t->down_gone)
+    return maybe_done(t);
+  if (tn__ep_shutdown(to) != 0)
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
 }
 
-static void on_eof(tn_tunnel *t, tn_side *from) {
-  tn_side *to = other_side(t, from);
-  from->eof = true;
-  from->reading = false;
-  uv_shutdown_t *req = malloc(sizeof(*req));
-  if (!req || uv_shutdown(req, (uv_stream_t *)&to->tcp, on_shutdown) != 0) {
-    free(req);
-    tn__tunnel_close(t, TN_RESULT_OK, "shutdown_failed");
+/* ---- the device side ---- */
+
+static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
+  tn_tunnel *t = ep->owner;
+  switch (t->phase) {
+  case TN_PHASE_HEADER:
+    return tn__h1_data(t, base, kind, n);
+  case TN_PHASE_RESOLVING:
+  case TN_PHASE_CONNECTING: /* HTTP/2 data sent before our 200 */
+    if (!tn__tunnel_hold(t, base, n)) {
+      tn__buf_free(base, kind);
+      return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");
+    }
+    tn__buf_free(base, kind);
+    return;
+  case TN_PHASE_RELAY:
+    return forward(t, ep, base, kind, n);
+  default: /* LINGER, CLOSING: dropped unread */
+    tn__buf_free(base, kind);
   }
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  tn_tunnel *t = stream->data;
-  tn_side *from = side_of(t, stream);
-  if (nread > 0)
-    return forward(t, from, buf->base, (size_t)nread);
-  tn__buf_release(buf->base);
-  if (nread == 0 || t->phase != TN_PHASE_RELAY)
+static void down_eof(tn_ep *ep) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_HEADER)
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request");
+  if (t->phase == TN_PHASE_LINGER) {
+    if (ep->shut)
+      tn__tunnel_close(t, t->result, t->close_reason);
     return;
-  if (nread == UV_EOF)
-    return on_eof(t, from);
-  tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, from));
+  }
+  on_eof(t, ep); /* before RELAY the flag is kept for tn__relay_start */
 }
 
-static void start_reading(tn_tunnel *t, tn_side *s) {
-  if (uv_read_start((uv_stream_t *)&s->tcp, tn__alloc_cb, on_read) == 0)
-    s->reading = true;
-  else
+static void down_error(tn_ep *ep, int err) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_LINGER)
+    return tn__tunnel_close(t, t->result, t->close_reason);
+  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down");
+}
+
+static void down_drained(tn_ep *ep) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
 }
 
+static void down_shut(tn_ep *ep) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_LINGER) {
+    if (ep->eof)
+      tn__tunnel_close(t, t->result, t->close_reason);
+    return;
+  }
+  if (t->phase == TN_PHASE_RELAY)
+    maybe_done(t);
+}
+
+static void down_closed(tn_ep *ep) { tn__tunnel_ep_closed(ep->owner); }
+static void no_ready(tn_ep *ep) {}
+
+const tn_ep_sink tn__down_sink = {
+    .data = down_data,
+    .eof = down_eof,
+    .error = down_error,
+    .drained = down_drained,
+    .shut = down_shut,
+    .closed = down_closed,
+    .ready = no_ready,
+};
+
+/* ---- the destination side ---- */
+
+static void up_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase != TN_PHASE_RELAY) {
+    tn__buf_free(base, kind);
+    return;
+  }
+  if (t->down_gone) { /* the device can take nothing more */
+    tn__buf_free(base, kind);
+    return;
+  }
+  forward(t, ep, base, kind, n);
+}
+
+static void up_eof(tn_ep *ep) { on_eof(ep->owner, ep); }
+
+static void up_error(tn_ep *ep, int err) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_RELAY)
+    tn__tunnel_close(t, TN_RESULT_OK, "reset_up");
+}
+
+static void up_drained(tn_ep *ep) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(t->down) != 0)
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+}
+
+static void up_shut(tn_ep *ep) {
+  tn_tunnel *t = ep->owner;
+  if (t->phase == TN_PHASE_RELAY)
+    maybe_done(t);
+}
+
+static void up_closed(tn_ep *ep) { tn__connect_up_closed(ep->owner); }
+
+const tn_ep_sink tn__up_sink = {
+    .data = up_data,
+    .eof = up_eof,
+    .error = up_error,
+    .drained = up_drained,
+    .shut = up_shut,
+    .closed = up_closed,
+    .ready = no_ready,
+};
+
+/* Upstream connected: answer 200, send what the device already sent, and
+ * relay. */
 void tn__relay_start(tn_tunnel *t) {
   tn_setup *s = t->setup;
   t->phase = TN_PHASE_RELAY;
@@ -205,23 +217,29 @@ void tn__relay_start(tn_tunnel *t) {
   if (!tn__opts(t->engine)->require_tls)
     t->tls_checked = 5;
   tn__list_move(t->engine, t, true);
-  uv_tcp_nodelay(&t->down.tcp, 1);
   uv_tcp_nodelay(&t->up.tcp, 1);
+  uv_tcp_nodelay(&t->conn->tcp.tcp, 1);
   char *pending = s->pending;
   size_t pending_len = s->pending_len;
   s->pending = NULL;
   tn__setup_free(t);
-  if (send_bytes(&t->down, (char *)response_200, BUF_STATIC, sizeof(response_200) - 1) != 0) {
+  int err = t->proto == TN_PROTO_H2 ? tn__h2_established(t) : tn__h1_established(t);
+  if (err) {
     free(pending);
     return tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down");
   }
   if (pending_len) {
     t->bytes_up += pending_len;
     tn__count_bytes(t->engine, pending_len, 0);
-    if (send_bytes(&t->up, pending, BUF_HEAP, pending_len) != 0)
+    if (tn__ep_write(&t->up.ep, pending, TN_BUF_HEAP, pending_len) != 0)
       return tn__tunnel_close(t, TN_RESULT_OK, "reset_up");
+  } else {
+    free(pending);
   }
-  start_reading(t, &t->down);
-  if (t->phase == TN_PHASE_RELAY)
-    start_reading(t, &t->up);
+  if (t->down->eof)
+    on_eof(t, t->down); /* the device finished sending before the 200 */
+  else if (tn__ep_read_start(t->down) != 0)
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
 }

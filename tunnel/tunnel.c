@@ -1,5 +1,5 @@
-/* The tunnel object: creation on accept, the single teardown path, error
- * responses and the access log. See internal.h for the life cycle. */
+/* The tunnel object: creation, the request checks shared by HTTP/1.1 and
+ * HTTP/2, the single teardown path, and the access log. See internal.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +25,7 @@ const char *tn_result_name(tn_result r) {
   return (r >= 0 && r < TN_RESULT_COUNT_) ? result_names[r] : "unknown";
 }
 
-static void free_setup(tn_tunnel *t) {
+void tn__setup_free(tn_tunnel *t) {
   tn_setup *s = t->setup;
   if (!s)
     return;
@@ -36,23 +36,24 @@ static void free_setup(tn_tunnel *t) {
   t->setup = NULL;
 }
 
-void tn__setup_free(tn_tunnel *t) { free_setup(t); }
-
-/* Frees the tunnel once nothing refers to it any more: every handle closed
- * and no getaddrinfo outstanding (its callback still holds the pointer). */
+/* Frees the tunnel once nothing refers to it any more: both endpoints
+ * reported closed and no getaddrinfo outstanding (its callback still holds
+ * the pointer). An HTTP/1.1 tunnel takes its connection with it. */
 static void maybe_free(tn_tunnel *t) {
-  if (t->handles_open || t->gai_pending)
+  if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->gai_pending || t->busy)
     return;
   tn_engine *e = t->engine;
-  free_setup(t);
+  tn_conn *c = t->proto == TN_PROTO_H1 ? t->conn : NULL;
+  tn__setup_free(t);
   free(t->target);
   free(t);
+  if (c)
+    tn__conn_free(c);
   tn__engine_tunnel_freed(e);
 }
 
-void tn__handle_closed(uv_handle_t *h) {
-  tn_tunnel *t = h->data;
-  t->handles_open--;
+void tn__tunnel_ep_closed(tn_tunnel *t) {
+  t->eps_open--;
   maybe_free(t);
 }
 
@@ -61,55 +62,103 @@ void tn__gai_done(tn_tunnel *t) {
   maybe_free(t);
 }
 
-tn_tunnel *tn__tunnel_new(tn_engine *e, uv_stream_t *server) {
+tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down) {
   tn_tunnel *t = calloc(1, sizeof(*t));
-  if (t)
-    t->setup = calloc(1, sizeof(*t->setup));
-  if (!t || !t->setup || uv_tcp_init(tn__loop(e), &t->down.tcp) != 0) {
-    if (t)
-      free(t->setup);
+  if (!t)
+    return NULL;
+  if (!(t->setup = calloc(1, sizeof(*t->setup)))) {
     free(t);
-    tn__engine_tunnel_freed(e);
     return NULL;
   }
+  tn_engine *e = c->engine;
   t->engine = e;
+  t->conn = c;
+  t->proto = proto;
   t->id = next_id++;
-  t->down.tcp.data = t;
-  t->down.open = true;
-  t->handles_open = 1;
-  t->started_ms = uv_now(tn__loop(e));
-  t->last_activity_ms = t->started_ms;
-  if (uv_accept(server, (uv_stream_t *)&t->down.tcp) != 0) {
-    /* Nothing was logged or counted yet: close quietly. */
-    t->phase = TN_PHASE_CLOSING;
-    uv_close((uv_handle_t *)&t->down.tcp, tn__handle_closed);
-    return NULL;
-  }
-  int len = sizeof(t->client);
-  uv_tcp_getpeername(&t->down.tcp, (struct sockaddr *)&t->client, &len);
+  t->down = down;
+  t->eps_open = 1;
+  tn__ep_set_sink(down, &tn__down_sink, t);
+  t->started_ms = t->last_activity_ms = uv_now(tn__loop(e));
+  t->deadline_ms = t->started_ms + tn__opts(e)->header_timeout_ms;
+  tn__engine_tunnel_added(e, t);
   return t;
 }
 
-void tn__side_close(tn_tunnel *t, tn_side *s, bool reset) {
-  if (!s->open)
-    return;
-  s->open = false;
-  /* An abortive close (RST) tells the peer the other side reset, instead of
-   * a FIN that would look like a clean end of stream. */
-  if (reset && !s->shut && uv_tcp_close_reset(&s->tcp, tn__handle_closed) == 0)
-    return;
-  uv_close((uv_handle_t *)&s->tcp, tn__handle_closed);
+bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n) {
+  tn_setup *s = t->setup;
+  if (n == 0)
+    return true;
+  if (!s || s->pending_len + n > TN_PENDING_MAX)
+    return false;
+  char *grown = realloc(s->pending, s->pending_len + n);
+  if (!grown)
+    return false;
+  memcpy(grown + s->pending_len, p, n);
+  s->pending = grown;
+  s->pending_len += n;
+  return true;
+}
+
+static void log_refusal(tn_tunnel *t, const char *why) {
+  tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", why),
+         TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
+}
+
+static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
+  tn_setup *s = t->setup;
+  if (tn_authority_parse(authority, len, &s->auth) != 0) {
+    /* Logged as received (the logger escapes it) so operators see what a
+     * device asked for; it is the request target, never payload. */
+    char raw[TN_HOST_MAX + 16];
+    snprintf(raw, sizeof(raw), "%.*s", (int)(len < sizeof(raw) - 1 ? len : sizeof(raw) - 1),
+             authority);
+    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", "bad authority"),
+           TN_S("raw_target", raw), TN_LOG_END);
+    return false;
+  }
+  char buf[TN_HOST_MAX + 16];
+  tn_authority_format(&s->auth, buf, sizeof(buf));
+  t->target = strdup(buf);
+  return true;
+}
+
+void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
+  tn_engine *e = t->engine;
+  const tn_engine_opts *o = tn__opts(e);
+  if (tn__draining(e))
+    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "gateway is shutting down");
+  if (!parse_target(t, authority, len))
+    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
+                           "bad CONNECT target: expected host:port or [v6]:port");
+  if (!t->target)
+    return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
+    bool limited = tn_policy_needs_authorization(&o->policy, &t->setup->auth);
+    log_refusal(t, limited ? "limited service: target needs the gateway to be authorized"
+                           : "no allow rule matches");
+    return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+  }
+  if (!tn__admit(e, t)) {
+    log_refusal(t, "tunnel limit reached");
+    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+  }
+  tn_setup *s = t->setup;
+  if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len))
+    return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+  tn__connect_start(t);
 }
 
 static void access_log(tn_tunnel *t) {
   char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX] = "";
   tn_engine *e = t->engine;
-  if (tn_addr_format((const struct sockaddr *)&t->client, client, sizeof(client)) != 0)
+  if (tn_addr_format((const struct sockaddr *)&t->conn->client, client, sizeof(client)) != 0)
     strcpy(client, "-");
   if (t->connected.sin6_family)
     tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
   tn_log(t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN, "tunnel_closed",
-         TN_U("id", t->id), TN_S("client", client), TN_S("target", t->target ? t->target : "-"),
+         TN_U("id", t->id), TN_S("proto", tn__proto_name(t->proto)), TN_S("client", client),
+         TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
+         TN_S("target", t->target ? t->target : "-"),
          TN_S("connected", connected[0] ? connected : "-"),
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),
          TN_S("close", t->close_reason ? t->close_reason : "-"), TN_U("bytes_up", t->bytes_up),
@@ -121,98 +170,38 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason) {
   if (t->phase == TN_PHASE_CLOSING)
     return;
   bool reset = reason && strncmp(reason, "reset", 5) == 0;
-  /* An error status already chose the result; keep it. */
-  if (t->phase != TN_PHASE_LINGER)
+  if (t->phase != TN_PHASE_LINGER) { /* an error status already chose them */
     t->result = r;
-  if (!t->close_reason || t->phase != TN_PHASE_LINGER)
     t->close_reason = reason;
+  }
   t->phase = TN_PHASE_CLOSING;
   if (t->gai_pending)
     uv_cancel((uv_req_t *)&t->setup->gai);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
-  tn__side_close(t, &t->down, reset);
-  tn__side_close(t, &t->up, reset);
+  /* An endpoint may report closed from inside close(): hold the tunnel. */
+  t->busy = true;
+  tn__ep_close(t->down, reset);
+  if (t->up.open)
+    tn__ep_close(&t->up.ep, reset);
+  t->busy = false;
   maybe_free(t);
 }
 
-static const char *status_text(int status) {
-  switch (status) {
-  case 400: return "Bad Request";
-  case 403: return "Forbidden";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 431: return "Request Header Fields Too Large";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  default: return "Error";
-  }
-}
-
-typedef struct {
-  uv_write_t req;
-  char buf[512];
-} fail_write;
-
-static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  tn_tunnel *t = s->data;
-  tn__buf_release(buf->base);
-  if (nread < 0)
-    tn__tunnel_close(t, t->result, t->close_reason);
-}
-
-static void on_fail_written(uv_write_t *req, int status) {
-  fail_write *w = (fail_write *)req;
-  tn_tunnel *t = req->data;
-  free(w);
-  if (status < 0 || t->phase != TN_PHASE_LINGER)
-    return tn__tunnel_close(t, t->result, t->close_reason);
-}
-
-static void on_fail_shutdown(uv_shutdown_t *req, int status) {
-  free(req);
-}
-
-/* Lingering close: send the response and a FIN, then read and discard what
- * the client still sends until it closes or TN_LINGER_MS passes. Closing with
- * unread bytes would make the kernel send a RST that can destroy the response
- * before the client reads it. */
 void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason) {
   if (t->phase == TN_PHASE_CLOSING || t->phase == TN_PHASE_LINGER)
     return;
   t->result = r;
   t->status = status;
   t->close_reason = reason;
-  t->phase = TN_PHASE_LINGER;
-  t->deadline_ms = uv_now(tn__loop(t->engine)) + TN_LINGER_MS;
-  tn__list_move(t->engine, t, false);
   if (t->gai_pending)
     uv_cancel((uv_req_t *)&t->setup->gai);
-  tn__side_close(t, &t->up, false);
-  fail_write *w = malloc(sizeof(*w));
-  uv_shutdown_t *sd = malloc(sizeof(*sd));
-  if (!w || !sd) {
-    free(w);
-    free(sd);
-    return tn__tunnel_close(t, r, reason);
-  }
-  int n = snprintf(w->buf, sizeof(w->buf),
-                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                   "%sConnection: close\r\n\r\n%s\n",
-                   status, status_text(status), strlen(reason) + 1,
-                   status == 405 ? "Allow: CONNECT\r\n" : "", reason);
-  uv_buf_t b = uv_buf_init(w->buf, (unsigned)n);
-  w->req.data = t;
-  uv_read_stop((uv_stream_t *)&t->down.tcp);
-  if (uv_write(&w->req, (uv_stream_t *)&t->down.tcp, &b, 1, on_fail_written) != 0) {
-    free(w);
-    free(sd);
-    return tn__tunnel_close(t, r, reason);
-  }
-  if (uv_shutdown(sd, (uv_stream_t *)&t->down.tcp, on_fail_shutdown) != 0)
-    free(sd);
-  uv_read_start((uv_stream_t *)&t->down.tcp, tn__alloc_cb, on_linger_read);
+  if (t->up.open)
+    tn__ep_close(&t->up.ep, false);
+  if (t->proto == TN_PROTO_H2)
+    tn__h2_fail(t, status, reason);
+  else
+    tn__h1_fail(t, status, reason);
 }
 
 /* Called by the engine's sweep when deadline_ms has passed. */
@@ -236,17 +225,16 @@ void tn__tunnel_timeout(tn_tunnel *t) {
   }
 }
 
-bool tn__tunnel_admitted(const tn_tunnel *t) { return t->admitted; }
-
 void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   memset(info, 0, sizeof(*info));
   info->id = t->id;
-  info->proto = "h1";
-  info->listener = t->listener;
-  info->client = (const struct sockaddr *)&t->client;
+  info->proto = tn__proto_name(t->proto);
+  info->listener = t->conn->listener;
+  info->client = (const struct sockaddr *)&t->conn->client;
+  info->client_subject = t->conn->subject;
   info->target = t->target;
   info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
-  info->established = t->phase == TN_PHASE_RELAY || (t->phase == TN_PHASE_CLOSING && t->status == 200);
+  info->established = t->status == 200;
   info->result = t->result;
   info->status = t->status;
   info->close_reason = t->close_reason;

@@ -345,8 +345,8 @@ static void test_bad_values_not_applied(void **state) {
 
 static void test_no_listen(void **state) {
   (void)state;
-  expect_one_error("[tunnel]\nallow = a.example.org:443\n", "t.ini: [tunnel] has no listen address");
-  expect_one_error("", "t.ini: [tunnel] has no listen address");
+  expect_one_error("[tunnel]\nallow = a.example.org:443\n", "t.ini: [tunnel] has no listen or listen_tls address");
+  expect_one_error("", "t.ini: [tunnel] has no listen or listen_tls address");
 }
 
 static void test_per_client_above_max(void **state) {
@@ -479,7 +479,7 @@ static void test_many_errors(void **state) {
       "t.ini:7: duplicate key 'require_tls' (first set on line 6)",
       "t.ini:8: syntax error (expected 'key = value' or '[section]')",
       "t.ini:9: header_timeout: expected a duration like 500ms, 10s, 5m or 1h, got '10'",
-      "t.ini: [tunnel] has no listen address",
+      "t.ini: [tunnel] has no listen or listen_tls address",
   };
   assert_int_equal(l->rc, TN_EINVAL);
   assert_errors(&l->errs, want, sizeof want / sizeof want[0]);
@@ -668,6 +668,68 @@ static void test_duration_invalid(void **state) {
   assert_int_equal(gw_duration_parse(NULL, &ms), -1);
 }
 
+/* Issue 3 keys: TLS listener, device admission, HTTP/2 settings. */
+static void test_tls_and_h2_keys(void **state) {
+  (void)state;
+  loaded *l = load("[tunnel]\n"
+                   "listen = 127.0.0.1:3128\n"
+                   "clients = 192.168.50.0/24\n"
+                   "clients = fd00::/8\n"
+                   "h2_max_concurrent_streams = 50\n"
+                   "h2_stream_window = 1MiB\n");
+  assert_valid(l);
+  assert_int_equal(l->cfg.tunnel.n_clients, 2);
+  assert_int_equal(l->cfg.tunnel.clients[0].prefix, 24);
+  assert_int_equal(l->cfg.tunnel.clients[1].family, AF_INET6);
+  assert_int_equal(l->cfg.tunnel.h2_max_concurrent_streams, 50);
+  assert_int_equal(l->cfg.tunnel.h2_stream_window, 1024 * 1024);
+  unload(l);
+  l = load("[tunnel]\nlisten = 127.0.0.1:1\n");
+  assert_int_equal(l->cfg.tunnel.h2_max_concurrent_streams, 100);
+  assert_int_equal(l->cfg.tunnel.h2_stream_window, 256 * 1024);
+  unload(l);
+}
+
+static void test_tls_key_errors(void **state) {
+  (void)state;
+  expect_one_error("[tunnel]\nlisten = 127.0.0.1:1\nclients = 10.0.0.1/8\n",
+                   "t.ini:3: clients: expected an address or prefix like 192.168.50.0/24 or "
+                   "fd00::/8 (network address, no host bits), got '10.0.0.1/8'");
+  expect_one_error("[tunnel]\nlisten = 127.0.0.1:1\nh2_stream_window = 1GiB\n",
+                   "t.ini:3: h2_stream_window: expected a size from 16KiB to 16MiB, like "
+                   "256KiB, got '1GiB'");
+  expect_one_error("[tunnel]\nlisten = 127.0.0.1:1\nh2_stream_window = 1KiB\n",
+                   "t.ini:3: h2_stream_window: expected a size from 16KiB to 16MiB, like "
+                   "256KiB, got '1KiB'");
+  expect_one_error("[tunnel]\nlisten_tls = 127.0.0.1:1\n",
+                   "t.ini:2: listen_tls needs tls_cert and tls_key");
+  expect_one_error("[tunnel]\nlisten = 127.0.0.1:1\nclient_ca = /x/ca.pem\n",
+                   "t.ini:3: client_ca only applies to listen_tls listeners, and there is none: "
+                   "devices would not be authenticated");
+  expect_one_error("[tunnel]\nlisten_tls = 127.0.0.1:1\n"
+                   "tls_cert = /nonexistent/proxy.crt\ntls_key = /nonexistent/proxy.key\n",
+                   "t.ini:3: tls_cert: cannot read /nonexistent/proxy.crt: No such file or "
+                   "directory");
+}
+
+/* Relative certificate paths are resolved against the config file's
+ * directory, so the error names the resolved path. */
+static void test_tls_relative_paths(void **state) {
+  (void)state;
+  gw_config cfg;
+  gw_config_errors errs = {0};
+  int rc = gw_config_load_string("/etc/mcgw/mcgw.ini",
+                                 "[tunnel]\nlisten_tls = 127.0.0.1:1\n"
+                                 "tls_cert = certs/proxy.crt\ntls_key = /abs/proxy.key\n",
+                                 &cfg, &errs);
+  assert_int_equal(rc, TN_EINVAL);
+  assert_string_equal(cfg.tunnel.tls_cert, "/etc/mcgw/certs/proxy.crt");
+  assert_string_equal(cfg.tunnel.tls_key, "/abs/proxy.key");
+  assert_int_equal(errs.n, 1);
+  gw_config_free(&cfg);
+  gw_config_errors_free(&errs);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
@@ -698,6 +760,9 @@ int main(void) {
       cmocka_unit_test(test_nul_byte_in_file),
       cmocka_unit_test(test_duration_valid),
       cmocka_unit_test(test_duration_invalid),
+      cmocka_unit_test(test_tls_and_h2_keys),
+      cmocka_unit_test(test_tls_key_errors),
+      cmocka_unit_test(test_tls_relative_paths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

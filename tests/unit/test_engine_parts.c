@@ -71,21 +71,37 @@ static void clients_count_per_address_not_port(void **state) {
                      b = v4("192.168.50.11", 1000);
   struct sockaddr_in6 v6;
   uv_ip6_addr("fd00::10", 1000, &v6);
-  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&a1), 1);
-  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&a2), 2);
-  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&b), 1);
-  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&v6), 1);
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&a1, NULL), 1);
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&a2, NULL), 2);
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&b, NULL), 1);
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&v6, NULL), 1);
   assert_int_equal(tn__clients_active(c), 3);
-  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&a2), 2);
-  tn__clients_remove(c, (struct sockaddr *)&a1);
-  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&a1), 1);
+  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&a2, NULL), 2);
+  tn__clients_remove(c, (struct sockaddr *)&a1, NULL);
+  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&a1, NULL), 1);
   assert_int_equal(tn__clients_active(c), 3);
-  tn__clients_remove(c, (struct sockaddr *)&a2);
-  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&a1), 0);
+  tn__clients_remove(c, (struct sockaddr *)&a2, NULL);
+  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&a1, NULL), 0);
   assert_int_equal(tn__clients_active(c), 2);
   /* Removing an unknown client is harmless. */
-  tn__clients_remove(c, (struct sockaddr *)&a1);
+  tn__clients_remove(c, (struct sockaddr *)&a1, NULL);
   assert_int_equal(tn__clients_active(c), 2);
+  tn__clients_free(c);
+}
+
+static void clients_by_subject_share_no_address(void **state) {
+  (void)state;
+  tn_clients *c = tn__clients_new();
+  struct sockaddr_in nat = v4("192.168.50.1", 1000);
+  const char *dev1 = "CN=radio-17,O=Fire", *dev2 = "CN=radio-18,O=Fire";
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&nat, dev1), 1);
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&nat, dev2), 1);
+  assert_int_equal(tn__clients_add(c, (struct sockaddr *)&nat, dev1), 2);
+  assert_int_equal(tn__clients_get(c, (struct sockaddr *)&nat, NULL), 0);
+  assert_int_equal(tn__clients_active(c), 2);
+  tn__clients_remove(c, (struct sockaddr *)&nat, dev1);
+  tn__clients_remove(c, (struct sockaddr *)&nat, dev1);
+  assert_int_equal(tn__clients_active(c), 1);
   tn__clients_free(c);
 }
 
@@ -96,13 +112,13 @@ static void clients_survive_many_addresses(void **state) {
   for (int i = 0; i < 20000; i++) {
     snprintf(ip, sizeof(ip), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
     struct sockaddr_in sa = v4(ip, 1);
-    assert_int_equal(tn__clients_add(c, (struct sockaddr *)&sa), 1);
+    assert_int_equal(tn__clients_add(c, (struct sockaddr *)&sa, NULL), 1);
   }
   assert_int_equal(tn__clients_active(c), 20000);
   for (int i = 0; i < 20000; i += 2) {
     snprintf(ip, sizeof(ip), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
     struct sockaddr_in sa = v4(ip, 1);
-    tn__clients_remove(c, (struct sockaddr *)&sa);
+    tn__clients_remove(c, (struct sockaddr *)&sa, NULL);
   }
   assert_int_equal(tn__clients_active(c), 10000);
   tn__clients_free(c);
@@ -114,6 +130,7 @@ int main(void) {
       cmocka_unit_test(tls_check_refuses_everything_else),
       cmocka_unit_test(tls_check_is_incremental),
       cmocka_unit_test(clients_count_per_address_not_port),
+      cmocka_unit_test(clients_by_subject_share_no_address),
       cmocka_unit_test(clients_survive_many_addresses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

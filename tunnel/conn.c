@@ -1,0 +1,188 @@
+/* Downstream connections: accept, admit, TLS handshake, protocol detection,
+ * then hand-over to HTTP/1.1 (one tunnel) or HTTP/2 (a session). See
+ * internal.h. Nothing is read from a client that `clients` does not admit. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tunnel/error.h"
+#include "tunnel/internal.h"
+#include "tunnel/log.h"
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define PREFACE_LEN (sizeof(h2_preface) - 1)
+
+const char *tn__proto_name(tn_proto p) { return p == TN_PROTO_H2 ? "h2" : "h1"; }
+
+static void client_text(const tn_conn *c, char *buf, size_t len) {
+  if (tn_addr_format((const struct sockaddr *)&c->client, buf, len) != 0)
+    snprintf(buf, len, "-");
+}
+
+void tn__conn_abort(tn_conn *c, const char *reason) {
+  if (c->mode == TN_CONN_CLOSING)
+    return;
+  c->mode = TN_CONN_CLOSING;
+  tn__engine_conn_moved(c->engine, c);
+  tn_log(TN_LOG_DEBUG, "connection_closed", TN_S("reason", reason), TN_LOG_END);
+  tn__ep_close(c->transport, false);
+}
+
+void tn__conn_timeout(tn_conn *c) { tn__conn_abort(c, "setup_timeout"); }
+
+void tn__conn_free(tn_conn *c) {
+  tn__engine_conn_freed(c->engine, c);
+  tn__ep_tls_free(c->tls);
+  free(c->subject);
+  free(c);
+}
+
+static void hand_to_h1(tn_conn *c, const char *bytes, size_t n) {
+  tn_tunnel *t = tn__tunnel_new(c, TN_PROTO_H1, c->transport);
+  if (!t)
+    return tn__conn_abort(c, "out_of_memory");
+  c->mode = TN_CONN_H1;
+  tn__engine_conn_moved(c->engine, c);
+  tn__h1_start(t, bytes, n);
+}
+
+static void hand_to_h2(tn_conn *c, const char *bytes, size_t n) {
+  c->mode = TN_CONN_H2;
+  tn__engine_conn_moved(c->engine, c);
+  tn__h2_start(c, bytes, n);
+}
+
+/* First bytes: the h2c preface (RFC 9113 3.4), else HTTP/1.1. A short read
+ * that is still a prefix of the preface waits for more. */
+static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
+  tn_conn *c = ep->owner;
+  char *bytes = base;
+  size_t len = n;
+  char *merged = NULL;
+  if (c->sniff_len) {
+    if (!(merged = malloc(c->sniff_len + n))) {
+      tn__buf_free(base, kind);
+      return tn__conn_abort(c, "out_of_memory");
+    }
+    memcpy(merged, c->sniff, c->sniff_len);
+    memcpy(merged + c->sniff_len, base, n);
+    bytes = merged;
+    len = c->sniff_len + n;
+  }
+  size_t cmp = len < PREFACE_LEN ? len : PREFACE_LEN;
+  bool prefix = memcmp(bytes, h2_preface, cmp) == 0;
+  if (prefix && len < PREFACE_LEN) {
+    memcpy(c->sniff, bytes, len);
+    c->sniff_len = len;
+  } else {
+    c->sniff_len = 0;
+    if (prefix)
+      hand_to_h2(c, bytes, len);
+    else
+      hand_to_h1(c, bytes, len);
+  }
+  free(merged);
+  tn__buf_free(base, kind);
+}
+
+static void on_ready(tn_ep *ep) {
+  tn_conn *c = ep->owner;
+  const char *alpn = tn__ep_tls_alpn(c->tls);
+  c->subject = tn__ep_tls_subject(c->tls);
+  if (tn_log_enabled(TN_LOG_DEBUG)) {
+    char client[TN_ADDRSTR_MAX];
+    client_text(c, client, sizeof(client));
+    tn_log(TN_LOG_DEBUG, "tls_established", TN_S("client", client),
+           TN_S("alpn", alpn ? alpn : "-"), TN_S("subject", c->subject ? c->subject : "-"),
+           TN_LOG_END);
+  }
+  if (alpn && strcmp(alpn, "h2") == 0)
+    return hand_to_h2(c, NULL, 0);
+  if (tn__ep_read_start(c->transport) != 0)
+    tn__conn_abort(c, "read_failed");
+}
+
+static void on_eof(tn_ep *ep) { tn__conn_abort(ep->owner, "client_closed"); }
+
+static void on_error(tn_ep *ep, int err) {
+  tn_conn *c = ep->owner;
+  if (err == TN_ETLS) {
+    char client[TN_ADDRSTR_MAX];
+    client_text(c, client, sizeof(client));
+    const char *why = tn__ep_tls_error(c->tls);
+    tn_log(TN_LOG_WARN, "tls_handshake_failed", TN_S("client", client),
+           TN_U("listener", c->listener), TN_S("reason", why ? why : "-"), TN_LOG_END);
+  }
+  tn__conn_abort(c, err == TN_ETLS ? "tls_failed" : uv_err_name(err));
+}
+
+static void on_closed(tn_ep *ep) { tn__conn_free(ep->owner); }
+static void ignore(tn_ep *ep) {}
+
+static const tn_ep_sink conn_sink = {
+    .data = on_data,
+    .eof = on_eof,
+    .error = on_error,
+    .drained = ignore,
+    .shut = ignore,
+    .closed = on_closed,
+    .ready = on_ready,
+};
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+static bool client_admitted(tn_engine *e, const tn_conn *c) {
+  const tn_engine_opts *o = tn__opts(e);
+  if (o->n_clients == 0)
+    return true;
+  for (size_t i = 0; i < o->n_clients; i++)
+    if (tn_cidr_contains(&o->clients[i], (const struct sockaddr *)&c->client))
+      return true;
+  return false;
+}
+
+static void refuse_client(tn_conn *c) {
+  char client[TN_ADDRSTR_MAX];
+  client_text(c, client, sizeof(client));
+  tn__count_refused_client(c->engine);
+  tn_log(TN_LOG_DEBUG, "client_refused", TN_S("client", client),
+         TN_S("reason", "source address not in clients"), TN_LOG_END);
+  c->mode = TN_CONN_CLOSING;
+  tn__engine_conn_moved(c->engine, c);
+  tn__ep_close(c->transport, true);
+}
+
+void tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls) {
+  tn_conn *c = calloc(1, sizeof(*c));
+  if (!c || tn__ep_tcp_init(&c->tcp, tn__loop(e), &conn_sink, c) != 0) {
+    /* The pending connection must still be taken off the listener, or
+     * libuv stops accepting. */
+    free(c);
+    uv_tcp_t *tmp = malloc(sizeof(*tmp));
+    if (tmp && uv_tcp_init(server->loop, tmp) == 0 && uv_accept(server, (uv_stream_t *)tmp) == 0)
+      uv_close((uv_handle_t *)tmp, free_handle);
+    else
+      free(tmp);
+    return;
+  }
+  c->engine = e;
+  c->listener = listener;
+  c->transport = &c->tcp.ep;
+  tn__engine_conn_added(e, c);
+  if (uv_accept(server, (uv_stream_t *)&c->tcp.tcp) != 0)
+    return tn__conn_abort(c, "accept_failed");
+  int len = sizeof(c->client);
+  uv_tcp_getpeername(&c->tcp.tcp, (struct sockaddr *)&c->client, &len);
+  if (!client_admitted(e, c))
+    return refuse_client(c);
+  if (tls) {
+    c->tls = tn__ep_tls_new(&c->tcp, tn__tls_ctx(e), &conn_sink, c);
+    if (!c->tls)
+      return tn__conn_abort(c, "out_of_memory");
+    c->transport = tn__ep_tls_ep(c->tls);
+    if (tn__ep_tls_start(c->tls) != 0)
+      tn__conn_abort(c, "read_failed");
+    return;
+  }
+  if (tn__ep_read_start(c->transport) != 0)
+    tn__conn_abort(c, "read_failed");
+}

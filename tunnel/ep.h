@@ -1,0 +1,110 @@
+/* Endpoints: one side of a relay, whatever carries it.
+ *
+ * The relay moves bytes between two endpoints without knowing what they are:
+ * a TCP socket (ep_tcp.c), TLS over a TCP socket (ep_tls.c), or one HTTP/2
+ * stream of a multiplexed device connection (h2.c). An endpoint reports to
+ * its owner through a sink; the owner drives it through ops.
+ *
+ * Contract, for every implementation:
+ * - write() takes ownership of base whatever it returns; bytes are sent in
+ *   order after those already queued. queued() is what was accepted and not
+ *   yet handed to the kernel (or to the HTTP/2 session): the relay's
+ *   backpressure measure.
+ * - Once reading, data arrives through sink->data with ownership of base.
+ *   read_stop() stops it (for HTTP/2: stops opening the flow-control
+ *   window), read_start() resumes.
+ * - shutdown() ends the sending direction after the queued bytes (TCP FIN,
+ *   TLS close_notify + FIN, HTTP/2 END_STREAM); sink->shut follows.
+ * - close() is idempotent; sink->closed follows exactly once, after which the
+ *   endpoint's memory may be released by its owner. No sink call but
+ *   `closed` happens after close().
+ * - sink->error reports a read, write or shutdown failure; the owner closes.
+ */
+#ifndef TN_EP_H
+#define TN_EP_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+/* Who owns bytes being sent, so they are given back the right way. */
+typedef enum { TN_BUF_POOL = 0, TN_BUF_HEAP, TN_BUF_STATIC } tn_buf_kind;
+
+void tn__buf_free(char *base, tn_buf_kind kind);
+
+typedef struct tn_ep tn_ep;
+
+typedef struct tn_ep_sink {
+  void (*data)(tn_ep *ep, char *base, tn_buf_kind kind, size_t n);
+  void (*eof)(tn_ep *ep);
+  void (*error)(tn_ep *ep, int err);
+  void (*drained)(tn_ep *ep);  /* queued() fell below TN_RELAY_LOW */
+  void (*shut)(tn_ep *ep);
+  void (*closed)(tn_ep *ep);
+  void (*ready)(tn_ep *ep);    /* TLS: the handshake completed */
+} tn_ep_sink;
+
+typedef struct tn_ep_ops {
+  int (*read_start)(tn_ep *ep);
+  void (*read_stop)(tn_ep *ep);
+  int (*write)(tn_ep *ep, char *base, tn_buf_kind kind, size_t len);
+  size_t (*queued)(const tn_ep *ep);
+  int (*shutdown)(tn_ep *ep);
+  void (*close)(tn_ep *ep, bool reset);
+} tn_ep_ops;
+
+struct tn_ep {
+  const tn_ep_ops *ops;
+  const tn_ep_sink *sink;
+  void *owner;
+  bool reading;
+  bool eof;      /* EOF received from the peer */
+  bool shut;     /* our shutdown completed */
+  bool closing;
+};
+
+/* Thin inline dispatch. */
+static inline int tn__ep_read_start(tn_ep *e) { return e->ops->read_start(e); }
+static inline void tn__ep_read_stop(tn_ep *e) { e->ops->read_stop(e); }
+static inline int tn__ep_write(tn_ep *e, char *b, tn_buf_kind k, size_t n) {
+  return e->ops->write(e, b, k, n);
+}
+static inline size_t tn__ep_queued(const tn_ep *e) { return e->ops->queued(e); }
+static inline int tn__ep_shutdown(tn_ep *e) { return e->ops->shutdown(e); }
+static inline void tn__ep_close(tn_ep *e, bool reset) { e->ops->close(e, reset); }
+
+/* A TCP endpoint. Embed it; init before use. */
+typedef struct tn_ep_tcp {
+  tn_ep ep;
+  uv_tcp_t tcp;
+  bool open;        /* handle initialised and not yet closed */
+  bool want_drain;  /* a drained event is owed once below TN_RELAY_LOW */
+} tn_ep_tcp;
+
+int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, const tn_ep_sink *sink, void *owner);
+/* Re-targets the sink (hand-over from one owner to another). */
+static inline void tn__ep_set_sink(tn_ep *e, const tn_ep_sink *sink, void *owner) {
+  e->sink = sink;
+  e->owner = owner;
+}
+
+/* A TLS server endpoint over TCP. Allocated by tn__ep_tls_new; freed by its
+ * owner after sink->closed. */
+typedef struct tn_ep_tls tn_ep_tls;
+/* Wraps an accepted TCP endpoint (taking it over: its sink becomes the TLS
+ * layer's) and starts the handshake; sink->ready follows, or sink->error. */
+tn_ep_tls *tn__ep_tls_new(tn_ep_tcp *tcp, SSL_CTX *ctx, const tn_ep_sink *sink, void *owner);
+/* Starts reading ciphertext: the handshake runs as the ClientHello arrives. */
+int tn__ep_tls_start(tn_ep_tls *t);
+tn_ep *tn__ep_tls_ep(tn_ep_tls *t);
+/* Why the handshake or a record failed (OpenSSL's reason), or NULL. */
+const char *tn__ep_tls_error(const tn_ep_tls *t);
+void tn__ep_tls_free(tn_ep_tls *t);
+/* After the handshake: the negotiated ALPN protocol ("h2", "http/1.1") or
+ * NULL, and the verified client certificate's subject (one-line RFC 2253
+ * form, caller frees) or NULL. */
+const char *tn__ep_tls_alpn(const tn_ep_tls *t);
+char *tn__ep_tls_subject(const tn_ep_tls *t);
+
+#endif

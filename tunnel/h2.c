@@ -1,0 +1,678 @@
+/* HTTP/2 CONNECT (RFC 9113 8.5) on an nghttp2 server session: many device
+ * tunnels multiplexed over one connection (TLS with ALPN h2, or h2c with
+ * prior knowledge on a plain listener).
+ *
+ * Each request stream becomes a tn_tunnel whose device endpoint is the
+ * stream (an h2_stream below, implementing tn_ep_ops):
+ * - device DATA -> sink->data; the stream's flow-control window is reopened
+ *   (nghttp2_session_consume) only while the upstream socket keeps up: when
+ *   the relay stops reading the stream (upstream has TN_RELAY_HIGH queued),
+ *   received bytes stay unconsumed until it drains. Automatic WINDOW_UPDATE
+ *   is off. A slow tunnel therefore stalls only itself.
+ * - upstream bytes -> write() queue -> a deferred data provider, resumed on
+ *   each write; the queue's size is the relay's backpressure measure.
+ * - END_STREAM from the device is EOF; shutdown() sends END_STREAM.
+ * - RST_STREAM from the device resets the upstream socket, except
+ *   RST_STREAM(NO_ERROR) after the device's END_STREAM, which only means it
+ *   wants no more bytes: what it sent still reaches the destination.
+ * - An upstream reset becomes RST_STREAM(CONNECT_ERROR).
+ * - HEADERS on an established stream are a stream error (we check this
+ *   ourselves: HTTP messaging in nghttp2 is off so that requests are
+ *   validated here, and :protocol gets a clear status instead of a reset).
+ * nghttp2 is never re-entered from its own callbacks: output is flushed
+ * once the outermost session call returns.
+ */
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tunnel/internal.h"
+#include "tunnel/log.h"
+
+typedef struct out_buf {
+  struct out_buf *next;
+  char *base;
+  tn_buf_kind kind;
+  size_t len, off;
+} out_buf;
+
+typedef struct h2_stream {
+  tn_ep ep;                   /* first member: the tunnel's device endpoint */
+  struct h2_stream *prev, *next;
+  tn_h2 *h2;
+  int32_t id;
+  tn_tunnel *t;               /* NULL once the tunnel let go of the endpoint */
+  /* request */
+  char authority[TN_HOST_MAX + 16];
+  size_t authority_len;
+  bool method_seen, is_connect, has_authority, has_scheme_or_path, has_protocol;
+  bool malformed, regular_seen, request_done;
+  /* upstream -> device */
+  out_buf *out_head, *out_tail;
+  size_t out_bytes;
+  bool out_eof, deferred, want_drain, responded;
+  /* device -> upstream */
+  size_t unconsumed;
+  bool paused;
+  /* state */
+  bool remote_ended, local_ended, closed_in_session;
+  bool busy; /* a sink call is under way: not to be freed yet */
+} h2_stream;
+
+struct tn_h2 {
+  tn_link link;               /* first member: in the engine's session list */
+  tn_conn *conn;
+  tn_engine *engine;
+  nghttp2_session *session;
+  h2_stream *streams;
+  unsigned depth;             /* nested calls into nghttp2 */
+  bool need_flush, write_blocked, goaway, closing;
+  char *out;                  /* frames being coalesced into one write */
+  size_t out_len;
+};
+
+static void flush(tn_h2 *h);
+static void session_close(tn_h2 *h);
+
+/* ---- stream objects ---- */
+
+static void out_free_all(h2_stream *st) {
+  while (st->out_head) {
+    out_buf *b = st->out_head;
+    st->out_head = b->next;
+    tn__buf_free(b->base, b->kind);
+    free(b);
+  }
+  st->out_tail = NULL;
+  st->out_bytes = 0;
+}
+
+/* A stream object goes once nghttp2 and the tunnel are both done with it. */
+static void stream_maybe_free(h2_stream *st) {
+  if (st->t || st->busy || !(st->closed_in_session || st->h2->closing))
+    return;
+  tn_h2 *h = st->h2;
+  if (st->prev)
+    st->prev->next = st->next;
+  else
+    h->streams = st->next;
+  if (st->next)
+    st->next->prev = st->prev;
+  if (!h->closing)
+    nghttp2_session_set_stream_user_data(h->session, st->id, NULL);
+  out_free_all(st);
+  free(st);
+}
+
+static void consume(h2_stream *st, size_t n) {
+  if (n && !st->closed_in_session && !st->h2->closing)
+    nghttp2_session_consume(st->h2->session, st->id, n);
+}
+
+static void schedule(tn_h2 *h) {
+  h->need_flush = true;
+  if (h->depth == 0)
+    flush(h);
+}
+
+/* ---- the stream as a tunnel endpoint ---- */
+
+static int st_read_start(tn_ep *ep) {
+  h2_stream *st = (h2_stream *)ep;
+  ep->reading = true;
+  st->paused = false;
+  consume(st, st->unconsumed);
+  st->unconsumed = 0;
+  schedule(st->h2);
+  return 0;
+}
+
+static void st_read_stop(tn_ep *ep) {
+  ep->reading = false;
+  ((h2_stream *)ep)->paused = true;
+}
+
+static void resume(h2_stream *st) {
+  if (st->deferred && !st->closed_in_session) {
+    st->deferred = false;
+    nghttp2_session_resume_data(st->h2->session, st->id);
+  }
+  schedule(st->h2);
+}
+
+static int st_write(tn_ep *ep, char *base, tn_buf_kind kind, size_t len) {
+  h2_stream *st = (h2_stream *)ep;
+  if (st->closed_in_session || st->local_ended || st->out_eof) {
+    tn__buf_free(base, kind); /* nothing more can reach the device */
+    return 0;
+  }
+  out_buf *b = malloc(sizeof(*b));
+  if (!b) {
+    tn__buf_free(base, kind);
+    return UV_ENOMEM;
+  }
+  *b = (out_buf){.base = base, .kind = kind, .len = len};
+  if (st->out_tail)
+    st->out_tail->next = b;
+  else
+    st->out_head = b;
+  st->out_tail = b;
+  st->out_bytes += len;
+  if (st->out_bytes > TN_RELAY_HIGH)
+    st->want_drain = true;
+  resume(st);
+  return 0;
+}
+
+static size_t st_queued(const tn_ep *ep) { return ((const h2_stream *)ep)->out_bytes; }
+
+static int st_shutdown(tn_ep *ep) {
+  h2_stream *st = (h2_stream *)ep;
+  st->out_eof = true;
+  resume(st);
+  return 0;
+}
+
+/* Ends the tunnel's use of the stream. A reset, or a close while the stream
+ * is still open and nothing final is queued, sends RST_STREAM; a pending
+ * response or END_STREAM is still delivered. */
+static void st_close(tn_ep *ep, bool reset) {
+  h2_stream *st = (h2_stream *)ep;
+  if (ep->closing)
+    return;
+  ep->closing = true;
+  ep->reading = false;
+  tn_h2 *h = st->h2;
+  if (!st->closed_in_session && !h->closing) {
+    uint32_t code = NGHTTP2_NO_ERROR;
+    if (reset)
+      code = NGHTTP2_CONNECT_ERROR;
+    else if (!st->local_ended && !st->out_eof)
+      code = NGHTTP2_CANCEL;
+    if (reset || code != NGHTTP2_NO_ERROR || (st->local_ended && !st->remote_ended)) {
+      out_free_all(st);
+      nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, code);
+    }
+    consume(st, st->unconsumed);
+    st->unconsumed = 0;
+  }
+  tn_tunnel *t = st->t;
+  st->t = NULL;
+  tn__tunnel_ep_closed(t);
+  stream_maybe_free(st);
+  schedule(h);
+}
+
+static const tn_ep_ops stream_ops = {
+    .read_start = st_read_start,
+    .read_stop = st_read_stop,
+    .write = st_write,
+    .queued = st_queued,
+    .shutdown = st_shutdown,
+    .close = st_close,
+};
+
+/* ---- data provider: upstream bytes out as DATA frames ---- */
+
+static ssize_t read_data(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *source, void *user) {
+  h2_stream *st = source->ptr;
+  size_t n = 0;
+  while (n < length && st->out_head) {
+    out_buf *b = st->out_head;
+    size_t take = b->len - b->off < length - n ? b->len - b->off : length - n;
+    memcpy(buf + n, b->base + b->off, take);
+    n += take;
+    b->off += take;
+    if (b->off == b->len) {
+      st->out_head = b->next;
+      if (!st->out_head)
+        st->out_tail = NULL;
+      tn__buf_free(b->base, b->kind);
+      free(b);
+    }
+  }
+  st->out_bytes -= n;
+  if (st->out_bytes == 0 && st->out_eof)
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+  else if (n == 0) {
+    st->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  if (st->want_drain && st->out_bytes < TN_RELAY_LOW && st->t) {
+    st->want_drain = false;
+    st->ep.sink->drained(&st->ep);
+  }
+  return (ssize_t)n;
+}
+
+/* ---- request validation ---- */
+
+static bool is(const uint8_t *p, size_t n, const char *s) {
+  return n == strlen(s) && memcmp(p, s, n) == 0;
+}
+
+static void on_pseudo(h2_stream *st, const uint8_t *name, size_t nlen, const uint8_t *value,
+                      size_t vlen) {
+  if (st->regular_seen) {
+    st->malformed = true; /* pseudo-headers must come first */
+  } else if (is(name, nlen, ":method")) {
+    st->malformed |= st->method_seen;
+    st->method_seen = true;
+    st->is_connect = is(value, vlen, "CONNECT");
+  } else if (is(name, nlen, ":authority")) {
+    st->malformed |= st->has_authority || vlen >= sizeof(st->authority);
+    st->has_authority = true;
+    if (vlen < sizeof(st->authority)) {
+      memcpy(st->authority, value, vlen);
+      st->authority_len = vlen;
+    }
+  } else if (is(name, nlen, ":scheme") || is(name, nlen, ":path")) {
+    st->has_scheme_or_path = true;
+  } else if (is(name, nlen, ":protocol")) {
+    st->has_protocol = true;
+  } else {
+    st->malformed = true;
+  }
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *user) {
+  h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!st || st->request_done || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  if (nlen && name[0] == ':')
+    on_pseudo(st, name, nlen, value, vlen);
+  else
+    st->regular_seen = true;
+  return 0;
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  tn_h2 *h = user;
+  if (frame->hd.type != NGHTTP2_HEADERS)
+    return 0;
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    /* HEADERS on an open stream (trailers, or a second head): not allowed on
+     * a CONNECT stream (RFC 9113 8.5); nghttp2 #2849. */
+    h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                              NGHTTP2_PROTOCOL_ERROR);
+    if (st && st->t)
+      st->ep.sink->error(&st->ep, UV_EPROTO);
+    return 0;
+  }
+  h2_stream *st = calloc(1, sizeof(*st));
+  if (!st)
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  st->h2 = h;
+  st->id = frame->hd.stream_id;
+  st->ep = (tn_ep){.ops = &stream_ops};
+  st->next = h->streams;
+  if (h->streams)
+    h->streams->prev = st;
+  h->streams = st;
+  nghttp2_session_set_stream_user_data(session, st->id, st);
+  return 0;
+}
+
+/* The request head is complete: one tunnel per stream, each logged. */
+static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
+  st->request_done = true;
+  tn_tunnel *t = tn__tunnel_new(h->conn, TN_PROTO_H2, &st->ep);
+  if (!t) {
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+    return;
+  }
+  st->t = t;
+  t->stream = st;
+  t->phase = TN_PHASE_RESOLVING; /* the head is in; no header deadline */
+  st->ep.eof = end_stream;
+  st->remote_ended = end_stream;
+  bool bad_connect = st->is_connect && (!st->has_authority ||
+                                         (st->has_scheme_or_path && !st->has_protocol));
+  if (st->malformed || !st->method_seen || bad_connect) {
+    st->malformed = true;
+    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed CONNECT request");
+  }
+  if (!st->is_connect)
+    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
+                           "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
+  if (st->has_protocol)
+    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 501,
+                           "extended CONNECT (:protocol, RFC 8441) is not supported");
+  tn__tunnel_request(t, st->authority, st->authority_len);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  tn_h2 *h = user;
+  h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!st)
+    return 0;
+  bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+  if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+      !st->request_done)
+    return on_request(h, st, end_stream), 0;
+  if (frame->hd.type == NGHTTP2_DATA && end_stream && !st->remote_ended) {
+    st->remote_ended = true;
+    if (st->t && !st->ep.closing) {
+      st->ep.eof = true;
+      st->ep.sink->eof(&st->ep);
+    }
+  }
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user) {
+  h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+  if (!st || !st->t || st->ep.closing) {
+    nghttp2_session_consume(session, id, len); /* keep the connection window open */
+    return 0;
+  }
+  char *copy = malloc(len ? len : 1);
+  if (!copy)
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  memcpy(copy, data, len);
+  st->ep.sink->data(&st->ep, copy, TN_BUF_HEAP, len);
+  if (!st->t || st->ep.closing)
+    return 0; /* st_close consumed what was outstanding */
+  if (st->paused)
+    st->unconsumed += len;
+  else
+    consume(st, len);
+  return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!st || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+      (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS))
+    return 0;
+  st->local_ended = true;
+  if (st->t && !st->ep.closing) {
+    st->ep.shut = true;
+    st->ep.sink->shut(&st->ep);
+  } else if (!st->remote_ended) {
+    /* A final answer was sent and the tunnel is gone: ask the device to
+     * stop sending (RFC 9113 8.1). */
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, void *user) {
+  h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+  if (!st)
+    return 0;
+  st->closed_in_session = true;
+  st->busy = true; /* the sink calls below may let the tunnel go */
+  if (st->t && !st->ep.closing) {
+    if (code == NGHTTP2_NO_ERROR && st->remote_ended) {
+      /* DATA(END_STREAM) then RST_STREAM(NO_ERROR), or both ends done: the
+       * device's half is complete; nothing more can reach it. */
+      st->t->down_gone = true;
+      out_free_all(st);
+      st->ep.shut = true;
+      st->ep.sink->shut(&st->ep);
+    } else {
+      st->ep.sink->error(&st->ep, UV_ECONNRESET);
+    }
+  }
+  st->busy = false;
+  stream_maybe_free(st);
+  return 0;
+}
+
+static nghttp2_session_callbacks *callbacks(void) {
+  static nghttp2_session_callbacks *cbs;
+  if (cbs)
+    return cbs;
+  if (nghttp2_session_callbacks_new(&cbs) != 0)
+    return NULL;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  return cbs;
+}
+
+/* ---- session output ---- */
+
+static int write_out(tn_h2 *h) {
+  if (!h->out_len)
+    return 0;
+  char *buf = h->out;
+  size_t len = h->out_len;
+  h->out = NULL;
+  h->out_len = 0;
+  return tn__ep_write(h->conn->transport, buf, TN_BUF_POOL, len);
+}
+
+/* Copies frames into 64 KiB pool buffers, one transport write per buffer. */
+static int emit(tn_h2 *h, const uint8_t *data, size_t n) {
+  while (n) {
+    if (!h->out) {
+      uv_buf_t b;
+      tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
+      if (!b.base)
+        return UV_ENOMEM;
+      h->out = b.base;
+    }
+    size_t take = TN_BUF_SIZE - h->out_len < n ? TN_BUF_SIZE - h->out_len : n;
+    memcpy(h->out + h->out_len, data, take);
+    h->out_len += take;
+    data += take;
+    n -= take;
+    if (h->out_len == TN_BUF_SIZE && write_out(h) != 0)
+      return UV_EIO;
+  }
+  return 0;
+}
+
+static void flush(tn_h2 *h) {
+  if (h->closing || h->depth)
+    return;
+  h->need_flush = false;
+  h->depth++;
+  int err = 0;
+  while (!err && tn__ep_queued(h->conn->transport) < TN_RELAY_HIGH) {
+    const uint8_t *data;
+    ssize_t n = nghttp2_session_mem_send(h->session, &data);
+    if (n <= 0) {
+      err = n < 0 ? (int)n : 0;
+      break;
+    }
+    err = emit(h, data, (size_t)n);
+  }
+  h->depth--;
+  if (!err)
+    err = write_out(h);
+  h->write_blocked = tn__ep_queued(h->conn->transport) >= TN_RELAY_HIGH;
+  if (err || (!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session)))
+    session_close(h);
+  else if (h->need_flush && !h->write_blocked)
+    flush(h);
+}
+
+/* ---- the device connection's transport ---- */
+
+static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
+  tn_h2 *h = ep->owner;
+  h->depth++;
+  ssize_t rv = nghttp2_session_mem_recv(h->session, (const uint8_t *)base, n);
+  h->depth--;
+  tn__buf_free(base, kind);
+  if (rv < 0) {
+    tn_log(TN_LOG_DEBUG, "h2_session_error", TN_S("error", nghttp2_strerror((int)rv)), TN_LOG_END);
+    nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
+  }
+  flush(h);
+}
+
+static void tr_gone(tn_ep *ep) { session_close(ep->owner); }
+static void tr_error(tn_ep *ep, int err) { session_close(ep->owner); }
+
+static void tr_drained(tn_ep *ep) {
+  tn_h2 *h = ep->owner;
+  if (h->write_blocked)
+    flush(h);
+}
+
+static void tr_shut(tn_ep *ep) {}
+
+static void tr_closed(tn_ep *ep) {
+  tn_h2 *h = ep->owner;
+  tn_conn *c = h->conn;
+  nghttp2_session_del(h->session);
+  tn__buf_free(h->out, TN_BUF_POOL);
+  free(h);
+  tn__conn_free(c);
+}
+
+static void tr_ready(tn_ep *ep) {}
+
+static const tn_ep_sink transport_sink = {
+    .data = tr_data,
+    .eof = tr_gone,
+    .error = tr_error,
+    .drained = tr_drained,
+    .shut = tr_shut,
+    .closed = tr_closed,
+    .ready = tr_ready,
+};
+
+/* Closes the session: every stream's tunnel sees a device reset, then the
+ * connection closes (a GOAWAY already queued goes out first if it can). */
+static void session_close(tn_h2 *h) {
+  if (h->closing)
+    return;
+  h->closing = true;
+  tn__engine_h2_removed(h->engine, &h->link);
+  h2_stream *st = h->streams;
+  while (st) {
+    h2_stream *next = st->next;
+    if (st->t && !st->ep.closing)
+      st->ep.sink->error(&st->ep, UV_ECONNRESET);
+    else
+      stream_maybe_free(st);
+    st = next;
+  }
+  while (h->streams) /* tunnels that let go above */
+    stream_maybe_free(h->streams);
+  h->conn->mode = TN_CONN_CLOSING;
+  tn__ep_close(h->conn->transport, false);
+}
+
+void tn__h2_drain(tn_link *sessions, bool close_now) {
+  tn_link *l = sessions->next;
+  while (l != sessions) {
+    tn_h2 *h = (tn_h2 *)l;
+    l = l->next;
+    if (close_now) {
+      session_close(h);
+      continue;
+    }
+    h->goaway = true;
+    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    schedule(h);
+  }
+}
+
+static int submit_settings(tn_h2 *h) {
+  const tn_engine_opts *o = tn__opts(h->engine);
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->h2_max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->h2_stream_window},
+  };
+  int rv = nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, 2);
+  /* The connection window must not be what stalls a stream: room for every
+   * stream's full window. */
+  uint64_t conn_window = (uint64_t)o->h2_max_concurrent_streams * o->h2_stream_window;
+  if (conn_window > 0x7fffffff)
+    conn_window = 0x7fffffff;
+  if (rv == 0)
+    rv = nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0,
+                                               (int32_t)conn_window);
+  return rv;
+}
+
+static nghttp2_session *new_session(tn_h2 *h) {
+  nghttp2_option *opt;
+  nghttp2_session *s = NULL;
+  if (!callbacks() || nghttp2_option_new(&opt) != 0)
+    return NULL;
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_no_http_messaging(opt, 1);
+  nghttp2_session_server_new2(&s, callbacks(), h, opt);
+  nghttp2_option_del(opt);
+  return s;
+}
+
+void tn__h2_start(tn_conn *c, const char *first, size_t n) {
+  tn_h2 *h = calloc(1, sizeof(*h));
+  if (!h || !(h->session = new_session(h))) {
+    free(h);
+    return tn__conn_abort(c, "out_of_memory");
+  }
+  h->conn = c;
+  h->engine = c->engine;
+  tn__engine_h2_added(h->engine, h, &h->link);
+  tn__ep_set_sink(c->transport, &transport_sink, h);
+  if (submit_settings(h) != 0)
+    return session_close(h);
+  if (n) { /* the h2c preface and whatever followed it */
+    char *copy = malloc(n);
+    if (!copy)
+      return session_close(h);
+    memcpy(copy, first, n);
+    tr_data(c->transport, copy, TN_BUF_HEAP, n);
+  } else {
+    flush(h);
+  }
+  /* A closing session's transport closes asynchronously: h is still valid. */
+  if (!h->closing && tn__ep_read_start(c->transport) != 0)
+    session_close(h);
+}
+
+/* ---- tunnel outcomes on a stream ---- */
+
+int tn__h2_established(tn_tunnel *t) {
+  h2_stream *st = t->stream;
+  nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_data};
+  int rv = nghttp2_submit_response(st->h2->session, st->id, nv, 1, &dp);
+  st->responded = rv == 0;
+  schedule(st->h2);
+  return rv == 0 ? 0 : UV_EPROTO;
+}
+
+/* Answers the status on the stream with a short text body, then lets the
+ * tunnel go; the body still goes out from the stream's queue. */
+void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
+  h2_stream *st = t->stream;
+  tn_h2 *h = st->h2;
+  if (status == 400 && st->malformed) {
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
+  } else if (!st->responded && !st->closed_in_session) {
+    char code[8], *body = NULL;
+    int len = asprintf(&body, "%s\n", reason);
+    snprintf(code, sizeof(code), "%03d", status);
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10, NGHTTP2_NV_FLAG_NONE},
+    };
+    out_free_all(st);
+    if (len > 0)
+      st_write(&st->ep, body, TN_BUF_HEAP, (size_t)len);
+    st->out_eof = true;
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_data};
+    st->responded = nghttp2_submit_response(h->session, st->id, nv, 2, &dp) == 0;
+  }
+  tn__tunnel_close(t, t->result, reason);
+}
