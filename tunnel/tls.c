@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,6 +42,13 @@ static int readable(const char *path, char *why, size_t len) {
   return 0;
 }
 
+static EVP_PKEY *read_key(const char *path) {
+  BIO *in = BIO_new_file(path, "r");
+  EVP_PKEY *pkey = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
+  BIO_free(in);
+  return pkey;
+}
+
 static int load_files(SSL_CTX *ctx, const char *cert, const char *key, const char *client_ca,
                       char *why, size_t len, tn_tls_file *file) {
   *file = TN_TLS_FILE_CERT;
@@ -53,14 +61,22 @@ static int load_files(SSL_CTX *ctx, const char *cert, const char *key, const cha
   *file = TN_TLS_FILE_KEY;
   if (!readable(key, why, len))
     return 0;
-  if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+  EVP_PKEY *pkey = read_key(key);
+  if (!pkey) {
     snprintf(why, len, "%s is not a usable PEM private key: %s", key, ssl_reason());
     return 0;
   }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
+  /* Compared first, so a mismatch is named as such. */
+  int ok = X509_check_private_key(SSL_CTX_get0_certificate(ctx), pkey) == 1;
+  if (!ok)
     snprintf(why, len, "private key %s does not match the certificate %s", key, cert);
-    return 0;
+  else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1) {
+    ok = 0;
+    snprintf(why, len, "%s cannot be used: %s", key, ssl_reason());
   }
+  EVP_PKEY_free(pkey);
+  if (!ok)
+    return 0;
   if (!client_ca)
     return 1;
   *file = TN_TLS_FILE_CLIENT_CA;

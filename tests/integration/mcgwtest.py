@@ -462,6 +462,23 @@ def _addr_port(addr):
     return int(addr.rsplit(":", 1)[1])
 
 
+def loopback_dns_prefix(workdir):
+    """A command prefix that runs the daemon in its own mount namespace with
+    a resolv.conf naming only 127.0.0.1, so that no name a test asks for
+    is ever looked up beyond this machine (nothing answers on 127.0.0.1:53,
+    so lookups of names not in /etc/hosts fail at once). /etc/hosts stays
+    shared. Empty when namespaces are unavailable (not root)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return []
+    resolv = Path(workdir) / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv)]
+
+
+DNS_ISOLATED = os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
 class Mcgw:
     """The daemon under test: `mcgw run -c FILE` with log_format=json. Its
     output is read in a thread; JSON lines are kept as records."""
@@ -487,7 +504,7 @@ class Mcgw:
 
     def start(self, timeout=15):
         self.proc = subprocess.Popen(
-            [str(BIN), "run", "-c", str(self.config_path)],
+            [*loopback_dns_prefix(self.workdir), str(BIN), "run", "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
