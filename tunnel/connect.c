@@ -44,9 +44,42 @@ static void on_connected(uv_connect_t *req, int status) {
   tn__relay_start(t);
 }
 
+static unsigned addresses_left(const tn_setup *s) {
+  unsigned n = 0;
+  for (const struct addrinfo *ai = s->ai_next; ai; ai = ai->ai_next)
+    n += ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+  return n;
+}
+
+/* With more addresses to try, an attempt gets its share of the time left
+ * (at least 1 s), so a blackholed first address cannot use up
+ * connect_timeout: the next one is still tried (RFC 8305's fallback, done
+ * sequentially). The last attempt gets all that remains. */
+static void set_attempt_deadline(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  uint64_t now = uv_now(tn__loop(t->engine));
+  uint64_t left = s->connect_deadline_ms > now ? s->connect_deadline_ms - now : 0;
+  unsigned more = addresses_left(s);
+  uint64_t share = more ? left / (more + 1) : left;
+  if (more && share < 1000)
+    share = left < 1000 ? left : 1000;
+  t->deadline_ms = now + share;
+}
+
+bool tn__connect_attempt_timeout(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  uint64_t now = uv_now(tn__loop(t->engine));
+  if (t->phase != TN_PHASE_CONNECTING || !t->up.open || now >= s->connect_deadline_ms ||
+      !addresses_left(s))
+    return false;
+  connect_failed(t, UV_ETIMEDOUT); /* closes the attempt; the next follows */
+  return true;
+}
+
 static void connect_to(tn_tunnel *t) {
   tn_setup *s = t->setup;
   t->phase = TN_PHASE_CONNECTING;
+  set_attempt_deadline(t);
   int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), &tn__up_sink, t);
   if (err == 0) {
     t->eps_open++;
@@ -145,6 +178,7 @@ void tn__connect_start(tn_tunnel *t) {
   t->phase = TN_PHASE_RESOLVING;
   t->request_ms = uv_now(tn__loop(e));
   t->deadline_ms = t->request_ms + tn__opts(e)->connect_timeout_ms;
+  s->connect_deadline_ms = t->deadline_ms;
   if (s->auth.kind != TN_HOST_NAME) {
     literal_addr(t);
     s->ai_next = &s->literal_ai;

@@ -108,6 +108,7 @@ typedef struct tn_setup {
   struct addrinfo literal_ai;    /* an IP-literal target as a one-entry list */
   struct sockaddr_storage literal_ss;
   unsigned addrs_denied;         /* resolved addresses refused by allow_private */
+  uint64_t connect_deadline_ms;  /* connect_timeout for the whole request */
   int last_connect_err;
   struct sockaddr_storage connect_addr;
   uv_connect_t connect_req;
@@ -177,6 +178,10 @@ int tn__h1_established(tn_tunnel *t);
 void tn__connect_start(tn_tunnel *t);
 /* The upstream endpoint reported closed: the next address, or teardown. */
 void tn__connect_up_closed(tn_tunnel *t);
+/* The sweep found the deadline passed while connecting: gives up on this
+ * address for the next one while time and addresses remain; false when the
+ * request as a whole timed out. */
+bool tn__connect_attempt_timeout(tn_tunnel *t);
 
 /* relay.c */
 extern const tn_ep_sink tn__down_sink;

@@ -210,8 +210,11 @@ void tn__tunnel_timeout(tn_tunnel *t) {
   case TN_PHASE_HEADER:
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 408, "request header timeout");
     break;
-  case TN_PHASE_RESOLVING:
   case TN_PHASE_CONNECTING:
+    if (tn__connect_attempt_timeout(t))
+      break;
+    /* fall through */
+  case TN_PHASE_RESOLVING:
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "connect timeout");
     break;
   case TN_PHASE_RELAY:
