@@ -496,9 +496,17 @@ static void close_tunnels(tn_link *head) {
   }
 }
 
+/* Connections that have not sent a complete request yet are closed at once
+ * on drain: a request now would only get 503. */
 static void abort_setup_conns(tn_engine *e) {
   while (!list_empty(&e->conn_setup))
     tn__conn_abort((tn_conn *)e->conn_setup.next, "draining");
+  for (tn_link *l = e->setup_list.next, *next; l != &e->setup_list; l = next) {
+    next = l->next;
+    tn_tunnel *t = (tn_tunnel *)l;
+    if (t->phase == TN_PHASE_HEADER)
+      tn__tunnel_close(t, TN_RESULT_ERROR, "draining");
+  }
 }
 
 static void on_drain_timeout(uv_timer_t *timer) {

@@ -57,7 +57,8 @@ typedef struct h2_stream {
   bool paused;
   /* state */
   bool remote_ended, local_ended, closed_in_session;
-  bool busy; /* a sink call is under way: not to be freed yet */
+  bool rst_sent; /* we already reset it: no second RST_STREAM */
+  bool busy;     /* a sink call is under way: not to be freed yet */
 } h2_stream;
 
 struct tn_h2 {
@@ -190,8 +191,10 @@ static void st_close(tn_ep *ep, bool reset) {
       code = NGHTTP2_CONNECT_ERROR;
     else if (!st->local_ended && !st->out_eof)
       code = NGHTTP2_CANCEL;
-    if (reset || code != NGHTTP2_NO_ERROR || (st->local_ended && !st->remote_ended)) {
+    bool want_rst = reset || code != NGHTTP2_NO_ERROR || (st->local_ended && !st->remote_ended);
+    if (want_rst && !st->rst_sent) {
       out_free_all(st);
+      st->rst_sent = true;
       nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, code);
     }
     consume(st, st->unconsumed);
@@ -299,8 +302,11 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                               NGHTTP2_PROTOCOL_ERROR);
-    if (st && st->t)
-      st->ep.sink->error(&st->ep, UV_EPROTO);
+    if (st) {
+      st->rst_sent = true;
+      if (st->t && !st->ep.closing)
+        st->ep.sink->error(&st->ep, UV_EPROTO);
+    }
     return 0;
   }
   h2_stream *st = calloc(1, sizeof(*st));
@@ -527,6 +533,12 @@ static void tr_shut(tn_ep *ep) {}
 static void tr_closed(tn_ep *ep) {
   tn_h2 *h = ep->owner;
   tn_conn *c = h->conn;
+  while (h->streams) { /* none is still held by a tunnel (session_close) */
+    h2_stream *st = h->streams;
+    h->streams = st->next;
+    out_free_all(st);
+    free(st);
+  }
   nghttp2_session_del(h->session);
   tn__buf_free(h->out, TN_BUF_POOL);
   free(h);
@@ -552,17 +564,14 @@ static void session_close(tn_h2 *h) {
     return;
   h->closing = true;
   tn__engine_h2_removed(h->engine, &h->link);
-  h2_stream *st = h->streams;
-  while (st) {
-    h2_stream *next = st->next;
+  /* Each tunnel lets go of its stream on the error, which frees it. */
+  for (h2_stream *st = h->streams, *next; st; st = next) {
+    next = st->next;
     if (st->t && !st->ep.closing)
       st->ep.sink->error(&st->ep, UV_ECONNRESET);
     else
       stream_maybe_free(st);
-    st = next;
   }
-  while (h->streams) /* tunnels that let go above */
-    stream_maybe_free(h->streams);
   h->conn->mode = TN_CONN_CLOSING;
   tn__ep_close(h->conn->transport, false);
 }
