@@ -21,7 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "gateway/url.h"
 #include "tunnel/error.h"
 #include "tunnel/policy.h"
 #include "tunnel/tls.h"
@@ -30,6 +33,8 @@
 #define GW_SHOW_MAX 1024 /* an echoed value with escapes (4 bytes per input byte) */
 #define GW_EDIT_MAX 64   /* longest key name we compute a suggestion for */
 #define GW_DEFAULT_ADMIN_PORT 9090
+#define GW_DEFAULT_STATE_DIR "/var/lib/mcgw"
+#define GW_DEFAULT_REFRESH_BEFORE_MS 60000
 
 enum key_id {
   K_LOG_LEVEL,
@@ -52,6 +57,25 @@ enum key_id {
   K_CLIENTS,
   K_H2_STREAMS,
   K_H2_WINDOW,
+  K_STATE_DIR,
+  K_ALLOW_WHEN_AUTHORIZED,
+  K_IDM_ISSUER,
+  K_IDM_AUTHORIZATION_EP,
+  K_IDM_TOKEN_EP,
+  K_IDM_JWKS_URI,
+  K_IDM_DEVICE_EP,
+  K_IDM_CLIENT_ID,
+  K_IDM_CLIENT_AUTH,
+  K_IDM_SECRET_FILE,
+  K_IDM_CLIENT_KEY,
+  K_IDM_REDIRECT_URI,
+  K_IDM_SCOPE,
+  K_IDM_ACR_VALUES,
+  K_IDM_CA_FILE,
+  K_IDM_TLS_CERT,
+  K_IDM_TLS_KEY,
+  K_IDM_REFRESH_BEFORE,
+  K_IDM_LOGIN,
   K_COUNT_
 };
 
@@ -97,6 +121,7 @@ typedef struct parse_ctx {
   const section_def *sect; /* the current section; NULL when unknown or bad */
   int first_line[K_COUNT_];
   bool bad[K_COUNT_]; /* the key had an invalid value */
+  int idm_line;       /* the first [idm] header */
   size_t n_err;
   bool oom;
 } parse_ctx;
@@ -432,13 +457,148 @@ static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
     *(uint64_t *)field(c, k) = ms;
 }
 
+/* allow_when_authorized: an allow rule that matches only while the gateway
+ * holds a valid access token (limited service otherwise). */
+static void set_allow_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
+  tn_rule rule;
+  const char *why = NULL;
+  if (tn_rule_parse(v, &rule, &why) != 0) {
+    char buf[GW_SHOW_MAX];
+    c->bad[k->id] = true;
+    report(c, c->lineno, "%s: %s in '%s'", k->name, why ? why : "invalid rule",
+           shown(k, v, buf, sizeof buf));
+    return;
+  }
+  rule.when_authorized = true;
+  if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
+    c->oom = true;
+}
+
+static void store_string(parse_ctx *c, const key_def *k, const char *v) {
+  char **f = field(c, k);
+  free(*f);
+  if (!(*f = strdup(v)))
+    c->oom = true;
+}
+
+/* A string that may be empty ("acr_values =" omits the parameter). */
+static void set_opt_string(parse_ctx *c, const key_def *k, const char *v) { store_string(c, k, v); }
+
+static bool has_space_or_ctl(const char *v) {
+  for (; *v; v++)
+    if ((unsigned char)*v <= 0x20 || *v == 0x7f)
+      return true;
+  return false;
+}
+
+static void set_string(parse_ctx *c, const key_def *k, const char *v) {
+  if (has_space_or_ctl(v) && k->id == K_IDM_CLIENT_ID)
+    value_error(c, k, v, "must not contain spaces or control characters");
+  else
+    store_string(c, k, v);
+}
+
+/* An https:// URL with a host; no fragment, no user info. */
+static void set_https_url(parse_ctx *c, const key_def *k, const char *v) {
+  gw_url u;
+  const char *why = NULL;
+  if (gw_url_parse(v, &u, &why) != 0)
+    value_error(c, k, v, why);
+  else if (!u.https)
+    value_error(c, k, v, "must be an https:// URL (CSC-1 is always TLS)");
+  else
+    store_string(c, k, v);
+}
+
+/* redirect_uri: http or https; the browser, not mcgw, follows it. */
+static void set_redirect_uri(parse_ctx *c, const key_def *k, const char *v) {
+  gw_url u;
+  const char *why = NULL;
+  if (gw_url_parse(v, &u, &why) != 0)
+    value_error(c, k, v, why);
+  else
+    store_string(c, k, v);
+}
+
+static void set_scope(parse_ctx *c, const key_def *k, const char *v) {
+  bool openid = false;
+  const char *p = v;
+  while (*p) {
+    size_t n = strcspn(p, " ");
+    if (n == 6 && strncmp(p, "openid", 6) == 0)
+      openid = true;
+    p += n;
+    p += strspn(p, " ");
+  }
+  if (!openid)
+    value_error(c, k, v, "must contain openid (CSC-1 is OpenID Connect)");
+  else
+    store_string(c, k, v);
+}
+
+/* A file mcgw must be able to read (trust anchors, certificate). */
+static void set_readable_file(parse_ctx *c, const key_def *k, const char *v) {
+  char buf[GW_SHOW_MAX];
+  if (access(v, R_OK) != 0) {
+    c->bad[k->id] = true;
+    report(c, c->lineno, "%s: cannot read '%s': %s", k->name, escape(v, buf, sizeof buf),
+           strerror(errno));
+    return;
+  }
+  store_string(c, k, v);
+}
+
+/* A file holding a secret or a private key: readable by mcgw, by nobody else.
+ * The path is shown in messages; the contents never are. */
+static void set_secret_file(parse_ctx *c, const key_def *k, const char *v) {
+  char buf[GW_SHOW_MAX];
+  struct stat st;
+  const char *path = escape(v, buf, sizeof buf);
+  c->bad[k->id] = true;
+  if (stat(v, &st) != 0 || access(v, R_OK) != 0)
+    report(c, c->lineno, "%s: cannot read '%s': %s", k->name, path, strerror(errno));
+  else if (!S_ISREG(st.st_mode))
+    report(c, c->lineno, "%s: '%s' is not a regular file", k->name, path);
+  else if (st.st_mode & 077)
+    report(c, c->lineno,
+           "%s: '%s' is accessible by group or others (mode %04o); it must be 0600 or "
+           "stricter (chmod 600 '%s')",
+           k->name, path, (unsigned)(st.st_mode & 07777), path);
+  else {
+    c->bad[k->id] = false;
+    store_string(c, k, v);
+  }
+}
+
+static void set_client_auth(parse_ctx *c, const key_def *k, const char *v) {
+  static const char *const names[] = {"none", "client_secret_basic", "client_secret_post",
+                                      "private_key_jwt"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(v, names[i]) == 0) {
+      c->cfg->idm.client_auth = (gw_idm_client_auth)i;
+      return;
+    }
+  value_error(c, k, v, "expected none, client_secret_basic, client_secret_post or private_key_jwt");
+}
+
+static void set_login(parse_ctx *c, const key_def *k, const char *v) {
+  if (strcmp(v, "browser") == 0)
+    c->cfg->idm.login = GW_IDM_LOGIN_BROWSER;
+  else if (strcmp(v, "device") == 0)
+    c->cfg->idm.login = GW_IDM_LOGIN_DEVICE;
+  else
+    value_error(c, k, v, "expected browser or device");
+}
+
 /* ---- tables ------------------------------------------------------------ */
 
 #define TUN(f) offsetof(gw_config, tunnel.f)
+#define IDM(f) offsetof(gw_config, idm.f)
 
 static const key_def gateway_keys[] = {
     {"log_level", K_LOG_LEVEL, false, set_log_level, 0, 0, 0},
     {"log_format", K_LOG_FORMAT, false, set_log_format, 0, 0, 0},
+    {"state_dir", K_STATE_DIR, false, set_string, offsetof(gw_config, state_dir), 0, 0},
 };
 
 static const key_def admin_keys[] = {
@@ -448,6 +608,7 @@ static const key_def admin_keys[] = {
 static const key_def tunnel_keys[] = {
     {"listen", K_LISTEN, true, set_listen, 0, 0, 0},
     {"allow", K_ALLOW, true, set_allow, 0, 0, 0},
+    {"allow_when_authorized", K_ALLOW_WHEN_AUTHORIZED, true, set_allow_when_authorized, 0, 0, 0},
     {"allow_private", K_ALLOW_PRIVATE, false, set_bool, TUN(policy.allow_private), 0, 0},
     {"require_tls", K_REQUIRE_TLS, false, set_bool, TUN(require_tls), 0, 0},
     {"max_tunnels", K_MAX_TUNNELS, false, set_u32, TUN(max_tunnels), 1, 1000000},
@@ -468,11 +629,35 @@ static const key_def tunnel_keys[] = {
      16 * 1024 * 1024},
 };
 
+static const key_def idm_keys[] = {
+    {"issuer", K_IDM_ISSUER, false, set_https_url, IDM(issuer), 0, 0},
+    {"authorization_endpoint", K_IDM_AUTHORIZATION_EP, false, set_https_url,
+     IDM(authorization_endpoint), 0, 0},
+    {"token_endpoint", K_IDM_TOKEN_EP, false, set_https_url, IDM(token_endpoint), 0, 0},
+    {"jwks_uri", K_IDM_JWKS_URI, false, set_https_url, IDM(jwks_uri), 0, 0},
+    {"device_authorization_endpoint", K_IDM_DEVICE_EP, false, set_https_url,
+     IDM(device_authorization_endpoint), 0, 0},
+    {"client_id", K_IDM_CLIENT_ID, false, set_string, IDM(client_id), 0, 0},
+    {"client_auth", K_IDM_CLIENT_AUTH, false, set_client_auth, 0, 0, 0},
+    {"client_secret_file", K_IDM_SECRET_FILE, false, set_secret_file, IDM(client_secret_file), 0,
+     0},
+    {"client_key", K_IDM_CLIENT_KEY, false, set_secret_file, IDM(client_key), 0, 0},
+    {"redirect_uri", K_IDM_REDIRECT_URI, false, set_redirect_uri, IDM(redirect_uri), 0, 0},
+    {"scope", K_IDM_SCOPE, false, set_scope, IDM(scope), 0, 0},
+    {"acr_values", K_IDM_ACR_VALUES, false, set_opt_string, IDM(acr_values), 0, 0},
+    {"ca_file", K_IDM_CA_FILE, false, set_readable_file, IDM(ca_file), 0, 0},
+    {"tls_cert", K_IDM_TLS_CERT, false, set_readable_file, IDM(tls_cert), 0, 0},
+    {"tls_key", K_IDM_TLS_KEY, false, set_secret_file, IDM(tls_key), 0, 0},
+    {"refresh_before", K_IDM_REFRESH_BEFORE, false, set_duration, IDM(refresh_before_ms), 1, 0},
+    {"login", K_IDM_LOGIN, false, set_login, 0, 0, 0},
+};
+
 #define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
 static const section_def sections[] = {
     SECTION("gateway", gateway_keys),
     SECTION("admin", admin_keys),
     SECTION("tunnel", tunnel_keys),
+    SECTION("idm", idm_keys),
 };
 
 static const section_def *find_section(const char *name, size_t len) {
@@ -548,7 +733,7 @@ static void apply(parse_ctx *c, const key_def *k, const char *v) {
   }
   if (!first)
     c->first_line[k->id] = c->lineno;
-  if (*v == '\0') {
+  if (*v == '\0' && k->set != set_opt_string) {
     c->bad[k->id] = true;
     report(c, c->lineno, "%s: value must not be empty", k->name);
     return;
@@ -646,6 +831,10 @@ static void enter_section(parse_ctx *c, const char *name, size_t len) {
   char raw[GW_RAW_MAX];
   c->in_section = true;
   c->sect = find_section(name, len);
+  if (c->sect && c->sect->keys == idm_keys && !c->cfg->idm.enabled) {
+    c->cfg->idm.enabled = true;
+    c->idm_line = c->lineno;
+  }
   if (c->sect)
     return;
   memcpy(raw, name, len);
@@ -732,8 +921,11 @@ static int ctx_init(parse_ctx *c, const char *name, gw_config *cfg, gw_config_er
   cfg->log_format = TN_LOG_TEXT;
   set_default_admin(cfg);
   tn_engine_opts_init(&cfg->tunnel);
+  cfg->idm.refresh_before_ms = GW_DEFAULT_REFRESH_BEFORE_MS;
   cfg->path = strdup(name);
-  return cfg->path ? 0 : TN_ENOMEM;
+  cfg->state_dir = strdup(GW_DEFAULT_STATE_DIR);
+  cfg->idm.scope = strdup("openid");
+  return cfg->path && cfg->state_dir && cfg->idm.scope ? 0 : TN_ENOMEM;
 }
 
 static bool already_reported(const parse_ctx *c, int line) {
@@ -777,7 +969,52 @@ static void check_tls(parse_ctx *c) {
   report(c, c->first_line[line_of[file]], "%s: %s", name_of[file], why);
 }
 
+/* Line of a key for a cross-check message: where it was set, else the
+ * [idm] header's line. */
+static int idm_line_of(const parse_ctx *c, enum key_id id) {
+  return c->first_line[id] ? c->first_line[id] : c->idm_line;
+}
+
+static void idm_cross_checks(parse_ctx *c) {
+  const gw_idm_config *m = &c->cfg->idm;
+  if (!m->enabled) {
+    if (c->first_line[K_ALLOW_WHEN_AUTHORIZED])
+      report(c, idm_line_of(c, K_ALLOW_WHEN_AUTHORIZED),
+             "allow_when_authorized needs an [idm] section (without one the gateway is never "
+             "authorized, so the rule could never match)");
+    return;
+  }
+  if (!c->first_line[K_IDM_ISSUER])
+    report(c, c->idm_line, "[idm] has no issuer");
+  if (!c->first_line[K_IDM_CLIENT_ID])
+    report(c, c->idm_line, "[idm] has no client_id");
+  bool secret = m->client_auth == GW_IDM_AUTH_SECRET_BASIC ||
+                m->client_auth == GW_IDM_AUTH_SECRET_POST;
+  if (secret && !c->first_line[K_IDM_SECRET_FILE])
+    report(c, idm_line_of(c, K_IDM_CLIENT_AUTH), "client_auth = %s needs client_secret_file",
+           m->client_auth == GW_IDM_AUTH_SECRET_BASIC ? "client_secret_basic"
+                                                      : "client_secret_post");
+  if (!secret && c->first_line[K_IDM_SECRET_FILE])
+    report(c, idm_line_of(c, K_IDM_SECRET_FILE),
+           "client_secret_file is set but client_auth is not client_secret_basic or "
+           "client_secret_post");
+  if (m->client_auth == GW_IDM_AUTH_PRIVATE_KEY_JWT && !c->first_line[K_IDM_CLIENT_KEY])
+    report(c, idm_line_of(c, K_IDM_CLIENT_AUTH), "client_auth = private_key_jwt needs client_key");
+  if (m->client_auth != GW_IDM_AUTH_PRIVATE_KEY_JWT && c->first_line[K_IDM_CLIENT_KEY])
+    report(c, idm_line_of(c, K_IDM_CLIENT_KEY), "client_key is set but client_auth is not "
+                                            "private_key_jwt");
+  if (!c->first_line[K_IDM_TLS_CERT] != !c->first_line[K_IDM_TLS_KEY])
+    report(c, c->first_line[K_IDM_TLS_CERT] ? idm_line_of(c, K_IDM_TLS_CERT)
+                                            : idm_line_of(c, K_IDM_TLS_KEY),
+           "tls_cert and tls_key go together (mutual TLS to the IdMS needs both)");
+  if (m->login == GW_IDM_LOGIN_BROWSER && !c->first_line[K_IDM_REDIRECT_URI] &&
+      !c->cfg->admin_enabled)
+    report(c, idm_line_of(c, K_IDM_LOGIN),
+           "login = browser needs the admin listener (for /login and /callback)");
+}
+
 static void cross_checks(parse_ctx *c) {
+  idm_cross_checks(c);
   const tn_engine_opts *o = &c->cfg->tunnel;
   if (!c->first_line[K_LISTEN] && !c->first_line[K_LISTEN_TLS])
     report(c, 0, "[tunnel] has no listen or listen_tls address");
@@ -839,6 +1076,14 @@ void gw_config_free(gw_config *cfg) {
   if (!cfg)
     return;
   free(cfg->path);
+  free(cfg->state_dir);
+  gw_idm_config *m = &cfg->idm;
+  char **strs[] = {&m->issuer, &m->authorization_endpoint, &m->token_endpoint, &m->jwks_uri,
+                   &m->device_authorization_endpoint, &m->client_id, &m->client_secret_file,
+                   &m->client_key, &m->redirect_uri, &m->scope, &m->acr_values, &m->ca_file,
+                   &m->tls_cert, &m->tls_key};
+  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+    free(*strs[i]);
   tn_engine_opts_free(&cfg->tunnel);
   memset(cfg, 0, sizeof *cfg);
 }

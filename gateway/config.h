@@ -15,13 +15,45 @@
 #include "tunnel/engine.h"
 #include "tunnel/log.h"
 
+/* [idm]: the gateway's own CSC-1 login (TS 33.180 5.1.2.1, Annex B). */
+typedef enum {
+  GW_IDM_AUTH_NONE = 0,        /* public client: client_id in the form */
+  GW_IDM_AUTH_SECRET_BASIC,    /* client_secret_file, HTTP Basic */
+  GW_IDM_AUTH_SECRET_POST,     /* client_secret_file, in the form */
+  GW_IDM_AUTH_PRIVATE_KEY_JWT  /* client_key signs a client assertion (RFC 7523) */
+} gw_idm_client_auth;
+
+typedef enum { GW_IDM_LOGIN_BROWSER = 0, GW_IDM_LOGIN_DEVICE } gw_idm_login;
+
+typedef struct gw_idm_config {
+  bool enabled;                        /* an [idm] section is present */
+  char *issuer;                        /* exact; discovery at {issuer}/.well-known/... */
+  char *authorization_endpoint;        /* overrides of the discovery document, or NULL */
+  char *token_endpoint;
+  char *jwks_uri;
+  char *device_authorization_endpoint;
+  char *client_id;
+  gw_idm_client_auth client_auth;
+  char *client_secret_file;            /* mode 0600 or stricter (checked here) */
+  char *client_key;                    /* PEM private key for private_key_jwt */
+  char *redirect_uri;                  /* NULL: http://{admin listener}/callback */
+  char *scope;                         /* default "openid" */
+  char *acr_values;                    /* NULL or "": not sent */
+  char *ca_file;                       /* NULL: the system trust store */
+  char *tls_cert, *tls_key;            /* mutual TLS to the IdMS, or NULL */
+  uint64_t refresh_before_ms;          /* default 60 s */
+  gw_idm_login login;                  /* default browser */
+} gw_idm_config;
+
 typedef struct gw_config {
   char *path;                 /* as given to gw_config_load */
+  char *state_dir;            /* [gateway] state_dir, default /var/lib/mcgw */
   tn_log_level log_level;     /* [gateway] log_level, default info */
   tn_log_format log_format;   /* [gateway] log_format, default text */
   bool admin_enabled;         /* [admin] listen present (default 127.0.0.1:9090) */
   struct sockaddr_storage admin_listen;
   tn_engine_opts tunnel;      /* [tunnel] */
+  gw_idm_config idm;          /* [idm] */
 } gw_config;
 
 typedef struct gw_config_errors {
