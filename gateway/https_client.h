@@ -1,0 +1,87 @@
+/* A small asynchronous HTTPS client for CSC-1 (discovery, JWKS, token and
+ * device authorization endpoints), on libuv, OpenSSL memory BIOs and llhttp.
+ *
+ * One request per connection ("Connection: close"): every endpoint gets its
+ * own TCP connection, TLS session and verification, as TS 33.180 5.1.2.1
+ * wants for the separately addressed authorization and token endpoints.
+ *
+ * TLS 1.2 or newer; the server certificate is always verified against the
+ * context's trust anchors and the URL's host (name or IP address); there is
+ * no way to switch that off. The whole request has one deadline. Response
+ * bodies (Content-Length, chunked or until close) are capped.
+ *
+ * Nothing here logs. Request bodies and headers (which carry codes, tokens
+ * and secrets) are wiped from memory when the request ends. */
+#ifndef GW_HTTPS_CLIENT_H
+#define GW_HTTPS_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct gw_https_ctx gw_https_ctx;
+typedef struct gw_https_req gw_https_req;
+
+enum {
+  GW_HTTPS_OK = 0,
+  GW_HTTPS_EURL = -1,      /* not an https URL */
+  GW_HTTPS_ERESOLVE = -2,  /* name resolution failed */
+  GW_HTTPS_ECONNECT = -3,  /* every address refused or failed */
+  GW_HTTPS_ECERT = -4,     /* certificate verification failed (CA, host name, dates) */
+  GW_HTTPS_ETLS = -5,      /* other TLS failure */
+  GW_HTTPS_ETIMEOUT = -6,  /* the deadline passed */
+  GW_HTTPS_EPROTO = -7,    /* malformed or truncated HTTP response */
+  GW_HTTPS_ETOOBIG = -8,   /* response body or head over the cap */
+  GW_HTTPS_ENOMEM = -9
+};
+
+const char *gw_https_strerror(int err);
+
+/* Trust anchors: ca_file (PEM), or the system store when NULL. cert/key:
+ * client certificate for mutual TLS, or NULL. Returns NULL with err filled
+ * when a file cannot be loaded. */
+gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
+                               size_t errlen);
+/* Requests in flight keep what they need; freeing the context is safe. */
+void gw_https_ctx_free(gw_https_ctx *c);
+
+typedef struct gw_https_response {
+  int status;
+  const char *body;          /* NUL-terminated for convenience; may hold NULs */
+  size_t body_len;
+  const char *content_type;  /* or NULL */
+  int64_t retry_after_s;     /* Retry-After in seconds from now, or -1 */
+  int64_t date;              /* Date header as unix time, or 0 */
+} gw_https_response;
+
+/* err: GW_HTTPS_OK (then resp is set, any status) or an error (resp NULL).
+ * detail: what went wrong for humans (e.g. the X.509 verification error and
+ * the host), never request or response contents. After the callback the
+ * request is gone: clear any pointer to it there. */
+typedef void (*gw_https_cb)(int err, const char *detail, const gw_https_response *resp,
+                            void *arg);
+
+typedef struct gw_https_request_opts {
+  const char *method;        /* "GET" or "POST" */
+  const char *url;           /* https://host[:port]/path?query */
+  const char *content_type;  /* for a body, or NULL */
+  const char *body;
+  size_t body_len;
+  const char *authorization; /* Authorization header value, or NULL */
+  uint64_t timeout_ms;       /* whole request; 0 means 10 s */
+  size_t max_body;           /* 0 means 256 KiB */
+} gw_https_request_opts;
+
+/* Starts a request. Returns 0 and *out (may be NULL if not wanted), or a
+ * negative GW_HTTPS_E* when it cannot start - then cb is never called. */
+int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_opts *o,
+                     gw_https_cb cb, void *arg, gw_https_req **out);
+
+/* Abandons a request: cb will not be called; resources are freed once the
+ * handles have closed. */
+void gw_https_cancel(gw_https_req *r);
+
+/* Parses an HTTP-date (RFC 9110 IMF-fixdate) into unix time; -1 if not one. */
+int64_t gw_http_date_parse(const char *s);
+
+#endif
