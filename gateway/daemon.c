@@ -1,6 +1,7 @@
 /* The daemon's main loop. See daemon.h. */
 #include "gateway/daemon.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -8,6 +9,9 @@
 #include <sys/resource.h>
 
 #include "gateway/admin.h"
+#include "gateway/idm.h"
+#include "gateway/idm_admin.h"
+#include "tunnel/addr.h"
 #include "tunnel/log.h"
 
 typedef struct gw_daemon {
@@ -15,6 +19,7 @@ typedef struct gw_daemon {
   gw_config cfg;
   tn_engine *engine;
   gw_admin *admin;
+  gw_idm *idm; /* NULL without an [idm] section */
   uv_signal_t sig_term, sig_int, sig_hup;
   uint64_t started_ms;
   uint64_t reloads_ok, reloads_failed;
@@ -54,7 +59,10 @@ static json_t *status_json(gw_daemon *d) {
   if (d->engine)
     tn_engine_stats_get(d->engine, &st);
   uint64_t uptime = (uv_now(&d->loop) - d->started_ms) / 1000;
-  return json_pack("{s:s, s:I, s:s, s:{s:I, s:I, s:I, s:o}, s:{s:I, s:I}, s:{s:I}}",
+  gw_idm_view view = {.state = GW_IDM_UNCONFIGURED};
+  if (d->idm)
+    gw_idm_view_get(d->idm, &view);
+  return json_pack("{s:s, s:I, s:s, s:{s:I, s:I, s:I, s:o}, s:{s:I, s:I}, s:{s:I}, s:o}",
                    "version", MCGW_VERSION, "uptime_s", (json_int_t)uptime,
                    "state", d->draining ? "draining" : "running",
                    "tunnels", "active", (json_int_t)st.tunnels_active,
@@ -63,7 +71,8 @@ static json_t *status_json(gw_daemon *d) {
                    "by_result", results_json(&st),
                    "bytes", "upstream", (json_int_t)st.bytes_up,
                    "downstream", (json_int_t)st.bytes_down,
-                   "clients", "active", (json_int_t)st.clients_active);
+                   "clients", "active", (json_int_t)st.clients_active,
+                   "idm", gw_idm_status_json(&view));
 }
 
 static void handle_status(gw_admin_req *req, void *arg) {
@@ -75,6 +84,9 @@ static void on_signal_closed(uv_handle_t *h) { (void)h; }
 static void on_drained(void *arg) {
   gw_daemon *d = arg;
   d->engine = NULL;
+  if (d->idm)
+    gw_idm_close(d->idm);
+  d->idm = NULL;
   if (d->admin)
     gw_admin_close(d->admin);
   d->admin = NULL;
@@ -134,6 +146,45 @@ static void start_signal(gw_daemon *d, uv_signal_t *s, uv_signal_cb cb, int sign
   uv_signal_start(s, cb, signum);
 }
 
+/* The idm module says when the gateway holds a valid access token:
+ * allow_when_authorized rules follow it. */
+static void on_idm_authorized(bool authorized, void *arg) {
+  gw_daemon *d = arg;
+  if (d->engine)
+    tn_engine_set_authorized(d->engine, authorized);
+}
+
+/* redirect_uri: configured, or the admin listener's own /callback. */
+static void default_redirect_uri(gw_daemon *d, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+  char addr[TN_ADDRSTR_MAX];
+  if (d->cfg.idm.redirect_uri) {
+    snprintf(buf, len, "%s", d->cfg.idm.redirect_uri);
+    return;
+  }
+  gw_admin_addr(d->admin, &ss);
+  if (ss.ss_family == AF_INET && ((struct sockaddr_in *)&ss)->sin_addr.s_addr == INADDR_ANY)
+    ((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  tn_addr_format((const struct sockaddr *)&ss, addr, sizeof addr);
+  snprintf(buf, len, "http://%s/callback", addr);
+}
+
+static int start_idm(gw_daemon *d) {
+  char redirect[512], err[512];
+  if (!d->cfg.idm.enabled)
+    return 0;
+  default_redirect_uri(d, redirect, sizeof redirect);
+  gw_idm_opts o = {.cfg = &d->cfg.idm, .state_dir = d->cfg.state_dir, .redirect_uri = redirect,
+                   .on_authorized = on_idm_authorized, .arg = d};
+  if (gw_idm_start(&d->loop, &o, &d->idm, err, sizeof err) != 0) {
+    tn_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
+    return UV_EINVAL;
+  }
+  if (d->admin && gw_idm_admin_register(d->admin, d->idm) != 0)
+    return UV_ENOMEM;
+  return 0;
+}
+
 static int start(gw_daemon *d) {
   int err = tn_engine_start(&d->loop, &d->cfg.tunnel, &d->engine);
   if (err)
@@ -147,6 +198,18 @@ static int start(gw_daemon *d) {
       d->engine = NULL;
       return err;
     }
+  }
+  err = start_idm(d);
+  if (err) {
+    if (d->idm)
+      gw_idm_close(d->idm);
+    d->idm = NULL;
+    if (d->admin)
+      gw_admin_close(d->admin);
+    d->admin = NULL;
+    tn_engine_drain(d->engine, NULL, NULL);
+    d->engine = NULL;
+    return err;
   }
   start_signal(d, &d->sig_term, on_stop_signal, SIGTERM);
   start_signal(d, &d->sig_int, on_stop_signal, SIGINT);

@@ -1,0 +1,1222 @@
+/* The gateway's own CSC-1 login. See idm.h.
+ *
+ * One libuv loop, no threads. Four timers: `timer` runs the next step
+ * (discovery retry, refresh when due, refresh retry after backoff),
+ * `expiry_timer` ends limited-service-free operation when the access token
+ * expires, `device_timer` polls the token endpoint during a device login,
+ * `jwks_timer` delays a throttled JWKS refetch. At most one request of each
+ * kind is in flight: discovery, JWKS, refresh (exactly one refresh: rotating
+ * refresh tokens die when spent twice), login (code exchange or device). */
+#include "gateway/idm.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/client_auth.h"
+#include "gateway/https_client.h"
+#include "gateway/jwt.h"
+#include "gateway/oidc.h"
+#include "gateway/pkce.h"
+#include "gateway/token_store.h"
+#include "gateway/url.h"
+#include "tunnel/log.h"
+
+#define IDM_STATE_TTL_MS (5 * 60 * 1000) /* authorization request state lifetime */
+#define IDM_MAX_PENDING 8                /* browser logins started, not yet back */
+#define IDM_JWKS_REFETCH_MS 10000        /* at most one JWKS refetch per 10 s */
+#define IDM_BACKOFF_BASE_MS 1000
+#define IDM_BACKOFF_MAX_MS 60000
+#define IDM_RETRY_AFTER_MAX_S 600
+#define IDM_HTTP_TIMEOUT_MS 10000
+#define IDM_LEEWAY_S 30
+#define IDM_SLOW_DOWN_MS 5000            /* RFC 8628 3.5 */
+#define IDM_TOKEN_LEN 43                 /* state, nonce, verifier: 32 random bytes */
+
+typedef enum { OP_REFRESH = 0, OP_CODE, OP_DEVICE } token_op;
+
+typedef struct pending_login {
+  bool used;
+  char state[IDM_TOKEN_LEN + 1];
+  char nonce[IDM_TOKEN_LEN + 1];
+  char verifier[IDM_TOKEN_LEN + 1];
+  uint64_t created_ms;
+} pending_login;
+
+/* A token response on its way to being adopted (it may wait for the JWKS). */
+typedef struct token_job {
+  token_op op;
+  gw_oidc_tokens tokens;
+  char nonce[IDM_TOKEN_LEN + 1]; /* "" when none was sent */
+  bool jwks_refetched;
+} token_job;
+
+typedef enum { DEV_NONE = 0, DEV_STARTING, DEV_PENDING, DEV_AUTHORIZED, DEV_EXPIRED, DEV_DENIED,
+               DEV_ERROR } dev_status;
+static const char *const dev_status_names[] = {"none",    "starting", "pending", "authorized",
+                                               "expired", "denied",   "error"};
+
+struct gw_idm {
+  uv_loop_t *loop;
+  /* configuration */
+  char *issuer, *redirect_uri, *scope, *acr_values, *state_dir;
+  char *ov_authz, *ov_token, *ov_jwks, *ov_device;
+  gw_idm_login login;
+  uint64_t refresh_before_ms;
+  gw_client_auth auth;
+  gw_https_ctx *https;
+  gw_idm_authorized_cb on_authorized;
+  void *cb_arg;
+  /* discovery and keys */
+  gw_oidc_endpoints ep;
+  bool discovered;
+  unsigned discovery_attempt;
+  gw_jwks *jwks;
+  uint64_t jwks_fetched_ms;
+  bool jwks_ever;
+  /* requests in flight */
+  gw_https_req *discovery_req, *jwks_req, *refresh_req, *login_req;
+  token_job *parked[3]; /* by op: waiting for a JWKS refetch */
+  /* the login */
+  char *access_token;
+  int64_t access_expiry; /* unix seconds */
+  char *refresh_token;
+  gw_id_token principal; /* iss, sub, aud, MC service IDs; sub NULL when none */
+  unsigned refresh_attempt; /* > 0: retrying after a failure */
+  bool authorized;          /* as last told to on_authorized */
+  /* status */
+  gw_idm_state state;
+  char last_error[512];
+  uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
+  /* browser logins */
+  pending_login pending[IDM_MAX_PENDING];
+  gw_idm_done_cb done_cb;  /* the operator's /callback request, waiting */
+  void *done_arg;
+  char *pending_nonce;     /* the nonce of the code being exchanged */
+  /* device login */
+  dev_status dev;
+  gw_oidc_device_auth dev_auth;
+  uint64_t dev_deadline_ms, dev_interval_ms;
+  char dev_error[256];
+  gw_idm_json_cb dev_cb;
+  void *dev_arg;
+  /* timers */
+  uv_timer_t timer, expiry_timer, device_timer, jwks_timer;
+  int handles;
+  bool closing;
+};
+
+static void settle_state(gw_idm *idm);
+static void fetch_jwks(gw_idm *idm);
+static void process_job(gw_idm *idm, token_job *job);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int64_t now_unix(void) { return (int64_t)time(NULL); }
+
+static void wipe_str(char **s) {
+  if (*s) {
+    OPENSSL_cleanse(*s, strlen(*s));
+    free(*s);
+    *s = NULL;
+  }
+}
+
+__attribute__((format(printf, 2, 3))) static void set_error(gw_idm *idm, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(idm->last_error, sizeof idm->last_error, fmt, ap);
+  va_end(ap);
+}
+
+static bool has_access(const gw_idm *idm) {
+  return idm->access_token && now_unix() < idm->access_expiry;
+}
+
+static const char *endpoint_token(const gw_idm *idm) {
+  return idm->ov_token ? idm->ov_token : idm->ep.token;
+}
+
+static void set_authorized(gw_idm *idm, bool on, const char *reason) {
+  if (idm->authorized == on)
+    return;
+  idm->authorized = on;
+  tn_log(on ? TN_LOG_INFO : TN_LOG_WARN, "idm_limited_service", TN_S("active", on ? "no" : "yes"),
+         TN_S("reason", reason), TN_LOG_END);
+  if (idm->on_authorized)
+    idm->on_authorized(on, idm->cb_arg);
+}
+
+/* The state follows from what the gateway holds and what is going on. */
+static void settle_state(gw_idm *idm) {
+  gw_idm_state s;
+  bool login_busy = idm->login_req || idm->dev == DEV_STARTING || idm->dev == DEV_PENDING ||
+                    idm->parked[OP_CODE] || idm->parked[OP_DEVICE];
+  if (has_access(idm))
+    s = idm->refresh_req || idm->refresh_attempt ? GW_IDM_REFRESHING : GW_IDM_AUTHORIZED;
+  else if (login_busy)
+    s = GW_IDM_AUTHORIZING;
+  else if (idm->refresh_token)
+    s = idm->refresh_attempt || idm->discovery_attempt ? GW_IDM_ERROR : GW_IDM_AUTHORIZING;
+  else
+    s = idm->discovery_attempt ? GW_IDM_ERROR : GW_IDM_UNAUTHORIZED;
+  if (s != idm->state)
+    tn_log(TN_LOG_DEBUG, "idm_state", TN_S("from", gw_idm_state_name(idm->state)),
+           TN_S("to", gw_idm_state_name(s)), TN_LOG_END);
+  idm->state = s;
+}
+
+/* Exponential backoff with jitter in [d/2, d], at least Retry-After. */
+static uint64_t backoff_ms(unsigned attempt, int64_t retry_after_s) {
+  uint64_t d = IDM_BACKOFF_BASE_MS;
+  for (unsigned i = 1; i < attempt && d < IDM_BACKOFF_MAX_MS; i++)
+    d *= 2;
+  if (d > IDM_BACKOFF_MAX_MS)
+    d = IDM_BACKOFF_MAX_MS;
+  uint32_t rnd = 0;
+  if (RAND_bytes((unsigned char *)&rnd, sizeof rnd) != 1)
+    rnd = (uint32_t)time(NULL);
+  d = d / 2 + rnd % (d / 2 + 1);
+  if (retry_after_s > IDM_RETRY_AFTER_MAX_S)
+    retry_after_s = IDM_RETRY_AFTER_MAX_S;
+  if (retry_after_s > 0 && (uint64_t)retry_after_s * 1000 > d)
+    d = (uint64_t)retry_after_s * 1000;
+  return d;
+}
+
+/* ---- the stored login --------------------------------------------------- */
+
+static void save_login(gw_idm *idm) {
+  char err[512];
+  gw_stored_login l = {.issuer = idm->issuer, .client_id = idm->auth.client_id,
+                       .refresh_token = idm->refresh_token, .subject = idm->principal.sub,
+                       .aud = idm->principal.aud, .n_aud = idm->principal.n_aud,
+                       .mcptt_id = idm->principal.mcptt_id, .mcdata_id = idm->principal.mcdata_id,
+                       .mcvideo_id = idm->principal.mcvideo_id};
+  if (gw_token_store_save(idm->state_dir, &l, err, sizeof err) != GW_TS_OK) {
+    set_error(idm, "cannot save the login in state_dir: %s", err);
+    tn_log(TN_LOG_ERROR, "idm_state_save_failed", TN_S("error", err), TN_LOG_END);
+  }
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void load_login(gw_idm *idm) {
+  char err[512];
+  gw_stored_login l;
+  int r = gw_token_store_load(idm->state_dir, &l, err, sizeof err);
+  if (r == GW_TS_NONE)
+    return;
+  if (r != GW_TS_OK) {
+    set_error(idm, "stored login unusable: %s", err);
+    tn_log(TN_LOG_ERROR, "idm_state_corrupt", TN_S("error", err),
+           TN_S("action", "kept aside; a new login is needed"), TN_LOG_END);
+    return;
+  }
+  if (strcmp(l.issuer, idm->issuer) != 0 || strcmp(l.client_id, idm->auth.client_id) != 0) {
+    tn_log(TN_LOG_WARN, "idm_state_ignored",
+           TN_S("reason", "stored login is for another issuer or client_id"), TN_LOG_END);
+  } else if (l.refresh_token) {
+    idm->refresh_token = l.refresh_token;
+    l.refresh_token = NULL;
+    idm->principal.iss = dup_or_null(l.issuer);
+    idm->principal.sub = dup_or_null(l.subject);
+    idm->principal.mcptt_id = dup_or_null(l.mcptt_id);
+    idm->principal.mcdata_id = dup_or_null(l.mcdata_id);
+    idm->principal.mcvideo_id = dup_or_null(l.mcvideo_id);
+    idm->principal.aud = l.aud;
+    idm->principal.n_aud = l.n_aud;
+    l.aud = NULL;
+    l.n_aud = 0;
+    tn_log(TN_LOG_INFO, "idm_state_loaded", TN_S("subject", l.subject ? l.subject : ""),
+           TN_S("action", "refreshing the stored login"), TN_LOG_END);
+  }
+  gw_stored_login_free(&l);
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+static int http(gw_idm *idm, const char *method, const char *url, gw_form *form,
+                const char *authorization, gw_https_cb cb, gw_https_req **slot) {
+  gw_https_request_opts o = {.method = method, .url = url, .timeout_ms = IDM_HTTP_TIMEOUT_MS,
+                             .authorization = authorization};
+  if (form) {
+    o.body = form->buf ? form->buf : "";
+    o.body_len = form->len;
+    o.content_type = "application/x-www-form-urlencoded";
+  }
+  tn_log(TN_LOG_DEBUG, "idm_http", TN_S("method", method), TN_S("url", url), TN_LOG_END);
+  int err = gw_https_request(idm->loop, idm->https, &o, cb, idm, slot);
+  if (err)
+    tn_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url), TN_S("error", gw_https_strerror(err)),
+           TN_LOG_END);
+  return err;
+}
+
+/* POSTs form plus client authentication to the token endpoint. */
+static int token_post(gw_idm *idm, gw_form *form, gw_https_cb cb, gw_https_req **slot) {
+  char *authz = NULL;
+  const char *url = endpoint_token(idm);
+  int err = gw_client_auth_apply(&idm->auth, url, now_unix(), form, &authz);
+  if (err == 0)
+    err = http(idm, "POST", url, form, authz, cb, slot);
+  wipe_str(&authz);
+  gw_form_free(form);
+  return err;
+}
+
+/* Describes a failed exchange for logs and last_error: transport error, or
+ * status with the OAuth error code. */
+static void describe(int err, const char *detail, const gw_https_response *resp,
+                     const gw_oidc_error *oe, char *buf, size_t len) {
+  if (err)
+    snprintf(buf, len, "%s: %s", gw_https_strerror(err), detail ? detail : "");
+  else if (oe && oe->error[0])
+    snprintf(buf, len, "HTTP %d %s%s%s", resp->status, oe->error, oe->description[0] ? ": " : "",
+             oe->description);
+  else
+    snprintf(buf, len, "HTTP %d", resp->status);
+}
+
+/* ---- discovery ---------------------------------------------------------- */
+
+static void start_discovery(gw_idm *idm);
+static void do_refresh(gw_idm *idm);
+
+/* The next step, whatever it is: discovery, or a refresh. */
+static void on_step_timer(uv_timer_t *t) {
+  gw_idm *idm = t->data;
+  if (!idm->discovered)
+    start_discovery(idm);
+  else if (idm->refresh_token)
+    do_refresh(idm);
+}
+
+static void schedule_step(gw_idm *idm, uint64_t ms) {
+  if (!idm->closing)
+    uv_timer_start(&idm->timer, on_step_timer, ms, 0);
+}
+
+static void discovery_failed(gw_idm *idm, const char *why, int64_t retry_after_s) {
+  idm->discovery_attempt++;
+  uint64_t delay = backoff_ms(idm->discovery_attempt, retry_after_s);
+  set_error(idm, "discovery failed: %s", why);
+  tn_log(TN_LOG_ERROR, "idm_discovery_failed", TN_S("issuer", idm->issuer), TN_S("error", why),
+         TN_U("attempt", idm->discovery_attempt), TN_U("retry_in_ms", delay), TN_LOG_END);
+  schedule_step(idm, delay);
+  settle_state(idm);
+}
+
+static char *override_or(const char *ov, char **from_doc) {
+  if (!ov)
+    return *from_doc;
+  free(*from_doc);
+  *from_doc = strdup(ov);
+  return *from_doc;
+}
+
+/* Overrides from the configuration win over the document. */
+static const char *apply_overrides(gw_idm *idm) {
+  override_or(idm->ov_authz, &idm->ep.authorization);
+  override_or(idm->ov_token, &idm->ep.token);
+  override_or(idm->ov_jwks, &idm->ep.jwks_uri);
+  override_or(idm->ov_device, &idm->ep.device_authorization);
+  if (!idm->ep.token)
+    return "no token_endpoint (in the discovery document or the configuration)";
+  if (!idm->ep.jwks_uri)
+    return "no jwks_uri (in the discovery document or the configuration)";
+  if (idm->login == GW_IDM_LOGIN_BROWSER && !idm->ep.authorization)
+    return "no authorization_endpoint (in the discovery document or the configuration)";
+  if (idm->login == GW_IDM_LOGIN_DEVICE && !idm->ep.device_authorization)
+    return "login = device but no device_authorization_endpoint";
+  return NULL;
+}
+
+static void on_discovery(int err, const char *detail, const gw_https_response *resp, void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  idm->discovery_req = NULL;
+  if (err || resp->status != 200) {
+    describe(err, detail, resp, NULL, why, sizeof why);
+    return discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
+  }
+  gw_oidc_endpoints_free(&idm->ep);
+  if (gw_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why,
+                              sizeof why) != 0)
+    return discovery_failed(idm, why, -1);
+  const char *missing = apply_overrides(idm);
+  if (missing)
+    return discovery_failed(idm, missing, -1);
+  idm->discovered = true;
+  idm->discovery_attempt = 0;
+  idm->last_error[0] = '\0';
+  tn_log(TN_LOG_INFO, "idm_discovered", TN_S("issuer", idm->issuer),
+         TN_S("authorization_endpoint", idm->ep.authorization ? idm->ep.authorization : ""),
+         TN_S("token_endpoint", idm->ep.token), TN_S("jwks_uri", idm->ep.jwks_uri),
+         TN_S("device_authorization_endpoint",
+              idm->ep.device_authorization ? idm->ep.device_authorization : ""),
+         TN_LOG_END);
+  fetch_jwks(idm);
+  if (idm->refresh_token && !idm->access_token)
+    do_refresh(idm);
+  settle_state(idm);
+}
+
+static void start_discovery(gw_idm *idm) {
+  char url[2048];
+  size_t n = strlen(idm->issuer);
+  while (n && idm->issuer[n - 1] == '/')
+    n--;
+  snprintf(url, sizeof url, "%.*s/.well-known/openid-configuration", (int)n, idm->issuer);
+  if (!idm->discovery_req &&
+      http(idm, "GET", url, NULL, NULL, on_discovery, &idm->discovery_req) != 0)
+    discovery_failed(idm, "cannot start the request", -1);
+}
+
+/* ---- JWKS --------------------------------------------------------------- */
+
+/* Runs the jobs that waited for the JWKS, whatever the fetch's outcome. */
+static void resume_parked(gw_idm *idm) {
+  for (int op = 0; op < 3; op++) {
+    token_job *job = idm->parked[op];
+    idm->parked[op] = NULL;
+    if (job)
+      process_job(idm, job);
+  }
+}
+
+static void on_jwks(int err, const char *detail, const gw_https_response *resp, void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  idm->jwks_req = NULL;
+  idm->jwks_fetched_ms = uv_now(idm->loop);
+  idm->jwks_ever = true;
+  const char *bad = NULL;
+  gw_jwks *k = NULL;
+  if (err || resp->status != 200)
+    describe(err, detail, resp, NULL, why, sizeof why);
+  else if (!(k = gw_jwks_parse(resp->body, resp->body_len, &bad)))
+    snprintf(why, sizeof why, "%s", bad);
+  if (k) {
+    gw_jwks_free(idm->jwks);
+    idm->jwks = k;
+    tn_log(TN_LOG_INFO, "idm_jwks_loaded", TN_S("jwks_uri", idm->ep.jwks_uri),
+           TN_U("keys", gw_jwks_count(k)), TN_LOG_END);
+  } else {
+    set_error(idm, "JWKS fetch failed: %s", why);
+    tn_log(TN_LOG_ERROR, "idm_jwks_failed", TN_S("jwks_uri", idm->ep.jwks_uri),
+           TN_S("error", why), TN_LOG_END);
+  }
+  resume_parked(idm);
+}
+
+static void fetch_jwks(gw_idm *idm) {
+  if (idm->jwks_req || !idm->discovered)
+    return;
+  if (http(idm, "GET", idm->ep.jwks_uri, NULL, NULL, on_jwks, &idm->jwks_req) != 0)
+    resume_parked(idm);
+}
+
+static void on_jwks_timer(uv_timer_t *t) { fetch_jwks(t->data); }
+
+/* One refetch for an unknown kid, at most one per IDM_JWKS_REFETCH_MS: a
+ * refetch asked for too early is delayed, not dropped. */
+static void refetch_jwks(gw_idm *idm) {
+  uint64_t since = uv_now(idm->loop) - idm->jwks_fetched_ms;
+  if (idm->jwks_req || uv_is_active((uv_handle_t *)&idm->jwks_timer))
+    return;
+  if (idm->jwks_ever && since < IDM_JWKS_REFETCH_MS)
+    uv_timer_start(&idm->jwks_timer, on_jwks_timer, IDM_JWKS_REFETCH_MS - since, 0);
+  else
+    fetch_jwks(idm);
+}
+
+/* ---- adopting tokens ---------------------------------------------------- */
+
+static void on_expiry(uv_timer_t *t) {
+  gw_idm *idm = t->data;
+  wipe_str(&idm->access_token);
+  tn_log(TN_LOG_WARN, "idm_access_token_expired",
+         TN_S("reason", idm->last_error[0] ? idm->last_error : "not refreshed in time"),
+         TN_LOG_END);
+  set_authorized(idm, false, "access token expired");
+  settle_state(idm);
+}
+
+/* Time to the refresh: refresh_before ahead of expiry, or half the lifetime
+ * when that is shorter than refresh_before. */
+static uint64_t refresh_delay_ms(const gw_idm *idm, int64_t expires_in) {
+  uint64_t life = (uint64_t)expires_in * 1000;
+  uint64_t d = life > idm->refresh_before_ms * 2 ? life - idm->refresh_before_ms : life / 2;
+  return d < 500 ? 500 : d;
+}
+
+static void log_ids(const gw_idm *idm, const char *msg, const char *via, int64_t expires_in) {
+  const gw_id_token *p = &idm->principal;
+  tn_log(TN_LOG_INFO, msg, TN_S("via", via), TN_S("subject", p->sub ? p->sub : ""),
+         TN_S("mcptt_id", p->mcptt_id ? p->mcptt_id : ""),
+         TN_S("mcdata_id", p->mcdata_id ? p->mcdata_id : ""),
+         TN_S("mcvideo_id", p->mcvideo_id ? p->mcvideo_id : ""),
+         TN_I("access_token_expires_in_s", expires_in), TN_LOG_END);
+}
+
+/* Takes the tokens of job (and the validated ID token, if any). */
+static void adopt(gw_idm *idm, token_job *job, gw_id_token *id) {
+  int64_t expires_in = job->tokens.expires_in;
+  wipe_str(&idm->access_token);
+  idm->access_token = job->tokens.access_token;
+  job->tokens.access_token = NULL;
+  idm->access_expiry = now_unix() + expires_in;
+  if (job->tokens.refresh_token) { /* for a refresh it was taken (and saved) on receipt */
+    wipe_str(&idm->refresh_token);
+    idm->refresh_token = job->tokens.refresh_token;
+    job->tokens.refresh_token = NULL;
+  }
+  if (id) {
+    gw_id_token_free(&idm->principal);
+    idm->principal = *id;
+    memset(id, 0, sizeof *id);
+  }
+  save_login(idm);
+  idm->refresh_attempt = 0;
+  idm->last_error[0] = '\0';
+  uv_timer_start(&idm->expiry_timer, on_expiry, (uint64_t)expires_in * 1000, 0);
+  schedule_step(idm, refresh_delay_ms(idm, expires_in));
+  if (job->op == OP_REFRESH) {
+    idm->refresh_ok++;
+    log_ids(idm, "idm_refreshed", "refresh", expires_in);
+  } else {
+    log_ids(idm, "idm_authorized", job->op == OP_CODE ? "browser" : "device", expires_in);
+  }
+  set_authorized(idm, true, "holds a valid access token");
+}
+
+/* ---- refresh ------------------------------------------------------------ */
+
+static void refresh_transient(gw_idm *idm, const char *why, int64_t retry_after_s) {
+  idm->refresh_failed++;
+  idm->refresh_attempt++;
+  uint64_t delay = backoff_ms(idm->refresh_attempt, retry_after_s);
+  set_error(idm, "refresh failed: %s", why);
+  tn_log(TN_LOG_WARN, "idm_refresh_failed", TN_S("error", why),
+         TN_U("attempt", idm->refresh_attempt), TN_U("retry_in_ms", delay),
+         TN_S("access_token", has_access(idm) ? "still valid" : "none"), TN_LOG_END);
+  schedule_step(idm, delay);
+  settle_state(idm);
+}
+
+/* The IdMS no longer knows this login: a new login is needed. */
+static void login_gone(gw_idm *idm, const char *why) {
+  idm->refresh_invalid_grant++;
+  wipe_str(&idm->refresh_token);
+  wipe_str(&idm->access_token);
+  uv_timer_stop(&idm->expiry_timer);
+  uv_timer_stop(&idm->timer);
+  idm->refresh_attempt = 0;
+  save_login(idm); /* without the dead refresh token */
+  set_error(idm, "login gone (%s): a new login is needed", why);
+  tn_log(TN_LOG_ERROR, "idm_login_needed", TN_S("reason", why),
+         TN_S("action", "log in again: GET /login on the admin listener, or mcgw login"),
+         TN_LOG_END);
+  set_authorized(idm, false, "login gone; a new login is needed");
+  settle_state(idm);
+}
+
+static void job_free(token_job *job) {
+  gw_oidc_tokens_free(&job->tokens);
+  OPENSSL_cleanse(job->nonce, sizeof job->nonce);
+  free(job);
+}
+
+static void on_refresh(int err, const char *detail, const gw_https_response *resp, void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  gw_oidc_error oe = {0};
+  idm->refresh_req = NULL;
+  if (err) {
+    describe(err, detail, resp, NULL, why, sizeof why);
+    return refresh_transient(idm, why, -1);
+  }
+  if (resp->status != 200) {
+    gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+    describe(0, NULL, resp, &oe, why, sizeof why);
+    if (strcmp(oe.error, "invalid_grant") == 0)
+      return login_gone(idm, "the IdMS refused the refresh token: invalid_grant");
+    return refresh_transient(idm, why, resp->retry_after_s);
+  }
+  token_job *job = calloc(1, sizeof *job);
+  if (!job)
+    return refresh_transient(idm, "out of memory", -1);
+  job->op = OP_REFRESH;
+  if (gw_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
+    job_free(job);
+    return refresh_transient(idm, why, -1);
+  }
+  if (job->tokens.refresh_token) { /* rotated: on disk before anything else */
+    wipe_str(&idm->refresh_token);
+    idm->refresh_token = job->tokens.refresh_token;
+    job->tokens.refresh_token = NULL;
+    save_login(idm);
+  }
+  process_job(idm, job);
+}
+
+static void do_refresh(gw_idm *idm) {
+  gw_form form = {0};
+  if (idm->refresh_req || !idm->discovered || !idm->refresh_token || idm->closing)
+    return;
+  uv_timer_stop(&idm->timer);
+  gw_form_add(&form, "grant_type", "refresh_token");
+  gw_form_add(&form, "refresh_token", idm->refresh_token);
+  if (token_post(idm, &form, on_refresh, &idm->refresh_req) != 0)
+    return refresh_transient(idm, "cannot start the request", -1);
+  settle_state(idm);
+}
+
+/* ---- browser and device login completion -------------------------------- */
+
+static void finish_browser(gw_idm *idm, int status, const char *message) {
+  gw_idm_done_cb cb = idm->done_cb;
+  idm->done_cb = NULL;
+  if (cb)
+    cb(status, message, idm->done_arg);
+}
+
+static void finish_device(gw_idm *idm, dev_status st, const char *why) {
+  idm->dev = st;
+  snprintf(idm->dev_error, sizeof idm->dev_error, "%s", why ? why : "");
+  uv_timer_stop(&idm->device_timer);
+  wipe_str(&idm->dev_auth.device_code);
+  if (st != DEV_AUTHORIZED)
+    tn_log(TN_LOG_WARN, "idm_device_login_ended", TN_S("status", dev_status_names[st]),
+           TN_S("reason", why ? why : ""), TN_LOG_END);
+}
+
+static void login_failed(gw_idm *idm, token_op op, int status, const char *why) {
+  set_error(idm, "login failed: %s", why);
+  tn_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", op == OP_CODE ? "browser" : "device"),
+         TN_S("error", why), TN_LOG_END);
+  if (op == OP_CODE) {
+    char msg[700];
+    snprintf(msg, sizeof msg, "Login failed: %s\n", why);
+    finish_browser(idm, status, msg);
+  } else {
+    finish_device(idm, DEV_ERROR, why);
+  }
+  settle_state(idm);
+}
+
+static void login_succeeded(gw_idm *idm, token_op op) {
+  const gw_id_token *p = &idm->principal;
+  if (op == OP_DEVICE) {
+    finish_device(idm, DEV_AUTHORIZED, NULL);
+    return;
+  }
+  char msg[2048];
+  snprintf(msg, sizeof msg,
+           "Logged in to the IdMS as %s.\n\nMC service IDs this gateway now holds:\n"
+           "  mcptt_id:   %s\n  mcdata_id:  %s\n  mcvideo_id: %s\n",
+           p->sub, p->mcptt_id ? p->mcptt_id : "(none)", p->mcdata_id ? p->mcdata_id : "(none)",
+           p->mcvideo_id ? p->mcvideo_id : "(none)");
+  finish_browser(idm, 200, msg);
+}
+
+/* ---- token jobs ---------------------------------------------------------- */
+
+static int validate(gw_idm *idm, token_job *job, gw_id_token *id, char *why, size_t whylen) {
+  gw_jwt_expect e = {.issuer = idm->issuer, .client_id = idm->auth.client_id,
+                     .nonce = job->nonce[0] ? job->nonce : NULL, .now = now_unix(),
+                     .leeway_s = IDM_LEEWAY_S};
+  const char *t = job->tokens.id_token;
+  return gw_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
+}
+
+static void job_failed(gw_idm *idm, token_job *job, int r, const char *why) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "ID token refused: %s", why);
+  if (job->op != OP_REFRESH)
+    login_failed(idm, job->op, 502, msg);
+  else if (r == GW_JWT_EUNKNOWN_KID)
+    refresh_transient(idm, msg, -1); /* the keys may come back */
+  else
+    login_gone(idm, msg);
+  job_free(job);
+}
+
+/* Validates the job's ID token (waiting once for a JWKS refetch on an
+ * unknown kid), then adopts its tokens. Takes ownership of job. */
+static void process_job(gw_idm *idm, token_job *job) {
+  char why[256];
+  gw_id_token id;
+  memset(&id, 0, sizeof id);
+  if (idm->closing)
+    return job_free(job);
+  if (!job->tokens.id_token && job->op != OP_REFRESH)
+    return job_failed(idm, job, GW_JWT_EMALFORMED, "the token response has no id_token");
+  if (job->tokens.id_token) {
+    int r = validate(idm, job, &id, why, sizeof why);
+    if (r == GW_JWT_EUNKNOWN_KID && !job->jwks_refetched) {
+      job->jwks_refetched = true;
+      if (idm->parked[job->op])
+        job_free(idm->parked[job->op]);
+      idm->parked[job->op] = job;
+      tn_log(TN_LOG_INFO, "idm_jwks_refetch", TN_S("reason", "ID token signed with an unknown key"),
+             TN_LOG_END);
+      refetch_jwks(idm);
+      return;
+    }
+    if (r != GW_JWT_OK)
+      return job_failed(idm, job, r, why);
+    if (job->op == OP_REFRESH && idm->principal.sub &&
+        !gw_id_token_same_principal(&idm->principal, &id)) {
+      gw_id_token_free(&id);
+      return job_failed(idm, job, GW_JWT_ECLAIMS,
+                        "the refreshed ID token changed iss, sub or aud");
+    }
+  }
+  token_op op = job->op;
+  adopt(idm, job, job->tokens.id_token ? &id : NULL);
+  gw_id_token_free(&id);
+  job_free(job);
+  if (op != OP_REFRESH)
+    login_succeeded(idm, op);
+  settle_state(idm);
+}
+
+/* A new login supersedes a refresh in flight (its result would be stale). */
+static void cancel_refresh(gw_idm *idm) {
+  gw_https_cancel(idm->refresh_req);
+  idm->refresh_req = NULL;
+  if (idm->parked[OP_REFRESH])
+    job_free(idm->parked[OP_REFRESH]);
+  idm->parked[OP_REFRESH] = NULL;
+}
+
+/* Common handling of a login's token response (code exchange, device poll
+ * that succeeded). */
+static void login_tokens(gw_idm *idm, token_op op, const gw_https_response *resp,
+                         const char *nonce) {
+  char why[512];
+  token_job *job = calloc(1, sizeof *job);
+  if (!job)
+    return login_failed(idm, op, 500, "out of memory");
+  job->op = op;
+  snprintf(job->nonce, sizeof job->nonce, "%s", nonce ? nonce : "");
+  if (gw_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
+    job_free(job);
+    return login_failed(idm, op, 502, why);
+  }
+  cancel_refresh(idm);
+  process_job(idm, job);
+}
+
+/* ---- browser login ------------------------------------------------------- */
+
+static void expire_pending(gw_idm *idm) {
+  uint64_t now = uv_now(idm->loop);
+  for (int i = 0; i < IDM_MAX_PENDING; i++) {
+    pending_login *p = &idm->pending[i];
+    if (p->used && now - p->created_ms > IDM_STATE_TTL_MS) {
+      OPENSSL_cleanse(p, sizeof *p);
+      p->used = false;
+    }
+  }
+}
+
+/* A free slot, or the oldest one (its login can no longer complete). */
+static pending_login *new_pending(gw_idm *idm) {
+  pending_login *best = &idm->pending[0];
+  expire_pending(idm);
+  for (int i = 0; i < IDM_MAX_PENDING; i++) {
+    if (!idm->pending[i].used)
+      return &idm->pending[i];
+    if (idm->pending[i].created_ms < best->created_ms)
+      best = &idm->pending[i];
+  }
+  OPENSSL_cleanse(best, sizeof *best);
+  return best;
+}
+
+/* Appends ?name=value or &name=value, value percent-encoded; *len becomes
+ * (size_t)-1 when it does not fit. */
+static void add_param(char *url, size_t *len, size_t cap, const char *name, const char *value) {
+  if (*len == (size_t)-1)
+    return;
+  size_t room = cap - *len;
+  int w = snprintf(url + *len, room, "%c%s=", memchr(url, '?', *len) ? '&' : '?', name);
+  if (w < 0 || (size_t)w >= room) {
+    *len = (size_t)-1;
+    return;
+  }
+  *len = gw_url_encode(url, *len + (size_t)w, cap, value);
+}
+
+char *gw_idm_login_url(gw_idm *idm, const char **why) {
+  char challenge[GW_PKCE_CHALLENGE_LEN + 1];
+  if (idm->login != GW_IDM_LOGIN_BROWSER)
+    return *why = "login = device: use POST /login/device (mcgw login)", NULL;
+  if (!idm->discovered)
+    return *why = "the IdMS has not been reached yet (discovery pending; see /status)", NULL;
+  pending_login *p = new_pending(idm);
+  if (gw_random_token(32, p->state) != 0 || gw_random_token(32, p->nonce) != 0 ||
+      gw_pkce_verifier_new(p->verifier) != 0 || gw_pkce_challenge(p->verifier, challenge) != 0)
+    return *why = "no randomness", NULL;
+  p->used = true;
+  p->created_ms = uv_now(idm->loop);
+  size_t cap = strlen(idm->ep.authorization) + 3 * (strlen(idm->auth.client_id) +
+               strlen(idm->redirect_uri) + strlen(idm->scope) +
+               (idm->acr_values ? strlen(idm->acr_values) : 0)) + 512;
+  char *url = malloc(cap);
+  if (!url)
+    return *why = "out of memory", NULL;
+  size_t len = (size_t)snprintf(url, cap, "%s", idm->ep.authorization);
+  add_param(url, &len, cap, "response_type", "code");
+  add_param(url, &len, cap, "client_id", idm->auth.client_id);
+  add_param(url, &len, cap, "redirect_uri", idm->redirect_uri);
+  add_param(url, &len, cap, "scope", idm->scope);
+  add_param(url, &len, cap, "state", p->state);
+  add_param(url, &len, cap, "nonce", p->nonce);
+  if (idm->acr_values && *idm->acr_values)
+    add_param(url, &len, cap, "acr_values", idm->acr_values);
+  add_param(url, &len, cap, "code_challenge", challenge);
+  add_param(url, &len, cap, "code_challenge_method", "S256");
+  if (len == (size_t)-1) {
+    free(url);
+    return *why = "authorization URL too long", NULL;
+  }
+  tn_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "browser"),
+         TN_S("authorization_endpoint", idm->ep.authorization), TN_LOG_END);
+  settle_state(idm);
+  return url;
+}
+
+/* The pending login whose state equals s (constant time), or NULL. */
+static pending_login *find_pending(gw_idm *idm, const char *s) {
+  expire_pending(idm);
+  size_t n = strlen(s);
+  for (int i = 0; i < IDM_MAX_PENDING; i++) {
+    pending_login *p = &idm->pending[i];
+    if (p->used && n == strlen(p->state) && CRYPTO_memcmp(p->state, s, n) == 0)
+      return p;
+  }
+  return NULL;
+}
+
+typedef struct callback_params {
+  char *state, *code, *error, *error_description, *iss;
+  bool dup;
+} callback_params;
+
+static void params_free(callback_params *c) {
+  wipe_str(&c->state);
+  wipe_str(&c->code);
+  free(c->error);
+  free(c->error_description);
+  free(c->iss);
+}
+
+static void params_parse(const char *q, callback_params *c) {
+  bool d[5] = {0};
+  c->state = gw_url_query_param(q, "state", &d[0]);
+  c->code = gw_url_query_param(q, "code", &d[1]);
+  c->error = gw_url_query_param(q, "error", &d[2]);
+  c->error_description = gw_url_query_param(q, "error_description", &d[3]);
+  c->iss = gw_url_query_param(q, "iss", &d[4]);
+  c->dup = d[0] || d[1] || d[2] || d[3] || d[4];
+}
+
+static void refuse_callback(const char *reason, gw_idm_done_cb cb, void *arg) {
+  char msg[300];
+  tn_log(TN_LOG_WARN, "idm_callback_refused", TN_S("reason", reason),
+         TN_S("action", "dropped; the code (if any) was not used"), TN_LOG_END);
+  snprintf(msg, sizeof msg, "Refused: %s. Nothing was changed.\n", reason);
+  cb(400, msg, arg);
+}
+
+/* The IdMS answered error=...: shown to the operator. */
+static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb, void *arg) {
+  char err[64], desc[200], msg[400];
+  gw_oidc_sanitize(c->error, err, sizeof err);
+  gw_oidc_sanitize(c->error_description ? c->error_description : "", desc, sizeof desc);
+  set_error(idm, "login refused by the IdMS: %s%s%s", err, desc[0] ? ": " : "", desc);
+  tn_log(TN_LOG_WARN, "idm_login_failed", TN_S("via", "browser"), TN_S("error", err),
+         TN_S("description", desc), TN_LOG_END);
+  snprintf(msg, sizeof msg, "The IdMS refused the login: %s%s%s\n", err, desc[0] ? ": " : "",
+           desc);
+  cb(403, msg, arg);
+  settle_state(idm);
+}
+
+static void on_code_exchange(int err, const char *detail, const gw_https_response *resp,
+                             void *arg);
+
+static void exchange_code(gw_idm *idm, const callback_params *c, pending_login *p) {
+  gw_form form = {0};
+  gw_form_add(&form, "grant_type", "authorization_code");
+  gw_form_add(&form, "code", c->code);
+  gw_form_add(&form, "redirect_uri", idm->redirect_uri);
+  gw_form_add(&form, "code_verifier", p->verifier);
+  /* The nonce travels with the request context until the response. */
+  char *nonce = strdup(p->nonce);
+  OPENSSL_cleanse(p, sizeof *p);
+  p->used = false;
+  if (!nonce) {
+    gw_form_free(&form);
+    return login_failed(idm, OP_CODE, 500, "out of memory");
+  }
+  if (token_post(idm, &form, on_code_exchange, &idm->login_req) != 0) {
+    wipe_str(&nonce);
+    return login_failed(idm, OP_CODE, 502, "cannot reach the token endpoint");
+  }
+  idm->pending_nonce = nonce;
+  settle_state(idm);
+}
+
+static void on_code_exchange(int err, const char *detail, const gw_https_response *resp,
+                             void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  char *nonce = idm->pending_nonce;
+  idm->pending_nonce = NULL;
+  idm->login_req = NULL;
+  if (err || resp->status != 200) {
+    gw_oidc_error oe = {0};
+    if (!err)
+      gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+    describe(err, detail, resp, &oe, why, sizeof why);
+    login_failed(idm, OP_CODE, 502, why);
+  } else {
+    login_tokens(idm, OP_CODE, resp, nonce);
+  }
+  wipe_str(&nonce);
+}
+
+void gw_idm_callback(gw_idm *idm, const char *query, gw_idm_done_cb cb, void *arg) {
+  callback_params c = {0};
+  params_parse(query, &c);
+  pending_login *p = c.state && !c.dup ? find_pending(idm, c.state) : NULL;
+  if (c.dup)
+    refuse_callback("a parameter occurs more than once", cb, arg);
+  else if (!p)
+    refuse_callback("unknown, used or expired state", cb, arg);
+  else if (c.iss && strcmp(c.iss, idm->issuer) != 0)
+    refuse_callback("the iss parameter is not the configured issuer (RFC 9207)", cb, arg);
+  else if (c.error)
+    idms_error(idm, &c, cb, arg);
+  else if (!c.code || !*c.code)
+    refuse_callback("no code in the response", cb, arg);
+  else if (idm->login_req || idm->done_cb)
+    cb(409, "Another login is being completed; try again in a moment.\n", arg);
+  else {
+    idm->done_cb = cb;
+    idm->done_arg = arg;
+    exchange_code(idm, &c, p);
+    p = NULL;
+  }
+  if (p) { /* single use, even when refused after the state matched */
+    OPENSSL_cleanse(p, sizeof *p);
+    p->used = false;
+  }
+  params_free(&c);
+}
+
+/* ---- device login --------------------------------------------------------- */
+
+json_t *gw_idm_device_status(const gw_idm *idm) {
+  json_t *o = json_pack("{s:s}", "status", dev_status_names[idm->dev]);
+  if (!o)
+    return NULL;
+  const gw_oidc_device_auth *d = &idm->dev_auth;
+  if (idm->dev == DEV_PENDING) {
+    uint64_t now = uv_now(idm->loop);
+    json_object_set_new(o, "verification_uri", json_string(d->verification_uri));
+    if (d->verification_uri_complete)
+      json_object_set_new(o, "verification_uri_complete",
+                          json_string(d->verification_uri_complete));
+    if (d->user_code)
+      json_object_set_new(o, "user_code", json_string(d->user_code));
+    json_object_set_new(o, "expires_in_s",
+                        json_integer(idm->dev_deadline_ms > now
+                                         ? (json_int_t)((idm->dev_deadline_ms - now) / 1000)
+                                         : 0));
+    json_object_set_new(o, "interval_s", json_integer((json_int_t)(idm->dev_interval_ms / 1000)));
+  }
+  if (idm->dev_error[0])
+    json_object_set_new(o, "error", json_string(idm->dev_error));
+  if (idm->dev == DEV_AUTHORIZED && idm->principal.sub) {
+    json_object_set_new(o, "subject", json_string(idm->principal.sub));
+    json_t *ids = json_object();
+    if (idm->principal.mcptt_id)
+      json_object_set_new(ids, "mcptt_id", json_string(idm->principal.mcptt_id));
+    if (idm->principal.mcdata_id)
+      json_object_set_new(ids, "mcdata_id", json_string(idm->principal.mcdata_id));
+    if (idm->principal.mcvideo_id)
+      json_object_set_new(ids, "mcvideo_id", json_string(idm->principal.mcvideo_id));
+    json_object_set_new(o, "mc_service_ids", ids);
+  }
+  return o;
+}
+
+static void answer_device(gw_idm *idm, int status) {
+  gw_idm_json_cb cb = idm->dev_cb;
+  idm->dev_cb = NULL;
+  if (cb)
+    cb(status, gw_idm_device_status(idm), idm->dev_arg);
+}
+
+static void device_poll(gw_idm *idm);
+
+static void on_device_timer(uv_timer_t *t) { device_poll(t->data); }
+
+static void next_poll(gw_idm *idm) {
+  uv_timer_start(&idm->device_timer, on_device_timer, idm->dev_interval_ms, 0);
+}
+
+static void on_device_token(int err, const char *detail, const gw_https_response *resp,
+                            void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  gw_oidc_error oe = {0};
+  idm->login_req = NULL;
+  if (idm->dev != DEV_PENDING)
+    return;
+  if (!err && resp->status == 200)
+    return login_tokens(idm, OP_DEVICE, resp, NULL);
+  if (!err)
+    gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+  describe(err, detail, resp, &oe, why, sizeof why);
+  if (strcmp(oe.error, "authorization_pending") == 0) {
+    next_poll(idm);
+  } else if (strcmp(oe.error, "slow_down") == 0) {
+    idm->dev_interval_ms += IDM_SLOW_DOWN_MS;
+    tn_log(TN_LOG_INFO, "idm_device_slow_down", TN_U("interval_ms", idm->dev_interval_ms),
+           TN_LOG_END);
+    next_poll(idm);
+  } else if (strcmp(oe.error, "access_denied") == 0) {
+    finish_device(idm, DEV_DENIED, why);
+  } else if (strcmp(oe.error, "expired_token") == 0) {
+    finish_device(idm, DEV_EXPIRED, why);
+  } else if (err || resp->status >= 500 || resp->status == 429) {
+    tn_log(TN_LOG_WARN, "idm_device_poll_failed", TN_S("error", why), TN_LOG_END);
+    next_poll(idm); /* transient: the deadline still applies */
+  } else {
+    login_failed(idm, OP_DEVICE, 502, why);
+  }
+  settle_state(idm);
+}
+
+static void device_poll(gw_idm *idm) {
+  gw_form form = {0};
+  if (idm->dev != DEV_PENDING || idm->login_req)
+    return;
+  if (uv_now(idm->loop) >= idm->dev_deadline_ms) {
+    finish_device(idm, DEV_EXPIRED, "the user code expired before the login was completed");
+    return settle_state(idm);
+  }
+  gw_form_add(&form, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
+  gw_form_add(&form, "device_code", idm->dev_auth.device_code);
+  if (token_post(idm, &form, on_device_token, &idm->login_req) != 0)
+    next_poll(idm);
+}
+
+static void on_device_auth(int err, const char *detail, const gw_https_response *resp,
+                           void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  gw_oidc_error oe = {0};
+  idm->login_req = NULL;
+  gw_oidc_device_auth_free(&idm->dev_auth);
+  if (err || resp->status != 200) {
+    if (!err)
+      gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+    describe(err, detail, resp, &oe, why, sizeof why);
+    login_failed(idm, OP_DEVICE, 502, why);
+    return answer_device(idm, 502);
+  }
+  if (gw_oidc_device_auth_parse(resp->body, resp->body_len, &idm->dev_auth, why, sizeof why)) {
+    login_failed(idm, OP_DEVICE, 502, why);
+    return answer_device(idm, 502);
+  }
+  idm->dev = DEV_PENDING;
+  idm->dev_error[0] = '\0';
+  idm->dev_interval_ms = (uint64_t)idm->dev_auth.interval * 1000;
+  idm->dev_deadline_ms = uv_now(idm->loop) + (uint64_t)idm->dev_auth.expires_in * 1000;
+  tn_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "device"),
+         TN_S("verification_uri", idm->dev_auth.verification_uri),
+         TN_I("expires_in_s", idm->dev_auth.expires_in), TN_I("interval_s", idm->dev_auth.interval),
+         TN_LOG_END);
+  next_poll(idm);
+  settle_state(idm);
+  answer_device(idm, 200);
+}
+
+void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
+  gw_form form = {0};
+  char why[600];
+  if (idm->login != GW_IDM_LOGIN_DEVICE) {
+    json_t *doc = json_pack("{s:s, s:s}", "status", "error", "error",
+                            "login = browser: open GET /login on the admin listener");
+    return cb(409, doc, arg);
+  }
+  if (!idm->discovered) {
+    snprintf(why, sizeof why, "the IdMS has not been reached yet: %s",
+             idm->last_error[0] ? idm->last_error : "discovery pending");
+    return cb(503, json_pack("{s:s, s:s}", "status", "error", "error", why), arg);
+  }
+  if (idm->dev == DEV_PENDING)
+    return cb(200, gw_idm_device_status(idm), arg);
+  if (idm->dev_cb || idm->login_req)
+    return cb(409, json_pack("{s:s, s:s}", "status", "error", "error",
+                             "a login is already being started"), arg);
+  gw_form_add(&form, "scope", idm->scope);
+  if (idm->acr_values && *idm->acr_values)
+    gw_form_add(&form, "acr_values", idm->acr_values);
+  char *authz = NULL;
+  const char *url = idm->ep.device_authorization;
+  int err = gw_client_auth_apply(&idm->auth, endpoint_token(idm), now_unix(), &form, &authz);
+  if (err == 0)
+    err = http(idm, "POST", url, &form, authz, on_device_auth, &idm->login_req);
+  wipe_str(&authz);
+  gw_form_free(&form);
+  if (err) {
+    json_t *doc = json_pack("{s:s, s:s}", "status", "error", "error",
+                            "cannot reach the device authorization endpoint");
+    return cb(502, doc, arg);
+  }
+  idm->dev = DEV_STARTING;
+  idm->dev_error[0] = '\0';
+  idm->dev_cb = cb;
+  idm->dev_arg = arg;
+  settle_state(idm);
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
+  memset(out, 0, sizeof *out);
+  out->state = idm->state;
+  out->subject = idm->principal.sub;
+  out->mcptt_id = idm->principal.mcptt_id;
+  out->mcdata_id = idm->principal.mcdata_id;
+  out->mcvideo_id = idm->principal.mcvideo_id;
+  out->access_token_expiry = has_access(idm) ? idm->access_expiry : 0;
+  out->refresh_ok = idm->refresh_ok;
+  out->refresh_failed = idm->refresh_failed;
+  out->refresh_invalid_grant = idm->refresh_invalid_grant;
+  out->last_error = idm->last_error[0] ? idm->last_error : NULL;
+}
+
+static int copy_config(gw_idm *idm, const gw_idm_opts *o) {
+  const gw_idm_config *c = o->cfg;
+  idm->issuer = dup_or_null(c->issuer);
+  idm->redirect_uri = dup_or_null(o->redirect_uri);
+  idm->scope = dup_or_null(c->scope ? c->scope : "openid");
+  idm->acr_values = dup_or_null(c->acr_values);
+  idm->state_dir = dup_or_null(o->state_dir);
+  idm->ov_authz = dup_or_null(c->authorization_endpoint);
+  idm->ov_token = dup_or_null(c->token_endpoint);
+  idm->ov_jwks = dup_or_null(c->jwks_uri);
+  idm->ov_device = dup_or_null(c->device_authorization_endpoint);
+  idm->login = c->login;
+  idm->refresh_before_ms = c->refresh_before_ms;
+  return idm->issuer && idm->redirect_uri && idm->scope && idm->state_dir ? 0 : -1;
+}
+
+static void idm_free(gw_idm *idm) {
+  free(idm->issuer);
+  free(idm->redirect_uri);
+  free(idm->scope);
+  free(idm->acr_values);
+  free(idm->state_dir);
+  free(idm->ov_authz);
+  free(idm->ov_token);
+  free(idm->ov_jwks);
+  free(idm->ov_device);
+  gw_client_auth_free(&idm->auth);
+  gw_https_ctx_free(idm->https);
+  gw_oidc_endpoints_free(&idm->ep);
+  gw_jwks_free(idm->jwks);
+  wipe_str(&idm->access_token);
+  wipe_str(&idm->refresh_token);
+  wipe_str(&idm->pending_nonce);
+  gw_id_token_free(&idm->principal);
+  gw_oidc_device_auth_free(&idm->dev_auth);
+  OPENSSL_cleanse(idm->pending, sizeof idm->pending);
+  free(idm);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  gw_idm *idm = h->data;
+  if (--idm->handles == 0)
+    idm_free(idm);
+}
+
+static void init_timer(gw_idm *idm, uv_timer_t *t) {
+  uv_timer_init(idm->loop, t);
+  t->data = idm;
+  idm->handles++;
+}
+
+int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err, size_t errlen) {
+  gw_idm *idm = calloc(1, sizeof *idm);
+  if (!idm || copy_config(idm, o) != 0) {
+    snprintf(err, errlen, "out of memory");
+    if (idm)
+      idm_free(idm);
+    return -1;
+  }
+  idm->loop = loop;
+  idm->on_authorized = o->on_authorized;
+  idm->cb_arg = o->arg;
+  const gw_idm_config *c = o->cfg;
+  if (gw_token_store_prepare(idm->state_dir, err, errlen) != GW_TS_OK ||
+      gw_client_auth_init(&idm->auth, c, err, errlen) != 0 ||
+      !(idm->https = gw_https_ctx_new(c->ca_file, c->tls_cert, c->tls_key, err, errlen))) {
+    idm_free(idm);
+    return -1;
+  }
+  init_timer(idm, &idm->timer);
+  init_timer(idm, &idm->expiry_timer);
+  init_timer(idm, &idm->device_timer);
+  init_timer(idm, &idm->jwks_timer);
+  load_login(idm);
+  tn_log(TN_LOG_INFO, "idm_starting", TN_S("issuer", idm->issuer),
+         TN_S("client_id", idm->auth.client_id),
+         TN_S("login", idm->login == GW_IDM_LOGIN_DEVICE ? "device" : "browser"),
+         TN_S("stored_login", idm->refresh_token ? "yes" : "no"), TN_LOG_END);
+  start_discovery(idm);
+  settle_state(idm);
+  *out = idm;
+  return 0;
+}
+
+void gw_idm_close(gw_idm *idm) {
+  if (!idm || idm->closing)
+    return;
+  idm->closing = true;
+  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
+                           &idm->login_req};
+  for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+    gw_https_cancel(*reqs[i]);
+    *reqs[i] = NULL;
+  }
+  for (int op = 0; op < 3; op++) {
+    if (idm->parked[op])
+      job_free(idm->parked[op]);
+    idm->parked[op] = NULL;
+  }
+  finish_browser(idm, 503, "The gateway is shutting down.\n");
+  if (idm->dev_cb) {
+    gw_idm_json_cb cb = idm->dev_cb;
+    idm->dev_cb = NULL;
+    cb(503, json_pack("{s:s, s:s}", "status", "error", "error", "shutting down"), idm->dev_arg);
+  }
+  uv_close((uv_handle_t *)&idm->timer, on_timer_closed);
+  uv_close((uv_handle_t *)&idm->expiry_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&idm->device_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&idm->jwks_timer, on_timer_closed);
+}

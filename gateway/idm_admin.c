@@ -1,0 +1,84 @@
+/* Identity management admin routes. See idm_admin.h. */
+#include "gateway/idm_admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The callback URL carries a code: keep it out of Referer headers. */
+#define NO_REFERRER "Referrer-Policy: no-referrer\r\n"
+
+static void handle_login(gw_admin_req *req, void *arg) {
+  const char *why = NULL;
+  char *url = gw_idm_login_url(arg, &why);
+  if (!url) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "Cannot start a login: %s\n", why);
+    return gw_admin_respond_text(req, 409, msg);
+  }
+  size_t n = strlen(url) + 32;
+  char *hdr = malloc(n + sizeof NO_REFERRER);
+  if (!hdr) {
+    free(url);
+    return gw_admin_respond_text(req, 500, "out of memory\n");
+  }
+  snprintf(hdr, n + sizeof NO_REFERRER, "Location: %s\r\n" NO_REFERRER, url);
+  const char *body = "Redirecting to the IdMS login.\n";
+  gw_admin_respond(req, 302, "text/plain; charset=utf-8", hdr, body, strlen(body));
+  free(hdr);
+  free(url);
+}
+
+static void callback_done(int status, const char *message, void *arg) {
+  gw_admin_respond(arg, status, "text/plain; charset=utf-8", NO_REFERRER, message,
+                   strlen(message));
+}
+
+static void handle_callback(gw_admin_req *req, void *arg) {
+  gw_idm_callback(arg, gw_admin_req_query(req), callback_done, req);
+}
+
+static void device_done(int status, json_t *doc, void *arg) {
+  gw_admin_respond_json(arg, status, doc);
+}
+
+static void handle_device_start(gw_admin_req *req, void *arg) {
+  gw_idm_device_start(arg, device_done, req);
+}
+
+static void handle_device_status(gw_admin_req *req, void *arg) {
+  gw_admin_respond_json(req, 200, gw_idm_device_status(arg));
+}
+
+int gw_idm_admin_register(gw_admin *a, gw_idm *idm) {
+  int err = gw_admin_route(a, "GET", "/login", handle_login, idm);
+  if (!err)
+    err = gw_admin_route(a, "GET", "/callback", handle_callback, idm);
+  if (!err)
+    err = gw_admin_route(a, "POST", "/login/device", handle_device_start, idm);
+  if (!err)
+    err = gw_admin_route(a, "GET", "/login/device", handle_device_status, idm);
+  return err;
+}
+
+static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+json_t *gw_idm_status_json(const gw_idm_view *v) {
+  json_t *ids = json_object();
+  if (v->mcptt_id)
+    json_object_set_new(ids, "mcptt_id", json_string(v->mcptt_id));
+  if (v->mcdata_id)
+    json_object_set_new(ids, "mcdata_id", json_string(v->mcdata_id));
+  if (v->mcvideo_id)
+    json_object_set_new(ids, "mcvideo_id", json_string(v->mcvideo_id));
+  int64_t left = v->access_token_expiry ? v->access_token_expiry - (int64_t)time(NULL) : 0;
+  return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:{s:I, s:I, s:I}}", "state",
+                   gw_idm_state_name(v->state), "subject", str_or_null(v->subject),
+                   "mc_service_ids", ids, "access_token_expires_in_s",
+                   (json_int_t)(left > 0 ? left : 0), "access_token_expires_at",
+                   (json_int_t)v->access_token_expiry, "last_error", str_or_null(v->last_error),
+                   "refreshes", "ok", (json_int_t)v->refresh_ok, "failed",
+                   (json_int_t)v->refresh_failed, "invalid_grant",
+                   (json_int_t)v->refresh_invalid_grant);
+}

@@ -1,0 +1,211 @@
+// The test IdMS: oidc-provider 8.x configured like an MCX IdMS (TS 33.180
+// Annex B), for mcgw's CSC-1 integration tests. Loopback only.
+//
+//   node idms.mjs CONFIG.json
+//
+// CONFIG: {cert, key, jwks (optional file of private JWKs; default: a new
+//          ES256 key), access_ttl, device_ttl, clients,
+//          authz_host ("127.0.0.2"), token_host ("127.0.0.3")}
+//
+// The authorization endpoint (with discovery, JWKS, interactions, the device
+// verification page) answers on https://authz_host:P1 - the issuer - and the
+// token and device authorization endpoints on https://token_host:P2 only:
+// separately addressed, as TS 33.180 5.1.2.1 requires. Both ports are picked
+// by the kernel (port 0) and reported on stdout.
+//
+// Login and consent use oidc-provider's devInteractions: any login name and
+// any password sign in; the account's mcptt_id/mcdata_id derive from it.
+//
+// stdout, one JSON object per line:
+//   {"event":"listening","issuer":...,"authz_port":P1,"token_port":P2}
+//   {"event":"secret","kind":"access_token|refresh_token|id_token|code|device_code|user_code","value":...}
+//     every secret it hands out, so that the tests can grep mcgw's logs for them
+//   {"event":"ack","command":...}
+// stdin commands, one per line: "stop" (close both listeners: unreachable),
+//   "start" (listen again on the same ports), "rotate" (new signing key with
+//   a new kid first; the old one stays published), "quit".
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import readline from 'node:readline';
+
+import Provider from 'oidc-provider';
+
+const conf = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const tls = { cert: fs.readFileSync(conf.cert), key: fs.readFileSync(conf.key) };
+const authzHost = conf.authz_host || '127.0.0.2';
+const tokenHost = conf.token_host || '127.0.0.3';
+
+function emit(obj) { process.stdout.write(`${JSON.stringify(obj)}\n`); }
+function secret(kind, value) { if (typeof value === 'string' && value) emit({ event: 'secret', kind, value }); }
+
+function newKey() {
+  const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: `es256-${crypto.randomBytes(6).toString('hex')}`, alg: 'ES256', use: 'sig' };
+}
+
+let keys = conf.jwks ? JSON.parse(fs.readFileSync(conf.jwks, 'utf8')).keys : [newKey()];
+
+const MC_SCOPES = ['3gpp:mc:ptt_service', '3gpp:mc:data_service', '3gpp:mc:video_service'];
+const RESOURCE = 'urn:mc:services';
+
+function mcClaims(sub) {
+  const user = String(sub).toLowerCase().replace(/[^a-z0-9.-]/g, '');
+  return {
+    mcptt_id: `sip:${user}@mcptt.mc.test`,
+    mcdata_id: `sip:${user}@mcdata.mc.test`,
+  };
+}
+
+function configuration() {
+  return {
+    clients: conf.clients,
+    jwks: { keys },
+    features: {
+      devInteractions: { enabled: true },
+      deviceFlow: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => RESOURCE,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async () => ({
+          scope: MC_SCOPES.join(' '),
+          audience: RESOURCE,
+          accessTokenTTL: conf.access_ttl || 5,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'ES256' } },
+        }),
+      },
+    },
+    // 3gpp:mc:* are resource-server scopes (granted to RESOURCE); the MC
+    // service IDs are claims of the openid scope, put into the ID token.
+    scopes: ['openid', 'offline_access'],
+    claims: { openid: ['sub', 'mcptt_id', 'mcdata_id'] },
+    conformIdTokenClaims: false,
+    acrValues: ['3gpp:acr:password'],
+    findAccount: async (ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({ sub, ...mcClaims(sub) }),
+    }),
+    extraTokenClaims: async (ctx, token) => (token.accountId ? mcClaims(token.accountId) : undefined),
+    pkce: { required: () => true, methods: ['S256'] },
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,
+    enabledJWA: { idTokenSigningAlgValues: ['ES256', 'RS256', 'PS256'] },
+    ttl: {
+      AccessToken: conf.access_ttl || 5,
+      IdToken: 300,
+      RefreshToken: 3600,
+      AuthorizationCode: 60,
+      DeviceCode: conf.device_ttl || 120,
+      Interaction: 300,
+      Session: 3600,
+      Grant: 3600,
+    },
+    cookies: { keys: ['mcgw-test-idms-cookie-key'] },
+  };
+}
+
+let authzPort = 0;
+let tokenPort = 0;
+let issuer = '';
+let provider;
+let handler;
+
+function buildProvider() {
+  const p = new Provider(issuer, configuration());
+  p.proxy = false;
+  const tokenBase = `https://${tokenHost}:${tokenPort}`;
+  p.use(async (ctx, next) => {
+    await next();
+    // Discovery names the token host for the back-channel endpoints.
+    if (ctx.path === '/.well-known/openid-configuration' && ctx.body) {
+      ctx.body.token_endpoint = `${tokenBase}/token`;
+      ctx.body.device_authorization_endpoint = `${tokenBase}/device/auth`;
+    }
+    if (ctx.path === '/token' && ctx.body && typeof ctx.body === 'object') {
+      for (const k of ['access_token', 'refresh_token', 'id_token']) secret(k, ctx.body[k]);
+    }
+    if (ctx.path === '/device/auth' && ctx.body && typeof ctx.body === 'object') {
+      secret('device_code', ctx.body.device_code);
+      secret('user_code', ctx.body.user_code);
+    }
+    const loc = ctx.response.get('location');
+    if (loc && loc.includes('code=')) {
+      try { secret('code', new URL(loc).searchParams.get('code')); } catch { /* not a URL */ }
+    }
+  });
+  return p;
+}
+
+// Paths each listener serves: the token host only the back channel.
+const TOKEN_PATHS = new Set(['/token', '/device/auth']);
+function route(isTokenHost) {
+  return (req, res) => {
+    const path = req.url.split('?')[0];
+    if (isTokenHost !== TOKEN_PATHS.has(path)) {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end(`not served on this address: ${path}\n`);
+      return;
+    }
+    handler(req, res);
+  };
+}
+
+const authzServer = https.createServer(tls, route(false));
+const tokenServer = https.createServer(tls, route(true));
+const sockets = new Set();
+for (const s of [authzServer, tokenServer]) {
+  s.on('connection', (sock) => { sockets.add(sock); sock.on('close', () => sockets.delete(sock)); });
+}
+
+function listen(server, host, port) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => { server.off('error', reject); resolve(server.address().port); });
+  });
+}
+
+async function start() {
+  authzPort = await listen(authzServer, authzHost, authzPort);
+  tokenPort = await listen(tokenServer, tokenHost, tokenPort);
+}
+
+function stop() {
+  return new Promise((resolve) => {
+    let open = 2;
+    const done = () => { open -= 1; if (open === 0) resolve(); };
+    authzServer.close(done);
+    tokenServer.close(done);
+    for (const sock of sockets) sock.destroy();
+  });
+}
+
+await start();
+issuer = `https://${authzHost}:${authzPort}`;
+provider = buildProvider();
+handler = provider.callback();
+emit({ event: 'listening', issuer, authz_port: authzPort, token_port: tokenPort });
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', async (line) => {
+  const command = line.trim();
+  try {
+    if (command === 'stop') await stop();
+    else if (command === 'start') await start();
+    else if (command === 'rotate') {
+      keys = [newKey(), ...keys];
+      provider = buildProvider();
+      handler = provider.callback();
+    } else if (command === 'quit') {
+      await stop();
+      process.exit(0);
+    } else throw new Error(`unknown command ${command}`);
+    emit({ event: 'ack', command, kid: keys[0].kid });
+  } catch (e) {
+    emit({ event: 'error', command, error: String(e) });
+  }
+});
+rl.on('close', () => process.exit(0));

@@ -1,0 +1,473 @@
+"""Helpers for mcgw's identity management (CSC-1) integration tests.
+
+- A throw-away PKI for the test IdMS (openssl CLI): a CA, a server
+  certificate for 127.0.0.2 and 127.0.0.3, a second unrelated CA, and
+  certificates for wrong host names.
+- Idms: the real oidc-provider (tests/idms/idms.mjs on node) configured like
+  an MCX IdMS, with its issued secrets collected from its stdout.
+- Browser: a cookie-keeping urllib client that plays the operator through
+  the provider's login and consent forms (oidc-provider's devInteractions).
+- Gateway: `mcgw run` with [idm], JSON logs at debug level, parsed live.
+
+Synchronisation is always a condition polled with a deadline.
+"""
+
+import html.parser
+import http.client
+import http.cookiejar
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = Path(os.environ.get("MCGW_SRC", HERE.parents[1]))
+BIN = Path(os.environ.get("MCGW_BIN", SRC / "build" / "mcgw"))
+IDMS_DIR = SRC / "tests" / "idms"
+CLIENT_ID = "mcgw-vehicle-17"
+SCOPE = "openid 3gpp:mc:ptt_service 3gpp:mc:data_service"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def wait_until(predicate, timeout=10.0, what="condition", interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def require_idms():
+    """Fails (not skips) when node or the npm packages are missing."""
+    import pytest
+    if shutil.which("node") is None:
+        pytest.fail("node is not installed (scripts/deps.sh test installs it)")
+    if not (IDMS_DIR / "node_modules" / "oidc-provider").is_dir():
+        pytest.fail(f"oidc-provider is not installed in {IDMS_DIR} (run scripts/deps.sh test)")
+
+
+# ---------------------------------------------------------------- PKI
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=60)
+
+
+def _ca(d, name, cn):
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+             "-subj", f"/CN={cn}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    return d / f"{name}.crt"
+
+
+def _leaf(d, name, san):
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={san}\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+             cwd=d)
+    return d / f"{name}.crt", d / f"{name}.key"
+
+
+class Pki:
+    def __init__(self, directory):
+        d = Path(directory)
+        self.dir = d
+        self.ca = _ca(d, "ca", "mcgw test IdMS CA")
+        self.other_ca = _ca(d, "other-ca", "an unrelated CA")
+        self.cert, self.key = _leaf(d, "idms", "IP:127.0.0.2,IP:127.0.0.3")
+        # Signed by the right CA, but for other names: host name check fails.
+        self.wrong_cert, self.wrong_key = _leaf(d, "wrong", "DNS:idms.elsewhere.test,IP:127.0.0.9")
+
+    def context(self):
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+# ---------------------------------------------------------------- the IdMS
+
+
+class Idms:
+    """oidc-provider in a node process. secrets: every token/code it issued."""
+
+    def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
+                 device_ttl=120):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        clients = clients or [native_client()]
+        conf = {"cert": str(cert or pki.cert), "key": str(key or pki.key),
+                "access_ttl": access_ttl, "device_ttl": device_ttl, "clients": clients}
+        self.conf_path = self.workdir / "idms.json"
+        self.conf_path.write_text(json.dumps(conf))
+        self.proc = None
+        self.events = queue.Queue()
+        self.secrets = set()
+        self.log = bytearray()
+        self.issuer = None
+
+    def start(self, timeout=30):
+        self.proc = subprocess.Popen(["node", str(IDMS_DIR / "idms.mjs"), str(self.conf_path)],
+                                     cwd=IDMS_DIR, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._read, daemon=True).start()
+        ev = self.next_event("listening", timeout)
+        self.issuer = ev["issuer"]
+        self.authz_port = ev["authz_port"]
+        self.token_port = ev["token_port"]
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.log += line
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "secret":
+                self.secrets.add(ev["value"])
+            else:
+                self.events.put(ev)
+        self.events.put({"event": "exited"})
+
+    def next_event(self, name, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"idms: no {name} event within {timeout}s:\n"
+                                     f"{self.log.decode('utf-8', 'replace')[-3000:]}")
+            try:
+                ev = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if ev.get("event") == "exited":
+                raise AssertionError(f"idms exited:\n{self.log.decode('utf-8', 'replace')[-3000:]}")
+            if ev.get("event") == name:
+                return ev
+            if ev.get("event") == "error":
+                raise AssertionError(f"idms command failed: {ev}")
+
+    def command(self, cmd):
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        self.proc.stdin.flush()
+        ev = self.next_event("ack")
+        assert ev["command"] == cmd, ev
+        return ev
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def native_client(**extra):
+    """The gateway's client registration: a public native app (RFC 8252:
+    loopback redirect on any port), PKCE, refresh tokens, device flow."""
+    c = {"client_id": CLIENT_ID, "application_type": "native",
+         "token_endpoint_auth_method": "none",
+         "redirect_uris": ["http://127.0.0.1/callback"],
+         "grant_types": ["authorization_code", "refresh_token",
+                         "urn:ietf:params:oauth:grant-type:device_code"],
+         "response_types": ["code"], "id_token_signed_response_alg": "ES256"}
+    c.update(extra)
+    return c
+
+
+# ---------------------------------------------------------------- the operator's browser
+
+
+class _Forms(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.forms = []
+        self._cur = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self._cur = {"action": a.get("action", ""), "method": a.get("method", "get").lower(),
+                         "id": a.get("id"), "fields": {}}
+            self.forms.append(self._cur)
+        elif tag == "input" and self._cur is not None and a.get("name"):
+            self._cur["fields"][a["name"]] = a.get("value", "")
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._cur = None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class Browser:
+    """Cookies, the test CA, redirects followed by hand (so that each hop is
+    visible), forms filled from the page."""
+
+    def __init__(self, pki):
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar),
+            urllib.request.HTTPSHandler(context=pki.context()), _NoRedirect())
+        self.visited = []
+
+    def request(self, url, data=None, max_hops=20):
+        """Follows redirects; returns (status, final url, body text)."""
+        for _ in range(max_hops):
+            self.visited.append(url)
+            body = urllib.parse.urlencode(data).encode() if data is not None else None
+            req = urllib.request.Request(url, data=body)
+            try:
+                resp = self.opener.open(req, timeout=15)
+                status, headers, text = resp.status, resp.headers, resp.read()
+            except urllib.error.HTTPError as e:
+                status, headers, text = e.code, e.headers, e.read()
+            if status in (301, 302, 303, 307, 308) and headers.get("Location"):
+                url = urllib.parse.urljoin(url, headers["Location"])
+                data = None
+                continue
+            return status, url, text.decode("utf-8", "replace")
+        raise AssertionError(f"too many redirects: {self.visited[-5:]}")
+
+    def submit(self, url, page, **values):
+        """Submits the first form of page with values filled in."""
+        p = _Forms()
+        p.feed(page)
+        assert p.forms, f"no form on {url}:\n{page[:2000]}"
+        form = p.forms[0]
+        fields = dict(form["fields"])
+        fields.update(values)
+        return self.request(urllib.parse.urljoin(url, form["action"]), fields)
+
+    def login(self, start_url, user="officer-7"):
+        """From the gateway's /login (or the IdMS's device page) through the
+        provider's login and consent; returns the final (status, url, text)."""
+        status, url, text = self.request(start_url)
+        for _ in range(6):
+            if "/interaction/" not in url:
+                return status, url, text
+            if 'name="login"' in text:
+                status, url, text = self.submit(url, text, login=user, password="any")
+            else:
+                status, url, text = self.submit(url, text)
+        return status, url, text
+
+    def device_login(self, verification_uri, user_code, user="officer-7"):
+        status, url, text = self.request(verification_uri)
+        status, url, text = self.submit(url, text, user_code=user_code)
+        status, url, text = self.submit(url, text)  # confirm
+        for _ in range(6):
+            if "/interaction/" not in url:
+                return status, url, text
+            if 'name="login"' in text:
+                status, url, text = self.submit(url, text, login=user, password="any")
+            else:
+                status, url, text = self.submit(url, text)
+        return status, url, text
+
+
+# ---------------------------------------------------------------- the gateway
+
+
+def render(sections):
+    lines = []
+    for name, keys in sections.items():
+        lines.append(f"[{name}]")
+        for k, v in keys.items():
+            if v is None:
+                continue
+            for one in v if isinstance(v, (list, tuple)) else [v]:
+                lines.append(f"{k} = {one}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Gateway:
+    def __init__(self, workdir, idm, tunnel=None, gateway=None, state_dir=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = Path(state_dir) if state_dir else self.workdir / "state"
+        self.config_path = self.workdir / "mcgw.ini"
+        sections = {
+            "gateway": {"log_level": "debug", "log_format": "json",
+                        "state_dir": str(self.state_dir), **(gateway or {})},
+            "admin": {"listen": "127.0.0.1:0"},
+            "tunnel": {"listen": "127.0.0.1:0", "allow_private": "yes", "require_tls": "no",
+                       "drain_timeout": "2s", **(tunnel or {})},
+        }
+        if idm is not None:
+            sections["idm"] = idm
+        self.config_path.write_text(render(sections))
+        self.proc = None
+        self.output = bytearray()
+        self.records = []
+        self._cond = threading.Condition()
+        self._eof = False
+
+    def start(self, timeout=20):
+        self.records = []
+        self._eof = False
+        self.proc = subprocess.Popen([str(BIN), "run", "-c", str(self.config_path)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_log(lambda r: r.get("msg") == "ready", timeout, "the ready record")
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            with self._cond:
+                self.output += line
+                if isinstance(rec, dict):
+                    self.records.append(rec)
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self._reader.join(timeout=10)
+        self.proc.stdout.close()
+        self.proc = None
+
+    @property
+    def text(self):
+        with self._cond:
+            return self.output.decode("utf-8", "replace")
+
+    def assert_no_sanitizer_report(self):
+        for marker in SANITIZER_MARKERS:
+            assert marker not in self.text, f"sanitizer report:\n{self.text[-6000:]}"
+
+    def wait_log(self, predicate, timeout=10, what="a log record", since=0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for r in self.records[since:]:
+                    if predicate(r):
+                        return r
+                if self._eof:
+                    raise AssertionError(f"mcgw exited before {what}:\n{self.text[-4000:]}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {what} within {timeout}s:\n{self.text[-4000:]}")
+                self._cond.wait(left)
+
+    def msg(self, name, timeout=10, since=0, **fields):
+        return self.wait_log(lambda r: r.get("msg") == name and
+                             all(r.get(k) == v for k, v in fields.items()),
+                             timeout, f"{name} {fields}", since)
+
+    def count(self, name):
+        with self._cond:
+            return sum(1 for r in self.records if r.get("msg") == name)
+
+    def _port(self, kind):
+        for r in self.records:
+            if r.get("msg") == "listening" and r.get("kind") == kind:
+                return int(r["addr"].rsplit(":", 1)[1])
+        raise AssertionError(f"no {kind} listener logged")
+
+    @property
+    def admin_port(self):
+        return self._port("admin")
+
+    @property
+    def proxy_port(self):
+        return self._port("proxy")
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin(self, path, method="GET"):
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=15)
+        try:
+            conn.request(method, path)
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def idm_status(self):
+        code, _, body = self.admin("/status")
+        assert code == 200, (code, body)
+        return json.loads(body)["idm"]
+
+    def wait_state(self, state, timeout=20):
+        last = {}
+
+        def check():
+            last["s"] = self.idm_status()
+            return last["s"]["state"] == state
+
+        try:
+            wait_until(check, timeout, f"idm state {state}", interval=0.1)
+        except AssertionError:
+            raise AssertionError(f"idm state is {last.get('s')} not {state}:\n{self.text[-4000:]}") \
+                from None
+        return last["s"]
+
+    def connect(self, target):
+        """CONNECT target through the proxy; returns the status code."""
+        with socket.create_connection(("127.0.0.1", self.proxy_port), timeout=10) as s:
+            s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = s.recv(4096)
+                if not data:
+                    break
+                head += data
+            return int(head.split(b" ", 2)[1])
+
+
+def idm_section(idms, pki, **overrides):
+    sect = {"issuer": idms.issuer, "client_id": CLIENT_ID, "client_auth": "none",
+            "scope": SCOPE, "acr_values": "3gpp:acr:password", "ca_file": str(pki.ca),
+            "refresh_before": "2s", "login": "browser"}
+    sect.update(overrides)
+    return sect
+
+
+def assert_no_secrets(gateway, idms, extra=()):
+    """Every secret the IdMS issued (and extra ones) is absent from the log."""
+    text = gateway.text
+    secrets = set(idms.secrets) | set(extra)
+    leaked = [s for s in secrets if len(s) >= 8 and s in text]
+    assert not leaked, f"{len(leaked)} secret(s) found in mcgw's log"
+    return len(secrets)
