@@ -5,6 +5,7 @@
 
 #include "gateway/config.h"
 #include "gateway/daemon.h"
+#include "gateway/login_cli.h"
 
 #define DEFAULT_CONFIG "/etc/mcgw/mcgw.ini"
 
@@ -16,6 +17,9 @@ static void usage(FILE *out) {
           "  mcgw run   [-c FILE]   run in the foreground; logs go to stderr\n"
           "  mcgw check [-c FILE]   validate the configuration; prints every error as\n"
           "                         FILE:LINE: message and exits 1, or exits 0\n"
+          "  mcgw login [-c FILE] [--admin HOST:PORT]\n"
+          "                         log the running gateway in to the IdMS ([idm] login =\n"
+          "                         device: prints the URI and code, waits until done)\n"
           "  mcgw --version | --help\n"
           "\n"
           "Options:\n"
@@ -49,6 +53,14 @@ static int cmd_check(const char *path) {
   return err ? 1 : 0;
 }
 
+static int cmd_login(const char *path, const char *admin) {
+  gw_config cfg;
+  int err = load(path, &cfg);
+  int rc = err ? 1 : gw_login_cli(&cfg, admin, stdout);
+  gw_config_free(&cfg);
+  return rc;
+}
+
 static int cmd_run(const char *path) {
   gw_config cfg;
   if (load(path, &cfg) != 0) {
@@ -66,6 +78,7 @@ int main(int argc, char **argv) {
       {NULL, 0, NULL, 0},
   };
   const char *config = DEFAULT_CONFIG;
+  const char *admin = NULL;
   int opt;
   while ((opt = getopt_long(argc, argv, "+c:hV", longopts, NULL)) != -1) {
     switch (opt) {
@@ -86,6 +99,8 @@ int main(int argc, char **argv) {
       config = argv[++i];
     } else if (strncmp(argv[i], "--config=", 9) == 0) {
       config = argv[i] + 9;
+    } else if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc && strcmp(cmd, "login") == 0) {
+      admin = argv[++i];
     } else {
       fprintf(stderr, "mcgw: unexpected argument '%s' (try mcgw --help)\n", argv[i]);
       return 2;
@@ -95,6 +110,8 @@ int main(int argc, char **argv) {
     return cmd_run(config);
   if (strcmp(cmd, "check") == 0)
     return cmd_check(config);
+  if (strcmp(cmd, "login") == 0)
+    return cmd_login(config, admin);
   fprintf(stderr, "mcgw: unknown command '%s' (try mcgw --help)\n", cmd);
   return 2;
 }

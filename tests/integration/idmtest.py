@@ -471,3 +471,58 @@ def assert_no_secrets(gateway, idms, extra=()):
     leaked = [s for s in secrets if len(s) >= 8 and s in text]
     assert not leaked, f"{len(leaked)} secret(s) found in mcgw's log"
     return len(secrets)
+
+
+# ---------------------------------------------------------------- pytest fixtures
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed")
+    return Pki(tmp_path_factory.mktemp("idms-pki"))
+
+
+@pytest.fixture
+def env(tmp_path, pki):
+    """env.idms(**kw) / env.gateway(idm_overrides, **kw) / env.browser(); at
+    teardown every gateway and IdMS stop, and each gateway's whole log is
+    checked for every secret the IdMS issued and for sanitizer reports."""
+    class Env:
+        def __init__(self):
+            self.pki = pki
+            self.idmses = []
+            self.gateways = []
+            self.extra_secrets = set()
+
+        def idms(self, **kw):
+            i = Idms(tmp_path / f"idms{len(self.idmses)}", pki, **kw).start()
+            self.idmses.append(i)
+            return i
+
+        def gateway(self, idms, tunnel=None, idm=None, state_dir=None, start=True):
+            g = Gateway(tmp_path / f"gw{len(self.gateways)}",
+                        idm_section(idms, pki, **(idm or {})), tunnel=tunnel,
+                        state_dir=state_dir)
+            self.gateways.append(g)
+            return g.start() if start else g
+
+        def browser(self):
+            return Browser(pki)
+
+    e = Env()
+    yield e
+    for g in e.gateways:
+        g.stop()
+    for i in e.idmses:
+        i.close()
+    for g in e.gateways:
+        g.assert_no_sanitizer_report()
+        for i in e.idmses:
+            assert_no_secrets(g, i, e.extra_secrets)
+
+
+def read_state(gateway):
+    return json.loads((gateway.state_dir / "idm-login.json").read_text())
