@@ -129,6 +129,10 @@ function buildProvider() {
       for (const k of ['access_token', 'refresh_token', 'id_token']) secret(k, ctx.body[k]);
     }
     if (ctx.path === '/device/auth' && ctx.body && typeof ctx.body === 'object') {
+      // The user-facing verification page lives on the authorization host.
+      for (const k of ['verification_uri', 'verification_uri_complete']) {
+        if (ctx.body[k]) ctx.body[k] = ctx.body[k].replace(tokenBase, issuer);
+      }
       secret('device_code', ctx.body.device_code);
       secret('user_code', ctx.body.user_code);
     }
