@@ -12,6 +12,12 @@ test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
 
 want=("${build_pkgs[@]}")
 [ "${1:-}" = test ] && want+=("${test_pkgs[@]}")
+# The test IdMS runs on node with npm packages. Checked by command, not by
+# package: a node from another source (with its own npm) is fine too.
+if [ "${1:-}" = test ]; then
+  command -v node >/dev/null 2>&1 || want+=(nodejs)
+  command -v npm >/dev/null 2>&1 || want+=(npm)
+fi
 
 missing=()
 for p in "${want[@]}"; do
@@ -28,10 +34,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm packages the tests need (the test IdMS), from the committed lockfile.
+# npm packages the tests need (the test IdMS), from the committed lockfile;
+# again whenever the lockfile is newer than the last install (npm ci records
+# that install in node_modules/.package-lock.json).
 if [ "${1:-}" = test ]; then
   for dir in tests/idms; do
-    if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
+    if [ -f "$dir/package-lock.json" ] &&
+      { [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+        [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; }; then
       echo "deps: npm ci in $dir"
       (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     fi
