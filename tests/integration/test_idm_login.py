@@ -61,9 +61,10 @@ def test_browser_login_full_flow(env):
     assert rec["mcptt_id"] == "sip:officer-7@mcptt.mc.test"
 
     # The IdMS behaves like an MCX IdMS: a JWT access token with the IDs.
-    access = [s for s in idms.secrets if s.count(".") == 2 and "mcptt_id" in jwt_claims(s)]
-    assert access, "no JWT access token with mcptt_id issued"
-    assert jwt_claims(access[0])["client_id"] == CLIENT_ID
+    access = [s for s in idms.secrets if s.count(".") == 2 and
+              jwt_claims(s).get("client_id") == CLIENT_ID and "mcptt_id" in jwt_claims(s)]
+    assert access, "no JWT access token with client_id and mcptt_id issued"
+    assert "3gpp:mc:ptt_service" in jwt_claims(access[0])["scope"]
 
     # The state dir and file: 0700 / 0600, no access token stored.
     assert stat.S_IMODE(os.stat(gw.state_dir).st_mode) == 0o700
