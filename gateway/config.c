@@ -208,6 +208,8 @@ static bool contains_word(const char *name, const char *word) {
 /* Keys whose values must never be echoed. */
 static bool is_secret_key(const char *name) {
   static const char *const words[] = {"secret", "token", "password"};
+  if (strstr(name, "_endpoint")) /* token_endpoint is a URL, not a token */
+    return false;
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
     if (contains_word(name, words[i]))
       return true;
