@@ -58,9 +58,19 @@ function mcClaims(sub) {
   };
 }
 
+// A client may name its public key as a PEM file (key_pem) for
+// private_key_jwt; oidc-provider wants it as a JWKS.
+function clients() {
+  return conf.clients.map(({ key_pem: pem, ...c }) => {
+    if (!pem) return c;
+    const jwk = crypto.createPublicKey(fs.readFileSync(pem)).export({ format: 'jwk' });
+    return { ...c, jwks: { keys: [jwk] } };
+  });
+}
+
 function configuration() {
   return {
-    clients: conf.clients,
+    clients: clients(),
     jwks: { keys },
     features: {
       devInteractions: { enabled: true },
