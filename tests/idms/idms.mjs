@@ -18,8 +18,9 @@
 //
 // stdout, one JSON object per line:
 //   {"event":"listening","issuer":...,"authz_port":P1,"token_port":P2}
-//   {"event":"secret","kind":"access_token|refresh_token|id_token|code|device_code|user_code","value":...}
-//     every secret it hands out, so that the tests can grep mcgw's logs for them
+//   {"event":"secret","kind":"access_token|refresh_token|id_token|code|device_code|user_code|
+//     code_verifier|state|nonce|client_assertion|client_secret","value":...}
+//     every secret it hands out or receives, so that the tests can grep mcgw's logs for them
 //   {"event":"ack","command":...}
 // stdin commands, one per line: "stop" (close both listeners: unreachable),
 //   "start" (listen again on the same ports), "rotate" (new signing key with
@@ -130,6 +131,13 @@ function buildProvider() {
   const tokenBase = `https://${tokenHost}:${tokenPort}`;
   p.use(async (ctx, next) => {
     await next();
+    // What the client sent that only it and the IdMS may know.
+    const params = ctx.oidc?.params;
+    if (params) {
+      for (const k of ['code_verifier', 'state', 'nonce', 'client_assertion', 'client_secret']) {
+        secret(k, params[k]);
+      }
+    }
     // Discovery names the token host for the back-channel endpoints.
     if (ctx.path === '/.well-known/openid-configuration' && ctx.body) {
       ctx.body.token_endpoint = `${tokenBase}/token`;

@@ -118,6 +118,7 @@ class Idms:
         self.proc = None
         self.events = queue.Queue()
         self.secrets = set()
+        self.secret_kinds = set()  # (kind, value)
         self.log = bytearray()
         self.issuer = None
 
@@ -141,6 +142,7 @@ class Idms:
                 continue
             if ev.get("event") == "secret":
                 self.secrets.add(ev["value"])
+                self.secret_kinds.add((ev["kind"], ev["value"]))
             else:
                 self.events.put(ev)
         self.events.put({"event": "exited"})
@@ -162,6 +164,10 @@ class Idms:
                 return ev
             if ev.get("event") == "error":
                 raise AssertionError(f"idms command failed: {ev}")
+
+    @property
+    def kinds(self):
+        return {k for k, _ in self.secret_kinds}
 
     def command(self, cmd):
         self.proc.stdin.write(cmd.encode() + b"\n")

@@ -144,3 +144,22 @@ def test_allow_when_authorized_before_and_after_login(env, tmp_path):
     gw.wait_state("authorized")
     assert gw.connect(f"127.0.0.1:{port}") == 200
     up.close()
+
+
+def test_no_secrets_in_debug_logs(env):
+    """Login and refreshes at log_level = debug: not one token, code,
+    verifier, state or nonce in the log (the env teardown checks every other
+    test's logs the same way)."""
+    idms = env.idms(access_ttl=4)
+    gw = env.gateway(idms, idm={"refresh_before": "2s"})
+    gw.msg("idm_discovered", timeout=20)
+    env.browser().login(gw.admin_url + "/login")
+    wait_until(lambda: gw.idm_status()["refreshes"]["ok"] >= 2, 20, "two refreshes")
+    kinds = {"access_token", "refresh_token", "id_token", "code", "code_verifier", "state", "nonce"}
+    assert kinds <= idms.kinds, idms.kinds
+    assert gw.records and all(r["level"] in ("debug", "info", "warn", "error") for r in gw.records)
+    assert any(r["level"] == "debug" for r in gw.records)
+    text = gw.text
+    leaked = {kind for kind, value in idms.secret_kinds if value in text}
+    assert not leaked, f"secrets in mcgw's log: {sorted(leaked)}"
+    assert len(idms.secrets) >= 10
