@@ -48,8 +48,10 @@ static int read_key(const char *path, EVP_PKEY **out, char *err, size_t errlen) 
   bool ok = k && ((EVP_PKEY_is_a(k, "EC") && EVP_PKEY_get_bits(k) == 256) ||
                   (EVP_PKEY_is_a(k, "RSA") && EVP_PKEY_get_bits(k) >= 2048));
   if (!ok) {
-    snprintf(err, errlen, "client_key %s must be a PEM EC P-256 or RSA (2048 bits or more) "
-                          "private key", path);
+    snprintf(err, errlen,
+             "client_key %s must be a PEM EC P-256 or RSA (2048 bits or more) "
+             "private key",
+             path);
     EVP_PKEY_free(k);
     return -1;
   }
@@ -172,9 +174,7 @@ int gw_client_auth_apply(const gw_client_auth *a, const char *audience, int64_t 
                          char **authorization) {
   *authorization = NULL;
   switch (a->method) {
-  case GW_IDM_AUTH_NONE:
-    gw_form_add(f, "client_id", a->client_id);
-    break;
+  case GW_IDM_AUTH_NONE: gw_form_add(f, "client_id", a->client_id); break;
   case GW_IDM_AUTH_SECRET_BASIC:
     if (!(*authorization = basic_header(a)))
       return -1;

@@ -360,8 +360,9 @@ static void on_eof(gw_https_req *r) {
   if (r->complete)
     finish(r, GW_HTTPS_OK, NULL);
   else
-    finish(r, GW_HTTPS_EPROTO, e == HPE_OK ? "connection closed before the response was complete"
-                                           : llhttp_errno_name(e));
+    finish(r, GW_HTTPS_EPROTO,
+           e == HPE_OK ? "connection closed before the response was complete"
+                       : llhttp_errno_name(e));
 }
 
 /* ---- TLS pump ------------------------------------------------------------ */
@@ -567,7 +568,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
 static int build_request(gw_https_req *r, const gw_https_request_opts *o) {
   char host[GW_URL_HOST_MAX + 16];
   int n = r->url.host_is_v6 ? snprintf(host, sizeof host, "[%s]", r->url.host)
-                             : snprintf(host, sizeof host, "%s", r->url.host);
+                            : snprintf(host, sizeof host, "%s", r->url.host);
   if (r->url.port != 443)
     snprintf(host + n, sizeof host - (size_t)n, ":%u", r->url.port);
   size_t cap = strlen(r->url.target) + strlen(host) + o->body_len + 512 +
@@ -580,13 +581,11 @@ static int build_request(gw_https_req *r, const gw_https_request_opts *o) {
                      "\r\nAccept: application/json\r\nConnection: close\r\n",
                      o->method, r->url.target, host);
   if (o->authorization)
-    len += snprintf(r->request + len, cap - (size_t)len, "Authorization: %s\r\n",
-                    o->authorization);
+    len += snprintf(r->request + len, cap - (size_t)len, "Authorization: %s\r\n", o->authorization);
   if (o->body)
-    len += snprintf(r->request + len, cap - (size_t)len,
-                    "Content-Type: %s\r\nContent-Length: %zu\r\n",
-                    o->content_type ? o->content_type : "application/x-www-form-urlencoded",
-                    o->body_len);
+    len += snprintf(
+        r->request + len, cap - (size_t)len, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+        o->content_type ? o->content_type : "application/x-www-form-urlencoded", o->body_len);
   len += snprintf(r->request + len, cap - (size_t)len, "\r\n");
   if (o->body) {
     memcpy(r->request + len, o->body, o->body_len);
@@ -631,7 +630,8 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
   r->handles = 1;
   char port[8];
   snprintf(port, sizeof port, "%u", r->url.port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
                            .ai_flags = r->url.host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
   r->gai.data = r;
   int err = uv_getaddrinfo(loop, &r->gai, on_resolved, r->url.host, port, &hints);

@@ -24,14 +24,14 @@ typedef struct gw_https_req gw_https_req;
 
 enum {
   GW_HTTPS_OK = 0,
-  GW_HTTPS_EURL = -1,      /* not an https URL */
-  GW_HTTPS_ERESOLVE = -2,  /* name resolution failed */
-  GW_HTTPS_ECONNECT = -3,  /* every address refused or failed */
-  GW_HTTPS_ECERT = -4,     /* certificate verification failed (CA, host name, dates) */
-  GW_HTTPS_ETLS = -5,      /* other TLS failure */
-  GW_HTTPS_ETIMEOUT = -6,  /* the deadline passed */
-  GW_HTTPS_EPROTO = -7,    /* malformed or truncated HTTP response */
-  GW_HTTPS_ETOOBIG = -8,   /* response body or head over the cap */
+  GW_HTTPS_EURL = -1,     /* not an https URL */
+  GW_HTTPS_ERESOLVE = -2, /* name resolution failed */
+  GW_HTTPS_ECONNECT = -3, /* every address refused or failed */
+  GW_HTTPS_ECERT = -4,    /* certificate verification failed (CA, host name, dates) */
+  GW_HTTPS_ETLS = -5,     /* other TLS failure */
+  GW_HTTPS_ETIMEOUT = -6, /* the deadline passed */
+  GW_HTTPS_EPROTO = -7,   /* malformed or truncated HTTP response */
+  GW_HTTPS_ETOOBIG = -8,  /* response body or head over the cap */
   GW_HTTPS_ENOMEM = -9
 };
 
@@ -47,24 +47,23 @@ void gw_https_ctx_free(gw_https_ctx *c);
 
 typedef struct gw_https_response {
   int status;
-  const char *body;          /* NUL-terminated for convenience; may hold NULs */
+  const char *body; /* NUL-terminated for convenience; may hold NULs */
   size_t body_len;
-  const char *content_type;  /* or NULL */
-  int64_t retry_after_s;     /* Retry-After in seconds from now, or -1 */
-  int64_t date;              /* Date header as unix time, or 0 */
+  const char *content_type; /* or NULL */
+  int64_t retry_after_s;    /* Retry-After in seconds from now, or -1 */
+  int64_t date;             /* Date header as unix time, or 0 */
 } gw_https_response;
 
 /* err: GW_HTTPS_OK (then resp is set, any status) or an error (resp NULL).
  * detail: what went wrong for humans (e.g. the X.509 verification error and
  * the host), never request or response contents. After the callback the
  * request is gone: clear any pointer to it there. */
-typedef void (*gw_https_cb)(int err, const char *detail, const gw_https_response *resp,
-                            void *arg);
+typedef void (*gw_https_cb)(int err, const char *detail, const gw_https_response *resp, void *arg);
 
 typedef struct gw_https_request_opts {
-  const char *method;        /* "GET" or "POST" */
-  const char *url;           /* https://host[:port]/path?query */
-  const char *content_type;  /* for a body, or NULL */
+  const char *method;       /* "GET" or "POST" */
+  const char *url;          /* https://host[:port]/path?query */
+  const char *content_type; /* for a body, or NULL */
   const char *body;
   size_t body_len;
   const char *authorization; /* Authorization header value, or NULL */

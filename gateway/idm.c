@@ -34,8 +34,8 @@
 #define IDM_RETRY_AFTER_MAX_S 600
 #define IDM_HTTP_TIMEOUT_MS 10000
 #define IDM_LEEWAY_S 30
-#define IDM_SLOW_DOWN_MS 5000            /* RFC 8628 3.5 */
-#define IDM_TOKEN_LEN 43                 /* state, nonce, verifier: 32 random bytes */
+#define IDM_SLOW_DOWN_MS 5000 /* RFC 8628 3.5 */
+#define IDM_TOKEN_LEN 43      /* state, nonce, verifier: 32 random bytes */
 
 typedef enum { OP_REFRESH = 0, OP_CODE, OP_DEVICE } token_op;
 
@@ -55,8 +55,15 @@ typedef struct token_job {
   bool jwks_refetched;
 } token_job;
 
-typedef enum { DEV_NONE = 0, DEV_STARTING, DEV_PENDING, DEV_AUTHORIZED, DEV_EXPIRED, DEV_DENIED,
-               DEV_ERROR } dev_status;
+typedef enum {
+  DEV_NONE = 0,
+  DEV_STARTING,
+  DEV_PENDING,
+  DEV_AUTHORIZED,
+  DEV_EXPIRED,
+  DEV_DENIED,
+  DEV_ERROR
+} dev_status;
 static const char *const dev_status_names[] = {"none",    "starting", "pending", "authorized",
                                                "expired", "denied",   "error"};
 
@@ -85,7 +92,7 @@ struct gw_idm {
   char *access_token;
   int64_t access_expiry; /* unix seconds */
   char *refresh_token;
-  gw_id_token principal; /* iss, sub, aud, MC service IDs; sub NULL when none */
+  gw_id_token principal;    /* iss, sub, aud, MC service IDs; sub NULL when none */
   unsigned refresh_attempt; /* > 0: retrying after a failure */
   bool authorized;          /* as last told to on_authorized */
   /* status */
@@ -94,9 +101,9 @@ struct gw_idm {
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
   /* browser logins */
   pending_login pending[IDM_MAX_PENDING];
-  gw_idm_done_cb done_cb;  /* the operator's /callback request, waiting */
+  gw_idm_done_cb done_cb; /* the operator's /callback request, waiting */
   void *done_arg;
-  char *pending_nonce;     /* the nonce of the code being exchanged */
+  char *pending_nonce; /* the nonce of the code being exchanged */
   /* device login */
   dev_status dev;
   gw_oidc_device_auth dev_auth;
@@ -192,10 +199,14 @@ static uint64_t backoff_ms(unsigned attempt, int64_t retry_after_s) {
 
 static void save_login(gw_idm *idm) {
   char err[512];
-  gw_stored_login l = {.issuer = idm->issuer, .client_id = idm->auth.client_id,
-                       .refresh_token = idm->refresh_token, .subject = idm->principal.sub,
-                       .aud = idm->principal.aud, .n_aud = idm->principal.n_aud,
-                       .mcptt_id = idm->principal.mcptt_id, .mcdata_id = idm->principal.mcdata_id,
+  gw_stored_login l = {.issuer = idm->issuer,
+                       .client_id = idm->auth.client_id,
+                       .refresh_token = idm->refresh_token,
+                       .subject = idm->principal.sub,
+                       .aud = idm->principal.aud,
+                       .n_aud = idm->principal.n_aud,
+                       .mcptt_id = idm->principal.mcptt_id,
+                       .mcdata_id = idm->principal.mcdata_id,
                        .mcvideo_id = idm->principal.mcvideo_id};
   if (gw_token_store_save(idm->state_dir, &l, err, sizeof err) != GW_TS_OK) {
     set_error(idm, "cannot save the login in state_dir: %s", err);
@@ -242,7 +253,9 @@ static void load_login(gw_idm *idm) {
 
 static int http(gw_idm *idm, const char *method, const char *url, gw_form *form,
                 const char *authorization, gw_https_cb cb, gw_https_req **slot) {
-  gw_https_request_opts o = {.method = method, .url = url, .timeout_ms = IDM_HTTP_TIMEOUT_MS,
+  gw_https_request_opts o = {.method = method,
+                             .url = url,
+                             .timeout_ms = IDM_HTTP_TIMEOUT_MS,
                              .authorization = authorization};
   if (form) {
     o.body = form->buf ? form->buf : "";
@@ -345,8 +358,8 @@ static void on_discovery(int err, const char *detail, const gw_https_response *r
     return discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
   }
   gw_oidc_endpoints_free(&idm->ep);
-  if (gw_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why,
-                              sizeof why) != 0)
+  if (gw_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why, sizeof why) !=
+      0)
     return discovery_failed(idm, why, -1);
   const char *missing = apply_overrides(idm);
   if (missing)
@@ -408,8 +421,8 @@ static void on_jwks(int err, const char *detail, const gw_https_response *resp, 
            TN_U("keys", gw_jwks_count(k)), TN_LOG_END);
   } else {
     set_error(idm, "JWKS fetch failed: %s", why);
-    tn_log(TN_LOG_ERROR, "idm_jwks_failed", TN_S("jwks_uri", idm->ep.jwks_uri),
-           TN_S("error", why), TN_LOG_END);
+    tn_log(TN_LOG_ERROR, "idm_jwks_failed", TN_S("jwks_uri", idm->ep.jwks_uri), TN_S("error", why),
+           TN_LOG_END);
   }
   resume_parked(idm);
 }
@@ -628,8 +641,10 @@ static void login_succeeded(gw_idm *idm, token_op op) {
 /* ---- token jobs ---------------------------------------------------------- */
 
 static int validate(gw_idm *idm, token_job *job, gw_id_token *id, char *why, size_t whylen) {
-  gw_jwt_expect e = {.issuer = idm->issuer, .client_id = idm->auth.client_id,
-                     .nonce = job->nonce[0] ? job->nonce : NULL, .now = now_unix(),
+  gw_jwt_expect e = {.issuer = idm->issuer,
+                     .client_id = idm->auth.client_id,
+                     .nonce = job->nonce[0] ? job->nonce : NULL,
+                     .now = now_unix(),
                      .leeway_s = IDM_LEEWAY_S};
   const char *t = job->tokens.id_token;
   return gw_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
@@ -674,8 +689,7 @@ static void process_job(gw_idm *idm, token_job *job) {
     if (job->op == OP_REFRESH && idm->principal.sub &&
         !gw_id_token_same_principal(&idm->principal, &id)) {
       gw_id_token_free(&id);
-      return job_failed(idm, job, GW_JWT_ECLAIMS,
-                        "the refreshed ID token changed iss, sub or aud");
+      return job_failed(idm, job, GW_JWT_ECLAIMS, "the refreshed ID token changed iss, sub or aud");
     }
   }
   token_op op = job->op;
@@ -767,9 +781,10 @@ char *gw_idm_login_url(gw_idm *idm, const char **why) {
     return *why = "no randomness", NULL;
   p->used = true;
   p->created_ms = uv_now(idm->loop);
-  size_t cap = strlen(idm->ep.authorization) + 3 * (strlen(idm->auth.client_id) +
-               strlen(idm->redirect_uri) + strlen(idm->scope) +
-               (idm->acr_values ? strlen(idm->acr_values) : 0)) + 512;
+  size_t cap = strlen(idm->ep.authorization) +
+               3 * (strlen(idm->auth.client_id) + strlen(idm->redirect_uri) + strlen(idm->scope) +
+                    (idm->acr_values ? strlen(idm->acr_values) : 0)) +
+               512;
   char *url = malloc(cap);
   if (!url)
     return *why = "out of memory", NULL;
@@ -845,14 +860,12 @@ static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb,
   set_error(idm, "login refused by the IdMS: %s%s%s", err, desc[0] ? ": " : "", desc);
   tn_log(TN_LOG_WARN, "idm_login_failed", TN_S("via", "browser"), TN_S("error", err),
          TN_S("description", desc), TN_LOG_END);
-  snprintf(msg, sizeof msg, "The IdMS refused the login: %s%s%s\n", err, desc[0] ? ": " : "",
-           desc);
+  snprintf(msg, sizeof msg, "The IdMS refused the login: %s%s%s\n", err, desc[0] ? ": " : "", desc);
   cb(403, msg, arg);
   settle_state(idm);
 }
 
-static void on_code_exchange(int err, const char *detail, const gw_https_response *resp,
-                             void *arg);
+static void on_code_exchange(int err, const char *detail, const gw_https_response *resp, void *arg);
 
 static void exchange_code(gw_idm *idm, const callback_params *c, pending_login *p) {
   gw_form form = {0};
@@ -976,8 +989,7 @@ static void next_poll(gw_idm *idm) {
   uv_timer_start(&idm->device_timer, on_device_timer, idm->dev_interval_ms, 0);
 }
 
-static void on_device_token(int err, const char *detail, const gw_https_response *resp,
-                            void *arg) {
+static void on_device_token(int err, const char *detail, const gw_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
   gw_oidc_error oe = {0};
@@ -1023,8 +1035,7 @@ static void device_poll(gw_idm *idm) {
     next_poll(idm);
 }
 
-static void on_device_auth(int err, const char *detail, const gw_https_response *resp,
-                           void *arg) {
+static void on_device_auth(int err, const char *detail, const gw_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
   gw_oidc_error oe = {0};
@@ -1070,8 +1081,10 @@ void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   if (idm->dev == DEV_PENDING)
     return cb(200, gw_idm_device_status(idm), arg);
   if (idm->dev_cb || idm->login_req)
-    return cb(409, json_pack("{s:s, s:s}", "status", "error", "error",
-                             "a login is already being started"), arg);
+    return cb(
+        409,
+        json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
+        arg);
   gw_form_add(&form, "scope", idm->scope);
   if (idm->acr_values && *idm->acr_values)
     gw_form_add(&form, "acr_values", idm->acr_values);
@@ -1198,8 +1211,7 @@ void gw_idm_close(gw_idm *idm) {
   if (!idm || idm->closing)
     return;
   idm->closing = true;
-  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
-                           &idm->login_req};
+  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req, &idm->login_req};
   for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
     gw_https_cancel(*reqs[i]);
     *reqs[i] = NULL;

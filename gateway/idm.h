@@ -30,9 +30,9 @@ typedef struct gw_idm gw_idm;
 typedef void (*gw_idm_authorized_cb)(bool authorized, void *arg);
 
 typedef struct gw_idm_opts {
-  const gw_idm_config *cfg;     /* copied */
-  const char *state_dir;        /* copied */
-  const char *redirect_uri;     /* the effective redirect URI; copied */
+  const gw_idm_config *cfg; /* copied */
+  const char *state_dir;    /* copied */
+  const char *redirect_uri; /* the effective redirect URI; copied */
   gw_idm_authorized_cb on_authorized;
   void *arg;
 } gw_idm_opts;

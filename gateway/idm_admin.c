@@ -31,8 +31,7 @@ static void handle_login(gw_admin_req *req, void *arg) {
 }
 
 static void callback_done(int status, const char *message, void *arg) {
-  gw_admin_respond(arg, status, "text/plain; charset=utf-8", NO_REFERRER, message,
-                   strlen(message));
+  gw_admin_respond(arg, status, "text/plain; charset=utf-8", NO_REFERRER, message, strlen(message));
 }
 
 static void handle_callback(gw_admin_req *req, void *arg) {
@@ -73,12 +72,11 @@ json_t *gw_idm_status_json(const gw_idm_view *v) {
   if (v->mcvideo_id)
     json_object_set_new(ids, "mcvideo_id", json_string(v->mcvideo_id));
   int64_t left = v->access_token_expiry ? v->access_token_expiry - (int64_t)time(NULL) : 0;
-  return json_pack("{s:s, s:o, s:o, s:I, s:I, s:o, s:{s:I, s:I, s:I}}", "state",
-                   gw_idm_state_name(v->state), "subject", str_or_null(v->subject),
-                   "mc_service_ids", ids, "access_token_expires_in_s",
-                   (json_int_t)(left > 0 ? left : 0), "access_token_expires_at",
-                   (json_int_t)v->access_token_expiry, "last_error", str_or_null(v->last_error),
-                   "refreshes", "ok", (json_int_t)v->refresh_ok, "failed",
-                   (json_int_t)v->refresh_failed, "invalid_grant",
-                   (json_int_t)v->refresh_invalid_grant);
+  return json_pack(
+      "{s:s, s:o, s:o, s:I, s:I, s:o, s:{s:I, s:I, s:I}}", "state", gw_idm_state_name(v->state),
+      "subject", str_or_null(v->subject), "mc_service_ids", ids, "access_token_expires_in_s",
+      (json_int_t)(left > 0 ? left : 0), "access_token_expires_at",
+      (json_int_t)v->access_token_expiry, "last_error", str_or_null(v->last_error), "refreshes",
+      "ok", (json_int_t)v->refresh_ok, "failed", (json_int_t)v->refresh_failed, "invalid_grant",
+      (json_int_t)v->refresh_invalid_grant);
 }

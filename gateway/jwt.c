@@ -116,8 +116,8 @@ static bool import_key(json_t *jk, jwks_key *out) {
   cjose_err err;
   json_t *use = json_object_get(jk, "use");
   json_t *kty = json_object_get(jk, "kty");
-  if (!json_is_string(kty) || (use && (!json_is_string(use) ||
-                                       strcmp(json_string_value(use), "sig") != 0)))
+  if (!json_is_string(kty) ||
+      (use && (!json_is_string(use) || strcmp(json_string_value(use), "sig") != 0)))
     return false;
   const char *t = json_string_value(kty);
   if (strcmp(t, "RSA") != 0 && strcmp(t, "EC") != 0)
@@ -213,8 +213,8 @@ static int check_header(json_t *hdr, header_info *hi, char *why, size_t whylen) 
 
 /* Verifies with the key named by kid, or, without a kid, with any key that
  * fits the alg. */
-static int verify_signature(const char *jwt, size_t len, const gw_jwks *keys,
-                            const header_info *hi, char *why, size_t whylen) {
+static int verify_signature(const char *jwt, size_t len, const gw_jwks *keys, const header_info *hi,
+                            char *why, size_t whylen) {
   cjose_err err;
   cjose_jws_t *jws = cjose_jws_import(jwt, len, &err);
   if (!jws)
@@ -227,7 +227,8 @@ static int verify_signature(const char *jwt, size_t len, const gw_jwks *keys,
     if (!key_fits(k, hi->alg)) {
       if (hi->kid) {
         cjose_jws_release(jws);
-        return fail(GW_JWT_EALG, why, whylen, "the key named by kid is not a %s key", alg_names[hi->alg]);
+        return fail(GW_JWT_EALG, why, whylen, "the key named by kid is not a %s key",
+                    alg_names[hi->alg]);
       }
       continue;
     }
@@ -311,7 +312,8 @@ static int check_times(json_t *claims, const gw_jwt_expect *e, gw_id_token *t, c
   if (!get_time(claims, "iat", &t->iat))
     return fail(GW_JWT_ECLAIMS, why, whylen, "iat missing or not a number");
   if (e->now > t->exp + leeway)
-    return fail(GW_JWT_ECLAIMS, why, whylen, "expired %lld s ago (leeway %lld s; is the clock right?)",
+    return fail(GW_JWT_ECLAIMS, why, whylen,
+                "expired %lld s ago (leeway %lld s; is the clock right?)",
                 (long long)(e->now - t->exp), (long long)leeway);
   if (t->iat > e->now + leeway)
     return fail(GW_JWT_ECLAIMS, why, whylen, "issued %lld s in the future (is the clock right?)",

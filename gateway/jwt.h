@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GW_JWT_MAX_LEN 16384     /* longer compact JWTs are refused */
-#define GW_JWT_MAX_LEEWAY_S 30   /* Annex B: clock-skew leeway at most 30 s */
+#define GW_JWT_MAX_LEN 16384   /* longer compact JWTs are refused */
+#define GW_JWT_MAX_LEEWAY_S 30 /* Annex B: clock-skew leeway at most 30 s */
 
 /* Results of gw_jwt_validate. */
 enum {
@@ -39,22 +39,22 @@ size_t gw_jwks_count(const gw_jwks *k);
 void gw_jwks_free(gw_jwks *k);
 
 typedef struct gw_jwt_expect {
-  const char *issuer;     /* exact match */
-  const char *client_id;  /* must be in aud; azp must equal it */
-  const char *nonce;      /* sent in the request, or NULL (not checked) */
-  int64_t now;            /* unix seconds */
-  unsigned leeway_s;      /* clock skew allowed; capped at GW_JWT_MAX_LEEWAY_S */
+  const char *issuer;    /* exact match */
+  const char *client_id; /* must be in aud; azp must equal it */
+  const char *nonce;     /* sent in the request, or NULL (not checked) */
+  int64_t now;           /* unix seconds */
+  unsigned leeway_s;     /* clock skew allowed; capped at GW_JWT_MAX_LEEWAY_S */
 } gw_jwt_expect;
 
 /* What the gateway keeps of a valid ID token. */
 typedef struct gw_id_token {
   char *iss, *sub;
-  char **aud;             /* sorted, so that two tokens compare as sets */
+  char **aud; /* sorted, so that two tokens compare as sets */
   size_t n_aud;
   int64_t exp, iat;
   char *mcptt_id, *mcdata_id, *mcvideo_id; /* NULL when absent */
   char alg[8];
-  char *kid;              /* NULL when the header had none */
+  char *kid; /* NULL when the header had none */
 } gw_id_token;
 
 /* Validates a compact JWS ID token. On GW_JWT_OK fills *out (free with

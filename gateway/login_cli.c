@@ -37,8 +37,8 @@ static int request(const admin_target *t, const char *method, const char *path, 
   struct timeval tv = {CLI_TIMEOUT_S, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  socklen_t len = t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
+  socklen_t len =
+      t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   char req[512];
   int n = snprintf(req, sizeof req,
                    "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
@@ -72,13 +72,14 @@ static int request(const admin_target *t, const char *method, const char *path, 
   return status;
 }
 
-static json_t *request_json(FILE *out, const admin_target *t, const char *method,
-                            const char *path, int *status) {
+static json_t *request_json(FILE *out, const admin_target *t, const char *method, const char *path,
+                            int *status) {
   char *body = NULL;
   *status = request(t, method, path, &body);
   if (*status < 0) {
-    fprintf(out, "mcgw login: cannot reach the daemon's admin listener at %s: %s\n"
-                 "  (is `mcgw run` running with this configuration?)\n",
+    fprintf(out,
+            "mcgw login: cannot reach the daemon's admin listener at %s: %s\n"
+            "  (is `mcgw run` running with this configuration?)\n",
             t->text, errno ? strerror(errno) : "bad response");
     return NULL;
   }
@@ -146,8 +147,10 @@ static int device_login(FILE *out, const admin_target *t) {
 
 static int browser_login(FILE *out, const admin_target *t) {
   int status;
-  fprintf(out, "To log this gateway in, open this page in a browser on the operator's machine:\n"
-               "  http://%s/login\n", t->text);
+  fprintf(out,
+          "To log this gateway in, open this page in a browser on the operator's machine:\n"
+          "  http://%s/login\n",
+          t->text);
   fflush(out);
   for (int waited = 0; waited < CLI_BROWSER_WAIT_S * 2; waited++) {
     json_t *doc = request_json(out, t, "GET", "/status", &status);
@@ -174,8 +177,7 @@ static int browser_login(FILE *out, const admin_target *t) {
 int gw_login_cli(const gw_config *cfg, const char *admin, FILE *out) {
   admin_target t;
   if (!cfg->idm.enabled) {
-    fprintf(out, "mcgw login: %s has no [idm] section: this gateway does not log in\n",
-            cfg->path);
+    fprintf(out, "mcgw login: %s has no [idm] section: this gateway does not log in\n", cfg->path);
     return 1;
   }
   if (admin) {

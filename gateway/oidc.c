@@ -64,8 +64,8 @@ static int take_endpoint(json_t *doc, const char *name, char **out, char *why, s
   return *out ? 0 : fail(why, whylen, "out of memory");
 }
 
-int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer,
-                            gw_oidc_endpoints *out, char *why, size_t whylen) {
+int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, gw_oidc_endpoints *out,
+                            char *why, size_t whylen) {
   gw_oidc_endpoints e = {0};
   memset(out, 0, sizeof *out);
   json_t *doc = load_object(buf, len);
@@ -204,8 +204,8 @@ int gw_oidc_device_auth_parse(const char *buf, size_t len, gw_oidc_device_auth *
   if (r == 0)
     r = take_secret(DEV, doc, "verification_uri_complete", false, &d.verification_uri_complete, why,
                     whylen);
-  if (r == 0 && (!get_seconds(doc, "expires_in", &d.expires_in) || d.expires_in <= 0 ||
-                 d.expires_in > 86400))
+  if (r == 0 &&
+      (!get_seconds(doc, "expires_in", &d.expires_in) || d.expires_in <= 0 || d.expires_in > 86400))
     r = fail(why, whylen, "device authorization: expires_in missing or out of range");
   if (r == 0 && !get_seconds(doc, "interval", &d.interval))
     d.interval = 5;

@@ -16,8 +16,8 @@ typedef struct gw_oidc_endpoints {
 /* Parses {issuer}/.well-known/openid-configuration. Its issuer must equal
  * the configured one exactly; every endpoint given must be an https URL.
  * 0, or -1 with why. */
-int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer,
-                            gw_oidc_endpoints *out, char *why, size_t whylen);
+int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, gw_oidc_endpoints *out,
+                            char *why, size_t whylen);
 void gw_oidc_endpoints_free(gw_oidc_endpoints *e);
 
 /* A successful token response (RFC 6749 5.1). */

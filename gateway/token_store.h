@@ -16,20 +16,20 @@
 #define GW_TOKEN_STORE_FILE "idm-login.json"
 
 typedef struct gw_stored_login {
-  char *issuer;         /* the login is only reused for the same issuer */
-  char *client_id;      /* and client */
-  char *refresh_token;  /* NULL: no usable login (e.g. after invalid_grant) */
-  char *subject;        /* from the last valid ID token */
-  char **aud;           /* sorted */
+  char *issuer;        /* the login is only reused for the same issuer */
+  char *client_id;     /* and client */
+  char *refresh_token; /* NULL: no usable login (e.g. after invalid_grant) */
+  char *subject;       /* from the last valid ID token */
+  char **aud;          /* sorted */
   size_t n_aud;
   char *mcptt_id, *mcdata_id, *mcvideo_id;
 } gw_stored_login;
 
 enum {
   GW_TS_OK = 0,
-  GW_TS_NONE = 1,       /* no file: first start */
-  GW_TS_CORRUPT = -1,   /* unreadable or not ours: moved aside, see err */
-  GW_TS_EIO = -2        /* cannot create, write or rename: see err */
+  GW_TS_NONE = 1,     /* no file: first start */
+  GW_TS_CORRUPT = -1, /* unreadable or not ours: moved aside, see err */
+  GW_TS_EIO = -2      /* cannot create, write or rename: see err */
 };
 
 /* Creates dir with mode 0700 if missing; tightens an existing directory of

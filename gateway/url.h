@@ -17,8 +17,8 @@ typedef struct gw_url {
   char host[GW_URL_HOST_MAX + 1]; /* lower case; an IPv6 literal without brackets */
   bool host_is_ip;                /* IPv4 or IPv6 literal (verified by IP, no SNI) */
   bool host_is_v6;
-  uint16_t port;                  /* explicit, or 443 / 80 */
-  const char *target;             /* path and query ("/" when empty), into the input */
+  uint16_t port;      /* explicit, or 443 / 80 */
+  const char *target; /* path and query ("/" when empty), into the input */
 } gw_url;
 
 /* Returns 0, or -1 with *why set to a static reason; out is untouched then. */

@@ -176,11 +176,14 @@ static void missing_issuer_and_client_id(void **state) {
 static void secret_file_modes(void **state) {
   fixture *f = *state;
   char text[1024], want0[512];
-  snprintf(text, sizeof text, TUNNEL IDM "client_auth = client_secret_post\n"
-                                         "client_secret_file = %s\n", f->loose);
+  snprintf(text, sizeof text,
+           TUNNEL IDM "client_auth = client_secret_post\n"
+                      "client_secret_file = %s\n",
+           f->loose);
   snprintf(want0, sizeof want0,
            "t.ini:7: client_secret_file: '%s' is accessible by group or others (mode 0640); it "
-           "must be 0600 or stricter (chmod 600 '%s')", f->loose, f->loose);
+           "must be 0600 or stricter (chmod 600 '%s')",
+           f->loose, f->loose);
   const char *want[] = {want0};
   expect_errors(text, want, 1);
   assert_int_equal(chmod(f->loose, 0400), 0);
@@ -188,8 +191,10 @@ static void secret_file_modes(void **state) {
   load(&l, text);
   assert_int_equal(l.rc, 0);
   unload(&l);
-  snprintf(text, sizeof text, TUNNEL IDM "client_auth = client_secret_basic\n"
-                                         "client_secret_file = %s/none\n", f->dir);
+  snprintf(text, sizeof text,
+           TUNNEL IDM "client_auth = client_secret_basic\n"
+                      "client_secret_file = %s/none\n",
+           f->dir);
   snprintf(want0, sizeof want0,
            "t.ini:7: client_secret_file: cannot read '%s/none': No such file or directory", f->dir);
   expect_errors(text, want, 1);

@@ -78,8 +78,8 @@ static int teardown(void **state) {
 /* The claims of a good token; tests change them. */
 static json_t *good_claims(void) {
   return json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "iss", ISS, "sub", "officer-7",
-                   "aud", CLIENT, "exp", (json_int_t)NOW + 300, "iat", (json_int_t)NOW - 5,
-                   "nonce", NONCE, "mcptt_id", "sip:officer7@mcptt.mc.test", "mcdata_id",
+                   "aud", CLIENT, "exp", (json_int_t)NOW + 300, "iat", (json_int_t)NOW - 5, "nonce",
+                   NONCE, "mcptt_id", "sip:officer7@mcptt.mc.test", "mcdata_id",
                    "sip:officer7@mcdata.mc.test");
 }
 
@@ -125,8 +125,8 @@ static char *forge(const char *header, const char *claims, const unsigned char *
 }
 
 static gw_jwt_expect expect(void) {
-  gw_jwt_expect e = {.issuer = ISS, .client_id = CLIENT, .nonce = NONCE, .now = NOW,
-                     .leeway_s = 30};
+  gw_jwt_expect e = {
+      .issuer = ISS, .client_id = CLIENT, .nonce = NONCE, .now = NOW, .leeway_s = 30};
   return e;
 }
 
@@ -283,8 +283,8 @@ static void hs256_with_public_key_refused(void **state) {
   char why[128];
   gw_jwt_expect e = expect();
   char *pub = cjose_jwk_to_json(k->rsa, false, &err);
-  cjose_jwk_t *oct = with_kid(cjose_jwk_create_oct_spec((uint8_t *)pub, strlen(pub), &err),
-                              "rsa-1");
+  cjose_jwk_t *oct =
+      with_kid(cjose_jwk_create_oct_spec((uint8_t *)pub, strlen(pub), &err), "rsa-1");
   char *jwt = sign(oct, "HS256", good_claims());
   assert_int_equal(check(k, jwt, &e, why), GW_JWT_EALG);
   free(jwt);
@@ -338,10 +338,18 @@ static void garbage_never_crashes(void **state) {
   keys *k = *state;
   char why[128];
   gw_jwt_expect e = expect();
-  const char *bad[] = {"", ".", "..", "...", "a.b", "a.b.c.d", "a.b.c", "e30.e30.",
+  const char *bad[] = {"",
+                       ".",
+                       "..",
+                       "...",
+                       "a.b",
+                       "a.b.c.d",
+                       "a.b.c",
+                       "e30.e30.",
                        "W10.e30.AA", /* header is an array */
                        "e30.W10.AA", /* claims are an array */
-                       "eyJhbGciOiJFUzI1NiJ9.!!!.AA", "eyJhbGciOiJFUzI1NiJ9..AA",
+                       "eyJhbGciOiJFUzI1NiJ9.!!!.AA",
+                       "eyJhbGciOiJFUzI1NiJ9..AA",
                        "eyJhbGciOjF9.e30.AA", /* alg is a number */
                        "bm90IGpzb24.e30.AA"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -385,9 +393,10 @@ static void jwks_parsing(void **state) {
   assert_non_null(why);
   assert_null(gw_jwks_parse("{\"keys\":{}}", 11, &why));
   assert_null(gw_jwks_parse("[]", 2, &why));
-  const char *skip = "{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\",\"kid\":\"h\"},"
-                     "{\"kty\":\"EC\",\"use\":\"enc\"},{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
-                     "7, null, {\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"!\",\"y\":\"?\"}]}";
+  const char *skip =
+      "{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\",\"kid\":\"h\"},"
+      "{\"kty\":\"EC\",\"use\":\"enc\"},{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
+      "7, null, {\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"!\",\"y\":\"?\"}]}";
   gw_jwks *s = gw_jwks_parse(skip, strlen(skip), &why);
   assert_non_null(s);
   assert_int_equal(gw_jwks_count(s), 0);

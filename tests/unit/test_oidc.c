@@ -21,7 +21,8 @@ static int disc(const char *doc, gw_oidc_endpoints *e, char *why) {
 static void discovery(void **state) {
   gw_oidc_endpoints e;
   char why[256];
-  assert_int_equal(disc("{\"issuer\":\"" ISS "\",\"authorization_endpoint\":\"https://a.mc.test/auth\","
+  assert_int_equal(disc("{\"issuer\":\"" ISS
+                        "\",\"authorization_endpoint\":\"https://a.mc.test/auth\","
                         "\"token_endpoint\":\"https://t.mc.test:8443/token\","
                         "\"jwks_uri\":\"" ISS "/jwks\"}",
                         &e, why),
@@ -34,9 +35,8 @@ static void discovery(void **state) {
   assert_int_equal(disc("{\"issuer\":\"" ISS "/\"}", &e, why), -1);
   assert_non_null(strstr(why, "is not the configured issuer"));
   assert_int_equal(disc("{\"token_endpoint\":\"https://t\"}", &e, why), -1);
-  assert_int_equal(disc("{\"issuer\":\"" ISS "\",\"token_endpoint\":\"http://t.mc.test/token\"}",
-                        &e, why),
-                   -1);
+  assert_int_equal(
+      disc("{\"issuer\":\"" ISS "\",\"token_endpoint\":\"http://t.mc.test/token\"}", &e, why), -1);
   assert_non_null(strstr(why, "token_endpoint is not an https URL"));
   assert_int_equal(disc("{\"issuer\":\"" ISS "\",\"jwks_uri\":7}", &e, why), -1);
   const char *garbage[] = {"", "[]", "null", "{", "{\"issuer\":\"" ISS "\",\"issuer\":\"x\"}"};
@@ -61,9 +61,9 @@ static void token_responses(void **state) {
   gw_oidc_tokens_free(&t);
   assert_null(t.access_token);
   /* no refresh token: keep the old one (NULL here) */
-  assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":\"60\"}",
-                          &t, why),
-                   0);
+  assert_int_equal(
+      tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":\"60\"}", &t, why),
+      0);
   assert_null(t.refresh_token);
   gw_oidc_tokens_free(&t);
   const char *bad[] = {"{\"access_token\":\"AT\",\"token_type\":\"mac\",\"expires_in\":60}",
@@ -72,7 +72,8 @@ static void token_responses(void **state) {
                        "{\"access_token\":\"\",\"token_type\":\"Bearer\",\"expires_in\":5}",
                        "{\"access_token\":5,\"token_type\":\"Bearer\",\"expires_in\":5}",
                        "{\"token_type\":\"Bearer\",\"expires_in\":5}",
-                       "not json", "[]"};
+                       "not json",
+                       "[]"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(tokens(bad[i], &t, why), -1);
     assert_null(strstr(why, "AT")); /* a reason never quotes a token */
@@ -130,9 +131,10 @@ static void urls(void **state) {
   assert_int_equal(gw_url_parse("https://[::1]:9/x", &u, &why), 0);
   assert_true(u.host_is_v6);
   assert_string_equal(u.host, "::1");
-  const char *bad[] = {"ftp://x", "https://", "https://:443/", "https://a:0/", "https://a:65536/",
-                       "https://a:1x/", "https://u@a/", "https://a/#f", "https://a b/",
-                       "https://[::1/", "https://[zz]/", "https://a?x", "https://a_b!/"};
+  const char *bad[] = {"ftp://x",          "https://",      "https://:443/", "https://a:0/",
+                       "https://a:65536/", "https://a:1x/", "https://u@a/",  "https://a/#f",
+                       "https://a b/",     "https://[::1/", "https://[zz]/", "https://a?x",
+                       "https://a_b!/"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_int_equal(gw_url_parse(bad[i], &u, &why), -1);
 }

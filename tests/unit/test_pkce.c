@@ -11,9 +11,9 @@
 
 /* RFC 7636 Appendix B: the verifier's 32 octets, the verifier, the challenge. */
 static void rfc7636_appendix_b(void **state) {
-  static const unsigned char octets[32] = {
-      116, 24,  223, 180, 151, 153, 224, 37,  79,  250, 96,  125, 216, 173, 187, 186,
-      22,  212, 37,  77,  105, 214, 191, 240, 91,  88,  5,   88,  83,  132, 141, 121};
+  static const unsigned char octets[32] = {116, 24,  223, 180, 151, 153, 224, 37,  79,  250, 96,
+                                           125, 216, 173, 187, 186, 22,  212, 37,  77,  105, 214,
+                                           191, 240, 91,  88,  5,   88,  83,  132, 141, 121};
   char verifier[GW_PKCE_VERIFIER_LEN + 1];
   char challenge[GW_PKCE_CHALLENGE_LEN + 1];
   assert_int_equal(gw_b64url_encode(octets, sizeof octets, verifier), 43);

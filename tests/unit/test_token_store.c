@@ -62,9 +62,13 @@ static size_t count_entries(const char *dir, const char *prefix) {
 
 static gw_stored_login sample(const char *rt) {
   static char *aud[] = {"kms", "mcgw-vehicle-17"};
-  gw_stored_login l = {.issuer = "https://idms.mc.test", .client_id = "mcgw-vehicle-17",
-                       .refresh_token = (char *)rt, .subject = "officer-7", .aud = aud,
-                       .n_aud = 2, .mcptt_id = "sip:o7@mcptt.mc.test"};
+  gw_stored_login l = {.issuer = "https://idms.mc.test",
+                       .client_id = "mcgw-vehicle-17",
+                       .refresh_token = (char *)rt,
+                       .subject = "officer-7",
+                       .aud = aud,
+                       .n_aud = 2,
+                       .mcptt_id = "sip:o7@mcptt.mc.test"};
   return l;
 }
 
@@ -169,7 +173,11 @@ static void unreadable_file_is_kept_aside(void **state) {
 
 static void parse_refuses_garbage(void **state) {
   gw_stored_login l;
-  const char *bad[] = {"", "null", "[]", "{}", "{\"version\":2,\"issuer\":\"a\",\"client_id\":\"b\"}",
+  const char *bad[] = {"",
+                       "null",
+                       "[]",
+                       "{}",
+                       "{\"version\":2,\"issuer\":\"a\",\"client_id\":\"b\"}",
                        "{\"version\":1,\"issuer\":1,\"client_id\":\"b\"}",
                        "{\"version\":1,\"issuer\":\"a\",\"client_id\":\"b\",\"aud\":[1]}",
                        "{\"version\":1,\"issuer\":\"a\",\"client_id\":\"b\",\"refresh_token\":{}}",
