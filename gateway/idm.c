@@ -366,7 +366,8 @@ static void on_discovery(int err, const char *detail, const gw_https_response *r
     return discovery_failed(idm, missing, -1);
   idm->discovered = true;
   idm->discovery_attempt = 0;
-  idm->last_error[0] = '\0';
+  if (strncmp(idm->last_error, "discovery failed", 16) == 0)
+    idm->last_error[0] = '\0'; /* other errors (a corrupt state file) stay shown */
   tn_log(TN_LOG_INFO, "idm_discovered", TN_S("issuer", idm->issuer),
          TN_S("authorization_endpoint", idm->ep.authorization ? idm->ep.authorization : ""),
          TN_S("token_endpoint", idm->ep.token), TN_S("jwks_uri", idm->ep.jwks_uri),
