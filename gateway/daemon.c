@@ -112,6 +112,21 @@ static void log_reload_errors(const gw_config_errors *errs) {
     tn_log(TN_LOG_ERROR, "config_error", TN_S("error", errs->msgs[i]), TN_LOG_END);
 }
 
+static bool str_differs(const char *a, const char *b) {
+  return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* The login keeps the [idm] settings it started with: say so when a reload
+ * changes them (the gateway's own login is not restarted under the relay). */
+static void warn_idm_changes(const gw_config *old, const gw_config *fresh) {
+  const gw_idm_config *a = &old->idm, *b = &fresh->idm;
+  if (a->enabled != b->enabled || str_differs(a->issuer, b->issuer) ||
+      str_differs(a->client_id, b->client_id) || str_differs(old->state_dir, fresh->state_dir) ||
+      a->login != b->login || a->client_auth != b->client_auth)
+    tn_log(TN_LOG_WARN, "idm_config_changed",
+           TN_S("action", "[idm] and state_dir changes take effect at the next start"), TN_LOG_END);
+}
+
 /* SIGHUP: a config that fails validation is rejected whole; a good one
  * applies to tunnels opened from now on. Open tunnels are never touched. */
 static void on_reload_signal(uv_signal_t *s, int signum) {
@@ -132,6 +147,7 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     tn_log_setup(fresh.log_level, fresh.log_format);
     tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
            TN_U("allow_rules", fresh.tunnel.policy.n_rules), TN_LOG_END);
+    warn_idm_changes(&d->cfg, &fresh);
     gw_config tmp = d->cfg;
     d->cfg = fresh;
     fresh = tmp;

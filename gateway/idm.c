@@ -118,6 +118,7 @@ struct gw_idm {
 };
 
 static void settle_state(gw_idm *idm);
+static void cancel_refresh(gw_idm *idm);
 static void fetch_jwks(gw_idm *idm);
 static void process_job(gw_idm *idm, token_job *job);
 
@@ -694,6 +695,8 @@ static void process_job(gw_idm *idm, token_job *job) {
     }
   }
   token_op op = job->op;
+  if (op != OP_REFRESH)
+    cancel_refresh(idm);
   adopt(idm, job, job->tokens.id_token ? &id : NULL);
   gw_id_token_free(&id);
   job_free(job);
@@ -702,7 +705,8 @@ static void process_job(gw_idm *idm, token_job *job) {
   settle_state(idm);
 }
 
-/* A new login supersedes a refresh in flight (its result would be stale). */
+/* A new login, once its ID token is valid, supersedes a refresh in flight:
+ * that result would be stale (and if the login fails, the refresh goes on). */
 static void cancel_refresh(gw_idm *idm) {
   gw_https_cancel(idm->refresh_req);
   idm->refresh_req = NULL;
@@ -725,7 +729,6 @@ static void login_tokens(gw_idm *idm, token_op op, const gw_https_response *resp
     job_free(job);
     return login_failed(idm, op, 502, why);
   }
-  cancel_refresh(idm);
   process_job(idm, job);
 }
 
