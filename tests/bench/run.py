@@ -585,6 +585,8 @@ set output "setup_rate.png"
 set title "Tunnel set-up rate (connect, CONNECT, 200, 1-byte echo, close)"
 set xlabel "tunnels in flight"
 set ylabel "tunnels per second"
+set yrange [0:*]
+set key below
 set logscale x
 plot %(rate)s, "rate_ceiling.dat" with linespoints dt 2 lw 1 title "load generator ceiling (no proxy)"
 """ % {"mem": mem.replace("; ", ", "), "rate": rate, "cpu": machine()["cpu"],
