@@ -715,7 +715,8 @@ static double own_cpu_s(void) {
 }
 
 static void print_latency(void) {
-  qsort(g.lat_us, g.n_lat, sizeof(*g.lat_us), cmp_u32);
+  if (g.n_lat) /* no tunnel succeeded: lat_us is still NULL */
+    qsort(g.lat_us, g.n_lat, sizeof(*g.lat_us), cmp_u32);
   printf(" p50_us=%u p90_us=%u p99_us=%u p999_us=%u max_us=%u", pct(50), pct(90), pct(99),
          pct(99.9), g.n_lat ? g.lat_us[g.n_lat - 1] : 0);
 }
