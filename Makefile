@@ -7,7 +7,7 @@ CONFIG     ?= configs/mcgw.ini
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test-deps run test test-asan check clean
+.PHONY: all build deps test-deps bench-deps run test test-asan check bench clean
 
 all: build
 
@@ -16,6 +16,9 @@ deps:
 
 test-deps:
 	@scripts/deps.sh test
+
+bench-deps:
+	@scripts/deps.sh bench
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
@@ -38,6 +41,11 @@ test-asan: test-deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+
+# mcgw side by side with Squid and tinyproxy on loopback (tests/bench/run.py;
+# docs/benchmarks.md). BENCH_QUICK=1 for a short run.
+bench: bench-deps build
+	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/run.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

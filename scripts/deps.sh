@@ -3,15 +3,18 @@
 # nothing that is already there. Idempotent; safe to run before every build.
 #   scripts/deps.sh          build + run dependencies
 #   scripts/deps.sh test     also the test peers (pytest, h2, openssl, curl, npm packages)
+#   scripts/deps.sh bench    also what `make bench` compares against and plots with
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
   node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl)
+bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
 
 want=("${build_pkgs[@]}")
 [ "${1:-}" = test ] && want+=("${test_pkgs[@]}")
+[ "${1:-}" = bench ] && want+=("${bench_pkgs[@]}")
 # The test IdMS runs on node with npm packages. Checked by command, not by
 # package: a node from another source (with its own npm) is fine too.
 if [ "${1:-}" = test ]; then

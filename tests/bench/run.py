@@ -1,0 +1,725 @@
+#!/usr/bin/python3
+"""Side-by-side benchmark: mcgw, Squid and tinyproxy on loopback, same run.
+
+Run through `make bench` (builds, installs Squid, tinyproxy and gnuplot with
+scripts/deps.sh bench, then runs this). Everything listens on 127.0.0.1 and
+nothing is sent anywhere else.
+
+Each proxy is configured equivalently: CONNECT only, only to 127.0.0.1 and
+only to the upstream ports of tests/bench/loadgen.c; no cache; logging off;
+RLIMIT_NOFILE raised to the hard limit; connection limits above the test's.
+
+Measured, in one run, interleaving the proxies so drift on a shared machine
+hits all three alike:
+  hold   N idle tunnels (each verified by a 1-byte echo): proxy RSS at each
+         step (fresh proxy processes), CPU time over BENCH_IDLE_S of idleness
+  setup  tunnel set-up rate and latency (connect, CONNECT, 200, 1-byte echo,
+         close) at several concurrencies; BENCH_RUNS repeats, median
+  bulk   one tunnel, BENCH_BYTES up (to a sink) and down (from a source)
+
+Environment: BENCH_QUICK=1 for a short run; BENCH_OUT=DIR for the results
+(default build/bench); BENCH_PROXIES=mcgw,squid,tinyproxy to choose;
+BENCH_TUNNELS, BENCH_RUNS, BENCH_BYTES, BENCH_IDLE_S to override.
+Outputs: results.json, results.md (the table), memory.png, setup_rate.png.
+"""
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("BUILD", os.path.join(SRC, "build"))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+OUT = os.path.abspath(os.environ.get("BENCH_OUT", os.path.join(BUILD, "bench")))
+MCGW = os.path.join(BUILD, "mcgw")
+LOADGEN = os.path.join(BUILD, "mcgw_loadgen")
+
+HARD_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+# Each tunnel costs the proxy two descriptors; leave 200 for the proxies'
+# own files, listeners and logs so that all three can hold the same count.
+MAX_BY_NOFILE = (HARD_NOFILE - 200) // 2 if HARD_NOFILE != resource.RLIM_INFINITY else 10000
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+TUNNELS = env_int("BENCH_TUNNELS", min(10000, MAX_BY_NOFILE) if not QUICK else 2000)
+RUNS = env_int("BENCH_RUNS", 3 if not QUICK else 1)
+BULK_BYTES = env_int("BENCH_BYTES", 2 << 30 if not QUICK else 256 << 20)
+IDLE_S = float(os.environ.get("BENCH_IDLE_S", 10 if not QUICK else 3))
+SETUP_S = 4.0 if not QUICK else 1.5
+SWEEP_S = 2.0 if not QUICK else 1.0
+WARMUP_S = 0.5
+HEADLINE_C = 50
+CONCURRENCY = [1, 10, 50, 100, 200] if not QUICK else [1, 50, 200]
+PROXIES = os.environ.get("BENCH_PROXIES", "mcgw,squid,tinyproxy").split(",")
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+children = []  # every process started here, stopped in cleanup()
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def spawn(cmd, **kw):
+    """Starts cmd in its own process group with RLIMIT_NOFILE at the hard limit."""
+    p = subprocess.Popen(cmd, preexec_fn=raise_nofile, start_new_session=True, **kw)
+    children.append(p)
+    return p
+
+
+def stop(p, timeout=10):
+    """SIGTERM to p's process group, SIGKILL after timeout; reaps it."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+    if p in children:
+        children.remove(p)
+
+
+def cleanup():
+    for p in list(children):
+        stop(p, timeout=5)
+
+
+class LineReader:
+    """Reads lines from a child's stdout with a deadline (no blocking forever)."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.buf = b""
+
+    def line(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no output from %s within %.0f s" % (self.proc.args[:2], timeout))
+            r, _, _ = select.select([self.proc.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise EOFError("%s exited (rc=%s)" % (self.proc.args[:2], self.proc.wait()))
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+
+def kv(line):
+    """key=value pairs of a loadgen line, numbers converted."""
+    out = {}
+    for m in re.finditer(r"(\w+)=(\S+)", line):
+        v = m.group(2)
+        try:
+            v = float(v) if "." in v else int(v)
+        except ValueError:
+            pass
+        out[m.group(1)] = v
+    return out
+
+
+def wait_port(port, proc, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def free_port():
+    """A port the kernel picked as free (for the proxies that cannot bind 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listen_ports(pid):
+    """TCP ports pid listens on, from /proc (for mcgw, which binds port 0)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = []
+    for name in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, name)) as f:
+            for row in f.readlines()[1:]:
+                col = row.split()
+                if col[3] == "0A" and col[9] in inodes:
+                    ports.append(int(col[1].split(":")[1], 16))
+    return ports
+
+
+# ------------------------------------------------------------ process stats
+
+def tree(pid):
+    """pid and all its descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def status_kib(pid, field):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for row in f:
+                    if row.startswith(field + ":"):
+                        total += int(row.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_s(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                col = f.read().rsplit(")", 1)[1].split()
+            total += int(col[11]) + int(col[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def n_fds(pid):
+    return sum(len(os.listdir("/proc/%d/fd" % p)) for p in tree(pid) if os.path.isdir("/proc/%d/fd" % p))
+
+
+def threads(pid):
+    return status_kib(pid, "Threads")
+
+
+def meminfo_kib(field):
+    with open("/proc/meminfo") as f:
+        for row in f:
+            if row.startswith(field + ":"):
+                return int(row.split()[1])
+    return 0
+
+
+# ------------------------------------------------------------------ proxies
+
+class Proxy:
+    name = "?"
+
+    def __init__(self, tmp, up):
+        self.dir = os.path.join(tmp, self.name)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o777)  # Squid and tinyproxy drop root for their own users
+        self.up = up
+        # The allowlist: the real upstream ports only (not the fake proxy's).
+        self.allowed = [up[k] for k in ("echo", "sink", "source")]
+        self.proc = None
+        self.port = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self):
+        for _ in range(3):  # a picked free port can be taken in between: retry
+            self.launch()
+            if self.port and wait_port(self.port, self.proc):
+                return
+            stop(self.proc)
+        raise RuntimeError("%s did not start; see %s" % (self.name, self.dir))
+
+    def stop(self):
+        if self.proc:
+            stop(self.proc)
+        self.proc = None
+
+    def version(self):
+        return "?"
+
+
+class Mcgw(Proxy):
+    name = "mcgw"
+
+    def launch(self):
+        conf = os.path.join(self.dir, "mcgw.ini")
+        allow = "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
+        with open(conf, "w") as f:
+            f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n"
+                    "listen = 127.0.0.1:0\n" + allow +
+                    "allow_private = yes\nrequire_tls = no\n"
+                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n")
+        self.log = open(os.path.join(self.dir, "mcgw.log"), "w")
+        self.proc = spawn([MCGW, "run", "-c", conf], stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 10
+        self.port = None
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            ports = listen_ports(self.proc.pid)
+            if ports:
+                self.port = ports[0]
+                break
+            time.sleep(0.05)
+
+    def version(self):
+        v = subprocess.run([MCGW, "--version"], capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(["git", "-C", SRC, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+        return "%s (git %s)" % (v, rev)
+
+
+class Squid(Proxy):
+    name = "squid"
+
+    def launch(self):
+        self.port = free_port()
+        conf = os.path.join(self.dir, "squid.conf")
+        with open(conf, "w") as f:
+            f.write("""http_port 127.0.0.1:%(port)d
+acl bench_ports port %(ports)s
+acl bench_dst dst 127.0.0.1
+acl CONNECT method CONNECT
+http_access allow CONNECT bench_dst bench_ports
+http_access deny all
+cache deny all
+cache_mem 0 MB
+access_log none
+cache_store_log none
+cache_log %(dir)s/cache.log
+pid_filename none
+max_filedescriptors %(nofile)d
+visible_hostname bench
+dns_nameservers 127.0.0.1
+pinger_enable off
+digest_generation off
+shutdown_lifetime 0 seconds
+coredump_dir %(dir)s
+""" % {"port": self.port, "ports": " ".join(str(p) for p in self.allowed),
+       "dir": self.dir, "nofile": HARD_NOFILE})
+        self.proc = spawn(["squid", "-N", "-f", conf], stdout=subprocess.DEVNULL,
+                          stderr=open(os.path.join(self.dir, "stderr"), "w"))
+
+    def version(self):
+        out = subprocess.run(["squid", "-v"], capture_output=True, text=True).stdout
+        return out.splitlines()[0].replace("Squid Cache: Version ", "Squid ")
+
+
+class Tinyproxy(Proxy):
+    name = "tinyproxy"
+
+    def launch(self):
+        self.port = free_port()
+        conf = os.path.join(self.dir, "tinyproxy.conf")
+        filt = os.path.join(self.dir, "filter")
+        with open(filt, "w") as f:
+            f.write("^127\\.0\\.0\\.1$\n")
+        with open(conf, "w") as f:
+            f.write("""User nobody
+Group nogroup
+Port %(port)d
+Listen 127.0.0.1
+Timeout 3600
+LogFile "%(dir)s/tinyproxy.log"
+LogLevel Critical
+MaxClients %(max)d
+Allow 127.0.0.1
+%(ports)s
+Filter "%(filter)s"
+FilterDefaultDeny Yes
+DisableViaHeader Yes
+""" % {"port": self.port, "dir": self.dir, "filter": filt, "max": HARD_NOFILE,
+       "ports": "\n".join("ConnectPort %d" % p for p in self.allowed)})
+        self.proc = spawn(["tinyproxy", "-d", "-c", conf], stdout=subprocess.DEVNULL,
+                          stderr=open(os.path.join(self.dir, "stderr"), "w"))
+
+    def version(self):
+        out = subprocess.run(["tinyproxy", "-v"], capture_output=True, text=True).stdout
+        return out.strip()
+
+
+CLASSES = {"mcgw": Mcgw, "squid": Squid, "tinyproxy": Tinyproxy}
+
+
+class Fake:
+    """The upstream's fake proxy (200 then echo): the load generator's ceiling."""
+    name = "ceiling"
+
+    def __init__(self, port):
+        self.port = port
+
+
+# ------------------------------------------------------------- measurements
+
+def loadgen(args, timeout):
+    r = subprocess.run([LOADGEN] + args, capture_output=True, text=True, timeout=timeout,
+                       preexec_fn=raise_nofile)
+    res = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    if not res:
+        raise RuntimeError("loadgen %s: no result (rc=%d): %s" % (args[0], r.returncode, r.stderr))
+    return kv(res[-1])
+
+
+def setup_run(proxy, up, c, secs):
+    return loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
+                    "--target", "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
+                    "--warmup", str(WARMUP_S)], timeout=secs + 60)
+
+
+def bulk_run(proxy, up, direction):
+    port = up["sink"] if direction == "up" else up["source"]
+    return loadgen(["bulk", "--proxy", "127.0.0.1:%d" % proxy.port,
+                    "--target", "127.0.0.1:%d" % port, "--bytes", str(BULK_BYTES),
+                    "--dir", direction], timeout=180)
+
+
+def check_policy(proxy, up):
+    """Each proxy must refuse a CONNECT outside the allowlist: 127.0.0.1 on a
+    port that is not an upstream port (the fake proxy's would do: it is not in
+    any allowlist)."""
+    r = loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
+                 "--target", "127.0.0.1:%d" % up["fake"], "-n", "1", "-c", "1"], timeout=30)
+    if r.get("ok") != 0 or r.get("fail_status") != 1:
+        raise RuntimeError("%s did not refuse a CONNECT outside its allowlist: %s" % (proxy.name, r))
+
+
+def settle(proxy, fds_before, timeout=60):
+    """Waits until the proxy has closed what the last test opened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if n_fds(proxy.pid) <= fds_before + 8:
+            return
+        time.sleep(0.2)
+    log("warning: %s still has %d descriptors open (had %d)" % (proxy.name, n_fds(proxy.pid), fds_before))
+
+
+def hold_run(proxy, up):
+    """Fresh proxy: RSS at 0 (after 20 warm-up tunnels) and at each step up to
+    TUNNELS idle tunnels, then CPU time over IDLE_S seconds of idleness."""
+    loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port, "--target",
+             "127.0.0.1:%d" % up["echo"], "-n", "20", "-c", "5"], timeout=30)
+    fds0 = n_fds(proxy.pid)
+    time.sleep(0.5)
+    levels = [(0, status_kib(proxy.pid, "VmRSS"))]
+    slab0 = meminfo_kib("Slab")
+    steps = sorted({s for s in (TUNNELS // 10, TUNNELS // 4, TUNNELS // 2, TUNNELS * 3 // 4) if s})
+    lg = spawn([LOADGEN, "hold", "--proxy", "127.0.0.1:%d" % proxy.port, "--target",
+                "127.0.0.1:%d" % up["echo"], "-n", str(TUNNELS), "-c", "100",
+                "--steps", ",".join(map(str, steps))], stdout=subprocess.PIPE)
+    rd = LineReader(lg)
+    t_open = time.monotonic()
+    out = {}
+    try:
+        while True:
+            line = rd.line(timeout=300)
+            info = kv(line)
+            levels.append((info["ok"], status_kib(proxy.pid, "VmRSS")))
+            if line.startswith("HELD"):
+                break
+            os.kill(lg.pid, signal.SIGUSR1)
+        out["open_s"] = time.monotonic() - t_open
+        out["established"] = info["ok"]
+        out["failed"] = info["failed"]
+        out["fds"] = n_fds(proxy.pid)
+        out["threads"] = threads(proxy.pid)
+        out["slab_kib"] = meminfo_kib("Slab") - slab0
+        out["rss_anon_kib"] = status_kib(proxy.pid, "RssAnon")
+        c0 = cpu_s(proxy.pid)
+        time.sleep(IDLE_S)  # the measurement window itself, not a synchronisation
+        out["idle_cpu_ms"] = (cpu_s(proxy.pid) - c0) * 1000
+        out["idle_cpu_window_s"] = IDLE_S
+        levels.append((info["ok"], status_kib(proxy.pid, "VmRSS")))
+        os.kill(lg.pid, signal.SIGTERM)
+        res = kv(rd.line(timeout=60))
+        out["dropped"] = res.get("dropped", 0)
+    finally:
+        stop(lg)
+    out["levels"] = levels
+    rss0, rss_n = levels[0][1], levels[-1][1]
+    n = max(out["established"], 1)
+    out["rss0_kib"] = rss0
+    out["rss_kib"] = rss_n
+    out["per_tunnel_kib"] = (rss_n - rss0) / n
+    xs = [l[0] for l in levels]
+    ys = [l[1] for l in levels]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    out["slope_kib"] = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0
+    settle(proxy, fds0)
+    return out
+
+
+# ------------------------------------------------------------------ reports
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    return ("{:,.%df}" % digits).format(v)
+
+
+def ratio(a, b):
+    return "%.2fx" % (a / b) if a and b else "-"
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for row in f:
+            if row.startswith("model name"):
+                cpu = row.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": os.uname().release,
+            "mem_gib": round(meminfo_kib("MemTotal") / 1048576, 1), "nofile_hard": HARD_NOFILE}
+
+
+def table(res, names):
+    """The markdown table: absolute figures and mcgw's ratios."""
+    rows = []
+
+    def row(label, key, digits=0, better="higher"):
+        vals = {n: res[n].get(key) for n in names}
+        cells = [fmt(vals[n], digits) for n in names]
+        m = vals.get("mcgw")
+        for other in ("squid", "tinyproxy"):
+            if "mcgw" in names and other in names:
+                cells.append(ratio(m, vals[other]))
+        rows.append("| %s | %s |" % (label, " | ".join(cells)))
+
+    hdr = list(names) + ["mcgw/%s" % o for o in ("squid", "tinyproxy") if "mcgw" in names and o in names]
+    rows.append("| figure | %s |" % " | ".join(hdr))
+    rows.append("|---|" + "---|" * len(hdr))
+    row("tunnels held (of %d)" % TUNNELS, "established")
+    row("failed / dropped while held", "hold_failures")
+    row("RSS at 0 tunnels, KiB", "rss0_kib")
+    row("RSS with tunnels held, KiB", "rss_kib")
+    row("RSS per idle tunnel, KiB (delta / N)", "per_tunnel_kib", 2, "lower")
+    row("RSS per idle tunnel, KiB (slope)", "slope_kib", 2, "lower")
+    row("kernel slab growth per tunnel, KiB (whole machine)", "slab_per_tunnel_kib", 2, "lower")
+    row("threads with tunnels held", "threads")
+    row("CPU ms over %gs idle with tunnels held" % IDLE_S, "idle_cpu_ms", 0, "lower")
+    row("time to open all tunnels, s", "open_s", 2, "lower")
+    row("set-up rate, %d in flight, tunnels/s (median)" % HEADLINE_C, "setup_rate", 0)
+    row("set-up latency p50, ms (%d in flight)" % HEADLINE_C, "setup_p50_ms", 2, "lower")
+    row("set-up latency p99, ms (%d in flight)" % HEADLINE_C, "setup_p99_ms", 2, "lower")
+    row("set-up rate, 1 in flight, tunnels/s", "setup_rate_c1", 0)
+    row("set-up latency p50, ms (1 in flight)", "setup_p50_ms_c1", 3, "lower")
+    row("bulk up, one tunnel, Gbit/s (median)", "bulk_up_gbit", 2)
+    row("bulk down, one tunnel, Gbit/s (median)", "bulk_down_gbit", 2)
+    return "\n".join(rows)
+
+
+def gnuplot(res, names, ceiling):
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found: no plots")
+        return
+    for n in names:
+        with open(os.path.join(OUT, "mem_%s.dat" % n), "w") as f:
+            for x, y in res[n]["levels"][:-1]:
+                f.write("%d %.2f\n" % (x, y / 1024))
+        with open(os.path.join(OUT, "rate_%s.dat" % n), "w") as f:
+            for c in CONCURRENCY:
+                f.write("%d %.1f\n" % (c, res[n]["sweep"][str(c)]))
+    with open(os.path.join(OUT, "rate_ceiling.dat"), "w") as f:
+        for c in CONCURRENCY:
+            f.write("%d %.1f\n" % (c, ceiling[str(c)]))
+    mem = "; ".join('"mem_%s.dat" with linespoints lw 2 title "%s"' % (n, n) for n in names)
+    rate = ", ".join('"rate_%s.dat" with linespoints lw 2 title "%s"' % (n, n) for n in names)
+    script = """set terminal pngcairo size 800,500 font "sans,11"
+set grid
+set key left top
+set output "memory.png"
+set title "Proxy RSS with idle tunnels held (loopback, %(cpu)s, %(nproc)d cores)"
+set xlabel "idle tunnels held"
+set ylabel "RSS, MiB"
+plot %(mem)s
+set output "setup_rate.png"
+set title "Tunnel set-up rate (connect, CONNECT, 200, 1-byte echo, close)"
+set xlabel "tunnels in flight"
+set ylabel "tunnels per second"
+set yrange [0:*]
+set key below
+set logscale x
+plot %(rate)s, "rate_ceiling.dat" with linespoints dt 2 lw 1 title "load generator ceiling (no proxy)"
+""" % {"mem": mem.replace("; ", ", "), "rate": rate, "cpu": machine()["cpu"],
+       "nproc": os.cpu_count()}
+    with open(os.path.join(OUT, "plots.gp"), "w") as f:
+        f.write(script)
+    subprocess.run(["gnuplot", "plots.gp"], cwd=OUT, check=True)
+
+
+# --------------------------------------------------------------------- main
+
+def start_upstream():
+    up = spawn([LOADGEN, "upstream"], stdout=subprocess.PIPE)
+    info = kv(LineReader(up).line(timeout=10))
+    return up, {k: info[k] for k in ("echo", "sink", "source", "fake")}
+
+
+def main():
+    for path in (MCGW, LOADGEN):
+        if not os.access(path, os.X_OK):
+            sys.exit("bench: %s not built (make build)" % path)
+    for n in PROXIES:
+        if n not in CLASSES:
+            sys.exit("bench: unknown proxy %s" % n)
+        if n != "mcgw" and not shutil.which(n):
+            sys.exit("bench: %s not installed (scripts/deps.sh bench)" % n)
+    os.makedirs(OUT, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="mcgw-bench-")
+    os.chmod(tmp, 0o755)
+    t0 = time.monotonic()
+    res = {n: {} for n in PROXIES}
+    upstream, up = start_upstream()
+    log("bench: upstream ports %s; %d tunnels (nofile hard limit %d); %d runs; quick=%s"
+        % (up, TUNNELS, HARD_NOFILE, RUNS, QUICK))
+    proxies = {}
+    versions = {}
+
+    # 1. Hold: each proxy fresh, one at a time.
+    for n in PROXIES:
+        p = CLASSES[n](os.path.join(tmp, "hold"), up)
+        p.start()
+        versions[n] = p.version()
+        check_policy(p, up)
+        log("bench: %s: holding %d tunnels" % (n, TUNNELS))
+        h = hold_run(p, up)
+        p.stop()
+        h["hold_failures"] = h["failed"] + h["dropped"]
+        h["slab_per_tunnel_kib"] = h["slab_kib"] / max(h["established"], 1)
+        res[n].update(h)
+        log("bench: %s: %d held, %.2f KiB/tunnel, %.0f ms CPU idle" %
+            (n, h["established"], h["per_tunnel_kib"], h["idle_cpu_ms"]))
+
+    # 2. Set-up rate and bulk: all proxies running, runs interleaved.
+    for n in PROXIES:
+        proxies[n] = CLASSES[n](os.path.join(tmp, "rate"), up)
+        proxies[n].start()
+    ceiling = {}
+    for c in CONCURRENCY:
+        runs = RUNS if c == HEADLINE_C else 1
+        secs = SETUP_S if c == HEADLINE_C else SWEEP_S
+        ceiling[str(c)] = setup_run(Fake(up["fake"]), up, c, secs)["rate"]
+        per = {n: [] for n in PROXIES}
+        for _ in range(runs):
+            for n in PROXIES:
+                r = setup_run(proxies[n], up, c, secs)
+                if r["failed"]:
+                    log("bench: %s: %d set-up failures at c=%d: %s" % (n, r["failed"], c, r))
+                per[n].append(r)
+        for n in PROXIES:
+            rate = med([r["rate"] for r in per[n]])
+            res[n].setdefault("sweep", {})[str(c)] = rate
+            res[n].setdefault("setup_runs", {})[str(c)] = per[n]
+            key = "" if c == HEADLINE_C else "_c%d" % c
+            if c in (HEADLINE_C, 1):
+                res[n]["setup_rate" + key] = rate
+                res[n]["setup_p50_ms" + key] = med([r["p50_us"] for r in per[n]]) / 1000
+                res[n]["setup_p99_ms" + key] = med([r["p99_us"] for r in per[n]]) / 1000
+        log("bench: set-up rate at %d in flight: %s (ceiling %.0f)" %
+            (c, ", ".join("%s %.0f/s" % (n, res[n]["sweep"][str(c)]) for n in PROXIES),
+             ceiling[str(c)]))
+    bulk_ceiling = {}
+    for d in ("up", "down"):
+        bulk_ceiling[d] = bulk_run(Fake(up["fake"]), up, d)["gbit_s"]
+        per = {n: [] for n in PROXIES}
+        for _ in range(RUNS):
+            for n in PROXIES:
+                per[n].append(bulk_run(proxies[n], up, d))
+        for n in PROXIES:
+            res[n]["bulk_%s_gbit" % d] = med([r["gbit_s"] for r in per[n] if r["ok"]])
+            res[n]["bulk_%s_runs" % d] = per[n]
+        log("bench: bulk %s: %s (no proxy %.1f Gbit/s)" %
+            (d, ", ".join("%s %.2f Gbit/s" % (n, res[n]["bulk_%s_gbit" % d] or 0) for n in PROXIES),
+             bulk_ceiling[d]))
+    for n in PROXIES:
+        proxies[n].stop()
+    stop(upstream)
+
+    names = list(PROXIES)
+    md = table(res, names)
+    summary = {"machine": machine(), "versions": versions, "quick": QUICK, "tunnels": TUNNELS,
+               "runs": RUNS, "bulk_bytes": BULK_BYTES, "idle_s": IDLE_S,
+               "concurrency": CONCURRENCY, "ceiling_setup_rate": ceiling,
+               "ceiling_bulk_gbit": bulk_ceiling, "results": res,
+               "duration_s": round(time.monotonic() - t0, 1)}
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(md + "\n")
+    gnuplot(res, names, ceiling)
+    m = summary["machine"]
+    print("\nmachine: %d x %s, kernel %s, nofile hard limit %d" %
+          (m["nproc"], m["cpu"], m["kernel"], HARD_NOFILE))
+    for n in names:
+        print("  %s: %s" % (n, versions[n]))
+    print("load generator ceiling (fake proxy): %.0f set-ups/s at %d in flight; bulk up %.1f, down %.1f Gbit/s"
+          % (ceiling[str(HEADLINE_C)] if str(HEADLINE_C) in ceiling else 0, HEADLINE_C,
+             bulk_ceiling["up"], bulk_ceiling["down"]))
+    print()
+    print(md)
+    print("\nresults in %s (%.0f s)" % (OUT, summary["duration_s"]))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def on_signal(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        cleanup()
