@@ -1,12 +1,13 @@
-/* Relay read buffers. A buffer is taken only when a socket is readable and
- * given back as soon as its bytes are written, so an idle tunnel holds none.
- * A few free buffers are kept to serve bulk transfers without malloc churn.
+/* Relay read buffers (TN_BUF_SIZE). A buffer is taken only when a socket is
+ * readable and given back as soon as its bytes are written, so an idle
+ * tunnel holds none. A few free buffers are kept to serve bulk transfers
+ * without malloc churn; large buffers mean fewer syscalls per byte.
  * Single-threaded: only ever used from the loop thread. */
 #include <stdlib.h>
 
 #include "tunnel/internal.h"
 
-#define POOL_KEEP 32
+#define POOL_KEEP 8 /* 2 MiB at most kept idle */
 
 static char *pool[POOL_KEEP];
 static size_t pool_len;

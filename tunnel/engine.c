@@ -171,6 +171,7 @@ bool tn__admit(tn_engine *e, tn_tunnel *t) {
 }
 
 static void sweep_ensure(tn_engine *e);
+static void on_sweep(uv_timer_t *timer);
 static void finish(tn_engine *e);
 
 void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t) {
@@ -262,6 +263,21 @@ static void sweep_conns(tn_link *head, uint64_t now) {
   }
 }
 
+/* The timer runs every TN_SWEEP_MS only while something is being set up
+ * (a deadline may fall due); with only established tunnels it wakes for the
+ * next idle check alone, and with none at all it stops. */
+static void sweep_schedule(tn_engine *e, uint64_t now) {
+  uint64_t delay = 0;
+  if (!list_empty(&e->setup_list) || !list_empty(&e->conn_setup))
+    delay = TN_SWEEP_MS;
+  else if (!list_empty(&e->relay_list) && e->opts.idle_timeout_ms)
+    delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
+  if (delay)
+    uv_timer_start(&e->sweep, on_sweep, delay, 0);
+  else
+    uv_timer_stop(&e->sweep);
+}
+
 static void on_sweep(uv_timer_t *timer) {
   tn_engine *e = timer->data;
   uint64_t now = uv_now(e->loop);
@@ -273,13 +289,16 @@ static void on_sweep(uv_timer_t *timer) {
     /* Idle checks need only be as fine as a sixteenth of the timeout. */
     e->next_idle_sweep_ms = now + (idle / 16 > 1000 ? idle / 16 : 1000);
   }
-  if (list_empty(&e->setup_list) && list_empty(&e->relay_list) && list_empty(&e->conn_setup))
-    uv_timer_stop(timer);
+  sweep_schedule(e, now);
 }
 
+/* Something entered set-up: make sure a deadline check is at most
+ * TN_SWEEP_MS away. */
 static void sweep_ensure(tn_engine *e) {
-  if (!uv_is_active((uv_handle_t *)&e->sweep) && !uv_is_closing((uv_handle_t *)&e->sweep))
-    uv_timer_start(&e->sweep, on_sweep, TN_SWEEP_MS, TN_SWEEP_MS);
+  if (uv_is_closing((uv_handle_t *)&e->sweep))
+    return;
+  if (!uv_is_active((uv_handle_t *)&e->sweep) || uv_timer_get_due_in(&e->sweep) > TN_SWEEP_MS)
+    uv_timer_start(&e->sweep, on_sweep, TN_SWEEP_MS, 0);
 }
 
 /* ---- accepting ---- */

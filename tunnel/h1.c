@@ -36,7 +36,6 @@ static const llhttp_settings_t h1_settings = {
 /* The request head is complete; rest is what followed it in the same read. */
 static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   tn_setup *s = t->setup;
-  tn__ep_read_stop(t->down); /* until the tunnel is up: backpressure */
   if (llhttp_get_method(&s->parser) != HTTP_CONNECT)
     return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
                            "only CONNECT is supported: this is a tunnel gateway, not a web proxy");

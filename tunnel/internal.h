@@ -35,12 +35,14 @@
 #include "tunnel/ep.h"
 
 #define TN_HEADER_MAX (16 * 1024)     /* request head larger than this: 431 */
-#define TN_BUF_SIZE (64 * 1024)       /* relay read buffer */
+#define TN_BUF_SIZE (256 * 1024)      /* relay read buffer: one read, one write for bulk */
 #define TN_RELAY_HIGH (256 * 1024)    /* stop reading when the other side has this much unsent */
 #define TN_RELAY_LOW (64 * 1024)      /* resume once it is below this */
 #define TN_LINGER_MS 2000             /* after an error response, drain the client for at most this long */
 #define TN_SWEEP_MS 250
-#define TN_PENDING_MAX (256 * 1024)   /* device bytes held before the tunnel is up */
+/* Device bytes held before the tunnel is up. HTTP/1.1 stops reading past
+ * TN_RELAY_HIGH; HTTP/2 is bounded by h2_stream_window (at most 16 MiB). */
+#define TN_PENDING_MAX (32 * 1024 * 1024)
 
 typedef struct tn_tunnel tn_tunnel;
 typedef struct tn_conn tn_conn;

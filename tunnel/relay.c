@@ -95,12 +95,14 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   case TN_PHASE_HEADER:
     return tn__h1_data(t, base, kind, n);
   case TN_PHASE_RESOLVING:
-  case TN_PHASE_CONNECTING: /* HTTP/2 data sent before our 200 */
+  case TN_PHASE_CONNECTING: /* data sent before our 200 is held, bounded */
     if (!tn__tunnel_hold(t, base, n)) {
       tn__buf_free(base, kind);
       return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");
     }
     tn__buf_free(base, kind);
+    if (t->setup->pending_len > TN_RELAY_HIGH)
+      tn__ep_read_stop(ep); /* HTTP/1.1: backpressure; HTTP/2: the window bounds it */
     return;
   case TN_PHASE_RELAY:
     return forward(t, ep, base, kind, n);

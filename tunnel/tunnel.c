@@ -151,11 +151,14 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
 static void access_log(tn_tunnel *t) {
   char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX] = "";
   tn_engine *e = t->engine;
+  tn_log_level level = t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN;
+  if (!tn_log_enabled(level))
+    return; /* nothing to format for a line nobody will see */
   if (tn_addr_format((const struct sockaddr *)&t->conn->client, client, sizeof(client)) != 0)
     strcpy(client, "-");
   if (t->connected.sin6_family)
     tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
-  tn_log(t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN, "tunnel_closed",
+  tn_log(level, "tunnel_closed",
          TN_U("id", t->id), TN_S("proto", tn__proto_name(t->proto)), TN_S("client", client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"),
