@@ -133,9 +133,12 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
   if (!t->target)
     return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
   if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
-    bool limited = tn_policy_needs_authorization(&o->policy, &t->setup->auth);
-    log_refusal(t, limited ? "limited service: target needs the gateway to be authorized"
-                           : "no allow rule matches");
+    /* The reason is the access log's `close` field and the 403 body. */
+    if (tn_policy_needs_authorization(&o->policy, &t->setup->auth))
+      return tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
+                             "target not allowed: limited service, the gateway is not "
+                             "authorized (allow_when_authorized)");
+    log_refusal(t, "no allow rule matches");
     return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
   }
   if (!tn__admit(e, t)) {
