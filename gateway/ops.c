@@ -335,11 +335,12 @@ static void handle_status(gw_admin_req *req, void *arg) {
 typedef struct list_ctx {
   json_t *a;
   size_t limit;
+  bool all;
 } list_ctx;
 
 static void on_list(const tn_tunnel_info *i, void *arg) {
   list_ctx *l = arg;
-  if (json_array_size(l->a) >= l->limit)
+  if (json_array_size(l->a) >= l->limit || (!l->all && !info_active(i)))
     return;
   char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX];
   if (tn_addr_format(i->client, client, sizeof(client)) != 0)
@@ -355,19 +356,30 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
                       (json_int_t)i->bytes_up, "bytes_down", (json_int_t)i->bytes_down));
 }
 
+/* The value of name=... in a query string, or NULL. */
+static const char *query_param(const char *q, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = q; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
+    if (strncmp(p, name, n) == 0 && p[n] == '=')
+      return p + n + 1;
+  return NULL;
+}
+
 /* ?limit=N caps the list (established tunnels come first). */
 static size_t query_limit(const char *q) {
-  const char *p = strstr(q, "limit=");
-  if (!p || (p != q && p[-1] != '&'))
+  const char *p = query_param(q, "limit");
+  if (!p)
     return TUNNELS_LIMIT_MAX;
   char *end;
-  unsigned long n = strtoul(p + 6, &end, 10);
-  return end == p + 6 || n > TUNNELS_LIMIT_MAX ? TUNNELS_LIMIT_MAX : (size_t)n;
+  unsigned long n = strtoul(p, &end, 10);
+  return end == p || n > TUNNELS_LIMIT_MAX ? TUNNELS_LIMIT_MAX : (size_t)n;
 }
 
 static void handle_tunnels(gw_admin_req *req, void *arg) {
   gw_ops *o = arg;
-  list_ctx l = {json_array(), query_limit(gw_admin_req_query(req))};
+  const char *q = gw_admin_req_query(req);
+  const char *all = query_param(q, "all");
+  list_ctx l = {json_array(), query_limit(q), all && *all == '1'};
   tn_engine_foreach(o->d.engine, on_list, &l);
   gw_admin_respond_json(req, 200, l.a);
 }
