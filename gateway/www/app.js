@@ -169,7 +169,7 @@ async function poll() {
     lastStatus = status;
     statusAt = Date.now();
     renderStatus(status);
-    renderTunnels(tunnels, status.tunnels.connections_active);
+    renderTunnels(tunnels, status.tunnels.active);
     $('token-box').hidden = true;
     setBadge('conn', 'live', 'ok');
     setText('updated', new Date().toLocaleTimeString());
