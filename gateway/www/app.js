@@ -87,10 +87,9 @@ function renderHistory() {
   if (!samples.length) return;
   const max = Math.max(1, ...samples.map((h) => h.active));
   const t0 = samples[0].t, span = Math.max(1, now - t0);
-  const pts = samples.map((h) => {
-    const x = ((h.t - t0) / span) * 300, y = 58 - (h.active / max) * 54;
-    return x.toFixed(1) + ',' + y.toFixed(1);
-  });
+  const y = (h) => (58 - (h.active / max) * 54).toFixed(1);
+  const pts = samples.length === 1 ? ['0,' + y(samples[0]), '300,' + y(samples[0])]
+    : samples.map((h) => (((h.t - t0) / span) * 300).toFixed(1) + ',' + y(h));
   $('history-line').setAttribute('points', pts.join(' '));
   $('history-area').setAttribute('points', '0,60 ' + pts.join(' ') + ' 300,60');
   setText('history-span', fmtDuration(span / 1000));
@@ -119,11 +118,13 @@ function renderExpiry() {
   setText('idm-expiry', left > 0 ? 'in ' + fmtDuration(left) + ' (' + at + ')' : 'expired at ' + at);
 }
 
-function renderRefusals(byResult) {
+// "last 5 min" is the difference to the oldest snapshot at most 5 min old; a
+// gateway up for less than that counts everything since its start.
+function renderRefusals(byResult, uptimeS) {
   const now = Date.now();
   snapshots.push({ t: now, by_result: byResult });
   while (snapshots.length > 1 && now - snapshots[1].t >= HISTORY_MS) snapshots.shift();
-  const old = snapshots[0].by_result;
+  const old = uptimeS * 1000 <= HISTORY_MS ? {} : snapshots[0].by_result;
   const rows = Object.keys(byResult).filter((k) => k !== 'ok')
     .map((k) => [k, byResult[k] - (old[k] || 0), byResult[k]])
     .sort((a, b) => b[2] - a[2]);
@@ -143,11 +144,11 @@ function renderStatus(s) {
   setText('clients-active', String(s.clients.active));
   setText('bytes-up', fmtBytes(s.bytes.upstream));
   setText('bytes-down', fmtBytes(s.bytes.downstream));
-  setText('limit', t.limit ? t.active + ' of ' + t.limit + ' (' + t.limit_per_client + ' per device)' : 'none');
+  setText('limit', t.limit ? t.active + ' / ' + t.limit + ', ' + t.limit_per_client + ' per device' : 'none');
   setText('uptime', fmtDuration(s.uptime_s));
   setText('reloads', s.reloads.ok + ' ok, ' + s.reloads.failed + ' failed' +
           (s.reloads.last_ok ? '' : ' (last one rejected)'));
-  renderRefusals(t.by_result);
+  renderRefusals(t.by_result, s.uptime_s);
   fillRows('destinations', s.destinations.map((d) => [[d.target, 'wrap'], [String(d.tunnels), 'n']]),
            'no open tunnels', 2);
   fillRows('listeners', s.listeners.map((l) => [l.addr, [String(l.connections_active), 'n']]),
