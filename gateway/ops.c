@@ -33,6 +33,7 @@ struct gw_ops {
   bool last_reload_ok;
   double last_reload_success_time;
   bool draining;
+  bool watchdog;           /* WatchdogSec= is set: ping on every tick */
   char last_status[128];   /* last STATUS= sent to systemd */
   uint64_t tick_n;
   /* Refusal spikes: refusals per result in the current window. */
@@ -441,7 +442,8 @@ static void on_tick(uv_timer_t *t) {
     memcpy(o->last_status, line, sizeof(line));
     gw_notify_status(line);
   }
-  gw_notify_watchdog(); /* a no-op unless WatchdogSec= is set */
+  if (o->watchdog)
+    gw_notify_watchdog();
   check_refusal_spike(o, uv_now(o->d.loop) / 1000);
 }
 
@@ -480,7 +482,8 @@ int gw_ops_start(const gw_ops_deps *deps, gw_ops **out) {
     return err;
   }
   uint64_t wd_ms, tick = TICK_MS;
-  if (gw_notify_watchdog_interval_ms(&wd_ms) && wd_ms < tick)
+  o->watchdog = gw_notify_watchdog_interval_ms(&wd_ms);
+  if (o->watchdog && wd_ms < tick)
     tick = wd_ms;
   uv_timer_init(deps->loop, &o->tick);
   o->tick.data = o;

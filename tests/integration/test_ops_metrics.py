@@ -199,3 +199,24 @@ scrape_configs:
             prom.kill()
             prom.wait()
         log.close()
+
+
+@pytest.mark.timeout(60)
+def test_refusal_spike_logged_once(gateway_factory):
+    gw = gateway_factory(base_config())
+    for _ in range(60):
+        assert connect_status(gw.proxy_port, "forbidden.example:443") == 403
+    spike = gw.wait_log(lambda r: r.get("msg") == "refusal_spike", 25, "refusal_spike")
+    assert spike["level"] == "warn"
+    assert spike["top_result"] == "denied" and spike["refusals"] >= 50
+    assert spike["last_target"] == "forbidden.example:443"
+    # Per-tunnel lines carry the reason; the spike line is not repeated.
+    denied = [r for r in gw.log_records() if r.get("msg") == "tunnel_closed"
+              and r.get("result") == "denied"]
+    assert len(denied) == 60 and denied[0]["close"] == "target not allowed"
+    for _ in range(60):
+        assert connect_status(gw.proxy_port, "forbidden.example:443") == 403
+    gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("result") == "denied"
+                and sum(1 for x in gw.log_records() if x.get("result") == "denied") >= 120,
+                what="the second burst closed")
+    assert sum(1 for r in gw.log_records() if r.get("msg") == "refusal_spike") == 1
