@@ -58,9 +58,9 @@ static double unix_now(void) {
 
 /* ---- collecting the open tunnels ---- */
 
-/* Open and admitted (connecting or relaying): what tn_engine_stats counts as
- * tunnels_active. The engine has no per-protocol count, so it is derived from
- * the tunnel list: a parsed target and no error status sent yet, or 200 sent. */
+/* Open and admitted (connecting or relaying), as tn_engine_stats counts
+ * tunnels_active: a parsed target and no error status sent yet, or 200 sent.
+ * For the top lists; the per-protocol gauges come from the engine. */
 static bool info_active(const tn_tunnel_info *i) {
   return i->established || (i->target && i->status == 0);
 }
@@ -160,7 +160,9 @@ static void on_collect(const tn_tunnel_info *i, void *arg) {
   gw_metrics_proto(c->m, i->proto)->active++;
   char ip[INET6_ADDRSTRLEN];
   client_ip(i->client, ip, sizeof(ip));
-  tally_add(&c->clients, ip);
+  /* Devices are told apart by certificate subject when they present one
+   * (as the engine's per-client limit does), else by address. */
+  tally_add(&c->clients, i->client_subject ? i->client_subject : ip);
   tally_add(&c->targets, i->target ? i->target : "-");
 }
 
@@ -172,6 +174,12 @@ static void collect_open(gw_ops *o, collect *c) {
   for (size_t i = 0; i < o->metrics.n_protos; i++)
     o->metrics.protos[i].active = 0;
   tn_engine_foreach(o->d.engine, on_collect, c);
+  /* The engine's own per-protocol counts are authoritative. */
+  static const char *const engine_protos[] = {"h1", "h2"}; /* by_proto_active's order */
+  tn_engine_stats st;
+  tn_engine_stats_get(o->d.engine, &st);
+  for (size_t i = 0; i < sizeof(engine_protos) / sizeof(engine_protos[0]); i++)
+    gw_metrics_proto(&o->metrics, engine_protos[i])->active = st.by_proto_active[i];
 }
 
 static void collect_free(collect *c) {
@@ -278,7 +286,9 @@ static json_t *listeners_json(gw_ops *o) {
   for (size_t i = 0; tn_engine_listener_addr(o->d.engine, i, &ss) == 0; i++) {
     char text[TN_ADDRSTR_MAX];
     tn_addr_format((const struct sockaddr *)&ss, text, sizeof(text));
-    json_array_append_new(a, json_pack("{s:s, s:I}", "addr", text, "connections_active",
+    /* Plain listeners come first, then TLS ones (tn_engine_listener_addr). */
+    json_array_append_new(a, json_pack("{s:s, s:b, s:I}", "addr", text, "tls",
+                                       i >= o->d.cfg->tunnel.n_listen, "connections_active",
                                        (json_int_t)tn_engine_listener_active(o->d.engine, i)));
   }
   return a;

@@ -124,7 +124,8 @@ def test_status_and_tunnels(gateway_factory, upstream):
     assert t["by_proto"]["h1"]["active"] == 4 and t["by_proto"]["h2"]["active"] == 0
     assert t["by_proto"]["h1"]["by_result"]["denied"] == 1
     assert t["by_result"]["denied"] == 1
-    assert st["listeners"] == [{"addr": f"127.0.0.1:{gw.proxy_port}", "connections_active": 4}]
+    assert st["listeners"] == [{"addr": f"127.0.0.1:{gw.proxy_port}", "tls": False,
+                                "connections_active": 4}]
     assert st["destinations"] == [{"target": target, "tunnels": 4}]
     assert st["clients"]["top"] == [{"address": "127.0.0.1", "tunnels": 4}]
     assert st["idm"]["state"] == "unconfigured" and st["idm"]["authorized"] is False
@@ -220,3 +221,31 @@ def test_refusal_spike_logged_once(gateway_factory):
                 and sum(1 for x in gw.log_records() if x.get("result") == "denied") >= 120,
                 what="the second burst closed")
     assert sum(1 for r in gw.log_records() if r.get("msg") == "refusal_spike") == 1
+
+
+@pytest.mark.timeout(60)
+def test_h2_tunnels_labelled_by_proto(gateway_factory, upstream):
+    from h2client import H2Client
+    target = f"127.0.0.1:{upstream.port}"
+    gw = gateway_factory(base_config(allow=[target]))
+    h1 = [open_tunnel(gw.proxy_port, target) for _ in range(2)]
+    client = H2Client(gw.proxy_port)  # h2c with prior knowledge on the plain listener
+    streams = [client.connect(target) for _ in range(3)]
+    for s in streams:
+        client.wait_response(s)
+        assert s.status == 200
+    s = parse_samples(gw.get("/metrics")[2].decode())
+    assert sample(s, "mcgw_tunnels_active", proto="h1") == 2
+    assert sample(s, "mcgw_tunnels_active", proto="h2") == 3
+    st = gw.status()
+    assert st["tunnels"]["by_proto"]["h2"]["active"] == 3
+    assert sorted(t["proto"] for t in gw.get_json("/tunnels")) == ["h1", "h1", "h2", "h2", "h2"]
+    client.close()
+    close_all(h1)
+    wait_until(lambda: gw.status()["tunnels"]["active"] == 0, what="all tunnels closed")
+    s = parse_samples(gw.get("/metrics")[2].decode())
+    assert sample(s, "mcgw_tunnels_active", proto="h2") == 0
+    closed_h2 = sum(v for (name, labels), v in s.items()
+                    if name == "mcgw_tunnels_total" and ("proto", "h2") in labels)
+    assert closed_h2 == 3
+    assert sample(s, "mcgw_tunnels_total", proto="h1", result="ok") == 2
