@@ -2,6 +2,8 @@
 #include "gateway/admin.h"
 
 #include <llhttp.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,7 @@ typedef struct route {
   char *path;
   gw_admin_handler handler;
   void *arg;
+  bool is_public; /* served without the admin token */
 } route;
 
 struct gw_admin {
@@ -29,6 +32,10 @@ struct gw_admin {
   size_t n_routes;
   struct gw_admin_req *conns; /* open connections, for gw_admin_close */
   bool listener_closed;
+  bool token_set;
+  unsigned char token_hash[SHA256_DIGEST_LENGTH];
+  uint64_t unauthorized;      /* 401s sent */
+  uint64_t last_401_log_ms;
 };
 
 /* Kept request headers, by index. */
@@ -210,8 +217,8 @@ const char *gw_admin_req_body(const gw_admin_req *r, size_t *len) {
 
 /* ---- routing ---- */
 
-int gw_admin_route(gw_admin *a, const char *method, const char *path, gw_admin_handler h,
-                   void *arg) {
+static int add_route(gw_admin *a, const char *method, const char *path, gw_admin_handler h,
+                     void *arg, bool is_public) {
   route *grown = realloc(a->routes, (a->n_routes + 1) * sizeof(*grown));
   if (!grown)
     return UV_ENOMEM;
@@ -223,8 +230,68 @@ int gw_admin_route(gw_admin *a, const char *method, const char *path, gw_admin_h
     return UV_ENOMEM;
   rt->handler = h;
   rt->arg = arg;
+  rt->is_public = is_public;
   a->n_routes++;
   return 0;
+}
+
+int gw_admin_route(gw_admin *a, const char *method, const char *path, gw_admin_handler h,
+                   void *arg) {
+  return add_route(a, method, path, h, arg, false);
+}
+
+int gw_admin_route_public(gw_admin *a, const char *method, const char *path,
+                          gw_admin_handler h, void *arg) {
+  return add_route(a, method, path, h, arg, true);
+}
+
+int gw_admin_set_token(gw_admin *a, const char *token) {
+  a->token_set = token != NULL;
+  if (token)
+    SHA256((const unsigned char *)token, strlen(token), a->token_hash);
+  else
+    memset(a->token_hash, 0, sizeof(a->token_hash));
+  return 0;
+}
+
+/* Whether the request carries the admin token. Both sides are hashed first,
+ * so the comparison takes the same time whatever the length or content of
+ * the presented value. */
+static bool authorized(const gw_admin_req *r) {
+  const gw_admin *a = r->admin;
+  const char *h = r->headers[H_AUTHORIZATION];
+  if (!a->token_set)
+    return true;
+  if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    return false;
+  h += 7;
+  while (*h == ' ')
+    h++;
+  size_t n = strlen(h);
+  while (n > 0 && h[n - 1] == ' ')
+    n--;
+  unsigned char got[SHA256_DIGEST_LENGTH];
+  SHA256((const unsigned char *)h, n, got);
+  return CRYPTO_memcmp(got, a->token_hash, sizeof(got)) == 0;
+}
+
+/* 401, logged at most once a second (peer and path only, never the header). */
+static void unauthorized(gw_admin_req *r) {
+  gw_admin *a = r->admin;
+  uint64_t now = uv_now(r->tcp.loop);
+  a->unauthorized++;
+  if (a->unauthorized == 1 || now - a->last_401_log_ms >= 1000) {
+    char peer[TN_ADDRSTR_MAX];
+    if (tn_addr_format((const struct sockaddr *)&r->peer, peer, sizeof(peer)) != 0)
+      strcpy(peer, "-");
+    a->last_401_log_ms = now;
+    tn_log(TN_LOG_WARN, "admin_unauthorized", TN_S("peer", peer), TN_S("path", r->target),
+           TN_S("auth", r->headers[H_AUTHORIZATION] ? "wrong token" : "no token"),
+           TN_U("unauthorized_total", a->unauthorized), TN_LOG_END);
+  }
+  static const char body[] = "admin token required: Authorization: Bearer <token>\n";
+  gw_admin_respond(r, 401, "text/plain; charset=utf-8",
+                   "WWW-Authenticate: Bearer realm=\"mcgw admin\"\r\n", body, sizeof(body) - 1);
 }
 
 static void dispatch(gw_admin_req *r) {
@@ -233,6 +300,12 @@ static void dispatch(gw_admin_req *r) {
   if (strcmp(method, "HEAD") == 0)
     method = "GET";
   bool path_known = false;
+  bool is_public = false;
+  for (size_t i = 0; i < a->n_routes; i++)
+    if (strcmp(a->routes[i].path, r->target) == 0 && a->routes[i].is_public)
+      is_public = true;
+  if (!is_public && !authorized(r))
+    return unauthorized(r);
   for (size_t i = 0; i < a->n_routes; i++) {
     route *rt = &a->routes[i];
     if (strcmp(rt->path, r->target) != 0)
@@ -409,7 +482,7 @@ int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admi
     return UV_ENOMEM;
   uv_tcp_init(loop, &a->tcp);
   a->tcp.data = a;
-  int err = gw_admin_route(a, "GET", "/healthz", healthz, NULL);
+  int err = gw_admin_route_public(a, "GET", "/healthz", healthz, NULL);
   if (!err)
     err = uv_tcp_bind(&a->tcp, (const struct sockaddr *)addr, 0);
   if (!err)

@@ -32,6 +32,17 @@ int gw_admin_addr(const gw_admin *a, struct sockaddr_storage *out);
 int gw_admin_route(gw_admin *a, const char *method, const char *path, gw_admin_handler h,
                    void *arg);
 
+/* Like gw_admin_route, for a path that needs no admin token (GET /healthz,
+ * the status page's static files: they hold no figures). */
+int gw_admin_route_public(gw_admin *a, const char *method, const char *path,
+                          gw_admin_handler h, void *arg);
+
+/* Requires `Authorization: Bearer <token>` on every route but the public
+ * ones from now on; a missing or wrong token gets 401 before the path is
+ * even looked up. NULL turns the check off. Only a SHA-256 of the token is
+ * kept, compared in constant time. Returns 0 or UV_ENOMEM. */
+int gw_admin_set_token(gw_admin *a, const char *token);
+
 /* Closes the listener and every admin connection; frees a once all closed.
  * Requests not yet answered are dropped (their connections closed). */
 void gw_admin_close(gw_admin *a);

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -35,11 +36,15 @@
 #define GW_DEFAULT_ADMIN_PORT 9090
 #define GW_DEFAULT_STATE_DIR "/var/lib/mcgw"
 #define GW_DEFAULT_REFRESH_BEFORE_MS 60000
+#define GW_TOKEN_MIN 16   /* shortest admin token accepted */
+#define GW_TOKEN_MAX 512  /* longest; the admin listener keeps 1024-byte header values */
 
 enum key_id {
   K_LOG_LEVEL,
   K_LOG_FORMAT,
   K_ADMIN_LISTEN,
+  K_ADMIN_TOKEN_FILE,
+  K_USER,
   K_LISTEN,
   K_ALLOW,
   K_ALLOW_PRIVATE,
@@ -325,6 +330,36 @@ static void set_admin_listen(parse_ctx *c, const key_def *k, const char *v) {
   c->cfg->admin_enabled = true;
 }
 
+/* Relative paths are taken from the config file's directory, so that a
+ * service started from any working directory finds the same file. */
+static char *resolve_path(const char *config_name, const char *v) {
+  const char *slash = strrchr(config_name, '/');
+  if (v[0] == '/' || !slash)
+    return strdup(v);
+  return aformat("%.*s/%s", (int)(slash - config_name), config_name, v);
+}
+
+static void set_admin_token_file(parse_ctx *c, const key_def *k, const char *v) {
+  free(c->cfg->admin_token_file);
+  if (!(c->cfg->admin_token_file = resolve_path(c->name, v)))
+    c->oom = true;
+}
+
+/* POSIX portable user names: [a-z_][a-z0-9_-]*, at most 32 bytes. */
+static void set_user(parse_ctx *c, const key_def *k, const char *v) {
+  size_t n = strlen(v);
+  bool ok = n <= 32 && ((*v >= 'a' && *v <= 'z') || *v == '_');
+  for (size_t i = 1; ok && i < n; i++)
+    ok = (v[i] >= 'a' && v[i] <= 'z') || is_digit(v[i]) || v[i] == '_' || v[i] == '-';
+  if (!ok) {
+    value_error(c, k, v, "expected a user name like mcgw");
+    return;
+  }
+  free(c->cfg->user);
+  if (!(c->cfg->user = strdup(v)))
+    c->oom = true;
+}
+
 /* Appends to a listener array: listen (plain) or listen_tls. */
 static void add_listen(parse_ctx *c, const key_def *k, const char *v,
                        struct sockaddr_storage **arr, size_t *n) {
@@ -601,10 +636,12 @@ static const key_def gateway_keys[] = {
     {"log_level", K_LOG_LEVEL, false, set_log_level, 0, 0, 0},
     {"log_format", K_LOG_FORMAT, false, set_log_format, 0, 0, 0},
     {"state_dir", K_STATE_DIR, false, set_string, offsetof(gw_config, state_dir), 0, 0},
+    {"user", K_USER, false, set_user, 0, 0, 0},
 };
 
 static const key_def admin_keys[] = {
     {"listen", K_ADMIN_LISTEN, false, set_admin_listen, 0, 0, 0},
+    {"admin_token_file", K_ADMIN_TOKEN_FILE, false, set_admin_token_file, 0, 0, 0},
 };
 
 static const key_def tunnel_keys[] = {
@@ -1015,9 +1052,80 @@ static void idm_cross_checks(parse_ctx *c) {
            "login = browser needs the admin listener (for /login and /callback)");
 }
 
+bool gw_config_admin_is_loopback(const struct sockaddr_storage *addr) {
+  return tn_addr_classify((const struct sockaddr *)addr) == TN_ADDR_LOOPBACK;
+}
+
+/* token68 (RFC 7235): the characters a Bearer credential may use. */
+static bool is_token68(const char *s) {
+  size_t i = 0;
+  for (; s[i] && s[i] != '='; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || is_digit(s[i]) ||
+          strchr("-._~+/", s[i])))
+      return false;
+  while (s[i] == '=')
+    i++;
+  return i > 0 && s[i] == '\0';
+}
+
+/* Reads the token into *out (owned), or reports why not. The file holds a
+ * secret: it must be a regular file that only its owner can read or write. */
+static void read_admin_token(parse_ctx *c, const char *path, int line) {
+  char buf[GW_TOKEN_MAX + 2];
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    report(c, line, "admin_token_file: cannot open %s: %s", path, strerror(errno));
+    return;
+  }
+  ssize_t n = -1;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    report(c, line, "admin_token_file: %s is not a regular file", path);
+  else if (st.st_mode & 077)
+    report(c, line, "admin_token_file: %s is accessible by group or others (mode %04o): chmod 600 %s",
+           path, (unsigned)(st.st_mode & 07777), path);
+  else if ((n = read(fd, buf, sizeof buf - 1)) < 0)
+    report(c, line, "admin_token_file: cannot read %s: %s", path, strerror(errno));
+  close(fd);
+  if (n < 0)
+    return;
+  buf[n] = '\0';
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+    buf[--n] = '\0';
+  if ((size_t)n > GW_TOKEN_MAX)
+    report(c, line, "admin_token_file: %s: token longer than %d characters", path, GW_TOKEN_MAX);
+  else if (!is_token68(buf))
+    report(c, line, "admin_token_file: %s must hold one line of A-Z a-z 0-9 - . _ ~ + / "
+           "(e.g. from: openssl rand -hex 32)", path);
+  else if ((size_t)n < GW_TOKEN_MIN)
+    report(c, line, "admin_token_file: %s: token shorter than %d characters "
+           "(e.g. from: openssl rand -hex 32)", path, GW_TOKEN_MIN);
+  else if (!(c->cfg->admin_token = strdup(buf)))
+    c->oom = true;
+  explicit_bzero(buf, sizeof buf);
+}
+
+/* The admin API shows every client and destination: off loopback it needs a
+ * token. */
+static void admin_checks(parse_ctx *c) {
+  gw_config *cfg = c->cfg;
+  if (cfg->admin_token_file && !c->bad[K_ADMIN_TOKEN_FILE])
+    read_admin_token(c, cfg->admin_token_file, c->first_line[K_ADMIN_TOKEN_FILE]);
+  if (!cfg->admin_enabled || c->bad[K_ADMIN_LISTEN] || cfg->admin_token_file ||
+      gw_config_admin_is_loopback(&cfg->admin_listen))
+    return;
+  char text[TN_ADDRSTR_MAX];
+  tn_addr_format((const struct sockaddr *)&cfg->admin_listen, text, sizeof text);
+  report(c, c->first_line[K_ADMIN_LISTEN],
+         "listen: %s is not a loopback address, so the admin API needs a token: set "
+         "admin_token_file = FILE (mode 0600, one line, e.g. from openssl rand -hex 32) "
+         "or listen on 127.0.0.1", text);
+}
+
 static void cross_checks(parse_ctx *c) {
   idm_cross_checks(c);
   const tn_engine_opts *o = &c->cfg->tunnel;
+  admin_checks(c);
   if (!c->first_line[K_LISTEN] && !c->first_line[K_LISTEN_TLS])
     report(c, 0, "[tunnel] has no listen or listen_tls address");
   check_tls(c);
@@ -1086,6 +1194,11 @@ void gw_config_free(gw_config *cfg) {
                    &m->tls_cert, &m->tls_key};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
     free(*strs[i]);
+  if (cfg->admin_token)
+    explicit_bzero(cfg->admin_token, strlen(cfg->admin_token));
+  free(cfg->admin_token);
+  free(cfg->admin_token_file);
+  free(cfg->user);
   tn_engine_opts_free(&cfg->tunnel);
   memset(cfg, 0, sizeof *cfg);
 }

@@ -52,6 +52,11 @@ typedef struct gw_config {
   tn_log_format log_format;   /* [gateway] log_format, default text */
   bool admin_enabled;         /* [admin] listen present (default 127.0.0.1:9090) */
   struct sockaddr_storage admin_listen;
+  char *admin_token_file;     /* [admin] admin_token_file, resolved against the config's
+                                 directory; NULL when not set */
+  char *admin_token;          /* its content (a bearer token), checked at load: the file is
+                                 0600 and holds one token68 line. Wiped by gw_config_free */
+  char *user;                 /* [gateway] user: drop to it after binding when run as root */
   tn_engine_opts tunnel;      /* [tunnel] */
   gw_idm_config idm;          /* [idm] */
 } gw_config;
@@ -78,5 +83,9 @@ void gw_config_errors_free(gw_config_errors *errs);
  * "10s", "5m", "1h"). A bare number is an error (the unit must be said).
  * Returns 0 and *out_ms, or -1 with *out_ms untouched. */
 int gw_duration_parse(const char *s, uint64_t *out_ms);
+
+/* Whether an admin listener on addr may run without a token: loopback only.
+ * 0.0.0.0 and :: count as non-loopback (they listen everywhere). */
+bool gw_config_admin_is_loopback(const struct sockaddr_storage *addr);
 
 #endif

@@ -2,7 +2,6 @@
 #include "gateway/daemon.h"
 
 #include <arpa/inet.h>
-#include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,9 @@
 #include "gateway/admin.h"
 #include "gateway/idm.h"
 #include "gateway/idm_admin.h"
+#include "gateway/notify.h"
+#include "gateway/ops.h"
+#include "gateway/privdrop.h"
 #include "tunnel/addr.h"
 #include "tunnel/log.h"
 
@@ -20,9 +22,9 @@ typedef struct gw_daemon {
   tn_engine *engine;
   gw_admin *admin;
   gw_idm *idm; /* NULL without an [idm] section */
+  gw_ops *ops;
   uv_signal_t sig_term, sig_int, sig_hup;
-  uint64_t started_ms;
-  uint64_t reloads_ok, reloads_failed;
+  int exit_code;
   bool draining;
 } gw_daemon;
 
@@ -46,44 +48,14 @@ static void raise_nofile(const gw_config *cfg) {
          TN_LOG_END);
 }
 
-static json_t *results_json(const tn_engine_stats *st) {
-  json_t *o = json_object();
-  for (int r = 0; r < TN_RESULT_COUNT_; r++)
-    json_object_set_new(o, tn_result_name((tn_result)r), json_integer((json_int_t)st->by_result[r]));
-  return o;
-}
-
-static json_t *status_json(gw_daemon *d) {
-  tn_engine_stats st;
-  memset(&st, 0, sizeof(st));
-  if (d->engine)
-    tn_engine_stats_get(d->engine, &st);
-  uint64_t uptime = (uv_now(&d->loop) - d->started_ms) / 1000;
-  gw_idm_view view = {.state = GW_IDM_UNCONFIGURED};
-  if (d->idm)
-    gw_idm_view_get(d->idm, &view);
-  return json_pack("{s:s, s:I, s:s, s:{s:I, s:I, s:I, s:o}, s:{s:I, s:I}, s:{s:I}, s:o}",
-                   "version", MCGW_VERSION, "uptime_s", (json_int_t)uptime,
-                   "state", d->draining ? "draining" : "running",
-                   "tunnels", "active", (json_int_t)st.tunnels_active,
-                   "total", (json_int_t)st.tunnels_total,
-                   "connections_active", (json_int_t)st.connections_active,
-                   "by_result", results_json(&st),
-                   "bytes", "upstream", (json_int_t)st.bytes_up,
-                   "downstream", (json_int_t)st.bytes_down,
-                   "clients", "active", (json_int_t)st.clients_active,
-                   "idm", gw_idm_status_json(&view));
-}
-
-static void handle_status(gw_admin_req *req, void *arg) {
-  gw_admin_respond_json(req, 200, status_json(arg));
-}
-
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
 
 static void on_drained(void *arg) {
   gw_daemon *d = arg;
   d->engine = NULL;
+  if (d->ops)
+    gw_ops_close(d->ops);
+  d->ops = NULL;
   if (d->idm)
     gw_idm_close(d->idm);
   d->idm = NULL;
@@ -96,15 +68,42 @@ static void on_drained(void *arg) {
   tn_log(TN_LOG_INFO, "stopped", TN_LOG_END);
 }
 
+static void begin_drain(gw_daemon *d) {
+  char status[128] = "draining";
+  d->draining = true;
+  if (d->ops) {
+    gw_ops_set_draining(d->ops);
+    gw_ops_status_line(d->ops, status, sizeof(status));
+  }
+  gw_notify_stopping(status);
+  tn_engine_drain(d->engine, on_drained, d);
+}
+
 static void on_stop_signal(uv_signal_t *s, int signum) {
   gw_daemon *d = s->data;
   if (d->draining) {
     tn_log(TN_LOG_WARN, "already_draining", TN_S("signal", strsignal(signum)), TN_LOG_END);
     return;
   }
-  d->draining = true;
   tn_log(TN_LOG_INFO, "signal", TN_S("signal", strsignal(signum)), TN_LOG_END);
-  tn_engine_drain(d->engine, on_drained, d);
+  begin_drain(d);
+}
+
+static void notify_ready(gw_daemon *d) {
+  char status[128] = "ready";
+  if (d->ops)
+    gw_ops_status_line(d->ops, status, sizeof(status));
+  gw_notify_ready(status);
+}
+
+/* The login state for the ops surface: from identity management when
+ * configured. */
+static void idm_view(void *arg, gw_idm_view *out) {
+  gw_daemon *d = arg;
+  memset(out, 0, sizeof(*out));
+  out->state = GW_IDM_UNCONFIGURED;
+  if (d->idm)
+    gw_idm_view_get(d->idm, out);
 }
 
 static void log_reload_errors(const gw_config_errors *errs) {
@@ -133,17 +132,18 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
   gw_daemon *d = s->data;
   gw_config fresh;
   gw_config_errors errs = {0};
+  if (d->draining)
+    return;
+  gw_notify_reloading();
   int err = gw_config_load(d->cfg.path, &fresh, &errs);
   if (err == 0)
     err = tn_engine_update(d->engine, &fresh.tunnel);
   if (err != 0) {
     log_reload_errors(&errs);
-    d->reloads_failed++;
     tn_log(TN_LOG_ERROR, "reload_failed", TN_S("config", d->cfg.path),
            TN_U("errors", errs.n), TN_S("action", "previous configuration stays in force"),
            TN_LOG_END);
   } else {
-    d->reloads_ok++;
     tn_log_setup(fresh.log_level, fresh.log_format);
     tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
            TN_U("allow_rules", fresh.tunnel.policy.n_rules), TN_LOG_END);
@@ -151,9 +151,17 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     gw_config tmp = d->cfg;
     d->cfg = fresh;
     fresh = tmp;
+    if (str_differs(d->cfg.user, fresh.user))
+      tn_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[gateway] user"), TN_LOG_END);
+    if (memcmp(&d->cfg.admin_listen, &fresh.admin_listen, sizeof(fresh.admin_listen)) != 0 ||
+        d->cfg.admin_enabled != fresh.admin_enabled)
+      tn_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[admin] listen"), TN_LOG_END);
   }
+  if (d->ops)
+    gw_ops_reloaded(d->ops, err == 0);
   gw_config_free(&fresh);
   gw_config_errors_free(&errs);
+  notify_ready(d);
 }
 
 static void start_signal(gw_daemon *d, uv_signal_t *s, uv_signal_cb cb, int signum) {
@@ -205,18 +213,25 @@ static int start(gw_daemon *d) {
   int err = tn_engine_start(&d->loop, &d->cfg.tunnel, &d->engine);
   if (err)
     return err;
-  if (d->cfg.admin_enabled) {
+  if (d->cfg.admin_enabled)
     err = gw_admin_start(&d->loop, &d->cfg.admin_listen, &d->admin);
-    if (!err)
-      err = gw_admin_route(d->admin, "GET", "/status", handle_status, d);
-    if (err) {
-      tn_engine_drain(d->engine, NULL, NULL);
-      d->engine = NULL;
-      return err;
-    }
+  if (!err) {
+    gw_ops_deps deps = {&d->loop, d->engine, d->admin, &d->cfg, idm_view, d};
+    err = gw_ops_start(&deps, &d->ops);
+  }
+  if (err) {
+    if (d->admin)
+      gw_admin_close(d->admin);
+    d->admin = NULL;
+    tn_engine_drain(d->engine, NULL, NULL);
+    d->engine = NULL;
+    return err;
   }
   err = start_idm(d);
   if (err) {
+    if (d->ops)
+      gw_ops_close(d->ops);
+    d->ops = NULL;
     if (d->idm)
       gw_idm_close(d->idm);
     d->idm = NULL;
@@ -243,17 +258,32 @@ int gw_daemon_run(gw_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   signal(SIGPIPE, SIG_IGN);
   tn_log_setup(d->cfg.log_level, d->cfg.log_format);
-  uv_loop_init(&d->loop);
-  d->started_ms = uv_now(&d->loop);
   tn_log(TN_LOG_INFO, "starting", TN_S("version", MCGW_VERSION), TN_S("config", d->cfg.path),
          TN_LOG_END);
+  char why[512];
+  gw_privdrop drop;
+  if (gw_privdrop_prepare(d->cfg.user, &drop, why, sizeof(why)) != 0) {
+    tn_log(TN_LOG_ERROR, "cannot_start", TN_S("error", why), TN_LOG_END);
+    gw_config_free(&d->cfg);
+    free(d);
+    return 1;
+  }
+  uv_loop_init(&d->loop);
   raise_nofile(&d->cfg);
   int err = start(d);
-  if (err == 0)
+  /* Bound (as root if need be); drop root before serving anything. */
+  if (err == 0 && gw_privdrop_apply(&drop, why, sizeof(why)) != 0) {
+    tn_log(TN_LOG_ERROR, "cannot_start", TN_S("error", why), TN_LOG_END);
+    d->exit_code = 1;
+    begin_drain(d);
+  } else if (err == 0) {
     tn_log(TN_LOG_INFO, "ready", TN_U("listeners", d->cfg.tunnel.n_listen), TN_LOG_END);
+    notify_ready(d);
+  }
   uv_run(&d->loop, UV_RUN_DEFAULT);
   uv_loop_close(&d->loop);
   gw_config_free(&d->cfg);
+  int code = err ? 1 : d->exit_code;
   free(d);
-  return err ? 1 : 0;
+  return code;
 }

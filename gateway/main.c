@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/daemon.h"
 #include "gateway/login_cli.h"
@@ -20,6 +21,11 @@ static void usage(FILE *out) {
           "  mcgw login [-c FILE] [--admin HOST:PORT]\n"
           "                         log the running gateway in to the IdMS ([idm] login =\n"
           "                         device: prints the URI and code, waits until done)\n"
+          "  mcgw status  [-c FILE | --admin URL] [--json] [--watch]\n"
+          "                         the running gateway: login state, tunnels by protocol\n"
+          "                         and result, clients; exit 1 if it does not answer\n"
+          "  mcgw tunnels [-c FILE | --admin URL] [--json] [--watch]\n"
+          "                         the open tunnels as a table\n"
           "  mcgw --version | --help\n"
           "\n"
           "Options:\n"
@@ -29,7 +35,8 @@ static void usage(FILE *out) {
           "drain_timeout, then exit 0; SIGHUP reloads the configuration (a bad file is\n"
           "rejected whole and the running configuration stays in force).\n"
           "\n"
-          "Admin endpoints (default http://127.0.0.1:9090): /healthz, /status.\n",
+          "Admin endpoints (default http://127.0.0.1:9090): /healthz, /status, /tunnels,\n"
+          "/metrics (Prometheus), / (live status page).\n",
           MCGW_VERSION, DEFAULT_CONFIG);
 }
 
@@ -93,6 +100,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[optind++];
+  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "tunnels") == 0)
+    return gw_cli_main(cmd, argc - optind + 1, argv + optind - 1, config);
   /* Options may also follow the command: mcgw run -c FILE. */
   for (int i = optind; i < argc; i++) {
     if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {

@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
-  node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev)
-test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl)
+  node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev)
+test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
+  prometheus chromium)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
 
 want=("${build_pkgs[@]}")
@@ -41,7 +42,7 @@ fi
 # again whenever the lockfile is newer than the last install (npm ci records
 # that install in node_modules/.package-lock.json).
 if [ "${1:-}" = test ]; then
-  for dir in tests/idms; do
+  for dir in tests/idms tests/ui; do
     if [ -f "$dir/package-lock.json" ] &&
       { [ ! -f "$dir/node_modules/.package-lock.json" ] ||
         [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; }; then
