@@ -14,6 +14,7 @@
 #include "gateway/ops.h"
 #include "gateway/privdrop.h"
 #include "tunnel/addr.h"
+#include "tunnel/error.h"
 #include "tunnel/log.h"
 
 typedef struct gw_daemon {
@@ -140,9 +141,11 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     err = tn_engine_update(d->engine, &fresh.tunnel);
   if (err != 0) {
     log_reload_errors(&errs);
+    /* A valid file the engine could not apply (a listener that cannot
+     * bind, ...) says why; the engine logged the details. */
     tn_log(TN_LOG_ERROR, "reload_failed", TN_S("config", d->cfg.path),
-           TN_U("errors", errs.n), TN_S("action", "previous configuration stays in force"),
-           TN_LOG_END);
+           TN_U("errors", errs.n), TN_S("reason", errs.n ? "invalid configuration" : tn_strerror(err)),
+           TN_S("action", "previous configuration stays in force"), TN_LOG_END);
   } else {
     tn_log_setup(fresh.log_level, fresh.log_format);
     tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),

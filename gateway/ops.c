@@ -189,20 +189,27 @@ static void collect_free(collect *c) {
 
 /* ---- /metrics ---- */
 
+/* A listener a reload closed is shown while connections it accepted remain. */
+static bool listener_shown(gw_ops *o, size_t i, tn_listener_info *li) {
+  return tn_engine_listener_info(o->d.engine, i, li) == 0 && (li->open || li->connections_active);
+}
+
 static size_t listeners_snapshot(gw_ops *o, gw_metrics_listener **out, char (**names)[TN_ADDRSTR_MAX]) {
-  size_t n = 0;
-  struct sockaddr_storage ss;
-  while (tn_engine_listener_addr(o->d.engine, n, &ss) == 0)
-    n++;
-  *out = calloc(n ? n : 1, sizeof(**out));
-  *names = calloc(n ? n : 1, sizeof(**names));
+  size_t total = 0, n = 0;
+  tn_listener_info li;
+  while (tn_engine_listener_info(o->d.engine, total, &li) == 0)
+    total++;
+  *out = calloc(total ? total : 1, sizeof(**out));
+  *names = calloc(total ? total : 1, sizeof(**names));
   if (!*out || !*names)
     return 0;
-  for (size_t i = 0; i < n; i++) {
-    tn_engine_listener_addr(o->d.engine, i, &ss);
-    tn_addr_format((const struct sockaddr *)&ss, (*names)[i], TN_ADDRSTR_MAX);
-    (*out)[i].addr = (*names)[i];
-    (*out)[i].connections_active = tn_engine_listener_active(o->d.engine, i);
+  for (size_t i = 0; i < total; i++) {
+    if (!listener_shown(o, i, &li))
+      continue;
+    tn_addr_format((const struct sockaddr *)&li.addr, (*names)[n], TN_ADDRSTR_MAX);
+    (*out)[n].addr = (*names)[n];
+    (*out)[n].connections_active = li.connections_active;
+    n++;
   }
   return n;
 }
@@ -282,14 +289,15 @@ static json_t *top_json(tally *t, const char *key, uint64_t *max) {
 
 static json_t *listeners_json(gw_ops *o) {
   json_t *a = json_array();
-  struct sockaddr_storage ss;
-  for (size_t i = 0; tn_engine_listener_addr(o->d.engine, i, &ss) == 0; i++) {
+  tn_listener_info li;
+  for (size_t i = 0; tn_engine_listener_info(o->d.engine, i, &li) == 0; i++) {
+    if (!listener_shown(o, i, &li))
+      continue;
     char text[TN_ADDRSTR_MAX];
-    tn_addr_format((const struct sockaddr *)&ss, text, sizeof(text));
-    /* Plain listeners come first, then TLS ones (tn_engine_listener_addr). */
-    json_array_append_new(a, json_pack("{s:s, s:b, s:I}", "addr", text, "tls",
-                                       i >= o->d.cfg->tunnel.n_listen, "connections_active",
-                                       (json_int_t)tn_engine_listener_active(o->d.engine, i)));
+    tn_addr_format((const struct sockaddr *)&li.addr, text, sizeof(text));
+    json_array_append_new(a, json_pack("{s:s, s:b, s:b, s:I}", "addr", text, "tls", li.tls,
+                                       "open", li.open, "connections_active",
+                                       (json_int_t)li.connections_active));
   }
   return a;
 }

@@ -16,7 +16,9 @@ typedef struct tn_listener {
   tn_engine *engine;
   size_t index;
   bool tls;
-  uint64_t active; /* open downstream connections accepted here */
+  bool open;                          /* listening; false once closed by a reload or drain */
+  uint64_t active;                    /* open downstream connections accepted here */
+  struct sockaddr_storage configured; /* as in the options: what a reload compares */
   struct sockaddr_storage bound;
 } tn_listener;
 
@@ -24,8 +26,8 @@ struct tn_engine {
   uv_loop_t *loop;
   tn_engine_opts opts;
   SSL_CTX *tls_ctx;       /* for TLS listeners; NULL when there are none */
-  tn_listener *listeners;
-  size_t n_listeners;
+  tn_listener **listeners; /* stable slots: a handle never moves */
+  size_t n_listeners, cap_listeners;
   uv_timer_t sweep;
   uv_timer_t drain_timer;
   unsigned handles_open;  /* listeners and timers */
@@ -210,7 +212,7 @@ void tn__engine_tunnel_freed(tn_engine *e) {
 void tn__engine_conn_added(tn_engine *e, tn_conn *c) {
   e->conns_alloc++;
   e->stats.connections_active++;
-  e->listeners[c->listener].active++;
+  e->listeners[c->listener]->active++;
   c->deadline_ms = uv_now(e->loop) + e->opts.header_timeout_ms;
   list_append(&e->conn_setup, &c->link);
   sweep_ensure(e);
@@ -224,7 +226,7 @@ void tn__engine_conn_moved(tn_engine *e, tn_conn *c) {
 void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
   list_remove(&c->link);
   e->stats.connections_active--;
-  e->listeners[c->listener].active--;
+  e->listeners[c->listener]->active--;
   e->conns_alloc--;
   maybe_finish(e);
 }
@@ -327,13 +329,15 @@ static tn_engine *engine_of(uv_handle_t *h) {
 
 static void on_engine_handle_closed(uv_handle_t *h) {
   tn_engine *e = engine_of(h);
-  if (--e->handles_open > 0)
+  if (--e->handles_open > 0 || !e->finishing)
     return;
   void (*done)(void *) = e->done;
   void *arg = e->done_arg;
   tn_engine_opts_free(&e->opts);
   SSL_CTX_free(e->tls_ctx);
   tn__clients_free(e->clients);
+  for (size_t i = 0; i < e->n_listeners; i++)
+    free(e->listeners[i]);
   free(e->listeners);
   free(e);
   tn__bufpool_trim();
@@ -341,33 +345,65 @@ static void on_engine_handle_closed(uv_handle_t *h) {
     done(arg);
 }
 
-static int listener_open(tn_engine *e, tn_listener *l, const struct sockaddr_storage *addr) {
+static const char *listener_kind(const tn_listener *l) { return l->tls ? "proxy_tls" : "proxy"; }
+
+/* Binds a new listener in the next slot. On failure the slot's handle is
+ * closing (it still counts in handles_open until then). */
+static int listener_open(tn_engine *e, const struct sockaddr_storage *addr, bool tls) {
   char text[TN_ADDRSTR_MAX];
-  const char *kind = l->tls ? "proxy_tls" : "proxy";
+  if (e->n_listeners == e->cap_listeners) {
+    size_t cap = e->cap_listeners ? 2 * e->cap_listeners : 4;
+    tn_listener **grown = realloc(e->listeners, cap * sizeof(*grown));
+    if (!grown)
+      return TN_ENOMEM;
+    e->listeners = grown;
+    e->cap_listeners = cap;
+  }
+  tn_listener *l = calloc(1, sizeof(*l));
+  if (!l)
+    return TN_ENOMEM;
+  *l = (tn_listener){.engine = e, .index = e->n_listeners, .tls = tls, .configured = *addr};
   tn_addr_format((const struct sockaddr *)addr, text, sizeof(text));
   int err = uv_tcp_init(e->loop, &l->tcp);
-  if (err)
+  if (err) {
+    free(l);
     return err;
+  }
   l->tcp.data = l;
+  e->listeners[e->n_listeners++] = l;
   e->handles_open++;
-  e->n_listeners++;
   if ((err = uv_tcp_bind(&l->tcp, (const struct sockaddr *)addr, 0)) == 0 &&
       (err = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection)) == 0) {
     int len = sizeof(l->bound);
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
     tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
-    tn_log(TN_LOG_INFO, "listening", TN_S("kind", kind), TN_S("addr", text), TN_LOG_END);
+    l->open = true;
+    tn_log(TN_LOG_INFO, "listening", TN_S("kind", listener_kind(l)), TN_S("addr", text),
+           TN_LOG_END);
     return 0;
   }
-  tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", kind), TN_S("addr", text),
+  tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", listener_kind(l)), TN_S("addr", text),
          TN_S("error", uv_strerror(err)), TN_LOG_END);
+  uv_close((uv_handle_t *)&l->tcp, on_engine_handle_closed);
   return err;
+}
+
+static void listener_close(tn_listener *l, bool log) {
+  if (uv_is_closing((uv_handle_t *)&l->tcp))
+    return;
+  if (log && l->open) {
+    char text[TN_ADDRSTR_MAX];
+    tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
+    tn_log(TN_LOG_INFO, "listener_closed", TN_S("kind", listener_kind(l)), TN_S("addr", text),
+           TN_U("connections_remaining", l->active), TN_LOG_END);
+  }
+  l->open = false;
+  uv_close((uv_handle_t *)&l->tcp, on_engine_handle_closed);
 }
 
 static void close_listeners(tn_engine *e) {
   for (size_t i = 0; i < e->n_listeners; i++)
-    if (!uv_is_closing((uv_handle_t *)&e->listeners[i].tcp))
-      uv_close((uv_handle_t *)&e->listeners[i].tcp, on_engine_handle_closed);
+    listener_close(e->listeners[i], false);
 }
 
 /* A TLS context from the options, or NULL with the reason logged. */
@@ -381,16 +417,10 @@ static SSL_CTX *make_tls_ctx(const tn_engine_opts *o) {
 
 static int open_listeners(tn_engine *e, const tn_engine_opts *o) {
   int err = 0;
-  for (size_t i = 0; i < o->n_listen && !err; i++) {
-    tn_listener *l = &e->listeners[e->n_listeners];
-    *l = (tn_listener){.engine = e, .index = e->n_listeners, .tls = false};
-    err = listener_open(e, l, &o->listen[i]);
-  }
-  for (size_t i = 0; i < o->n_listen_tls && !err; i++) {
-    tn_listener *l = &e->listeners[e->n_listeners];
-    *l = (tn_listener){.engine = e, .index = e->n_listeners, .tls = true};
-    err = listener_open(e, l, &o->listen_tls[i]);
-  }
+  for (size_t i = 0; i < o->n_listen && !err; i++)
+    err = listener_open(e, &o->listen[i], false);
+  for (size_t i = 0; i < o->n_listen_tls && !err; i++)
+    err = listener_open(e, &o->listen_tls[i], true);
   return err;
 }
 
@@ -405,11 +435,8 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   list_init(&e->conn_other);
   list_init(&e->h2_list);
   e->clients = tn__clients_new();
-  size_t n = opts->n_listen + opts->n_listen_tls;
-  e->listeners = calloc(n ? n : 1, sizeof(*e->listeners));
-  if (!e->clients || !e->listeners || tn_engine_opts_copy(&e->opts, opts) != 0) {
+  if (!e->clients || tn_engine_opts_copy(&e->opts, opts) != 0) {
     tn__clients_free(e->clients);
-    free(e->listeners);
     free(e);
     return TN_ENOMEM;
   }
@@ -433,40 +460,94 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   return 0;
 }
 
+int tn_engine_listener_info(const tn_engine *e, size_t i, tn_listener_info *out) {
+  if (i >= e->n_listeners)
+    return TN_EINVAL;
+  const tn_listener *l = e->listeners[i];
+  *out = (tn_listener_info){.addr = l->bound, .tls = l->tls, .open = l->open,
+                            .connections_active = l->active};
+  return 0;
+}
+
 int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storage *out) {
   if (i >= e->n_listeners)
     return TN_EINVAL;
-  *out = e->listeners[i].bound;
+  *out = e->listeners[i]->bound;
   return 0;
 }
 
 uint64_t tn_engine_listener_active(const tn_engine *e, size_t i) {
-  return i < e->n_listeners ? e->listeners[i].active : 0;
+  return i < e->n_listeners ? e->listeners[i]->active : 0;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family)
+    return false;
+  size_t len = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  return memcmp(a, b, len) == 0;
+}
+
+static tn_listener *find_open(tn_engine *e, const struct sockaddr_storage *addr, bool tls) {
+  for (size_t i = 0; i < e->n_listeners; i++) {
+    tn_listener *l = e->listeners[i];
+    if (l->open && l->tls == tls && same_addr(&l->configured, addr))
+      return l;
+  }
+  return NULL;
+}
+
+static bool wanted(const tn_engine_opts *o, const tn_listener *l) {
+  const struct sockaddr_storage *arr = l->tls ? o->listen_tls : o->listen;
+  size_t n = l->tls ? o->n_listen_tls : o->n_listen;
+  for (size_t i = 0; i < n; i++)
+    if (same_addr(&arr[i], &l->configured))
+      return true;
+  return false;
+}
+
+/* Opens the listeners o adds; on failure closes those it opened. */
+static int open_added(tn_engine *e, const tn_engine_opts *o) {
+  size_t first_new = e->n_listeners;
+  int err = 0;
+  for (size_t i = 0; i < o->n_listen && !err; i++)
+    if (!find_open(e, &o->listen[i], false))
+      err = listener_open(e, &o->listen[i], false);
+  for (size_t i = 0; i < o->n_listen_tls && !err; i++)
+    if (!find_open(e, &o->listen_tls[i], true))
+      err = listener_open(e, &o->listen_tls[i], true);
+  if (err)
+    for (size_t i = first_new; i < e->n_listeners; i++)
+      listener_close(e->listeners[i], false);
+  return err;
 }
 
 int tn_engine_update(tn_engine *e, const tn_engine_opts *opts) {
+  if (e->draining)
+    return TN_EINVAL;
   SSL_CTX *ctx = NULL;
-  if (e->tls_ctx && !(ctx = make_tls_ctx(opts)))
+  if (opts->n_listen_tls && !(ctx = make_tls_ctx(opts)))
     return TN_ETLS; /* a bad certificate must not replace a good one */
   tn_engine_opts fresh;
   if (tn_engine_opts_copy(&fresh, opts) != 0) {
     SSL_CTX_free(ctx);
     return TN_ENOMEM;
   }
-  /* Listeners are not re-bound: keep the ones in force. */
-  free(fresh.listen);
-  free(fresh.listen_tls);
-  fresh.listen = e->opts.listen;
-  fresh.n_listen = e->opts.n_listen;
-  fresh.listen_tls = e->opts.listen_tls;
-  fresh.n_listen_tls = e->opts.n_listen_tls;
-  e->opts.listen = e->opts.listen_tls = NULL;
+  SSL_CTX *old_ctx = e->tls_ctx;
+  e->tls_ctx = ctx ? ctx : old_ctx; /* the context new TLS listeners accept with */
+  int err = open_added(e, opts);
+  if (err) {
+    e->tls_ctx = old_ctx;
+    SSL_CTX_free(ctx);
+    tn_engine_opts_free(&fresh);
+    return err;
+  }
+  for (size_t i = 0; i < e->n_listeners; i++)
+    if (e->listeners[i]->open && !wanted(opts, e->listeners[i]))
+      listener_close(e->listeners[i], true);
   tn_engine_opts_free(&e->opts);
   e->opts = fresh;
-  if (ctx) { /* connections already up keep a reference to the old one */
-    SSL_CTX_free(e->tls_ctx);
-    e->tls_ctx = ctx;
-  }
+  if (ctx && old_ctx) /* connections already up hold their own reference */
+    SSL_CTX_free(old_ctx);
   return 0;
 }
 

@@ -101,13 +101,28 @@ typedef void (*tn_tunnel_cb)(const tn_tunnel_info *info, void *arg);
  * open. The options are copied. */
 int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out);
 
-/* Listener i counts plain listeners first, then TLS ones, in option order.
- * Writes its bound address (port 0 resolved) into *out. */
+/* Listeners have stable indices for the engine's life: those of the
+ * starting options (plain first, then TLS), then any a reload opened. A
+ * listener a reload closed keeps its index (open = false) while connections
+ * it accepted remain. */
+typedef struct tn_listener_info {
+  struct sockaddr_storage addr; /* bound address (port 0 resolved) */
+  bool tls;
+  bool open;
+  uint64_t connections_active;
+} tn_listener_info;
+
+/* Returns 0, or TN_EINVAL past the last listener. */
+int tn_engine_listener_info(const tn_engine *e, size_t i, tn_listener_info *out);
+/* The bound address of listener i (as tn_engine_listener_info). */
 int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storage *out);
 
 /* Applies new options to tunnels opened from now on (policy, limits,
- * timeouts, clients, TLS certificate and client CA). Listeners are not
- * changed. Returns 0, or a negative error (old options stay in force). */
+ * timeouts, clients, TLS certificate and client CA), opens listeners the new
+ * options add and closes those they drop (connections already accepted stay
+ * up). Returns 0, or a negative error with nothing changed: old options and
+ * listeners stay in force (a new listener that cannot bind, or a TLS
+ * certificate that does not load, rejects the whole update). */
 int tn_engine_update(tn_engine *e, const tn_engine_opts *opts);
 
 void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out);

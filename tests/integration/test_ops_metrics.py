@@ -125,7 +125,7 @@ def test_status_and_tunnels(gateway_factory, upstream):
     assert t["by_proto"]["h1"]["by_result"]["denied"] == 1
     assert t["by_result"]["denied"] == 1
     assert st["listeners"] == [{"addr": f"127.0.0.1:{gw.proxy_port}", "tls": False,
-                                "connections_active": 4}]
+                                "open": True, "connections_active": 4}]
     assert st["destinations"] == [{"target": target, "tunnels": 4}]
     assert st["clients"]["top"] == [{"address": "127.0.0.1", "tunnels": 4}]
     assert st["idm"]["state"] == "unconfigured" and st["idm"]["authorized"] is False
