@@ -53,7 +53,11 @@ static void handle_device_status(gw_admin_req *req, void *arg) {
 int gw_idm_admin_register(gw_admin *a, gw_idm *idm) {
   int err = gw_admin_route(a, "GET", "/login", handle_login, idm);
   if (!err)
-    err = gw_admin_route(a, "GET", "/callback", handle_callback, idm);
+    /* The IdMS redirects the operator's browser here, which cannot add the
+     * admin token; the callback is bound to a login this gateway started
+     * (/login, which needs the token) by its single-use random state and the
+     * PKCE verifier only the gateway holds, so it is served without it. */
+    err = gw_admin_route_public(a, "GET", "/callback", handle_callback, idm);
   if (!err)
     err = gw_admin_route(a, "POST", "/login/device", handle_device_start, idm);
   if (!err)

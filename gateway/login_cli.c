@@ -21,6 +21,7 @@
 typedef struct admin_target {
   struct sockaddr_storage addr;
   char text[TN_ADDRSTR_MAX];
+  const char *token; /* the admin token from the config, or NULL */
 } admin_target;
 
 static void pause_ms(long ms) {
@@ -39,15 +40,22 @@ static int request(const admin_target *t, const char *method, const char *path, 
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   socklen_t len =
       t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  char req[512];
+  char req[1024];
   int n = snprintf(req, sizeof req,
                    "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                   "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                   method, path, t->text);
+                   "%s%s%sContent-Length: 0\r\nConnection: close\r\n\r\n",
+                   method, path, t->text, t->token ? "Authorization: Bearer " : "",
+                   t->token ? t->token : "", t->token ? "\r\n" : "");
+  if (n < 0 || (size_t)n >= sizeof req) {
+    close(fd);
+    return -1;
+  }
   char *buf = malloc(CLI_MAX_RESPONSE + 1);
   size_t got = 0;
-  if (!buf || connect(fd, (const struct sockaddr *)&t->addr, len) != 0 ||
-      send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+  bool sent = buf && connect(fd, (const struct sockaddr *)&t->addr, len) == 0 &&
+              send(fd, req, (size_t)n, MSG_NOSIGNAL) == n;
+  explicit_bzero(req, sizeof req); /* it held the admin token */
+  if (!sent) {
     free(buf);
     close(fd);
     return -1;
@@ -175,7 +183,7 @@ static int browser_login(FILE *out, const admin_target *t) {
 }
 
 int gw_login_cli(const gw_config *cfg, const char *admin, FILE *out) {
-  admin_target t;
+  admin_target t = {.token = cfg->admin_token};
   if (!cfg->idm.enabled) {
     fprintf(out, "mcgw login: %s has no [idm] section: this gateway does not log in\n", cfg->path);
     return 1;

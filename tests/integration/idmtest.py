@@ -310,7 +310,7 @@ def render(sections):
 
 
 class Gateway:
-    def __init__(self, workdir, idm, tunnel=None, gateway=None, state_dir=None):
+    def __init__(self, workdir, idm, tunnel=None, gateway=None, state_dir=None, admin=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.state_dir = Path(state_dir) if state_dir else self.workdir / "state"
@@ -318,7 +318,7 @@ class Gateway:
         sections = {
             "gateway": {"log_level": "debug", "log_format": "json",
                         "state_dir": str(self.state_dir), **(gateway or {})},
-            "admin": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0", **(admin or {})},
             "tunnel": {"listen": "127.0.0.1:0", "allow_private": "yes", "require_tls": "no",
                        "drain_timeout": "2s", **(tunnel or {})},
         }
@@ -508,10 +508,10 @@ def env(tmp_path, pki):
             self.idmses.append(i)
             return i
 
-        def gateway(self, idms, tunnel=None, idm=None, state_dir=None, start=True):
+        def gateway(self, idms, tunnel=None, idm=None, state_dir=None, start=True, admin=None):
             g = Gateway(tmp_path / f"gw{len(self.gateways)}",
                         idm_section(idms, pki, **(idm or {})), tunnel=tunnel,
-                        state_dir=state_dir)
+                        state_dir=state_dir, admin=admin)
             self.gateways.append(g)
             return g.start() if start else g
 

@@ -163,3 +163,30 @@ def test_no_secrets_in_debug_logs(env):
     leaked = {kind for kind, value in idms.secret_kinds if value in text}
     assert not leaked, f"secrets in mcgw's log: {sorted(leaked)}"
     assert len(idms.secrets) >= 10
+
+
+def test_admin_token_guards_login_but_not_callback(env, tmp_path):
+    """On a non-loopback admin listener /login needs the admin token; the
+    IdMS's redirect to /callback cannot carry it and is bound to a login the
+    gateway started by state and PKCE instead: a bogus state gets 400."""
+    import os
+    token = tmp_path / "admin.token"
+    token.write_text("a-long-admin-token-for-this-test\n")
+    os.chmod(token, 0o600)
+    idms = env.idms()
+    gw = env.gateway(idms, admin={"listen": "0.0.0.0:0", "admin_token_file": str(token)})
+    gw.msg("idm_discovered", timeout=20)
+    assert gw.admin("/login")[0] == 401
+    assert gw.admin("/callback?state=forged&code=stolen")[0] == 400
+    assert gw.admin("/status")[0] == 401
+    # mcgw login -c sends the token from admin_token_file: it gets the state.
+    import subprocess
+    from mcgwtest import BIN
+    cli = subprocess.Popen([str(BIN), "login", "-c", str(gw.config_path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [cli.stdout.readline() for _ in range(3)]
+    finally:
+        cli.kill()
+        cli.wait(10)
+    assert any("waiting for the login... (state unauthorized)" in ln for ln in lines), lines
