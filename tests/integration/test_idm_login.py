@@ -182,7 +182,8 @@ def test_admin_token_guards_login_but_not_callback(env, tmp_path):
     # mcgw login -c sends the token from admin_token_file: it gets the state.
     import subprocess
     from mcgwtest import BIN
-    cli = subprocess.Popen([str(BIN), "login", "-c", str(gw.config_path)],
+    cli = subprocess.Popen([str(BIN), "login", "-c", str(gw.config_path),
+                            "--admin", f"127.0.0.1:{gw.admin_port}"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = [cli.stdout.readline() for _ in range(3)]
