@@ -33,14 +33,15 @@ check: build
 	$(BUILD)/mcgw check -c $(CONFIG)
 
 test: test-deps build
-	cd $(BUILD) && ctest --output-on-failure -j 2
+	cd $(BUILD) && ctest --output-on-failure -j 2; rc=$$?; ../scripts/skipped.sh .; exit $$rc
 
 # The whole suite once more under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan: test-deps
 	cmake -S . -B $(ASAN_BUILD) -DMCGW_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2; \
+	  rc=$$?; ../scripts/skipped.sh .; exit $$rc
 
 # mcgw side by side with Squid and tinyproxy on loopback (tests/bench/run.py;
 # docs/benchmarks.md). BENCH_QUICK=1 for a short run.
