@@ -51,9 +51,9 @@ static void raise_nofile(const gw_config *cfg) {
 
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
 
-static void on_drained(void *arg) {
-  gw_daemon *d = arg;
-  d->engine = NULL;
+/* Closes the ops surface, identity management and the admin listener, in
+ * that order (ops and idm hold routes on the admin listener). */
+static void close_services(gw_daemon *d) {
   if (d->ops)
     gw_ops_close(d->ops);
   d->ops = NULL;
@@ -63,6 +63,12 @@ static void on_drained(void *arg) {
   if (d->admin)
     gw_admin_close(d->admin);
   d->admin = NULL;
+}
+
+static void on_drained(void *arg) {
+  gw_daemon *d = arg;
+  d->engine = NULL;
+  close_services(d);
   uv_close((uv_handle_t *)&d->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&d->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&d->sig_hup, on_signal_closed);
@@ -232,15 +238,7 @@ static int start(gw_daemon *d) {
   }
   err = start_idm(d);
   if (err) {
-    if (d->ops)
-      gw_ops_close(d->ops);
-    d->ops = NULL;
-    if (d->idm)
-      gw_idm_close(d->idm);
-    d->idm = NULL;
-    if (d->admin)
-      gw_admin_close(d->admin);
-    d->admin = NULL;
+    close_services(d);
     tn_engine_drain(d->engine, NULL, NULL);
     d->engine = NULL;
     return err;
