@@ -242,6 +242,21 @@ def cpu_s(pid):
     return total / CLK_TCK
 
 
+def sched_ns(pid):
+    """(ns on a CPU, ns runnable but waiting for a CPU) of pid's threads, from
+    /proc/PID/task/*/schedstat: waiting time means other work held the CPU."""
+    run = wait = 0
+    try:
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                col = f.read().split()
+            run += int(col[0])
+            wait += int(col[1])
+    except OSError:
+        pass
+    return run, wait
+
+
 def n_fds(pid):
     return sum(len(os.listdir("/proc/%d/fd" % p)) for p in tree(pid) if os.path.isdir("/proc/%d/fd" % p))
 
@@ -472,9 +487,21 @@ def loadgen(args, timeout):
 
 
 def setup_run(proxy, up, c, secs):
-    return loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
-                    "--target", "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
-                    "--warmup", str(WARMUP_S)], timeout=secs + 60)
+    """Also the CPU (cores busy over the run) of the proxy and of the
+    upstream process, beside the load generator's own: on this 2-core
+    machine their sum says whether the machine itself was the limit."""
+    pids = {"upstream_cpu": up["pid"]}
+    if getattr(proxy, "proc", None):
+        pids["proxy_cpu"] = proxy.pid
+    c0 = {k: cpu_s(p) for k, p in pids.items()}
+    t0 = time.monotonic()
+    r = loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
+                 "--target", "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
+                 "--warmup", str(WARMUP_S)], timeout=secs + 60)
+    wall = time.monotonic() - t0
+    for k, p in pids.items():
+        r[k] = (cpu_s(p) - c0[k]) / wall
+    return r
 
 
 def bulk_run(proxy, up, direction):
@@ -564,12 +591,17 @@ def h2_bulk_run(proxy, up, pki, direction):
     """H2_STREAMS streams on one TLS connection, BULK_BYTES in all; also
     mcgw's CPU (cores busy) over the loadgen's whole run."""
     port = up["sink"] if direction == "up" else up["source"]
+    s0 = sched_ns(proxy.pid)
     c0, t0 = cpu_s(proxy.pid), time.monotonic()
     r = loadgen(["h2", "bulk", "--proxy", "127.0.0.1:%d" % proxy.port, "--target",
                  "127.0.0.1:%d" % port, "--ca", pki["ca"], "--streams", str(H2_STREAMS),
                  "--bytes", str(BULK_BYTES), "--dir", direction, "--window", str(H2_WINDOW)],
                 timeout=180)
-    r["mcgw_cpu"] = (cpu_s(proxy.pid) - c0) / (time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    s1 = sched_ns(proxy.pid)
+    r["mcgw_cpu"] = (cpu_s(proxy.pid) - c0) / wall
+    r["mcgw_on_cpu"] = (s1[0] - s0[0]) / 1e9 / wall
+    r["mcgw_waiting_for_cpu"] = (s1[1] - s0[1]) / 1e9 / wall
     return r
 
 
@@ -660,10 +692,14 @@ def h2_measure(up, tmp):
             res["h2_bulk_%s_gbit" % d] = med([r["gbit_s"] for r in runs if r["ok"]])
             res["h2_bulk_%s_mcgw_cpu" % d] = med([r["mcgw_cpu"] for r in runs if r["ok"]])
             res["h2_bulk_%s_loadgen_cpu" % d] = med([r["loadgen_cpu"] for r in runs if r["ok"]])
+            res["h2_bulk_%s_mcgw_waiting" % d] = med([r["mcgw_waiting_for_cpu"] for r in runs
+                                                      if r["ok"]])
             log("bench: h2 bulk %s, %d streams on one TLS connection: %.2f Gbit/s "
-                "(mcgw %.2f cores, loadgen %.2f)" %
+                "(mcgw %.2f cores, and runnable but waiting for a CPU %.2f of the time; "
+                "loadgen %.2f)" %
                 (d, H2_STREAMS, res["h2_bulk_%s_gbit" % d] or 0,
-                 res["h2_bulk_%s_mcgw_cpu" % d] or 0, res["h2_bulk_%s_loadgen_cpu" % d] or 0))
+                 res["h2_bulk_%s_mcgw_cpu" % d] or 0, res["h2_bulk_%s_mcgw_waiting" % d] or 0,
+                 res["h2_bulk_%s_loadgen_cpu" % d] or 0))
     finally:
         p.stop()
     log("bench: h2: %.2f KiB per idle stream (1 connection), %.2f (%d connections), "
@@ -729,6 +765,11 @@ def table(res, names):
     row("set-up rate, %d in flight, tunnels/s (median)" % HEADLINE_C, "setup_rate", 0)
     row("set-up latency p50, ms (%d in flight)" % HEADLINE_C, "setup_p50_ms", 2, "lower")
     row("set-up latency p99, ms (%d in flight)" % HEADLINE_C, "setup_p99_ms", 2, "lower")
+    row("set-up, %d in flight: proxy CPU, cores (median)" % HEADLINE_C, "setup_proxy_cpu", 2, "lower")
+    row("set-up, %d in flight: load generator + upstream CPU, cores" % HEADLINE_C, "setup_driver_cpu", 2)
+    row("set-up, %d in flight: proxy CPU per tunnel, µs" % HEADLINE_C, "setup_proxy_us", 1, "lower")
+    row("set-up, %d in flight: load generator + upstream CPU per tunnel, µs" % HEADLINE_C,
+        "setup_driver_us", 1)
     row("set-up rate, 1 in flight, tunnels/s", "setup_rate_c1", 0)
     row("set-up latency p50, ms (1 in flight)", "setup_p50_ms_c1", 3, "lower")
     row("bulk up, one tunnel, Gbit/s (median)", "bulk_up_gbit", 2)
@@ -763,6 +804,10 @@ def h2_rows(rows, m, names):
         m["h2_bulk_up_gbit"], 2)
     row("h2 bulk down: mcgw CPU, cores", m["h2_bulk_down_mcgw_cpu"], 2)
     row("h2 bulk up: mcgw CPU, cores", m["h2_bulk_up_mcgw_cpu"], 2)
+    row("h2 bulk down: mcgw runnable but waiting for a CPU, share of the time",
+        m["h2_bulk_down_mcgw_waiting"], 2)
+    row("h2 bulk up: mcgw runnable but waiting for a CPU, share of the time",
+        m["h2_bulk_up_mcgw_waiting"], 2)
 
 
 def gnuplot(res, names, ceiling):
@@ -809,7 +854,9 @@ plot %(rate)s, "rate_ceiling.dat" with linespoints dt 2 lw 1 title "load generat
 def start_upstream():
     up = spawn([LOADGEN, "upstream"], stdout=subprocess.PIPE)
     info = kv(LineReader(up).line(timeout=10))
-    return up, {k: info[k] for k in ("echo", "sink", "source", "fake")}
+    ports = {k: info[k] for k in ("echo", "sink", "source", "fake")}
+    ports["pid"] = up.pid
+    return up, ports
 
 
 def main():
@@ -825,6 +872,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="mcgw-bench-")
     os.chmod(tmp, 0o755)
     t0 = time.monotonic()
+    load_start = os.getloadavg()
     res = {n: {} for n in PROXIES}
     upstream, up = start_upstream()
     log("bench: upstream ports %s; %d tunnels (nofile hard limit %d); %d runs; quick=%s"
@@ -852,10 +900,16 @@ def main():
         proxies[n] = CLASSES[n](os.path.join(tmp, "rate"), up)
         proxies[n].start()
     ceiling = {}
+    ceiling_cpu = {}
     for c in CONCURRENCY:
         runs = RUNS if c == HEADLINE_C else 1
         secs = SETUP_S if c == HEADLINE_C else SWEEP_S
-        ceiling[str(c)] = setup_run(Fake(up["fake"]), up, c, secs)["rate"]
+        cr = setup_run(Fake(up["fake"]), up, c, secs)
+        ceiling[str(c)] = cr["rate"]
+        if c == HEADLINE_C:
+            ceiling_cpu = {k: cr.get(k) for k in ("upstream_cpu", "loadgen_cpu")}
+            ceiling_cpu["driver_us"] = ((cr["loadgen_cpu"] + cr["upstream_cpu"]) / cr["rate"] * 1e6
+                                        if cr["rate"] else None)
         per = {n: [] for n in PROXIES}
         for _ in range(runs):
             for n in PROXIES:
@@ -868,6 +922,14 @@ def main():
             res[n].setdefault("sweep", {})[str(c)] = rate
             res[n].setdefault("setup_runs", {})[str(c)] = per[n]
             key = "" if c == HEADLINE_C else "_c%d" % c
+            if c == HEADLINE_C:
+                for k in ("proxy_cpu", "upstream_cpu", "loadgen_cpu"):
+                    res[n]["setup_" + k] = med([r.get(k) for r in per[n]])
+                # CPU per tunnel set up: cores busy / tunnels per second
+                res[n]["setup_proxy_us"] = med([r["proxy_cpu"] / r["rate"] * 1e6
+                                                for r in per[n] if r["rate"]])
+                res[n]["setup_driver_us"] = med([(r["loadgen_cpu"] + r["upstream_cpu"]) /
+                                                 r["rate"] * 1e6 for r in per[n] if r["rate"]])
             if c in (HEADLINE_C, 1):
                 res[n]["setup_rate" + key] = rate
                 res[n]["setup_p50_ms" + key] = med([r["p50_us"] for r in per[n]]) / 1000
@@ -896,27 +958,38 @@ def main():
         res["mcgw"].update(h2_measure(up, tmp))
     stop(upstream)
 
+    for n in PROXIES:
+        if res[n].get("setup_loadgen_cpu") is not None:
+            res[n]["setup_driver_cpu"] = res[n]["setup_loadgen_cpu"] + res[n]["setup_upstream_cpu"]
     names = list(PROXIES)
     md = table(res, names)
     summary = {"machine": machine(), "versions": versions, "quick": QUICK, "tunnels": TUNNELS,
                "runs": RUNS, "bulk_bytes": BULK_BYTES, "idle_s": IDLE_S,
                "concurrency": CONCURRENCY, "ceiling_setup_rate": ceiling,
                "h2_streams": H2_STREAMS, "h2_conns": H2_CONNS, "h2_window": H2_WINDOW,
-               "ceiling_bulk_gbit": bulk_ceiling, "results": res,
-               "duration_s": round(time.monotonic() - t0, 1)}
+               "ceiling_bulk_gbit": bulk_ceiling, "ceiling_setup_cpu": ceiling_cpu,
+               "results": res,
+               "duration_s": round(time.monotonic() - t0, 1),
+               "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(OUT, "results.md"), "w") as f:
         f.write(md + "\n")
     gnuplot(res, names, ceiling)
     m = summary["machine"]
-    print("\nmachine: %d x %s, kernel %s, nofile hard limit %d" %
-          (m["nproc"], m["cpu"], m["kernel"], HARD_NOFILE))
+    print("\nmachine: %d x %s, kernel %s, nofile hard limit %d; load average %.2f at the start, "
+          "%.2f at the end (other work on the machine)" %
+          (m["nproc"], m["cpu"], m["kernel"], HARD_NOFILE, load_start[0], summary["loadavg_end"][0]))
     for n in names:
         print("  %s: %s" % (n, versions[n]))
-    print("load generator ceiling (fake proxy): %.0f set-ups/s at %d in flight; bulk up %.1f, down %.1f Gbit/s"
+    print("load generator ceiling (fake proxy): %.0f set-ups/s at %d in flight (load generator "
+          "%.2f + upstream %.2f cores, %.1f µs per tunnel); bulk up %.1f, down %.1f Gbit/s"
           % (ceiling[str(HEADLINE_C)] if str(HEADLINE_C) in ceiling else 0, HEADLINE_C,
-             bulk_ceiling["up"], bulk_ceiling["down"]))
+             ceiling_cpu.get("loadgen_cpu") or 0, ceiling_cpu.get("upstream_cpu") or 0,
+             ceiling_cpu.get("driver_us") or 0, bulk_ceiling["up"], bulk_ceiling["down"]))
+    if "mcgw" in names and "h2_tls" in res["mcgw"]:
+        print("HTTP/2 rows: over TLS (%s), one handshake per connection; mcgw encrypts and "
+              "decrypts every byte, and so does the load generator" % res["mcgw"]["h2_tls"])
     print()
     print(md)
     print("\nresults in %s (%.0f s)" % (OUT, summary["duration_s"]))
