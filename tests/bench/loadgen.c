@@ -22,7 +22,8 @@
  *       One tunnel to the sink (up) or source (down); the byte count is checked
  *       at the receiving end. Time: first payload byte sent to last received
  *       (up: until the sink's answer, so every byte has crossed).
- *   mcgw_loadgen h2 ...  not yet: needs the HTTP/2 listener (issue 3).
+ *   mcgw_loadgen h2 bulk|hold ...
+ *       HTTP/2 CONNECT streams over TLS to mcgw's listen_tls: loadgen_h2.c.
  *
  * Every result is one line starting with "RESULT " of key=value pairs, so the
  * bench script can parse it. Exit status: 0 when every tunnel succeeded,
@@ -37,6 +38,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <uv.h>
+
+#include "loadgen.h"
 
 #define HEAD_MAX 511
 #define SCRATCH_SIZE (256 * 1024)
@@ -78,7 +81,7 @@ static void usage(void) {
           "       mcgw_loadgen hold  --proxy H:P --target H:P -n N [-c N] [--steps A,B,...] "
           "[--pause SECS] [--hold-secs SECS]\n"
           "       mcgw_loadgen bulk  --proxy H:P --target H:P --bytes B [--dir up|down]\n"
-          "       mcgw_loadgen h2    (not yet: needs issue 3)\n");
+          "       mcgw_loadgen h2 bulk|hold ...  (HTTP/2 over TLS; see loadgen_h2.c)\n");
 }
 
 static int parse_addr(const char *s, struct sockaddr_storage *out) {
@@ -970,8 +973,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (strcmp(argv[1], "h2") == 0) {
-    printf("not yet: needs issue 3 (the HTTP/2 listener does not exist)\n");
-    return 2;
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    int rc = lg_h2_main(argc, argv, uv_default_loop());
+    fflush(stdout);
+    return rc;
   }
   if (parse_mode(argv[1]) != 0 || parse_args(argc, argv) != 0) {
     usage();

@@ -16,6 +16,12 @@ hits all three alike:
   setup  tunnel set-up rate and latency (connect, CONNECT, 200, 1-byte echo,
          close) at several concurrencies; BENCH_RUNS repeats, median
   bulk   one tunnel, BENCH_BYTES up (to a sink) and down (from a source)
+  h2     mcgw only (Squid and tinyproxy do not do HTTP/2 CONNECT): over TLS
+         (ALPN h2, a throw-away CA and server certificate made with the
+         openssl CLI), H2_STREAMS CONNECT streams on one connection moving
+         BENCH_BYTES in all up and down; and RSS per idle stream (H2_STREAMS
+         on one connection, and 10 x H2_STREAMS on 10 connections, each
+         stream verified by a 1-byte echo), fresh mcgw for each
 
 Environment: BENCH_QUICK=1 for a short run; BENCH_OUT=DIR for the results
 (default build/bench); BENCH_PROXIES=mcgw,squid,tinyproxy to choose;
@@ -63,6 +69,10 @@ WARMUP_S = 0.5
 HEADLINE_C = 50
 CONCURRENCY = [1, 10, 50, 100, 200] if not QUICK else [1, 50, 200]
 PROXIES = os.environ.get("BENCH_PROXIES", "mcgw,squid,tinyproxy").split(",")
+H2 = os.environ.get("BENCH_H2", "1") == "1"
+H2_STREAMS = env_int("BENCH_H2_STREAMS", 100)
+H2_CONNS = 10  # for the many-connection memory figure
+H2_WINDOW = 16 << 20  # the load generator's per-stream receive window
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 children = []  # every process started here, stopped in cleanup()
@@ -232,6 +242,21 @@ def cpu_s(pid):
     return total / CLK_TCK
 
 
+def sched_ns(pid):
+    """(ns on a CPU, ns runnable but waiting for a CPU) of pid's threads, from
+    /proc/PID/task/*/schedstat: waiting time means other work held the CPU."""
+    run = wait = 0
+    try:
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                col = f.read().split()
+            run += int(col[0])
+            wait += int(col[1])
+    except OSError:
+        pass
+    return run, wait
+
+
 def n_fds(pid):
     return sum(len(os.listdir("/proc/%d/fd" % p)) for p in tree(pid) if os.path.isdir("/proc/%d/fd" % p))
 
@@ -382,6 +407,63 @@ DisableViaHeader Yes
         return out.strip()
 
 
+class McgwTls(Mcgw):
+    """mcgw with a TLS listener only (ALPN h2 or http/1.1), the engine's
+    HTTP/2 defaults (h2_max_concurrent_streams, h2_stream_window) unchanged."""
+    name = "mcgw-tls"
+
+    def __init__(self, tmp, up, pki):
+        super().__init__(tmp, up)
+        self.pki = pki
+
+    def launch(self):
+        conf = os.path.join(self.dir, "mcgw.ini")
+        allow = "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
+        with open(conf, "w") as f:
+            f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n"
+                    "listen_tls = 127.0.0.1:0\ntls_cert = %s\ntls_key = %s\n" %
+                    (self.pki["cert"], self.pki["key"]) + allow +
+                    "allow_private = yes\nrequire_tls = no\n"
+                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n")
+        self.log = open(os.path.join(self.dir, "mcgw.log"), "w")
+        self.proc = spawn([MCGW, "run", "-c", conf], stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 10
+        self.port = None
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            ports = listen_ports(self.proc.pid)
+            if ports:
+                self.port = ports[0]
+                break
+            time.sleep(0.05)
+
+
+def openssl(args, cwd):
+    subprocess.run(["openssl"] + args, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=60)
+
+
+def make_pki(directory):
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it
+    (P-256), made with the openssl CLI; the keys are 0600."""
+    os.makedirs(directory, exist_ok=True)
+    openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+             "-subj", "/CN=mcgw bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"], directory)
+    openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"], directory)
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext"],
+            directory)
+    for k in ("ca.key", "server.key"):
+        os.chmod(os.path.join(directory, k), 0o600)
+    return {"ca": os.path.join(directory, "ca.crt"), "cert": os.path.join(directory, "server.crt"),
+            "key": os.path.join(directory, "server.key")}
+
+
 CLASSES = {"mcgw": Mcgw, "squid": Squid, "tinyproxy": Tinyproxy}
 
 
@@ -405,9 +487,21 @@ def loadgen(args, timeout):
 
 
 def setup_run(proxy, up, c, secs):
-    return loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
-                    "--target", "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
-                    "--warmup", str(WARMUP_S)], timeout=secs + 60)
+    """Also the CPU (cores busy over the run) of the proxy and of the
+    upstream process, beside the load generator's own: on this 2-core
+    machine their sum says whether the machine itself was the limit."""
+    pids = {"upstream_cpu": up["pid"]}
+    if getattr(proxy, "proc", None):
+        pids["proxy_cpu"] = proxy.pid
+    c0 = {k: cpu_s(p) for k, p in pids.items()}
+    t0 = time.monotonic()
+    r = loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
+                 "--target", "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
+                 "--warmup", str(WARMUP_S)], timeout=secs + 60)
+    wall = time.monotonic() - t0
+    for k, p in pids.items():
+        r[k] = (cpu_s(p) - c0[k]) / wall
+    return r
 
 
 def bulk_run(proxy, up, direction):
@@ -493,6 +587,127 @@ def hold_run(proxy, up):
     return out
 
 
+def h2_bulk_run(proxy, up, pki, direction):
+    """H2_STREAMS streams on one TLS connection, BULK_BYTES in all; also
+    mcgw's CPU (cores busy) over the loadgen's whole run."""
+    port = up["sink"] if direction == "up" else up["source"]
+    s0 = sched_ns(proxy.pid)
+    c0, t0 = cpu_s(proxy.pid), time.monotonic()
+    r = loadgen(["h2", "bulk", "--proxy", "127.0.0.1:%d" % proxy.port, "--target",
+                 "127.0.0.1:%d" % port, "--ca", pki["ca"], "--streams", str(H2_STREAMS),
+                 "--bytes", str(BULK_BYTES), "--dir", direction, "--window", str(H2_WINDOW)],
+                timeout=180)
+    wall = time.monotonic() - t0
+    s1 = sched_ns(proxy.pid)
+    r["mcgw_cpu"] = (cpu_s(proxy.pid) - c0) / wall
+    r["mcgw_on_cpu"] = (s1[0] - s0[0]) / 1e9 / wall
+    r["mcgw_waiting_for_cpu"] = (s1[1] - s0[1]) / 1e9 / wall
+    return r
+
+
+def h2_hold_run(up, pki, tmp, conns, streams, idle_s=0):
+    """Fresh mcgw: RSS with no connection (after a warm-up connection with 20
+    streams, closed), with `conns` TLS connections open and SETTINGS
+    exchanged but no stream, and at steps up to `streams` idle streams, each
+    verified by a 1-byte echo; then CPU over idle_s seconds."""
+    p = McgwTls(tmp, up, pki)
+    p.start()
+    out = {}
+    try:
+        fds0 = n_fds(p.pid)
+        loadgen(["h2", "hold", "--proxy", "127.0.0.1:%d" % p.port, "--target",
+                 "127.0.0.1:%d" % up["echo"], "--ca", pki["ca"], "--streams", "20",
+                 "--pause", "0.01", "--hold-secs", "0.01"], timeout=30)
+        settle(p, fds0)  # the warm-up's connection and its 20 upstream sockets are gone
+        time.sleep(0.5)
+        out["rss_none_kib"] = status_kib(p.pid, "VmRSS")
+        steps = sorted({s for s in (streams // 4, streams // 2, streams * 3 // 4) if s})
+        lg = spawn([LOADGEN, "h2", "hold", "--proxy", "127.0.0.1:%d" % p.port, "--target",
+                    "127.0.0.1:%d" % up["echo"], "--ca", pki["ca"], "--streams", str(streams),
+                    "--conns", str(conns), "--steps", ",".join(map(str, steps))],
+                   stdout=subprocess.PIPE)
+        rd = LineReader(lg)
+        levels = []
+        try:
+            while True:
+                line = rd.line(timeout=120)
+                info = kv(line)
+                levels.append((info["ok"], status_kib(p.pid, "VmRSS")))
+                if line.startswith("HELD"):
+                    break
+                os.kill(lg.pid, signal.SIGUSR1)
+            out["conns"] = info["conns"]
+            out["established"] = info["ok"]
+            out["failed"] = info["failed"]
+            if idle_s:
+                c0 = cpu_s(p.pid)
+                time.sleep(idle_s)  # the measurement window, not a synchronisation
+                out["idle_cpu_ms"] = (cpu_s(p.pid) - c0) * 1000
+            os.kill(lg.pid, signal.SIGTERM)
+            res = kv(rd.line(timeout=60))
+            out["dropped"] = res.get("dropped", 0)
+            out["tls"] = "%s %s" % (res.get("tls"), res.get("cipher"))
+        finally:
+            stop(lg)
+    finally:
+        p.stop()
+    out["levels"] = levels
+    out["rss_conns_kib"] = levels[0][1]
+    out["rss_held_kib"] = levels[-1][1]
+    n = max(out["established"], 1)
+    out["per_conn_kib"] = (levels[0][1] - out["rss_none_kib"]) / max(conns, 1)
+    out["per_stream_kib"] = (levels[-1][1] - levels[0][1]) / n
+    xs = [l[0] for l in levels]
+    ys = [l[1] for l in levels]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    out["slope_kib"] = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0
+    return out
+
+
+def h2_measure(up, tmp):
+    """The HTTP/2 figures (mcgw only)."""
+    pki = make_pki(os.path.join(tmp, "pki"))
+    res = {}
+    log("bench: h2: %d idle streams on 1 TLS connection" % H2_STREAMS)
+    one = h2_hold_run(up, pki, os.path.join(tmp, "h2-hold-1"), 1, H2_STREAMS)
+    log("bench: h2: %d idle streams on %d TLS connections" % (H2_STREAMS * H2_CONNS, H2_CONNS))
+    many = h2_hold_run(up, pki, os.path.join(tmp, "h2-hold-%d" % H2_CONNS), H2_CONNS,
+                       H2_STREAMS * H2_CONNS, idle_s=IDLE_S)
+    res["hold_1"], res["hold_many"] = one, many
+    res["h2_rss_conn0_kib"] = one["rss_conns_kib"]
+    res["h2_per_stream_1_kib"] = one["per_stream_kib"]
+    res["h2_per_stream_many_kib"] = many["per_stream_kib"]
+    res["h2_per_conn_kib"] = many["per_conn_kib"]
+    res["h2_hold_failures"] = sum(h["failed"] + h["dropped"] for h in (one, many))
+    res["h2_streams_held"] = many["established"]
+    res["h2_idle_cpu_ms"] = many.get("idle_cpu_ms")
+    res["h2_tls"] = many["tls"]
+    p = McgwTls(os.path.join(tmp, "h2-bulk"), up, pki)
+    p.start()
+    try:
+        for d in ("down", "up"):
+            runs = [h2_bulk_run(p, up, pki, d) for _ in range(RUNS)]
+            res["h2_bulk_%s_runs" % d] = runs
+            res["h2_bulk_%s_gbit" % d] = med([r["gbit_s"] for r in runs if r["ok"]])
+            res["h2_bulk_%s_mcgw_cpu" % d] = med([r["mcgw_cpu"] for r in runs if r["ok"]])
+            res["h2_bulk_%s_loadgen_cpu" % d] = med([r["loadgen_cpu"] for r in runs if r["ok"]])
+            res["h2_bulk_%s_mcgw_waiting" % d] = med([r["mcgw_waiting_for_cpu"] for r in runs
+                                                      if r["ok"]])
+            log("bench: h2 bulk %s, %d streams on one TLS connection: %.2f Gbit/s "
+                "(mcgw %.2f cores, and runnable but waiting for a CPU %.2f of the time; "
+                "loadgen %.2f)" %
+                (d, H2_STREAMS, res["h2_bulk_%s_gbit" % d] or 0,
+                 res["h2_bulk_%s_mcgw_cpu" % d] or 0, res["h2_bulk_%s_mcgw_waiting" % d] or 0,
+                 res["h2_bulk_%s_loadgen_cpu" % d] or 0))
+    finally:
+        p.stop()
+    log("bench: h2: %.2f KiB per idle stream (1 connection), %.2f (%d connections), "
+        "%.1f KiB per connection" % (res["h2_per_stream_1_kib"], res["h2_per_stream_many_kib"],
+                                      H2_CONNS, res["h2_per_conn_kib"]))
+    return res
+
+
 # ------------------------------------------------------------------ reports
 
 def med(vals):
@@ -550,11 +765,49 @@ def table(res, names):
     row("set-up rate, %d in flight, tunnels/s (median)" % HEADLINE_C, "setup_rate", 0)
     row("set-up latency p50, ms (%d in flight)" % HEADLINE_C, "setup_p50_ms", 2, "lower")
     row("set-up latency p99, ms (%d in flight)" % HEADLINE_C, "setup_p99_ms", 2, "lower")
+    row("set-up, %d in flight: proxy CPU, cores (median)" % HEADLINE_C, "setup_proxy_cpu", 2, "lower")
+    row("set-up, %d in flight: load generator + upstream CPU, cores" % HEADLINE_C, "setup_driver_cpu", 2)
+    row("set-up, %d in flight: proxy CPU per tunnel, µs" % HEADLINE_C, "setup_proxy_us", 1, "lower")
+    row("set-up, %d in flight: load generator + upstream CPU per tunnel, µs" % HEADLINE_C,
+        "setup_driver_us", 1)
     row("set-up rate, 1 in flight, tunnels/s", "setup_rate_c1", 0)
     row("set-up latency p50, ms (1 in flight)", "setup_p50_ms_c1", 3, "lower")
     row("bulk up, one tunnel, Gbit/s (median)", "bulk_up_gbit", 2)
     row("bulk down, one tunnel, Gbit/s (median)", "bulk_down_gbit", 2)
+    if "mcgw" in names and "h2_bulk_up_gbit" in res["mcgw"]:
+        h2_rows(rows, res["mcgw"], names)
     return "\n".join(rows)
+
+
+def h2_rows(rows, m, names):
+    """HTTP/2 CONNECT over TLS: mcgw only; the others cannot be asked."""
+    na = "no HTTP/2 CONNECT"
+
+    def row(label, v, digits=0):
+        cells = [fmt(v, digits) if n == "mcgw" else na for n in names]
+        cells += ["-" for o in ("squid", "tinyproxy") if o in names]
+        rows.append("| %s | %s |" % (label, " | ".join(cells)))
+
+    s, c = H2_STREAMS, H2_CONNS
+    row("h2 over TLS: streams held (of %d on %d connections)" % (s * c, c), m["h2_streams_held"])
+    row("h2: failed / dropped streams (both hold runs)", m["h2_hold_failures"])
+    row("h2: RSS with 1 TLS connection, 0 streams, KiB", m["h2_rss_conn0_kib"])
+    row("h2: RSS per TLS connection without streams, KiB (%d connections)" % c,
+        m["h2_per_conn_kib"], 1)
+    row("h2: RSS per idle stream, KiB (%d on 1 connection)" % s, m["h2_per_stream_1_kib"], 2)
+    row("h2: RSS per idle stream, KiB (%d on %d connections)" % (s * c, c),
+        m["h2_per_stream_many_kib"], 2)
+    row("h2: CPU ms over %gs idle with %d streams held" % (IDLE_S, s * c), m["h2_idle_cpu_ms"])
+    row("h2 bulk down, %d streams on 1 TLS connection, Gbit/s (median)" % s,
+        m["h2_bulk_down_gbit"], 2)
+    row("h2 bulk up, %d streams on 1 TLS connection, Gbit/s (median)" % s,
+        m["h2_bulk_up_gbit"], 2)
+    row("h2 bulk down: mcgw CPU, cores", m["h2_bulk_down_mcgw_cpu"], 2)
+    row("h2 bulk up: mcgw CPU, cores", m["h2_bulk_up_mcgw_cpu"], 2)
+    row("h2 bulk down: mcgw runnable but waiting for a CPU, share of the time",
+        m["h2_bulk_down_mcgw_waiting"], 2)
+    row("h2 bulk up: mcgw runnable but waiting for a CPU, share of the time",
+        m["h2_bulk_up_mcgw_waiting"], 2)
 
 
 def gnuplot(res, names, ceiling):
@@ -601,7 +854,9 @@ plot %(rate)s, "rate_ceiling.dat" with linespoints dt 2 lw 1 title "load generat
 def start_upstream():
     up = spawn([LOADGEN, "upstream"], stdout=subprocess.PIPE)
     info = kv(LineReader(up).line(timeout=10))
-    return up, {k: info[k] for k in ("echo", "sink", "source", "fake")}
+    ports = {k: info[k] for k in ("echo", "sink", "source", "fake")}
+    ports["pid"] = up.pid
+    return up, ports
 
 
 def main():
@@ -617,6 +872,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="mcgw-bench-")
     os.chmod(tmp, 0o755)
     t0 = time.monotonic()
+    load_start = os.getloadavg()
     res = {n: {} for n in PROXIES}
     upstream, up = start_upstream()
     log("bench: upstream ports %s; %d tunnels (nofile hard limit %d); %d runs; quick=%s"
@@ -644,10 +900,16 @@ def main():
         proxies[n] = CLASSES[n](os.path.join(tmp, "rate"), up)
         proxies[n].start()
     ceiling = {}
+    ceiling_cpu = {}
     for c in CONCURRENCY:
         runs = RUNS if c == HEADLINE_C else 1
         secs = SETUP_S if c == HEADLINE_C else SWEEP_S
-        ceiling[str(c)] = setup_run(Fake(up["fake"]), up, c, secs)["rate"]
+        cr = setup_run(Fake(up["fake"]), up, c, secs)
+        ceiling[str(c)] = cr["rate"]
+        if c == HEADLINE_C:
+            ceiling_cpu = {k: cr.get(k) for k in ("upstream_cpu", "loadgen_cpu")}
+            ceiling_cpu["driver_us"] = ((cr["loadgen_cpu"] + cr["upstream_cpu"]) / cr["rate"] * 1e6
+                                        if cr["rate"] else None)
         per = {n: [] for n in PROXIES}
         for _ in range(runs):
             for n in PROXIES:
@@ -660,6 +922,14 @@ def main():
             res[n].setdefault("sweep", {})[str(c)] = rate
             res[n].setdefault("setup_runs", {})[str(c)] = per[n]
             key = "" if c == HEADLINE_C else "_c%d" % c
+            if c == HEADLINE_C:
+                for k in ("proxy_cpu", "upstream_cpu", "loadgen_cpu"):
+                    res[n]["setup_" + k] = med([r.get(k) for r in per[n]])
+                # CPU per tunnel set up: cores busy / tunnels per second
+                res[n]["setup_proxy_us"] = med([r["proxy_cpu"] / r["rate"] * 1e6
+                                                for r in per[n] if r["rate"]])
+                res[n]["setup_driver_us"] = med([(r["loadgen_cpu"] + r["upstream_cpu"]) /
+                                                 r["rate"] * 1e6 for r in per[n] if r["rate"]])
             if c in (HEADLINE_C, 1):
                 res[n]["setup_rate" + key] = rate
                 res[n]["setup_p50_ms" + key] = med([r["p50_us"] for r in per[n]]) / 1000
@@ -682,28 +952,44 @@ def main():
              bulk_ceiling[d]))
     for n in PROXIES:
         proxies[n].stop()
+
+    # 3. HTTP/2 CONNECT over TLS: mcgw only.
+    if H2 and "mcgw" in PROXIES:
+        res["mcgw"].update(h2_measure(up, tmp))
     stop(upstream)
 
+    for n in PROXIES:
+        if res[n].get("setup_loadgen_cpu") is not None:
+            res[n]["setup_driver_cpu"] = res[n]["setup_loadgen_cpu"] + res[n]["setup_upstream_cpu"]
     names = list(PROXIES)
     md = table(res, names)
     summary = {"machine": machine(), "versions": versions, "quick": QUICK, "tunnels": TUNNELS,
                "runs": RUNS, "bulk_bytes": BULK_BYTES, "idle_s": IDLE_S,
                "concurrency": CONCURRENCY, "ceiling_setup_rate": ceiling,
-               "ceiling_bulk_gbit": bulk_ceiling, "results": res,
-               "duration_s": round(time.monotonic() - t0, 1)}
+               "h2_streams": H2_STREAMS, "h2_conns": H2_CONNS, "h2_window": H2_WINDOW,
+               "ceiling_bulk_gbit": bulk_ceiling, "ceiling_setup_cpu": ceiling_cpu,
+               "results": res,
+               "duration_s": round(time.monotonic() - t0, 1),
+               "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(OUT, "results.md"), "w") as f:
         f.write(md + "\n")
     gnuplot(res, names, ceiling)
     m = summary["machine"]
-    print("\nmachine: %d x %s, kernel %s, nofile hard limit %d" %
-          (m["nproc"], m["cpu"], m["kernel"], HARD_NOFILE))
+    print("\nmachine: %d x %s, kernel %s, nofile hard limit %d; load average %.2f at the start, "
+          "%.2f at the end (other work on the machine)" %
+          (m["nproc"], m["cpu"], m["kernel"], HARD_NOFILE, load_start[0], summary["loadavg_end"][0]))
     for n in names:
         print("  %s: %s" % (n, versions[n]))
-    print("load generator ceiling (fake proxy): %.0f set-ups/s at %d in flight; bulk up %.1f, down %.1f Gbit/s"
+    print("load generator ceiling (fake proxy): %.0f set-ups/s at %d in flight (load generator "
+          "%.2f + upstream %.2f cores, %.1f µs per tunnel); bulk up %.1f, down %.1f Gbit/s"
           % (ceiling[str(HEADLINE_C)] if str(HEADLINE_C) in ceiling else 0, HEADLINE_C,
-             bulk_ceiling["up"], bulk_ceiling["down"]))
+             ceiling_cpu.get("loadgen_cpu") or 0, ceiling_cpu.get("upstream_cpu") or 0,
+             ceiling_cpu.get("driver_us") or 0, bulk_ceiling["up"], bulk_ceiling["down"]))
+    if "mcgw" in names and "h2_tls" in res["mcgw"]:
+        print("HTTP/2 rows: over TLS (%s), one handshake per connection; mcgw encrypts and "
+              "decrypts every byte, and so does the load generator" % res["mcgw"]["h2_tls"])
     print()
     print(md)
     print("\nresults in %s (%.0f s)" % (OUT, summary["duration_s"]))
