@@ -458,7 +458,7 @@ static int write_out(tn_h2 *h) {
   return tn__ep_write(h->conn->transport, buf, TN_BUF_POOL, len);
 }
 
-/* Copies frames into 64 KiB pool buffers, one transport write per buffer. */
+/* Copies frames into pool buffers (TN_BUF_SIZE), one transport write per buffer. */
 static int emit(tn_h2 *h, const uint8_t *data, size_t n) {
   while (n) {
     if (!h->out) {

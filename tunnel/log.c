@@ -88,15 +88,46 @@ static void put_logfmt_str(line_buf *b, const char *s) {
     put_json_str(b, s);
 }
 
+/* Decimal digits without printf: the access log is on the per-tunnel path. */
+static void put_u64(line_buf *b, uint64_t v) {
+  char tmp[24];
+  size_t i = sizeof(tmp);
+  do {
+    tmp[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (i < sizeof(tmp))
+    put_char(b, tmp[i++]);
+}
+
+static void put_i64(line_buf *b, int64_t v) {
+  if (v < 0) {
+    put_char(b, '-');
+    put_u64(b, (uint64_t)0 - (uint64_t)v);
+  } else {
+    put_u64(b, (uint64_t)v);
+  }
+}
+
+/* The date and time to the second are formatted once per second. */
 static void put_timestamp(line_buf *b) {
+  static time_t cached_sec = (time_t)-1;
+  static char cached[24];
   struct timeval tv;
-  struct tm tm;
-  char tmp[32];
   gettimeofday(&tv, NULL);
-  gmtime_r(&tv.tv_sec, &tm);
-  strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
-  put_str(b, tmp);
-  put_fmt(b, ".%03dZ", (int)(tv.tv_usec / 1000));
+  if (tv.tv_sec != cached_sec) {
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_sec = tv.tv_sec;
+  }
+  put_str(b, cached);
+  int ms = (int)(tv.tv_usec / 1000);
+  put_char(b, '.');
+  put_char(b, (char)('0' + ms / 100));
+  put_char(b, (char)('0' + ms / 10 % 10));
+  put_char(b, (char)('0' + ms % 10));
+  put_char(b, 'Z');
 }
 
 static void put_value(line_buf *b, const tn_kv *kv) {
@@ -108,10 +139,10 @@ static void put_value(line_buf *b, const tn_kv *kv) {
       put_logfmt_str(b, kv->v.s ? kv->v.s : "");
     break;
   case TN_KV_INT:
-    put_fmt(b, "%lld", (long long)kv->v.i);
+    put_i64(b, kv->v.i);
     break;
   case TN_KV_UINT:
-    put_fmt(b, "%llu", (unsigned long long)kv->v.u);
+    put_u64(b, kv->v.u);
     break;
   case TN_KV_DBL:
     put_fmt(b, "%.3f", kv->v.d);
