@@ -3,11 +3,13 @@
 # machine needs nothing else.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 CONFIG     ?= configs/mcgw.ini
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test-deps bench-deps run test test-asan check bench clean
+.PHONY: all build deps test-deps bench-deps run test test-asan check bench clean fuzz
 
 all: build
 
@@ -48,5 +50,11 @@ test-asan: test-deps
 bench: bench-deps build
 	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/run.py
 
+# Each libFuzzer harness (tests/fuzz/) for FUZZ_SECONDS, in a clang build of
+# its own; `make test` runs a short smoke of each.
+fuzz:
+	@scripts/deps.sh fuzz
+	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh run $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

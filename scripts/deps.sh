@@ -3,7 +3,9 @@
 # nothing that is already there. Idempotent; safe to run before every build.
 #   scripts/deps.sh          build + run dependencies
 #   scripts/deps.sh test     also the test peers (pytest, h2, openssl, curl, npm packages)
+#                            and the fuzzing toolchain (make test runs a fuzz smoke)
 #   scripts/deps.sh bench    also what `make bench` compares against and plots with
+#   scripts/deps.sh fuzz     build dependencies and the fuzzing toolchain (make fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +14,12 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-de
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
   prometheus chromium)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
+fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 
 want=("${build_pkgs[@]}")
-[ "${1:-}" = test ] && want+=("${test_pkgs[@]}")
+[ "${1:-}" = test ] && want+=("${test_pkgs[@]}" "${fuzz_pkgs[@]}")
 [ "${1:-}" = bench ] && want+=("${bench_pkgs[@]}")
+[ "${1:-}" = fuzz ] && want+=("${fuzz_pkgs[@]}")
 # The test IdMS runs on node with npm packages. Checked by command, not by
 # package: a node from another source (with its own npm) is fine too.
 if [ "${1:-}" = test ]; then

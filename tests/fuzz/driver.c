@@ -1,0 +1,135 @@
+/* See driver.h. */
+#include "driver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static FILE *report;
+
+void fz_setup(void) {
+  int fd = dup(2);
+  report = fd >= 0 ? fdopen(fd, "w") : NULL;
+}
+
+void fz_fail(const char *fmt, ...) {
+  FILE *out = report ? report : stderr;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(out, fmt, ap);
+  va_end(ap);
+  fputc('\n', out);
+  fflush(out);
+  abort();
+}
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void die(const char *what) { fz_fail("fuzz driver: %s (%s)", what, strerror(errno)); }
+
+static void check_deadline(uint64_t deadline, const char *what) {
+  if (now_ms() > deadline)
+    fz_fail("fuzz driver: hang: %s for more than %d ms", what, FZ_DEADLINE_MS);
+}
+
+/* Waits up to 10 ms for the client socket or the loop to have something. */
+static void wait_events(uv_loop_t *loop, int fd, bool want_write) {
+  struct pollfd p[2] = {
+      {.fd = fd, .events = (short)(POLLIN | (want_write ? POLLOUT : 0))},
+      {.fd = uv_backend_fd(loop), .events = POLLIN},
+  };
+  int timeout = uv_backend_timeout(loop);
+  if (timeout < 0 || timeout > 10)
+    timeout = 10;
+  poll(p, 2, timeout);
+}
+
+static int client_connect(const struct sockaddr_storage *addr) {
+  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    die("socket");
+  socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+  /* The listener is bound and listening: the kernel completes the handshake
+   * into its backlog without the loop running. */
+  if (connect(fd, (const struct sockaddr *)addr, len) != 0)
+    die("connect");
+  if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0)
+    die("fcntl");
+  return fd;
+}
+
+static void keep_reply(fz_reply *out, const char *buf, size_t n) {
+  size_t cap = sizeof(out->head) - 1;
+  size_t at = out->len < cap ? out->len : cap;
+  size_t take = n < cap - at ? n : cap - at;
+  memcpy(out->head + at, buf, take);
+  out->head[at + take] = '\0';
+  out->len += n;
+}
+
+void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uint8_t *data,
+                 size_t size, fz_settled_fn settled, void *arg, fz_reply *out) {
+  memset(out, 0, sizeof(*out));
+  uint64_t deadline = now_ms() + FZ_DEADLINE_MS;
+  int fd = client_connect(addr);
+  size_t off = 0;
+  bool shut = false, eof = false;
+  while (!eof) {
+    check_deadline(deadline, "waiting for the server to close");
+    if (off < size) {
+      ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
+      if (n > 0)
+        off += (size_t)n;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK)
+        off = size; /* the server closed on us: nothing more to send */
+    }
+    if (off == size && !shut) {
+      shutdown(fd, SHUT_WR);
+      shut = true;
+    }
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+      keep_reply(out, buf, (size_t)n);
+    if (n == 0) {
+      eof = true;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      out->reset = true;
+      eof = true;
+    }
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (!eof)
+      wait_events(loop, fd, off < size);
+  }
+  while (!settled(arg)) {
+    check_deadline(deadline, "waiting for the server to settle");
+    uv_run(loop, UV_RUN_NOWAIT);
+    wait_events(loop, fd, false);
+  }
+  uv_run(loop, UV_RUN_NOWAIT); /* close callbacks of the last handles */
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  close(fd);
+}
+
+int fz_reply_status(const fz_reply *r) {
+  if (r->len == 0)
+    return 0;
+  int status = 0;
+  char sp = 0;
+  if (strncmp(r->head, "HTTP/1.1 ", 9) != 0 || sscanf(r->head + 9, "%3d%c", &status, &sp) != 2 ||
+      sp != ' ')
+    return -1;
+  return status;
+}

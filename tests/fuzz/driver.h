@@ -1,0 +1,52 @@
+/* Loopback driver shared by the harnesses that fuzz a network front end
+ * (the HTTP/1.1 CONNECT listener, the admin listener) through the real code
+ * path: a TCP connection on 127.0.0.1 into a server running on this process's
+ * own libuv loop. No test hook in the engine is needed, and what is fuzzed is
+ * exactly what a device reaches: accept, read callbacks, llhttp, our
+ * callbacks, the response and the lingering close.
+ *
+ * Not built into mcgw; linked into every harness by tests/fuzz/CMakeLists.txt.
+ */
+#ifndef FZ_DRIVER_H
+#define FZ_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+/* What the server sent back on one connection (the first bytes only). */
+typedef struct fz_reply {
+  char head[256]; /* NUL-terminated prefix of the response */
+  size_t len;     /* total bytes received */
+  bool reset;     /* the connection ended with a reset rather than a FIN */
+} fz_reply;
+
+/* Returns true once the server has finished with every connection (its own
+ * counters say so); the driver runs the loop until then. */
+typedef bool (*fz_settled_fn)(void *arg);
+
+/* Connects to addr, writes data[0..size) as fast as the server takes it,
+ * shuts the write side, reads until the server closes, waits for settled(arg),
+ * then closes the client with a reset (no TIME_WAIT: a harness makes
+ * thousands of connections a second). Aborts when any of that takes longer
+ * than FZ_DEADLINE_MS: a hang is a bug. */
+void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uint8_t *data,
+                 size_t size, fz_settled_fn settled, void *arg, fz_reply *out);
+
+/* The HTTP status of a reply ("HTTP/1.1 403 ..." -> 403); 0 when there is no
+ * response, -1 when the bytes are not an HTTP/1.1 status line. */
+int fz_reply_status(const fz_reply *r);
+
+/* Keeps a private copy of stderr for fz_fail, so a harness run with
+ * -close_fd_mask=2 (silencing the engine's logs) still says why it failed.
+ * Call from LLVMFuzzerInitialize, which libFuzzer runs before it closes fd 2. */
+void fz_setup(void);
+
+/* Prints "<harness>: message" on the saved stderr and aborts. */
+__attribute__((noreturn, format(printf, 1, 2))) void fz_fail(const char *fmt, ...);
+
+#define FZ_DEADLINE_MS 5000
+
+#endif
