@@ -2,7 +2,6 @@
 #include "driver.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,20 +53,36 @@ static void wait_events(uv_loop_t *loop, int fd, bool want_write) {
   poll(p, 2, timeout);
 }
 
-static int client_connect(const struct sockaddr_storage *addr) {
-  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+/* Non-blocking from the start: libFuzzer's SIGALRM (-timeout) would make a
+ * blocking connect fail with EINTR. */
+static int client_connect(const struct sockaddr_storage *addr, uint64_t deadline) {
+  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     die("socket");
   socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
   /* The listener is bound and listening: the kernel completes the handshake
    * into its backlog without the loop running. */
-  if (connect(fd, (const struct sockaddr *)addr, len) != 0)
+  if (connect(fd, (const struct sockaddr *)addr, len) == 0)
+    return fd;
+  if (errno != EINPROGRESS && errno != EINTR)
     die("connect");
-  if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0)
-    die("fcntl");
+  for (;;) {
+    check_deadline(deadline, "connecting");
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, 10) == 1)
+      break;
+  }
+  int err = 0;
+  socklen_t elen = sizeof(err);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0) {
+    errno = err;
+    die("connect");
+  }
   return fd;
 }
+
+static bool transient(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
 static void keep_reply(fz_reply *out, const char *buf, size_t n) {
   size_t cap = sizeof(out->head) - 1;
@@ -82,7 +97,7 @@ void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uin
                  size_t size, fz_settled_fn settled, void *arg, fz_reply *out) {
   memset(out, 0, sizeof(*out));
   uint64_t deadline = now_ms() + FZ_DEADLINE_MS;
-  int fd = client_connect(addr);
+  int fd = client_connect(addr, deadline);
   size_t off = 0;
   bool shut = false, eof = false;
   while (!eof) {
@@ -91,7 +106,7 @@ void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uin
       ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
       if (n > 0)
         off += (size_t)n;
-      else if (errno != EAGAIN && errno != EWOULDBLOCK)
+      else if (!transient(errno))
         off = size; /* the server closed on us: nothing more to send */
     }
     if (off == size && !shut) {
@@ -104,7 +119,7 @@ void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uin
       keep_reply(out, buf, (size_t)n);
     if (n == 0) {
       eof = true;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    } else if (!transient(errno)) {
       out->reset = true;
       eof = true;
     }

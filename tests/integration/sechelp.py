@@ -186,10 +186,10 @@ class Gateway:
         assert head.startswith(b"HTTP/1.1 200"), head
         return json.loads(body)
 
-    def wait_idle(self, timeout=15):
-        """Until no connection is open on the proxy listener."""
-        return wait_for(lambda: self.status()["tunnels"]["connections_active"] == 0,
-                        timeout, interval=0.05, what="the gateway to have no open connection")
+    def wait_connections(self, n=0, timeout=15):
+        """Until exactly n downstream connections are open on the gateway."""
+        return wait_for(lambda: self.status()["tunnels"]["connections_active"] == n,
+                        timeout, interval=0.05, what=f"{n} open connection(s) on the gateway")
 
 
 def recv_all(sock, timeout=5.0, limit=1 << 24):
@@ -274,6 +274,7 @@ class Upstream:
         self.received = bytearray()
         self.conns = []
         self.errors = []
+        self.ended = 0  # connections whose peer closed or reset (or we reset)
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -319,11 +320,9 @@ class Upstream:
                 c.shutdown(socket.SHUT_WR)
         except OSError as e:
             self.errors.append(e)
-
-    def pending_connections(self):
-        """Connections the kernel completed but nobody accepted (the accept
-        thread takes them at once, so this is `accepted`)."""
-        return self.accepted
+        finally:
+            if self.mode != "silent":
+                self.ended += 1
 
     def close(self):
         self._stop = True
