@@ -57,12 +57,12 @@ class Rig:
     """A gateway, an echo upstream, a bystander tunnel through it, and the
     baseline to come back to."""
 
-    def __init__(self, tmp_path, hosts=(), nofile=None, **opts):
+    def __init__(self, tmp_path, hosts=(), nofile=None, warm=20, **opts):
         conf = dict(DEFAULTS, **opts)
         self.echo = Upstream("echo")
         self.gw = Gateway(tmp_path, tunnel=RULES + [f"{k} = {v}" for k, v in conf.items()],
                           hosts=hosts, nofile=nofile).start()
-        self.warm_up()
+        self.warm_up(warm)
         self.bystander, status, _ = connect_request(self.gw.proxy_port,
                                                     f"127.0.0.1:{self.echo.port}")
         assert status == 200
@@ -71,11 +71,12 @@ class Rig:
         self.base_rss = self.gw.rss_kib()
         self.base_fds = self.gw.open_fds()
 
-    def warm_up(self):
+    def warm_up(self, n):
         """Fills the buffer pool and malloc's arenas the way normal traffic
-        does, so the baseline is a working gateway's, not a fresh one's."""
+        does (n concurrent bulk tunnels), so the baseline is a working
+        gateway's, not a fresh one's."""
         socks = []
-        for _ in range(20):
+        for _ in range(n):
             s, status, _ = connect_request(self.gw.proxy_port, f"127.0.0.1:{self.echo.port}")
             assert status == 200
             socks.append(s)
@@ -83,6 +84,7 @@ class Rig:
             echo_roundtrip(s, bytes([65 + i % 26]) * 300000)
         for s in socks:
             s.close()
+        self.gw.wait_connections(0)
 
     def tunnel(self, target=None):
         return connect_request(self.gw.proxy_port, target or f"127.0.0.1:{self.echo.port}")
@@ -540,4 +542,52 @@ def test_fd_exhaustion_503_then_recovery(rig):
         s.close()
         return status == 200
     wait_for(works, 15, interval=0.2, what="a tunnel to work again")
+    r.after_fault()
+
+
+def test_tunnel_limits_503_then_recovery(rig):
+    """max_tunnels and max_tunnels_per_client: beyond them 503, and a slot
+    freed is a slot usable again. (All test clients share 127.0.0.1, so the
+    per-client limit is checked separately, with the global one out of
+    the way; the bystander holds one slot.)"""
+    r = rig(max_tunnels="3", max_tunnels_per_client="3", warm=2)
+    held = []
+    for _ in range(2):  # the bystander holds the first slot
+        s, status, _ = r.tunnel()
+        assert status == 200
+        held.append(s)
+    s, status, _ = r.tunnel()
+    port = s.getsockname()[1]
+    s.close()
+    assert status == 503
+    assert r.gw.wait_access(port)["result"] == "limit"
+    held.pop().close()
+    wait_for(lambda: r.gw.status()["tunnels"]["active"] == 2, what="a slot to free")
+    s, status, _ = r.tunnel()  # the freed slot is usable again
+    assert status == 200
+    echo_roundtrip(s)
+    s.close()
+    for s in held:
+        s.close()
+    r.after_fault()
+
+
+def test_per_client_limit_503(rig):
+    r = rig(max_tunnels="100", max_tunnels_per_client="3", warm=2)
+    held = []
+    for _ in range(2):  # plus the bystander: 3 from 127.0.0.1
+        s, status, _ = r.tunnel()
+        assert status == 200
+        held.append(s)
+    s, status, _ = r.tunnel()
+    s.close()
+    assert status == 503
+    held.pop().close()
+    wait_for(lambda: r.gw.status()["tunnels"]["active"] == 2, what="a slot to free")
+    s, status, _ = r.tunnel()  # the freed slot is usable again
+    assert status == 200
+    echo_roundtrip(s)
+    s.close()
+    for s in held:
+        s.close()
     r.after_fault()

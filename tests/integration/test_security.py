@@ -335,3 +335,28 @@ def test_shipped_config_admin_is_loopback():
             listens.append(line.split("=", 1)[1].strip())
     assert listens and all(l.startswith("127.0.0.1:") or l.startswith("[::1]:")
                            for l in listens), listens
+
+
+@pytest.mark.parametrize("request_line", [
+    "GET http://127.0.0.1:{admin}/status HTTP/1.1",      # forward-proxy SSRF
+    "GET http://localhost:{admin}/healthz HTTP/1.1",
+    "POST http://127.0.0.1:{up}/ HTTP/1.1",
+    "GET / HTTP/1.1",
+    "OPTIONS * HTTP/1.1",
+])
+def test_not_a_forward_proxy(gw_loopback_rules, upstreams, request_line):
+    """Only CONNECT: absolute-URI requests (plain forward proxying, the
+    classic SSRF route) get 405 with Allow: CONNECT and reach nothing."""
+    gw = gw_loopback_rules
+    line = request_line.format(admin=gw.admin_port, up=upstreams[0].port).encode()
+    before = [u.accepted for u in upstreams]
+    with socket.create_connection(("127.0.0.1", gw.proxy_port), timeout=10) as s:
+        s.sendall(line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        data = recv_all(s)
+        port = s.getsockname()[1]
+    assert data.startswith(b"HTTP/1.1 405 "), data[:80]
+    assert b"\r\nAllow: CONNECT\r\n" in data
+    assert b'"version"' not in data  # not the admin's /status
+    rec = gw.wait_access(port)
+    assert rec["connected"] == "-" and rec["result"] == "bad_request", rec
+    assert [u.accepted for u in upstreams] == before
