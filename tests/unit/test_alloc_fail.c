@@ -199,7 +199,6 @@ static void upstream_step(run *r) {
   }
 }
 
-
 static void spin(run *r, int timeout_ms) {
   if (armed && fail_after && now_ms() > fail_until_ms)
     armed = false; /* the shortage is over */
