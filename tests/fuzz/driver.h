@@ -18,7 +18,7 @@
 
 /* What the server sent back on one connection (the first bytes only). */
 typedef struct fz_reply {
-  char head[256]; /* NUL-terminated prefix of the response */
+  char head[4096]; /* the first bytes of the response, NUL-terminated */
   size_t len;     /* total bytes received */
   bool reset;     /* the connection ended with a reset rather than a FIN */
 } fz_reply;
