@@ -470,8 +470,8 @@ def test_fd_exhaustion_503_then_recovery(rig):
             wait_until(lambda: r.gw.open_fds() < fds, what="the idle connection to close")
     assert held, statuses
     assert 503 in statuses, statuses
-    assert any(x.get("error") in ("EMFILE", "ENFILE")
-               for x in r.gw.find("connect_resource_error") + r.gw.find("accept_failed"))
+    r.gw.wait_log(lambda x: x.get("msg") in ("connect_resource_error", "accept_failed")
+                  and x.get("error") in ("EMFILE", "ENFILE"), what="a descriptor shortage record")
     for t in held:
         t.close()
     if idle:
