@@ -114,11 +114,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_reply reply;
   fz_exchange(&loop, &listen_addr, data, size, settled, NULL, &reply);
-  if (size >= sizeof(h2_preface) - 1 && memcmp(data, h2_preface, sizeof(h2_preface) - 1) == 0)
-    return check_h2_reply(&reply), 0;
-  int status = fz_reply_status(&reply);
-  if (!status_expected(status)) {
-    fz_fail("fuzz_h1_connect: unexpected reply (status %d): %.80s", status, reply.head);
+  if (size >= sizeof(h2_preface) - 1 && memcmp(data, h2_preface, sizeof(h2_preface) - 1) == 0) {
+    check_h2_reply(&reply);
+    return 0;
   }
+  int status = fz_reply_status(&reply);
+  if (!status_expected(status))
+    fz_fail("fuzz_h1_connect: unexpected reply (status %d): %.80s", status, reply.head);
   return 0;
 }
