@@ -10,9 +10,9 @@ resolver and device faults and resource limits. Each test also checks that
 
 RSS_SLACK_KIB, and why: the baseline is taken after a warm-up of 20
 concurrent bulk tunnels, which fills the engine's pool of free relay
-buffers (at most 2 MiB kept, tunnel/bufpool.c) and glibc's heap. What remains is allocator
-behaviour: glibc keeps freed memory below its trim threshold and cannot
-return pages behind a live allocation (fragmentation). Measured here: +0.2
+buffers (at most 2 MiB kept, tunnel/bufpool.c) and glibc's heap. What
+remains is allocator behaviour: glibc keeps freed memory below its trim
+threshold and cannot return pages behind a live allocation (fragmentation). Measured here: +0.2
 to +0.7 MiB after 10,000 connections. 2 MiB leaves room for that and still
 catches a leak of 200 bytes per connection in the 10,000-connection test.
 """
