@@ -11,6 +11,7 @@
 
 #include "tunnel/addr.h"
 #include "tunnel/log.h"
+#include "tunnel/spare.h"
 
 #define ADMIN_HEAD_MAX 8192
 #define ADMIN_BODY_MAX 16384
@@ -32,6 +33,7 @@ struct gw_admin {
   size_t n_routes;
   struct gw_admin_req *conns; /* open connections, for gw_admin_close */
   bool listener_closed;
+  tn_spare spare;       /* drops a connection when memory is short */
   bool token_set;
   unsigned char token_hash[SHA256_DIGEST_LENGTH];
   uint64_t unauthorized;      /* 401s sent */
@@ -62,6 +64,7 @@ struct gw_admin_req {
   char *query;             /* points into target */
   bool complete;           /* request parsed */
   bool pending;            /* handed to a handler, not yet answered */
+  bool oom;                /* parsing stopped because memory ran out */
   int handles;             /* open uv handles */
   char *response;
 };
@@ -69,7 +72,7 @@ struct gw_admin_req {
 /* ---- lifetime ---- */
 
 static void maybe_free_admin(gw_admin *a) {
-  if (!a->listener_closed || a->conns)
+  if (!a->listener_closed || a->conns || a->spare.busy)
     return;
   for (size_t i = 0; i < a->n_routes; i++)
     free(a->routes[i].path);
@@ -367,8 +370,10 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   if (have + len > ADMIN_HEADER_VALUE_MAX)
     return -1;
   char *grown = realloc(*v, have + len + 1);
-  if (!grown)
+  if (!grown) {
+    r->oom = true;
     return -1;
+  }
   memcpy(grown + have, at, len);
   grown[have + len] = '\0';
   *v = grown;
@@ -380,8 +385,10 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   if (r->body_len + len > ADMIN_BODY_MAX)
     return -1;
   char *grown = realloc(r->body, r->body_len + len + 1);
-  if (!grown)
+  if (!grown) {
+    r->oom = true;
     return -1;
+  }
   memcpy(grown + r->body_len, at, len);
   r->body_len += len;
   grown[r->body_len] = '\0';
@@ -427,6 +434,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_read_stop(s);
     uv_timer_stop(&r->timer);
     dispatch(r);
+  } else if (err != HPE_OK && r->oom) {
+    gw_admin_respond_text(r, 503, "out of memory, try again\n"); /* ours, not the client's */
   } else if (err != HPE_OK) {
     gw_admin_respond_text(r, 400, "bad request\n");
   } else if (r->head_bytes > ADMIN_HEAD_MAX + ADMIN_BODY_MAX) {
@@ -446,7 +455,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   gw_admin_req *r = calloc(1, sizeof(*r));
   if (!r)
-    return;
+    return tn_spare_drop(&a->spare); /* else libuv would never accept again */
   r->admin = a;
   r->cur_header = -1;
   r->next = a->conns;
@@ -469,6 +478,8 @@ static void on_connection(uv_stream_t *server, int status) {
 
 /* ---- listener ---- */
 
+static void on_spare_idle(tn_spare *s) { maybe_free_admin(s->data); }
+
 static void on_listener_closed(uv_handle_t *h) {
   gw_admin *a = h->data;
   a->listener_closed = true;
@@ -481,6 +492,7 @@ int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admi
   if (!a)
     return UV_ENOMEM;
   uv_tcp_init(loop, &a->tcp);
+  tn_spare_init(&a->spare, (uv_stream_t *)&a->tcp, on_spare_idle, a);
   a->tcp.data = a;
   int err = gw_admin_route_public(a, "GET", "/healthz", healthz, NULL);
   if (!err)

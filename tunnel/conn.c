@@ -128,8 +128,6 @@ static const tn_ep_sink conn_sink = {
     .ready = on_ready,
 };
 
-static void free_handle(uv_handle_t *h) { free(h); }
-
 static bool client_admitted(tn_engine *e, const tn_conn *c) {
   const tn_engine_opts *o = tn__opts(e);
   if (o->n_clients == 0)
@@ -151,38 +149,36 @@ static void refuse_client(tn_conn *c) {
   tn__ep_close(c->transport, true);
 }
 
-void tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls) {
+int tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls) {
   tn_conn *c = calloc(1, sizeof(*c));
   if (!c || tn__ep_tcp_init(&c->tcp, tn__loop(e), &conn_sink, c) != 0) {
-    /* The pending connection must still be taken off the listener, or
-     * libuv stops accepting. */
     free(c);
-    uv_tcp_t *tmp = malloc(sizeof(*tmp));
-    if (tmp && uv_tcp_init(server->loop, tmp) == 0 && uv_accept(server, (uv_stream_t *)tmp) == 0)
-      uv_close((uv_handle_t *)tmp, free_handle);
-    else
-      free(tmp);
-    return;
+    return UV_ENOMEM; /* the caller drops the pending connection */
   }
   c->engine = e;
   c->listener = listener;
   c->transport = &c->tcp.ep;
   tn__engine_conn_added(e, c);
-  if (uv_accept(server, (uv_stream_t *)&c->tcp.tcp) != 0)
-    return tn__conn_abort(c, "accept_failed");
+  if (uv_accept(server, (uv_stream_t *)&c->tcp.tcp) != 0) {
+    tn__conn_abort(c, "accept_failed");
+    return 0;
+  }
   int len = sizeof(c->client);
   uv_tcp_getpeername(&c->tcp.tcp, (struct sockaddr *)&c->client, &len);
-  if (!client_admitted(e, c))
-    return refuse_client(c);
+  if (!client_admitted(e, c)) {
+    refuse_client(c);
+    return 0;
+  }
   if (tls) {
     c->tls = tn__ep_tls_new(&c->tcp, tn__tls_ctx(e), &conn_sink, c);
-    if (!c->tls)
-      return tn__conn_abort(c, "out_of_memory");
+    if (!c->tls) {
+      tn__conn_abort(c, "out_of_memory");
+      return 0;
+    }
     c->transport = tn__ep_tls_ep(c->tls);
-    if (tn__ep_tls_start(c->tls) != 0)
-      tn__conn_abort(c, "read_failed");
-    return;
   }
-  if (tn__ep_read_start(c->transport) != 0)
+  int err = c->tls ? tn__ep_tls_start(c->tls) : tn__ep_read_start(c->transport);
+  if (err != 0)
     tn__conn_abort(c, "read_failed");
+  return 0;
 }

@@ -7,6 +7,7 @@
 #include "tunnel/error.h"
 #include "tunnel/internal.h"
 #include "tunnel/log.h"
+#include "tunnel/spare.h"
 #include "tunnel/tls.h"
 
 #define LISTEN_BACKLOG 4096
@@ -20,6 +21,7 @@ typedef struct tn_listener {
   uint64_t active;                    /* open downstream connections accepted here */
   struct sockaddr_storage configured; /* as in the options: what a reload compares */
   struct sockaddr_storage bound;
+  tn_spare spare;                     /* drops a connection when memory is short */
 } tn_listener;
 
 struct tn_engine {
@@ -319,7 +321,12 @@ static void on_connection(uv_stream_t *server, int status) {
   tn_listener *l = server->data;
   if (status < 0)
     return log_accept_error(l->engine, status);
-  tn__conn_accept(l->engine, l->index, server, l->tls);
+  if (tn__conn_accept(l->engine, l->index, server, l->tls) == 0)
+    return;
+  log_accept_error(l->engine, UV_ENOMEM);
+  if (!l->spare.busy)
+    l->engine->handles_open++; /* the spare's handle, until it is idle */
+  tn_spare_drop(&l->spare);
 }
 
 /* Listener handles carry their tn_listener, timers the engine. */
@@ -327,8 +334,7 @@ static tn_engine *engine_of(uv_handle_t *h) {
   return h->type == UV_TCP ? ((tn_listener *)h->data)->engine : h->data;
 }
 
-static void on_engine_handle_closed(uv_handle_t *h) {
-  tn_engine *e = engine_of(h);
+static void release_handle(tn_engine *e) {
   if (--e->handles_open > 0 || !e->finishing)
     return;
   void (*done)(void *) = e->done;
@@ -344,6 +350,10 @@ static void on_engine_handle_closed(uv_handle_t *h) {
   if (done)
     done(arg);
 }
+
+static void on_engine_handle_closed(uv_handle_t *h) { release_handle(engine_of(h)); }
+
+static void on_spare_idle(tn_spare *s) { release_handle(((tn_listener *)s->data)->engine); }
 
 static const char *listener_kind(const tn_listener *l) { return l->tls ? "proxy_tls" : "proxy"; }
 
@@ -370,6 +380,7 @@ static int listener_open(tn_engine *e, const struct sockaddr_storage *addr, bool
     return err;
   }
   l->tcp.data = l;
+  tn_spare_init(&l->spare, (uv_stream_t *)&l->tcp, on_spare_idle, l);
   e->listeners[e->n_listeners++] = l;
   e->handles_open++;
   if ((err = uv_tcp_bind(&l->tcp, (const struct sockaddr *)addr, 0)) == 0 &&

@@ -83,8 +83,10 @@ struct tn_conn {
   size_t sniff_len;
 };
 
-/* Accepts from server into a new connection. */
-void tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls);
+/* Accepts from server into a new connection. Returns 0, or UV_ENOMEM when
+ * the connection could not even be allocated: then the pending connection
+ * is still on the listener and the caller must drop it (tn_spare). */
+int tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls);
 /* The set-up deadline passed. */
 void tn__conn_timeout(tn_conn *c);
 /* Closes a connection still in set-up (drain, timeout, refusal). */
