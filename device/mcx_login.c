@@ -532,7 +532,8 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
            "name or password?",
            a->o.user);
     posted_login = posted_login || is_login;
-    say(a, "  the IdMS shows its %s page: submitting it", is_login ? "login" : "consent");
+    say(a, "  the IdMS shows its %s", is_login ? "login form: posting the user name and password"
+                                             : "consent form: confirming it");
     char *next = resolve(url, form->action);
     if (!next)
       fail("out of memory");
