@@ -26,7 +26,7 @@ from idmtest import BIN, SRC, Gateway, Idms, pki, wait_until  # noqa: F401  (fix
 pytestmark = pytest.mark.timeout(240)
 
 UI = SRC / "tests" / "ui"
-ARTIFACTS = Path(BIN).parent / "test-artifacts"
+ARTIFACTS = Path(os.environ.get("MCGW_ARTIFACTS", Path(BIN).parent / "test-artifacts"))
 
 
 def require_browser():

@@ -38,7 +38,7 @@ def test_demo_tells_the_story(tmp_path):
     assert "10 HTTP/2 CONNECT streams" in out
     # The status table: the gateway's login and expiry, tunnels and counts.
     assert re.search(r"authorized as vehicle-17", out)
-    assert re.search(r"expires in \d+ s", out)
+    assert re.search(r"expires in (\d+ s|\d+m)", out)
     assert re.search(r"127\.0\.0\.3:\d+\s+h2\s+ok\s+200", out)
     assert re.search(r"Live status: http://127\.0\.0\.1:\d+/ ", out)
     assert "Stopping after DEMO_SECONDS=1 s." in out and "Stopped." in out
