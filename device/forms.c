@@ -71,10 +71,12 @@ char *mcx_html_unescape(const char *s, size_t n) {
       size_t j = i + 2 + (hex ? 1 : 0);
       unsigned long cp = 0;
       size_t digits = 0;
-      while (j < n && digits < 7 && (hex ? isxdigit((unsigned char)s[j]) : isdigit((unsigned char)s[j]))) {
-        cp = cp * (hex ? 16 : 10) +
-             (unsigned long)(isdigit((unsigned char)s[j]) ? s[j] - '0'
-                                                          : (tolower((unsigned char)s[j]) - 'a' + 10));
+      while (j < n && digits < 7 &&
+             (hex ? isxdigit((unsigned char)s[j]) : isdigit((unsigned char)s[j]))) {
+        cp =
+            cp * (hex ? 16 : 10) + (unsigned long)(isdigit((unsigned char)s[j])
+                                                       ? s[j] - '0'
+                                                       : (tolower((unsigned char)s[j]) - 'a' + 10));
         j++, digits++;
       }
       if (digits && j < n && s[j] == ';' && cp > 0 && cp <= 0x10FFFF &&
@@ -91,7 +93,9 @@ char *mcx_html_unescape(const char *s, size_t n) {
   return out;
 }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'; }
+static bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
 
 static bool name_is(const char *s, size_t n, const char *lit) {
   return strlen(lit) == n && strncasecmp(s, lit, n) == 0;

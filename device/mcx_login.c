@@ -39,7 +39,7 @@
 
 #define PROG "mcx-login"
 #define REQUEST_TIMEOUT_MS 15000
-#define MAX_HOPS 30        /* redirects and form posts in one login */
+#define MAX_HOPS 30 /* redirects and form posts in one login */
 #define PASSWORD_MAX 1024
 #define LEEWAY_S 30
 
@@ -192,10 +192,10 @@ static void on_fetched(int err, const char *detail, const gw_https_response *res
   f->content_type = dup_or_null(resp->content_type);
   c->a->tls_sent += resp->tls_bytes_sent;
   c->a->tls_received += resp->tls_bytes_received;
-  json_array_append_new(c->a->log, json_pack("{s:s, s:I, s:I}", "target", c->authority,
-                                             "tls_bytes_sent", (json_int_t)resp->tls_bytes_sent,
-                                             "tls_bytes_received",
-                                             (json_int_t)resp->tls_bytes_received));
+  json_array_append_new(c->a->log,
+                        json_pack("{s:s, s:I, s:I}", "target", c->authority, "tls_bytes_sent",
+                                  (json_int_t)resp->tls_bytes_sent, "tls_bytes_received",
+                                  (json_int_t)resp->tls_bytes_received));
   if (resp->set_cookie &&
       mcx_cookies_store(c->a->jar, c->host, c->path, resp->set_cookie, (int64_t)time(NULL)) < 0)
     f->err = GW_HTTPS_ENOMEM;
@@ -250,7 +250,8 @@ static int fetch(app *a, const char *method, const char *url, const gw_form *bod
 
 /* "what URL: reason" for a failed request, e.g.
  * "token endpoint https://...: certificate verification failed: ...". */
-static void fail_fetch(const char *what, const char *url, const fetched *f) __attribute__((noreturn));
+static void fail_fetch(const char *what, const char *url, const fetched *f)
+    __attribute__((noreturn));
 static void fail_fetch(const char *what, const char *url, const fetched *f) {
   char shown[512];
   no_query(url, shown, sizeof shown);
@@ -258,7 +259,8 @@ static void fail_fetch(const char *what, const char *url, const fetched *f) {
 }
 
 /* An error response from the IdMS, shown sanitized (never a token). */
-static void fail_status(const char *what, const char *url, const fetched *f) __attribute__((noreturn));
+static void fail_status(const char *what, const char *url, const fetched *f)
+    __attribute__((noreturn));
 static void fail_status(const char *what, const char *url, const fetched *f) {
   char shown[512];
   gw_oidc_error oe = {0};
@@ -319,7 +321,8 @@ static void bind_redirect(app *a) {
          uri);
   char *end;
   long port = strtol(rest, &end, 10);
-  if (end == rest || port < 0 || port > 65535 || *end != '/' || strcspn(end, "?# \t") != strlen(end))
+  if (end == rest || port < 0 || port > 65535 || *end != '/' ||
+      strcspn(end, "?# \t") != strlen(end))
     fail("--redirect-uri %s: needs a port (0: any free one) and a path, no query", uri);
   const char *path = end;
   struct sockaddr_storage ss = {0};
@@ -532,8 +535,9 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
            "name or password?",
            a->o.user);
     posted_login = posted_login || is_login;
-    say(a, "  the IdMS shows its %s", is_login ? "login form: posting the user name and password"
-                                             : "consent form: confirming it");
+    say(a, "  the IdMS shows its %s",
+        is_login ? "login form: posting the user name and password"
+                 : "consent form: confirming it");
     char *next = resolve(url, form->action);
     if (!next)
       fail("out of memory");
@@ -662,8 +666,23 @@ static void usage_error(const char *fmt, ...) {
 }
 
 static void parse_opts(int argc, char **argv, opts *o) {
-  enum { O_PROXY = 256, O_PCA, O_PCERT, O_PKEY, O_H2, O_ISS, O_CID, O_SCOPE, O_ACR, O_CA,
-         O_REDIR, O_USER, O_PWF, O_WAIT, O_JSON };
+  enum {
+    O_PROXY = 256,
+    O_PCA,
+    O_PCERT,
+    O_PKEY,
+    O_H2,
+    O_ISS,
+    O_CID,
+    O_SCOPE,
+    O_ACR,
+    O_CA,
+    O_REDIR,
+    O_USER,
+    O_PWF,
+    O_WAIT,
+    O_JSON
+  };
   static const struct option longs[] = {
       {"proxy", required_argument, NULL, O_PROXY},
       {"proxy-cacert", required_argument, NULL, O_PCA},
@@ -760,13 +779,13 @@ static char *read_password(const char *path) {
 static void print_result(const app *a, const result *r) {
   const gw_id_token *t = &r->id;
   if (a->o.json) {
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:s, s:s, s:i, s:I, s:I}", "issuer", t->iss,
-        "subject", t->sub, "mcptt_id", t->mcptt_id, "mcdata_id", t->mcdata_id, "mcvideo_id",
-        t->mcvideo_id, "id_token_expires_at", (json_int_t)t->exp, "access_token_expires_in",
-        (json_int_t)r->access_expires_in, "proxy", a->o.proxy, "transport",
-        a->o.h2 ? "h2" : "http/1.1", "tunnels", a->tunnels, "tls_bytes_sent",
-        (json_int_t)a->tls_sent, "tls_bytes_received", (json_int_t)a->tls_received);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:s, s:s, s:i, s:I, s:I}", "issuer",
+                  t->iss, "subject", t->sub, "mcptt_id", t->mcptt_id, "mcdata_id", t->mcdata_id,
+                  "mcvideo_id", t->mcvideo_id, "id_token_expires_at", (json_int_t)t->exp,
+                  "access_token_expires_in", (json_int_t)r->access_expires_in, "proxy", a->o.proxy,
+                  "transport", a->o.h2 ? "h2" : "http/1.1", "tunnels", a->tunnels, "tls_bytes_sent",
+                  (json_int_t)a->tls_sent, "tls_bytes_received", (json_int_t)a->tls_received);
     if (!o)
       fail("out of memory");
     json_object_set(o, "tunnel_log", a->log);

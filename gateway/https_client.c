@@ -111,9 +111,9 @@ struct gw_https_req {
   SSL *pssl;          /* TLS to an https proxy */
   BIO *prbio, *pwbio; /* its memory BIOs */
   bool phandshake_done;
-  bool tunnel_up;      /* the proxy answered 200: server TLS may start */
-  bool tunnel_eof;     /* the tunnel ended (h2 stream closed) */
-  char *connect_head;  /* HTTP/1.1: the proxy's answer so far */
+  bool tunnel_up;     /* the proxy answered 200: server TLS may start */
+  bool tunnel_eof;    /* the tunnel ended (h2 stream closed) */
+  char *connect_head; /* HTTP/1.1: the proxy's answer so far */
   size_t connect_head_len;
   char authority[GW_URL_HOST_MAX + 16]; /* CONNECT target host:port */
   nghttp2_session *h2;
@@ -252,8 +252,8 @@ int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *
     return -1;
   }
   if (!p->url.https && (o->ca_file || o->cert || o->key)) {
-    snprintf(err, errlen,
-             "proxy '%s': a proxy CA, certificate or key needs an https:// proxy URL", o->url);
+    snprintf(err, errlen, "proxy '%s': a proxy CA, certificate or key needs an https:// proxy URL",
+             o->url);
     proxy_unref(p);
     return -1;
   }
@@ -521,8 +521,7 @@ static void feed(gw_https_req *r, const char *data, size_t len) {
   if (r->complete) {
     if (!r->linger)
       finish(r, GW_HTTPS_OK, NULL);
-  }
-  else if (r->too_big)
+  } else if (r->too_big)
     finish(r, GW_HTTPS_ETOOBIG, "response body over the size cap");
   else if (r->head_bytes > HTTPS_MAX_HEAD)
     finish(r, GW_HTTPS_ETOOBIG, "response head over the size cap");
@@ -790,12 +789,11 @@ static void h1_recv(gw_https_req *r, const char *data, size_t n) {
  * callbacks only record and buffer; sending happens after mem_recv. */
 static ssize_t h2_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
                           void *ud) {
-  return proxy_send(ud, (const char *)data, len) == 0 ? (ssize_t)len
-                                                      : NGHTTP2_ERR_CALLBACK_FAILURE;
+  return proxy_send(ud, (const char *)data, len) == 0 ? (ssize_t)len : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
-static ssize_t h2_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                          uint32_t *flags, nghttp2_data_source *src, void *ud) {
+static ssize_t h2_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                          nghttp2_data_source *src, void *ud) {
   gw_https_req *r = ud;
   size_t have = r->h2_out_len - r->h2_out_off;
   if (have == 0)

@@ -69,11 +69,11 @@ typedef struct gw_https_response {
   int status;
   const char *body; /* NUL-terminated for convenience; may hold NULs */
   size_t body_len;
-  const char *content_type; /* or NULL */
-  int64_t retry_after_s;    /* Retry-After in seconds from now, or -1 */
-  int64_t date;             /* Date header as unix time, or 0 */
-  const char *location;     /* Location header, or NULL */
-  const char *set_cookie;   /* every Set-Cookie value, one per line, or NULL */
+  const char *content_type;    /* or NULL */
+  int64_t retry_after_s;       /* Retry-After in seconds from now, or -1 */
+  int64_t date;                /* Date header as unix time, or 0 */
+  const char *location;        /* Location header, or NULL */
+  const char *set_cookie;      /* every Set-Cookie value, one per line, or NULL */
   uint64_t tls_bytes_sent;     /* the server TLS session's records written ... */
   uint64_t tls_bytes_received; /* ... and read: what a tunnel carried */
 } gw_https_response;

@@ -90,9 +90,9 @@ static void proxy_urls(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(established),    cmocka_unit_test(refused),
+      cmocka_unit_test(established),           cmocka_unit_test(refused),
       cmocka_unit_test(incomplete_needs_more), cmocka_unit_test(malformed),
-      cmocka_unit_test(head_too_long),  cmocka_unit_test(proxy_urls),
+      cmocka_unit_test(head_too_long),         cmocka_unit_test(proxy_urls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,8 +16,7 @@ static char *hdr(mcx_cookie_jar *j, const char *host, const char *path) {
   return mcx_cookies_header(j, host, path, true, NOW);
 }
 
-static void assert_header(mcx_cookie_jar *j, const char *host, const char *path,
-                          const char *want) {
+static void assert_header(mcx_cookie_jar *j, const char *host, const char *path, const char *want) {
   char *h = hdr(j, host, path);
   if (!want)
     assert_null(h);
@@ -30,7 +29,8 @@ static void assert_header(mcx_cookie_jar *j, const char *host, const char *path,
 
 static void stores_and_sends_per_host(void **state) {
   mcx_cookie_jar *j = mcx_cookies_new();
-  assert_int_equal(mcx_cookies_store(j, "127.0.0.2", "/auth", "_session=abc; path=/; httponly", NOW), 1);
+  assert_int_equal(
+      mcx_cookies_store(j, "127.0.0.2", "/auth", "_session=abc; path=/; httponly", NOW), 1);
   assert_header(j, "127.0.0.2", "/interaction/x", "_session=abc");
   /* host-only: never sent to the token host */
   assert_header(j, "127.0.0.3", "/token", NULL);

@@ -24,16 +24,16 @@ static void done(mcx_forms *f) {
 
 /* oidc-provider 8.x devInteractions login page, as rendered. */
 static void oidc_provider_login_page(void **state) {
-  mcx_forms *f = parse(
-      "<!DOCTYPE html><html><head><style>input[type=text]{a:b}</style></head><body>"
-      "<div class=\"container\"><h1>Sign-in</h1>\n"
-      "<form autocomplete=\"off\" action=\"/interaction/abc_DEF-1\" method=\"post\">\n"
-      "  <input type=\"hidden\" name=\"prompt\" value=\"login\"/>\n"
-      "  <input required type=\"text\" name=\"login\" placeholder=\"Enter any login\" "
-      "autofocus=\"on\">\n"
-      "  <input required type=\"password\" name=\"password\" placeholder=\"and password\" >\n"
-      "  <button type=\"submit\" class=\"login login-submit\">Sign-in</button>\n"
-      "</form></div></body></html>");
+  mcx_forms *f =
+      parse("<!DOCTYPE html><html><head><style>input[type=text]{a:b}</style></head><body>"
+            "<div class=\"container\"><h1>Sign-in</h1>\n"
+            "<form autocomplete=\"off\" action=\"/interaction/abc_DEF-1\" method=\"post\">\n"
+            "  <input type=\"hidden\" name=\"prompt\" value=\"login\"/>\n"
+            "  <input required type=\"text\" name=\"login\" placeholder=\"Enter any login\" "
+            "autofocus=\"on\">\n"
+            "  <input required type=\"password\" name=\"password\" placeholder=\"and password\" >\n"
+            "  <button type=\"submit\" class=\"login login-submit\">Sign-in</button>\n"
+            "</form></div></body></html>");
   assert_int_equal(f->n, 1);
   const mcx_form *form = mcx_forms_with_field(f, "password");
   assert_non_null(form);
@@ -98,9 +98,16 @@ static void skips_comments_scripts_and_buttons(void **state) {
 }
 
 static void truncated_and_hostile_input(void **state) {
-  const char *bad[] = {"<form action=\"/x", "<form><input name=\"a", "<", "<<<>>>", "<!--",
-                       "<script>", "<form action=x><input name=a value=&#xFFFFFFFF;>",
-                       "<form><input name=a value=&#0;>", "< form >", "</form></form>"};
+  const char *bad[] = {"<form action=\"/x",
+                       "<form><input name=\"a",
+                       "<",
+                       "<<<>>>",
+                       "<!--",
+                       "<script>",
+                       "<form action=x><input name=a value=&#xFFFFFFFF;>",
+                       "<form><input name=a value=&#0;>",
+                       "< form >",
+                       "</form></form>"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     mcx_forms *f = parse(bad[i]);
     done(f);
