@@ -9,7 +9,7 @@ CONFIG     ?= configs/mcgw.ini
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps test-deps bench-deps run test test-asan check bench clean fuzz
+.PHONY: all build deps test-deps bench-deps run test test-asan check bench demo clean fuzz
 
 all: build
 
@@ -55,6 +55,14 @@ bench: bench-deps build
 fuzz:
 	@scripts/deps.sh fuzz
 	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+# The whole story on loopback: the test IdMS, mcgw with configs/demo.ini, the
+# gateway's login, a device's login through a tunnel, the status table
+# (tests/demo/demo.py). Runs until Ctrl-C, or DEMO_SECONDS=N.
+demo: test-deps $(BUILD)/CMakeCache.txt
+	@echo "demo: building (log: $(BUILD)/build.log)"
+	@cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || { tail -40 $(BUILD)/build.log; exit 1; }
+	@BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/demo/demo.py
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -4,11 +4,24 @@
  * turn -> TLS handshake through memory BIOs -> write the request -> parse the
  * response with llhttp -> finish() calls back once -> every handle closes ->
  * free. finish() is the only place that ends a request; a cancelled request
- * goes the same way without the callback. */
+ * goes the same way without the callback.
+ *
+ * Through a proxy the same request runs over layers, each a pair of memory
+ * BIOs or a framing step:
+ *
+ *   llhttp <-> server TLS (r->ssl) <-> tunnel <-> [proxy TLS (r->pssl)] <-> TCP
+ *
+ * where the tunnel is an HTTP/1.1 CONNECT (transparent once answered 200) or
+ * an HTTP/2 CONNECT stream (nghttp2 client session; DATA frames carry the
+ * server TLS records). Downward, tunnel_send() takes the server TLS's
+ * records; upward, proxy_recv() hands tunnel bytes to the server TLS's read
+ * BIO and pump() runs once per network read. The server TLS starts only once
+ * the tunnel is up. */
 #include "gateway/https_client.h"
 
 #include <ctype.h>
 #include <llhttp.h>
+#include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -28,12 +41,29 @@
 #define HTTPS_READ_BUF 16384
 #define HTTPS_DETAIL_MAX 1024 /* host names are at most 255 bytes */
 
+#define HTTPS_SET_COOKIE_MAX 16384
+#define HTTPS_PROXY_HEAD_MAX 8192
+
+typedef enum { VIA_DIRECT = 0, VIA_H1, VIA_H2 } via_kind;
+
+/* A proxy, shared by a context and its requests (reference counted). */
+typedef struct https_proxy {
+  int refs;
+  via_kind kind;
+  char *url_text;
+  gw_url url;
+  SSL_CTX *ssl_ctx; /* an https proxy; NULL for http */
+} https_proxy;
+
 struct gw_https_ctx {
   SSL_CTX *ssl_ctx;
+  https_proxy *proxy; /* NULL: direct */
 };
 
-enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_COUNT_ };
-static const char *const wanted_headers[H_COUNT_] = {"content-type", "retry-after", "date"};
+enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
+enum { H_SET_COOKIE = H_COUNT_ }; /* repeated: kept apart, one value per line */
+static const char *const wanted_headers[H_COUNT_] = {"content-type", "retry-after", "date",
+                                                     "location"};
 
 struct gw_https_req {
   uv_loop_t *loop;
@@ -71,6 +101,28 @@ struct gw_https_req {
   bool complete, too_big;
 
   bool finished;
+
+  /* Through a proxy (proxy != NULL). */
+  https_proxy *proxy;
+  const gw_url *peer; /* where the TCP connection goes: the proxy or the server */
+  char *set_cookie;
+  size_t set_cookie_len;
+  bool cookie_sep;
+  SSL *pssl;          /* TLS to an https proxy */
+  BIO *prbio, *pwbio; /* its memory BIOs */
+  bool phandshake_done;
+  bool tunnel_up;     /* the proxy answered 200: server TLS may start */
+  bool tunnel_eof;    /* the tunnel ended (h2 stream closed) */
+  char *connect_head; /* HTTP/1.1: the proxy's answer so far */
+  size_t connect_head_len;
+  char authority[GW_URL_HOST_MAX + 16]; /* CONNECT target host:port */
+  nghttp2_session *h2;
+  int32_t stream_id;
+  int h2_status;
+  char *h2_out; /* server TLS records waiting for DATA frames */
+  size_t h2_out_len, h2_out_off;
+  bool linger;                   /* complete: wait for the server's close */
+  uint64_t bytes_up, bytes_down; /* server TLS records sent / received */
 };
 
 typedef struct write_chunk {
@@ -121,11 +173,97 @@ gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char
   return c;
 }
 
+static void proxy_unref(https_proxy *p) {
+  if (!p || --p->refs > 0)
+    return;
+  SSL_CTX_free(p->ssl_ctx);
+  free(p->url_text);
+  free(p);
+}
+
 void gw_https_ctx_free(gw_https_ctx *c) {
   if (!c)
     return;
   SSL_CTX_free(c->ssl_ctx);
+  proxy_unref(c->proxy);
   free(c);
+}
+
+/* The TLS context for an https proxy: verified like any server; ALPN offers
+ * only the protocol that will be spoken, so a proxy that cannot is caught at
+ * the handshake. */
+static SSL_CTX *proxy_ssl_ctx(const gw_https_proxy_opts *o, char *err, size_t errlen) {
+  char why[256];
+  static const unsigned char alpn_h2[] = "\x02h2", alpn_h1[] = "\x08http/1.1";
+  SSL_CTX *x = SSL_CTX_new(TLS_client_method());
+  if (!x) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(x, TLS1_2_VERSION);
+  SSL_CTX_set_verify(x, SSL_VERIFY_PEER, NULL);
+  if (o->h2 ? SSL_CTX_set_alpn_protos(x, alpn_h2, sizeof alpn_h2 - 1)
+            : SSL_CTX_set_alpn_protos(x, alpn_h1, sizeof alpn_h1 - 1)) {
+    snprintf(err, errlen, "cannot set ALPN");
+    SSL_CTX_free(x);
+    return NULL;
+  }
+  int ok = o->ca_file ? SSL_CTX_load_verify_locations(x, o->ca_file, NULL)
+                      : SSL_CTX_set_default_verify_paths(x);
+  if (!ok) {
+    ssl_error_text(why, sizeof why);
+    snprintf(err, errlen, "cannot load the proxy's trust anchors %s: %s",
+             o->ca_file ? o->ca_file : "(system)", why);
+    SSL_CTX_free(x);
+    return NULL;
+  }
+  if ((o->cert != NULL) != (o->key != NULL)) {
+    snprintf(err, errlen, "a client certificate for the proxy needs both the certificate and key");
+    SSL_CTX_free(x);
+    return NULL;
+  }
+  if (o->cert && (SSL_CTX_use_certificate_chain_file(x, o->cert) != 1 ||
+                  SSL_CTX_use_PrivateKey_file(x, o->key, SSL_FILETYPE_PEM) != 1 ||
+                  SSL_CTX_check_private_key(x) != 1)) {
+    ssl_error_text(why, sizeof why);
+    snprintf(err, errlen, "cannot load the proxy client certificate %s / key %s: %s", o->cert,
+             o->key, why);
+    SSL_CTX_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *err,
+                           size_t errlen) {
+  const char *why = NULL;
+  https_proxy *p = calloc(1, sizeof *p);
+  if (!p || !(p->url_text = strdup(o->url))) {
+    free(p);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  p->refs = 1;
+  p->kind = o->h2 ? VIA_H2 : VIA_H1;
+  if (gw_url_parse(p->url_text, &p->url, &why) != 0 || strcmp(p->url.target, "/") != 0) {
+    snprintf(err, errlen, "proxy '%s': %s", o->url,
+             why ? why : "a proxy URL is http://HOST:PORT or https://HOST:PORT, without a path");
+    proxy_unref(p);
+    return -1;
+  }
+  if (!p->url.https && (o->ca_file || o->cert || o->key)) {
+    snprintf(err, errlen, "proxy '%s': a proxy CA, certificate or key needs an https:// proxy URL",
+             o->url);
+    proxy_unref(p);
+    return -1;
+  }
+  if (p->url.https && !(p->ssl_ctx = proxy_ssl_ctx(o, err, errlen))) {
+    proxy_unref(p);
+    return -1;
+  }
+  proxy_unref(c->proxy);
+  c->proxy = p;
+  return 0;
 }
 
 const char *gw_https_strerror(int err) {
@@ -140,6 +278,7 @@ const char *gw_https_strerror(int err) {
   case GW_HTTPS_EPROTO: return "malformed HTTP response";
   case GW_HTTPS_ETOOBIG: return "response too large";
   case GW_HTTPS_ENOMEM: return "out of memory";
+  case GW_HTTPS_EPROXY: return "proxy failure";
   default: return "unknown error";
   }
 }
@@ -183,6 +322,18 @@ static void req_free(gw_https_req *r) {
   }
   for (int i = 0; i < H_COUNT_; i++)
     free(r->headers[i]);
+  if (r->set_cookie) {
+    OPENSSL_cleanse(r->set_cookie, r->set_cookie_len);
+    free(r->set_cookie);
+  }
+  if (r->h2_out) {
+    OPENSSL_cleanse(r->h2_out, r->h2_out_len);
+    free(r->h2_out);
+  }
+  free(r->connect_head);
+  nghttp2_session_del(r->h2);
+  SSL_free(r->pssl);
+  proxy_unref(r->proxy);
   if (r->addrs)
     uv_freeaddrinfo(r->addrs);
   SSL_free(r->ssl); /* frees both BIOs */
@@ -228,6 +379,10 @@ static void finish(gw_https_req *r, int err, const char *detail) {
     };
     if (resp.date < 0)
       resp.date = 0;
+    resp.location = r->headers[H_LOCATION];
+    resp.tls_bytes_sent = r->bytes_up;
+    resp.tls_bytes_received = r->bytes_down;
+    resp.set_cookie = r->set_cookie;
     r->cb(err, err ? detail : NULL, err ? NULL : &resp, r->arg);
   }
   close_handles(r);
@@ -244,6 +399,8 @@ void gw_https_cancel(gw_https_req *r) {
 static void on_timeout(uv_timer_t *t) {
   gw_https_req *r = t->data;
   char detail[HTTPS_DETAIL_MAX];
+  if (r->complete) /* lingering for the close: the response is all there */
+    return finish(r, GW_HTTPS_OK, NULL);
   snprintf(detail, sizeof detail, "no complete response from %s:%u within %llu ms", r->url.host,
            r->url.port, (unsigned long long)r->timeout_ms);
   finish(r, GW_HTTPS_ETIMEOUT, detail);
@@ -277,6 +434,29 @@ static int on_header_field_complete(llhttp_t *p) {
   for (int i = 0; i < H_COUNT_; i++)
     if (strcasecmp(r->field, wanted_headers[i]) == 0 && !r->headers[i])
       r->cur_header = i;
+  if (strcasecmp(r->field, "set-cookie") == 0) {
+    r->cur_header = H_SET_COOKIE;
+    r->cookie_sep = r->set_cookie_len > 0; /* one value per line */
+  }
+  return 0;
+}
+
+/* Set-Cookie values, '\n'-separated; r->set_cookie always has room for one
+ * more byte and the NUL. */
+static int append_set_cookie(gw_https_req *r, const char *at, size_t len) {
+  if (r->set_cookie_len + len + 3 > HTTPS_SET_COOKIE_MAX)
+    return -1;
+  char *grown = realloc(r->set_cookie, r->set_cookie_len + len + 3);
+  if (!grown)
+    return -1;
+  if (r->cookie_sep) {
+    grown[r->set_cookie_len++] = '\n';
+    r->cookie_sep = false;
+  }
+  memcpy(grown + r->set_cookie_len, at, len);
+  r->set_cookie_len += len;
+  grown[r->set_cookie_len] = '\0';
+  r->set_cookie = grown;
   return 0;
 }
 
@@ -286,6 +466,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     return -1;
   if (r->cur_header == H_NONE)
     return 0;
+  if (r->cur_header == H_SET_COOKIE)
+    return append_set_cookie(r, at, len);
   char **v = &r->headers[r->cur_header];
   size_t have = *v ? strlen(*v) : 0;
   if (have + len > HTTPS_HEADER_VALUE_MAX)
@@ -336,9 +518,10 @@ static void feed(gw_https_req *r, const char *data, size_t len) {
   if (r->complete || r->finished)
     return;
   llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
-  if (r->complete)
-    finish(r, GW_HTTPS_OK, NULL);
-  else if (r->too_big)
+  if (r->complete) {
+    if (!r->linger)
+      finish(r, GW_HTTPS_OK, NULL);
+  } else if (r->too_big)
     finish(r, GW_HTTPS_ETOOBIG, "response body over the size cap");
   else if (r->head_bytes > HTTPS_MAX_HEAD)
     finish(r, GW_HTTPS_ETOOBIG, "response head over the size cap");
@@ -350,6 +533,8 @@ static void feed(gw_https_req *r, const char *data, size_t len) {
 static void on_eof(gw_https_req *r) {
   if (r->finished)
     return;
+  if (r->complete)
+    return finish(r, GW_HTTPS_OK, NULL);
   if (!r->handshake_done) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "%s:%u closed the connection during the TLS handshake",
@@ -365,7 +550,7 @@ static void on_eof(gw_https_req *r) {
                        : llhttp_errno_name(e));
 }
 
-/* ---- TLS pump ------------------------------------------------------------ */
+/* ---- network ------------------------------------------------------------- */
 
 static void on_written(uv_write_t *w, int status) {
   write_chunk *c = (write_chunk *)w;
@@ -375,26 +560,81 @@ static void on_written(uv_write_t *w, int status) {
     finish(r, GW_HTTPS_ECONNECT, uv_strerror(status));
 }
 
-/* Sends whatever TLS has queued for the network. */
-static int flush(gw_https_req *r) {
-  size_t n = BIO_ctrl_pending(r->wbio);
+/* Writes a copy of data[0..n) to the TCP connection. */
+static int net_write(gw_https_req *r, const char *data, size_t n) {
   if (n == 0)
     return 0;
   write_chunk *c = malloc(sizeof *c + n);
   if (!c)
     return UV_ENOMEM;
-  int got = BIO_read(r->wbio, c->data, (int)n);
-  if (got <= 0) {
-    free(c);
-    return 0;
-  }
+  memcpy(c->data, data, n);
   c->r = r;
-  uv_buf_t b = uv_buf_init(c->data, (unsigned)got);
+  uv_buf_t b = uv_buf_init(c->data, (unsigned)n);
   int err = uv_write(&c->w, (uv_stream_t *)&r->tcp, &b, 1, on_written);
   if (err)
     free(c);
   return err;
 }
+
+typedef int (*sink_fn)(gw_https_req *r, const char *data, size_t n);
+
+/* Hands everything a TLS session queued in its write BIO to sink. */
+static int drain_bio(gw_https_req *r, BIO *b, sink_fn sink) {
+  char buf[HTTPS_READ_BUF];
+  int n;
+  while ((n = BIO_read(b, buf, sizeof buf)) > 0)
+    if (sink(r, buf, (size_t)n) != 0)
+      return -1;
+  return 0;
+}
+
+/* Bytes for the proxy: under the proxy's TLS when it has one. */
+static int proxy_send(gw_https_req *r, const char *data, size_t n) {
+  if (!r->pssl)
+    return net_write(r, data, n);
+  ERR_clear_error();
+  if (n && SSL_write(r->pssl, data, (int)n) <= 0)
+    return -1;
+  return drain_bio(r, r->pwbio, net_write);
+}
+
+static int h2_flush(gw_https_req *r) { return nghttp2_session_send(r->h2) == 0 ? 0 : -1; }
+
+/* The server TLS's records into the tunnel (or straight to the server). */
+static int tunnel_send(gw_https_req *r, const char *data, size_t n) {
+  if (!r->h2)
+    return proxy_send(r, data, n);
+  size_t have = r->h2_out_len - r->h2_out_off;
+  char *grown = malloc(have + n);
+  if (!grown)
+    return -1;
+  if (r->h2_out) {
+    memcpy(grown, r->h2_out + r->h2_out_off, have);
+    free(r->h2_out);
+  }
+  memcpy(grown + have, data, n);
+  r->h2_out = grown;
+  r->h2_out_off = 0;
+  r->h2_out_len = have + n;
+  nghttp2_session_resume_data(r->h2, r->stream_id);
+  return h2_flush(r);
+}
+
+static int tls_out(gw_https_req *r, const char *data, size_t n) {
+  r->bytes_up += n;
+  return tunnel_send(r, data, n);
+}
+
+/* Sends whatever the server TLS has queued. */
+static int flush(gw_https_req *r) { return drain_bio(r, r->wbio, tls_out); }
+
+/* Bytes from the server (through the tunnel) for its TLS session. */
+static void tls_in(gw_https_req *r, const char *data, size_t n) {
+  r->bytes_down += n;
+  BIO_write(r->rbio, data, (int)n);
+}
+
+/* ---- server TLS ------------------------------------------------------------ */
 
 static void tls_failed(gw_https_req *r) {
   char detail[HTTPS_DETAIL_MAX], why[256];
@@ -446,28 +686,6 @@ static void pump(gw_https_req *r) {
     finish(r, GW_HTTPS_ECONNECT, "write failed");
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static char slab[HTTPS_READ_BUF]; /* one loop thread; consumed at once */
-  *buf = uv_buf_init(slab, sizeof slab);
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  gw_https_req *r = s->data;
-  if (r->finished)
-    return;
-  if (nread == UV_EOF)
-    return on_eof(r);
-  if (nread < 0) {
-    char detail[HTTPS_DETAIL_MAX];
-    snprintf(detail, sizeof detail, "%s:%u: %s", r->url.host, r->url.port, uv_strerror((int)nread));
-    return finish(r, r->handshake_done ? GW_HTTPS_EPROTO : GW_HTTPS_ETLS, detail);
-  }
-  if (nread > 0) {
-    BIO_write(r->rbio, buf->base, (int)nread);
-    pump(r);
-  }
-}
-
 /* Sets up TLS for the connected socket: SNI for names, and verification of
  * the URL's host name or IP address. */
 static int start_tls(gw_https_req *r) {
@@ -493,6 +711,314 @@ static int start_tls(gw_https_req *r) {
       return -1;
   }
   return 0;
+}
+
+/* The tunnel is up: the server TLS may start. */
+static int tunnel_ready(gw_https_req *r) {
+  r->tunnel_up = true;
+  return start_tls(r);
+}
+
+/* ---- the proxy ------------------------------------------------------------- */
+
+long gw_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status) {
+  size_t n = len < max_head ? len : max_head;
+  const char *end = NULL;
+  for (size_t i = 0; i + 3 < n; i++)
+    if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+      end = buf + i + 4;
+      break;
+    }
+  /* Refuse early what cannot become a status line. */
+  static const char proto[] = "HTTP/1.";
+  size_t check = n < sizeof proto - 1 ? n : sizeof proto - 1;
+  if (memcmp(buf, proto, check) != 0)
+    return -1;
+  if (!end)
+    return len >= max_head ? -1 : 0;
+  /* HTTP/1.x SP 3DIGIT SP-or-CRLF */
+  if (end - buf < 14 || (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' ||
+      !isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) ||
+      !isdigit((unsigned char)buf[11]) || (buf[12] != ' ' && buf[12] != '\r'))
+    return -1;
+  *status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+  return (long)(end - buf);
+}
+
+static void proxy_failed(gw_https_req *r, const char *what) {
+  char detail[HTTPS_DETAIL_MAX];
+  snprintf(detail, sizeof detail, "proxy %s:%u: %s", r->peer->host, r->peer->port, what);
+  finish(r, GW_HTTPS_EPROXY, detail);
+}
+
+static void proxy_refused(gw_https_req *r, int status) {
+  char what[512];
+  snprintf(what, sizeof what, "CONNECT %s refused with status %d%s", r->authority, status,
+           status == 403 ? " (not allowed by the gateway's rules, or limited service)" : "");
+  proxy_failed(r, what);
+}
+
+/* HTTP/1.1 CONNECT: the proxy's answer, then tunnel bytes. */
+static void h1_recv(gw_https_req *r, const char *data, size_t n) {
+  if (r->tunnel_up) {
+    tls_in(r, data, n);
+    return;
+  }
+  char *grown = realloc(r->connect_head, r->connect_head_len + n);
+  if (!grown)
+    return finish(r, GW_HTTPS_ENOMEM, "out of memory");
+  memcpy(grown + r->connect_head_len, data, n);
+  r->connect_head = grown;
+  r->connect_head_len += n;
+  int status = 0;
+  long head = gw_https_connect_response_parse(r->connect_head, r->connect_head_len,
+                                              HTTPS_PROXY_HEAD_MAX, &status);
+  if (head == 0)
+    return;
+  if (head < 0)
+    return proxy_failed(r, "answered CONNECT with something that is not an HTTP/1.1 response");
+  if (status < 200 || status > 299)
+    return proxy_refused(r, status);
+  if (tunnel_ready(r) != 0)
+    return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
+  if (r->connect_head_len > (size_t)head)
+    tls_in(r, r->connect_head + head, r->connect_head_len - (size_t)head);
+}
+
+/* HTTP/2 CONNECT: one stream; its DATA frames are the tunnel. nghttp2's
+ * callbacks only record and buffer; sending happens after mem_recv. */
+static ssize_t h2_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
+                          void *ud) {
+  return proxy_send(ud, (const char *)data, len) == 0 ? (ssize_t)len : NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static ssize_t h2_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                          nghttp2_data_source *src, void *ud) {
+  gw_https_req *r = ud;
+  size_t have = r->h2_out_len - r->h2_out_off;
+  if (have == 0)
+    return NGHTTP2_ERR_DEFERRED; /* resumed by tunnel_send */
+  if (len > have)
+    len = have;
+  memcpy(buf, r->h2_out + r->h2_out_off, len);
+  r->h2_out_off += len;
+  return (ssize_t)len;
+}
+
+static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *ud) {
+  gw_https_req *r = ud;
+  if (f->hd.stream_id == r->stream_id && namelen == 7 && memcmp(name, ":status", 7) == 0 &&
+      valuelen == 3 && isdigit(value[0]) && isdigit(value[1]) && isdigit(value[2]))
+    r->h2_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+  return 0;
+}
+
+static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  gw_https_req *r = ud;
+  if (f->hd.stream_id != r->stream_id || f->hd.type != NGHTTP2_HEADERS || r->tunnel_up)
+    return 0;
+  if (r->h2_status >= 200 && r->h2_status <= 299 && tunnel_ready(r) != 0)
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
+static int h2_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                      size_t len, void *ud) {
+  gw_https_req *r = ud;
+  if (id == r->stream_id && r->tunnel_up)
+    tls_in(r, (const char *)data, len);
+  return 0;
+}
+
+static int h2_on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
+  gw_https_req *r = ud;
+  if (id == r->stream_id)
+    r->tunnel_eof = true;
+  return 0;
+}
+
+static void h2_recv(gw_https_req *r, const char *data, size_t n) {
+  char what[128];
+  ssize_t rc = nghttp2_session_mem_recv(r->h2, (const uint8_t *)data, n);
+  if (rc < 0) {
+    snprintf(what, sizeof what, "HTTP/2: %s", nghttp2_strerror((int)rc));
+    return proxy_failed(r, what);
+  }
+  if (!r->tunnel_up && r->h2_status && (r->h2_status < 200 || r->h2_status > 299))
+    return proxy_refused(r, r->h2_status);
+  if (!r->tunnel_up && r->tunnel_eof)
+    return proxy_failed(r, "closed the CONNECT stream without an answer");
+}
+
+static int h2_start(gw_https_req *r) {
+  nghttp2_session_callbacks *cbs;
+  if (nghttp2_session_callbacks_new(&cbs) != 0)
+    return -1;
+  nghttp2_session_callbacks_set_send_callback(cbs, h2_send_cb);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, h2_on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
+  int rc = nghttp2_session_client_new(&r->h2, cbs, r);
+  nghttp2_session_callbacks_del(cbs);
+  if (rc != 0)
+    return -1;
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+                                 {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+  if (nghttp2_submit_settings(r->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0)
+    return -1;
+  /* RFC 9113 8.5: only :method and :authority. */
+  nghttp2_nv nva[] = {
+      {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
+      {(uint8_t *)":authority", (uint8_t *)r->authority, 10, strlen(r->authority),
+       NGHTTP2_NV_FLAG_NONE},
+  };
+  nghttp2_data_provider prd = {.source.ptr = r, .read_callback = h2_read_cb};
+  r->stream_id = nghttp2_submit_request(r->h2, NULL, nva, 2, &prd, r);
+  if (r->stream_id < 0)
+    return -1;
+  return h2_flush(r);
+}
+
+/* The proxy is reachable (and its TLS verified): ask for the tunnel. */
+static void proxy_start(gw_https_req *r) {
+  if (r->proxy->kind == VIA_H2) {
+    if (h2_start(r) != 0)
+      proxy_failed(r, "cannot start the HTTP/2 session");
+    return;
+  }
+  char head[2 * sizeof r->authority + 128];
+  int n = snprintf(head, sizeof head,
+                   "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mcgw/" MCGW_VERSION "\r\n\r\n",
+                   r->authority, r->authority);
+  if (proxy_send(r, head, (size_t)n) != 0)
+    proxy_failed(r, "cannot send CONNECT");
+}
+
+static void proxy_tls_failed(gw_https_req *r) {
+  char detail[HTTPS_DETAIL_MAX], why[256];
+  long vr = SSL_get_verify_result(r->pssl);
+  if (vr != X509_V_OK) {
+    snprintf(detail, sizeof detail, "certificate of proxy %s:%u refused: %s", r->peer->host,
+             r->peer->port, X509_verify_cert_error_string(vr));
+    ERR_clear_error();
+    return finish(r, GW_HTTPS_ECERT, detail);
+  }
+  ssl_error_text(why, sizeof why);
+  snprintf(detail, sizeof detail, "TLS with proxy %s:%u failed: %s", r->peer->host, r->peer->port,
+           why);
+  finish(r, GW_HTTPS_ETLS, detail);
+}
+
+static int start_proxy_tls(gw_https_req *r) {
+  const gw_url *u = r->peer;
+  if (!(r->pssl = SSL_new(r->proxy->ssl_ctx)))
+    return -1;
+  r->prbio = BIO_new(BIO_s_mem());
+  r->pwbio = BIO_new(BIO_s_mem());
+  if (!r->prbio || !r->pwbio) {
+    BIO_free(r->prbio);
+    BIO_free(r->pwbio);
+    return -1;
+  }
+  SSL_set_bio(r->pssl, r->prbio, r->pwbio);
+  SSL_set_connect_state(r->pssl);
+  if (u->host_is_ip)
+    return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(r->pssl), u->host) == 1 ? 0 : -1;
+  SSL_set_hostflags(r->pssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  return SSL_set1_host(r->pssl, u->host) == 1 && SSL_set_tlsext_host_name(r->pssl, u->host) == 1
+             ? 0
+             : -1;
+}
+
+static void tunnel_recv(gw_https_req *r, const char *data, size_t n) {
+  if (!r->proxy)
+    tls_in(r, data, n);
+  else if (r->proxy->kind == VIA_H1)
+    h1_recv(r, data, n);
+  else
+    h2_recv(r, data, n);
+}
+
+/* The proxy's TLS: handshake (then the CONNECT), then its plaintext, which
+ * is the tunnel protocol. */
+static void proxy_tls_step(gw_https_req *r) {
+  char buf[HTTPS_READ_BUF];
+  ERR_clear_error();
+  if (!r->phandshake_done) {
+    int rc = SSL_do_handshake(r->pssl);
+    if (rc != 1) {
+      drain_bio(r, r->pwbio, net_write);
+      if (SSL_get_error(r->pssl, rc) != SSL_ERROR_WANT_READ)
+        proxy_tls_failed(r);
+      return;
+    }
+    r->phandshake_done = true;
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(r->pssl, &alpn, &alpn_len);
+    if (r->proxy->kind == VIA_H2 && !(alpn_len == 2 && memcmp(alpn, "h2", 2) == 0))
+      return proxy_failed(r, "did not negotiate HTTP/2 (ALPN h2)");
+    proxy_start(r);
+  }
+  while (!r->finished) {
+    int n = SSL_read(r->pssl, buf, sizeof buf);
+    if (n > 0) {
+      tunnel_recv(r, buf, (size_t)n);
+      continue;
+    }
+    int e = SSL_get_error(r->pssl, n);
+    if (e == SSL_ERROR_ZERO_RETURN)
+      r->tunnel_eof = true;
+    else if (e != SSL_ERROR_WANT_READ)
+      proxy_tls_failed(r);
+    break;
+  }
+  if (!r->finished && drain_bio(r, r->pwbio, net_write) != 0)
+    finish(r, GW_HTTPS_ECONNECT, "write failed");
+}
+
+/* After new bytes went in at the bottom: run the server TLS, then send what
+ * the layers below queued. */
+static void advance(gw_https_req *r) {
+  if (!r->finished && r->tunnel_up)
+    pump(r);
+  if (!r->finished && r->tunnel_eof)
+    on_eof(r);
+  if (!r->finished && r->h2 && h2_flush(r) != 0)
+    proxy_failed(r, "HTTP/2 send failed");
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static char slab[HTTPS_READ_BUF]; /* one loop thread; consumed at once */
+  *buf = uv_buf_init(slab, sizeof slab);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  gw_https_req *r = s->data;
+  if (r->finished)
+    return;
+  if (nread == UV_EOF && r->proxy && !r->tunnel_up)
+    return proxy_failed(r, "closed the connection before the tunnel was up");
+  if (nread == UV_EOF)
+    return on_eof(r);
+  if (nread < 0) {
+    char detail[HTTPS_DETAIL_MAX];
+    snprintf(detail, sizeof detail, "%s:%u: %s", r->peer->host, r->peer->port,
+             uv_strerror((int)nread));
+    return finish(r, r->handshake_done ? GW_HTTPS_EPROTO : GW_HTTPS_ETLS, detail);
+  }
+  if (nread == 0)
+    return;
+  if (r->pssl) {
+    BIO_write(r->prbio, buf->base, (int)nread);
+    proxy_tls_step(r);
+  } else {
+    tunnel_recv(r, buf->base, (size_t)nread);
+  }
+  advance(r);
 }
 
 /* ---- connect ------------------------------------------------------------- */
@@ -521,16 +1047,24 @@ static void on_connect(uv_connect_t *c, int status) {
     return;
   }
   r->connected = true;
-  if (start_tls(r) != 0)
-    return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
   uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
-  pump(r);
+  if (!r->proxy) {
+    if (tunnel_ready(r) != 0)
+      return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
+    return pump(r);
+  }
+  if (!r->proxy->ssl_ctx)
+    return proxy_start(r);
+  if (start_proxy_tls(r) != 0)
+    return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
+  proxy_tls_step(r);
 }
 
 static void try_next_address(gw_https_req *r) {
   char detail[HTTPS_DETAIL_MAX];
   if (!r->next_addr) {
-    snprintf(detail, sizeof detail, "cannot connect to %s:%u: %s", r->url.host, r->url.port,
+    snprintf(detail, sizeof detail, "cannot connect to %s%s:%u: %s", r->proxy ? "proxy " : "",
+             r->peer->host, r->peer->port,
              uv_strerror(r->last_connect_err ? r->last_connect_err : UV_ECONNREFUSED));
     return finish(r, GW_HTTPS_ECONNECT, detail);
   }
@@ -556,7 +1090,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   }
   if (status < 0) {
     char detail[HTTPS_DETAIL_MAX];
-    snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->url.host, uv_strerror(status));
+    snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host, uv_strerror(status));
     return finish(r, GW_HTTPS_ERESOLVE, detail);
   }
   r->addrs = r->next_addr = res;
@@ -573,13 +1107,16 @@ static int build_request(gw_https_req *r, const gw_https_request_opts *o) {
     snprintf(host + n, sizeof host - (size_t)n, ":%u", r->url.port);
   size_t cap = strlen(r->url.target) + strlen(host) + o->body_len + 512 +
                (o->authorization ? strlen(o->authorization) : 0) +
-               (o->content_type ? strlen(o->content_type) : 0);
+               (o->content_type ? strlen(o->content_type) : 0) +
+               (o->accept ? strlen(o->accept) : 0) + (o->cookie ? strlen(o->cookie) : 0);
   if (!(r->request = malloc(cap)))
     return -1;
   int len = snprintf(r->request, cap,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mcgw/" MCGW_VERSION
-                     "\r\nAccept: application/json\r\nConnection: close\r\n",
-                     o->method, r->url.target, host);
+                     "\r\nAccept: %s\r\nConnection: close\r\n",
+                     o->method, r->url.target, host, o->accept ? o->accept : "application/json");
+  if (o->cookie)
+    len += snprintf(r->request + len, cap - (size_t)len, "Cookie: %s\r\n", o->cookie);
   if (o->authorization)
     len += snprintf(r->request + len, cap - (size_t)len, "Authorization: %s\r\n", o->authorization);
   if (o->body)
@@ -622,19 +1159,28 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
   r->arg = arg;
   r->timeout_ms = o->timeout_ms ? o->timeout_ms : HTTPS_DEFAULT_TIMEOUT_MS;
   r->max_body = o->max_body ? o->max_body : HTTPS_DEFAULT_MAX_BODY;
+  r->linger = o->linger;
   r->cur_header = H_NONE;
   llhttp_init(&r->parser, HTTP_RESPONSE, &response_settings);
   r->parser.data = r;
   uv_timer_init(loop, &r->timer);
   r->timer.data = r;
   r->handles = 1;
+  r->peer = &r->url;
+  if (ctx->proxy) {
+    r->proxy = ctx->proxy;
+    r->proxy->refs++;
+    r->peer = &r->proxy->url;
+    snprintf(r->authority, sizeof r->authority, r->url.host_is_v6 ? "[%s]:%u" : "%s:%u",
+             r->url.host, r->url.port);
+  }
   char port[8];
-  snprintf(port, sizeof port, "%u", r->url.port);
+  snprintf(port, sizeof port, "%u", r->peer->port);
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
-                           .ai_flags = r->url.host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
+                           .ai_flags = r->peer->host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
   r->gai.data = r;
-  int err = uv_getaddrinfo(loop, &r->gai, on_resolved, r->url.host, port, &hints);
+  int err = uv_getaddrinfo(loop, &r->gai, on_resolved, r->peer->host, port, &hints);
   if (err) {
     r->finished = true; /* no callback: the caller gets the error */
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);

@@ -15,6 +15,7 @@
 #ifndef GW_HTTPS_CLIENT_H
 #define GW_HTTPS_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -32,7 +33,8 @@ enum {
   GW_HTTPS_ETIMEOUT = -6, /* the deadline passed */
   GW_HTTPS_EPROTO = -7,   /* malformed or truncated HTTP response */
   GW_HTTPS_ETOOBIG = -8,  /* response body or head over the cap */
-  GW_HTTPS_ENOMEM = -9
+  GW_HTTPS_ENOMEM = -9,
+  GW_HTTPS_EPROXY = -10 /* the proxy refused or broke the CONNECT tunnel */
 };
 
 const char *gw_https_strerror(int err);
@@ -42,6 +44,24 @@ const char *gw_https_strerror(int err);
  * when a file cannot be loaded. */
 gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
                                size_t errlen);
+/* How requests made with a context reach their servers: directly (the
+ * default, what the daemon uses), or through an HTTP CONNECT proxy, one
+ * tunnel per request. url: http://HOST:PORT (plain; with h2, HTTP/2 prior
+ * knowledge, "h2c") or https://HOST:PORT (TLS to the proxy, verified against
+ * ca_file or the system store and the URL's host, like any server; ALPN h2 or
+ * http/1.1; cert/key: a client certificate for the proxy). h2: one HTTP/2
+ * CONNECT stream (RFC 9113 8.5) instead of an HTTP/1.1 CONNECT.
+ *
+ * The server's TLS runs inside the tunnel, end to end: the proxy only relays
+ * its records and can neither read nor alter them undetected.
+ * 0, or -1 with err filled. */
+typedef struct gw_https_proxy_opts {
+  const char *url;
+  bool h2;
+  const char *ca_file, *cert, *key; /* for an https proxy; NULL: system store, no cert */
+} gw_https_proxy_opts;
+int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *err, size_t errlen);
+
 /* Requests in flight keep what they need; freeing the context is safe. */
 void gw_https_ctx_free(gw_https_ctx *c);
 
@@ -49,9 +69,13 @@ typedef struct gw_https_response {
   int status;
   const char *body; /* NUL-terminated for convenience; may hold NULs */
   size_t body_len;
-  const char *content_type; /* or NULL */
-  int64_t retry_after_s;    /* Retry-After in seconds from now, or -1 */
-  int64_t date;             /* Date header as unix time, or 0 */
+  const char *content_type;    /* or NULL */
+  int64_t retry_after_s;       /* Retry-After in seconds from now, or -1 */
+  int64_t date;                /* Date header as unix time, or 0 */
+  const char *location;        /* Location header, or NULL */
+  const char *set_cookie;      /* every Set-Cookie value, one per line, or NULL */
+  uint64_t tls_bytes_sent;     /* the server TLS session's records written ... */
+  uint64_t tls_bytes_received; /* ... and read: what a tunnel carried */
 } gw_https_response;
 
 /* err: GW_HTTPS_OK (then resp is set, any status) or an error (resp NULL).
@@ -69,6 +93,10 @@ typedef struct gw_https_request_opts {
   const char *authorization; /* Authorization header value, or NULL */
   uint64_t timeout_ms;       /* whole request; 0 means 10 s */
   size_t max_body;           /* 0 means 256 KiB */
+  const char *accept;        /* Accept header value; NULL means application/json */
+  const char *cookie;        /* Cookie header value, or NULL */
+  bool linger; /* after a complete response, wait (within the deadline) for the server to
+                  close, so that tls_bytes_received counts all it sent */
 } gw_https_request_opts;
 
 /* Starts a request. Returns 0 and *out (may be NULL if not wanted), or a
@@ -79,6 +107,13 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
 /* Abandons a request: cb will not be called; resources are freed once the
  * handles have closed. */
 void gw_https_cancel(gw_https_req *r);
+
+/* Parses the head of a proxy's answer to an HTTP/1.1 CONNECT (RFC 9110
+ * 9.3.6) in buf[0..len). Returns the head's length (through the blank line)
+ * with *status set, 0 when more bytes are needed, -1 when it is not an
+ * HTTP/1.x status line or the head exceeds max_head. Bytes after the head
+ * already belong to the tunnel. */
+long gw_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status);
 
 /* Parses an HTTP-date (RFC 9110 IMF-fixdate) into unix time; -1 if not one. */
 int64_t gw_http_date_parse(const char *s);

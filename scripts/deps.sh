@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
   node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
-  prometheus chromium)
+  prometheus chromium tshark libnss3-tools)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 

@@ -5,7 +5,9 @@
 //
 // CONFIG: {cert, key, jwks (optional file of private JWKs; default: a new
 //          ES256 key), access_ttl, device_ttl, clients,
-//          authz_host ("127.0.0.2"), token_host ("127.0.0.3")}
+//          authz_host ("127.0.0.2"), token_host ("127.0.0.3"),
+//          token_cert, token_key (optional: another certificate for the token
+//          host only, e.g. one for the wrong name)}
 //
 // The authorization endpoint (with discovery, JWKS, interactions, the device
 // verification page) answers on https://authz_host:P1 - the issuer - and the
@@ -34,6 +36,8 @@ import Provider from 'oidc-provider';
 
 const conf = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const tls = { cert: fs.readFileSync(conf.cert), key: fs.readFileSync(conf.key) };
+const tokenTls = conf.token_cert
+  ? { cert: fs.readFileSync(conf.token_cert), key: fs.readFileSync(conf.token_key) } : tls;
 const authzHost = conf.authz_host || '127.0.0.2';
 const tokenHost = conf.token_host || '127.0.0.3';
 
@@ -177,7 +181,7 @@ function route(isTokenHost) {
 }
 
 const authzServer = https.createServer(tls, route(false));
-const tokenServer = https.createServer(tls, route(true));
+const tokenServer = https.createServer(tokenTls, route(true));
 const sockets = new Set();
 for (const s of [authzServer, tokenServer]) {
   s.on('connection', (sock) => { sockets.add(sock); sock.on('close', () => sockets.delete(sock)); });

@@ -107,12 +107,14 @@ class Idms:
     """oidc-provider in a node process. secrets: every token/code it issued."""
 
     def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
-                 device_ttl=120):
+                 device_ttl=120, token_cert=None, token_key=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         clients = clients or [native_client()]
         conf = {"cert": str(cert or pki.cert), "key": str(key or pki.key),
                 "access_ttl": access_ttl, "device_ttl": device_ttl, "clients": clients}
+        if token_cert:
+            conf.update(token_cert=str(token_cert), token_key=str(token_key))
         self.conf_path = self.workdir / "idms.json"
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None
