@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 static FILE *report;
 
@@ -82,6 +84,16 @@ static int client_connect(const struct sockaddr_storage *addr, uint64_t deadline
   return fd;
 }
 
+/* True once every byte written on fd has reached the peer's socket (on
+ * loopback, acknowledged means queued at the receiver). The loop then reads
+ * them all in its next iteration (libuv reads until EAGAIN). */
+static bool delivered(int fd) {
+  int unacked = 0;
+  return ioctl(fd, SIOCOUTQ, &unacked) == 0 && unacked == 0;
+}
+
+#define AT_SERVER_ITERATIONS 3
+
 static bool transient(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
 static void keep_reply(fz_reply *out, const char *buf, size_t n) {
@@ -95,13 +107,21 @@ static void keep_reply(fz_reply *out, const char *buf, size_t n) {
 
 void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uint8_t *data,
                  size_t size, fz_settled_fn settled, void *arg, fz_reply *out) {
+  fz_exchange_ex(loop, addr, data, size, NULL, settled, arg, out);
+}
+
+void fz_exchange_ex(uv_loop_t *loop, const struct sockaddr_storage *addr, const uint8_t *data,
+                    size_t size, fz_settled_fn ready_to_shut, fz_settled_fn settled, void *arg,
+                    fz_reply *out) {
   memset(out, 0, sizeof(*out));
   uint64_t deadline = now_ms() + FZ_DEADLINE_MS;
   int fd = client_connect(addr, deadline);
   size_t off = 0;
   bool shut = false, eof = false;
+  int at_server = 0;
   while (!eof) {
-    check_deadline(deadline, "waiting for the server to close");
+    check_deadline(deadline, shut ? "waiting for the server to close"
+                                  : "waiting for the server to answer before the client's FIN");
     if (off < size) {
       ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
       if (n > 0)
@@ -109,7 +129,11 @@ void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uin
       else if (!transient(errno))
         off = size; /* the server closed on us: nothing more to send */
     }
-    if (off == size && !shut) {
+    /* ready_to_shut is asked only after AT_SERVER_ITERATIONS loop iterations
+     * that each began with every byte at the server's socket: one accepts the
+     * connection, the next reads all (libuv reads until EAGAIN), one spare. */
+    if (off == size && !shut &&
+        (!ready_to_shut || (at_server >= AT_SERVER_ITERATIONS && ready_to_shut(arg)))) {
       shutdown(fd, SHUT_WR);
       shut = true;
     }
@@ -123,7 +147,10 @@ void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uin
       out->reset = true;
       eof = true;
     }
+    bool was_delivered = ready_to_shut && off == size && !shut && delivered(fd);
     uv_run(loop, UV_RUN_NOWAIT);
+    if (was_delivered)
+      at_server++;
     if (!eof)
       wait_events(loop, fd, off < size);
   }

@@ -35,6 +35,15 @@ typedef bool (*fz_settled_fn)(void *arg);
 void fz_exchange(uv_loop_t *loop, const struct sockaddr_storage *addr, const uint8_t *data,
                  size_t size, fz_settled_fn settled, void *arg, fz_reply *out);
 
+/* fz_exchange, but the client's write side stays open after the last byte
+ * until every byte has reached the server's socket and, after that,
+ * ready_to_shut(arg) (unless the server closes first): so that the
+ * server answers what it was sent before it sees the client go, rather than
+ * cancelling work in progress at the FIN. NULL: shut at once. */
+void fz_exchange_ex(uv_loop_t *loop, const struct sockaddr_storage *addr, const uint8_t *data,
+                    size_t size, fz_settled_fn ready_to_shut, fz_settled_fn settled, void *arg,
+                    fz_reply *out);
+
 /* The HTTP status of a reply ("HTTP/1.1 403 ..." -> 403); 0 when there is no
  * response, -1 when the bytes are not an HTTP/1.1 status line. */
 int fz_reply_status(const fz_reply *r);
