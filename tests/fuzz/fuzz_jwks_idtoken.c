@@ -15,6 +15,7 @@
  *     and it is the same principal as itself;
  *   - reasons never quote the nonce or the token's signature.
  * Seeds and data: tests/fuzz/gen_jwt_seeds.py. */
+#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,12 @@ static void check_why(const char *why, const char *jwt, size_t len) {
       break;
     }
   size_t siglen = sig ? len - (size_t)(sig - jwt) : 0;
-  if (siglen >= 16) {
+  /* Only a real-looking signature: 16 base64url characters (an input with
+   * a NUL or a space there would match any reason). */
+  bool b64 = siglen >= 16;
+  for (size_t i = 0; b64 && i < 16; i++)
+    b64 = isalnum((unsigned char)sig[i]) || sig[i] == '-' || sig[i] == '_';
+  if (b64) {
     char head[17];
     memcpy(head, sig, 16);
     head[16] = '\0';

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "driver.h"
 #include "gateway/oidc.h"
@@ -47,7 +48,8 @@ static void check_why(const char *why, size_t cap, json_t *doc) {
   }
 }
 
-static bool https(const char *u) { return !u || strncmp(u, "https://", 8) == 0; }
+/* RFC 3986 3.1: schemes are case-insensitive ("HTTPS://" is https). */
+static bool https(const char *u) { return !u || strncasecmp(u, "https://", 8) == 0; }
 
 static void printable(const char *s, size_t cap, const char *what) {
   const char *end = memchr(s, '\0', cap);
