@@ -112,8 +112,29 @@ static bool key_fits(const jwks_key *k, alg_id alg) {
   return !k->alg || strcmp(k->alg, alg_names[alg]) == 0;
 }
 
+/* Key material members are base64url (RFC 7518 6): anything else is refused
+ * before cjose sees it. Debian's cjose 0.6.2 aborts the process on some
+ * malformed base64 (an assertion in its decoder, e.g. "A=AAAA"), and the
+ * JWKS comes from the network. */
+static bool key_members_ok(json_t *jk) {
+  static const char *const members[] = {"n", "e", "x", "y", "d", "p", "q", "dp", "dq", "qi", "k"};
+  for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+    json_t *v = json_object_get(jk, members[i]);
+    if (!v)
+      continue;
+    if (!json_is_string(v))
+      return false;
+    for (const char *c = json_string_value(v); *c; c++)
+      if (!is_b64url_char(*c))
+        return false;
+  }
+  return true;
+}
+
 static bool import_key(json_t *jk, jwks_key *out) {
   cjose_err err;
+  if (!key_members_ok(jk))
+    return false;
   json_t *use = json_object_get(jk, "use");
   json_t *kty = json_object_get(jk, "kty");
   if (!json_is_string(kty) ||

@@ -403,6 +403,23 @@ static void jwks_parsing(void **state) {
   gw_jwks_free(s);
 }
 
+/* Found by fuzz_jwks_idtoken: cjose 0.6.2 aborts on some malformed base64
+ * ("A=AAAA"); such keys must be refused before cjose decodes them. */
+static void jwks_refuses_non_base64url_members(void **state) {
+  const char *docs[] = {
+      "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"A=AAAA\",\"e\":\"AQAB\"}]}",
+      "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"A=AA\"}]}",
+      "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA+A\",\"y\":\"AAAA\"}]}",
+      "{\"keys\":[{\"kty\":\"RSA\",\"n\":7,\"e\":\"AQAB\"}]}",
+  };
+  for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+    gw_jwks *s = gw_jwks_parse(docs[i], strlen(docs[i]), NULL);
+    assert_non_null(s);
+    assert_int_equal(gw_jwks_count(s), 0);
+    gw_jwks_free(s);
+  }
+}
+
 static void refreshed_token_same_principal(void **state) {
   keys *k = *state;
   char why[128];
@@ -443,6 +460,7 @@ int main(void) {
       cmocka_unit_test(unknown_kid),
       cmocka_unit_test(garbage_never_crashes),
       cmocka_unit_test(jwks_parsing),
+      cmocka_unit_test(jwks_refuses_non_base64url_members),
       cmocka_unit_test(refreshed_token_same_principal),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
