@@ -87,6 +87,15 @@ def tunnels_closed(gateway, since=0):
         return [r for r in gateway.records[since:] if r.get("msg") == "tunnel_closed"]
 
 
+def wait_tunnels_closed(gateway, targets, since=0, timeout=10):
+    """The access-log lines once every target in `targets` has one: the
+    device may exit before the gateway has logged its last tunnel's close."""
+    import mcgwtest
+    mcgwtest.wait_until(lambda: set(targets) <= {r["target"] for r in tunnels_closed(gateway, since)},
+                        timeout, f"tunnel_closed records for {sorted(targets)}")
+    return tunnels_closed(gateway, since)
+
+
 def require_binaries():
     if not MCX_LOGIN.exists():
         pytest.fail(f"{MCX_LOGIN} is not built (make build)")

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 import e2etest
-from e2etest import allow_idms, idms_clients, mcx_login, result_of, tunnels_closed
+from e2etest import allow_idms, idms_clients, mcx_login, result_of, wait_tunnels_closed
 from idmtest import env, pki  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(180)
@@ -36,7 +36,7 @@ def test_device_logs_in_while_gateway_logged_out_then_service_opens(env, mc_serv
     # ... but a device's own CSC-1 login through the gateway works.
     res = result_of(mcx_login(f"http://127.0.0.1:{gw.proxy_port}", idms, env.pki, tmp_path))
     assert res["mcptt_id"] == "sip:officer-7@mcptt.mc.test"
-    closed = tunnels_closed(gw)
+    closed = wait_tunnels_closed(gw, allow_idms(idms))
     assert {r["target"] for r in closed if r["result"] == "ok"} == set(allow_idms(idms))
     assert gw.connect(mc_server) == 403
     assert gw.idm_status()["state"] == "unauthorized"
