@@ -487,3 +487,66 @@ def test_fd_exhaustion_503_then_recovery(rig):
 
     wait_until(works, 15, "a tunnel to work again", interval=0.2)
     r.after_fault()
+
+
+# ---- a device vanishing mid-TLS on listen_tls ----
+# Each: the gateway had the connection (connections_active counted it), the
+# device resets it; after_fault() then waits for connections_active to be
+# back to the bystander's 1 and the descriptors to the baseline.
+
+def tls_rig(rig, pki):
+    r = rig(listen_tls="127.0.0.1:0", tls_cert=pki.server_cert, tls_key=pki.server_key)
+    r.tls_port = r.gw._listening("proxy_tls")[0]
+    return r
+
+
+def tls_device(r, pki):
+    """A raw socket to listen_tls and a TLS client driven over it (so that
+    the test can reset the TCP connection under the TLS session)."""
+    sock = socket.create_connection(("127.0.0.1", r.tls_port), timeout=30)
+    tls = mcgwtest.MemoryTLSClient(pki.client_context(), "localhost")
+    tls.attach(sock)
+    return sock, tls
+
+
+def test_device_vanishes_mid_client_hello_on_listen_tls(rig, pki):
+    r = tls_rig(rig, pki)
+    sock, tls = tls_device(r, pki)
+    hello = tls.client_hello()
+    sock.sendall(hello[: len(hello) // 2])
+    r.gw.wait_connections(2)  # the bystander and this one
+    reset(sock)
+    r.after_fault()  # back to the bystander's connection only, and its descriptors
+
+
+def test_device_vanishes_mid_request_head_on_listen_tls(rig, pki):
+    r = tls_rig(rig, pki)
+    sock, tls = tls_device(r, pki)
+    tls.handshake()
+    tls.write(f"CONNECT 127.0.0.1:{r.echo.port} HTTP/1.1\r\nHost: 127.0".encode())
+    r.gw.wait_connections(2)
+    reset(sock)
+    r.after_fault()
+    assert r.echo.accepted == 22, "the half request reached no upstream"  # warm-up, bystander, fresh
+
+
+def test_device_vanishes_from_open_tunnel_on_listen_tls(rig, pki):
+    r = tls_rig(rig, pki)
+    up = rig.upstream(sink_handler)
+    sock, tls = tls_device(r, pki)
+    tls.handshake()
+    tls.write(f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += tls._run(lambda: tls.tls.read(65536))
+    assert head.startswith(b"HTTP/1.1 200"), head
+    tls.write(b"x" * 300000)
+    wait_until(lambda: r.gw.status()["bytes"]["upstream"] >= 300000, what="the upload")
+    client = "127.0.0.1:%d" % sock.getsockname()[1]
+    reset(sock)
+    rec = r.gw.tunnel_closed(client)
+    assert rec["close"] == "reset_down", rec
+    # The upstream connection is closed too (reset passed on, or EOF).
+    outcome = up.outcome()
+    assert isinstance(outcome, (int, ConnectionResetError)), outcome
+    r.after_fault()

@@ -276,7 +276,7 @@ def test_state_dir_unwritable_login_keeps_working(env, tmp_path, fault):
     gw.wait_state("authorized")
     up.close()
     if not any("idm-login.json" in e and errno_text in e for e in errors):
-        # Known bug (reported, not fixed here): gateway/idm.c adopt() calls
-        # save_login(), which sets last_error, then clears last_error at once.
+        # Known bug (reported, not fixed here): in gateway/idm.c adopt(),
+        # save_login() (line 499) sets last_error and line 501 clears it.
         pytest.xfail("/status idm.last_error never shows the failed save: gateway/idm.c "
-                     "adopt() clears last_error right after save_login() set it")
+                     "adopt() clears last_error (line 501) right after save_login() set it")
