@@ -496,9 +496,12 @@ static void adopt(gw_idm *idm, token_job *job, gw_id_token *id) {
     idm->principal = *id;
     memset(id, 0, sizeof *id);
   }
+  /* A good response clears the last error; a failed save (read-only or full
+   * state_dir) then sets it again, so /status says the login would not
+   * survive a restart. */
+  idm->last_error[0] = '\0';
   save_login(idm);
   idm->refresh_attempt = 0;
-  idm->last_error[0] = '\0';
   uv_timer_start(&idm->expiry_timer, on_expiry, (uint64_t)expires_in * 1000, 0);
   schedule_step(idm, refresh_delay_ms(idm, expires_in));
   if (job->op == OP_REFRESH) {
