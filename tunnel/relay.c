@@ -96,6 +96,11 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
     return tn__h1_data(t, base, kind, n);
   case TN_PHASE_RESOLVING:
   case TN_PHASE_CONNECTING: /* data sent before our 200 is held, bounded */
+    /* Checked as it arrives: held bytes go upstream unexamined later. */
+    if (t->tls_checked < 5 && tn__opts(t->engine)->require_tls && !tn__tls_check(t, base, n)) {
+      tn__buf_free(base, kind);
+      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+    }
     if (!tn__tunnel_hold(t, base, n)) {
       tn__buf_free(base, kind);
       return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");

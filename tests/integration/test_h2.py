@@ -9,6 +9,7 @@ import threading
 import h2.errors
 import pytest
 
+import h2client
 import mcgwtest
 from h2client import H2Client
 from mcgwtest import MiB, pattern, sha256
@@ -271,3 +272,29 @@ def test_sigterm_sends_goaway_and_drains_open_streams(gw_tls, pki, upstream):
     client.finish([s], 30)
     assert up.result().received_sha == sha256(data)
     assert gw.wait_exit(30) == 0
+
+
+def test_require_tls_checks_data_sent_before_the_200(gw_tls, pki, upstream):
+    """DATA a device sends before it has seen the 200 is held until the
+    tunnel is up; with require_tls it is checked as it arrives, so plaintext
+    never reaches the destination that way either."""
+    import mcgwtest as mt
+    up = upstream(mt.sink_and_send(0, 0))
+    gw = gw_tls(require_tls="yes")
+    client = h2_tls(gw, pki)
+    # HEADERS and DATA in one write, so that the DATA arrives while the
+    # gateway is still connecting and is held, not relayed at once.
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", f"127.0.0.1:{up.port}")])
+    client.conn.send_data(sid, b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n")
+    s = client.streams[sid] = h2client.Stream(sid)
+    client.flush()
+    client.pump(lambda: s.reset_code is not None or s.ended, 10, "the stream to be refused")
+    rec = gw.wait_log(lambda r: r.get("msg") == "tunnel_closed")
+    assert rec["result"] == "refused_not_tls"
+    assert rec["status"] == 0  # refused before any 200: the held bytes were checked
+    assert rec["bytes_up"] == 0
+    assert b"/secret" not in bytes(gw.output)
+    if up.accepted:  # the connect may have completed; nothing was relayed
+        assert up.result().received_len == 0
+    client.close()
