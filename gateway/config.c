@@ -535,24 +535,16 @@ static void set_string(parse_ctx *c, const key_def *k, const char *v) {
     store_string(c, k, v);
 }
 
-/* An https:// URL with a host; no fragment, no user info. */
-static void set_https_url(parse_ctx *c, const key_def *k, const char *v) {
+/* A URL with a host; no fragment, no user info. Every CSC-1 endpoint must
+ * be https://; redirect_uri may be http:// (the browser, not mcgw, follows
+ * it, typically to the admin listener on loopback). */
+static void set_url(parse_ctx *c, const key_def *k, const char *v) {
   gw_url u;
   const char *why = NULL;
   if (gw_url_parse(v, &u, &why) != 0)
     value_error(c, k, v, why);
-  else if (!u.https)
+  else if (!u.https && k->id != K_IDM_REDIRECT_URI)
     value_error(c, k, v, "must be an https:// URL (CSC-1 is always TLS)");
-  else
-    store_string(c, k, v);
-}
-
-/* redirect_uri: http or https; the browser, not mcgw, follows it. */
-static void set_redirect_uri(parse_ctx *c, const key_def *k, const char *v) {
-  gw_url u;
-  const char *why = NULL;
-  if (gw_url_parse(v, &u, &why) != 0)
-    value_error(c, k, v, why);
   else
     store_string(c, k, v);
 }
@@ -669,19 +661,19 @@ static const key_def tunnel_keys[] = {
 };
 
 static const key_def idm_keys[] = {
-    {"issuer", K_IDM_ISSUER, false, set_https_url, IDM(issuer), 0, 0},
-    {"authorization_endpoint", K_IDM_AUTHORIZATION_EP, false, set_https_url,
+    {"issuer", K_IDM_ISSUER, false, set_url, IDM(issuer), 0, 0},
+    {"authorization_endpoint", K_IDM_AUTHORIZATION_EP, false, set_url,
      IDM(authorization_endpoint), 0, 0},
-    {"token_endpoint", K_IDM_TOKEN_EP, false, set_https_url, IDM(token_endpoint), 0, 0},
-    {"jwks_uri", K_IDM_JWKS_URI, false, set_https_url, IDM(jwks_uri), 0, 0},
-    {"device_authorization_endpoint", K_IDM_DEVICE_EP, false, set_https_url,
+    {"token_endpoint", K_IDM_TOKEN_EP, false, set_url, IDM(token_endpoint), 0, 0},
+    {"jwks_uri", K_IDM_JWKS_URI, false, set_url, IDM(jwks_uri), 0, 0},
+    {"device_authorization_endpoint", K_IDM_DEVICE_EP, false, set_url,
      IDM(device_authorization_endpoint), 0, 0},
     {"client_id", K_IDM_CLIENT_ID, false, set_string, IDM(client_id), 0, 0},
     {"client_auth", K_IDM_CLIENT_AUTH, false, set_client_auth, 0, 0, 0},
     {"client_secret_file", K_IDM_SECRET_FILE, false, set_secret_file, IDM(client_secret_file), 0,
      0},
     {"client_key", K_IDM_CLIENT_KEY, false, set_secret_file, IDM(client_key), 0, 0},
-    {"redirect_uri", K_IDM_REDIRECT_URI, false, set_redirect_uri, IDM(redirect_uri), 0, 0},
+    {"redirect_uri", K_IDM_REDIRECT_URI, false, set_url, IDM(redirect_uri), 0, 0},
     {"scope", K_IDM_SCOPE, false, set_scope, IDM(scope), 0, 0},
     {"acr_values", K_IDM_ACR_VALUES, false, set_opt_string, IDM(acr_values), 0, 0},
     {"ca_file", K_IDM_CA_FILE, false, set_readable_file, IDM(ca_file), 0, 0},
