@@ -7,7 +7,7 @@
   an MCX IdMS, with its issued secrets collected from its stdout.
 - Browser: a cookie-keeping urllib client that plays the operator through
   the provider's login and consent forms (oidc-provider's devInteractions).
-- Gateway: `mcgw run` with [idm], JSON logs at debug level, parsed live.
+- Gateway: mcgwtest.Mcgw with [idm] and a state directory.
 
 Synchronisation is always a condition polled with a deadline.
 """
@@ -16,11 +16,8 @@ import html.parser
 import http.client
 import http.cookiejar
 import json
-import os
 import queue
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -29,24 +26,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SRC = Path(os.environ.get("MCGW_SRC", HERE.parents[1]))
-BIN = Path(os.environ.get("MCGW_BIN", SRC / "build" / "mcgw"))
+import mcgwtest
+from mcgwtest import BIN, SRC, render_config as render  # noqa: F401  (for the tests)
+
 IDMS_DIR = SRC / "tests" / "idms"
 CLIENT_ID = "mcgw-vehicle-17"
 SCOPE = "openid 3gpp:mc:ptt_service 3gpp:mc:data_service"
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def wait_until(predicate, timeout=10.0, what="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """mcgwtest.wait_until, polling every 50 ms by default."""
+    return mcgwtest.wait_until(predicate, timeout, what, interval)
 
 
 def require_idms():
@@ -61,17 +51,8 @@ def require_idms():
 # ---------------------------------------------------------------- PKI
 
 
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE, timeout=60)
-
-
-def _ca(d, name, cn):
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
-             "-subj", f"/CN={cn}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    return d / f"{name}.crt"
+_openssl = mcgwtest._openssl  # also used by e2etest.py and tests/demo/demo.py
+_ca = mcgwtest._make_ca
 
 
 def _leaf(d, name, san):
@@ -271,20 +252,15 @@ class Browser:
     def login(self, start_url, user="officer-7"):
         """From the gateway's /login (or the IdMS's device page) through the
         provider's login and consent; returns the final (status, url, text)."""
-        status, url, text = self.request(start_url)
-        for _ in range(6):
-            if "/interaction/" not in url:
-                return status, url, text
-            if 'name="login"' in text:
-                status, url, text = self.submit(url, text, login=user, password="any")
-            else:
-                status, url, text = self.submit(url, text)
-        return status, url, text
+        return self._interactions(*self.request(start_url), user)
 
     def device_login(self, verification_uri, user_code, user="officer-7"):
         status, url, text = self.request(verification_uri)
         status, url, text = self.submit(url, text, user_code=user_code)
-        status, url, text = self.submit(url, text)  # confirm
+        return self._interactions(*self.submit(url, text), user)  # confirm
+
+    def _interactions(self, status, url, text, user):
+        """Fills the provider's login and consent pages from this one on."""
         for _ in range(6):
             if "/interaction/" not in url:
                 return status, url, text
@@ -298,103 +274,28 @@ class Browser:
 # ---------------------------------------------------------------- the gateway
 
 
-def render(sections):
-    lines = []
-    for name, keys in sections.items():
-        lines.append(f"[{name}]")
-        for k, v in keys.items():
-            if v is None:
-                continue
-            for one in v if isinstance(v, (list, tuple)) else [v]:
-                lines.append(f"{k} = {one}")
-        lines.append("")
-    return "\n".join(lines)
+class Gateway(mcgwtest.Mcgw):
+    """mcgwtest.Mcgw (DNS kept on loopback like every daemon under test)
+    with [idm] (None: no [idm] section) and a state_dir, restartable:
+    start() again after stop() or a kill."""
 
+    tunnel_defaults = {"listen": "127.0.0.1:0", "allow_private": "yes", "require_tls": "no",
+                       "drain_timeout": "2s"}
+    admin_timeout = 15
 
-class Gateway:
     def __init__(self, workdir, idm, tunnel=None, gateway=None, state_dir=None, admin=None):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.state_dir = Path(state_dir) if state_dir else self.workdir / "state"
-        self.config_path = self.workdir / "mcgw.ini"
-        sections = {
-            "gateway": {"log_level": "debug", "log_format": "json",
-                        "state_dir": str(self.state_dir), **(gateway or {})},
-            "admin": {"listen": "127.0.0.1:0", **(admin or {})},
-            "tunnel": {"listen": "127.0.0.1:0", "allow_private": "yes", "require_tls": "no",
-                       "drain_timeout": "2s", **(tunnel or {})},
-        }
-        if idm is not None:
-            sections["idm"] = idm
-        self.config_path.write_text(render(sections))
-        self.proc = None
-        self.output = bytearray()
-        self.records = []
-        self._cond = threading.Condition()
-        self._eof = False
+        workdir = Path(workdir)
+        self.state_dir = Path(state_dir) if state_dir else workdir / "state"
+        super().__init__(workdir, tunnel=tunnel, admin=admin,
+                         gateway={"state_dir": str(self.state_dir), **(gateway or {})},
+                         extra={"idm": idm} if idm is not None else None)
 
     def start(self, timeout=20):
-        self.records = []
-        self._eof = False
-        self.proc = subprocess.Popen([str(BIN), "run", "-c", str(self.config_path)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_log(lambda r: r.get("msg") == "ready", timeout, "the ready record")
-        return self
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = None
-            with self._cond:
-                self.output += line
-                if isinstance(rec, dict):
-                    self.records.append(rec)
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+        return super().start(timeout)
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self._reader.join(timeout=10)
-        self.proc.stdout.close()
+        super().stop()
         self.proc = None
-
-    @property
-    def text(self):
-        with self._cond:
-            return self.output.decode("utf-8", "replace")
-
-    def assert_no_sanitizer_report(self):
-        for marker in SANITIZER_MARKERS:
-            assert marker not in self.text, f"sanitizer report:\n{self.text[-6000:]}"
-
-    def wait_log(self, predicate, timeout=10, what="a log record", since=0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for r in self.records[since:]:
-                    if predicate(r):
-                        return r
-                if self._eof:
-                    raise AssertionError(f"mcgw exited before {what}:\n{self.text[-4000:]}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no {what} within {timeout}s:\n{self.text[-4000:]}")
-                self._cond.wait(left)
 
     def msg(self, name, timeout=10, since=0, **fields):
         return self.wait_log(lambda r: r.get("msg") == name and
@@ -405,63 +306,18 @@ class Gateway:
         with self._cond:
             return sum(1 for r in self.records if r.get("msg") == name)
 
-    def _port(self, kind):
-        for r in self.records:
-            if r.get("msg") == "listening" and r.get("kind") == kind:
-                return int(r["addr"].rsplit(":", 1)[1])
-        raise AssertionError(f"no {kind} listener logged")
-
-    @property
-    def admin_port(self):
-        return self._port("admin")
-
-    @property
-    def proxy_port(self):
-        return self._port("proxy")
-
-    @property
-    def admin_url(self):
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    def admin(self, path, method="GET"):
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=15)
-        try:
-            conn.request(method, path)
-            r = conn.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            conn.close()
-
     def idm_status(self):
-        code, _, body = self.admin("/status")
-        assert code == 200, (code, body)
-        return json.loads(body)["idm"]
+        return self.status()["idm"]
 
     def wait_state(self, state, timeout=20):
-        last = {}
-
-        def check():
-            last["s"] = self.idm_status()
-            return last["s"]["state"] == state
-
-        try:
-            wait_until(check, timeout, f"idm state {state}", interval=0.1)
-        except AssertionError:
-            raise AssertionError(f"idm state is {last.get('s')} not {state}:\n{self.text[-4000:]}") \
-                from None
-        return last["s"]
+        return self.wait_status(lambda s: s["idm"]["state"] == state, timeout,
+                                f"idm state {state}", interval=0.1)["idm"]
 
     def connect(self, target):
         """CONNECT target through the proxy; returns the status code."""
-        with socket.create_connection(("127.0.0.1", self.proxy_port), timeout=10) as s:
-            s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = s.recv(4096)
-                if not data:
-                    break
-                head += data
-            return int(head.split(b" ", 2)[1])
+        resp = mcgwtest.open_tunnel(self.proxy_port, target, timeout=10)
+        resp.close()
+        return resp.status
 
 
 def idm_section(idms, pki, **overrides):

@@ -434,11 +434,12 @@ def blackhole(max_fillers=16):
 
 
 def render_config(sections):
-    """{section: {key: value or list of values (repeated keys) or None}}."""
+    """{section: {key: value or list of values (repeated keys) or None}}; a
+    section may also be a list of (key, value) pairs."""
     lines = []
     for name, keys in sections.items():
         lines.append(f"[{name}]")
-        for key, value in keys.items():
+        for key, value in keys.items() if isinstance(keys, dict) else keys:
             if value is None:
                 continue
             for v in value if isinstance(value, (list, tuple)) else [value]:
@@ -462,37 +463,84 @@ def _addr_port(addr):
     return int(addr.rsplit(":", 1)[1])
 
 
-def loopback_dns_prefix(workdir):
+def loopback_dns_prefix(workdir, hosts=None):
     """A command prefix that runs the daemon in its own mount namespace with
     a resolv.conf naming only 127.0.0.1, so that no name a test asks for
     is ever looked up beyond this machine (nothing answers on 127.0.0.1:53,
     so lookups of names not in /etc/hosts fail at once). /etc/hosts stays
-    shared. Empty when namespaces are unavailable (not root)."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
+    shared unless hosts (lines "ADDRESS NAME") is given: then the namespace
+    gets a private /etc/hosts holding localhost and those lines only.
+    Empty when namespaces are unavailable (not root): a test that needs
+    hosts must skip then (sechelp.namespaces_usable())."""
+    if not DNS_ISOLATED:
         return []
-    resolv = Path(workdir) / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
-    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv)]
+    workdir = Path(workdir)
+    files = []
+    if hosts is not None:
+        (workdir / "hosts").write_text(
+            "127.0.0.1 localhost\n::1 localhost\n" + "".join(h + "\n" for h in hosts))
+        files.append((workdir / "hosts", "/etc/hosts"))
+    (workdir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
+    files.append((workdir / "resolv.conf", "/etc/resolv.conf"))
+    mounts = [f'mount --bind "${i}" {target}' for i, (_, target) in enumerate(files, 1)]
+    script = " && ".join([*mounts, f'shift {len(files)}', 'exec "$@"'])
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
+            *(str(f) for f, _ in files)]
 
 
 DNS_ISOLATED = os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
+LOGFMT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_logfmt(line):
+    """One logfmt line as a dict; digit-only values as ints, like JSON."""
+    out = {}
+    for key, value in LOGFMT_FIELD.findall(line):
+        if value.startswith('"'):
+            value = value[1:-1].encode("utf-8").decode("unicode_escape")
+        elif value.isdigit():
+            value = int(value)
+        out[key] = value
+    return out
+
+
 class Mcgw:
     """The daemon under test: `mcgw run -c FILE` with log_format=json. Its
-    output is read in a thread; JSON lines are kept as records."""
+    output is read in a thread; JSON lines are kept as records.
 
-    def __init__(self, workdir, tunnel=None, gateway=None, admin=None):
+    Hooks for the suites built on it (idmtest, sechelp, opsutil):
+    - extra: sections after [gateway], [admin] and [tunnel]
+      ({name: {key: value}}); sections: the whole config instead (what
+      render_config takes, or text); tunnel_defaults (class attribute): the
+      [tunnel] keys the tunnel argument is merged into;
+    - env: the daemon's environment (default: the test's own);
+    - nofile: RLIMIT_NOFILE for the daemon, soft = hard (prlimit);
+    - command_prefix(): what the daemon runs under (loopback_dns_prefix);
+    - parse_logfmt_lines (class attribute): text-format lines become
+      records too.
+    start() may follow stop(): the records start afresh, output accumulates."""
+
+    tunnel_defaults = DEFAULT_TUNNEL
+    admin_timeout = 10
+    parse_logfmt_lines = False
+
+    def __init__(self, workdir, tunnel=None, gateway=None, admin=None, extra=None, *,
+                 sections=None, env=None, nofile=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "mcgw.ini"
-        sections = {
-            "gateway": {"log_level": "debug", "log_format": "json", **(gateway or {})},
-            "admin": {"listen": "127.0.0.1:0", **(admin or {})},
-            "tunnel": {**DEFAULT_TUNNEL, **(tunnel or {})},
-        }
-        self.config_path.write_text(render_config(sections))
+        if sections is None:
+            sections = {
+                "gateway": {"log_level": "debug", "log_format": "json", **(gateway or {})},
+                "admin": {"listen": "127.0.0.1:0", **(admin or {})},
+                "tunnel": {**self.tunnel_defaults, **(tunnel or {})},
+                **(extra or {}),
+            }
+        self.write_config(sections)
+        self.env = env
+        self.nofile = nofile
         self.proc = None
         self.output = bytearray()  # everything written to stdout and stderr
         self.records = []
@@ -500,26 +548,46 @@ class Mcgw:
         self._eof = False
         self._reader = None
 
+    def write_config(self, sections):
+        """Writes the config file: text, or sections as render_config takes."""
+        self.config_path.write_text(sections if isinstance(sections, str)
+                                    else render_config(sections))
+
     # -- life cycle
 
+    def command_prefix(self):
+        return loopback_dns_prefix(self.workdir)
+
     def start(self, timeout=15):
-        self.proc = subprocess.Popen(
-            [*loopback_dns_prefix(self.workdir), str(BIN), "run", "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        argv = [*self.command_prefix(), str(BIN), "run", "-c", str(self.config_path)]
+        if self.nofile:
+            argv = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *argv]
+        with self._cond:
+            self.records = []
+            self._eof = False
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=self.env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.wait_log(lambda r: r.get("msg") == "ready", timeout, "the ready record")
         return self
 
+    def parse_line(self, line):
+        """A line of output (bytes) -> its record (a dict) or None."""
+        if self.parse_logfmt_lines and line.startswith(b"ts="):
+            return parse_logfmt(line.decode("utf-8", "replace").rstrip("\n"))
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+        return rec if isinstance(rec, dict) else None
+
     def _read(self):
         for line in self.proc.stdout:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = None
+            rec = self.parse_line(line)
             with self._cond:
                 self.output += line
-                if isinstance(rec, dict):
+                if rec is not None:
                     self.records.append(rec)
                 self._cond.notify_all()
         with self._cond:
@@ -536,14 +604,14 @@ class Mcgw:
             raise AssertionError(f"mcgw still running {timeout}s later:\n{self.text[-4000:]}") \
                 from None
 
-    def stop(self):
-        """SIGTERM, then SIGKILL if it has not exited 15 s later."""
+    def stop(self, grace=15):
+        """SIGTERM, then SIGKILL if it has not exited grace seconds later."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=15)
@@ -565,10 +633,16 @@ class Mcgw:
         with self._cond:
             return self.output.decode("utf-8", "replace")
 
-    def wait_log(self, predicate, timeout=10, what="a log record"):
-        """Returns the first record matching predicate, waiting for it."""
+    def log_records(self):
+        """A copy of the records so far."""
+        with self._cond:
+            return list(self.records)
+
+    def wait_log(self, predicate, timeout=10, what="a log record", since=0):
+        """Returns the first record matching predicate (from record number
+        since on), waiting for it."""
         def find():
-            for r in self.records:
+            for r in self.records[since:]:
                 if predicate(r):
                     return r
             return None
@@ -602,49 +676,66 @@ class Mcgw:
     def proxy_ports(self):
         return self._listening("proxy")
 
+    def listen_port(self, kind):
+        """The port of the first listener of kind (proxy, proxy_tls, admin)."""
+        ports = self._listening(kind)
+        assert ports, f"no {kind} listener logged"
+        return ports[0]
+
     @property
     def proxy_port(self):
-        ports = self.proxy_ports
-        assert ports, "no proxy listener logged"
-        return ports[0]
+        return self.listen_port("proxy")
 
     @property
     def admin_port(self):
-        ports = self._listening("admin")
-        assert ports, "no admin listener logged"
-        return ports[0]
+        return self.listen_port("admin")
 
     # -- admin
 
-    def admin(self, path, method="GET"):
-        """(status, headers dict with lowercase names, body bytes)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin_request(self, path, method="GET", headers=None, timeout=None):
+        """(status, [(header name as sent, value)], body bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port,
+                                          timeout=timeout or self.admin_timeout)
         try:
-            conn.request(method, path)
+            conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+            return resp.status, resp.getheaders(), resp.read()
         finally:
             conn.close()
+
+    def admin(self, path, method="GET"):
+        """(status, headers dict with lowercase names, body bytes)."""
+        status, headers, body = self.admin_request(path, method)
+        return status, {k.lower(): v for k, v in headers}, body
 
     def status(self):
         code, headers, body = self.admin("/status")
         assert code == 200, (code, body)
         return json.loads(body)
 
-    def wait_active(self, n, timeout=10):
-        """Waits until /status reports exactly n active tunnels; returns it."""
+    def wait_status(self, predicate, timeout, what, interval=0.05):
+        """Polls /status until predicate(status) holds; returns that status."""
         last = {}
 
         def check():
             last["s"] = self.status()
-            return last["s"]["tunnels"]["active"] == n
+            return predicate(last["s"])
 
         try:
-            wait_until(check, timeout, f"tunnels.active == {n}", interval=0.05)
+            wait_until(check, timeout, what, interval)
         except AssertionError:
-            raise AssertionError(f"tunnels.active never became {n}; last /status {last.get('s')}") \
-                from None
+            raise AssertionError(f"no {what} within {timeout}s; last /status {last.get('s')}; "
+                                 f"mcgw said:\n{self.text[-4000:]}") from None
         return last["s"]
+
+    def wait_active(self, n, timeout=10):
+        """Waits until /status reports exactly n active tunnels; returns it."""
+        return self.wait_status(lambda s: s["tunnels"]["active"] == n, timeout,
+                                f"tunnels.active == {n}")
 
 
 # ---------------------------------------------------------------- CONNECT client

@@ -2,30 +2,25 @@
 fault-injection tests (test_security.py, test_faults.py).
 
 Gateway is mcgwtest.Mcgw with, in addition:
-- a private /etc/hosts: the daemon runs in its own mount namespace where
-  /etc/hosts holds only the names the test maps (besides localhost) and
-  /etc/resolv.conf names only 127.0.0.1 (where nothing answers). Names a
-  test needs resolve there without touching the machine's files, and no
-  lookup ever leaves the machine;
-- an optional RLIMIT_NOFILE (soft = hard: mcgw raises soft to hard);
-- the text (logfmt) log format, parsed into the same records;
+- a private /etc/hosts (mcgwtest.loopback_dns_prefix with hosts): in its
+  own mount namespace the daemon sees an /etc/hosts holding only the names
+  the test maps (besides localhost) and a resolv.conf naming only 127.0.0.1
+  (where nothing answers). Names a test needs resolve there without
+  touching the machine's files, and no lookup ever leaves the machine;
+- the text (logfmt) log format parsed into the same records;
 - RSS and descriptor readers from /proc.
+An optional RLIMIT_NOFILE (soft = hard: mcgw raises soft to hard) is
+Mcgw's nofile.
 
 Upstream handlers for misbehaving destinations are here too.
 """
 
-import json
 import os
-import re
 import shutil
-import socket
 import subprocess
-import threading
 
 import mcgwtest
-from mcgwtest import BIN, Mcgw, wait_until
-
-LOGFMT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+from mcgwtest import BIN, Mcgw, loopback_dns_prefix, wait_until
 
 
 def namespaces_usable():
@@ -44,65 +39,16 @@ def is_sanitized(binary=BIN):
         return b"__asan_init" in f.read()
 
 
-def parse_logfmt(line):
-    """One logfmt line as a dict; digit-only values as ints, like JSON."""
-    out = {}
-    for key, value in LOGFMT_FIELD.findall(line):
-        if value.startswith('"'):
-            value = value[1:-1].encode("utf-8").decode("unicode_escape")
-        elif value.isdigit():
-            value = int(value)
-        out[key] = value
-    return out
-
-
 class Gateway(Mcgw):
+    parse_logfmt_lines = True
+
     def __init__(self, workdir, tunnel=None, gateway=None, admin=None, hosts=(), nofile=None):
-        super().__init__(workdir, tunnel=tunnel, gateway=gateway, admin=admin)
-        (self.workdir / "hosts").write_text(
-            "127.0.0.1 localhost\n::1 localhost\n" + "".join(h + "\n" for h in hosts))
-        (self.workdir / "resolv.conf").write_text(
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        self.nofile = nofile
+        super().__init__(workdir, tunnel=tunnel, gateway=gateway, admin=admin, nofile=nofile)
+        self.hosts = tuple(hosts)
 
-    def namespace_prefix(self):
+    def command_prefix(self):
         """Runs a command with this gateway's /etc/hosts and resolv.conf."""
-        script = ('mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf '
-                  '&& shift 2 && exec "$@"')
-        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-                str(self.workdir / "hosts"), str(self.workdir / "resolv.conf")]
-
-    def start(self, timeout=15):
-        argv = [*self.namespace_prefix(), str(BIN), "run", "-c", str(self.config_path)]
-        if self.nofile:
-            argv = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *argv]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_log(lambda r: r.get("msg") == "ready", timeout, "the ready record")
-        return self
-
-    def _read(self):
-        """As Mcgw._read, and logfmt lines become records too."""
-        for line in self.proc.stdout:
-            text = line.decode("utf-8", "replace").rstrip("\n")
-            rec = None
-            if text.startswith("{"):
-                try:
-                    rec = json.loads(text)
-                except ValueError:
-                    rec = None
-            elif text.startswith("ts="):
-                rec = parse_logfmt(text)
-            with self._cond:
-                self.output += line
-                if isinstance(rec, dict):
-                    self.records.append(rec)
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+        return loopback_dns_prefix(self.workdir, hosts=self.hosts)
 
     def log_bytes(self):
         with self._cond:
@@ -136,7 +82,7 @@ class Gateway(Mcgw):
         code = ("import socket,sys\n"
                 "for ai in socket.getaddrinfo(sys.argv[1], 1, 0, socket.SOCK_STREAM):\n"
                 "    print(ai[4][0])\n")
-        out = subprocess.run([*self.namespace_prefix(), "/usr/bin/python3", "-c", code, name],
+        out = subprocess.run([*self.command_prefix(), "/usr/bin/python3", "-c", code, name],
                              capture_output=True, text=True, timeout=30, check=True).stdout
         return out.split()
 

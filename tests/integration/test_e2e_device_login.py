@@ -38,7 +38,7 @@ def world(tmp_path, pki):  # noqa: F811
     w = World()
     w.idms, w.gw, w.pki, w.dev, w.dir = idms, gw, pki, dev, tmp_path
     w.plain = f"http://127.0.0.1:{gw.proxy_port}"
-    w.tls = f"https://127.0.0.1:{gw._port('proxy_tls')}"
+    w.tls = f"https://127.0.0.1:{gw.listen_port('proxy_tls')}"
     yield w
     gw.stop()
     idms.close()

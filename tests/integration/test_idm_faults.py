@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from idmtest import (BIN, Gateway, env, idm_section, pki, read_state, require_idms,  # noqa: F401
+from idmtest import (Gateway, env, idm_section, pki, read_state, require_idms,  # noqa: F401
                      wait_until)
 from sechelp import namespaces_usable
 from test_idm_refresh import echo_once, echo_server, login, open_tunnel
@@ -187,21 +187,10 @@ def test_kill9_during_refresh_rotation(env):
 # ---- the state directory read-only, or full ----
 
 class NsGateway(Gateway):
-    """idmtest.Gateway in its own mount namespace (unshare -m execs mcgw:
-    the child's pid is mcgw's), so that the test can change mounts that
-    only mcgw sees: nsenter -t PID -m."""
-
-    def start(self, timeout=20):
-        self.records = []
-        self._eof = False
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", str(BIN), "run", "-c",
-             str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_log(lambda r: r.get("msg") == "ready", timeout, "the ready record")
-        return self
+    """idmtest.Gateway runs in its own mount namespace (mcgwtest's
+    loopback_dns_prefix: unshare -m execs sh, which execs mcgw: the child's
+    pid is mcgw's), so that the test can change mounts that only mcgw sees:
+    nsenter -t PID -m."""
 
     def in_ns(self, script, *args):
         r = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "sh", "-c", script, "sh",

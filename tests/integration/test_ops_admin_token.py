@@ -72,7 +72,7 @@ def test_non_loopback_admin_answers_401_without_token(gateway_factory, tmp_path)
     # The CLI takes the address and token from a config (-c; the running one
     # has port 0, so a copy names the port it got) or --token-file.
     cli_cfg = tmp_path / "cli.ini"
-    cli_cfg.write_text(gw.config.read_text().replace("0.0.0.0:0", f"0.0.0.0:{gw.admin_port}"))
+    cli_cfg.write_text(gw.config_path.read_text().replace("0.0.0.0:0", f"0.0.0.0:{gw.admin_port}"))
     r = run_cli("status", "-c", cli_cfg)
     assert r.returncode == 0, r.stderr
     r = run_cli("status", "--admin", gw.admin_url)
@@ -82,7 +82,7 @@ def test_non_loopback_admin_answers_401_without_token(gateway_factory, tmp_path)
 
     unauthorized = [r for r in gw.log_records() if r.get("msg") == "admin_unauthorized"]
     assert unauthorized, "401s are logged"
-    assert TOKEN not in gw.text() and TOKEN[:-1] not in gw.text()
+    assert TOKEN not in gw.text and TOKEN[:-1] not in gw.text
 
 
 @pytest.mark.timeout(60)

@@ -74,7 +74,7 @@ def test_no_answer_exits_1():
 def test_config_option_reads_admin_listen(gateway_factory, tmp_path, upstream):
     gw = gateway_factory(base_config(allow=[f"127.0.0.1:{upstream.port}"]))
     cfg = tmp_path / "cli.ini"
-    cfg.write_text(gw.config.read_text().replace("listen = 127.0.0.1:0\n",
+    cfg.write_text(gw.config_path.read_text().replace("listen = 127.0.0.1:0\n",
                                                  f"listen = 127.0.0.1:{gw.admin_port}\n", 1))
     held = [open_tunnel(gw.proxy_port, f"127.0.0.1:{upstream.port}") for _ in range(2)]
     r = run_cli("status", "-c", cfg)

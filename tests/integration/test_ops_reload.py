@@ -88,11 +88,11 @@ def test_reload_broken_then_good_keeps_transfer(gateway_factory, tmp_path):
         wait_until(lambda: transfer.elapsed() > 10, 20, "10 s of transfer")
 
         # A broken file: rejected whole, the running config stays in force.
-        good_text = gw.config.read_text()
+        good_text = gw.config_path.read_text()
         gw.write_config(good_text.replace(f"allow = {target_a}",
                                           f"allow = {target_a}\nallow = {target_b}\nallow = *:443\n"
                                           "max_tunnels = lots"))
-        gw.signal(signal.SIGHUP)
+        gw.send_signal(signal.SIGHUP)
         failed = gw.wait_log(lambda r: r.get("msg") == "reload_failed", what="reload_failed")
         assert failed["errors"] == 2
         errors = [r["error"] for r in gw.log_records() if r.get("msg") == "config_error"]
@@ -113,7 +113,7 @@ def test_reload_broken_then_good_keeps_transfer(gateway_factory, tmp_path):
         # A good file with a new allow rule: applies to new tunnels.
         gw.write_config(good_text.replace(f"allow = {target_a}",
                                           f"allow = {target_a}\nallow = {target_b}"))
-        gw.signal(signal.SIGHUP)
+        gw.send_signal(signal.SIGHUP)
         gw.wait_log(lambda r: r.get("msg") == "reloaded", what="reloaded")
         b = open_tunnel(gw.proxy_port, target_b)
         b.sendall(b"hello b")

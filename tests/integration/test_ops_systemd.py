@@ -64,7 +64,7 @@ def test_sd_notify_ready_reload_status_stopping(tmp_path, upstream):
         notify.wait_for(lambda m: m.get("STATUS") == "2 tunnels, no gateway login configured",
                         what="STATUS with 2 tunnels")
 
-        gw.signal(signal.SIGHUP)
+        gw.send_signal(signal.SIGHUP)
         reloading = notify.wait_for(lambda m: "RELOADING" in m, what="RELOADING=1")
         assert reloading["RELOADING"] == "1"
         usec = int(reloading["MONOTONIC_USEC"])
@@ -72,7 +72,7 @@ def test_sd_notify_ready_reload_status_stopping(tmp_path, upstream):
         again = notify.wait_for(lambda m: "READY" in m, what="READY=1 after the reload")
         assert again["STATUS"] == "2 tunnels, no gateway login configured"
 
-        gw.signal(signal.SIGTERM)
+        gw.send_signal(signal.SIGTERM)
         stopping = notify.wait_for(lambda m: "STOPPING" in m, what="STOPPING=1")
         assert stopping["STATUS"] == "draining: 2 tunnels, no gateway login configured"
         close_all(held)
@@ -131,7 +131,7 @@ def test_privilege_drop_to_user(tmp_path, upstream):
         assert groups in ([], [str(nobody.pw_gid)])
         held = [open_tunnel(gw.proxy_port, f"127.0.0.1:{upstream.port}")]
         assert gw.status()["tunnels"]["active"] == 1
-        gw.signal(signal.SIGHUP)  # still able to reload as nobody
+        gw.send_signal(signal.SIGHUP)  # still able to reload as nobody
         gw.wait_log(lambda r: r.get("msg") == "reloaded", what="reloaded as nobody")
     finally:
         close_all(held)
