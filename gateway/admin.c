@@ -1,6 +1,8 @@
 /* Admin listener. See admin.h. */
 #include "gateway/admin.h"
 
+#include "gateway/append.h"
+
 #include <llhttp.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -361,39 +363,25 @@ static int on_header_field_complete(llhttp_t *p) {
   return 0;
 }
 
+/* A parser callback's answer to gw_append: stop on failure, and remember
+ * when it was our memory, not the client's request, that ran out. */
+static int appended(gw_admin_req *r, int rc) {
+  r->oom |= rc == GW_APPEND_NOMEM;
+  return rc == GW_APPEND_OK ? 0 : -1;
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   gw_admin_req *r = req_of(p);
   if (r->cur_header < 0)
     return 0;
   char **v = &r->headers[r->cur_header];
   size_t have = *v ? strlen(*v) : 0;
-  if (have + len > ADMIN_HEADER_VALUE_MAX)
-    return -1;
-  char *grown = realloc(*v, have + len + 1);
-  if (!grown) {
-    r->oom = true;
-    return -1;
-  }
-  memcpy(grown + have, at, len);
-  grown[have + len] = '\0';
-  *v = grown;
-  return 0;
+  return appended(r, gw_append(v, &have, at, len, ADMIN_HEADER_VALUE_MAX));
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   gw_admin_req *r = req_of(p);
-  if (r->body_len + len > ADMIN_BODY_MAX)
-    return -1;
-  char *grown = realloc(r->body, r->body_len + len + 1);
-  if (!grown) {
-    r->oom = true;
-    return -1;
-  }
-  memcpy(grown + r->body_len, at, len);
-  r->body_len += len;
-  grown[r->body_len] = '\0';
-  r->body = grown;
-  return 0;
+  return appended(r, gw_append(&r->body, &r->body_len, at, len, ADMIN_BODY_MAX));
 }
 
 static int on_message_complete(llhttp_t *p) {

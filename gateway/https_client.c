@@ -19,6 +19,8 @@
  * the tunnel is up. */
 #include "gateway/https_client.h"
 
+#include "gateway/append.h"
+
 #include <ctype.h>
 #include <llhttp.h>
 #include <nghttp2/nghttp2.h>
@@ -441,23 +443,13 @@ static int on_header_field_complete(llhttp_t *p) {
   return 0;
 }
 
-/* Set-Cookie values, '\n'-separated; r->set_cookie always has room for one
- * more byte and the NUL. */
+/* Set-Cookie values, '\n'-separated. */
 static int append_set_cookie(gw_https_req *r, const char *at, size_t len) {
-  if (r->set_cookie_len + len + 3 > HTTPS_SET_COOKIE_MAX)
+  if (r->cookie_sep &&
+      gw_append(&r->set_cookie, &r->set_cookie_len, "\n", 1, HTTPS_SET_COOKIE_MAX) != GW_APPEND_OK)
     return -1;
-  char *grown = realloc(r->set_cookie, r->set_cookie_len + len + 3);
-  if (!grown)
-    return -1;
-  if (r->cookie_sep) {
-    grown[r->set_cookie_len++] = '\n';
-    r->cookie_sep = false;
-  }
-  memcpy(grown + r->set_cookie_len, at, len);
-  r->set_cookie_len += len;
-  grown[r->set_cookie_len] = '\0';
-  r->set_cookie = grown;
-  return 0;
+  r->cookie_sep = false;
+  return gw_append(&r->set_cookie, &r->set_cookie_len, at, len, HTTPS_SET_COOKIE_MAX) ? -1 : 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
@@ -470,31 +462,14 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     return append_set_cookie(r, at, len);
   char **v = &r->headers[r->cur_header];
   size_t have = *v ? strlen(*v) : 0;
-  if (have + len > HTTPS_HEADER_VALUE_MAX)
-    return -1;
-  char *grown = realloc(*v, have + len + 1);
-  if (!grown)
-    return -1;
-  memcpy(grown + have, at, len);
-  grown[have + len] = '\0';
-  *v = grown;
-  return 0;
+  return gw_append(v, &have, at, len, HTTPS_HEADER_VALUE_MAX) ? -1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   gw_https_req *r = req_of(p);
-  if (r->body_len + len > r->max_body) {
-    r->too_big = true;
-    return -1;
-  }
-  char *grown = realloc(r->body, r->body_len + len + 1);
-  if (!grown)
-    return -1;
-  memcpy(grown + r->body_len, at, len);
-  r->body_len += len;
-  grown[r->body_len] = '\0';
-  r->body = grown;
-  return 0;
+  int rc = gw_append(&r->body, &r->body_len, at, len, r->max_body);
+  r->too_big |= rc == GW_APPEND_TOO_BIG;
+  return rc ? -1 : 0;
 }
 
 static int on_message_complete(llhttp_t *p) {
