@@ -16,25 +16,11 @@
 #include "tunnel/error.h"
 #include "tunnel/policy.h"
 
+#include "sockaddr_helpers.h"
+
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 #define SENTINEL 0xA5
 
-static struct sockaddr_storage sa_of(const char *ip, uint16_t port) {
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  if (strchr(ip, ':')) {
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    assert_int_equal(inet_pton(AF_INET6, ip, &in6->sin6_addr), 1);
-  } else {
-    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-    in->sin_family = AF_INET;
-    in->sin_port = htons(port);
-    assert_int_equal(inet_pton(AF_INET, ip, &in->sin_addr), 1);
-  }
-  return ss;
-}
 
 static tn_rule rule_of(const char *s) {
   tn_rule r;
