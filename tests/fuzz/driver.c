@@ -175,3 +175,37 @@ int fz_reply_status(const fz_reply *r) {
     return -1;
   return status;
 }
+
+static void add_rule(tn_engine_opts *o, const char *text) {
+  tn_rule r;
+  const char *why = NULL;
+  if (tn_rule_parse(text, &r, &why) != 0 || tn_policy_add(&o->policy, &r) != 0)
+    fz_fail("fz_loopback_engine: rule %s: %s", text, why ? why : "ENOMEM");
+}
+
+tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
+                              void (*tune)(tn_engine_opts *o),
+                              struct sockaddr_storage *listen_addr) {
+  static const char *const rules[] = {"localhost:*", "127.0.0.1:443", "127.0.0.0/8:*",
+                                      "[::1]:*", "[::ffff:127.0.0.1]:443"};
+  tn_engine_opts o;
+  tn_engine_opts_init(&o);
+  struct sockaddr_storage ss;
+  if (tn_addr_parse_listen("127.0.0.1:0", &ss) != 0)
+    fz_fail("fz_loopback_engine: listen address");
+  o.listen = &ss;
+  o.n_listen = 1;
+  for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+    add_rule(&o, rules[i]);
+  o.policy.allow_private = allow_private;
+  o.require_tls = true;
+  o.header_timeout_ms = 60 * 1000;
+  o.connect_timeout_ms = 60 * 1000;
+  if (tune)
+    tune(&o);
+  tn_engine *engine = NULL;
+  if (tn_engine_start(loop, &o, &engine) != 0 || tn_engine_listener_addr(engine, 0, listen_addr) != 0)
+    fz_fail("fz_loopback_engine: cannot start the engine on 127.0.0.1");
+  tn_policy_free(&o.policy);
+  return engine;
+}

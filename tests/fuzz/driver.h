@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "tunnel/engine.h"
+
 /* What the server sent back on one connection (the first bytes only). */
 typedef struct fz_reply {
   char head[4096]; /* the first bytes of the response, NUL-terminated */
@@ -55,6 +57,16 @@ void fz_setup(void);
 
 /* Prints "<harness>: message" on the saved stderr and aborts. */
 __attribute__((noreturn, format(printf, 1, 2))) void fz_fail(const char *fmt, ...);
+
+/* The engine the network-front-end harnesses fuzz: one plain listener on
+ * 127.0.0.1:0 (its bound address in *listen_addr), allow rules that name
+ * only loopback targets, allow_private as given (normally false), and
+ * require_tls; timeouts long enough that the client always finishes first.
+ * So any tunnel that reaches upstream is a policy bypass. tune (or NULL)
+ * adjusts the options before the start. Aborts on failure. */
+tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
+                              void (*tune)(tn_engine_opts *o),
+                              struct sockaddr_storage *listen_addr);
 
 #define FZ_DEADLINE_MS 5000
 

@@ -32,14 +32,6 @@ static uv_loop_t loop;
 static tn_engine *engine;
 static struct sockaddr_storage listen_addr;
 
-static void add_rule(tn_engine_opts *o, const char *text) {
-  tn_rule r;
-  const char *why = NULL;
-  if (tn_rule_parse(text, &r, &why) != 0 || tn_policy_add(&o->policy, &r) != 0) {
-    fz_fail("fuzz_h1_connect: rule %s: %s", text, why ? why : "ENOMEM");
-  }
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
@@ -47,26 +39,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fz_setup();
   tn_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
   uv_loop_init(&loop);
-  tn_engine_opts o;
-  tn_engine_opts_init(&o);
-  struct sockaddr_storage ss;
-  if (tn_addr_parse_listen("127.0.0.1:0", &ss) != 0)
-    fz_fail("fuzz_h1_connect: listen address");
-  o.listen = &ss;
-  o.n_listen = 1;
-  add_rule(&o, "localhost:*");
-  add_rule(&o, "127.0.0.1:443");
-  add_rule(&o, "127.0.0.0/8:*");
-  add_rule(&o, "[::1]:*");
-  add_rule(&o, "[::ffff:127.0.0.1]:443");
-  o.policy.allow_private = false;
-  o.require_tls = true;
-  o.header_timeout_ms = 60 * 1000; /* the client always finishes first */
-  o.connect_timeout_ms = 60 * 1000;
-  if (tn_engine_start(&loop, &o, &engine) != 0 ||
-      tn_engine_listener_addr(engine, 0, &listen_addr) != 0)
-    fz_fail("fuzz_h1_connect: cannot start the engine on 127.0.0.1");
-  tn_policy_free(&o.policy);
+  engine = fz_loopback_engine(&loop, false, NULL, &listen_addr);
   return 0;
 }
 

@@ -43,13 +43,6 @@ static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define MAX_INPUT (64 * 1024)
 static uint8_t framed[PREFACE_LEN + MAX_INPUT];
 
-static void add_rule(tn_engine_opts *o, const char *text) {
-  tn_rule r;
-  const char *why = NULL;
-  if (tn_rule_parse(text, &r, &why) != 0 || tn_policy_add(&o->policy, &r) != 0)
-    fz_fail("fuzz_h2_session: rule %s: %s", text, why ? why : "ENOMEM");
-}
-
 /* Every tunnel, as it closes: nothing may have reached upstream. */
 static void on_tunnel_closed(const tn_tunnel_info *t, void *arg) {
   (void)arg;
@@ -64,6 +57,9 @@ static void on_tunnel_closed(const tn_tunnel_info *t, void *arg) {
             tn_result_name(t->result));
 }
 
+/* Small, so that the stream limit paths are reached. */
+static void few_streams(tn_engine_opts *o) { o->h2_max_concurrent_streams = 8; }
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
@@ -71,28 +67,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fz_setup();
   tn_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
   uv_loop_init(&loop);
-  tn_engine_opts o;
-  tn_engine_opts_init(&o);
-  struct sockaddr_storage ss;
-  if (tn_addr_parse_listen("127.0.0.1:0", &ss) != 0)
-    fz_fail("fuzz_h2_session: listen address");
-  o.listen = &ss;
-  o.n_listen = 1;
-  add_rule(&o, "localhost:*");
-  add_rule(&o, "127.0.0.1:443");
-  add_rule(&o, "127.0.0.0/8:*");
-  add_rule(&o, "[::1]:*");
-  add_rule(&o, "[::ffff:127.0.0.1]:443");
-  o.policy.allow_private = getenv("FZ_ORACLE_SELFTEST") != NULL; /* normally no */
-  o.require_tls = true;
-  o.h2_max_concurrent_streams = 8; /* small, so the limit paths are reached */
-  o.header_timeout_ms = 60 * 1000; /* the client always finishes first */
-  o.connect_timeout_ms = 60 * 1000;
-  if (tn_engine_start(&loop, &o, &engine) != 0 ||
-      tn_engine_listener_addr(engine, 0, &listen_addr) != 0)
-    fz_fail("fuzz_h2_session: cannot start the engine on 127.0.0.1");
+  engine = fz_loopback_engine(&loop, getenv("FZ_ORACLE_SELFTEST") != NULL, /* normally no */
+                              few_streams, &listen_addr);
   tn_engine_on_close(engine, on_tunnel_closed, NULL);
-  tn_policy_free(&o.policy);
   return 0;
 }
 
