@@ -106,18 +106,23 @@ static int parse_addr(const char *s, struct sockaddr_storage *out) {
   return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0 ? 0 : -1;
 }
 
-static int parse_steps(const char *s) {
-  while (*s && opt.n_steps < sizeof(opt.steps) / sizeof(opt.steps[0])) {
+int lg_parse_steps(const char *s, uint64_t *steps, size_t *n, size_t cap) {
+  while (*s && *n < cap) {
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || v == 0)
+    if (end == s || v == 0 || (*end && *end != ','))
       return -1;
-    opt.steps[opt.n_steps++] = v;
+    steps[(*n)++] = v;
     s = *end == ',' ? end + 1 : end;
-    if (*end && *end != ',')
-      return -1;
   }
   return *s ? -1 : 0;
+}
+
+void lg_next_level(const uint64_t *steps, size_t n, size_t *next, uint64_t *target,
+                   uint64_t total) {
+  while (*next < n && steps[*next] <= *target)
+    (*next)++;
+  *target = *next < n && steps[*next] < total ? steps[(*next)++] : total;
 }
 
 static int parse_mode(const char *m) {
@@ -168,7 +173,7 @@ static int parse_args(int argc, char **argv) {
     else if (strcmp(a, "--dir") == 0)
       bad = !(strcmp(v, "up") == 0 || (opt.dir_down = strcmp(v, "down") == 0));
     else if (strcmp(a, "--steps") == 0)
-      bad = parse_steps(v);
+      bad = lg_parse_steps(v, opt.steps, &opt.n_steps, sizeof(opt.steps) / sizeof(opt.steps[0]));
     else if (strcmp(a, "--pause") == 0)
       opt.pause_s = strtod(v, NULL);
     else if (strcmp(a, "--hold-secs") == 0)
@@ -840,11 +845,7 @@ static void hold_progress(void) {
 }
 
 static void next_level(void) {
-  while (g.next_step < opt.n_steps && opt.steps[g.next_step] <= g.level_target)
-    g.next_step++;
-  g.level_target = g.next_step < opt.n_steps && opt.steps[g.next_step] < opt.count
-                       ? opt.steps[g.next_step++]
-                       : opt.count;
+  lg_next_level(opt.steps, opt.n_steps, &g.next_step, &g.level_target, opt.count);
 }
 
 static void hold_finish(void) {

@@ -169,18 +169,6 @@ static int parse_proxy(const char *s) {
   return uv_ip4_addr(o.proxy_host, (int)port, (struct sockaddr_in *)&o.proxy) == 0 ? 0 : -1;
 }
 
-static int parse_steps(const char *s) {
-  while (*s && o.n_steps < sizeof(o.steps) / sizeof(o.steps[0])) {
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || v == 0 || (*end && *end != ','))
-      return -1;
-    o.steps[o.n_steps++] = v;
-    s = *end == ',' ? end + 1 : end;
-  }
-  return *s ? -1 : 0;
-}
-
 static int parse_args(int argc, char **argv) {
   if (argc < 3)
     return -1;
@@ -222,7 +210,7 @@ static int parse_args(int argc, char **argv) {
       bad = w < 65535 || w > 0x7fffffff;
       o.window = (uint32_t)w;
     } else if (strcmp(a, "--steps") == 0)
-      bad = parse_steps(v);
+      bad = lg_parse_steps(v, o.steps, &o.n_steps, sizeof(o.steps) / sizeof(o.steps[0]));
     else if (strcmp(a, "--pause") == 0)
       o.pause_s = strtod(v, NULL);
     else if (strcmp(a, "--hold-secs") == 0)
@@ -885,11 +873,7 @@ static void hold_progress(void) {
 }
 
 static void next_level(void) {
-  while (g.next_step < o.n_steps && o.steps[g.next_step] <= g.level_target)
-    g.next_step++;
-  g.level_target = g.next_step < o.n_steps && o.steps[g.next_step] < o.streams
-                       ? o.steps[g.next_step++]
-                       : o.streams;
+  lg_next_level(o.steps, o.n_steps, &g.next_step, &g.level_target, o.streams);
 }
 
 static void hold_finish(void) {
