@@ -312,12 +312,15 @@ class Proxy:
 class Mcgw(Proxy):
     name = "mcgw"
 
+    def listeners(self):
+        return "listen = 127.0.0.1:0\n"
+
     def launch(self):
         conf = os.path.join(self.dir, "mcgw.ini")
         allow = "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
         with open(conf, "w") as f:
-            f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n"
-                    "listen = 127.0.0.1:0\n" + allow +
+            f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n" +
+                    self.listeners() + allow +
                     "allow_private = yes\nrequire_tls = no\n"
                     "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n")
         self.log = open(os.path.join(self.dir, "mcgw.log"), "w")
@@ -416,25 +419,9 @@ class McgwTls(Mcgw):
         super().__init__(tmp, up)
         self.pki = pki
 
-    def launch(self):
-        conf = os.path.join(self.dir, "mcgw.ini")
-        allow = "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
-        with open(conf, "w") as f:
-            f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n"
-                    "listen_tls = 127.0.0.1:0\ntls_cert = %s\ntls_key = %s\n" %
-                    (self.pki["cert"], self.pki["key"]) + allow +
-                    "allow_private = yes\nrequire_tls = no\n"
-                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n")
-        self.log = open(os.path.join(self.dir, "mcgw.log"), "w")
-        self.proc = spawn([MCGW, "run", "-c", conf], stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 10
-        self.port = None
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            ports = listen_ports(self.proc.pid)
-            if ports:
-                self.port = ports[0]
-                break
-            time.sleep(0.05)
+    def listeners(self):
+        return "listen_tls = 127.0.0.1:0\ntls_cert = %s\ntls_key = %s\n" % (
+            self.pki["cert"], self.pki["key"])
 
 
 def openssl(args, cwd):
