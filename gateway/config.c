@@ -62,6 +62,7 @@ enum key_id {
   K_CLIENTS,
   K_H2_STREAMS,
   K_H2_WINDOW,
+  K_SPLICE,
   K_STATE_DIR,
   K_ALLOW_WHEN_AUTHORIZED,
   K_IDM_ISSUER,
@@ -610,6 +611,14 @@ static void set_client_auth(parse_ctx *c, const key_def *k, const char *v) {
   value_error(c, k, v, "expected none, client_secret_basic, client_secret_post or private_key_jwt");
 }
 
+static void set_splice(parse_ctx *c, const key_def *k, const char *v) {
+  int m = tn_splice_mode_parse(v);
+  if (m < 0)
+    value_error(c, k, v, "expected auto, always or off");
+  else
+    c->cfg->tunnel.splice = (tn_splice_mode)m;
+}
+
 static void set_login(parse_ctx *c, const key_def *k, const char *v) {
   if (strcmp(v, "browser") == 0)
     c->cfg->idm.login = GW_IDM_LOGIN_BROWSER;
@@ -658,6 +667,7 @@ static const key_def tunnel_keys[] = {
      10000},
     {"h2_stream_window", K_H2_WINDOW, false, set_size, TUN(h2_stream_window), 16 * 1024,
      16 * 1024 * 1024},
+    {"splice", K_SPLICE, false, set_splice, 0, 0, 0},
 };
 
 static const key_def idm_keys[] = {
@@ -1114,8 +1124,24 @@ static void admin_checks(parse_ctx *c) {
          "or listen on 127.0.0.1", text);
 }
 
+/* MCGW_SPLICE in the environment overrides [tunnel] splice, so a whole test
+ * suite can run with either relay path (.ci/run does both). */
+static void splice_override(parse_ctx *c) {
+  const char *v = getenv("MCGW_SPLICE");
+  if (!v || !*v)
+    return;
+  int m = tn_splice_mode_parse(v);
+  char buf[GW_SHOW_MAX];
+  if (m < 0)
+    report(c, 0, "environment MCGW_SPLICE='%s': expected auto, always or off",
+           escape(v, buf, sizeof buf));
+  else
+    c->cfg->tunnel.splice = (tn_splice_mode)m;
+}
+
 static void cross_checks(parse_ctx *c) {
   idm_cross_checks(c);
+  splice_override(c);
   const tn_engine_opts *o = &c->cfg->tunnel;
   admin_checks(c);
   if (!c->first_line[K_LISTEN] && !c->first_line[K_LISTEN_TLS])

@@ -46,7 +46,7 @@ static void raise_nofile(const gw_config *cfg) {
   tn_log_level lvl = possible < cfg->tunnel.max_tunnels ? TN_LOG_WARN : TN_LOG_INFO;
   tn_log(lvl, "nofile_limit", TN_U("soft", rl.rlim_cur), TN_U("hard", rl.rlim_max),
          TN_U("tunnels_possible", possible), TN_U("max_tunnels", cfg->tunnel.max_tunnels),
-         TN_LOG_END);
+         TN_U("splice_max", tn_splice_max(rl.rlim_cur)), TN_LOG_END);
 }
 
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
@@ -260,7 +260,7 @@ int gw_daemon_run(gw_config *cfg) {
   signal(SIGPIPE, SIG_IGN);
   tn_log_setup(d->cfg.log_level, d->cfg.log_format);
   tn_log(TN_LOG_INFO, "starting", TN_S("version", MCGW_VERSION), TN_S("config", d->cfg.path),
-         TN_LOG_END);
+         TN_S("splice", tn_splice_mode_name(d->cfg.tunnel.splice)), TN_LOG_END);
   char why[512];
   gw_privdrop drop;
   if (gw_privdrop_prepare(d->cfg.user, &drop, why, sizeof(why)) != 0) {

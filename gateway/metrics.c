@@ -160,6 +160,12 @@ static void render_tunnels(out *o, const gw_metrics *m, const gw_metrics_snapsho
          "Bytes relayed: upstream = device to destination, downstream = destination to device.");
   put(o, "mcgw_tunnel_bytes_total{direction=\"upstream\"} %" PRIu64 "\n", s->stats.bytes_up);
   put(o, "mcgw_tunnel_bytes_total{direction=\"downstream\"} %" PRIu64 "\n", s->stats.bytes_down);
+  family(o, "mcgw_tunnels_spliced_total", "counter",
+         "Tunnels moved to the zero-copy splice(2) relay (plain TCP on both sides).");
+  sample_u(o, "mcgw_tunnels_spliced_total", s->stats.tunnels_spliced);
+  family(o, "mcgw_tunnels_spliced_active", "gauge",
+         "Open tunnels relaying with splice(2) (at most 256; others copy).");
+  sample_u(o, "mcgw_tunnels_spliced_active", s->stats.splice_active);
   histogram(o, "mcgw_tunnel_duration_seconds",
             "Lifetime of established tunnels, from the 200 response to the close.", &m->duration);
   histogram(o, "mcgw_tunnel_connect_seconds",

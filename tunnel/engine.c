@@ -3,6 +3,7 @@
  * the TLS context, the counters, and the drain sequence. See engine.h. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "tunnel/error.h"
 #include "tunnel/internal.h"
@@ -44,6 +45,7 @@ struct tn_engine {
   tn_clients *clients;
   tn_engine_stats stats;
   uint64_t last_accept_log_ms;
+  uint64_t nofile;        /* RLIMIT_NOFILE at start: bounds splicing */
   tn_tunnel_cb on_close;
   void *on_close_arg;
   bool authorized;
@@ -66,6 +68,7 @@ void tn_engine_opts_init(tn_engine_opts *o) {
   o->drain_timeout_ms = 30 * 1000;
   o->h2_max_concurrent_streams = 100;
   o->h2_stream_window = 256 * 1024;
+  o->splice = TN_SPLICE_AUTO;
 }
 
 static int dup_array(void **dst, const void *src, size_t n, size_t size) {
@@ -157,6 +160,42 @@ void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down) {
 }
 
 void tn__count_refused_client(tn_engine *e) { e->stats.clients_refused++; }
+
+void tn__count_splice(tn_engine *e, bool started) {
+  if (started) {
+    e->stats.tunnels_spliced++;
+    e->stats.splice_active++;
+  } else {
+    e->stats.splice_active--;
+  }
+}
+
+uint64_t tn_splice_max(uint64_t nofile) {
+  uint64_t n = nofile / (8 * 6);
+  return n < TN_SPLICE_MAX ? n : TN_SPLICE_MAX;
+}
+
+/* A rough count of descriptors in use: a socket per connection and per
+ * upstream, the spliced tunnels' extras, and the engine's and daemon's own. */
+bool tn__splice_budget(const tn_engine *e) {
+  const tn_engine_stats *s = &e->stats;
+  uint64_t in_use = s->connections_active + s->tunnels_active + 6 * s->splice_active + 32;
+  return s->splice_active < tn_splice_max(e->nofile) && in_use + 6 <= e->nofile / 2;
+}
+
+static const char *const splice_names[] = {
+    [TN_SPLICE_AUTO] = "auto", [TN_SPLICE_OFF] = "off", [TN_SPLICE_ALWAYS] = "always"};
+
+const char *tn_splice_mode_name(tn_splice_mode m) {
+  return (unsigned)m < sizeof splice_names / sizeof splice_names[0] ? splice_names[m] : "?";
+}
+
+int tn_splice_mode_parse(const char *s) {
+  for (size_t i = 0; i < sizeof splice_names / sizeof splice_names[0]; i++)
+    if (strcmp(s, splice_names[i]) == 0)
+      return (int)i;
+  return -1;
+}
 
 bool tn__admit(tn_engine *e, tn_tunnel *t) {
   const struct sockaddr *client = (const struct sockaddr *)&t->conn->client;
@@ -440,6 +479,8 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   if (!e)
     return TN_ENOMEM;
   e->loop = loop;
+  struct rlimit rl;
+  e->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 1024;
   list_init(&e->setup_list);
   list_init(&e->relay_list);
   list_init(&e->conn_setup);

@@ -15,6 +15,25 @@
 
 #include "tunnel/policy.h"
 
+/* How tunnels with a plain TCP socket on both sides (HTTP/1.1 on a plain
+ * listener) move bytes. OFF copies through user space; AUTO (the default)
+ * copies, and moves a tunnel to splice(2) once it has relayed 256 KiB, so
+ * short exchanges cost no extra descriptors; ALWAYS moves it as soon as the
+ * relay starts (for tests and measurements). Other tunnels always copy. */
+typedef enum { TN_SPLICE_AUTO = 0, TN_SPLICE_OFF, TN_SPLICE_ALWAYS } tn_splice_mode;
+
+/* Spliced tunnels hold 6 more descriptors each (two dups, two pipes), so
+ * splicing is bounded by the descriptor limit: at most
+ * tn_splice_max(RLIMIT_NOFILE) tunnels at once, i.e. min(256, limit / 48),
+ * an eighth of the descriptors; and a tunnel is moved only while at most half
+ * the descriptors are in use. Past either bound tunnels copy. */
+uint64_t tn_splice_max(uint64_t nofile);
+
+/* "auto", "off", "always". */
+const char *tn_splice_mode_name(tn_splice_mode m);
+/* The mode named s, or -1. */
+int tn_splice_mode_parse(const char *s);
+
 typedef struct tn_engine_opts {
   struct sockaddr_storage *listen; /* plain listeners: HTTP/1.1, and h2c with prior knowledge */
   size_t n_listen;
@@ -35,11 +54,12 @@ typedef struct tn_engine_opts {
   uint64_t connect_timeout_ms;
   uint64_t idle_timeout_ms;        /* 0 = none */
   uint64_t drain_timeout_ms;
+  tn_splice_mode splice;
 } tn_engine_opts;
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,
  * 10 s header and connect timeouts, 30 min idle, 30 s drain, 100 HTTP/2
- * streams per connection with 256 KiB windows. */
+ * streams per connection with 256 KiB windows, splice auto. */
 void tn_engine_opts_init(tn_engine_opts *o);
 /* Deep copy (listeners and rules); dst is overwritten. 0 or TN_ENOMEM. */
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src);
@@ -72,6 +92,8 @@ typedef struct tn_engine_stats {
   uint64_t clients_refused;  /* connections closed unread: source not in `clients` */
   uint64_t h2_connections_active;
   uint64_t by_proto_active[2];  /* tunnels_active by protocol: [0] h1, [1] h2 */
+  uint64_t tunnels_spliced;  /* tunnels moved to splice(2) since start */
+  uint64_t splice_active;    /* open tunnels relaying with splice(2) */
 } tn_engine_stats;
 
 typedef struct tn_engine tn_engine;

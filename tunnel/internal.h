@@ -150,6 +150,9 @@ struct tn_tunnel {
   bool down_gone;                /* h2: the device reset the stream after its END_STREAM:
                                     nothing more can reach it, its data still goes up */
   bool busy;                     /* inside tn__tunnel_close: not to be freed yet */
+  bool splice_ok;                /* plain TCP both sides and splice not off */
+  bool splice_want;              /* move to splice as soon as nothing is queued */
+  struct tn_splice *splice;      /* relaying with splice(2); NULL when copying */
 };
 
 /* Creates a tunnel for conn whose device side is down (sink set here). NULL
@@ -195,6 +198,22 @@ void tn__relay_start(tn_tunnel *t);
  * Returns false when they cannot start a TLS handshake record. */
 bool tn__tls_check(tn_tunnel *t, const char *p, size_t n);
 
+/* splice.c: the zero-copy relay for tunnels with a plain TCP socket on both
+ * sides. A spliced tunnel stops reading its endpoints; the bytes go socket
+ * -> pipe -> socket in the kernel, one pipe per direction. */
+#define TN_SPLICE_AUTO_MIN (256 * 1024)  /* auto: splice once a tunnel relayed this much */
+#define TN_SPLICE_MAX 256                /* tunnels spliced at once, at most (tn_splice_max) */
+/* Sets t->splice_ok and t->splice_want as the relay starts. */
+void tn__splice_init(tn_tunnel *t);
+/* Moves t to splice if it can now: relaying, both directions open, nothing
+ * queued on either side, the require_tls check done. Returns true if it did;
+ * false leaves the copy relay running (retried on later reads while
+ * splice_want is set; a descriptor shortage is not an error). */
+bool tn__splice_try(tn_tunnel *t);
+/* Part of tn__tunnel_close, before the endpoints close: stops splicing and
+ * closes its descriptors; its poll handles free themselves. */
+void tn__splice_stop(tn_tunnel *t);
+
 /* h2.c: HTTP/2 sessions on a connection. */
 void tn__h2_start(tn_conn *c, const char *first, size_t n);
 void tn__h2_fail(tn_tunnel *t, int status, const char *reason);
@@ -220,6 +239,10 @@ void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link);
 void tn__engine_h2_removed(tn_engine *e, tn_link *link);
 void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down);
 void tn__count_refused_client(tn_engine *e);
+/* A tunnel moved to splice (started) or a spliced tunnel closed. */
+void tn__count_splice(tn_engine *e, bool started);
+/* Whether one more tunnel may splice now (see tn_splice_max). */
+bool tn__splice_budget(const tn_engine *e);
 /* Admission of a request: checks max_tunnels and max_tunnels_per_client.
  * Returns true and takes a slot, or false. */
 bool tn__admit(tn_engine *e, tn_tunnel *t);

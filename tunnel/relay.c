@@ -7,6 +7,8 @@
  *   TLS close_notify, HTTP/2 END_STREAM), after the queued bytes. The tunnel
  *   ends when both directions are finished.
  * - A read or write error on either side closes both, with a reset.
+ * - Plain TCP on both sides: the tunnel may move to splice(2) (splice.c),
+ *   after which these endpoints no longer read.
  * Payload bytes are never inspected, except the first five from the device,
  * which must form a TLS record header when require_tls is set. */
 #include <stdlib.h>
@@ -68,6 +70,11 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
     return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
   if (tn__ep_queued(to) > TN_RELAY_HIGH)
     tn__ep_read_stop(from);
+  else if (t->splice_ok &&
+           (t->splice_want || t->bytes_up + t->bytes_down >= TN_SPLICE_AUTO_MIN)) {
+    t->splice_want = true; /* bulk: switch at the first chance */
+    tn__splice_try(t);
+  }
 }
 
 static void maybe_done(tn_tunnel *t) {
@@ -137,7 +144,7 @@ static void down_error(tn_ep *ep, int err) {
 
 static void down_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
+  if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(&t->up.ep) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
 }
 
@@ -190,7 +197,7 @@ static void up_error(tn_ep *ep, int err) {
 
 static void up_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(t->down) != 0)
+  if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(t->down) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
 }
 
@@ -223,6 +230,7 @@ void tn__relay_start(tn_tunnel *t) {
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   if (!tn__opts(t->engine)->require_tls)
     t->tls_checked = 5;
+  tn__splice_init(t);
   tn__list_move(t->engine, t, true);
   uv_tcp_nodelay(&t->up.tcp, 1);
   uv_tcp_nodelay(&t->conn->tcp.tcp, 1);
@@ -248,5 +256,7 @@ void tn__relay_start(tn_tunnel *t) {
   else if (tn__ep_read_start(t->down) != 0)
     return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
   if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+  if (t->splice_want)
+    tn__splice_try(t); /* splice = always */
 }

@@ -187,6 +187,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason) {
   tn__engine_tunnel_done(t->engine, t);
   /* An endpoint may report closed from inside close(): hold the tunnel. */
   t->busy = true;
+  tn__splice_stop(t); /* its duplicate descriptors first: the close below is the last */
   tn__ep_close(t->down, reset);
   if (t->up.open)
     tn__ep_close(&t->up.ep, reset);
