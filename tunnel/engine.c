@@ -419,6 +419,9 @@ static int listener_open(tn_engine *e, const struct sockaddr_storage *addr, bool
     return err;
   }
   l->tcp.data = l;
+  /* Set when bind creates the socket; Linux copies TCP_NODELAY to every
+   * accepted socket, which saves a setsockopt per connection. */
+  uv_tcp_nodelay(&l->tcp, 1);
   tn_spare_init(&l->spare, (uv_stream_t *)&l->tcp, on_spare_idle, l);
   e->listeners[e->n_listeners++] = l;
   e->handles_open++;

@@ -232,8 +232,7 @@ void tn__relay_start(tn_tunnel *t) {
     t->tls_checked = 5;
   tn__splice_init(t);
   tn__list_move(t->engine, t, true);
-  uv_tcp_nodelay(&t->up.tcp, 1);
-  uv_tcp_nodelay(&t->conn->tcp.tcp, 1);
+  uv_tcp_nodelay(&t->up.tcp, 1); /* the device side has it from its listener */
   char *pending = s->pending;
   size_t pending_len = s->pending_len;
   s->pending = NULL;
