@@ -85,8 +85,16 @@ static void connect_to(tn_tunnel *t) {
     t->eps_open++;
     err = uv_tcp_connect(&s->connect_req, &t->up.tcp, (struct sockaddr *)&s->connect_addr,
                          on_connected);
-    if (err == 0)
+    if (err == 0) {
+      /* Reading is started now, not in tn__relay_start: the socket is then
+       * registered for EPOLLIN|EPOLLOUT in one epoll_ctl, and turned to
+       * EPOLLIN by one more, where starting after the connect takes an ADD
+       * that fails with EEXIST and a MOD. Nothing is read before
+       * on_connected: while a connect is pending libuv reports only its
+       * completion. A failure here shows again in tn__relay_start. */
+      (void)tn__ep_read_start(&t->up.ep);
       return;
+    }
   }
   if (is_resource_error(err)) {
     tn_log(TN_LOG_WARN, "connect_resource_error", TN_U("id", t->id),
