@@ -341,6 +341,15 @@ class Mcgw(Proxy):
         return "%s (git %s)" % (v, rev)
 
 
+class McgwCopy(Mcgw):
+    """mcgw with splice = off: the copy relay, for the bulk rows' comparison
+    of both relay paths in the same run."""
+    name = "mcgw-copy"
+
+    def listeners(self):
+        return "listen = 127.0.0.1:0\nsplice = off\n"
+
+
 class Squid(Proxy):
     name = "squid"
 
@@ -492,10 +501,16 @@ def setup_run(proxy, up, c, secs):
 
 
 def bulk_run(proxy, up, direction):
+    """Also the proxy's CPU seconds per GB moved (its whole process tree)."""
     port = up["sink"] if direction == "up" else up["source"]
-    return loadgen(["bulk", "--proxy", "127.0.0.1:%d" % proxy.port,
-                    "--target", "127.0.0.1:%d" % port, "--bytes", str(BULK_BYTES),
-                    "--dir", direction], timeout=180)
+    pid = proxy.pid if getattr(proxy, "proc", None) else None
+    c0 = cpu_s(pid) if pid else 0
+    r = loadgen(["bulk", "--proxy", "127.0.0.1:%d" % proxy.port,
+                 "--target", "127.0.0.1:%d" % port, "--bytes", str(BULK_BYTES),
+                 "--dir", direction], timeout=180)
+    if pid:
+        r["proxy_cpu_s_per_gb"] = (cpu_s(pid) - c0) / (BULK_BYTES / 1e9)
+    return r
 
 
 def check_policy(proxy, up):
@@ -761,9 +776,27 @@ def table(res, names):
     row("set-up latency p50, ms (1 in flight)", "setup_p50_ms_c1", 3, "lower")
     row("bulk up, one tunnel, Gbit/s (median)", "bulk_up_gbit", 2)
     row("bulk down, one tunnel, Gbit/s (median)", "bulk_down_gbit", 2)
+    row("bulk up: proxy CPU s per GB (median)", "bulk_up_cpu_s_per_gb", 3, "lower")
+    row("bulk down: proxy CPU s per GB (median)", "bulk_down_cpu_s_per_gb", 3, "lower")
+    if "mcgw" in names and "bulk_up_copy_gbit" in res["mcgw"]:
+        copy_rows(rows, res["mcgw"], names)
     if "mcgw" in names and "h2_bulk_up_gbit" in res["mcgw"]:
         h2_rows(rows, res["mcgw"], names)
     return "\n".join(rows)
+
+
+def copy_rows(rows, m, names):
+    """mcgw's copy relay (splice = off) in the same run: the bulk rows above
+    are the default, splice = auto. Ratios against the same peers."""
+    def row(label, key, digits):
+        cells = [fmt(m[key], digits) if n == "mcgw" else "-" for n in names]
+        rows.append("| %s | %s |" % (label, " | ".join(cells + ["-" for o in ("squid", "tinyproxy")
+                                                                 if o in names])))
+
+    row("bulk up, mcgw splice = off (copy relay), Gbit/s", "bulk_up_copy_gbit", 2)
+    row("bulk down, mcgw splice = off (copy relay), Gbit/s", "bulk_down_copy_gbit", 2)
+    row("bulk up, mcgw splice = off: CPU s per GB", "bulk_up_copy_cpu_s_per_gb", 3)
+    row("bulk down, mcgw splice = off: CPU s per GB", "bulk_down_copy_cpu_s_per_gb", 3)
 
 
 def h2_rows(rows, m, names):
@@ -886,6 +919,12 @@ def main():
     for n in PROXIES:
         proxies[n] = CLASSES[n](os.path.join(tmp, "rate"), up)
         proxies[n].start()
+    bulk_names = list(PROXIES)
+    if "mcgw" in PROXIES:  # both relay paths: splice (auto, the default) and copy
+        proxies["mcgw-copy"] = McgwCopy(os.path.join(tmp, "rate"), up)
+        proxies["mcgw-copy"].start()
+        bulk_names.append("mcgw-copy")
+        res["mcgw-copy"] = {}
     ceiling = {}
     ceiling_cpu = {}
     for c in CONCURRENCY:
@@ -927,18 +966,28 @@ def main():
     bulk_ceiling = {}
     for d in ("up", "down"):
         bulk_ceiling[d] = bulk_run(Fake(up["fake"]), up, d)["gbit_s"]
-        per = {n: [] for n in PROXIES}
+        per = {n: [] for n in bulk_names}
         for _ in range(RUNS):
-            for n in PROXIES:
+            for n in bulk_names:
                 per[n].append(bulk_run(proxies[n], up, d))
-        for n in PROXIES:
-            res[n]["bulk_%s_gbit" % d] = med([r["gbit_s"] for r in per[n] if r["ok"]])
+        for n in bulk_names:
+            ok = [r for r in per[n] if r["ok"]]
+            res[n]["bulk_%s_gbit" % d] = med([r["gbit_s"] for r in ok])
+            res[n]["bulk_%s_cpu_s_per_gb" % d] = med([r["proxy_cpu_s_per_gb"] for r in ok])
             res[n]["bulk_%s_runs" % d] = per[n]
         log("bench: bulk %s: %s (no proxy %.1f Gbit/s)" %
-            (d, ", ".join("%s %.2f Gbit/s" % (n, res[n]["bulk_%s_gbit" % d] or 0) for n in PROXIES),
+            (d, ", ".join("%s %.2f Gbit/s, %.3f CPU s/GB" %
+                          (n, res[n]["bulk_%s_gbit" % d] or 0,
+                           res[n]["bulk_%s_cpu_s_per_gb" % d] or 0) for n in bulk_names),
              bulk_ceiling[d]))
-    for n in PROXIES:
+    for n in proxies:
         proxies[n].stop()
+    if "mcgw" in PROXIES:
+        copy = res.pop("mcgw-copy")
+        for d in ("up", "down"):
+            res["mcgw"]["bulk_%s_copy_gbit" % d] = copy["bulk_%s_gbit" % d]
+            res["mcgw"]["bulk_%s_copy_cpu_s_per_gb" % d] = copy["bulk_%s_cpu_s_per_gb" % d]
+            res["mcgw"]["bulk_%s_copy_runs" % d] = copy["bulk_%s_runs" % d]
 
     # 3. HTTP/2 CONNECT over TLS: mcgw only.
     if H2 and "mcgw" in PROXIES:
