@@ -141,8 +141,38 @@ static void test_full_config(void **state) {
   unload(l);
 }
 
+/* [tunnel] splice, and MCGW_SPLICE over it. */
+static void test_splice_mode(void **state) {
+  (void)state;
+  unsetenv("MCGW_SPLICE");
+  const char *names[] = {"auto", "off", "always"};
+  const tn_splice_mode modes[] = {TN_SPLICE_AUTO, TN_SPLICE_OFF, TN_SPLICE_ALWAYS};
+  for (size_t i = 0; i < 3; i++) {
+    char text[256];
+    snprintf(text, sizeof text, BASE "splice = %s\n", names[i]);
+    loaded *l = load(text);
+    assert_valid(l);
+    assert_int_equal(l->cfg.tunnel.splice, modes[i]);
+    assert_string_equal(tn_splice_mode_name(modes[i]), names[i]);
+    unload(l);
+  }
+  setenv("MCGW_SPLICE", "off", 1);
+  loaded *l = load(BASE "splice = always\n");
+  assert_valid(l);
+  assert_int_equal(l->cfg.tunnel.splice, TN_SPLICE_OFF);
+  unload(l);
+  setenv("MCGW_SPLICE", "sometimes", 1);
+  l = load(BASE);
+  assert_int_equal(l->errs.n, 1);
+  assert_string_equal(l->errs.msgs[0],
+                      "t.ini: environment MCGW_SPLICE='sometimes': expected auto, always or off");
+  unload(l);
+  unsetenv("MCGW_SPLICE");
+}
+
 static void test_defaults(void **state) {
   (void)state;
+  unsetenv("MCGW_SPLICE"); /* CI sets it for the integration tests */
   loaded *l = load(BASE);
   tn_engine_opts def;
   tn_engine_opts_init(&def);
@@ -167,6 +197,7 @@ static void test_defaults(void **state) {
   assert_int_equal(o->max_tunnels_per_client, 256);
   assert_int_equal(o->header_timeout_ms, 10000);
   assert_int_equal(o->idle_timeout_ms, 30 * 60 * 1000);
+  assert_int_equal(o->splice, TN_SPLICE_AUTO);
   tn_engine_opts_free(&def);
   unload(l);
 }
@@ -284,6 +315,7 @@ static void test_bad_values(void **state) {
        "t.ini:3: listen: expected a numeric address like 127.0.0.1:3128 or [::1]:3128, got "
        "'127.0.0.1'"},
       {BASE "require_tls = maybe\n", "t.ini:3: require_tls: expected yes or no, got 'maybe'"},
+      {BASE "splice = on\n", "t.ini:3: splice: expected auto, always or off, got 'on'"},
       {BASE "allow_private = 2\n", "t.ini:3: allow_private: expected yes or no, got '2'"},
       {BASE "max_tunnels = 0\n",
        "t.ini:3: max_tunnels: expected a whole number from 1 to 1000000, got '0'"},
@@ -734,6 +766,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_splice_mode),
       cmocka_unit_test(test_repeated_listen_and_allow),
       cmocka_unit_test(test_booleans),
       cmocka_unit_test(test_idle_zero_disables),
