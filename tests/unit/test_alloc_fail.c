@@ -30,6 +30,7 @@
 
 #include "gateway/admin.h"
 #include "tunnel/engine.h"
+#include "engine_helpers.h"
 #include "tunnel/log.h"
 
 /* ---- the allocator wrapper ---- */
@@ -144,45 +145,6 @@ typedef struct run {
   int status;
 } run;
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int listen_loopback(uint16_t *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(sin);
-  assert_true(fd >= 0);
-  assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-  assert_int_equal(listen(fd, 16), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  *port = ntohs(sin.sin_port);
-  return fd;
-}
-
-static void start_engine(run *r) {
-  tn_engine_opts o;
-  tn_engine_opts_init(&o);
-  struct sockaddr_storage ss;
-  assert_int_equal(tn_addr_parse_listen("127.0.0.1:0", &ss), 0);
-  o.listen = &ss;
-  o.n_listen = 1;
-  o.require_tls = false;
-  o.policy.allow_private = true;
-  tn_rule rule;
-  const char *why;
-  assert_int_equal(tn_rule_parse("127.0.0.1:*", &rule, &why), 0);
-  assert_int_equal(tn_policy_add(&o.policy, &rule), 0);
-  assert_int_equal(uv_loop_init(&r->loop), 0);
-  assert_int_equal(tn_engine_start(&r->loop, &o, &r->engine), 0);
-  tn_policy_free(&o.policy);
-  struct sockaddr_storage bound;
-  assert_int_equal(tn_engine_listener_addr(r->engine, 0, &bound), 0);
-  r->proxy_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
-}
-
 /* Moves the echo upstream along: accept, echo what is there, see EOF. */
 static void upstream_step(run *r) {
   if (r->up_conn < 0) {
@@ -200,7 +162,7 @@ static void upstream_step(run *r) {
 }
 
 static void spin(run *r, int timeout_ms) {
-  if (armed && fail_after && now_ms() > fail_until_ms)
+  if (armed && fail_after && test_now_ms() > fail_until_ms)
     armed = false; /* the shortage is over */
   struct pollfd p[3] = {{.fd = uv_backend_fd(&r->loop), .events = POLLIN},
                         {.fd = r->up_conn >= 0 ? r->up_conn : r->up_listen, .events = POLLIN},
@@ -227,7 +189,7 @@ static void drive_client(run *r, uint64_t deadline) {
                    r->up_port);
   assert_int_equal(send(r->client, req, (size_t)n, MSG_NOSIGNAL), n);
   while (r->out == OUT_NONE) {
-    if (now_ms() > deadline)
+    if (test_now_ms() > deadline)
       fail_msg("alloc #%lu: no answer and no close within the deadline (hang)", fail_at);
     spin(r, 5);
     ssize_t got = client_read(r, buf + have, sizeof(buf) - 1 - have);
@@ -253,7 +215,7 @@ static void drive_client(run *r, uint64_t deadline) {
     assert_int_equal(send(r->client, "ping", 4, MSG_NOSIGNAL), 4);
     have = 0;
     while (have < 4) {
-      if (now_ms() > deadline)
+      if (test_now_ms() > deadline)
         fail_msg("alloc #%lu: tunnel established but the echo never came back", fail_at);
       spin(r, 5);
       got = client_read(r, buf + have, sizeof(buf) - have);
@@ -290,7 +252,7 @@ static outcome attempt(run *r, uint64_t deadline) {
   close(r->client);
   r->client = -1;
   while (!engine_idle(r)) {
-    if (now_ms() > deadline)
+    if (test_now_ms() > deadline)
       fail_msg("alloc #%lu: the tunnel was not closed after the client left", fail_at);
     spin(r, 5);
   }
@@ -304,13 +266,13 @@ static outcome attempt(run *r, uint64_t deadline) {
 static outcome one_run(unsigned long at, bool after) {
   size_t live_before = n_live; /* not 0 after a failed test left blocks behind */
   run r = {.up_conn = -1, .client = -1};
-  r.up_listen = listen_loopback(&r.up_port);
-  start_engine(&r);
-  uint64_t deadline = now_ms() + 5000;
+  r.up_listen = test_listen_loopback(&r.up_port);
+  test_start_engine(&r.loop, &r.engine, &r.proxy_port);
+  uint64_t deadline = test_now_ms() + 5000;
 
   fail_at = at;
   fail_after = after;
-  fail_until_ms = now_ms() + 300;
+  fail_until_ms = test_now_ms() + 300;
   n_armed = 0;
   failed_one = false;
   armed = true;
@@ -321,7 +283,7 @@ static outcome one_run(unsigned long at, bool after) {
 
   tn_engine_drain(r.engine, on_drained, &r);
   while (!r.drained) {
-    if (now_ms() > deadline + 10000)
+    if (test_now_ms() > deadline + 10000)
       fail_msg("alloc #%lu: the engine did not drain", at);
     spin(&r, 5);
   }
@@ -398,7 +360,7 @@ static int admin_get(uv_loop_t *loop, uint16_t port, uint64_t deadline) {
   char buf[512];
   size_t have = 0;
   for (;;) {
-    if (now_ms() > deadline)
+    if (test_now_ms() > deadline)
       fail_msg("admin, alloc #%lu: no answer and no close within the deadline (hang)", fail_at);
     struct pollfd q[2] = {{.fd = uv_backend_fd(loop), .events = POLLIN},
                           {.fd = fd, .events = POLLIN}};
@@ -433,7 +395,7 @@ static void admin_survives_allocation_failure(void **state) {
     assert_int_equal(gw_admin_start(&loop, &ss, &admin), 0);
     assert_int_equal(gw_admin_addr(admin, &ss), 0);
     uint16_t port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    uint64_t deadline = now_ms() + 5000;
+    uint64_t deadline = test_now_ms() + 5000;
     fail_at = at;
     fail_after = false;
     n_armed = 0;

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "tunnel/engine.h"
+#include "engine_helpers.h"
 
 #define DEADLINE_MS 5000
 
@@ -35,48 +36,9 @@ typedef struct fixture {
   uint16_t proxy_port, up_port;
 } fixture;
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static struct sockaddr_in loopback(uint16_t port) {
   return (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-}
-
-static int listen_loopback(uint16_t *port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sin = loopback(0);
-  socklen_t len = sizeof(sin);
-  assert_true(fd >= 0);
-  assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-  assert_int_equal(listen(fd, 16), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-  *port = ntohs(sin.sin_port);
-  return fd;
-}
-
-static void start_engine(fixture *f) {
-  tn_engine_opts o;
-  tn_engine_opts_init(&o);
-  struct sockaddr_storage ss;
-  assert_int_equal(tn_addr_parse_listen("127.0.0.1:0", &ss), 0);
-  o.listen = &ss;
-  o.n_listen = 1;
-  o.require_tls = false;
-  o.policy.allow_private = true;
-  tn_rule rule;
-  const char *why;
-  assert_int_equal(tn_rule_parse("127.0.0.1:*", &rule, &why), 0);
-  assert_int_equal(tn_policy_add(&o.policy, &rule), 0);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
-  assert_int_equal(tn_engine_start(&f->loop, &o, &f->engine), 0);
-  tn_policy_free(&o.policy);
-  struct sockaddr_storage bound;
-  assert_int_equal(tn_engine_listener_addr(f->engine, 0, &bound), 0);
-  f->proxy_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
 }
 
 /* One step of the loop and of the upstream (which accepts and then only
@@ -143,7 +105,7 @@ static int engine_down_socket(fixture *f, uint64_t deadline) {
   struct sockaddr_in local = addr_of(f->client, true), peer = addr_of(f->client, false);
   tn_engine_stats st;
   do {
-    if (now_ms() > deadline)
+    if (test_now_ms() > deadline)
       fail_msg("the engine did not accept the connection");
     spin(f);
     tn_engine_stats_get(f->engine, &st);
@@ -161,7 +123,7 @@ static void establish(fixture *f, uint64_t deadline) {
                    f->up_port);
   assert_int_equal(send(f->client, req, (size_t)n, MSG_NOSIGNAL), n);
   while (have < 12 || f->up_conn < 0) {
-    if (now_ms() > deadline)
+    if (test_now_ms() > deadline)
       fail_msg("no 200 within the deadline");
     spin(f);
     ssize_t got = recv(f->client, buf + have, sizeof(buf) - 1 - have, 0);
@@ -183,7 +145,7 @@ static void stop(fixture *f, uint64_t deadline) {
   f->up_conn = -2; /* accept no more */
   tn_engine_drain(f->engine, on_drained, f);
   while (!f->drained) {
-    if (now_ms() > deadline)
+    if (test_now_ms() > deadline)
       fail_msg("the engine did not drain");
     spin(f);
   }
@@ -195,9 +157,9 @@ static void stop(fixture *f, uint64_t deadline) {
 static void both_sides_have_nodelay(void **state) {
   (void)state;
   fixture f = {.up_conn = -1, .client = -1};
-  uint64_t deadline = now_ms() + DEADLINE_MS;
-  f.up_listen = listen_loopback(&f.up_port);
-  start_engine(&f);
+  uint64_t deadline = test_now_ms() + DEADLINE_MS;
+  f.up_listen = test_listen_loopback(&f.up_port);
+  test_start_engine(&f.loop, &f.engine, &f.proxy_port);
   connect_client(&f);
 
   /* Already while the request head is awaited: inherited, not set later. */
