@@ -7,7 +7,10 @@
 //          ES256 key), access_ttl, device_ttl, clients,
 //          authz_host ("127.0.0.2"), token_host ("127.0.0.3"),
 //          token_cert, token_key (optional: another certificate for the token
-//          host only, e.g. one for the wrong name)}
+//          host only, e.g. one for the wrong name),
+//          client_ca (optional: mutual TLS - both listeners then require a
+//          client certificate issued by this CA and refuse the handshake
+//          without one)}
 //
 // The authorization endpoint (with discovery, JWKS, interactions, the device
 // verification page) answers on https://authz_host:P1 - the issuer - and the
@@ -38,6 +41,11 @@ const conf = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const tls = { cert: fs.readFileSync(conf.cert), key: fs.readFileSync(conf.key) };
 const tokenTls = conf.token_cert
   ? { cert: fs.readFileSync(conf.token_cert), key: fs.readFileSync(conf.token_key) } : tls;
+if (conf.client_ca) {
+  const mtls = { ca: fs.readFileSync(conf.client_ca), requestCert: true, rejectUnauthorized: true };
+  Object.assign(tls, mtls);
+  if (tokenTls !== tls) Object.assign(tokenTls, mtls);
+}
 const authzHost = conf.authz_host || '127.0.0.2';
 const tokenHost = conf.token_host || '127.0.0.3';
 

@@ -88,7 +88,7 @@ class Idms:
     """oidc-provider in a node process. secrets: every token/code it issued."""
 
     def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
-                 device_ttl=120, token_cert=None, token_key=None):
+                 device_ttl=120, token_cert=None, token_key=None, client_ca=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         clients = clients or [native_client()]
@@ -96,6 +96,8 @@ class Idms:
                 "access_ttl": access_ttl, "device_ttl": device_ttl, "clients": clients}
         if token_cert:
             conf.update(token_cert=str(token_cert), token_key=str(token_key))
+        if client_ca:  # mutual TLS: both listeners require a certificate from this CA
+            conf.update(client_ca=str(client_ca))
         self.conf_path = self.workdir / "idms.json"
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None
