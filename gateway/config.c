@@ -1016,6 +1016,25 @@ static int idm_line_of(const parse_ctx *c, enum key_id id) {
   return c->first_line[id] ? c->first_line[id] : c->idm_line;
 }
 
+/* Mutual TLS to the IdMS: the client certificate and key must load and
+ * belong together, checked as the listener's are (check_tls); the error
+ * names the line of the file it is about. */
+static void check_idm_tls(parse_ctx *c) {
+  const gw_idm_config *m = &c->cfg->idm;
+  if (!m->tls_cert || !m->tls_key)
+    return; /* unset, or already reported */
+  char why[512];
+  tn_tls_file file;
+  SSL_CTX *ctx = tn_tls_server_ctx(m->tls_cert, m->tls_key, NULL, why, sizeof why, &file);
+  if (ctx) {
+    SSL_CTX_free(ctx);
+    return;
+  }
+  bool cert = file == TN_TLS_FILE_CERT;
+  report(c, idm_line_of(c, cert ? K_IDM_TLS_CERT : K_IDM_TLS_KEY), "%s: %s",
+         cert ? "tls_cert" : "tls_key", why);
+}
+
 static void idm_cross_checks(parse_ctx *c) {
   const gw_idm_config *m = &c->cfg->idm;
   if (!m->enabled) {
@@ -1048,6 +1067,7 @@ static void idm_cross_checks(parse_ctx *c) {
     report(c, c->first_line[K_IDM_TLS_CERT] ? idm_line_of(c, K_IDM_TLS_CERT)
                                             : idm_line_of(c, K_IDM_TLS_KEY),
            "tls_cert and tls_key go together (mutual TLS to the IdMS needs both)");
+  check_idm_tls(c);
   if (m->login == GW_IDM_LOGIN_BROWSER && !c->first_line[K_IDM_REDIRECT_URI] &&
       !c->cfg->admin_enabled)
     report(c, idm_line_of(c, K_IDM_LOGIN),

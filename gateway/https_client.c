@@ -60,6 +60,7 @@ typedef struct https_proxy {
 struct gw_https_ctx {
   SSL_CTX *ssl_ctx;
   https_proxy *proxy; /* NULL: direct */
+  char *client_cert;  /* its file, for messages; NULL: none */
 };
 
 enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
@@ -91,6 +92,11 @@ struct gw_https_req {
   SSL *ssl;
   BIO *rbio, *wbio; /* network -> TLS, TLS -> network */
   bool handshake_done, request_sent;
+  /* Mutual TLS diagnosis: the server's CertificateRequest, the last alert it
+   * sent (-1: none), any response byte, our certificate's file (or NULL). */
+  bool cert_requested, got_plaintext;
+  int alert_received;
+  char *client_cert;
 
   llhttp_t parser;
   size_t head_bytes;
@@ -172,6 +178,11 @@ gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char
     gw_https_ctx_free(c);
     return NULL;
   }
+  if (cert && key && !(c->client_cert = strdup(cert))) {
+    snprintf(err, errlen, "out of memory");
+    gw_https_ctx_free(c);
+    return NULL;
+  }
   return c;
 }
 
@@ -188,6 +199,7 @@ void gw_https_ctx_free(gw_https_ctx *c) {
     return;
   SSL_CTX_free(c->ssl_ctx);
   proxy_unref(c->proxy);
+  free(c->client_cert);
   free(c);
 }
 
@@ -281,6 +293,7 @@ const char *gw_https_strerror(int err) {
   case GW_HTTPS_ETOOBIG: return "response too large";
   case GW_HTTPS_ENOMEM: return "out of memory";
   case GW_HTTPS_EPROXY: return "proxy failure";
+  case GW_HTTPS_ECLIENTCERT: return "client certificate required or refused";
   default: return "unknown error";
   }
 }
@@ -340,6 +353,7 @@ static void req_free(gw_https_req *r) {
     uv_freeaddrinfo(r->addrs);
   SSL_free(r->ssl); /* frees both BIOs */
   SSL_CTX_free(r->ssl_ctx);
+  free(r->client_cert);
   free(r->url_text);
   free(r);
 }
@@ -492,6 +506,7 @@ static const llhttp_settings_t response_settings = {
 static void feed(gw_https_req *r, const char *data, size_t len) {
   if (r->complete || r->finished)
     return;
+  r->got_plaintext |= len > 0;
   llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
   if (r->complete) {
     if (!r->linger)
@@ -504,12 +519,17 @@ static void feed(gw_https_req *r, const char *data, size_t len) {
     finish(r, GW_HTTPS_EPROTO, llhttp_errno_name(e));
 }
 
+static bool client_cert_failed(gw_https_req *r, const char *how);
+
 /* The peer closed: a response delimited by close ends here. */
 static void on_eof(gw_https_req *r) {
   if (r->finished)
     return;
   if (r->complete)
     return finish(r, GW_HTTPS_OK, NULL);
+  if (client_cert_failed(r, "the server asked for a certificate, then closed the connection "
+                             "before responding"))
+    return;
   if (!r->handshake_done) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "%s:%u closed the connection during the TLS handshake",
@@ -611,6 +631,72 @@ static void tls_in(gw_https_req *r, const char *data, size_t n) {
 
 /* ---- server TLS ------------------------------------------------------------ */
 
+/* Records what mutual TLS failures are told by: the server's
+ * CertificateRequest and the alert it sent last. */
+static void on_tls_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+                       SSL *ssl, void *arg) {
+  gw_https_req *r = arg;
+  const unsigned char *b = buf;
+  if (write_p || len == 0)
+    return;
+  if (content_type == SSL3_RT_HANDSHAKE && b[0] == SSL3_MT_CERTIFICATE_REQUEST)
+    r->cert_requested = true;
+  else if (content_type == SSL3_RT_ALERT && len == 2 && b[1] != SSL_AD_CLOSE_NOTIFY)
+    r->alert_received = b[1];
+}
+
+/* The name of an alert a server sends about the client's certificate
+ * (RFC 8446 6.2; handshake_failure is what TLS 1.2 servers send for a
+ * missing one), or NULL for any other alert. */
+static const char *client_cert_alert(int a) {
+  switch (a) {
+  case SSL_AD_HANDSHAKE_FAILURE: return "handshake failure";
+  case SSL_AD_BAD_CERTIFICATE: return "bad certificate";
+  case SSL_AD_UNSUPPORTED_CERTIFICATE: return "unsupported certificate";
+  case SSL_AD_CERTIFICATE_REVOKED: return "certificate revoked";
+  case SSL_AD_CERTIFICATE_EXPIRED: return "certificate expired";
+  case SSL_AD_CERTIFICATE_UNKNOWN: return "certificate unknown";
+  case SSL_AD_UNKNOWN_CA: return "unknown CA";
+  case SSL_AD_ACCESS_DENIED: return "access denied";
+  case SSL_AD_CERTIFICATE_REQUIRED: return "certificate required";
+  default: return NULL;
+  }
+}
+
+/* Ends the request with GW_HTTPS_ECLIENTCERT when the server's failure is
+ * about our client certificate: it asked for one and then sent a
+ * certificate alert, or (how != NULL: the connection ended) hung up before
+ * any response byte - from the client's side a TLS 1.3 handshake is over
+ * before the server has checked the certificate, and a server may refuse
+ * it by just closing. The message says whether a certificate was sent (its
+ * file) and what to fix; never its contents. Returns false, doing nothing,
+ * for any other failure. */
+static bool client_cert_failed(gw_https_req *r, const char *how) {
+  char detail[HTTPS_DETAIL_MAX], why[160];
+  int a = r->alert_received;
+  if (!r->ssl || r->got_plaintext)
+    return false;
+  if (a >= 0 ? !client_cert_alert(a) || (!r->cert_requested && a != SSL_AD_CERTIFICATE_REQUIRED)
+             : !how || !r->cert_requested)
+    return false;
+  if (a >= 0)
+    snprintf(why, sizeof why, "TLS alert: %s", client_cert_alert(a));
+  else
+    snprintf(why, sizeof why, "%s", how);
+  if (!SSL_get_certificate(r->ssl))
+    snprintf(detail, sizeof detail,
+             "%s:%u requires a client certificate (mutual TLS) and none is configured (%s)",
+             r->url.host, r->url.port, why);
+  else
+    snprintf(detail, sizeof detail,
+             "%s:%u refused the client certificate %s (%s): it must be issued by a CA the server "
+             "trusts, be valid now and allow TLS client authentication",
+             r->url.host, r->url.port, r->client_cert ? r->client_cert : "", why);
+  ERR_clear_error();
+  finish(r, GW_HTTPS_ECLIENTCERT, detail);
+  return true;
+}
+
 static void tls_failed(gw_https_req *r) {
   char detail[HTTPS_DETAIL_MAX], why[256];
   long vr = SSL_get_verify_result(r->ssl);
@@ -620,6 +706,8 @@ static void tls_failed(gw_https_req *r) {
     ERR_clear_error();
     return finish(r, GW_HTTPS_ECERT, detail);
   }
+  if (client_cert_failed(r, NULL))
+    return;
   ssl_error_text(why, sizeof why);
   snprintf(detail, sizeof detail, "TLS with %s:%u failed: %s", r->url.host, r->url.port, why);
   finish(r, GW_HTTPS_ETLS, detail);
@@ -676,6 +764,8 @@ static int start_tls(gw_https_req *r) {
   SSL_set_bio(r->ssl, r->rbio, r->wbio);
   SSL_set_connect_state(r->ssl);
   SSL_set_verify(r->ssl, SSL_VERIFY_PEER, NULL);
+  SSL_set_msg_callback(r->ssl, on_tls_msg);
+  SSL_set_msg_callback_arg(r->ssl, r);
   if (r->url.host_is_ip) {
     if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(r->ssl), r->url.host) != 1)
       return -1;
@@ -981,6 +1071,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return on_eof(r);
   if (nread < 0) {
     char detail[HTTPS_DETAIL_MAX];
+    if (client_cert_failed(r, "the server asked for a certificate, then reset the connection "
+                             "before responding"))
+      return;
     snprintf(detail, sizeof detail, "%s:%u: %s", r->peer->host, r->peer->port,
              uv_strerror((int)nread));
     return finish(r, r->handshake_done ? GW_HTTPS_EPROTO : GW_HTTPS_ETLS, detail);
@@ -1127,6 +1220,13 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
     free(r);
     return GW_HTTPS_ENOMEM;
   }
+  if (ctx->client_cert && !(r->client_cert = strdup(ctx->client_cert))) {
+    OPENSSL_cleanse(r->request, r->request_len);
+    free(r->request);
+    free(r->url_text);
+    free(r);
+    return GW_HTTPS_ENOMEM;
+  }
   SSL_CTX_up_ref(ctx->ssl_ctx);
   r->ssl_ctx = ctx->ssl_ctx;
   r->loop = loop;
@@ -1136,6 +1236,7 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
   r->max_body = o->max_body ? o->max_body : HTTPS_DEFAULT_MAX_BODY;
   r->linger = o->linger;
   r->cur_header = H_NONE;
+  r->alert_received = -1;
   llhttp_init(&r->parser, HTTP_RESPONSE, &response_settings);
   r->parser.data = r;
   uv_timer_init(loop, &r->timer);

@@ -287,7 +287,10 @@ static int token_post(gw_idm *idm, gw_form *form, gw_https_cb cb, gw_https_req *
  * status with the OAuth error code. */
 static void describe(int err, const char *detail, const gw_https_response *resp,
                      const gw_oidc_error *oe, char *buf, size_t len) {
-  if (err)
+  if (err == GW_HTTPS_ECLIENTCERT) /* the gateway's own: say which keys */
+    snprintf(buf, len, "%s: %s; see [idm] tls_cert and tls_key", gw_https_strerror(err),
+             detail ? detail : "");
+  else if (err)
     snprintf(buf, len, "%s: %s", gw_https_strerror(err), detail ? detail : "");
   else if (oe && oe->error[0])
     snprintf(buf, len, "HTTP %d %s%s%s", resp->status, oe->error, oe->description[0] ? ": " : "",

@@ -10,7 +10,7 @@
 //          host only, e.g. one for the wrong name),
 //          client_ca (optional: mutual TLS - both listeners then require a
 //          client certificate issued by this CA and refuse the handshake
-//          without one)}
+//          without one), tls_max ("TLSv1.3"; e.g. "TLSv1.2")}
 //
 // The authorization endpoint (with discovery, JWKS, interactions, the device
 // verification page) answers on https://authz_host:P1 - the issuer - and the
@@ -41,10 +41,14 @@ const conf = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const tls = { cert: fs.readFileSync(conf.cert), key: fs.readFileSync(conf.key) };
 const tokenTls = conf.token_cert
   ? { cert: fs.readFileSync(conf.token_cert), key: fs.readFileSync(conf.token_key) } : tls;
-if (conf.client_ca) {
-  const mtls = { ca: fs.readFileSync(conf.client_ca), requestCert: true, rejectUnauthorized: true };
-  Object.assign(tls, mtls);
-  if (tokenTls !== tls) Object.assign(tokenTls, mtls);
+if (conf.client_ca || conf.tls_max) {
+  const extra = conf.tls_max ? { maxVersion: conf.tls_max } : {};
+  if (conf.client_ca) {
+    Object.assign(extra, { ca: fs.readFileSync(conf.client_ca), requestCert: true,
+      rejectUnauthorized: true });
+  }
+  Object.assign(tls, extra);
+  if (tokenTls !== tls) Object.assign(tokenTls, extra);
 }
 const authzHost = conf.authz_host || '127.0.0.2';
 const tokenHost = conf.token_host || '127.0.0.3';

@@ -88,7 +88,8 @@ class Idms:
     """oidc-provider in a node process. secrets: every token/code it issued."""
 
     def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
-                 device_ttl=120, token_cert=None, token_key=None, client_ca=None):
+                 device_ttl=120, token_cert=None, token_key=None, client_ca=None,
+                 tls_max=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         clients = clients or [native_client()]
@@ -98,6 +99,8 @@ class Idms:
             conf.update(token_cert=str(token_cert), token_key=str(token_key))
         if client_ca:  # mutual TLS: both listeners require a certificate from this CA
             conf.update(client_ca=str(client_ca))
+        if tls_max:  # e.g. "TLSv1.2"
+            conf.update(tls_max=tls_max)
         self.conf_path = self.workdir / "idms.json"
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None
