@@ -35,8 +35,8 @@ enum {
   GW_HTTPS_ETOOBIG = -8,  /* response body or head over the cap */
   GW_HTTPS_ENOMEM = -9,
   GW_HTTPS_EPROXY = -10, /* the proxy refused or broke the CONNECT tunnel */
-  GW_HTTPS_ECLIENTCERT = -11 /* the server asked for a client certificate, and there was
-                                none, or it refused ours (mutual TLS) */
+  GW_HTTPS_ECLIENTCERT = -11 /* mutual TLS: the server asked for a client certificate
+                                and there was none, or it refused ours */
 };
 
 const char *gw_https_strerror(int err);
@@ -83,8 +83,8 @@ typedef struct gw_https_response {
 /* err: GW_HTTPS_OK (then resp is set, any status) or an error (resp NULL).
  * detail: what went wrong for humans (e.g. the X.509 verification error and
  * the host; for GW_HTTPS_ECLIENTCERT whether a certificate was configured,
- * its file, and the server's alert), never request or response contents. After the callback the
- * request is gone: clear any pointer to it there. */
+ * its file, and the server's alert), never request or response contents.
+ * After the callback the request is gone: clear any pointer to it there. */
 typedef void (*gw_https_cb)(int err, const char *detail, const gw_https_response *resp, void *arg);
 
 typedef struct gw_https_request_opts {
