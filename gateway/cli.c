@@ -426,6 +426,14 @@ static void render_login(buf *b, const json_t *idm, json_int_t now) {
        (long long)jint(idm, "refreshes.invalid_grant"));
   if (jstr(idm, "last_error"))
     bput(b, "%-14s last error: %s\n", "", jstr(idm, "last_error"));
+  const json_t *sk = json_object_get(idm, "clock_skew");
+  if (json_is_object(sk)) /* skew_s > 0: the gateway is ahead */
+    bput(b, "%-14s clock skew %+.1f s against the IdMS (+-%.1f s)%s\n", "",
+         json_number_value(json_object_get(sk, "skew_s")),
+         json_number_value(json_object_get(sk, "uncertainty_s")),
+         json_is_true(json_object_get(sk, "large"))
+             ? ": too large, check NTP/GNSS time on the gateway"
+             : "");
 }
 
 static void render_results(buf *b, const json_t *tunnels) {

@@ -130,6 +130,7 @@ struct gw_https_req {
   char *h2_out; /* server TLS records waiting for DATA frames */
   size_t h2_out_len, h2_out_off;
   bool linger;                   /* complete: wait for the server's close */
+  int64_t sent_at_ms, received_at_ms; /* wall clock, for gw_https_response */
   uint64_t bytes_up, bytes_down; /* server TLS records sent / received */
 };
 
@@ -300,6 +301,14 @@ const char *gw_https_strerror(int err) {
 
 /* ---- dates -------------------------------------------------------------- */
 
+/* The wall clock in unix milliseconds (not the loop's monotonic time: it is
+ * compared with the server's Date). */
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int64_t gw_http_date_parse(const char *s) {
   struct tm tm;
   memset(&tm, 0, sizeof tm);
@@ -399,6 +408,8 @@ static void finish(gw_https_req *r, int err, const char *detail) {
     resp.tls_bytes_sent = r->bytes_up;
     resp.tls_bytes_received = r->bytes_down;
     resp.set_cookie = r->set_cookie;
+    resp.sent_at_ms = r->sent_at_ms;
+    resp.received_at_ms = r->received_at_ms;
     r->cb(err, err ? detail : NULL, err ? NULL : &resp, r->arg);
   }
   close_handles(r);
@@ -491,6 +502,7 @@ static int on_message_complete(llhttp_t *p) {
   if (p->status_code < 200) /* an interim 1xx: the real response follows */
     return 0;
   r->complete = true;
+  r->received_at_ms = wall_ms();
   return HPE_PAUSED;
 }
 
@@ -730,6 +742,7 @@ static void pump(gw_https_req *r) {
     if (SSL_write(r->ssl, r->request, (int)r->request_len) <= 0)
       return tls_failed(r);
     r->request_sent = true;
+    r->sent_at_ms = wall_ms();
   }
   while (r->handshake_done && !r->finished) {
     int n = SSL_read(r->ssl, buf, sizeof buf);

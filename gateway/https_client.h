@@ -78,6 +78,9 @@ typedef struct gw_https_response {
   const char *set_cookie;      /* every Set-Cookie value, one per line, or NULL */
   uint64_t tls_bytes_sent;     /* the server TLS session's records written ... */
   uint64_t tls_bytes_received; /* ... and read: what a tunnel carried */
+  int64_t sent_at_ms;          /* local wall clock (unix ms) when the request was written ... */
+  int64_t received_at_ms;      /* ... and when the response was complete: the server wrote
+                                  its Date in between (clock skew, gateway/clock_skew.h) */
 } gw_https_response;
 
 /* err: GW_HTTPS_OK (then resp is set, any status) or an error (resp NULL).

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "gateway/client_auth.h"
+#include "gateway/clock_skew.h"
 #include "gateway/https_client.h"
 #include "gateway/jwt.h"
 #include "gateway/oidc.h"
@@ -33,6 +34,11 @@
 #define IDM_BACKOFF_MAX_MS 60000
 #define IDM_RETRY_AFTER_MAX_S 600
 #define IDM_HTTP_TIMEOUT_MS 10000
+/* Clock skew allowed when checking an ID token's iat and exp (Annex B caps
+ * it at GW_JWT_MAX_LEEWAY_S). Also the threshold for the clock skew warning:
+ * within it nothing breaks (an unsynchronised clock is off by a few seconds
+ * at once); beyond it a fresh ID token is "issued in the future" when the
+ * gateway is behind, and tokens look expired early when it is ahead. */
 #define IDM_LEEWAY_S 30
 #define IDM_SLOW_DOWN_MS 5000 /* RFC 8628 3.5 */
 #define IDM_TOKEN_LEN 43      /* state, nonce, verifier: 32 random bytes */
@@ -99,6 +105,8 @@ struct gw_idm {
   gw_idm_state state;
   char last_error[512];
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
+  gw_clock_skew skew;  /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
+  int64_t skew_at;     /* unix seconds of the latest measurement */
   /* browser logins */
   pending_login pending[IDM_MAX_PENDING];
   gw_idm_done_cb done_cb; /* the operator's /callback request, waiting */
@@ -299,6 +307,37 @@ static void describe(int err, const char *detail, const gw_https_response *resp,
     snprintf(buf, len, "HTTP %d", resp->status);
 }
 
+/* ---- the clock ------------------------------------------------------------ */
+
+/* Measures the clock skew on every IdMS response with a Date (any status:
+ * an error page is dated too) and logs once when it becomes large, again
+ * only when it changes by more than the threshold, and once (info) when it
+ * is back to normal. Called first in each response callback, so that a
+ * token response's ID token is judged with the skew it came with. */
+static void check_clock(gw_idm *idm, int err, const gw_https_response *resp) {
+  gw_clock_skew_sample s;
+  char what[96];
+  if (err || !resp ||
+      gw_clock_skew_measure(resp->sent_at_ms, resp->received_at_ms, resp->date, &s) != 0)
+    return;
+  idm->skew_at = now_unix();
+  gw_clock_skew_event ev = gw_clock_skew_update(&idm->skew, &s);
+  if (ev == GW_CLOCK_SKEW_QUIET)
+    return;
+  gw_clock_skew_describe(s.skew_ms, what, sizeof what);
+  if (ev == GW_CLOCK_SKEW_NORMAL)
+    tn_log(TN_LOG_INFO, "idm_clock_skew", TN_S("clock", "normal"),
+           TN_D("skew_s", (double)s.skew_ms / 1000), TN_D("uncertainty_s", (double)s.uncertainty_ms / 1000),
+           TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what), TN_LOG_END);
+  else
+    tn_log(TN_LOG_WARN, "idm_clock_skew", TN_S("clock", ev == GW_CLOCK_SKEW_LARGE ? "skewed" : "changed"),
+           TN_D("skew_s", (double)s.skew_ms / 1000), TN_D("uncertainty_s", (double)s.uncertainty_ms / 1000),
+           TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
+           TN_S("hint", "check NTP/GNSS time on the gateway: ID tokens are checked against the "
+                        "local clock"),
+           TN_LOG_END);
+}
+
 /* ---- discovery ---------------------------------------------------------- */
 
 static void start_discovery(gw_idm *idm);
@@ -357,6 +396,7 @@ static void on_discovery(int err, const char *detail, const gw_https_response *r
   gw_idm *idm = arg;
   char why[512];
   idm->discovery_req = NULL;
+  check_clock(idm, err, resp);
   if (err || resp->status != 200) {
     describe(err, detail, resp, NULL, why, sizeof why);
     return discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
@@ -411,6 +451,7 @@ static void on_jwks(int err, const char *detail, const gw_https_response *resp, 
   gw_idm *idm = arg;
   char why[512];
   idm->jwks_req = NULL;
+  check_clock(idm, err, resp);
   idm->jwks_fetched_ms = uv_now(idm->loop);
   idm->jwks_ever = true;
   const char *bad = NULL;
@@ -558,6 +599,7 @@ static void on_refresh(int err, const char *detail, const gw_https_response *res
   char why[512];
   gw_oidc_error oe = {0};
   idm->refresh_req = NULL;
+  check_clock(idm, err, resp);
   if (err) {
     describe(err, detail, resp, NULL, why, sizeof why);
     return refresh_transient(idm, why, -1);
@@ -648,6 +690,26 @@ static void login_succeeded(gw_idm *idm, token_op op) {
 
 /* ---- token jobs ---------------------------------------------------------- */
 
+/* An ID token refused while the clock is known to be skewed: would it pass
+ * at the IdMS's time? Then the skew is the cause, and the reason says so
+ * instead of only "expired" or "issued in the future". The token stays
+ * refused: the gateway does not take its time from an unsigned header. */
+static void explain_skew(const gw_idm *idm, const char *t, gw_jwt_expect e, char *why,
+                         size_t whylen) {
+  gw_id_token probe;
+  char what[96];
+  int64_t ms = idm->skew.last.skew_ms;
+  e.now -= (ms + (ms < 0 ? -500 : 500)) / 1000;
+  if (gw_jwt_validate(t, strlen(t), idm->jwks, &e, &probe, NULL, 0) != GW_JWT_OK)
+    return;
+  gw_id_token_free(&probe);
+  gw_clock_skew_describe(ms, what, sizeof what);
+  size_t n = strlen(why);
+  if (n < whylen)
+    snprintf(why + n, whylen - n, "; %s (its Date header): check NTP/GNSS time on the gateway",
+             what);
+}
+
 static int validate(gw_idm *idm, token_job *job, gw_id_token *id, char *why, size_t whylen) {
   gw_jwt_expect e = {.issuer = idm->issuer,
                      .client_id = idm->auth.client_id,
@@ -655,7 +717,10 @@ static int validate(gw_idm *idm, token_job *job, gw_id_token *id, char *why, siz
                      .now = now_unix(),
                      .leeway_s = IDM_LEEWAY_S};
   const char *t = job->tokens.id_token;
-  return gw_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
+  int r = gw_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
+  if (r == GW_JWT_ECLAIMS && idm->skew.large)
+    explain_skew(idm, t, e, why, whylen);
+  return r;
 }
 
 static void job_failed(gw_idm *idm, token_job *job, int r, const char *why) {
@@ -673,7 +738,7 @@ static void job_failed(gw_idm *idm, token_job *job, int r, const char *why) {
 /* Validates the job's ID token (waiting once for a JWKS refetch on an
  * unknown kid), then adopts its tokens. Takes ownership of job. */
 static void process_job(gw_idm *idm, token_job *job) {
-  char why[256];
+  char why[384];
   gw_id_token id;
   memset(&id, 0, sizeof id);
   if (idm->closing)
@@ -906,6 +971,7 @@ static void on_code_exchange(int err, const char *detail, const gw_https_respons
   char *nonce = idm->pending_nonce;
   idm->pending_nonce = NULL;
   idm->login_req = NULL;
+  check_clock(idm, err, resp);
   if (err || resp->status != 200) {
     gw_oidc_error oe = {0};
     if (!err)
@@ -1004,6 +1070,7 @@ static void on_device_token(int err, const char *detail, const gw_https_response
   char why[512];
   gw_oidc_error oe = {0};
   idm->login_req = NULL;
+  check_clock(idm, err, resp);
   if (idm->dev != DEV_PENDING)
     return;
   if (!err && resp->status == 200)
@@ -1050,6 +1117,7 @@ static void on_device_auth(int err, const char *detail, const gw_https_response 
   char why[512];
   gw_oidc_error oe = {0};
   idm->login_req = NULL;
+  check_clock(idm, err, resp);
   gw_oidc_device_auth_free(&idm->dev_auth);
   if (err || resp->status != 200) {
     if (!err)
@@ -1131,6 +1199,12 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;
   out->last_error = idm->last_error[0] ? idm->last_error : NULL;
+  out->clock_skew_known = idm->skew.known;
+  out->clock_skew_ms = idm->skew.last.skew_ms;
+  out->clock_skew_uncertainty_ms = idm->skew.last.uncertainty_ms;
+  out->clock_skew_measured_at = idm->skew_at;
+  out->clock_skew_large = idm->skew.large;
+  out->clock_skew_threshold_s = IDM_LEEWAY_S;
 }
 
 static int copy_config(gw_idm *idm, const gw_idm_opts *o) {
@@ -1193,6 +1267,7 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
     return -1;
   }
   idm->loop = loop;
+  gw_clock_skew_init(&idm->skew, IDM_LEEWAY_S);
   idm->on_authorized = o->on_authorized;
   idm->cb_arg = o->arg;
   const gw_idm_config *c = o->cfg;

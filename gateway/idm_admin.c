@@ -67,6 +67,18 @@ int gw_idm_admin_register(gw_admin *a, gw_idm *idm) {
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
+/* {skew_s, uncertainty_s, measured_at, large, threshold_s}, or null before
+ * the first IdMS response with a Date header. skew_s > 0: the gateway's
+ * clock is ahead of the IdMS's. */
+static json_t *clock_skew_json(const gw_idm_view *v) {
+  if (!v->clock_skew_known)
+    return json_null();
+  return json_pack("{s:f, s:f, s:I, s:b, s:I}", "skew_s", (double)v->clock_skew_ms / 1000,
+                   "uncertainty_s", (double)v->clock_skew_uncertainty_ms / 1000, "measured_at",
+                   (json_int_t)v->clock_skew_measured_at, "large", v->clock_skew_large,
+                   "threshold_s", (json_int_t)v->clock_skew_threshold_s);
+}
+
 json_t *gw_idm_status_json(const gw_idm_view *v) {
   json_t *ids = json_object();
   if (v->mcptt_id)
@@ -76,11 +88,14 @@ json_t *gw_idm_status_json(const gw_idm_view *v) {
   if (v->mcvideo_id)
     json_object_set_new(ids, "mcvideo_id", json_string(v->mcvideo_id));
   int64_t left = v->access_token_expiry ? v->access_token_expiry - (int64_t)time(NULL) : 0;
-  return json_pack(
+  json_t *o = json_pack(
       "{s:s, s:o, s:o, s:I, s:I, s:o, s:{s:I, s:I, s:I}}", "state", gw_idm_state_name(v->state),
       "subject", str_or_null(v->subject), "mc_service_ids", ids, "access_token_expires_in_s",
       (json_int_t)(left > 0 ? left : 0), "access_token_expires_at",
       (json_int_t)v->access_token_expiry, "last_error", str_or_null(v->last_error), "refreshes",
       "ok", (json_int_t)v->refresh_ok, "failed", (json_int_t)v->refresh_failed, "invalid_grant",
       (json_int_t)v->refresh_invalid_grant);
+  if (o)
+    json_object_set_new(o, "clock_skew", clock_skew_json(v));
+  return o;
 }

@@ -4,6 +4,7 @@
 #ifndef GW_IDM_VIEW_H
 #define GW_IDM_VIEW_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef enum {
@@ -32,6 +33,14 @@ typedef struct gw_idm_view {
   uint64_t refresh_failed;         /* network errors, 5xx: retried with backoff */
   uint64_t refresh_invalid_grant;  /* the login is gone */
   const char *last_error;          /* human-readable, or NULL; never a token */
+  /* The gateway's clock against the IdMS's, from the latest IdMS response
+   * with a Date header (gateway/clock_skew.h). */
+  bool clock_skew_known;           /* false until such a response */
+  int64_t clock_skew_ms;           /* local - IdMS: > 0 the gateway is ahead */
+  int64_t clock_skew_uncertainty_ms; /* round trip and Date's 1 s resolution */
+  int64_t clock_skew_measured_at;  /* unix seconds (local clock) */
+  bool clock_skew_large;           /* beyond the threshold: warned in the log */
+  unsigned clock_skew_threshold_s;
 } gw_idm_view;
 
 #endif

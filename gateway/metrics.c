@@ -220,6 +220,12 @@ static void render_idm(out *o, const gw_idm_view *v) {
   put(o, "mcgw_idm_refresh_total{result=\"failed\"} %" PRIu64 "\n", v->refresh_failed);
   put(o, "mcgw_idm_refresh_total{result=\"invalid_grant\"} %" PRIu64 "\n",
       v->refresh_invalid_grant);
+  /* No sample before the first measurement: 0 would claim "in step". */
+  family(o, "mcgw_idm_clock_skew_seconds", "gauge",
+         "The gateway's clock minus the IdMS's (> 0: ahead), from the latest IdMS response's "
+         "Date header, to about 1 s; absent until measured.");
+  if (v->clock_skew_known)
+    put(o, "mcgw_idm_clock_skew_seconds %.3f\n", (double)v->clock_skew_ms / 1000);
 }
 
 static void render_process(out *o, const gw_metrics_snapshot *s) {

@@ -97,7 +97,8 @@ static void test_render(void **state) {
   tn_tunnel_info ok = {.proto = "h1", .result = TN_RESULT_OK, .established = true, .age_ms = 700};
   gw_metrics_observe_close(&m, &ok);
   gw_idm_view idm = {.state = GW_IDM_REFRESHING, .access_token_expiry = 1800000000,
-                     .refresh_ok = 7, .refresh_failed = 1, .refresh_invalid_grant = 0};
+                     .refresh_ok = 7, .refresh_failed = 1, .refresh_invalid_grant = 0,
+                     .clock_skew_known = true, .clock_skew_ms = -120500};
   char *t = render(&m, &idm);
   assert_line(t, "# TYPE mcgw_tunnels_active gauge");
   assert_line(t, "mcgw_tunnels_active{proto=\"h1\"} 5");
@@ -122,6 +123,8 @@ static void test_render(void **state) {
   assert_line(t, "mcgw_idm_refresh_total{result=\"ok\"} 7");
   assert_line(t, "mcgw_idm_refresh_total{result=\"failed\"} 1");
   assert_line(t, "mcgw_idm_refresh_total{result=\"invalid_grant\"} 0");
+  assert_line(t, "# TYPE mcgw_idm_clock_skew_seconds gauge");
+  assert_line(t, "mcgw_idm_clock_skew_seconds -120.500");
   assert_line(t, "mcgw_config_reloads_total{result=\"ok\"} 2");
   assert_line(t, "mcgw_config_reloads_total{result=\"failed\"} 1");
   assert_line(t, "mcgw_config_last_reload_successful 0");
@@ -149,6 +152,9 @@ static void test_render_unconfigured_and_escaping(void **state) {
   assert_line(t, "mcgw_idm_authorized 0");
   assert_line(t, "mcgw_idm_state{state=\"unconfigured\"} 1");
   assert_line(t, "mcgw_idm_access_token_expiry_timestamp_seconds 0");
+  /* Not measured: the family, but no sample (0 would claim "in step"). */
+  assert_line(t, "# TYPE mcgw_idm_clock_skew_seconds gauge");
+  assert_null(strstr(t, "\nmcgw_idm_clock_skew_seconds "));
   assert_line(t, "mcgw_tunnels_active{proto=\"we\\\"ird\\\\\\n\"} 0");
   free(t);
 }
