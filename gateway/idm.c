@@ -325,14 +325,15 @@ static void check_clock(gw_idm *idm, int err, const gw_https_response *resp) {
   if (ev == GW_CLOCK_SKEW_QUIET)
     return;
   gw_clock_skew_describe(s.skew_ms, what, sizeof what);
+  double skew_s = (double)s.skew_ms / 1000, unc_s = (double)s.uncertainty_ms / 1000;
   if (ev == GW_CLOCK_SKEW_NORMAL)
-    tn_log(TN_LOG_INFO, "idm_clock_skew", TN_S("clock", "normal"),
-           TN_D("skew_s", (double)s.skew_ms / 1000), TN_D("uncertainty_s", (double)s.uncertainty_ms / 1000),
-           TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what), TN_LOG_END);
+    tn_log(TN_LOG_INFO, "idm_clock_skew", TN_S("clock", "normal"), TN_D("skew_s", skew_s),
+           TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
+           TN_LOG_END);
   else
-    tn_log(TN_LOG_WARN, "idm_clock_skew", TN_S("clock", ev == GW_CLOCK_SKEW_LARGE ? "skewed" : "changed"),
-           TN_D("skew_s", (double)s.skew_ms / 1000), TN_D("uncertainty_s", (double)s.uncertainty_ms / 1000),
-           TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
+    tn_log(TN_LOG_WARN, "idm_clock_skew",
+           TN_S("clock", ev == GW_CLOCK_SKEW_LARGE ? "skewed" : "changed"), TN_D("skew_s", skew_s),
+           TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
            TN_S("hint", "check NTP/GNSS time on the gateway: ID tokens are checked against the "
                         "local clock"),
            TN_LOG_END);

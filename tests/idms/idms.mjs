@@ -10,7 +10,11 @@
 //          host only, e.g. one for the wrong name),
 //          client_ca (optional: mutual TLS - both listeners then require a
 //          client certificate issued by this CA and refuse the handshake
-//          without one), tls_max ("TLSv1.3"; e.g. "TLSv1.2")}
+//          without one), tls_max ("TLSv1.3"; e.g. "TLSv1.2"),
+//          clock_offset (seconds, default 0: off): the IdMS's clock runs that
+//          far ahead (> 0) or behind (< 0) the machine's - the Date header of
+//          every response and the times in what it issues (iat, exp), as if
+//          the gateway's clock were off by -clock_offset}
 //
 // The authorization endpoint (with discovery, JWKS, interactions, the device
 // verification page) answers on https://authz_host:P1 - the issuer - and the
@@ -29,7 +33,8 @@
 //   {"event":"ack","command":...}
 // stdin commands, one per line: "stop" (close both listeners: unreachable),
 //   "start" (listen again on the same ports), "rotate" (new signing key with
-//   a new kid first; the old one stays published), "quit".
+//   a new kid first; the old one stays published), "clock N" (clock_offset
+//   becomes N seconds), "quit".
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
@@ -52,6 +57,12 @@ if (conf.client_ca || conf.tls_max) {
 }
 const authzHost = conf.authz_host || '127.0.0.2';
 const tokenHost = conf.token_host || '127.0.0.3';
+
+// clock_offset: oidc-provider takes every time from Date.now(); node's own
+// Date header does not (it is replaced in the middleware below).
+let clockOffsetMs = (conf.clock_offset || 0) * 1000;
+const realNow = Date.now;
+Date.now = () => realNow() + clockOffsetMs;
 
 function emit(obj) { process.stdout.write(`${JSON.stringify(obj)}\n`); }
 function secret(kind, value) { if (typeof value === 'string' && value) emit({ event: 'secret', kind, value }); }
@@ -147,6 +158,8 @@ function buildProvider() {
   const tokenBase = `https://${tokenHost}:${tokenPort}`;
   p.use(async (ctx, next) => {
     await next();
+    // The Date header from the (offset) clock, when the response is made.
+    if (clockOffsetMs && !ctx.headerSent) ctx.set('Date', new Date(Date.now()).toUTCString());
     // What the client sent that only it and the IdMS may know.
     const params = ctx.oidc?.params;
     if (params) {
@@ -233,6 +246,7 @@ rl.on('line', async (line) => {
   try {
     if (command === 'stop') await stop();
     else if (command === 'start') await start();
+    else if (/^clock -?\d+$/.test(command)) clockOffsetMs = Number(command.split(' ')[1]) * 1000;
     else if (command === 'rotate') {
       keys = [newKey(), ...keys];
       provider = buildProvider();

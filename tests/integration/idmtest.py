@@ -89,7 +89,7 @@ class Idms:
 
     def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
                  device_ttl=120, token_cert=None, token_key=None, client_ca=None,
-                 tls_max=None):
+                 tls_max=None, clock_offset=0):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         clients = clients or [native_client()]
@@ -101,6 +101,8 @@ class Idms:
             conf.update(client_ca=str(client_ca))
         if tls_max:  # e.g. "TLSv1.2"
             conf.update(tls_max=tls_max)
+        if clock_offset:  # seconds the IdMS's clock is ahead (> 0) or behind
+            conf.update(clock_offset=clock_offset)
         self.conf_path = self.workdir / "idms.json"
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None
