@@ -35,7 +35,18 @@ tests:
         values: '1000x10'
       - series: 'mcgw_config_last_reload_successful{{instance="v1",job="mcgw"}}'
         values: '1 0 0 0'
+      - series: 'mcgw_idm_clock_skew_seconds{{instance="v1",job="mcgw"}}'
+        values: '-120x10'
+      - series: 'mcgw_idm_clock_skew_seconds{{instance="v2",job="mcgw"}}'
+        values: '2x10'
     alert_rule_test:
+      - eval_time: 6m
+        alertname: McgwClockSkew
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: v1, job: mcgw}}
+            exp_annotations:
+              summary: "Gateway v1 clock is 120 s off the IdMS's"
+              description: "Past 30 s, ID tokens fail validation (issued in the future, or expired early). Check NTP/GNSS time on the vehicle."
       - eval_time: 9m
         alertname: McgwGatewayUnauthorized
         exp_alerts:
@@ -68,7 +79,7 @@ def test_alert_rules_load_and_fire(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     text = RULES.read_text()
     for alert in ("McgwGatewayUnauthorized", "McgwTokenExpiringWithoutRefresh", "McgwRefusalSpike",
-                  "McgwTunnelLimitNear"):
+                  "McgwTunnelLimitNear", "McgwClockSkew"):
         assert f"alert: {alert}\n" in text, alert
     tests = tmp_path / "rules_test.yml"
     tests.write_text(RULE_TESTS.format(rules=json.dumps(str(RULES))))
