@@ -36,6 +36,7 @@
  * relay (docs/benchmarks.md). Best effort: past the per-user pipe budget
  * the kernel refuses and the pipe keeps what it has. */
 #define PIPE_SIZE (1024 * 1024)
+#define PIPE_MIN (256 * 1024)
 #define ROUNDS 4               /* pipe-fulls per direction per wake-up: fairness */
 #define FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
 
@@ -107,12 +108,21 @@ static int dup_socket(uv_tcp_t *tcp) {
   return fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
+/* A pipe of at least PIPE_MIN bytes, or -1 (errno set): with smaller pipes
+ * splice costs more CPU per byte than copying, so the tunnel keeps copying.
+ * The kernel refuses large pipes past fs.pipe-max-size or, for an
+ * unprivileged user (mcgw after [gateway] user), past the user's pipe budget
+ * fs.pipe-user-pages-soft. */
 static int open_pipe(int p[2]) {
   if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
     return -1;
-  if (fcntl(p[1], F_SETPIPE_SZ, PIPE_SIZE) < 0)
-    (void)fcntl(p[1], F_SETPIPE_SZ, PIPE_SIZE / 4);
-  return 0;
+  if (fcntl(p[1], F_SETPIPE_SZ, PIPE_SIZE) >= 0 || fcntl(p[1], F_SETPIPE_SZ, PIPE_MIN) >= 0)
+    return 0;
+  int saved = errno;
+  close_fd(&p[0]);
+  close_fd(&p[1]);
+  errno = saved;
+  return -1;
 }
 
 /* The descriptors and handles for t, not yet watching; NULL (errno set) when
@@ -270,9 +280,14 @@ bool tn__splice_try(tn_tunnel *t) {
     return false;
   tn_splice *s = splice_new(t);
   if (!s) {
-    /* Descriptors short: this tunnel keeps copying, which is correct. */
-    tn_log(TN_LOG_DEBUG, "splice_unavailable", TN_U("id", t->id), TN_I("errno", errno),
+    /* This tunnel keeps copying, which is correct; said once at warn. */
+    static bool warned;
+    tn_log(warned ? TN_LOG_DEBUG : TN_LOG_WARN, "splice_unavailable", TN_U("id", t->id),
+           TN_S("error", uv_err_name(uv_translate_sys_error(errno))),
+           TN_S("hint", "tunnels copy instead; EPERM: the pipe budget (fs.pipe-user-pages-soft, "
+                        "fs.pipe-max-size) is spent; EMFILE: descriptors"),
            TN_LOG_END);
+    warned = true;
     t->splice_ok = false;
     return false;
   }

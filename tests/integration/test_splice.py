@@ -29,9 +29,9 @@ def gw(tmp_path):
     """gw(mode, **tunnel_keys) -> a started Gateway with [tunnel] splice = mode."""
     started = []
 
-    def start(mode, nofile=None, **tunnel):
+    def start(mode, nofile=None, gateway=None, **tunnel):
         g = Gateway(tmp_path / f"gw{len(started)}", tunnel={"splice": mode, **tunnel},
-                    nofile=nofile)
+                    gateway=gateway, nofile=nofile)
         g.env = {k: v for k, v in os.environ.items() if k != "MCGW_SPLICE"}
         started.append(g)
         return g.start()
@@ -251,6 +251,38 @@ def test_splice_bounded_by_descriptor_limit(gw, echo):
     finally:
         for t in tunnels:
             t.close()
+
+
+def test_pipe_budget_spent_keeps_copying(gw, echo):
+    """Run as an unprivileged user ([gateway] user = nobody), mcgw's 1 MiB
+    pipes count against the user's pipe budget (fs.pipe-user-pages-soft,
+    64 MiB by default): at most 32 tunnels get pipes large enough, the rest
+    copy (small pipes would make splice slower than copying), all of them
+    work, and the cause is logged once."""
+    with open("/proc/sys/fs/pipe-user-pages-soft") as f:
+        soft_pages = int(f.read())
+    if os.geteuid() != 0 or soft_pages == 0:
+        pytest.skip("needs root to drop to nobody, and a pipe budget (fs.pipe-user-pages-soft)")
+    fits = soft_pages * 4096 // (2 * 1024 * 1024)  # tunnels with two 1 MiB pipes
+    n = fits + 8
+    g = gw("always", gateway={"user": "nobody"}, allow=local(echo.port),
+           max_tunnels_per_client=1000)
+    tunnels = []
+    try:
+        for i in range(n):
+            t = open_tunnel(g.proxy_port, local(echo.port))
+            assert t.status == 200, t
+            echo_roundtrip(t, b"x%d" % i)
+            tunnels.append(t)
+        spliced = metric(g, "mcgw_tunnels_spliced_active")
+        assert 0 < spliced <= fits, (spliced, fits)
+        for i, t in enumerate(tunnels):
+            echo_roundtrip(t, pattern(100_000, i))
+    finally:
+        for t in tunnels:
+            t.close()
+    warnings = [r for r in g.find("splice_unavailable") if r.get("level") == "warn"]
+    assert len(warnings) == 1 and warnings[0]["error"] == "EPERM", g.find("splice_unavailable")
 
 
 def test_tls_listener_never_splices(gw, pki, upstream):
