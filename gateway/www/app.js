@@ -105,7 +105,36 @@ function renderIdm(idm) {
   const r = idm.refreshes;
   setText('idm-refresh', r.ok + ' ok, ' + r.failed + ' failed, ' + r.invalid_grant + ' invalid_grant');
   setText('idm-error', idm.last_error || '–');
+  renderClock(idm.state === 'unconfigured' ? undefined : idm.clock_skew);
   renderExpiry();
+}
+
+// One decimal with a sign; 0.0 has none.
+function fmtSigned(x) {
+  const s = x.toFixed(1);
+  return /^-?0\.0$/.test(s) ? '0.0' : (x > 0 ? '+' : '') + s;
+}
+
+// The gateway's clock against the IdMS's (from its Date header): skew_s > 0
+// means the gateway is ahead. null: no IdMS answer yet; undefined: no [idm].
+// Past threshold_s (the ID token leeway) logins and refreshes may fail, so
+// the value turns to the warning colour and the fix is spelled out.
+function renderClock(c) {
+  const el = $('idm-clock'), hint = $('idm-clock-hint');
+  el.className = '';
+  el.title = '';
+  hint.hidden = true;
+  if (c === undefined) { el.textContent = '–'; return; }
+  if (c === null) { el.textContent = 'not measured yet'; return; }
+  el.textContent = fmtSigned(c.skew_s) + ' s (±' + c.uncertainty_s.toFixed(1) + ' s)';
+  el.title = "the gateway's clock minus the IdMS's, measured " +
+             new Date(c.measured_at * 1000).toLocaleTimeString();
+  if (!c.large) return;
+  el.className = 'warn';
+  hint.textContent = 'The gateway\'s clock is ' + Math.abs(c.skew_s).toFixed(0) + ' s ' +
+    (c.skew_s > 0 ? 'ahead of' : 'behind') + ' the IdMS\'s (more than ' + c.threshold_s +
+    ' s): check NTP/GNSS time on the gateway';
+  hint.hidden = false;
 }
 
 // Counts down between polls.

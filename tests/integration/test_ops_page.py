@@ -34,7 +34,7 @@ class Browser:
     def close(self):
         if self.proc.poll() is None:
             self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.flush()
+            self.proc.stdin.close()  # node stays up while its stdin is open
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -67,6 +67,7 @@ def test_page_follows_held_tunnels(gateway_factory, upstream, browser):
         held += [open_tunnel(gw.proxy_port, target) for _ in range(5)]
         browser("wait_text", selector="#tunnels-active", text="8")
         assert browser("text", selector="#idm-state")["text"] == "not configured"
+        assert browser("text", selector="#idm-clock")["text"] == "–"
         assert target in browser("text", selector="#destinations")["text"]
         browser("wait_text", selector="#destinations td:nth-child(2)", text="8")
         refusals = browser("text", selector="#refusals")["text"]

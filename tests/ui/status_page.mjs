@@ -3,7 +3,11 @@
 // holds the tunnels and sends the commands):
 //   {"cmd":"open","url":...,"width":W,"height":H}  load the page in a fresh context
 //   {"cmd":"wait_text","selector":S,"text":T}       until S's text is T (deadline 20 s)
+//   {"cmd":"wait_match","selector":S,"pattern":P}   until S's text matches regex P (deadline
+//                                                    "timeout_s", default 20 s)
 //   {"cmd":"text","selector":S}                     S's text
+//   {"cmd":"style","selector":S}                    S's class, visibility and computed colour,
+//                                                    and the page's palette (--ok, --warn, --bad)
 //   {"cmd":"overflow"}                               page wider than the viewport?
 //   {"cmd":"screenshot","path":P}
 //   {"cmd":"errors"}                                 console errors, page errors, CSP reports
@@ -47,6 +51,33 @@ const handlers = {
       await page.waitForTimeout(100); // polling the DOM with a deadline
     }
     throw new Error(`${selector}: wanted ${JSON.stringify(text)}, still ${JSON.stringify(last)}`);
+  },
+  async wait_match({ selector, pattern, timeout_s }) {
+    const el = page.locator(selector), re = new RegExp(pattern);
+    const deadline = Date.now() + (timeout_s ? timeout_s * 1000 : DEADLINE_MS);
+    let last = null;
+    while (Date.now() < deadline) {
+      last = (await el.textContent()).trim();
+      if (re.test(last)) return { text: last };
+      await page.waitForTimeout(100); // polling the DOM with a deadline
+    }
+    throw new Error(`${selector}: wanted /${pattern}/, still ${JSON.stringify(last)}`);
+  },
+  async style({ selector }) {
+    const el = page.locator(selector);
+    const out = await el.evaluate((e) => {
+      // Each palette colour as computed by the browser, via a probe element.
+      const probe = document.createElement('span');
+      document.body.append(probe);
+      const palette = {};
+      for (const k of ['ok', 'warn', 'bad', 'fg']) {
+        probe.style.color = `var(--${k})`;
+        palette[k] = getComputedStyle(probe).color;
+      }
+      probe.remove();
+      return { className: e.className, color: getComputedStyle(e).color, palette };
+    });
+    return { ...out, visible: await el.isVisible() };
   },
   async text({ selector }) { return { text: (await page.locator(selector).textContent()).trim() }; },
   async overflow() {

@@ -1,0 +1,109 @@
+"""The status page's identity management panel against the real test IdMS
+(oidc-provider, tests/integration/idmtest.py) in Debian's headless Chromium
+(the driver and `browser` fixture of test_ops_page.py): the gateway's clock
+skew against the IdMS, "not measured yet" before the IdMS answers, and the
+warning (colour and hint) while the skew is beyond the 30 s leeway.
+Screenshots go to build/test-artifacts/."""
+
+import re
+
+import pytest
+
+from idmtest import env, pki, require_idms  # noqa: F401
+from opsutil import ARTIFACTS
+from test_ops_page import browser  # noqa: F401
+
+pytestmark = pytest.mark.timeout(180)
+
+HINT = "check NTP/GNSS time on the gateway"
+SKEW = r"^([+-]?\d+\.\d) s \(±(\d+\.\d) s\)$"  # also a JS regex
+SMALL_SKEW = r"^(0\.0|[+-][0-2]\.\d) s \(±\d+\.\d s\)$"
+
+
+@pytest.fixture(autouse=True)
+def _idms_installed():
+    require_idms()
+
+
+def shown_skew(text):
+    """(skew, uncertainty) in seconds from the page's clock line."""
+    m = re.fullmatch(SKEW, text)
+    assert m, text
+    return float(m[1]), float(m[2])
+
+
+def assert_warning(browser, direction):
+    clock = browser("style", selector="#idm-clock")
+    assert clock["className"] == "warn", clock
+    assert clock["color"] == clock["palette"]["warn"] != clock["palette"]["fg"], clock
+    hint = browser("style", selector="#idm-clock-hint")
+    assert hint["visible"] and hint["color"] == hint["palette"]["warn"], hint
+    text = browser("text", selector="#idm-clock-hint")["text"]
+    assert re.fullmatch(rf"The gateway's clock is 1(19|20|21) s {direction} the IdMS's "
+                        rf"\(more than 30 s\): {re.escape(HINT)}", text), text
+
+
+def assert_no_warning(browser):
+    clock = browser("style", selector="#idm-clock")
+    assert clock["className"] == "", clock
+    assert clock["color"] == clock["palette"]["fg"], clock
+    assert not browser("style", selector="#idm-clock-hint")["visible"]
+
+
+def test_page_warns_of_a_skewed_clock_until_it_is_fixed(env, browser):
+    # The IdMS 120 s behind: the gateway's clock is 120 s ahead (within the
+    # ID token's validity, so the login works).
+    idms = env.idms(access_ttl=4, clock_offset=-120)
+    gw = env.gateway(idms, idm={"refresh_before": "2s"})
+    gw.msg("idm_discovered", timeout=20)
+    status, _, page = env.browser().login(gw.admin_url + "/login")
+    assert status == 200, page
+    gw.wait_state("authorized")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    browser("open", url=gw.admin_url + "/", width=1280, height=900)
+    browser("wait_text", selector="#conn", text="live")
+    browser("wait_match", selector="#idm-state", pattern="^(authorized|refreshing)$")
+    skew, uncertainty = shown_skew(browser("wait_match", selector="#idm-clock",
+                                           pattern=SKEW)["text"])
+    assert abs(skew - 120) <= 2 and 0 < uncertainty <= 2, (skew, uncertainty)
+    assert_warning(browser, "ahead of")
+    browser("screenshot", path=str(ARTIFACTS / "status-page-clock-skew.png"))
+
+    # A phone: the hint wraps inside the card.
+    browser("open", url=gw.admin_url + "/", width=390, height=844)
+    browser("wait_match", selector="#idm-clock", pattern=r"^\+1(19|20|21)\.\d s \(")
+    assert_warning(browser, "ahead of")
+    size = browser("overflow")
+    assert size["scroll"] <= size["inner"], size
+    browser("screenshot", path=str(ARTIFACTS / "status-page-clock-skew-phone.png"))
+
+    # The clock fixed: the next IdMS responses (refreshes every ~2 s) bring
+    # the skew back within the leeway, and the page drops the warning.
+    idms.command("clock 0")
+    skew, _ = shown_skew(browser("wait_match", selector="#idm-clock", pattern=SMALL_SKEW,
+                                 timeout_s=40)["text"])
+    assert abs(skew) <= 2, skew
+    assert_no_warning(browser)
+    assert browser("errors")["errors"] == []
+
+
+def test_page_clock_not_measured_then_in_step(env, browser):
+    idms = env.idms()
+    idms.command("stop")
+    gw = env.gateway(idms)
+    gw.msg("idm_discovery_failed", timeout=20)
+    browser("open", url=gw.admin_url + "/", width=1280, height=900)
+    browser("wait_text", selector="#conn", text="live")
+    browser("wait_text", selector="#idm-clock", text="not measured yet")
+    assert_no_warning(browser)
+
+    # The IdMS back, its clock in step with the gateway's: the discovery retry
+    # measures it, and nothing is flagged.
+    idms.command("start")
+    skew, uncertainty = shown_skew(browser("wait_match", selector="#idm-clock", pattern=SKEW,
+                                           timeout_s=60)["text"])
+    assert abs(skew) <= 2 and 0 < uncertainty <= 2, (skew, uncertainty)
+    assert_no_warning(browser)
+    assert gw.idm_status()["clock_skew"]["large"] is False
+    assert browser("errors")["errors"] == []
