@@ -451,7 +451,9 @@ static void set_size(parse_ctx *c, const key_def *k, const char *v) {
   *(uint32_t *)field(c, k) = (uint32_t)n;
 }
 
-static void set_allow(parse_ctx *c, const key_def *k, const char *v) {
+/* An allow rule; when_authorized: it matches only while the gateway holds a
+ * valid access token (limited service otherwise). */
+static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_authorized) {
   tn_rule rule;
   const char *why = NULL;
   if (tn_rule_parse(v, &rule, &why) != 0) {
@@ -461,9 +463,12 @@ static void set_allow(parse_ctx *c, const key_def *k, const char *v) {
            shown(k, v, buf, sizeof buf));
     return;
   }
+  rule.when_authorized = when_authorized;
   if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
     c->oom = true;
 }
+
+static void set_allow(parse_ctx *c, const key_def *k, const char *v) { add_rule(c, k, v, false); }
 
 static void set_bool(parse_ctx *c, const key_def *k, const char *v) {
   int b = parse_bool(v);
@@ -495,21 +500,8 @@ static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
     *(uint64_t *)field(c, k) = ms;
 }
 
-/* allow_when_authorized: an allow rule that matches only while the gateway
- * holds a valid access token (limited service otherwise). */
 static void set_allow_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
-  tn_rule rule;
-  const char *why = NULL;
-  if (tn_rule_parse(v, &rule, &why) != 0) {
-    char buf[GW_SHOW_MAX];
-    c->bad[k->id] = true;
-    report(c, c->lineno, "%s: %s in '%s'", k->name, why ? why : "invalid rule",
-           shown(k, v, buf, sizeof buf));
-    return;
-  }
-  rule.when_authorized = true;
-  if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
-    c->oom = true;
+  add_rule(c, k, v, true);
 }
 
 static void store_string(parse_ctx *c, const key_def *k, const char *v) {

@@ -125,6 +125,54 @@ void lg_next_level(const uint64_t *steps, size_t n, size_t *next, uint64_t *targ
   *target = *next < n && steps[*next] < total ? steps[(*next)++] : total;
 }
 
+static void levels_signal(lg_levels *l, int signum) {
+  if (signum == SIGUSR1 && l->target < l->total) {
+    if (!l->paused)
+      return;
+    l->paused = 0;
+    lg_levels_next(l);
+    return l->go_on();
+  }
+  l->finish();
+}
+
+static void on_levels_signal(uv_signal_t *s, int signum) { levels_signal(s->data, signum); }
+static void on_levels_timer(uv_timer_t *t) { levels_signal(t->data, SIGUSR1); }
+
+void lg_levels_init(lg_levels *l, uv_loop_t *lp) {
+  uv_timer_init(lp, &l->timer);
+  uv_signal_init(lp, &l->sig_usr1);
+  uv_signal_init(lp, &l->sig_int);
+  uv_signal_init(lp, &l->sig_term);
+  l->timer.data = l->sig_usr1.data = l->sig_int.data = l->sig_term.data = l;
+}
+
+void lg_levels_start(lg_levels *l) {
+  uv_signal_start(&l->sig_usr1, on_levels_signal, SIGUSR1);
+  uv_signal_start(&l->sig_int, on_levels_signal, SIGINT);
+  uv_signal_start(&l->sig_term, on_levels_signal, SIGTERM);
+}
+
+void lg_levels_next(lg_levels *l) {
+  lg_next_level(l->steps, l->n_steps, &l->next, &l->target, l->total);
+}
+
+void lg_levels_reached(lg_levels *l) {
+  l->paused = 1;
+  int last = l->target == l->total;
+  l->report(last ? "HELD" : "LEVEL");
+  double wait = last ? l->hold_s : l->pause_s;
+  if (wait > 0)
+    uv_timer_start(&l->timer, on_levels_timer, (uint64_t)(wait * 1000), 0);
+}
+
+void lg_levels_close(lg_levels *l, void (*close_handle)(uv_handle_t *h)) {
+  close_handle((uv_handle_t *)&l->timer);
+  close_handle((uv_handle_t *)&l->sig_usr1);
+  close_handle((uv_handle_t *)&l->sig_int);
+  close_handle((uv_handle_t *)&l->sig_term);
+}
+
 static int parse_mode(const char *m) {
   if (strcmp(m, "upstream") == 0)
     opt.mode = M_UPSTREAM;
@@ -501,11 +549,9 @@ static struct {
   double t_start, t_measure, t_stop;
   uint64_t ok_in_window;
   uint64_t in_setup;
-  uint64_t level_target;
-  size_t next_step;
-  int paused, finishing;
-  uv_timer_t check, pause_timer;
-  uv_signal_t sig_usr1, sig_int, sig_term;
+  lg_levels lv;
+  int finishing;
+  uv_timer_t check;
   /* bulk */
   uint64_t bulk_left, bulk_got;
   double bulk_t0, bulk_t1;
@@ -754,10 +800,7 @@ static void finish_all(void) {
   if (opt.mode == M_SETUP)
     report_setup();
   close_handle((uv_handle_t *)&g.check);
-  close_handle((uv_handle_t *)&g.pause_timer);
-  close_handle((uv_handle_t *)&g.sig_usr1);
-  close_handle((uv_handle_t *)&g.sig_int);
-  close_handle((uv_handle_t *)&g.sig_term);
+  lg_levels_close(&g.lv, close_handle);
   for (size_t i = 0; i < g.n_clients; i++)
     if (g.clients[i].state != C_IDLE)
       client_close(&g.clients[i]);
@@ -781,11 +824,8 @@ static void init_client_run(size_t n_clients) {
   for (size_t i = 0; i < n_clients; i++)
     g.clients[i].idx = (uint32_t)i;
   uv_timer_init(loop, &g.check);
-  uv_timer_init(loop, &g.pause_timer);
   uv_timer_start(&g.check, on_check, CHECK_MS, CHECK_MS);
-  uv_signal_init(loop, &g.sig_usr1);
-  uv_signal_init(loop, &g.sig_int);
-  uv_signal_init(loop, &g.sig_term);
+  lg_levels_init(&g.lv, loop);
   g.t_start = now_s();
 }
 
@@ -805,10 +845,8 @@ static int run_setup(void) {
 
 /* ------------------------------------------------------------------- hold */
 
-static void on_hold_signal(uv_signal_t *s, int signum);
-
 static void hold_open_more(void) {
-  while (!g.paused && !g.finishing && g.started < g.level_target &&
+  while (!g.lv.paused && !g.finishing && g.started < g.lv.target &&
          g.in_setup < opt.concurrency) {
     g.in_setup++;
     client_start(&g.clients[g.started]); /* started is the next index */
@@ -823,29 +861,13 @@ static void hold_report(const char *what) {
   fflush(stdout);
 }
 
-static void on_pause_timer(uv_timer_t *t) {
-  (void)t;
-  on_hold_signal(NULL, SIGUSR1);
-}
-
 /* A level is complete when every tunnel up to it has succeeded or failed. */
 static void hold_progress(void) {
-  if (g.finishing || g.paused)
+  if (g.finishing || g.lv.paused)
     return;
-  if (g.started == g.level_target && g.in_setup == 0) {
-    g.paused = 1;
-    int last = g.level_target == opt.count;
-    hold_report(last ? "HELD" : "LEVEL");
-    double wait = last ? opt.hold_s : opt.pause_s;
-    if (wait > 0)
-      uv_timer_start(&g.pause_timer, on_pause_timer, (uint64_t)(wait * 1000), 0);
-    return;
-  }
+  if (g.started == g.lv.target && g.in_setup == 0)
+    return lg_levels_reached(&g.lv);
   hold_open_more();
-}
-
-static void next_level(void) {
-  lg_next_level(opt.steps, opt.n_steps, &g.next_step, &g.level_target, opt.count);
 }
 
 static void hold_finish(void) {
@@ -854,30 +876,22 @@ static void hold_finish(void) {
   finish_all();
 }
 
-/* SIGUSR1 continues to the next level; at the last level, or on SIGINT or
- * SIGTERM, the run ends and reports what it has. */
-static void on_hold_signal(uv_signal_t *s, int signum) {
-  (void)s;
-  if (signum == SIGUSR1 && g.level_target < opt.count) {
-    if (!g.paused)
-      return;
-    g.paused = 0;
-    next_level();
-    return hold_open_more();
-  }
-  hold_finish();
-}
-
 static int run_hold(void) {
   rlim_t lim = raise_nofile();
   if (lim && opt.count + 16 > lim)
     fprintf(stderr, "loadgen: RLIMIT_NOFILE %llu is too low for %" PRIu64 " tunnels\n",
             (unsigned long long)lim, opt.count);
   init_client_run(opt.count);
-  uv_signal_start(&g.sig_usr1, on_hold_signal, SIGUSR1);
-  uv_signal_start(&g.sig_int, on_hold_signal, SIGINT);
-  uv_signal_start(&g.sig_term, on_hold_signal, SIGTERM);
-  next_level();
+  g.lv.steps = opt.steps;
+  g.lv.n_steps = opt.n_steps;
+  g.lv.total = opt.count;
+  g.lv.pause_s = opt.pause_s;
+  g.lv.hold_s = opt.hold_s;
+  g.lv.report = hold_report;
+  g.lv.go_on = hold_open_more;
+  g.lv.finish = hold_finish;
+  lg_levels_start(&g.lv);
+  lg_levels_next(&g.lv);
   hold_open_more();
   uv_run(loop, UV_RUN_DEFAULT);
   return g.failed || g.dropped ? 1 : 0;

@@ -19,4 +19,31 @@ int lg_parse_steps(const char *s, uint64_t *steps, size_t *n, size_t cap);
 void lg_next_level(const uint64_t *steps, size_t n, size_t *next, uint64_t *target,
                    uint64_t total);
 
+/* The hold modes' levels. A mode opens tunnels (or streams) up to `target`
+ * and calls lg_levels_reached() once all of them are settled: the level is
+ * reported ("LEVEL", or "HELD" at total) and the run pauses until SIGUSR1
+ * or pause_s (hold_s at the last level), then go_on() continues at the next
+ * level. SIGUSR1 at the last level, SIGINT and SIGTERM call finish(). */
+typedef struct lg_levels {
+  const uint64_t *steps;
+  size_t n_steps, next;
+  uint64_t target, total;
+  double pause_s, hold_s;
+  int paused;
+  void (*report)(const char *what);
+  void (*go_on)(void);
+  void (*finish)(void);
+  uv_timer_t timer;
+  uv_signal_t sig_usr1, sig_int, sig_term;
+} lg_levels;
+
+/* Initialises the handles (the fields above them are the caller's). */
+void lg_levels_init(lg_levels *l, uv_loop_t *loop);
+/* Starts listening for the signals. */
+void lg_levels_start(lg_levels *l);
+/* target := the next level (lg_next_level). */
+void lg_levels_next(lg_levels *l);
+void lg_levels_reached(lg_levels *l);
+void lg_levels_close(lg_levels *l, void (*close_handle)(uv_handle_t *h));
+
 #endif

@@ -121,14 +121,12 @@ static struct {
   unsigned conns_ready, conns_closed;
   uint64_t started, ok, failed, dropped, done;
   uint64_t fail_by[HF_COUNT_];
-  uint64_t level_target;
-  size_t next_step;
-  int paused, finishing, logged;
+  lg_levels lv;
+  int finishing, logged;
   uint64_t established; /* bulk: streams answered 200 */
   double t_start, t0, t1;
   uint64_t bytes_moved;
-  uv_timer_t check, pause_timer;
-  uv_signal_t sig_usr1, sig_int, sig_term;
+  uv_timer_t check;
   char cipher[64], version[16];
 } g;
 
@@ -787,10 +785,7 @@ static void finish_all(void) {
   for (unsigned i = 0; i < o.conns; i++)
     conn_close(&g.conns[i]);
   close_handle((uv_handle_t *)&g.check);
-  close_handle((uv_handle_t *)&g.pause_timer);
-  close_handle((uv_handle_t *)&g.sig_usr1);
-  close_handle((uv_handle_t *)&g.sig_int);
-  close_handle((uv_handle_t *)&g.sig_term);
+  lg_levels_close(&g.lv, close_handle);
 }
 
 static void bulk_progress(void) {
@@ -830,10 +825,8 @@ static void hold_report(const char *what) {
   fflush(stdout);
 }
 
-static void on_pause_timer(uv_timer_t *t);
-
 static void hold_open_more(void) {
-  while (!g.paused && !g.finishing && g.started < g.level_target) {
+  while (!g.lv.paused && !g.finishing && g.started < g.lv.target) {
     strm *s = &g.streams[g.started];
     if (s->c->closing) {
       g.started++;
@@ -850,7 +843,7 @@ static void hold_open_more(void) {
 /* A level is complete when every connection is ready (or failed) and every
  * stream up to the level has been echoed (or failed). */
 static void hold_progress(void) {
-  if (g.finishing || g.paused)
+  if (g.finishing || g.lv.paused)
     return;
   unsigned settled = 0;
   for (unsigned i = 0; i < o.conns; i++)
@@ -860,44 +853,14 @@ static void hold_progress(void) {
   uint64_t streams_settled = 0;
   for (uint64_t i = 0; i < g.started; i++)
     streams_settled += g.streams[i].state == S_HELD || g.streams[i].state == S_FAILED;
-  if (g.started == g.level_target && streams_settled == g.started) {
-    g.paused = 1;
-    int last = g.level_target == o.streams;
-    hold_report(last ? "HELD" : "LEVEL");
-    double wait = last ? o.hold_s : o.pause_s;
-    if (wait > 0)
-      uv_timer_start(&g.pause_timer, on_pause_timer, (uint64_t)(wait * 1000), 0);
-    return;
-  }
+  if (g.started == g.lv.target && streams_settled == g.started)
+    return lg_levels_reached(&g.lv);
   hold_open_more();
-}
-
-static void next_level(void) {
-  lg_next_level(o.steps, o.n_steps, &g.next_step, &g.level_target, o.streams);
 }
 
 static void hold_finish(void) {
   hold_report("RESULT mode=h2hold");
   finish_all();
-}
-
-static void on_hold_signal(uv_signal_t *s, int signum) {
-  (void)s;
-  if (g.finishing)
-    return;
-  if (signum == SIGUSR1 && g.level_target < o.streams) {
-    if (!g.paused)
-      return;
-    g.paused = 0;
-    next_level();
-    return hold_progress();
-  }
-  hold_finish();
-}
-
-static void on_pause_timer(uv_timer_t *t) {
-  (void)t;
-  on_hold_signal(NULL, SIGUSR1);
 }
 
 int lg_h2_main(int argc, char **argv, uv_loop_t *loop) {
@@ -921,21 +884,24 @@ int lg_h2_main(int argc, char **argv, uv_loop_t *loop) {
     s->count = o.bytes / o.streams + (i < o.bytes % o.streams ? 1 : 0);
   }
   uv_timer_init(loop, &g.check);
-  uv_timer_init(loop, &g.pause_timer);
   uv_timer_start(&g.check, on_check, CHECK_MS, CHECK_MS);
-  uv_signal_init(loop, &g.sig_usr1);
-  uv_signal_init(loop, &g.sig_int);
-  uv_signal_init(loop, &g.sig_term);
+  lg_levels_init(&g.lv, loop);
   g.t_start = now_s();
   for (unsigned i = 0; i < o.conns; i++)
     g.conns[i].fd = -1;
   if (o.op == OP_HOLD) {
-    uv_signal_start(&g.sig_usr1, on_hold_signal, SIGUSR1);
-    uv_signal_start(&g.sig_int, on_hold_signal, SIGINT);
-    uv_signal_start(&g.sig_term, on_hold_signal, SIGTERM);
-    g.level_target = 0; /* the first level: connections only */
+    g.lv.steps = o.steps;
+    g.lv.n_steps = o.n_steps;
+    g.lv.total = o.streams;
+    g.lv.pause_s = o.pause_s;
+    g.lv.hold_s = o.hold_s;
+    g.lv.report = hold_report;
+    g.lv.go_on = hold_progress; /* connections may still be settling */
+    g.lv.finish = hold_finish;
+    lg_levels_start(&g.lv);
+    g.lv.target = 0; /* the first level: connections only */
   } else {
-    g.level_target = o.streams;
+    g.lv.target = o.streams;
   }
   for (unsigned i = 0; i < o.conns; i++)
     conn_start(&g.conns[i]);

@@ -6,6 +6,7 @@ whole suite with either relay path). Every test checks from the metrics
 that the path it means to test is the one that ran, and checks bytes
 end to end against sha256."""
 
+import contextlib
 import os
 import select
 import socket
@@ -54,6 +55,23 @@ def metric(g, name):
 
 def local(port):
     return f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def echo_tunnels(g, port, n):
+    """n tunnels to the echo upstream on port, each checked by a round trip
+    as it opens, held open together; closed on exit."""
+    tunnels = []
+    try:
+        for i in range(n):
+            t = open_tunnel(g.proxy_port, local(port))
+            assert t.status == 200, t
+            echo_roundtrip(t, b"x%d" % i)
+            tunnels.append(t)
+        yield tunnels
+    finally:
+        for t in tunnels:
+            t.close()
 
 
 @pytest.mark.parametrize("mode,spliced", [("always", 1), ("auto", 1), ("off", 0)])
@@ -211,20 +229,11 @@ def test_splice_limit_falls_back_to_copying(gw, echo):
     """Past TN_SPLICE_MAX spliced tunnels, new tunnels copy, and all work."""
     n = SPLICE_MAX + 8
     g = gw("always", allow=local(echo.port), max_tunnels_per_client=1000)
-    tunnels = []
-    try:
-        for i in range(n):
-            t = open_tunnel(g.proxy_port, local(echo.port))
-            assert t.status == 200, t
-            echo_roundtrip(t, b"x%d" % i)
-            tunnels.append(t)
+    with echo_tunnels(g, echo.port, n) as tunnels:
         assert metric(g, "mcgw_tunnels_spliced_active") == SPLICE_MAX
         assert metric(g, "mcgw_tunnels_spliced_total") == SPLICE_MAX
         for i, t in enumerate(tunnels):
             echo_roundtrip(t, b"again %d" % i)
-    finally:
-        for t in tunnels:
-            t.close()
     g.wait_active(0, timeout=30)
     assert metric(g, "mcgw_tunnels_spliced_active") == 0
     # Descriptors came back: a new tunnel splices again.
@@ -239,18 +248,10 @@ def test_splice_bounded_by_descriptor_limit(gw, echo):
     the descriptors); the rest copy, and all of them work."""
     g = gw("always", nofile=240, allow=local(echo.port))
     assert g.wait_log(lambda r: r.get("msg") == "nofile_limit")["splice_max"] == 5
-    tunnels = []
-    try:
-        for i in range(12):
-            t = open_tunnel(g.proxy_port, local(echo.port))
-            assert t.status == 200, t
-            tunnels.append(t)
+    with echo_tunnels(g, echo.port, 12) as tunnels:
         for i, t in enumerate(tunnels):
             echo_roundtrip(t, pattern(300_000, i))
         assert metric(g, "mcgw_tunnels_spliced_active") == 5
-    finally:
-        for t in tunnels:
-            t.close()
 
 
 def test_pipe_budget_spent_keeps_copying(gw, echo):
@@ -267,20 +268,12 @@ def test_pipe_budget_spent_keeps_copying(gw, echo):
     n = fits + 8
     g = gw("always", gateway={"user": "nobody"}, allow=local(echo.port),
            max_tunnels_per_client=1000)
-    tunnels = []
-    try:
-        for i in range(n):
-            t = open_tunnel(g.proxy_port, local(echo.port))
-            assert t.status == 200, t
-            echo_roundtrip(t, b"x%d" % i)
-            tunnels.append(t)
+    with echo_tunnels(g, echo.port, n) as tunnels:
         spliced = metric(g, "mcgw_tunnels_spliced_active")
-        assert 0 < spliced <= fits, (spliced, fits)
+        # At most the budget; less only by pipes other processes of nobody hold.
+        assert fits // 2 < spliced <= fits, (spliced, fits)
         for i, t in enumerate(tunnels):
             echo_roundtrip(t, pattern(100_000, i))
-    finally:
-        for t in tunnels:
-            t.close()
     warnings = [r for r in g.find("splice_unavailable") if r.get("level") == "warn"]
     assert len(warnings) == 1 and warnings[0]["error"] == "EPERM", g.find("splice_unavailable")
 
