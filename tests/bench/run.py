@@ -533,6 +533,19 @@ def settle(proxy, fds_before, timeout=60):
     log("warning: %s still has %d descriptors open (had %d)" % (proxy.name, n_fds(proxy.pid), fds_before))
 
 
+def step_levels(lg, rd, pid, levels, timeout):
+    """Walks a hold-mode load generator through its levels: at each LEVEL
+    line appends (tunnels ok, RSS of pid in KiB) to levels and sends SIGUSR1
+    for the next; returns the HELD line's fields (after appending it too)."""
+    while True:
+        line = rd.line(timeout=timeout)
+        info = kv(line)
+        levels.append((info["ok"], status_kib(pid, "VmRSS")))
+        if line.startswith("HELD"):
+            return info
+        os.kill(lg.pid, signal.SIGUSR1)
+
+
 def hold_run(proxy, up):
     """Fresh proxy: RSS at 0 (after 20 warm-up tunnels) and at each step up to
     TUNNELS idle tunnels, then CPU time over IDLE_S seconds of idleness."""
@@ -550,13 +563,7 @@ def hold_run(proxy, up):
     t_open = time.monotonic()
     out = {}
     try:
-        while True:
-            line = rd.line(timeout=300)
-            info = kv(line)
-            levels.append((info["ok"], status_kib(proxy.pid, "VmRSS")))
-            if line.startswith("HELD"):
-                break
-            os.kill(lg.pid, signal.SIGUSR1)
+        info = step_levels(lg, rd, proxy.pid, levels, timeout=300)
         out["open_s"] = time.monotonic() - t_open
         out["established"] = info["ok"]
         out["failed"] = info["failed"]
@@ -631,13 +638,7 @@ def h2_hold_run(up, pki, tmp, conns, streams, idle_s=0):
         rd = LineReader(lg)
         levels = []
         try:
-            while True:
-                line = rd.line(timeout=120)
-                info = kv(line)
-                levels.append((info["ok"], status_kib(p.pid, "VmRSS")))
-                if line.startswith("HELD"):
-                    break
-                os.kill(lg.pid, signal.SIGUSR1)
+            info = step_levels(lg, rd, p.pid, levels, timeout=120)
             out["conns"] = info["conns"]
             out["established"] = info["ok"]
             out["failed"] = info["failed"]
