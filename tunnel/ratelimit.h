@@ -1,0 +1,75 @@
+/* Token buckets for new-tunnel rates: one per client
+ * (max_new_tunnels_per_client) and one per destination
+ * (max_new_upstream_per_target).
+ *
+ * Pure logic on a millisecond clock the caller passes in (the loop's
+ * monotonic uv_now), so it is unit-tested without a loop. Time that goes
+ * backwards refills nothing; a jump forwards refills at most the burst.
+ *
+ * tn_ratetab keeps the buckets of many keys in a bounded table: at most
+ * max_entries, least recently used first out. A bucket that has refilled
+ * completely is the same as no bucket, so such entries are dropped as the
+ * table is used: a flood from many source addresses costs at most
+ * max_entries entries, and an idle table empties itself.
+ */
+#ifndef TN_RATELIMIT_H
+#define TN_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* per_s tokens per second, at most burst held (burst >= 1 when per_s > 0).
+ * per_s == 0: no limit. */
+typedef struct tn_rate {
+  uint32_t per_s;
+  uint32_t burst;
+} tn_rate;
+
+/* Tokens are counted in thousandths so that rates below 1000/s refill in
+ * whole units per millisecond. */
+typedef struct tn_bucket {
+  uint64_t milli;   /* tokens x 1000 */
+  uint64_t last_ms; /* when milli was last brought up to date */
+} tn_bucket;
+
+/* A full bucket at now_ms. */
+void tn_bucket_init(tn_bucket *b, const tn_rate *r, uint64_t now_ms);
+/* Refills for the time since the last call, then takes one token. Returns 0
+ * when a token was taken; otherwise the milliseconds until one will be
+ * there (>= 1), and takes nothing. Always 0 when r->per_s == 0. */
+uint64_t tn_bucket_take(tn_bucket *b, const tn_rate *r, uint64_t now_ms);
+/* Whether the bucket holds its whole burst at now_ms (refilled completely). */
+bool tn_bucket_full(const tn_bucket *b, const tn_rate *r, uint64_t now_ms);
+
+typedef struct tn_ratetab tn_ratetab;
+
+#define TN_RATE_KEY_MAX 320 /* bytes of a key: a client key or "host:port" */
+
+/* NULL on ENOMEM. */
+tn_ratetab *tn_ratetab_new(size_t max_entries);
+void tn_ratetab_free(tn_ratetab *t);
+/* tn_bucket_take on key's bucket (a new key starts full). Keys longer than
+ * TN_RATE_KEY_MAX are cut. When no entry can be allocated the request is
+ * refused (1000 ms): a limit must not open under memory pressure. */
+uint64_t tn_ratetab_take(tn_ratetab *t, const void *key, size_t len, const tn_rate *r,
+                         uint64_t now_ms);
+size_t tn_ratetab_size(const tn_ratetab *t);
+
+/* A key counts as limited while its last refusal is at most this old; a
+ * streak of refusals ends when the key goes this long without one. */
+#define TN_RATE_LIMITED_MS 10000
+
+/* A key being limited: the first refusal of its current streak, the last,
+ * and the refusals in the streak. */
+typedef struct tn_ratetab_limited {
+  const uint8_t *key;
+  size_t key_len;
+  uint64_t since_ms, last_ms, refused;
+} tn_ratetab_limited;
+
+/* Calls cb (when not NULL) for each key limited at now_ms; returns how many. */
+size_t tn_ratetab_foreach_limited(const tn_ratetab *t, uint64_t now_ms,
+                                  void (*cb)(const tn_ratetab_limited *l, void *arg), void *arg);
+
+#endif
