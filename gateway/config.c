@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <libpsl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,6 +66,12 @@ enum key_id {
   K_SPLICE,
   K_STATE_DIR,
   K_ALLOW_WHEN_AUTHORIZED,
+  K_NEW_PER_CLIENT,
+  K_NEW_BURST,
+  K_NEW_PER_TARGET,
+  K_H2_MAX_REFUSED,
+  K_RATE_EXEMPT,
+  K_ALLOW_PUBLIC_SUFFIX,
   K_IDM_ISSUER,
   K_IDM_AUTHORIZATION_EP,
   K_IDM_TOKEN_EP,
@@ -117,6 +124,13 @@ typedef struct raw_line {
   bool nul;     /* the line holds a NUL byte */
 } raw_line;
 
+/* A wildcard rule on a public suffix, decided once allow_public_suffix is known. */
+typedef struct psl_rule {
+  int line;
+  const char *key;
+  char rule[TN_HOST_MAX + 16];
+} psl_rule;
+
 typedef struct parse_ctx {
   const char *name; /* file name for messages */
   gw_config *cfg;
@@ -130,6 +144,8 @@ typedef struct parse_ctx {
   int idm_line;       /* the first [idm] header */
   size_t n_err;
   bool oom;
+  psl_rule *psl; /* freed by parse() */
+  size_t n_psl;
 } parse_ctx;
 
 /* ---- messages ---------------------------------------------------------- */
@@ -168,7 +184,23 @@ static bool errs_push(gw_config_errors *e, char *msg) {
   return true;
 }
 
-/* Records "NAME:LINE: message", or "NAME: message" when line is 0. */
+/* Appends "NAME:LINE: TAGmessage", or "NAME: TAGmessage" when line is 0. */
+__attribute__((format(printf, 5, 0))) static void vpush(parse_ctx *c, gw_config_errors *to,
+                                                        int line, const char *tag,
+                                                        const char *fmt, va_list ap) {
+  char *msg = vformat(fmt, ap);
+  char *full = NULL;
+  if (msg)
+    full = line > 0 ? aformat("%s:%d: %s%s", c->name, line, tag, msg)
+                    : aformat("%s: %s%s", c->name, tag, msg);
+  free(msg);
+  if (!full || !errs_push(to, full)) {
+    free(full);
+    c->oom = true;
+  }
+}
+
+/* Records an error. */
 __attribute__((format(printf, 3, 4))) static void report(parse_ctx *c, int line,
                                                          const char *fmt, ...) {
   c->n_err++;
@@ -176,16 +208,17 @@ __attribute__((format(printf, 3, 4))) static void report(parse_ctx *c, int line,
     return;
   va_list ap;
   va_start(ap, fmt);
-  char *msg = vformat(fmt, ap);
+  vpush(c, c->errs, line, "", fmt, ap);
   va_end(ap);
-  char *full = NULL;
-  if (msg)
-    full = line > 0 ? aformat("%s:%d: %s", c->name, line, msg) : aformat("%s: %s", c->name, msg);
-  free(msg);
-  if (!full || !errs_push(c->errs, full)) {
-    free(full);
-    c->oom = true;
-  }
+}
+
+/* Records a warning: the file is valid but opens more than it seems to. */
+__attribute__((format(printf, 3, 4))) static void warn(parse_ctx *c, int line,
+                                                       const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vpush(c, &c->cfg->warnings, line, "warning: ", fmt, ap);
+  va_end(ap);
 }
 
 /* Copies s into buf with non-printable bytes as \xNN. */
@@ -451,6 +484,46 @@ static void set_size(parse_ctx *c, const key_def *k, const char *v) {
   *(uint32_t *)field(c, k) = (uint32_t)n;
 }
 
+/* The Public Suffix List (libpsl: the newest of its built-in copy and
+ * Debian's publicsuffix file), loaded once. Private-section suffixes
+ * (github.io, s3.amazonaws.com) count too; the implicit "*" rule does not,
+ * so an internal TLD (*.corp) is not refused for being unknown. */
+static bool is_public_suffix(const char *domain) {
+  static const psl_ctx_t *psl;
+  if (!psl && !(psl = psl_latest(NULL)))
+    psl = psl_builtin();
+  return psl && psl_is_public_suffix2(psl, domain, PSL_TYPE_ANY | PSL_TYPE_NO_STAR_RULE);
+}
+
+/* Rules that open far more than they seem to: any port on a wildcard or a
+ * prefix, prefixes wider than /16 (IPv4) or /48 (IPv6). Public suffixes are
+ * decided in cross_checks, once allow_public_suffix is known. */
+static void check_rule_width(parse_ctx *c, const key_def *k, const tn_rule *r, const char *text) {
+  bool wide_cidr = r->kind == TN_RULE_CIDR &&
+                   r->cidr.prefix < (r->cidr.family == AF_INET ? 16 : 48);
+  bool many = r->kind == TN_RULE_SUFFIX ||
+              (r->kind == TN_RULE_CIDR && r->cidr.prefix < (r->cidr.family == AF_INET ? 32 : 128));
+  if (r->kind == TN_RULE_SUFFIX && is_public_suffix(r->host + 1)) {
+    psl_rule *grown = realloc(c->psl, (c->n_psl + 1) * sizeof *grown);
+    if (!grown) {
+      c->oom = true;
+      return;
+    }
+    c->psl = grown;
+    grown[c->n_psl] = (psl_rule){.line = c->lineno, .key = k->name};
+    snprintf(grown[c->n_psl++].rule, sizeof grown->rule, "%s", text);
+  }
+  if (many && r->port == 0)
+    warn(c, c->lineno,
+         "%s: '%s' opens every port (1-65535, SMTP 25, SSH 22 and RDP 3389 included) on every "
+         "%s it covers; name the port, e.g. ':443'",
+         k->name, text, r->kind == TN_RULE_SUFFIX ? "name" : "address");
+  if (wide_cidr)
+    warn(c, c->lineno, "%s: '%s' is wider than /%d: it opens %s addresses", k->name, text,
+         r->cidr.family == AF_INET ? 16 : 48,
+         r->cidr.family == AF_INET ? "more than 65536" : "more than a site's /48 of");
+}
+
 /* An allow rule; when_authorized: it matches only while the gateway holds a
  * valid access token (limited service otherwise). */
 static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_authorized) {
@@ -463,6 +536,9 @@ static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_au
            shown(k, v, buf, sizeof buf));
     return;
   }
+  char text[TN_HOST_MAX + 16];
+  tn_rule_format(&rule, text, sizeof text);
+  check_rule_width(c, k, &rule, text);
   rule.when_authorized = when_authorized;
   if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
     c->oom = true;
@@ -502,6 +578,76 @@ static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
 
 static void set_allow_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
   add_rule(c, k, v, true);
+}
+
+/* A rate: "N/s", N from 0 (no limit) to 1000000. */
+static bool parse_rate(parse_ctx *c, const key_def *k, const char *v, uint32_t *out) {
+  const char *slash = strchr(v, '/');
+  char num[16];
+  uint64_t n;
+  size_t len = slash ? (size_t)(slash - v) : 0;
+  if (!slash || strcmp(slash, "/s") != 0 || len == 0 || len >= sizeof num) {
+    value_error(c, k, v, "expected a rate like 20/s (0/s: no limit)");
+    return false;
+  }
+  memcpy(num, v, len);
+  num[len] = '\0';
+  if (parse_uint(num, 1000000, &n) != 0) {
+    value_error(c, k, v, "expected a rate from 0/s (no limit) to 1000000/s");
+    return false;
+  }
+  *out = (uint32_t)n;
+  return true;
+}
+
+static void set_client_rate(parse_ctx *c, const key_def *k, const char *v) {
+  parse_rate(c, k, v, &c->cfg->tunnel.new_tunnels_per_client.per_s);
+}
+
+/* The target's burst is one second's worth. */
+static void set_target_rate(parse_ctx *c, const key_def *k, const char *v) {
+  tn_rate *r = &c->cfg->tunnel.new_upstream_per_target;
+  if (parse_rate(c, k, v, &r->per_s))
+    r->burst = r->per_s;
+}
+
+static bool has_ctl(const char *v) {
+  for (; *v; v++)
+    if ((unsigned char)*v < 0x20 || *v == 0x7f)
+      return true;
+  return false;
+}
+
+/* rate_exempt: "*", an address or prefix, else a certificate subject as the
+ * access log shows it (RFC 2253, e.g. CN=cam-7,O=Fire). */
+static void set_rate_exempt(parse_ctx *c, const key_def *k, const char *v) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  tn_exempt x = {0};
+  if (strcmp(v, "*") == 0) {
+    x.all = true;
+    warn(c, c->lineno, "rate_exempt = *: no device is held to max_new_tunnels_per_client; "
+                       "name the bursty device (its subject or address) instead");
+  } else if (tn_cidr_parse(v, strlen(v), &x.cidr) == 0) {
+    if (x.cidr.prefix == 0)
+      warn(c, c->lineno, "rate_exempt = %s: every address, as with *: no device is held to "
+                         "max_new_tunnels_per_client", v);
+  } else if (!*v || strlen(v) > TN_SUBJECT_MAX || has_ctl(v)) {
+    value_error(c, k, v, "expected a certificate subject (CN=...), an address or a prefix");
+    return;
+  } else {
+    x.is_subject = true;
+    snprintf(x.subject, sizeof x.subject, "%s", v);
+    if (strchr(v, '*'))
+      warn(c, c->lineno, "rate_exempt = %s: '*' in a subject is matched literally, not as "
+                         "a wildcard", v);
+  }
+  tn_exempt *grown = realloc(o->rate_exempt, (o->n_rate_exempt + 1) * sizeof *grown);
+  if (!grown) {
+    c->oom = true;
+    return;
+  }
+  grown[o->n_rate_exempt++] = x;
+  o->rate_exempt = grown;
 }
 
 static void store_string(parse_ctx *c, const key_def *k, const char *v) {
@@ -660,6 +806,15 @@ static const key_def tunnel_keys[] = {
     {"h2_stream_window", K_H2_WINDOW, false, set_size, TUN(h2_stream_window), 16 * 1024,
      16 * 1024 * 1024},
     {"splice", K_SPLICE, false, set_splice, 0, 0, 0},
+    {"max_new_tunnels_per_client", K_NEW_PER_CLIENT, false, set_client_rate, 0, 0, 0},
+    {"new_tunnels_burst", K_NEW_BURST, false, set_u32, TUN(new_tunnels_per_client.burst), 1,
+     1000000},
+    {"max_new_upstream_per_target", K_NEW_PER_TARGET, false, set_target_rate, 0, 0, 0},
+    {"h2_max_refused_per_connection", K_H2_MAX_REFUSED, false, set_u32,
+     TUN(h2_max_refused_per_connection), 0, 1000000},
+    {"rate_exempt", K_RATE_EXEMPT, true, set_rate_exempt, 0, 0, 0},
+    {"allow_public_suffix", K_ALLOW_PUBLIC_SUFFIX, false, set_bool,
+     offsetof(gw_config, allow_public_suffix), 0, 0},
 };
 
 static const key_def idm_keys[] = {
@@ -1151,8 +1306,27 @@ static void splice_override(parse_ctx *c) {
     c->cfg->tunnel.splice = (tn_splice_mode)m;
 }
 
+/* Wildcards on public suffixes: refused, or with allow_public_suffix = yes
+ * accepted with a warning (logged at every start). */
+static void public_suffix_checks(parse_ctx *c) {
+  for (size_t i = 0; i < c->n_psl; i++) {
+    const psl_rule *p = &c->psl[i];
+    const char *suffix = strchr(p->rule, '.') + 1;
+    size_t len = strcspn(suffix, ":");
+    if (c->cfg->allow_public_suffix)
+      warn(c, p->line, "%s: '%s' allows every site under the public suffix '%.*s' "
+                       "(allow_public_suffix = yes)", p->key, p->rule, (int)len, suffix);
+    else
+      report(c, p->line, "%s: '%s': '%.*s' is a public suffix (Public Suffix List), so this "
+                         "allows every site registered under it, an open proxy in all but "
+                         "name; name the domain (*.example.%.*s) or set allow_public_suffix = yes",
+             p->key, p->rule, (int)len, suffix, (int)len, suffix);
+  }
+}
+
 static void cross_checks(parse_ctx *c) {
   idm_cross_checks(c);
+  public_suffix_checks(c);
   splice_override(c);
   const tn_engine_opts *o = &c->cfg->tunnel;
   admin_checks(c);
@@ -1178,6 +1352,8 @@ static int parse(parse_ctx *c) {
     report(c, 0, "cannot read: %s", strerror(c->src.read_errno));
   else
     cross_checks(c);
+  free(c->psl);
+  c->psl = NULL;
   if (c->oom)
     return TN_ENOMEM;
   return c->n_err ? TN_EINVAL : 0;
@@ -1230,6 +1406,7 @@ void gw_config_free(gw_config *cfg) {
   free(cfg->admin_token_file);
   free(cfg->user);
   tn_engine_opts_free(&cfg->tunnel);
+  gw_config_errors_free(&cfg->warnings);
   memset(cfg, 0, sizeof *cfg);
 }
 

@@ -45,6 +45,12 @@ typedef struct gw_idm_config {
   gw_idm_login login;                  /* default browser */
 } gw_idm_config;
 
+typedef struct gw_config_errors {
+  char **msgs; /* "FILE:LINE: message", or "FILE: message" when no line applies */
+  size_t n;
+  size_t cap;
+} gw_config_errors;
+
 typedef struct gw_config {
   char *path;                 /* as given to gw_config_load */
   char *state_dir;            /* [gateway] state_dir, default /var/lib/mcgw */
@@ -58,14 +64,12 @@ typedef struct gw_config {
                                  0600 and holds one token68 line. Wiped by gw_config_free */
   char *user;                 /* [gateway] user: drop to it after binding when run as root */
   tn_engine_opts tunnel;      /* [tunnel] */
+  bool allow_public_suffix;   /* [tunnel] allow_public_suffix: wildcard rules on public suffixes */
+  gw_config_errors warnings;  /* "FILE:LINE: warning: message": a valid file that opens more
+                                 than it seems to; `mcgw check` prints them, the daemon logs
+                                 them at every start and reload */
   gw_idm_config idm;          /* [idm] */
 } gw_config;
-
-typedef struct gw_config_errors {
-  char **msgs; /* "FILE:LINE: message", or "FILE: message" when no line applies */
-  size_t n;
-  size_t cap;
-} gw_config_errors;
 
 /* Loads path into cfg (which it initialises with the defaults first).
  * Returns 0 when the file is valid; otherwise a negative code, with every

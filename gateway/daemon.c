@@ -118,6 +118,13 @@ static void log_reload_errors(const gw_config_errors *errs) {
     tn_log(TN_LOG_ERROR, "config_error", TN_S("error", errs->msgs[i]), TN_LOG_END);
 }
 
+/* Warnings of a valid file (wide rules, public suffixes allowed, rate_exempt
+ * = *): at every start and reload, so they are not forgotten. */
+static void log_config_warnings(const gw_config *cfg) {
+  for (size_t i = 0; i < cfg->warnings.n; i++)
+    tn_log(TN_LOG_WARN, "config_warning", TN_S("warning", cfg->warnings.msgs[i]), TN_LOG_END);
+}
+
 static bool str_differs(const char *a, const char *b) {
   return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
 }
@@ -157,6 +164,7 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
            TN_U("allow_rules", fresh.tunnel.policy.n_rules), TN_LOG_END);
     warn_idm_changes(&d->cfg, &fresh);
+    log_config_warnings(&fresh);
     gw_config tmp = d->cfg;
     d->cfg = fresh;
     fresh = tmp;
@@ -261,6 +269,7 @@ int gw_daemon_run(gw_config *cfg) {
   tn_log_setup(d->cfg.log_level, d->cfg.log_format);
   tn_log(TN_LOG_INFO, "starting", TN_S("version", MCGW_VERSION), TN_S("config", d->cfg.path),
          TN_S("splice", tn_splice_mode_name(d->cfg.tunnel.splice)), TN_LOG_END);
+  log_config_warnings(&d->cfg);
   char why[512];
   gw_privdrop drop;
   if (gw_privdrop_prepare(d->cfg.user, &drop, why, sizeof(why)) != 0) {

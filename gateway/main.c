@@ -54,8 +54,10 @@ static int load(const char *path, gw_config *cfg) {
 static int cmd_check(const char *path) {
   gw_config cfg;
   int err = load(path, &cfg);
+  for (size_t i = 0; i < cfg.warnings.n; i++)
+    fprintf(stderr, "%s\n", cfg.warnings.msgs[i]);
   if (!err)
-    printf("%s: ok\n", path);
+    printf("%s: ok%s\n", path, cfg.warnings.n ? " (with warnings)" : "");
   gw_config_free(&cfg);
   return err ? 1 : 0;
 }

@@ -151,7 +151,7 @@ static void render_tunnels(out *o, const gw_metrics *m, const gw_metrics_snapsho
         m->protos[i].active);
   family(o, "mcgw_tunnels_total", "counter",
          "Tunnels closed, by protocol and result (ok, bad_request, denied, refused_not_tls, "
-         "connect_failed, timeout, limit, error).");
+         "connect_failed, timeout, limit, error, rate_limited, cancelled).");
   for (size_t i = 0; i < m->n_protos; i++)
     for (int r = 0; r < TN_RESULT_COUNT_; r++)
       put(o, "mcgw_tunnels_total{proto=\"%s\",result=\"%s\"} %" PRIu64 "\n",
@@ -195,6 +195,16 @@ static void render_limits(out *o, const gw_metrics_snapshot *s) {
   family(o, "mcgw_tunnels_per_client_limit", "gauge",
          "max_tunnels_per_client in force (0: no limit).");
   sample_u(o, "mcgw_tunnels_per_client_limit", s->max_tunnels_per_client);
+  family(o, "mcgw_clients_rate_limited", "gauge",
+         "Devices refused by max_new_tunnels_per_client (429) in the last 10 s.");
+  sample_u(o, "mcgw_clients_rate_limited", s->stats.clients_rate_limited);
+  family(o, "mcgw_h2_goaway_total", "counter",
+         "GOAWAY frames sent on device HTTP/2 connections, by reason: drain (shutting down), "
+         "rate_limited (h2_max_refused_per_connection 429s), flood (nghttp2's own limits, e.g. "
+         "rapid reset), protocol_error.");
+  for (int r = 0; r < TN_GOAWAY_COUNT_; r++)
+    put(o, "mcgw_h2_goaway_total{reason=\"%s\"} %" PRIu64 "\n",
+        tn_goaway_reason_name((tn_goaway_reason)r), s->stats.h2_goaway[r]);
 }
 
 static void render_idm(out *o, const gw_idm_view *v) {

@@ -312,6 +312,38 @@ static json_t *idm_json(const gw_idm_view *v) {
   return o;
 }
 
+/* Clients held to max_new_tunnels_per_client now (refused in the last
+ * 10 s), most refusals first, TOP_N of them. */
+static void on_limited(const tn_limited_client *l, void *arg) {
+  json_array_append_new(arg, json_pack("{s:s, s:b, s:I, s:I, s:I}", "client", l->client,
+                                       "is_subject", l->is_subject, "refused",
+                                       (json_int_t)l->refused, "since_s",
+                                       (json_int_t)(l->since_ms / 1000), "last_s",
+                                       (json_int_t)(l->last_ms / 1000)));
+}
+
+static int by_refused(const void *a, const void *b) {
+  json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "refused"));
+  json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "refused"));
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static json_t *rate_limited_json(gw_ops *o) {
+  json_t *all = json_array(), *top = json_array();
+  tn_engine_foreach_limited(o->d.engine, on_limited, all);
+  size_t n = json_array_size(all);
+  json_t **v = calloc(n ? n : 1, sizeof(*v));
+  for (size_t i = 0; v && i < n; i++)
+    v[i] = json_array_get(all, i);
+  if (v)
+    qsort(v, n, sizeof(*v), by_refused);
+  for (size_t i = 0; v && i < n && i < TOP_N; i++)
+    json_array_append(top, v[i]);
+  free(v);
+  json_decref(all);
+  return top;
+}
+
 json_t *gw_ops_status_json(gw_ops *o) {
   tn_engine_stats st;
   tn_engine_stats_get(o->d.engine, &st);
@@ -333,6 +365,8 @@ json_t *gw_ops_status_json(gw_ops *o) {
   json_t *clients = json_pack("{s:I, s:o}", "active", (json_int_t)st.clients_active, "top",
                               top_json(&c.clients, "address", &clients_max));
   json_object_set_new(clients, "max_tunnels", json_integer((json_int_t)clients_max));
+  json_object_set_new(clients, "rate_limited_count", json_integer((json_int_t)st.clients_rate_limited));
+  json_object_set_new(clients, "rate_limited", rate_limited_json(o));
   json_object_set_new(doc, "clients", clients);
   gw_idm_view view;
   get_view(o, &view);
@@ -408,7 +442,9 @@ static void handle_tunnels(gw_admin_req *req, void *arg) {
 static void on_tunnel_closed(const tn_tunnel_info *i, void *arg) {
   gw_ops *o = arg;
   gw_metrics_observe_close(&o->metrics, i);
-  if (i->result == TN_RESULT_OK || (unsigned)i->result >= TN_RESULT_COUNT_)
+  /* A device that gave up during set-up (cancelled) was not refused. */
+  if (i->result == TN_RESULT_OK || i->result == TN_RESULT_CANCELLED ||
+      (unsigned)i->result >= TN_RESULT_COUNT_)
     return;
   o->window_refusals[i->result]++;
   snprintf(o->window_target, sizeof(o->window_target), "%s", i->target ? i->target : "-");

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
-  node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev)
+  node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev
+  libpsl-dev publicsuffix)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
   prometheus chromium tshark libnss3-tools)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)

@@ -10,8 +10,6 @@
 
 #define N_BUCKETS 4096
 
-#define KEY_MAX 257 /* tag byte + a subject of up to 256 bytes, or 16 address bytes */
-
 typedef struct entry {
   struct entry *next;
   uint32_t count;
@@ -19,20 +17,15 @@ typedef struct entry {
   uint8_t key[]; /* key_len bytes */
 } entry;
 
-typedef struct {
-  uint8_t b[KEY_MAX];
-  uint16_t len;
-} client_key;
-
 struct tn_clients {
   entry *buckets[N_BUCKETS];
   uint64_t active;
 };
 
-static void make_key(const struct sockaddr *sa, const char *subject, client_key *k) {
+void tn__client_key(const struct sockaddr *sa, const char *subject, tn_client_key *k) {
   memset(k, 0, sizeof(*k));
   if (subject) {
-    size_t n = strnlen(subject, KEY_MAX - 1);
+    size_t n = strnlen(subject, TN_CLIENT_KEY_MAX - 1);
     k->b[0] = 'S';
     memcpy(k->b + 1, subject, n);
     k->len = (uint16_t)(n + 1);
@@ -51,14 +44,14 @@ static void make_key(const struct sockaddr *sa, const char *subject, client_key 
 
 /* FNV-1a: small, good enough for addresses, no seeding needed because the
  * table only holds admitted clients and a bucket chain is short. */
-static size_t bucket_of(const client_key *k) {
+static size_t bucket_of(const tn_client_key *k) {
   uint32_t h = 2166136261u;
   for (size_t i = 0; i < k->len; i++)
     h = (h ^ k->b[i]) * 16777619u;
   return h % N_BUCKETS;
 }
 
-static entry **find(const tn_clients *c, const client_key *k) {
+static entry **find(const tn_clients *c, const tn_client_key *k) {
   entry **pp = (entry **)&c->buckets[bucket_of(k)];
   while (*pp && ((*pp)->key_len != k->len || memcmp((*pp)->key, k->b, k->len) != 0))
     pp = &(*pp)->next;
@@ -82,8 +75,8 @@ void tn__clients_free(tn_clients *c) {
 }
 
 uint32_t tn__clients_add(tn_clients *c, const struct sockaddr *sa, const char *subject) {
-  client_key k;
-  make_key(sa, subject, &k);
+  tn_client_key k;
+  tn__client_key(sa, subject, &k);
   entry **pp = find(c, &k);
   if (!*pp) {
     entry *e = calloc(1, sizeof(*e) + k.len);
@@ -98,8 +91,8 @@ uint32_t tn__clients_add(tn_clients *c, const struct sockaddr *sa, const char *s
 }
 
 void tn__clients_remove(tn_clients *c, const struct sockaddr *sa, const char *subject) {
-  client_key k;
-  make_key(sa, subject, &k);
+  tn_client_key k;
+  tn__client_key(sa, subject, &k);
   entry **pp = find(c, &k);
   entry *e = *pp;
   if (!e)
@@ -112,8 +105,8 @@ void tn__clients_remove(tn_clients *c, const struct sockaddr *sa, const char *su
 }
 
 uint32_t tn__clients_get(const tn_clients *c, const struct sockaddr *sa, const char *subject) {
-  client_key k;
-  make_key(sa, subject, &k);
+  tn_client_key k;
+  tn__client_key(sa, subject, &k);
   entry **pp = find(c, &k);
   return *pp ? (*pp)->count : 0;
 }

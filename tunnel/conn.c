@@ -27,7 +27,9 @@ void tn__conn_abort(tn_conn *c, const char *reason) {
   tn__ep_close(c->transport, false);
 }
 
-void tn__conn_timeout(tn_conn *c) { tn__conn_abort(c, "setup_timeout"); }
+void tn__conn_timeout(tn_conn *c) {
+  tn__conn_abort(c, c->mode == TN_CONN_LINGER ? "linger_timeout" : "setup_timeout");
+}
 
 void tn__conn_free(tn_conn *c) {
   tn__engine_conn_freed(c->engine, c);

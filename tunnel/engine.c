@@ -1,6 +1,7 @@
 /* The relay engine: owns the listeners, the connection and tunnel lists, the
  * one sweep timer that enforces every set-up deadline and the idle timeout,
  * the TLS context, the counters, and the drain sequence. See engine.h. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -12,6 +13,9 @@
 #include "tunnel/tls.h"
 
 #define LISTEN_BACKLOG 4096
+/* Rate-limit buckets kept at most (ratelimit.h: least recently used out). */
+#define RATE_CLIENTS_MAX 4096
+#define RATE_TARGETS_MAX 4096
 
 typedef struct tn_listener {
   uv_tcp_t tcp;
@@ -36,13 +40,16 @@ struct tn_engine {
   unsigned handles_open;  /* listeners and timers */
   tn_link setup_list;     /* tunnels with a deadline: header, connect, linger */
   tn_link relay_list;     /* established tunnels, checked for idleness */
-  tn_link conn_setup;     /* connections in TLS handshake / protocol detection */
+  tn_link conn_setup;     /* connections with a deadline: TLS handshake / protocol
+                             detection, or lingering after GOAWAY */
   tn_link conn_other;     /* connections handed over, or closing */
   tn_link h2_list;        /* HTTP/2 sessions, for GOAWAY on drain */
   uint64_t next_idle_sweep_ms;
   uint64_t tunnels_alloc; /* tunnels not yet freed */
   uint64_t conns_alloc;   /* connections not yet freed */
   tn_clients *clients;
+  tn_ratetab *rate_clients; /* max_new_tunnels_per_client, by client key */
+  tn_ratetab *rate_targets; /* max_new_upstream_per_target, by "host:port" */
   tn_engine_stats stats;
   uint64_t last_accept_log_ms;
   uint64_t nofile;        /* RLIMIT_NOFILE at start: bounds splicing */
@@ -69,6 +76,9 @@ void tn_engine_opts_init(tn_engine_opts *o) {
   o->h2_max_concurrent_streams = 100;
   o->h2_stream_window = 256 * 1024;
   o->splice = TN_SPLICE_AUTO;
+  o->new_tunnels_per_client = (tn_rate){.per_s = 20, .burst = 50};
+  o->new_upstream_per_target = (tn_rate){.per_s = 200, .burst = 200};
+  o->h2_max_refused_per_connection = 100;
 }
 
 static int dup_array(void **dst, const void *src, size_t n, size_t size) {
@@ -94,6 +104,8 @@ int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
                               sizeof(*src->listen_tls));
   err = err ? err : dup_array((void **)&tmp.clients, src->clients, src->n_clients,
                               sizeof(*src->clients));
+  err = err ? err : dup_array((void **)&tmp.rate_exempt, src->rate_exempt, src->n_rate_exempt,
+                              sizeof(*src->rate_exempt));
   err = err ? err : dup_str(&tmp.tls_cert, src->tls_cert);
   err = err ? err : dup_str(&tmp.tls_key, src->tls_key);
   err = err ? err : dup_str(&tmp.client_ca, src->client_ca);
@@ -110,12 +122,15 @@ void tn_engine_opts_free(tn_engine_opts *o) {
   free(o->listen);
   free(o->listen_tls);
   free(o->clients);
+  free(o->rate_exempt);
   free(o->tls_cert);
   free(o->tls_key);
   free(o->client_ca);
   tn_policy_free(&o->policy);
   o->listen = o->listen_tls = NULL;
   o->clients = NULL;
+  o->rate_exempt = NULL;
+  o->n_rate_exempt = 0;
   o->tls_cert = o->tls_key = o->client_ca = NULL;
   o->n_listen = o->n_listen_tls = o->n_clients = 0;
 }
@@ -213,6 +228,89 @@ bool tn__admit(tn_engine *e, tn_tunnel *t) {
   return true;
 }
 
+static bool rate_exempt(const tn_engine *e, const tn_conn *c) {
+  for (size_t i = 0; i < e->opts.n_rate_exempt; i++) {
+    const tn_exempt *x = &e->opts.rate_exempt[i];
+    if (x->all || (x->is_subject ? c->subject && strcmp(c->subject, x->subject) == 0
+                                 : tn_cidr_contains(&x->cidr, (const struct sockaddr *)&c->client)))
+      return true;
+  }
+  return false;
+}
+
+uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
+  const tn_rate *r = &e->opts.new_tunnels_per_client;
+  if (r->per_s == 0 || rate_exempt(e, t->conn))
+    return 0;
+  tn_client_key k;
+  tn__client_key((const struct sockaddr *)&t->conn->client, t->conn->subject, &k);
+  return tn_ratetab_take(e->rate_clients, k.b, k.len, r, uv_now(e->loop));
+}
+
+uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t) {
+  return tn_ratetab_take(e->rate_targets, t->target, strlen(t->target),
+                         &e->opts.new_upstream_per_target, uv_now(e->loop));
+}
+
+void tn__count_goaway(tn_engine *e, tn_goaway_reason r) {
+  if ((unsigned)r < TN_GOAWAY_COUNT_)
+    e->stats.h2_goaway[r]++;
+}
+
+static const char *const goaway_names[TN_GOAWAY_COUNT_] = {
+    [TN_GOAWAY_DRAIN] = "drain",
+    [TN_GOAWAY_RATE_LIMITED] = "rate_limited",
+    [TN_GOAWAY_FLOOD] = "flood",
+    [TN_GOAWAY_PROTOCOL] = "protocol_error",
+};
+
+const char *tn_goaway_reason_name(tn_goaway_reason r) {
+  return (unsigned)r < TN_GOAWAY_COUNT_ ? goaway_names[r] : "unknown";
+}
+
+typedef struct {
+  uint64_t now;
+  void (*cb)(const tn_limited_client *c, void *arg);
+  void *arg;
+} limited_walk;
+
+/* A client key back in words: the subject, or the address. */
+static void limited_one(const tn_ratetab_limited *l, void *arg) {
+  limited_walk *w = arg;
+  char text[TN_CLIENT_KEY_MAX + TN_ADDRSTR_MAX];
+  tn_limited_client c = {.client = text, .since_ms = w->now - l->since_ms,
+                         .refused = l->refused, .last_ms = w->now - l->last_ms};
+  struct sockaddr_storage ss = {0};
+  if (l->key_len > 0 && l->key[0] == 'S') {
+    snprintf(text, sizeof text, "%.*s", (int)l->key_len - 1, (const char *)l->key + 1);
+    c.is_subject = true;
+  } else if (l->key_len == 5 || l->key_len == 17) {
+    bool v4 = l->key_len == 5;
+    ss.ss_family = v4 ? AF_INET : AF_INET6;
+    memcpy(v4 ? (void *)&((struct sockaddr_in *)&ss)->sin_addr
+              : (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr,
+           l->key + 1, l->key_len - 1u);
+    if (tn_addr_format((const struct sockaddr *)&ss, text, sizeof text) != 0)
+      strcpy(text, "-");
+    char *colon = strrchr(text, ':'); /* the address without the port 0 */
+    if (colon)
+      *colon = '\0';
+    if (!v4 && text[0] == '[') {
+      memmove(text, text + 1, strlen(text));
+      text[strlen(text) - 1] = '\0';
+    }
+  } else {
+    strcpy(text, "-");
+  }
+  w->cb(&c, w->arg);
+}
+
+void tn_engine_foreach_limited(const tn_engine *e, void (*cb)(const tn_limited_client *c, void *arg),
+                               void *arg) {
+  limited_walk w = {.now = uv_now(e->loop), .cb = cb, .arg = arg};
+  tn_ratetab_foreach_limited(e->rate_clients, w.now, limited_one, &w);
+}
+
 static void sweep_ensure(tn_engine *e);
 static void on_sweep(uv_timer_t *timer);
 static void finish(tn_engine *e);
@@ -262,6 +360,14 @@ void tn__engine_conn_added(tn_engine *e, tn_conn *c) {
 void tn__engine_conn_moved(tn_engine *e, tn_conn *c) {
   list_remove(&c->link);
   list_append(&e->conn_other, &c->link);
+}
+
+void tn__engine_conn_linger(tn_engine *e, tn_conn *c) {
+  c->mode = TN_CONN_LINGER;
+  c->deadline_ms = uv_now(e->loop) + TN_LINGER_MS;
+  list_remove(&c->link);
+  list_append(&e->conn_setup, &c->link);
+  sweep_ensure(e);
 }
 
 void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
@@ -381,6 +487,8 @@ static void release_handle(tn_engine *e) {
   tn_engine_opts_free(&e->opts);
   SSL_CTX_free(e->tls_ctx);
   tn__clients_free(e->clients);
+  tn_ratetab_free(e->rate_clients);
+  tn_ratetab_free(e->rate_targets);
   for (size_t i = 0; i < e->n_listeners; i++)
     free(e->listeners[i]);
   free(e->listeners);
@@ -490,8 +598,13 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   list_init(&e->conn_other);
   list_init(&e->h2_list);
   e->clients = tn__clients_new();
-  if (!e->clients || tn_engine_opts_copy(&e->opts, opts) != 0) {
+  e->rate_clients = tn_ratetab_new(RATE_CLIENTS_MAX);
+  e->rate_targets = tn_ratetab_new(RATE_TARGETS_MAX);
+  if (!e->clients || !e->rate_clients || !e->rate_targets ||
+      tn_engine_opts_copy(&e->opts, opts) != 0) {
     tn__clients_free(e->clients);
+    tn_ratetab_free(e->rate_clients);
+    tn_ratetab_free(e->rate_targets);
     free(e);
     return TN_ENOMEM;
   }
@@ -609,6 +722,8 @@ int tn_engine_update(tn_engine *e, const tn_engine_opts *opts) {
 void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out) {
   *out = e->stats;
   out->clients_active = tn__clients_active(e->clients);
+  out->clients_rate_limited =
+      tn_ratetab_foreach_limited(e->rate_clients, uv_now(e->loop), NULL, NULL);
 }
 
 void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg) {

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "tunnel/policy.h"
+#include "tunnel/ratelimit.h"
 
 /* How tunnels with a plain TCP socket on both sides (HTTP/1.1 on a plain
  * listener) move bytes. OFF copies through user space; AUTO (the default)
@@ -34,6 +35,17 @@ const char *tn_splice_mode_name(tn_splice_mode m);
 /* The mode named s, or -1. */
 int tn_splice_mode_parse(const char *s);
 
+/* rate_exempt: a client the per-client new-tunnel rate does not apply to,
+ * by certificate subject (exact) or source address prefix; all = every
+ * client ("*"). */
+#define TN_SUBJECT_MAX 256
+typedef struct tn_exempt {
+  bool all;
+  bool is_subject;
+  tn_cidr cidr;
+  char subject[TN_SUBJECT_MAX + 1];
+} tn_exempt;
+
 typedef struct tn_engine_opts {
   struct sockaddr_storage *listen; /* plain listeners: HTTP/1.1, and h2c with prior knowledge */
   size_t n_listen;
@@ -50,6 +62,11 @@ typedef struct tn_engine_opts {
   bool require_tls;                /* first client bytes must be a TLS handshake record */
   uint32_t max_tunnels;            /* 0 = no limit */
   uint32_t max_tunnels_per_client; /* 0 = no limit */
+  tn_rate new_tunnels_per_client;  /* max_new_tunnels_per_client, new_tunnels_burst */
+  tn_rate new_upstream_per_target; /* max_new_upstream_per_target (burst = one second) */
+  tn_exempt *rate_exempt;          /* clients new_tunnels_per_client does not apply to */
+  size_t n_rate_exempt;
+  uint32_t h2_max_refused_per_connection; /* 429s before GOAWAY(ENHANCE_YOUR_CALM); 0 = never */
   uint64_t header_timeout_ms;
   uint64_t connect_timeout_ms;
   uint64_t idle_timeout_ms;        /* 0 = none */
@@ -59,7 +76,9 @@ typedef struct tn_engine_opts {
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,
  * 10 s header and connect timeouts, 30 min idle, 30 s drain, 100 HTTP/2
- * streams per connection with 256 KiB windows, splice auto. */
+ * streams per connection with 256 KiB windows, splice auto; 20 new tunnels
+ * per second per client (burst 50), 200 new upstream connections per second
+ * per target, GOAWAY after 100 refusals on an HTTP/2 connection. */
 void tn_engine_opts_init(tn_engine_opts *o);
 /* Deep copy (listeners and rules); dst is overwritten. 0 or TN_ENOMEM. */
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src);
@@ -73,12 +92,27 @@ typedef enum {
   TN_RESULT_REFUSED_NOT_TLS, /* require_tls and the first bytes were not TLS */
   TN_RESULT_CONNECT_FAILED,  /* 502: resolution or connect failed */
   TN_RESULT_TIMEOUT,         /* 504 connect timeout, or 408 header timeout */
-  TN_RESULT_LIMIT,           /* 503 */
-  TN_RESULT_ERROR,           /* client went away during set-up, internal errors */
+  TN_RESULT_LIMIT,           /* 503 (max_tunnels*, max_new_upstream_per_target: close=target_rate) */
+  TN_RESULT_ERROR,           /* client went away before its request was complete, internal errors */
+  TN_RESULT_RATE_LIMITED,    /* 429: max_new_tunnels_per_client */
+  TN_RESULT_CANCELLED,       /* the device reset or closed while its tunnel was being set up
+                                (close=reset_down): the device gave up, not a gateway error */
   TN_RESULT_COUNT_
 } tn_result;
 
 const char *tn_result_name(tn_result r);
+
+/* Why the gateway sent GOAWAY on an HTTP/2 connection. */
+typedef enum {
+  TN_GOAWAY_DRAIN = 0,     /* shutting down (NO_ERROR) */
+  TN_GOAWAY_RATE_LIMITED,  /* h2_max_refused_per_connection 429s (ENHANCE_YOUR_CALM) */
+  TN_GOAWAY_FLOOD,         /* nghttp2's own flood limits, e.g. rapid reset (ENHANCE_YOUR_CALM) */
+  TN_GOAWAY_PROTOCOL,      /* the device broke the protocol */
+  TN_GOAWAY_COUNT_
+} tn_goaway_reason;
+
+/* "drain", "rate_limited", "flood", "protocol_error". */
+const char *tn_goaway_reason_name(tn_goaway_reason r);
 
 typedef struct tn_engine_stats {
   uint64_t connections_active; /* downstream connections accepted, not yet closed */
@@ -94,6 +128,8 @@ typedef struct tn_engine_stats {
   uint64_t by_proto_active[2];  /* tunnels_active by protocol: [0] h1, [1] h2 */
   uint64_t tunnels_spliced;  /* tunnels moved to splice(2) since start */
   uint64_t splice_active;    /* open tunnels relaying with splice(2) */
+  uint64_t h2_goaway[TN_GOAWAY_COUNT_]; /* GOAWAY frames sent, by reason */
+  uint64_t clients_rate_limited; /* clients refused by their new-tunnel rate in the last 10 s */
 } tn_engine_stats;
 
 typedef struct tn_engine tn_engine;
@@ -160,6 +196,20 @@ void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg);
  * then those still being set up. cb must not
  * call back into the engine. */
 void tn_engine_foreach(const tn_engine *e, tn_tunnel_cb cb, void *arg);
+
+/* A client being held to max_new_tunnels_per_client now (refused within
+ * the last 10 s): its subject or address, since when, and the refusals. */
+typedef struct tn_limited_client {
+  const char *client;   /* certificate subject, or IP address */
+  bool is_subject;
+  uint64_t since_ms;    /* how long it has been refused, without a 10 s pause */
+  uint64_t refused;
+  uint64_t last_ms;     /* since the last refusal */
+} tn_limited_client;
+
+/* Calls cb for every client being rate limited now. */
+void tn_engine_foreach_limited(const tn_engine *e, void (*cb)(const tn_limited_client *c, void *arg),
+                               void *arg);
 
 /* Whether the gateway itself currently holds a valid access token. Rules
  * marked when_authorized (allow_when_authorized) match only while it does.

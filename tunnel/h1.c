@@ -91,6 +91,7 @@ static const char *status_text(int status) {
   case 403: return "Forbidden";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 429: return "Too Many Requests";
   case 431: return "Request Header Fields Too Large";
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
@@ -111,11 +112,14 @@ void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
   char *buf = malloc(512);
   if (!buf)
     return tn__tunnel_close(t, t->result, reason);
+  char retry[32] = "";
+  if (t->retry_after_s)
+    snprintf(retry, sizeof retry, "Retry-After: %u\r\n", (unsigned)t->retry_after_s);
   int n = snprintf(buf, 512,
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                   "%sConnection: close\r\n\r\n%s\n",
+                   "%s%sConnection: close\r\n\r\n%s\n",
                    status, status_text(status), strlen(reason) + 1,
-                   status == 405 ? "Allow: CONNECT\r\n" : "", reason);
+                   status == 405 ? "Allow: CONNECT\r\n" : "", retry, reason);
   if (tn__ep_write(t->down, buf, TN_BUF_HEAP, (size_t)n) != 0 || tn__ep_shutdown(t->down) != 0 ||
       tn__ep_read_start(t->down) != 0)
     tn__tunnel_close(t, t->result, reason);

@@ -69,6 +69,8 @@ struct tn_h2 {
   h2_stream *streams;
   unsigned depth;             /* nested calls into nghttp2 */
   bool need_flush, write_blocked, goaway, closing;
+  bool calm_sent;             /* our GOAWAY(ENHANCE_YOUR_CALM) is queued */
+  uint32_t refused;           /* 429s answered on this connection */
   char *out;                  /* frames being coalesced into one write */
   size_t out_len;
 };
@@ -391,7 +393,21 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
   return 0;
 }
 
+/* Every GOAWAY sent is counted by why (mcgw_h2_goaway_total{reason}). */
+static void count_goaway(tn_h2 *h, uint32_t code) {
+  tn_goaway_reason r = TN_GOAWAY_PROTOCOL;
+  if (code == NGHTTP2_NO_ERROR)
+    r = TN_GOAWAY_DRAIN;
+  else if (code == NGHTTP2_ENHANCE_YOUR_CALM)
+    r = h->calm_sent ? TN_GOAWAY_RATE_LIMITED : TN_GOAWAY_FLOOD;
+  tn__count_goaway(h->engine, r);
+  tn_log(TN_LOG_INFO, "h2_goaway", TN_S("reason", tn_goaway_reason_name(r)),
+         TN_S("code", nghttp2_http2_strerror(code)), TN_U("refused", h->refused), TN_LOG_END);
+}
+
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
+  if (frame->hd.type == NGHTTP2_GOAWAY)
+    count_goaway(user, frame->goaway.error_code);
   h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
   if (!st || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
       (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS))
@@ -508,6 +524,10 @@ static void flush(tn_h2 *h) {
 
 static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   tn_h2 *h = ep->owner;
+  if (h->closing) { /* lingering: dropped unread */
+    tn__buf_free(base, kind);
+    return;
+  }
   h->depth++;
   ssize_t rv = nghttp2_session_mem_recv(h->session, (const uint8_t *)base, n);
   h->depth--;
@@ -519,8 +539,15 @@ static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   flush(h);
 }
 
-static void tr_gone(tn_ep *ep) { session_close(ep->owner); }
-static void tr_error(tn_ep *ep, int err) { session_close(ep->owner); }
+/* EOF or an error: the session ends; a lingering one is done. */
+static void tr_gone(tn_ep *ep) {
+  tn_h2 *h = ep->owner;
+  if (h->conn->mode == TN_CONN_LINGER)
+    return tn__conn_abort(h->conn, "linger_done");
+  session_close(h);
+}
+
+static void tr_error(tn_ep *ep, int err) { tr_gone(ep); }
 
 static void tr_drained(tn_ep *ep) {
   tn_h2 *h = ep->owner;
@@ -572,6 +599,10 @@ static void session_close(tn_h2 *h) {
     else
       stream_maybe_free(st);
   }
+  /* After our GOAWAY(ENHANCE_YOUR_CALM) the device is likely still sending
+   * (streams it opened before reading it): linger, so it reads the GOAWAY. */
+  if (h->calm_sent && tn__ep_shutdown(h->conn->transport) == 0)
+    return tn__engine_conn_linger(h->engine, h->conn);
   h->conn->mode = TN_CONN_CLOSING;
   tn__ep_close(h->conn->transport, false);
 }
@@ -661,6 +692,21 @@ int tn__h2_established(tn_tunnel *t) {
   return rv == 0 ? 0 : UV_EPROTO;
 }
 
+/* A device that keeps opening streams past its rate (typically resetting
+ * each at once) is told to go away after h2_max_refused_per_connection
+ * refusals, on top of nghttp2's own rapid-reset limit: reconnecting costs
+ * it a handshake, and each connection's refusals are bounded. The session
+ * ends once the GOAWAY is out (streams in flight see a device reset). */
+static void refused_one(tn_h2 *h) {
+  uint32_t max = tn__opts(h->engine)->h2_max_refused_per_connection;
+  if (++h->refused < max || max == 0 || h->calm_sent || h->closing)
+    return;
+  h->calm_sent = true;
+  h->goaway = true;
+  nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
+  schedule(h);
+}
+
 /* Answers the status on the stream with a short text body, then lets the
  * tunnel go; the body still goes out from the stream's queue. */
 void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
@@ -669,19 +715,24 @@ void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
   if (status == 400 && st->malformed) {
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
   } else if (!st->responded && !st->closed_in_session) {
-    char code[8], *body = NULL;
+    char code[8], retry[16], *body = NULL;
     int len = asprintf(&body, "%s\n", reason);
     snprintf(code, sizeof(code), "%03d", status);
+    int rlen = snprintf(retry, sizeof(retry), "%u", (unsigned)t->retry_after_s);
     nghttp2_nv nv[] = {
         {(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"retry-after", (uint8_t *)retry, 11, (size_t)rlen, NGHTTP2_NV_FLAG_NONE},
     };
     out_free_all(st);
     if (len > 0)
       st_write(&st->ep, body, TN_BUF_HEAP, (size_t)len);
     st->out_eof = true;
     nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_data};
-    st->responded = nghttp2_submit_response(h->session, st->id, nv, 2, &dp) == 0;
+    st->responded =
+        nghttp2_submit_response(h->session, st->id, nv, t->retry_after_s ? 3 : 2, &dp) == 0;
   }
+  if (status == 429)
+    refused_one(h);
   tn__tunnel_close(t, t->result, reason);
 }

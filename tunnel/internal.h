@@ -66,7 +66,17 @@ typedef enum { TN_PROTO_H1 = 0, TN_PROTO_H2 } tn_proto;
 
 /* ---- downstream connections (conn.c) ---- */
 
-typedef enum { TN_CONN_SETUP = 0, TN_CONN_H1, TN_CONN_H2, TN_CONN_CLOSING } tn_conn_mode;
+/* LINGER: an HTTP/2 connection told GOAWAY(ENHANCE_YOUR_CALM): FIN sent,
+ * what the device still sends is read and dropped until it closes or
+ * TN_LINGER_MS passes, so that closing with unread bytes (a RST) cannot
+ * destroy the GOAWAY before the device reads it. */
+typedef enum {
+  TN_CONN_SETUP = 0,
+  TN_CONN_H1,
+  TN_CONN_H2,
+  TN_CONN_LINGER,
+  TN_CONN_CLOSING
+} tn_conn_mode;
 
 struct tn_conn {
   tn_link link;               /* first member: in the engine's conn lists */
@@ -129,6 +139,7 @@ struct tn_tunnel {
   tn_phase phase;
   tn_result result;
   int status;                    /* HTTP status sent, 0 if none */
+  uint32_t retry_after_s;        /* Retry-After of a 429/503 answer; 0 = none */
   const char *close_reason;      /* static string */
   tn_ep *down;                   /* h1: the connection's transport; h2: the stream */
   tn_ep_tcp up;                  /* the destination; initialised per connect attempt */
@@ -214,7 +225,9 @@ bool tn__splice_try(tn_tunnel *t);
  * closes its descriptors; its poll handles free themselves. */
 void tn__splice_stop(tn_tunnel *t);
 
-/* h2.c: HTTP/2 sessions on a connection. */
+/* h2.c: HTTP/2 sessions on a connection. tn__h2_fail counts 429s on the
+ * connection and ends it with GOAWAY(ENHANCE_YOUR_CALM) at
+ * h2_max_refused_per_connection. */
 void tn__h2_start(tn_conn *c, const char *first, size_t n);
 void tn__h2_fail(tn_tunnel *t, int status, const char *reason);
 int tn__h2_established(tn_tunnel *t);
@@ -234,6 +247,8 @@ void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t); /* after the access log
 void tn__engine_tunnel_freed(tn_engine *e);
 void tn__engine_conn_added(tn_engine *e, tn_conn *c);
 void tn__engine_conn_moved(tn_engine *e, tn_conn *c); /* left set-up */
+/* Into TN_CONN_LINGER, with a TN_LINGER_MS deadline (tn__conn_timeout). */
+void tn__engine_conn_linger(tn_engine *e, tn_conn *c);
 void tn__engine_conn_freed(tn_engine *e, tn_conn *c);
 void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link);
 void tn__engine_h2_removed(tn_engine *e, tn_link *link);
@@ -246,6 +261,12 @@ bool tn__splice_budget(const tn_engine *e);
 /* Admission of a request: checks max_tunnels and max_tunnels_per_client.
  * Returns true and takes a slot, or false. */
 bool tn__admit(tn_engine *e, tn_tunnel *t);
+/* max_new_tunnels_per_client (unless rate_exempt) and
+ * max_new_upstream_per_target: 0 when a token was taken, else the
+ * milliseconds until the next one. */
+uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t);
+uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t);
+void tn__count_goaway(tn_engine *e, tn_goaway_reason r);
 
 /* bufpool.c: 64 KiB read buffers, kept in a small free list. */
 void tn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -255,6 +276,13 @@ void tn__bufpool_trim(void);
 /* clients.c: per-client tunnel counts. A client is its device certificate
  * subject when it has one, else its IP address. */
 typedef struct tn_clients tn_clients;
+#define TN_CLIENT_KEY_MAX 257 /* tag byte + a subject of up to 256 bytes, or 16 address bytes */
+typedef struct {
+  uint8_t b[TN_CLIENT_KEY_MAX];
+  uint16_t len;
+} tn_client_key;
+/* The bytes that name a client: 'S' + subject, or 4/6 + the address bytes. */
+void tn__client_key(const struct sockaddr *sa, const char *subject, tn_client_key *k);
 tn_clients *tn__clients_new(void);
 void tn__clients_free(tn_clients *c);
 /* Increments the count for the client; returns the new count, 0 on ENOMEM. */

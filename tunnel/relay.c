@@ -123,10 +123,25 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   }
 }
 
+/* The device reset its stream or connection while its tunnel was being set
+ * up: the device gave up. Closing the tunnel cancels the lookup (or drops
+ * its late result) and closes the half-open upstream socket. */
+static bool cancel_setup(tn_tunnel *t) {
+  if (t->phase != TN_PHASE_RESOLVING && t->phase != TN_PHASE_CONNECTING)
+    return false;
+  tn__tunnel_close(t, TN_RESULT_CANCELLED, "reset_down");
+  return true;
+}
+
 static void down_eof(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_HEADER)
     return tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request");
+  /* HTTP/1.1 cannot tell close from half-close: an EOF before the 200 with
+   * nothing to deliver is taken as the device giving up (connect, CONNECT,
+   * close loops); with bytes held, they still go up. */
+  if (t->proto == TN_PROTO_H1 && !(t->setup && t->setup->pending_len) && cancel_setup(t))
+    return;
   if (t->phase == TN_PHASE_LINGER) {
     if (ep->shut)
       tn__tunnel_close(t, t->result, t->close_reason);
@@ -139,6 +154,8 @@ static void down_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_LINGER)
     return tn__tunnel_close(t, t->result, t->close_reason);
+  if (cancel_setup(t))
+    return;
   tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down");
 }
 

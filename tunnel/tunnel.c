@@ -19,6 +19,8 @@ static const char *const result_names[TN_RESULT_COUNT_] = {
     [TN_RESULT_TIMEOUT] = "timeout",
     [TN_RESULT_LIMIT] = "limit",
     [TN_RESULT_ERROR] = "error",
+    [TN_RESULT_RATE_LIMITED] = "rate_limited",
+    [TN_RESULT_CANCELLED] = "cancelled",
 };
 
 const char *tn_result_name(tn_result r) {
@@ -104,6 +106,12 @@ static void log_refusal(tn_tunnel *t, const char *why) {
          TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
 }
 
+/* Whole seconds for Retry-After (RFC 9110 10.2.3), at least 1. */
+static uint32_t retry_after(uint64_t wait_ms) {
+  uint64_t s = (wait_ms + 999) / 1000;
+  return s < 1 ? 1 : s > 3600 ? 3600 : (uint32_t)s;
+}
+
 static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
   tn_setup *s = t->setup;
   if (tn_authority_parse(authority, len, &s->auth) != 0) {
@@ -132,6 +140,14 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
                            "bad CONNECT target: expected host:port or [v6]:port");
   if (!t->target)
     return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  /* Every parsed request counts against the device's rate, whatever
+   * becomes of it: a refused one costs no lookup and no connect. */
+  uint64_t wait_ms = tn__rate_client(e, t);
+  if (wait_ms) {
+    t->retry_after_s = retry_after(wait_ms);
+    log_refusal(t, "max_new_tunnels_per_client");
+    return tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
+  }
   if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
     /* The reason is the access log's `close` field and the 403 body. */
     if (tn_policy_needs_authorization(&o->policy, &t->setup->auth))
@@ -144,6 +160,12 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
   if (!tn__admit(e, t)) {
     log_refusal(t, "tunnel limit reached");
     return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+  }
+  /* Last: only what would really go upstream counts against the target. */
+  if ((wait_ms = tn__rate_target(e, t)) != 0) {
+    t->retry_after_s = retry_after(wait_ms);
+    log_refusal(t, "max_new_upstream_per_target");
+    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
   }
   tn_setup *s = t->setup;
   if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len))

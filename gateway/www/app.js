@@ -154,7 +154,7 @@ function renderRefusals(byResult, uptimeS) {
   snapshots.push({ t: now, by_result: byResult });
   while (snapshots.length > 1 && now - snapshots[1].t >= HISTORY_MS) snapshots.shift();
   const old = uptimeS * 1000 <= HISTORY_MS ? {} : snapshots[0].by_result;
-  const rows = Object.keys(byResult).filter((k) => k !== 'ok')
+  const rows = Object.keys(byResult).filter((k) => k !== 'ok' && k !== 'cancelled')
     .map((k) => [k, byResult[k] - (old[k] || 0), byResult[k]])
     .sort((a, b) => b[2] - a[2]);
   fillRows('refusals', rows.filter((r) => r[2] > 0).map((r) => [r[0], [String(r[1]), 'n'], [String(r[2]), 'n']]),
@@ -178,6 +178,9 @@ function renderStatus(s) {
   setText('reloads', s.reloads.ok + ' ok, ' + s.reloads.failed + ' failed' +
           (s.reloads.last_ok ? '' : ' (last one rejected)'));
   renderRefusals(t.by_result, s.uptime_s);
+  fillRows('rate-limited', (s.clients.rate_limited || []).map((c) => [
+    [c.client, 'wrap'], [String(c.refused), 'n'], [fmtDuration(c.since_s), 'n']]),
+           'none', 3);
   fillRows('destinations', s.destinations.map((d) => [[d.target, 'wrap'], [String(d.tunnels), 'n']]),
            'no open tunnels', 2);
   fillRows('listeners', s.listeners.map((l) => [l.addr, [String(l.connections_active), 'n']]),

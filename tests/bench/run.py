@@ -315,6 +315,12 @@ class Mcgw(Proxy):
     def listeners(self):
         return "listen = 127.0.0.1:0\n"
 
+    def rates(self):
+        """The load generator is one client opening thousands of tunnels a
+        second to one target: the new-tunnel rates are off (McgwRateLimit
+        measures them on)."""
+        return "max_new_tunnels_per_client = 0/s\nmax_new_upstream_per_target = 0/s\n"
+
     def launch(self):
         conf = os.path.join(self.dir, "mcgw.ini")
         allow = "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
@@ -322,7 +328,7 @@ class Mcgw(Proxy):
             f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n" +
                     self.listeners() + allow +
                     "allow_private = yes\nrequire_tls = no\n"
-                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n")
+                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n" + self.rates())
         self.log = open(os.path.join(self.dir, "mcgw.log"), "w")
         self.proc = spawn([MCGW, "run", "-c", conf], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
@@ -348,6 +354,17 @@ class McgwCopy(Mcgw):
 
     def listeners(self):
         return "listen = 127.0.0.1:0\nsplice = off\n"
+
+
+class McgwRateLimit(Mcgw):
+    """mcgw with both new-tunnel rates on, set so high that nothing is
+    refused: every set-up pays for the bucket checks, for the set-up CPU
+    comparison with the rates off."""
+    name = "mcgw-ratelimit"
+
+    def rates(self):
+        return ("max_new_tunnels_per_client = 1000000/s\nnew_tunnels_burst = 1000000\n"
+                "max_new_upstream_per_target = 1000000/s\n")
 
 
 class Squid(Proxy):

@@ -447,8 +447,11 @@ def test_408_header_timeout(mcgw, echo):
 def test_1000_tunnels_at_once(mcgw, echo):
     n = 1000
     assert mcgwtest.raise_nofile_limit() > 2 * n + 100, "RLIMIT_NOFILE hard limit too low"
-    # All from 127.0.0.1: lift the per-client limit (256 by default).
-    daemon = mcgw(allow=local(echo.port), max_tunnels_per_client=2 * n)
+    # All from 127.0.0.1 to one target, as fast as the client goes: lift the
+    # per-client limit (256 by default) and the new-tunnel rates (20/s,
+    # burst 50, per client; 200/s per target).
+    daemon = mcgw(allow=local(echo.port), max_tunnels_per_client=2 * n,
+                  max_new_tunnels_per_client="0/s", max_new_upstream_per_target="0/s")
     tunnels = []
     try:
         for i in range(n):

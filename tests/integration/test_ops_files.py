@@ -39,7 +39,21 @@ tests:
         values: '-120x10'
       - series: 'mcgw_idm_clock_skew_seconds{{instance="v2",job="mcgw"}}'
         values: '2x10'
+      - series: 'mcgw_clients_rate_limited{{instance="v1",job="mcgw"}}'
+        values: '0 1 2 1 1 1 1 1 1 1'
+      - series: 'mcgw_clients_rate_limited{{instance="v2",job="mcgw"}}'
+        values: '0 1 1 1 0 1 1 1 1 0'
     alert_rule_test:
+      - eval_time: 5m
+        alertname: McgwClientRateLimited
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: McgwClientRateLimited
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: v1, job: mcgw}}
+            exp_annotations:
+              summary: "1 device(s) on v1 rate limited for 5 minutes"
+              description: "A device keeps asking for new tunnels faster than max_new_tunnels_per_client (429, result=rate_limited): broken, misconfigured or compromised. `mcgw status` or /status (clients.rate_limited) names it; see docs/operations.md (rate_exempt for a known bursty device)."
       - eval_time: 6m
         alertname: McgwClockSkew
         exp_alerts:
@@ -79,7 +93,7 @@ def test_alert_rules_load_and_fire(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     text = RULES.read_text()
     for alert in ("McgwGatewayUnauthorized", "McgwTokenExpiringWithoutRefresh", "McgwRefusalSpike",
-                  "McgwTunnelLimitNear", "McgwClockSkew"):
+                  "McgwTunnelLimitNear", "McgwClockSkew", "McgwClientRateLimited"):
         assert f"alert: {alert}\n" in text, alert
     tests = tmp_path / "rules_test.yml"
     tests.write_text(RULE_TESTS.format(rules=json.dumps(str(RULES))))

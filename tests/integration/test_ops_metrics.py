@@ -204,7 +204,9 @@ scrape_configs:
 
 @pytest.mark.timeout(60)
 def test_refusal_spike_logged_once(gateway_factory):
-    gw = gateway_factory(base_config())
+    # 120 refusals from one device in seconds: without the new-tunnel rate
+    # (20/s, burst 50) they are 403s, the refusal this test is about.
+    gw = gateway_factory(base_config(extra_tunnel=[("max_new_tunnels_per_client", "0/s")]))
     for _ in range(60):
         assert connect_status(gw.proxy_port, "forbidden.example:443") == 403
     spike = gw.wait_log(lambda r: r.get("msg") == "refusal_spike", 25, "refusal_spike")

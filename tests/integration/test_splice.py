@@ -228,7 +228,10 @@ def test_stalled_device_bounds_what_is_in_flight(gw, upstream):
 def test_splice_limit_falls_back_to_copying(gw, echo):
     """Past TN_SPLICE_MAX spliced tunnels, new tunnels copy, and all work."""
     n = SPLICE_MAX + 8
-    g = gw("always", allow=local(echo.port), max_tunnels_per_client=1000)
+    # 264 tunnels from 127.0.0.1 to one target in a burst: no new-tunnel
+    # rates (20/s, burst 50, per client; 200/s per target).
+    g = gw("always", allow=local(echo.port), max_tunnels_per_client=1000,
+           max_new_tunnels_per_client="0/s", max_new_upstream_per_target="0/s")
     with echo_tunnels(g, echo.port, n) as tunnels:
         assert metric(g, "mcgw_tunnels_spliced_active") == SPLICE_MAX
         assert metric(g, "mcgw_tunnels_spliced_total") == SPLICE_MAX

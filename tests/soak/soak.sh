@@ -63,7 +63,10 @@ conf = os.path.join(tmp, "mcgw.ini")
 with open(conf, "w") as f:
     f.write("[gateway]\nlog_level = info\n[admin]\nlisten = 127.0.0.1:0\n"
             "[tunnel]\nlisten = 127.0.0.1:0\nallow = 127.0.0.1:*\nallow_private = yes\n"
-            "require_tls = no\nheader_timeout = 5s\nconnect_timeout = 5s\n")
+            "require_tls = no\nheader_timeout = 5s\nconnect_timeout = 5s\n"
+            # one client churning to one target as fast as it can: the
+            # new-tunnel rates would turn the churn into 429s
+            "max_new_tunnels_per_client = 0/s\nmax_new_upstream_per_target = 0/s\n")
 log_path = os.path.join(tmp, "mcgw.log")
 log = open(log_path, "wb")
 proc = subprocess.Popen([binary, "run", "-c", conf], stdout=subprocess.PIPE,
