@@ -198,8 +198,56 @@ static void test_defaults(void **state) {
   assert_int_equal(o->header_timeout_ms, 10000);
   assert_int_equal(o->idle_timeout_ms, 30 * 60 * 1000);
   assert_int_equal(o->splice, TN_SPLICE_AUTO);
+  assert_int_equal(o->new_tunnels_per_client.per_s, 20);
+  assert_int_equal(o->new_tunnels_per_client.burst, 50);
+  assert_int_equal(o->new_upstream_per_target.per_s, 200);
+  assert_int_equal(o->h2_max_refused_per_connection, 100);
+  assert_int_equal(o->n_rate_exempt, 0);
+  assert_false(l->cfg.allow_public_suffix);
+  assert_int_equal(l->cfg.warnings.n, 0);
   tn_engine_opts_free(&def);
   unload(l);
+}
+
+/* The new-tunnel rates and rate_exempt (issue 18). */
+static void test_rate_keys(void **state) {
+  (void)state;
+  loaded *l = load(BASE "max_new_tunnels_per_client = 5/s\n"
+                        "new_tunnels_burst = 7\n"
+                        "max_new_upstream_per_target = 0/s\n"
+                        "h2_max_refused_per_connection = 0\n"
+                        "rate_exempt = 192.168.50.0/28\n"
+                        "rate_exempt = CN=cam 7,O=Fire\n");
+  assert_valid(l);
+  const tn_engine_opts *o = &l->cfg.tunnel;
+  assert_int_equal(o->new_tunnels_per_client.per_s, 5);
+  assert_int_equal(o->new_tunnels_per_client.burst, 7);
+  assert_int_equal(o->new_upstream_per_target.per_s, 0);
+  assert_int_equal(o->h2_max_refused_per_connection, 0);
+  assert_int_equal(o->n_rate_exempt, 2);
+  assert_false(o->rate_exempt[0].is_subject);
+  assert_int_equal(o->rate_exempt[0].cidr.prefix, 28);
+  assert_true(o->rate_exempt[1].is_subject);
+  assert_string_equal(o->rate_exempt[1].subject, "CN=cam 7,O=Fire");
+  assert_int_equal(l->cfg.warnings.n, 0);
+  tn_engine_opts copy;
+  assert_int_equal(tn_engine_opts_copy(&copy, o), 0); /* deep copy of the exemptions */
+  assert_string_equal(copy.rate_exempt[1].subject, "CN=cam 7,O=Fire");
+  tn_engine_opts_free(&copy);
+  unload(l);
+  l = load(BASE "max_new_upstream_per_target = 300/s\nrate_exempt = *\n");
+  assert_valid(l);
+  assert_int_equal(l->cfg.tunnel.new_upstream_per_target.burst, 300);
+  assert_true(l->cfg.tunnel.rate_exempt[0].all);
+  assert_int_equal(l->cfg.warnings.n, 1);
+  assert_non_null(strstr(l->cfg.warnings.msgs[0], "t.ini:4: warning: rate_exempt = *"));
+  unload(l);
+  expect_one_error(BASE "max_new_tunnels_per_client = 20/m\n",
+                   "t.ini:3: max_new_tunnels_per_client: expected a rate like 20/s (0/s: no "
+                   "limit), got '20/m'");
+  expect_one_error(BASE "max_new_upstream_per_target = 2000000/s\n",
+                   "t.ini:3: max_new_upstream_per_target: expected a rate from 0/s (no limit) "
+                   "to 1000000/s, got '2000000/s'");
 }
 
 static void test_repeated_listen_and_allow(void **state) {
@@ -766,6 +814,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_full_config),
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_rate_keys),
       cmocka_unit_test(test_splice_mode),
       cmocka_unit_test(test_repeated_listen_and_allow),
       cmocka_unit_test(test_booleans),
