@@ -796,6 +796,8 @@ def table(res, names):
     row("bulk down, one tunnel, Gbit/s (median)", "bulk_down_gbit", 2)
     row("bulk up: proxy CPU s per GB (median)", "bulk_up_cpu_s_per_gb", 3, "lower")
     row("bulk down: proxy CPU s per GB (median)", "bulk_down_cpu_s_per_gb", 3, "lower")
+    if "mcgw" in names and "setup_rate_ratelimit" in res["mcgw"]:
+        ratelimit_rows(rows, res["mcgw"], names)
     if "mcgw" in names and "bulk_up_copy_gbit" in res["mcgw"]:
         copy_rows(rows, res["mcgw"], names)
     if "mcgw" in names and "h2_bulk_up_gbit" in res["mcgw"]:
@@ -803,18 +805,33 @@ def table(res, names):
     return "\n".join(rows)
 
 
-def copy_rows(rows, m, names):
-    """mcgw's copy relay (splice = off) in the same run: the bulk rows above
-    are the default, splice = auto. Ratios against the same peers."""
-    def row(label, key, digits):
-        cells = [fmt(m[key], digits) if n == "mcgw" else "-" for n in names]
+def mcgw_rows(rows, m, names, specs):
+    """Rows of an mcgw variant measured in the same run: (label, key,
+    digits) each; a figure in the mcgw column only."""
+    for label, key, digits in specs:
+        cells = [fmt(m.get(key), digits) if n == "mcgw" else "-" for n in names]
         rows.append("| %s | %s |" % (label, " | ".join(cells + ["-" for o in ("squid", "tinyproxy")
                                                                  if o in names])))
 
-    row("bulk up, mcgw splice = off (copy relay), Gbit/s", "bulk_up_copy_gbit", 2)
-    row("bulk down, mcgw splice = off (copy relay), Gbit/s", "bulk_down_copy_gbit", 2)
-    row("bulk up, mcgw splice = off: CPU s per GB", "bulk_up_copy_cpu_s_per_gb", 3)
-    row("bulk down, mcgw splice = off: CPU s per GB", "bulk_down_copy_cpu_s_per_gb", 3)
+
+def copy_rows(rows, m, names):
+    """mcgw's copy relay (splice = off) in the same run: the bulk rows above
+    are the default, splice = auto."""
+    mcgw_rows(rows, m, names, [
+        ("bulk up, mcgw splice = off (copy relay), Gbit/s", "bulk_up_copy_gbit", 2),
+        ("bulk down, mcgw splice = off (copy relay), Gbit/s", "bulk_down_copy_gbit", 2),
+        ("bulk up, mcgw splice = off: CPU s per GB", "bulk_up_copy_cpu_s_per_gb", 3),
+        ("bulk down, mcgw splice = off: CPU s per GB", "bulk_down_copy_cpu_s_per_gb", 3)])
+
+
+def ratelimit_rows(rows, m, names):
+    """mcgw with the new-tunnel rates on but set high (McgwRateLimit) in the
+    same set-up runs: the set-up rows above have them off."""
+    mcgw_rows(rows, m, names, [
+        ("set-up rate, %d in flight, mcgw new-tunnel rates on (set high), tunnels/s" % HEADLINE_C,
+         "setup_rate_ratelimit", 0),
+        ("set-up, %d in flight: mcgw proxy CPU per tunnel, rates on (set high), µs" % HEADLINE_C,
+         "setup_proxy_us_ratelimit", 1)])
 
 
 def h2_rows(rows, m, names):
@@ -943,6 +960,10 @@ def main():
         proxies["mcgw-copy"].start()
         bulk_names.append("mcgw-copy")
         res["mcgw-copy"] = {}
+        # the set-up cost of the new-tunnel rate checks: on (set high) against off
+        proxies["mcgw-ratelimit"] = McgwRateLimit(os.path.join(tmp, "rate"), up)
+        proxies["mcgw-ratelimit"].start()
+    limited = []
     ceiling = {}
     ceiling_cpu = {}
     for c in CONCURRENCY:
@@ -961,6 +982,8 @@ def main():
                 if r["failed"]:
                     log("bench: %s: %d set-up failures at c=%d: %s" % (n, r["failed"], c, r))
                 per[n].append(r)
+            if c == HEADLINE_C and "mcgw-ratelimit" in proxies:
+                limited.append(setup_run(proxies["mcgw-ratelimit"], up, c, secs))
         for n in PROXIES:
             rate = med([r["rate"] for r in per[n]])
             res[n].setdefault("sweep", {})[str(c)] = rate
@@ -981,6 +1004,11 @@ def main():
         log("bench: set-up rate at %d in flight: %s (ceiling %.0f)" %
             (c, ", ".join("%s %.0f/s" % (n, res[n]["sweep"][str(c)]) for n in PROXIES),
              ceiling[str(c)]))
+    if limited:
+        res["mcgw"]["setup_rate_ratelimit"] = med([r["rate"] for r in limited])
+        res["mcgw"]["setup_proxy_us_ratelimit"] = med([r["proxy_cpu"] / r["rate"] * 1e6
+                                                       for r in limited if r["rate"]])
+        res["mcgw"]["setup_ratelimit_runs"] = limited
     bulk_ceiling = {}
     for d in ("up", "down"):
         bulk_ceiling[d] = bulk_run(Fake(up["fake"]), up, d)["gbit_s"]

@@ -27,6 +27,8 @@ import pytest
 
 from h2client import H2Client
 from mcgwtest import blackhole, open_tunnel, wait_until
+from opsutil import ARTIFACTS
+from test_ops_page import browser  # noqa: F401  (the headless Chromium fixture)
 
 RATE, BURST = 20, 50
 SLACK = 1.10  # the 10 % the issue allows on burst + rate x seconds
@@ -357,3 +359,23 @@ def test_rate_exempt_device(mcgw, pki, target):
             got.append(t.status)
             t.close()
         assert got == want, (source, got)
+
+
+@pytest.mark.timeout(120)
+def test_page_lists_rate_limited_device(mcgw, pki, target, browser):
+    """The status page's refusals card names the device being rate limited
+    (headless Chromium, tests/ui)."""
+    gw = limited_gateway(mcgw, pki, new_tunnels_burst=2, max_new_tunnels_per_client="1/s")
+    got = []
+    for _ in range(5):
+        t = open_tunnel(gw.proxy_port, f"127.0.0.1:{target.port}", source="127.0.0.5")
+        got.append(t.status)
+        t.close()
+    assert got.count(429) >= 2, got
+    browser("open", url=gw.admin_url + "/", width=1280, height=900)
+    browser("wait_match", selector="#rate-limited td:first-child", pattern=r"^127\.0\.0\.5$")
+    refused = int(browser("text", selector="#rate-limited td:nth-child(2)")["text"])
+    assert refused == got.count(429), (refused, got)
+    assert "rate_limited" in browser("text", selector="#refusals")["text"]
+    browser("screenshot", path=str(ARTIFACTS / "status-page-rate-limited.png"))
+    assert browser("errors")["errors"] == []
