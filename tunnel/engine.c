@@ -1,6 +1,7 @@
 /* The relay engine: owns the listeners, the connection and tunnel lists, the
  * one sweep timer that enforces every set-up deadline and the idle timeout,
  * the TLS context, the counters, and the drain sequence. See engine.h. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,34 +275,18 @@ typedef struct {
   void *arg;
 } limited_walk;
 
-/* A client key back in words: the subject, or the address. */
+/* A client key (tn__client_key) back in words: the subject, or the address. */
 static void limited_one(const tn_ratetab_limited *l, void *arg) {
   limited_walk *w = arg;
-  char text[TN_CLIENT_KEY_MAX + TN_ADDRSTR_MAX];
+  char text[TN_CLIENT_KEY_MAX + INET6_ADDRSTRLEN];
   tn_limited_client c = {.client = text, .since_ms = w->now - l->since_ms,
                          .refused = l->refused, .last_ms = w->now - l->last_ms};
-  struct sockaddr_storage ss = {0};
-  if (l->key_len > 0 && l->key[0] == 'S') {
+  c.is_subject = l->key_len > 0 && l->key[0] == 'S';
+  if (c.is_subject)
     snprintf(text, sizeof text, "%.*s", (int)l->key_len - 1, (const char *)l->key + 1);
-    c.is_subject = true;
-  } else if (l->key_len == 5 || l->key_len == 17) {
-    bool v4 = l->key_len == 5;
-    ss.ss_family = v4 ? AF_INET : AF_INET6;
-    memcpy(v4 ? (void *)&((struct sockaddr_in *)&ss)->sin_addr
-              : (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr,
-           l->key + 1, l->key_len - 1u);
-    if (tn_addr_format((const struct sockaddr *)&ss, text, sizeof text) != 0)
-      strcpy(text, "-");
-    char *colon = strrchr(text, ':'); /* the address without the port 0 */
-    if (colon)
-      *colon = '\0';
-    if (!v4 && text[0] == '[') {
-      memmove(text, text + 1, strlen(text));
-      text[strlen(text) - 1] = '\0';
-    }
-  } else {
+  else if ((l->key_len != 5 && l->key_len != 17) ||
+           !inet_ntop(l->key_len == 5 ? AF_INET : AF_INET6, l->key + 1, text, sizeof text))
     strcpy(text, "-");
-  }
   w->cb(&c, w->arg);
 }
 

@@ -25,7 +25,7 @@ import time
 import h2.errors
 import pytest
 
-from h2client import H2Client
+from h2client import H2Client, make_device_pki
 from mcgwtest import blackhole, open_tunnel, wait_until
 from opsutil import ARTIFACTS
 from test_ops_page import browser  # noqa: F401  (the headless Chromium fixture)
@@ -379,3 +379,30 @@ def test_page_lists_rate_limited_device(mcgw, pki, target, browser):
     assert "rate_limited" in browser("text", selector="#refusals")["text"]
     browser("screenshot", path=str(ARTIFACTS / "status-page-rate-limited.png"))
     assert browser("errors")["errors"] == []
+
+
+@pytest.mark.timeout(60)
+def test_device_certificate_subject_is_the_client(mcgw, pki, target, tmp_path):
+    """On a client_ca listener the bucket is the device's certificate
+    subject: the same device from two addresses shares it, /status names the
+    subject, and rate_exempt = SUBJECT exempts it."""
+    (tmp_path / "devices").mkdir()
+    dev = make_device_pki(tmp_path / "devices")
+    ctx = dev.context(pki.ca_cert, dev.cert, dev.key)
+    statuses = []
+    gw = limited_gateway(mcgw, pki, client_ca=dev.ca_cert, new_tunnels_burst=2,
+                         max_new_tunnels_per_client="1/s")
+    for source in ("127.0.0.6", "127.0.0.7", "127.0.0.6", "127.0.0.7"):
+        c = H2Client(gw.tls_port, ctx, source=source)
+        statuses.append(c.wait_response(c.connect(f"127.0.0.1:{target.port}")).status)
+        c.close()
+    assert statuses == [200, 200, 429, 429], statuses
+    limited = gw.status()["clients"]["rate_limited"]
+    assert [(x["client"], x["is_subject"], x["refused"]) for x in limited] == \
+        [(dev.subject, True, 2)], limited
+    gw2 = limited_gateway(mcgw, pki, client_ca=dev.ca_cert, new_tunnels_burst=2,
+                          max_new_tunnels_per_client="1/s", rate_exempt=dev.subject)
+    c = H2Client(gw2.tls_port, ctx, source="127.0.0.6")
+    streams = [c.connect(f"127.0.0.1:{target.port}") for _ in range(4)]
+    assert [c.wait_response(s).status for s in streams] == [200] * 4
+    c.close()
