@@ -144,6 +144,11 @@ static void try_next(tn_tunnel *t) {
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   tn_tunnel *t = req->data;
   if (t->phase != TN_PHASE_RESOLVING) {
+    /* The tunnel closed (the device reset, a timeout) while the lookup
+     * was running on a worker thread, where uv_cancel cannot stop it: the
+     * answer is dropped and nothing is connected. */
+    tn_log(TN_LOG_DEBUG, "resolve_dropped", TN_U("id", t->id),
+           TN_S("status", status == 0 ? "ok" : uv_err_name(status)), TN_LOG_END);
     if (res)
       uv_freeaddrinfo(res);
     return tn__gai_done(t);

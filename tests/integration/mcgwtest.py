@@ -463,7 +463,7 @@ def _addr_port(addr):
     return int(addr.rsplit(":", 1)[1])
 
 
-def loopback_dns_prefix(workdir, hosts=None):
+def loopback_dns_prefix(workdir, hosts=None, nameserver="127.0.0.1", dns_timeout_s=1):
     """A command prefix that runs the daemon in its own mount namespace with
     a resolv.conf naming only 127.0.0.1, so that no name a test asks for
     is ever looked up beyond this machine (nothing answers on 127.0.0.1:53,
@@ -471,7 +471,8 @@ def loopback_dns_prefix(workdir, hosts=None):
     shared unless hosts (lines "ADDRESS NAME") is given: then the namespace
     gets a private /etc/hosts holding localhost and those lines only.
     Empty when namespaces are unavailable (not root): a test that needs
-    hosts must skip then (sechelp.namespaces_usable())."""
+    hosts must skip then (sechelp.namespaces_usable()). nameserver and
+    dns_timeout_s: another (test) resolver, and how long to wait for it."""
     if not DNS_ISOLATED:
         return []
     workdir = Path(workdir)
@@ -480,7 +481,8 @@ def loopback_dns_prefix(workdir, hosts=None):
         (workdir / "hosts").write_text(
             "127.0.0.1 localhost\n::1 localhost\n" + "".join(h + "\n" for h in hosts))
         files.append((workdir / "hosts", "/etc/hosts"))
-    (workdir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
+    (workdir / "resolv.conf").write_text(
+        f"nameserver {nameserver}\noptions attempts:1 timeout:{dns_timeout_s}\n")
     files.append((workdir / "resolv.conf", "/etc/resolv.conf"))
     mounts = [f'mount --bind "${i}" {target}' for i, (_, target) in enumerate(files, 1)]
     script = " && ".join([*mounts, f'shift {len(files)}', 'exec "$@"'])

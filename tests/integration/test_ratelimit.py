@@ -26,7 +26,7 @@ import h2.errors
 import pytest
 
 from h2client import H2Client, make_device_pki
-from mcgwtest import blackhole, open_tunnel, wait_until
+from mcgwtest import DNS_ISOLATED, Mcgw, blackhole, loopback_dns_prefix, open_tunnel, wait_until
 from opsutil import ARTIFACTS
 from test_ops_page import browser  # noqa: F401  (the headless Chromium fixture)
 
@@ -406,3 +406,90 @@ def test_device_certificate_subject_is_the_client(mcgw, pki, target, tmp_path):
     streams = [c.connect(f"127.0.0.1:{target.port}") for _ in range(4)]
     assert [c.wait_response(s).status for s in streams] == [200] * 4
     c.close()
+
+
+class HeldDns:
+    """A DNS server on ADDR:53 that answers A queries with 127.0.0.1 (and
+    AAAA with no address) only once released: a resolver that is slow
+    exactly as long as the test wants."""
+
+    ADDR = "127.0.0.99"
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.ADDR, 53))
+        self.queries = []
+        self.answered = 0
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            with self._lock:
+                self.queries.append(data)
+            threading.Thread(target=self._answer, args=(data, peer), daemon=True).start()
+
+    def _answer(self, q, peer):
+        self.release.wait(60)
+        end = 12
+        while q[end]:
+            end += 1 + q[end]
+        question = q[12:end + 5]
+        qtype = int.from_bytes(q[end + 1:end + 3], "big")
+        answers = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" +
+                   socket.inet_aton("127.0.0.1")) if qtype == 1 else b""
+        head = q[:2] + b"\x81\x80\x00\x01" + (b"\x00\x01" if answers else b"\x00\x00") + b"\0" * 4
+        try:
+            self.sock.sendto(head + question + answers, peer)
+        except OSError:
+            return
+        with self._lock:
+            self.answered += 1
+
+    def close(self):
+        self.release.set()
+        self.sock.close()
+
+
+class HeldDnsGateway(Mcgw):
+    def command_prefix(self):
+        return loopback_dns_prefix(self.workdir, nameserver=HeldDns.ADDR, dns_timeout_s=30)
+
+
+@pytest.mark.timeout(60)
+def test_close_during_lookup_drops_its_answer(tmp_path, target):
+    """The device closes while its target's name is being looked up (a
+    resolver that answers only when the test says): the tunnel closes at
+    once as cancelled/reset_down; the answer that comes later is dropped
+    and nothing is connected."""
+    if not DNS_ISOLATED:
+        pytest.skip("needs root and unshare for the daemon's own resolv.conf")
+    dns = HeldDns()
+    gw = HeldDnsGateway(tmp_path / "gw", tunnel={"allow": f"slow.example.org:{target.port}"})
+    try:
+        gw.start()
+        dev = socket.create_connection(("127.0.0.1", gw.proxy_port))
+        client = "127.0.0.1:%d" % dev.getsockname()[1]
+        dev.sendall(f"CONNECT slow.example.org:{target.port} HTTP/1.1\r\n\r\n".encode())
+        wait_until(lambda: dns.queries, 10, "the lookup at the resolver")
+        t0 = time.monotonic()
+        dev.close()
+        rec = gw.tunnel_closed(client)
+        assert rec["result"] == "cancelled" and rec["close"] == "reset_down", rec
+        assert time.monotonic() - t0 < 10  # not the 30 s resolver timeout
+        dns.release.set()
+        dropped = gw.wait_log(lambda r: r.get("msg") == "resolve_dropped" and r["id"] == rec["id"],
+                              20, "the late answer dropped")
+        assert dropped["status"] == "ok" and dns.answered >= 1, (dropped, dns.answered)
+        assert target.accepted == 0
+        assert not any(r.get("msg") == "connect_attempt_failed" for r in gw.records)
+        assert gw.status()["tunnels"]["active"] == 0
+    finally:
+        gw.stop()
+        dns.close()
+    gw.assert_no_sanitizer_report()
