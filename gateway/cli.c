@@ -466,6 +466,21 @@ static void render_top(buf *b, const json_t *list, const char *title, const char
   }
 }
 
+/* Devices refused by max_new_tunnels_per_client in the last 10 s. */
+static void render_limited(buf *b, const json_t *list) {
+  size_t i;
+  const json_t *e;
+  if (!json_array_size(list))
+    return;
+  bput(b, "\n%-40s %7s %9s\n", "rate limited now", "refused", "for");
+  json_array_foreach((json_t *)list, i, e) {
+    char d[32];
+    gw_cli_fmt_duration((uint64_t)jint(e, "since_s"), d, sizeof(d));
+    bput(b, "  %-38s %7lld %9s\n", jstr(e, "client") ? jstr(e, "client") : "-",
+         (long long)jint(e, "refused"), d);
+  }
+}
+
 static void render_status(buf *b, const cli_opts *o, const json_t *s) {
   const json_t *t = json_object_get(s, "tunnels");
   char up[32], bu[16], bd[16];
@@ -504,6 +519,7 @@ static void render_status(buf *b, const cli_opts *o, const json_t *s) {
            : "");
   render_results(b, t);
   render_top(b, json_object_get(json_object_get(s, "clients"), "top"), "top clients", "address");
+  render_limited(b, json_object_get(json_object_get(s, "clients"), "rate_limited"));
   render_top(b, json_object_get(s, "destinations"), "top destinations", "target");
 }
 

@@ -18,6 +18,7 @@ waits to let the gateway do something: that is polled with a deadline."""
 
 import collections
 import os
+import re
 import socket
 import threading
 import time
@@ -26,7 +27,8 @@ import h2.errors
 import pytest
 
 from h2client import H2Client, make_device_pki
-from mcgwtest import DNS_ISOLATED, Mcgw, blackhole, loopback_dns_prefix, open_tunnel, wait_until
+from mcgwtest import (DNS_ISOLATED, Mcgw, blackhole, loopback_dns_prefix, open_tunnel,
+                     run_cli, wait_until)
 from opsutil import ARTIFACTS
 from test_ops_page import browser  # noqa: F401  (the headless Chromium fixture)
 
@@ -227,6 +229,8 @@ def test_h1_connect_close_loop_bounded(mcgw, pki, echo, target):
     limited = {c["client"]: c for c in st["clients"]["rate_limited"]}
     assert "127.0.0.1" in limited and limited["127.0.0.1"]["refused"] > 0, st["clients"]
     assert "127.0.0.2" not in limited, st["clients"]
+    rc, out = run_cli("status", "--admin", gw.admin_url)
+    assert rc == 0 and re.search(r"^rate limited now.*\n  127\.0\.0\.1 +\d+", out, re.M), out
     assert metric(gw, "mcgw_clients_rate_limited") >= 1
     assert metric(gw, 'mcgw_tunnels_total{proto="h1",result="rate_limited"}') > 0
 
