@@ -220,7 +220,7 @@ def test_h1_connect_close_loop_bounded(mcgw, pki, echo, target):
     settle(gw)
     elapsed = time.monotonic() - start
     bound = (BURST + RATE * elapsed) * SLACK
-    assert i > 2 * bound, "the loop was too slow to test anything"
+    assert i > bound, "the loop was too slow to test anything"
     assert target.accepted <= bound, (target.accepted, bound, i)
     assert statuses[429] > 0, statuses
     assert not good.failures and good.ok >= 10, (good.ok, good.failures)
@@ -343,12 +343,14 @@ def test_rate_limited_device_gets_429_with_retry_after_h2(mcgw, pki, target):
     for s in streams:
         c.wait_response(s)
     statuses = [s.status for s in streams]
-    assert statuses.count(200) == 3 and statuses.count(429) == 3, statuses
+    # the burst, and at most one more if a second passed meanwhile (1/s)
+    assert statuses[:3] == [200] * 3 and statuses.count(429) >= 2, statuses
+    assert set(statuses) == {200, 429}, statuses
     refused = [s for s in streams if s.status == 429]
     assert all(int(s.headers["retry-after"]) >= 1 for s in refused), [s.headers for s in refused]
     c.close()
     settle(gw)
-    assert target.accepted == 3
+    assert target.accepted == statuses.count(200)
 
 
 def test_rate_exempt_device(mcgw, pki, target):
@@ -356,13 +358,16 @@ def test_rate_exempt_device(mcgw, pki, target):
     others still are."""
     gw = limited_gateway(mcgw, pki, new_tunnels_burst=2, max_new_tunnels_per_client="1/s",
                          rate_exempt="127.0.0.3")
-    for source, want in (("127.0.0.3", [200] * 5), ("127.0.0.4", [200, 200, 429, 429, 429])):
-        got = []
+    got = {}
+    for source in ("127.0.0.3", "127.0.0.4"):
+        got[source] = []
         for _ in range(5):
             t = open_tunnel(gw.proxy_port, f"127.0.0.1:{target.port}", source=source)
-            got.append(t.status)
+            got[source].append(t.status)
             t.close()
-        assert got == want, (source, got)
+    assert got["127.0.0.3"] == [200] * 5, got
+    # burst 2, then 429s (one more 200 if a second passed meanwhile, at 1/s)
+    assert got["127.0.0.4"][:2] == [200, 200] and got["127.0.0.4"].count(429) >= 2, got
 
 
 @pytest.mark.timeout(120)
@@ -400,10 +405,11 @@ def test_device_certificate_subject_is_the_client(mcgw, pki, target, tmp_path):
         c = H2Client(gw.tls_port, ctx, source=source)
         statuses.append(c.wait_response(c.connect(f"127.0.0.1:{target.port}")).status)
         c.close()
-    assert statuses == [200, 200, 429, 429], statuses
+    # burst 2 for both addresses together (one more if a second passed, at 1/s)
+    assert statuses[:2] == [200, 200] and statuses.count(429) >= 1, statuses
     limited = gw.status()["clients"]["rate_limited"]
     assert [(x["client"], x["is_subject"], x["refused"]) for x in limited] == \
-        [(dev.subject, True, 2)], limited
+        [(dev.subject, True, statuses.count(429))], limited
     gw2 = limited_gateway(mcgw, pki, client_ca=dev.ca_cert, new_tunnels_burst=2,
                           max_new_tunnels_per_client="1/s", rate_exempt=dev.subject)
     c = H2Client(gw2.tls_port, ctx, source="127.0.0.6")
