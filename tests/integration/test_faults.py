@@ -319,7 +319,8 @@ def test_device_vanishes_right_after_connect(rig):
     r.gw.wait_connections(2)
     reset(s)
     rec = r.gw.tunnel_closed(client)
-    assert rec["result"] in ("ok", "error"), rec
+    # ok once relaying; cancelled when the reset came while still connecting
+    assert rec["result"] in ("ok", "cancelled", "error"), rec
     if up.accepted:
         up.outcome()  # the upstream's connection ended (EOF or reset), not left open
     r.after_fault()
