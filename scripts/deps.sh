@@ -19,7 +19,7 @@ test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 # make deb, and the package test in make test (tests/integration/test_deb_package.py).
-deb_pkgs=(debhelper dpkg-dev fakeroot lintian)
+deb_pkgs=(debhelper dpkg-dev fakeroot lintian help2man)
 # make deb ARCH=arm64: Debian's multiarch cross toolchain; the host-arch (:arm64)
 # libraries mcgw links, pkgconf:arm64 for the aarch64-linux-gnu-pkg-config
 # wrapper, libc6:arm64 so that qemu-aarch64-static runs the binaries in place.
