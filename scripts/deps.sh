@@ -15,10 +15,11 @@ cd "$(dirname "$0")/.."
 build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
   node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
-  prometheus chromium tshark libnss3-tools)
+  prometheus chromium tshark libnss3-tools systemd)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
-# make deb, and the package test in make test (tests/integration/test_deb_package.py).
+# make deb, and the package test in make test (tests/integration/test_deb_package.py,
+# which also needs systemd: systemd-analyze, systemd-sysusers, the package's Depends).
 deb_pkgs=(debhelper dpkg-dev fakeroot lintian help2man)
 # make deb ARCH=arm64: Debian's multiarch cross toolchain; the host-arch (:arm64)
 # libraries mcgw links, pkgconf:arm64 for the aarch64-linux-gnu-pkg-config
