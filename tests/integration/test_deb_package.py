@@ -1,8 +1,10 @@
 """The Debian packages (debian/, scripts/deb.sh, `make deb`), built from this
 tree and installed for real on this machine as root: the system user, the
 state directory, the conffile kept across an upgrade to a newer build, the
-unit verified, and a purge that leaves nothing behind. Also: the version in
-debian/changelog is the one `mcgw --version` prints, and lintian is clean.
+unit verified, the packaged daemon run as the unit runs it (and the unit
+itself started when systemd is PID 1), and a purge that leaves nothing
+behind. Also: the version in debian/changelog is the one `mcgw --version`
+prints, Depends comes from the shared libraries, and lintian is clean.
 
 Two builds of the tree (the changelog's version, then the same tree as a
 newer version), each in a copy, without the unit tests (nocheck: make test
@@ -10,11 +12,13 @@ runs them): about 20 s each on two cores.
 """
 
 import fcntl
+import grp
 import os
 import pwd
-import grp
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import urllib.request
@@ -38,7 +42,7 @@ UNIT = Path("/lib/systemd/system/mcgw.service")
 # user database (/etc/passwd- ...: the user stays, see debian/mcgw.postrm).
 SCAN = ("/etc", "/usr", "/var/lib", "/var/cache", "/opt", "/srv")
 SCAN_SKIP = ("/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt", "/var/cache/debconf",
-             "/var/cache/man", "/var/lib/ucf")
+             "/var/cache/man", "/var/lib/ucf", "/var/cache/fontconfig")
 USERDB_BACKUPS = {"/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-"}
 
 
@@ -312,27 +316,82 @@ def test_install_upgrade_purge(v1, v2, machine):
     assert pwd.getpwnam("mcgw").pw_uid == user.pw_uid
 
 
+def packaged_config_on_free_ports():
+    """Moves the packaged config's loopback listeners to free ports (the
+    tests never use fixed ports); returns (admin port, proxy port)."""
+    admin, proxy = free_port(), free_port()
+    text = CONFFILE.read_text().replace("127.0.0.1:9090", f"127.0.0.1:{admin}")
+    CONFFILE.write_text(text.replace("127.0.0.1:3128", f"127.0.0.1:{proxy}"))
+    return admin, proxy
+
+
+def get(port, path):
+    """(status, body) of GET http://127.0.0.1:port/path, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except OSError:
+        return None
+
+
+@pytest.mark.timeout(300)
+def test_packaged_daemon_runs_as_its_user(v1, machine, tmp_path):
+    """Without systemd: the installed binary and config, run the way the unit
+    runs them (user mcgw, only the unit's capabilities, no new privileges),
+    serve /healthz and refuse every destination (no allow rule)."""
+    debs, _ = v1
+    dpkg("-i", *debs.values())
+    admin, proxy = packaged_config_on_free_ports()
+    # The unit's CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13), as far as
+    # this machine (a container may lack CAP_NET_RAW) has them.
+    own = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("CapBnd:")).split()[1], 16)
+    bits = {bit: name for bit, name in ((10, "net_bind_service"), (13, "net_raw"))
+            if own & (1 << bit)}
+    caps = ",".join(f"+{name}" for name in bits.values())
+    log = open(tmp_path / "mcgw.log", "w+")
+    proc = subprocess.Popen(["setpriv", "--reuid=mcgw", "--regid=mcgw", "--clear-groups",
+                             f"--inh-caps={caps}", f"--ambient-caps={caps}",
+                             f"--bounding-set=-all,{caps}", "--no-new-privs",
+                             "/usr/sbin/mcgw", "run", "-c", str(CONFFILE)],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+    try:
+        assert wait_until(lambda: get(admin, "/healthz"), timeout=30,
+                          what="GET /healthz") == (200, b"ok\n")
+        status = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ":" in line)
+        user = pwd.getpwnam("mcgw")
+        assert status["Uid"].split() == [str(user.pw_uid)] * 4
+        assert int(status["CapEff"], 16) == int(status["CapAmb"], 16) == sum(1 << b for b in bits)
+        with socket.create_connection(("127.0.0.1", proxy), timeout=10) as s:
+            s.sendall(b"CONNECT idms.example.org:443 HTTP/1.1\r\nHost: idms.example.org:443\r\n\r\n")
+            s.settimeout(10)
+            assert s.recv(4096).startswith(b"HTTP/1.1 403 "), "the packaged config allows nothing"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        print(log.read())
+        log.close()
+
+
 @pytest.mark.timeout(600)
 def test_unit_starts_and_serves_healthz(v1, machine):
     comm = Path("/proc/1/comm").read_text().strip()
     if not os.path.isdir("/run/systemd/system"):
         pytest.skip(f"systemd does not run this machine (PID 1 is {comm!r}, a container): the "
-                    "unit is checked with systemd-analyze verify in test_install_upgrade_purge")
+                    "unit is checked with systemd-analyze verify in test_install_upgrade_purge, "
+                    "the daemon run as the unit runs it in test_packaged_daemon_runs_as_its_user")
     debs, _ = v1
     dpkg("-i", *debs.values())
-    admin, proxy = free_port(), free_port()
-    text = CONFFILE.read_text().replace("127.0.0.1:9090", f"127.0.0.1:{admin}")
-    CONFFILE.write_text(text.replace("127.0.0.1:3128", f"127.0.0.1:{proxy}"))
+    admin, _ = packaged_config_on_free_ports()
     run("systemctl", "restart", "mcgw.service", timeout=90)  # Type=notify: returns on READY=1
     assert run("systemctl", "is-active", "mcgw.service", check=False).stdout.strip() == "active"
     main_pid = run("systemctl", "show", "-P", "MainPID", "mcgw.service").stdout.strip()
     assert Path(f"/proc/{main_pid}").stat().st_uid == pwd.getpwnam("mcgw").pw_uid
-
-    def healthz():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=5) as r:
-                return r.status == 200 and r.read().strip() == b"ok"
-        except OSError:
-            return False
-    wait_until(healthz, timeout=30, what="GET /healthz from the packaged unit")
+    assert wait_until(lambda: get(admin, "/healthz"), timeout=30,
+                      what="GET /healthz from the packaged unit") == (200, b"ok\n")
     run("systemctl", "stop", "mcgw.service", timeout=90)
