@@ -42,7 +42,12 @@ else
   scripts/deps.sh deb-arm64
   # libcjose-dev:arm64 comes unpacked aside (scripts/deps.sh cross_cjose).
   export PKG_CONFIG_PATH=$MCGW_CROSS_DIR/pkgconfig
-  profiles=(-Ppkg.mcgw.cjose-extracted,cross)
+  profiles=("-Ppkg.mcgw.cjose-extracted,cross")
+  # The target's binaries run under qemu-user-static (debian/rules), so the
+  # unit tests and help2man can run them.
+  export DEB_BUILD_OPTIONS="crossbuildcanrunhostbinaries ${DEB_BUILD_OPTIONS:-}"
+  CC=$(dpkg-architecture -a"$arch" -qDEB_HOST_GNU_TYPE 2>/dev/null)-gcc
+  export CC
 fi
 
 mkdir -p "$outdir"
@@ -52,8 +57,11 @@ trap 'rm -rf "$work"' EXIT
 tree=$work/mcgw
 mkdir "$tree"
 if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  # (a file deleted but not yet committed is listed too: left out)
   git -C "$src" ls-files -z --cached --others --exclude-standard |
-    (cd "$src" && xargs -0 sh -c 'for f; do [ -e "$f" ] || [ -L "$f" ] && printf "%s\0" "$f"; done' sh) |
+    while IFS= read -r -d '' f; do
+      if [ -e "$src/$f" ] || [ -L "$src/$f" ]; then printf '%s\0' "$f"; fi
+    done |
     tar -C "$src" --null -T - -cf - | tar -C "$tree" -xf -
 else
   tar -C "$src" --exclude-vcs --exclude=./build --exclude='./build-*' --exclude=node_modules \
@@ -84,11 +92,12 @@ rm -f "$outdir"/*_"$arch".deb "$outdir"/*_"$arch".ddeb "$outdir"/*_"$arch".build
   "$outdir"/*_"$arch".changes
 mv "$work"/*.deb "$work"/*.buildinfo "$work"/*.changes "$outdir"/
 mv "$work"/*.ddeb "$outdir"/ 2>/dev/null || true
-changes=$(ls "$outdir"/*_"$arch".changes)
-echo "deb: built $(cd "$outdir" && ls ./*_"$arch".deb | tr '\n' ' ')in $outdir"
+changes=("$outdir"/*_"$arch".changes)
+debs=("$outdir"/*_"$arch".deb)
+echo "deb: built ${debs[*]##*/} in $outdir"
 
 if [ -n "$lintian" ]; then
-  echo "deb: lintian $changes"
-  lintian --fail-on error,warning "$changes"
+  echo "deb: lintian ${changes[*]}"
+  lintian --fail-on error,warning "${changes[@]}"
   echo "deb: lintian: no error, no warning"
 fi
