@@ -33,7 +33,7 @@ while getopts a:o:V:nL opt; do
 done
 [ -n "$arch" ] || arch=$native
 
-profiles=()
+profiles=""
 if [ "$arch" = "$native" ]; then
   scripts/deps.sh deb
 else
@@ -42,7 +42,7 @@ else
   scripts/deps.sh deb-arm64
   # libcjose-dev:arm64 comes unpacked aside (scripts/deps.sh cross_cjose).
   export PKG_CONFIG_PATH=$MCGW_CROSS_DIR/pkgconfig
-  profiles=("-Ppkg.mcgw.cjose-extracted,cross")
+  profiles=pkg.mcgw.cjose-extracted,cross
   # The target's binaries run under qemu-user-static (debian/rules), so the
   # unit tests and help2man can run them.
   export DEB_BUILD_OPTIONS="crossbuildcanrunhostbinaries ${DEB_BUILD_OPTIONS:-}"
@@ -78,8 +78,11 @@ if [ -n "$version" ]; then
   mv "$work/changelog" "$tree/debian/changelog"
 fi
 
-opts=(-b -us -uc "-j${JOBS:-2}" "-a$arch" "${profiles[@]}")
-[ -n "$nocheck" ] && export DEB_BUILD_OPTIONS="nocheck ${DEB_BUILD_OPTIONS:-}"
+if [ -n "$nocheck" ]; then
+  export DEB_BUILD_OPTIONS="nocheck ${DEB_BUILD_OPTIONS:-}"
+  profiles=${profiles:+$profiles,}nocheck
+fi
+opts=(-b -us -uc "-j${JOBS:-2}" "-a$arch" ${profiles:+"-P$profiles"})
 echo "deb: dpkg-buildpackage ${opts[*]} (log: $outdir/build-$arch.log)"
 if ! (cd "$tree" && dpkg-buildpackage "${opts[@]}") >"$outdir/build-$arch.log" 2>&1; then
   tail -40 "$outdir/build-$arch.log" >&2
