@@ -304,7 +304,11 @@ def test_install_upgrade_purge(v1, v2, machine):
     assert not Path(f"{CONFFILE}.dpkg-new").exists() and not Path(f"{CONFFILE}.dpkg-dist").exists()
     assert login.read_text() == "{}\n" and pwd.getpwnam("mcgw").pw_uid == user.pw_uid
 
-    # --- purge: config, state and every file of the package gone
+    # --- purge: config (with the secrets put beside it), state and every
+    # file of the package gone
+    token = CONFFILE.parent / "admin.token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    os.chmod(token, 0o600)
     dpkg("--purge", *PACKAGES)
     assert not any(listed(p) for p in PACKAGES)
     assert not CONFFILE.parent.exists() and not STATE.exists()
