@@ -83,7 +83,9 @@ cross_cjose() {
   libver=$(dpkg-query -W -f='${Version}' libcjose0:arm64)
   [ -f "$dir/cjose.version" ] && [ "$(cat "$dir/cjose.version")" = "$libver" ] && return 0
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -qq "libcjose-dev:arm64=$libver" 2>/dev/null)
+  # (as root apt warns that its _apt user cannot write to the private tmp)
+  (cd "$tmp" && apt-get download -qq "libcjose-dev:arm64=$libver" 2>&1 |
+    { grep -v '^W: Download is performed unsandboxed' || true; } >&2)
   dpkg-deb -x "$tmp"/libcjose-dev_*_arm64.deb "$tmp/x"
   pkgver=$(dpkg-deb -f "$tmp"/libcjose-dev_*_arm64.deb Version)
   [ "$pkgver" = "$libver" ] || { echo "deps: libcjose-dev:arm64 $pkgver != libcjose0:arm64 $libver" >&2; exit 1; }
