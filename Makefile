@@ -8,8 +8,9 @@ FUZZ_SECONDS ?= 60
 CONFIG     ?= configs/mcgw.ini
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
+ARCH       ?=
 
-.PHONY: all build deps test-deps bench-deps run test test-asan check bench demo clean fuzz
+.PHONY: all build deps test-deps bench-deps run test test-asan check bench demo clean fuzz deb
 
 all: build
 
@@ -63,6 +64,11 @@ demo: test-deps $(BUILD)/CMakeCache.txt
 	@echo "demo: building (log: $(BUILD)/build.log)"
 	@cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || { tail -40 $(BUILD)/build.log; exit 1; }
 	@BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/demo/demo.py
+
+# The Debian packages mcgw and mcx-tools in $(BUILD)/deb, lintian-checked
+# (scripts/deb.sh, debian/). ARCH=arm64: cross-built, unit tests under qemu.
+deb:
+	scripts/deb.sh -o $(BUILD)/deb $(if $(ARCH),-a $(ARCH))
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

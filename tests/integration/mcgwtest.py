@@ -88,10 +88,11 @@ def chunks(data, size=CHUNK):
         yield view[off:off + size]
 
 
-def version_from_cmake():
-    text = (SRC / "CMakeLists.txt").read_text()
-    m = re.search(r"project\(\s*mcgw\s+VERSION\s+([0-9][0-9.]*)", text)
-    assert m, "project(mcgw VERSION ...) not found in CMakeLists.txt"
+def version_from_changelog():
+    """The one place the version lives: the first line of debian/changelog."""
+    head = (SRC / "debian" / "changelog").read_text().splitlines()[0]
+    m = re.match(r"mcgw \(([^)]+)\) ", head)
+    assert m, f"debian/changelog does not start with 'mcgw (VERSION) ...': {head!r}"
     return m.group(1)
 
 
