@@ -41,6 +41,9 @@ typedef struct gw_idm_view {
   int64_t clock_skew_measured_at;  /* unix seconds (local clock) */
   bool clock_skew_large;           /* beyond the threshold: warned in the log */
   unsigned clock_skew_threshold_s;
+  const char *end_session_endpoint; /* from discovery, or NULL: shown, never followed */
+  const char *granted_scope;        /* of the login held, or NULL */
+  const char *required_scope;       /* [idm] required_scope in force */
 } gw_idm_view;
 
 #endif
