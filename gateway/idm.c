@@ -1406,8 +1406,12 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
 void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms) {
   idm->refresh_before_ms = ms;
   int64_t left = idm->access_expiry - now_unix();
-  if (has_access(idm) && !idm->refresh_req && !idm->refresh_attempt && idm->refresh_token)
-    schedule_step(idm, refresh_delay_ms(idm, left));
+  if (!has_access(idm) || idm->refresh_req || idm->refresh_attempt || !idm->refresh_token)
+    return;
+  uint64_t delay = refresh_delay_ms(idm, left);
+  schedule_step(idm, delay);
+  tn_log(TN_LOG_INFO, "idm_refresh_scheduled", TN_U("refresh_before_ms", ms),
+         TN_U("in_ms", delay), TN_LOG_END);
 }
 
 /* ---- life cycle ----------------------------------------------------------- */
