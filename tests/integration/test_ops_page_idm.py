@@ -2,15 +2,19 @@
 (oidc-provider, tests/integration/idmtest.py) in Debian's headless Chromium
 (the driver and `browser` fixture of test_ops_page.py): the gateway's clock
 skew against the IdMS, "not measured yet" before the IdMS answers, and the
-warning (colour and hint) while the skew is beyond the 30 s leeway.
-Screenshots go to build/test-artifacts/."""
+warning (colour and hint) while the skew is beyond the 30 s leeway; the
+"Log out" button (issue 16), and a logout CSRF attempt from a page on
+another origin. Screenshots go to build/test-artifacts/."""
 
+import http.server
 import re
+import threading
 
 import pytest
 
-from idmtest import env, pki, require_idms  # noqa: F401
+from idmtest import env, pki, read_state, require_idms  # noqa: F401
 from opsutil import ARTIFACTS
+from test_idm_logout import login, refresh_error
 from test_ops_page import browser  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -112,15 +116,16 @@ def test_page_clock_not_measured_then_in_step(env, browser):
 # ---------------------------------------------------------------- logout (issue 16)
 
 
-def test_page_log_out_button(env, browser, pki):
-    from idmtest import read_state
-    from test_idm_logout import refresh_error
+def logged_in(env):
+    """The test IdMS and a gateway logged in to it as officer-7."""
     idms = env.idms(access_ttl=60)
     gw = env.gateway(idms)
-    gw.msg("idm_discovered", timeout=20)
-    status, _, page = env.browser().login(gw.admin_url + "/login")
-    assert status == 200, page
-    gw.wait_state("authorized")
+    login(env, gw)
+    return idms, gw
+
+
+def test_page_log_out_button(env, browser, pki):
+    idms, gw = logged_in(env)
     refresh_token = read_state(gw)["refresh_token"]
     browser("open", url=gw.admin_url + "/", width=1280, height=900)
     browser("wait_match", selector="#idm-state", pattern="^(authorized|refreshing)$")
@@ -171,14 +176,7 @@ def test_logout_csrf_from_another_origin(env, browser):
     """A page on another origin auto-submits form POSTs (urlencoded and
     text/plain), loads <img src=.../logout> and tries a JSON fetch: none of
     them logs the gateway out."""
-    import http.server
-    import threading
-    idms = env.idms(access_ttl=60)
-    gw = env.gateway(idms)
-    gw.msg("idm_discovered", timeout=20)
-    status, _, page = env.browser().login(gw.admin_url + "/login")
-    assert status == 200, page
-    gw.wait_state("authorized")
+    _, gw = logged_in(env)
     body = ATTACK.format(admin=gw.admin_url).encode()
 
     class Evil(http.server.BaseHTTPRequestHandler):
