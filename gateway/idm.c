@@ -591,15 +591,21 @@ static void refresh_transient(gw_idm *idm, const char *why, int64_t retry_after_
   settle_state(idm);
 }
 
-/* The IdMS no longer knows this login: a new login is needed. */
-static void login_gone(gw_idm *idm, const char *why) {
-  idm->refresh_invalid_grant++;
+/* Drops the login's tokens and stores it without the refresh token, so that
+ * a restart does not try it again. */
+static void end_login(gw_idm *idm) {
   wipe_str(&idm->refresh_token);
   wipe_str(&idm->access_token);
   uv_timer_stop(&idm->expiry_timer);
   uv_timer_stop(&idm->timer);
   idm->refresh_attempt = 0;
-  save_login(idm); /* without the dead refresh token */
+  save_login(idm);
+}
+
+/* The IdMS no longer knows this login: a new login is needed. */
+static void login_gone(gw_idm *idm, const char *why) {
+  idm->refresh_invalid_grant++;
+  end_login(idm);
   set_error(idm, "login gone (%s): a new login is needed", why);
   tn_log(TN_LOG_ERROR, "idm_login_needed", TN_S("reason", why),
          TN_S("action", "log in again: GET /login on the admin listener, or mcgw login"),
@@ -812,12 +818,7 @@ static void not_for_mc_service(gw_idm *idm, token_job *job, const char *missing)
   if (job->op != OP_REFRESH) {
     login_failed(idm, job->op, 403, msg);
   } else {
-    wipe_str(&idm->refresh_token);
-    wipe_str(&idm->access_token);
-    uv_timer_stop(&idm->expiry_timer);
-    uv_timer_stop(&idm->timer);
-    idm->refresh_attempt = 0;
-    save_login(idm); /* without the refresh token */
+    end_login(idm);
     tn_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", "refresh"), TN_S("error", msg),
            TN_LOG_END);
     set_authorized(idm, false, msg);
