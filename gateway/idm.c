@@ -111,6 +111,7 @@ struct gw_idm {
   gw_idm_state state;
   char last_error[512];
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
+  uint64_t logout_revoked, logout_not_revoked, logout_nothing_held;
   gw_clock_skew skew;  /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
   int64_t skew_at;     /* unix seconds of the latest measurement */
   /* browser logins */
@@ -1298,6 +1299,12 @@ static json_t *logout_doc(const gw_idm *idm, bool revoked, const char *error) {
 static void finish_logout(gw_idm *idm, int status, const char *error) {
   gw_idm_json_cb cb = idm->logout_cb;
   idm->logout_cb = NULL;
+  if (error)
+    idm->logout_not_revoked++;
+  else if (status == 200)
+    idm->logout_revoked++;
+  else
+    idm->logout_nothing_held++;
   if (error) {
     set_error(idm, "logout: the refresh token was not revoked at the IdMS (%s); it was dropped "
                    "here all the same",
@@ -1428,6 +1435,9 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->refresh_ok = idm->refresh_ok;
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;
+  out->logout_revoked = idm->logout_revoked;
+  out->logout_not_revoked = idm->logout_not_revoked;
+  out->logout_nothing_held = idm->logout_nothing_held;
   out->last_error = idm->last_error[0] ? idm->last_error : NULL;
   out->clock_skew_known = idm->skew.known;
   out->clock_skew_ms = idm->skew.last.skew_ms;

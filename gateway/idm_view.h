@@ -32,6 +32,9 @@ typedef struct gw_idm_view {
   uint64_t refresh_ok;             /* refreshes by result since start */
   uint64_t refresh_failed;         /* network errors, 5xx: retried with backoff */
   uint64_t refresh_invalid_grant;  /* the login is gone */
+  uint64_t logout_revoked;         /* logouts by result since start: refresh token revoked */
+  uint64_t logout_not_revoked;     /* revocation failed (logged out locally all the same) */
+  uint64_t logout_nothing_held;    /* no refresh token to revoke */
   const char *last_error;          /* human-readable, or NULL; never a token */
   /* The gateway's clock against the IdMS's, from the latest IdMS response
    * with a Date header (gateway/clock_skew.h). */

@@ -220,6 +220,13 @@ static void render_idm(out *o, const gw_idm_view *v) {
   put(o, "mcgw_idm_refresh_total{result=\"failed\"} %" PRIu64 "\n", v->refresh_failed);
   put(o, "mcgw_idm_refresh_total{result=\"invalid_grant\"} %" PRIu64 "\n",
       v->refresh_invalid_grant);
+  family(o, "mcgw_idm_logout_total", "counter",
+         "Logouts by result: revoked (the refresh token revoked at the IdMS), not_revoked (the "
+         "revocation failed; logged out locally all the same), nothing_held.");
+  put(o, "mcgw_idm_logout_total{result=\"revoked\"} %" PRIu64 "\n", v->logout_revoked);
+  put(o, "mcgw_idm_logout_total{result=\"not_revoked\"} %" PRIu64 "\n", v->logout_not_revoked);
+  put(o, "mcgw_idm_logout_total{result=\"nothing_held\"} %" PRIu64 "\n",
+      v->logout_nothing_held);
   /* No sample before the first measurement: 0 would claim "in step". */
   family(o, "mcgw_idm_clock_skew_seconds", "gauge",
          "The gateway's clock minus the IdMS's (> 0: ahead), from the latest IdMS response's "

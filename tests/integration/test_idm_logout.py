@@ -57,6 +57,14 @@ def post_logout(gw, content_type="application/json", body=b"{}"):
         conn.close()
 
 
+def logout_metric(gw, result):
+    _, _, body = gw.admin("/metrics")
+    lines = [ln for ln in body.decode().splitlines()
+             if ln.startswith(f'mcgw_idm_logout_total{{result="{result}"}} ')]
+    assert len(lines) == 1, body
+    return int(lines[0].split()[1])
+
+
 def gated_gateway(env, idms, echo):
     """A gateway whose only way to the echo server is allow_when_authorized."""
     target = f"127.0.0.1:{echo.getsockname()[1]}"
@@ -97,6 +105,8 @@ def test_cli_logout_revokes_and_closes_the_gate_not_open_tunnels(env, pki):
     # A second logout: nothing held, nothing to revoke, still exit 0.
     code, out = run_cli("logout", "--admin", gw.admin_url)
     assert code == 0 and "no refresh token to revoke" in out, out
+    assert logout_metric(gw, "revoked") == 1 and logout_metric(gw, "nothing_held") == 1
+    assert logout_metric(gw, "not_revoked") == 0
 
 
 def test_admin_api_logout_json_only(env, pki):
@@ -153,6 +163,7 @@ def test_logout_while_the_idms_is_down(env, pki):
     assert "not revoked" in st["last_error"]
     rec = gw.msg("idm_logout", revoked="no")
     assert "connect" in rec["error"]
+    assert logout_metric(gw, "not_revoked") == 1 and logout_metric(gw, "revoked") == 0
     idms.command("start")
     # The report is true: the IdMS never heard of the logout.
     assert refresh_error(idms, pki, refresh_token) is None
