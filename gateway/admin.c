@@ -43,9 +43,9 @@ struct gw_admin {
 };
 
 /* Kept request headers, by index. */
-enum { H_AUTHORIZATION = 0, H_ACCEPT, H_HOST, H_CONTENT_TYPE, H_COUNT_ };
+enum { H_AUTHORIZATION = 0, H_ACCEPT, H_HOST, H_CONTENT_TYPE, H_SEC_FETCH_SITE, H_COUNT_ };
 static const char *const kept_headers[H_COUNT_] = {"authorization", "accept", "host",
-                                                   "content-type"};
+                                                   "content-type", "sec-fetch-site"};
 
 struct gw_admin_req {
   uv_tcp_t tcp;
@@ -344,6 +344,11 @@ bool gw_admin_req_is_json(const gw_admin_req *r) {
   while (*ct == ' ' || *ct == '\t')
     ct++;
   return *ct == '\0' || *ct == ';';
+}
+
+bool gw_admin_req_from_another_site(const gw_admin_req *r) {
+  const char *s = r->headers[H_SEC_FETCH_SITE];
+  return s && strcasecmp(s, "same-origin") != 0 && strcasecmp(s, "none") != 0;
 }
 
 static void healthz(gw_admin_req *r, void *arg) { gw_admin_respond_text(r, 200, "ok\n"); }

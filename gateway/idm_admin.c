@@ -18,8 +18,15 @@ static gw_idm *current(gw_admin_req *req, void *slot) {
   return idm;
 }
 
+/* GET /login from a page of another site (an image, a link, a form that a
+ * browser says is cross-site) is refused: another site must not start a
+ * login that the operator's IdMS session could complete unasked. */
 static void handle_login(gw_admin_req *req, void *arg) {
   const char *why = NULL;
+  if (gw_admin_req_from_another_site(req))
+    return gw_admin_respond_text(req, 403,
+                                 "Refused: a page of another site asked for /login. Open /login "
+                                 "directly (or from the status page). Nothing was started.\n");
   gw_idm *idm = current(req, arg);
   if (!idm)
     return;
@@ -56,7 +63,13 @@ static void json_done(int status, json_t *doc, void *arg) {
   gw_admin_respond_json(arg, status, doc);
 }
 
+static const char not_json[] = "needs Content-Type: application/json (a body of {} is enough); "
+                               "nothing was changed\n";
+
+/* POST /login/device: JSON only, like POST /logout (CSRF). */
 static void handle_device_start(gw_admin_req *req, void *arg) {
+  if (!gw_admin_req_is_json(req))
+    return gw_admin_respond_text(req, 415, not_json);
   gw_idm *idm = current(req, arg);
   if (idm)
     gw_idm_device_start(idm, json_done, req);
@@ -72,9 +85,7 @@ static void handle_device_status(gw_admin_req *req, void *arg) {
  * ("{}" is enough; it is not read). */
 static void handle_logout(gw_admin_req *req, void *arg) {
   if (!gw_admin_req_is_json(req))
-    return gw_admin_respond_text(req, 415,
-                                 "POST /logout needs Content-Type: application/json (a body of {} "
-                                 "is enough); nothing was changed\n");
+    return gw_admin_respond_text(req, 415, not_json);
   gw_idm *idm = current(req, arg);
   if (idm)
     gw_idm_logout(idm, json_done, req);

@@ -1,7 +1,8 @@
 /* The identity management routes of the admin listener:
- *   GET  /login         302 to the IdMS authorization endpoint (browser login)
+ *   GET  /login         302 to the IdMS authorization endpoint (browser login);
+ *                       403 when a browser says another site asked for it
  *   GET  /callback      the IdMS redirects the operator's browser back here
- *   POST /login/device  starts a device login (RFC 8628); JSON
+ *   POST /login/device  starts a device login (RFC 8628); JSON in (else 415) and out
  *   GET  /login/device  the device login's progress; JSON (mcgw login polls it)
  *   POST /logout        logs out and revokes (gw_idm_logout); Content-Type:
  *                       application/json only (else 415, nothing changed) */

@@ -133,6 +133,27 @@ def test_admin_api_logout_json_only(env, pki):
     assert gw.idm_status()["end_session_endpoint"] == f"{idms.issuer}/session/end"
 
 
+def test_login_routes_refuse_other_sites(env):
+    """GET /login asked for by a page of another site (the browser says so in
+    Sec-Fetch-Site) and a non-JSON POST /login/device start nothing."""
+    idms = env.idms()
+    gw = env.gateway(idms)
+    gw.msg("idm_discovered", timeout=20)
+    for site in ("cross-site", "same-site"):
+        status, _, body = gw.admin_request("/login", headers={"Sec-Fetch-Site": site})
+        assert status == 403 and b"another site" in body, (site, status, body)
+    assert gw.count("idm_login_started") == 0
+    for site in ("same-origin", "none"):  # the status page's link, a typed URL
+        status, headers, _ = gw.admin_request("/login", headers={"Sec-Fetch-Site": site})
+        assert status == 302 and dict(headers)["Location"].startswith(idms.issuer), site
+    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=15)
+    conn.request("POST", "/login/device", body=b"x=1",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert conn.getresponse().status == 415
+    conn.close()
+    assert json.loads(gw.admin("/login/device")[2])["status"] == "none"
+
+
 def test_logout_with_admin_token(env, tmp_path):
     token_file = tmp_path / "admin.token"
     token_file.write_text("s3cret-admin-token-for-logout\n")
@@ -146,6 +167,15 @@ def test_logout_with_admin_token(env, tmp_path):
     assert code == 1 and "401" in out, out
     code, out = run_cli("logout", "--admin", gw.admin_url, "--token-file", token_file)
     assert code == 0, out
+    # -c FILE: the admin listener and its token from the configuration (a
+    # copy naming the port the gateway's listen = 127.0.0.1:0 got).
+    cli_conf = tmp_path / "cli.ini"
+    cli_conf.write_text(gw.config_path.read_text().replace(
+        "listen = 127.0.0.1:0\nadmin_token_file", f"listen = 127.0.0.1:{gw.admin_port}\n"
+        "admin_token_file"))
+    assert f"127.0.0.1:{gw.admin_port}" in cli_conf.read_text()
+    code, out = run_cli("logout", "-c", cli_conf)
+    assert code == 0 and "no refresh token to revoke" in out, out
 
 
 def test_logout_while_the_idms_is_down(env, pki):

@@ -120,3 +120,21 @@ def test_refreshed_id_token_refused_then_restart(env):
     wait_until(lambda: gw.count("idm_jwks_loaded") >= 1, 10, "the JWKS after the restart")
     assert not any(r.get("msg") == "idm_http" and r.get("method") == "POST" for r in gw.records)
     assert gw.count("idm_refreshed") == 0 and gw.count("idm_refresh_failed") == 0
+
+
+def test_device_login_without_mc_service_id(env):
+    """The device flow (mcgw login) is held to the same rule: exit 1 naming
+    what is missing, state error."""
+    from test_idm_device import Cli
+    idms = env.idms(mc_ids=False)
+    gw = env.gateway(idms, idm={"login": "device"})
+    gw.msg("idm_discovered", timeout=20)
+    cli = Cli(gw)
+    uri = cli.line_after("To log this gateway in to the IdMS, open")
+    code = cli.line_after("and enter the code")
+    status, _, page = env.browser().device_login(uri, code)
+    assert status == 200, page
+    rc, out = cli.wait()
+    assert rc == 1 and "the ID token holds no MC service ID" in out, out
+    st = gw.wait_state("error")
+    assert st["last_error"] == "the ID token holds no MC service ID"

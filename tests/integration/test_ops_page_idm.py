@@ -7,6 +7,7 @@ warning (colour and hint) while the skew is beyond the 30 s leeway; the
 another origin. Screenshots go to build/test-artifacts/."""
 
 import http.server
+import json
 import re
 import threading
 
@@ -144,27 +145,32 @@ def test_page_log_out_button(env, browser, pki):
 
 
 ATTACK = """<!doctype html><html><body>
-<p id="img">pending</p><p id="fetch">pending</p><p id="forms">pending</p><p id="all">pending</p>
-<iframe name="sink1"></iframe><iframe name="sink2"></iframe>
+<p id="img">pending</p><p id="login">pending</p><p id="fetch">pending</p><p id="forms">pending</p><p id="all">pending</p>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe>
 <form id="f1" method="POST" action="{admin}/logout" target="sink1">
   <input name="x" value="{{}}"></form>
 <form id="f2" method="POST" action="{admin}/logout" target="sink2" enctype="text/plain">
   <input name='{{"a":"' value='"}}'></form>
+<form id="f3" method="POST" action="{admin}/login/device" target="sink3">
+  <input name="x" value="{{}}"></form>
 <script>
 const mark = (id, t) => {{ document.getElementById(id).textContent = t; }};
-let pending = 4;
+let pending = 6;
 const settled = () => {{ if (--pending === 0) mark('all', 'done'); }};
 const img = new Image();
 img.onload = img.onerror = () => {{ mark('img', 'done'); settled(); }};
 img.src = '{admin}/logout';
+const login = new Image();
+login.onload = login.onerror = () => {{ mark('login', 'done'); settled(); }};
+login.src = '{admin}/login';
 fetch('{admin}/logout', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
                          body: '{{}}'}})
   .then((r) => {{ mark('fetch', 'answered ' + r.status); settled(); }},
         () => {{ mark('fetch', 'blocked'); settled(); }});
 let forms = 0;
-for (const [form, sink] of [['f1', 'sink1'], ['f2', 'sink2']]) {{
+for (const [form, sink] of [['f1', 'sink1'], ['f2', 'sink2'], ['f3', 'sink3']]) {{
   document.querySelector('iframe[name=' + sink + ']').onload = () => {{
-    if (++forms === 2) mark('forms', 'answered');
+    if (++forms === 3) mark('forms', 'answered');
     settled();
   }};
   document.getElementById(form).submit();
@@ -174,9 +180,11 @@ for (const [form, sink] of [['f1', 'sink1'], ['f2', 'sink2']]) {{
 
 def test_logout_csrf_from_another_origin(env, browser):
     """A page on another origin auto-submits form POSTs (urlencoded and
-    text/plain), loads <img src=.../logout> and tries a JSON fetch: none of
-    them logs the gateway out."""
+    text/plain) to /logout and one to /login/device, loads <img
+    src=.../logout> and <img src=.../login>, and tries a JSON fetch: none of
+    them logs the gateway out or starts a login."""
     _, gw = logged_in(env)
+    logins_started = gw.count("idm_login_started")
     body = ATTACK.format(admin=gw.admin_url).encode()
 
     class Evil(http.server.BaseHTTPRequestHandler):
@@ -196,6 +204,7 @@ def test_logout_csrf_from_another_origin(env, browser):
         browser("open", url=f"http://127.0.0.1:{evil.server_address[1]}/", width=800, height=600)
         browser("wait_text", selector="#all", text="done")
         assert browser("text", selector="#img")["text"] == "done"
+        assert browser("text", selector="#login")["text"] == "done"
         assert browser("text", selector="#forms")["text"] == "answered"
         assert browser("text", selector="#fetch")["text"] == "blocked"  # no CORS preflight grant
     finally:
@@ -205,3 +214,5 @@ def test_logout_csrf_from_another_origin(env, browser):
     assert st["state"] in ("authorized", "refreshing") and st["subject"] == "officer-7"
     assert (gw.state_dir / "idm-login.json").exists()
     assert gw.count("idm_logout") == 0
+    assert gw.count("idm_login_started") == logins_started
+    assert json.loads(gw.admin("/login/device")[2])["status"] == "none"
