@@ -1,8 +1,11 @@
 /* The gateway's own identity management over CSC-1 (TS 33.180 5.1.2.1 and
  * Annex B): the MC gateway UE logs its MC user in to the IdMS with OpenID
  * Connect, keeps that login alive (refresh before expiry, across restarts)
- * and knows its MC service IDs. While it holds no valid access token it is
- * in limited service: on_authorized(false) tells the relay engine so.
+ * and knows its MC service IDs, and logs out (RFC 7009 revocation). It is
+ * authorized only while it holds a valid access token for MC service (the
+ * required scopes granted, an MC service ID in the ID token); otherwise
+ * on_authorized(false) tells the relay engine to close the
+ * allow_when_authorized gate.
  *
  * States (gw_idm_view.state):
  *   unauthorized --/login + /callback, or device flow--> authorizing
@@ -11,6 +14,9 @@
  *   refreshing   --new tokens--> authorized; --invalid_grant--> unauthorized
  *   refreshing   --network error / 5xx--> retried with backoff; once the
  *                  access token has expired meanwhile--> error
+ *   authorizing, refreshing --tokens not for MC service--> error (until the
+ *                  next login; a refresh so refused ends the login)
+ *   any          --gw_idm_logout--> unauthorized
  * A stored refresh token at start-up goes straight to authorizing.
  *
  * Tokens, codes, verifiers and secrets are never logged, never in the view. */
