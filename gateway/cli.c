@@ -636,6 +636,17 @@ static int watch(const cli_opts *o, bool status) {
 }
 
 static void usage(FILE *f, const char *cmd) {
+  if (strcmp(cmd, "logout") == 0) {
+    fprintf(f, "Usage: mcgw logout [-c FILE | --admin URL [--token-file FILE]] [--json]\n"
+               "\n"
+               "Logs the running gateway out (POST /logout): its login is dropped at once and\n"
+               "its refresh token revoked at the IdMS. Prints the IdMS's end-session link.\n"
+               "\n"
+               "Exit status: 0 logged out and revoked (or no login held), 1 the revocation\n"
+               "failed (logged out locally all the same) or the gateway did not answer,\n"
+               "2 usage error.\n");
+    return;
+  }
   fprintf(f,
           "Usage: mcgw %s [-c FILE | --admin URL [--token-file FILE]] [--json] [--watch [-n SECS]]\n"
           "\n"
