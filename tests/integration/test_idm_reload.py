@@ -134,3 +134,21 @@ def test_bad_idm_rejects_the_whole_reload(env):
     assert st["state"] in ("authorized", "refreshing") and st["subject"] == "officer-7"
     assert read_state(gw)["refresh_token"] == token
     assert gw.status()["reloads"]["last_ok"] is False
+
+
+def test_idm_removed_logs_out(env, pki):
+    """[idm] taken out: the login is logged out (revoked), the gateway says
+    it now performs no identity management, its login routes answer 404."""
+    idms = env.idms(access_ttl=60)
+    gw = env.gateway(idms)
+    login(env, gw)
+    old_token = read_state(gw)["refresh_token"]
+    text = gw.config_path.read_text()
+    gw.config_path.write_text(text[:text.index("[idm]")])
+    assert reload(gw)["msg"] == "reloaded"
+    assert gw.msg("idm_logout")["revoked"] == "yes"
+    assert gw.msg("no_idm")["level"] == "warn"
+    assert refresh_error(idms, pki, old_token) == "invalid_grant"
+    assert gw.idm_status()["state"] == "unconfigured"
+    assert not (gw.state_dir / "idm-login.json").exists()
+    assert gw.admin("/login")[0] == 404
