@@ -568,8 +568,8 @@ static int logout(const cli_opts *o) {
     fprintf(stderr, "mcgw: no answer from %s: %s (nothing was logged out)\n", o->target.url, why);
     return 1;
   }
-  json_t *doc = r.status == 200 || r.status == 502 ? json_loadb(r.body ? r.body : "", r.len, 0, NULL)
-                                                   : NULL;
+  bool answered = r.status == 200 || r.status == 502; /* 502: logged out, not revoked */
+  json_t *doc = answered ? json_loadb(r.body ? r.body : "", r.len, 0, NULL) : NULL;
   int rc = 1;
   if (r.status == 401)
     fprintf(stderr, "mcgw: %s answered 401: the admin API needs its token (use -c with the config "

@@ -94,6 +94,7 @@ struct gw_idm {
   bool jwks_ever;
   /* requests in flight */
   gw_https_req *discovery_req, *jwks_req, *refresh_req, *login_req, *logout_req;
+  gw_https_req *discard_req; /* revoking a login refused for MC service */
   token_job *parked[3]; /* by op: waiting for a JWKS refetch */
   /* the login */
   char *access_token;
@@ -810,16 +811,24 @@ static const char *mc_service_missing(const gw_idm *idm, const token_job *job,
 }
 
 /* A login or refresh whose tokens are valid but not for MC service: not
- * adopted (a login refused so leaves a login already held alone); a refresh
- * so refused ends the login. The state is error until the next login. */
+ * adopted (a login refused so leaves a login already held alone, and its
+ * refresh token is revoked); a refresh so refused ends the login. The state
+ * is error until the next login. */
+static void discard_refresh_token(gw_idm *idm, char *refresh_token);
+
 static void not_for_mc_service(gw_idm *idm, token_job *job, const char *missing) {
   char msg[512];
   snprintf(msg, sizeof msg, "not authorized for MC service: %s", missing);
   idm->refused = true;
   if (job->op != OP_REFRESH) {
     login_failed(idm, job->op, 403, msg);
+    discard_refresh_token(idm, job->tokens.refresh_token);
+    job->tokens.refresh_token = NULL;
   } else {
+    char *refresh_token = idm->refresh_token;
+    idm->refresh_token = NULL;
     end_login(idm);
+    discard_refresh_token(idm, refresh_token);
     tn_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", "refresh"), TN_S("error", msg),
            TN_LOG_END);
     set_authorized(idm, false, msg);
@@ -1334,15 +1343,17 @@ static void on_revoked(int err, const char *detail, const gw_https_response *res
   finish_logout(idm, 502, why);
 }
 
-/* Sends the refresh token (taken, wiped here) to the revocation endpoint. */
-static void revoke_token(gw_idm *idm, char *refresh_token) {
+/* Starts an RFC 7009 revocation of refresh_token (taken: wiped here, once
+ * the request is built) with the client's authentication. 0, or -1 with
+ * *why (cb is then never called). */
+static int post_revocation(gw_idm *idm, char *refresh_token, gw_https_cb cb, gw_https_req **slot,
+                           const char **why) {
   const char *url = idm->discovered ? idm->ep.revocation : idm->ov_revocation;
   if (!url) {
     wipe_str(&refresh_token);
-    return finish_logout(idm, 502, idm->discovered
-                                       ? "the IdMS offers no revocation_endpoint ([idm] "
-                                         "revocation_endpoint)"
-                                       : "the IdMS has not been reached yet (no discovery)");
+    *why = idm->discovered ? "the IdMS offers no revocation_endpoint ([idm] revocation_endpoint)"
+                           : "the IdMS has not been reached yet (no discovery)";
+    return -1;
   }
   gw_form form = {0};
   gw_form_add(&form, "token", refresh_token);
@@ -1352,11 +1363,46 @@ static void revoke_token(gw_idm *idm, char *refresh_token) {
   const char *aud = endpoint_token(idm) ? endpoint_token(idm) : url;
   int err = gw_client_auth_apply(&idm->auth, aud, now_unix(), &form, &authz);
   if (err == 0)
-    err = http(idm, "POST", url, &form, authz, on_revoked, &idm->logout_req);
+    err = http(idm, "POST", url, &form, authz, cb, slot);
   wipe_str(&authz);
   gw_form_free(&form);
-  if (err)
-    finish_logout(idm, 502, "cannot start the revocation request");
+  *why = "cannot start the revocation request";
+  return err ? -1 : 0;
+}
+
+/* The logout's revocation. */
+static void revoke_token(gw_idm *idm, char *refresh_token) {
+  const char *why = NULL;
+  if (post_revocation(idm, refresh_token, on_revoked, &idm->logout_req, &why) != 0)
+    finish_logout(idm, 502, why);
+}
+
+static void on_discarded(int err, const char *detail, const gw_https_response *resp, void *arg) {
+  gw_idm *idm = arg;
+  char why[512] = "";
+  idm->discard_req = NULL;
+  check_clock(idm, err, resp);
+  bool ok = !err && resp->status == 200;
+  if (!ok)
+    describe(err, detail, resp, NULL, why, sizeof why);
+  tn_log(ok ? TN_LOG_INFO : TN_LOG_WARN, "idm_refused_login_revoked",
+         TN_S("revoked", ok ? "yes" : "no"), TN_S("error", why), TN_LOG_END);
+}
+
+/* A login refused for MC service: its refresh token is revoked, not just
+ * dropped (best effort, one at a time; the outcome is only logged). */
+static void discard_refresh_token(gw_idm *idm, char *refresh_token) {
+  const char *why = NULL;
+  if (!refresh_token)
+    return;
+  if (idm->discard_req) {
+    wipe_str(&refresh_token);
+    why = "another refused login's revocation is in flight";
+  } else if (post_revocation(idm, refresh_token, on_discarded, &idm->discard_req, &why) == 0) {
+    return;
+  }
+  tn_log(TN_LOG_WARN, "idm_refused_login_revoked", TN_S("revoked", "no"), TN_S("error", why),
+         TN_LOG_END);
 }
 
 /* Ends everything in progress that would log the gateway in again. */
@@ -1567,8 +1613,8 @@ void gw_idm_close(gw_idm *idm) {
   if (!idm || idm->closing)
     return;
   idm->closing = true;
-  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req, &idm->login_req,
-                           &idm->logout_req};
+  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
+                           &idm->login_req,     &idm->logout_req, &idm->discard_req};
   for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
     gw_https_cancel(*reqs[i]);
     *reqs[i] = NULL;

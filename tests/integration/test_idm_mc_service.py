@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from idmtest import env, pki, read_state, require_idms, wait_until  # noqa: F401
+from test_idm_logout import refresh_error
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -33,7 +34,7 @@ def browser_login(env, gw):
     return env.browser().login(gw.admin_url + "/login")
 
 
-def test_required_scope_not_granted(env):
+def test_required_scope_not_granted(env, pki):
     up, target = upstream()
     idms = env.idms(grant_scopes=["3gpp:mc:data_service"])  # no ptt_service
     gw = env.gateway(idms, tunnel={"allow_when_authorized": target})
@@ -46,6 +47,11 @@ def test_required_scope_not_granted(env):
     assert st["subject"] is None and st["access_token_expires_in_s"] == 0
     assert gw.connect(target) == 403
     assert not (gw.state_dir / "idm-login.json").exists()  # nothing adopted, nothing stored
+    # The refresh token the IdMS issued for the refused login is revoked.
+    assert gw.msg("idm_refused_login_revoked")["revoked"] == "yes"
+    issued = [v for k, v in idms.secret_kinds if k == "refresh_token"]
+    assert len(issued) == 1
+    assert refresh_error(idms, pki, issued[0]) == "invalid_grant"
     up.close()
 
 
@@ -91,6 +97,7 @@ def test_refresh_that_loses_the_scope_ends_the_login(env):
     assert st["access_token_expires_in_s"] == 0
     assert gw.connect(target) == 403
     assert "refresh_token" not in read_state(gw)
+    assert gw.msg("idm_refused_login_revoked")["revoked"] == "yes"
     up.close()
 
 
