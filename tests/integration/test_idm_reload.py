@@ -51,8 +51,8 @@ def test_new_client_logs_the_old_login_out(env, pki):
     login(env, gw)
     old_token = read_state(gw)["refresh_token"]
     edit_config(gw, client_id=OTHER_CLIENT)
+    since = len(gw.records)  # before the signal: the reload logs all at once
     assert reload(gw)["msg"] == "reloaded"
-    since = len(gw.records)
     rec = gw.msg("idm_reloaded")
     assert rec["change"] == "old login logged out; new configuration"
     assert gw.msg("idm_logout")["revoked"] == "yes"
@@ -76,17 +76,21 @@ def test_new_issuer_logs_the_old_login_out(env, pki):
     login(env, gw)
     old_token = read_state(gw)["refresh_token"]
     edit_config(gw, issuer=new_idms.issuer)
+    since = len(gw.records)
     assert reload(gw)["msg"] == "reloaded"
     assert gw.msg("idm_logout")["revoked"] == "yes"
     assert refresh_error(old_idms, pki, old_token) == "invalid_grant"
-    since = len(gw.records)
     gw.msg("idm_discovered", issuer=new_idms.issuer, timeout=20)
     st = login(env, gw, user="crew-b")
     assert st["subject"] == "crew-b"
     assert read_state(gw)["issuer"] == new_idms.issuer
-    # The new login went to the new IdMS's token endpoint only.
+    # The old login's revocation went to the old IdMS; the new login to the
+    # new IdMS's token endpoint only.
+    revocations = [r["url"] for r in gw.records[since:] if r.get("msg") == "idm_http"
+                   and r["url"].endswith("/token/revocation")]
+    assert revocations == [f"{old_idms.issuer}/token/revocation"], revocations
     urls = [r["url"] for r in gw.records[since:] if r.get("msg") == "idm_http"
-            and r.get("method") == "POST"]
+            and r.get("method") == "POST" and r["url"].endswith("/token")]
     assert urls and all(f":{new_idms.token_port}/" in u for u in urls), urls
 
 
@@ -152,3 +156,20 @@ def test_idm_removed_logs_out(env, pki):
     assert gw.idm_status()["state"] == "unconfigured"
     assert not (gw.state_dir / "idm-login.json").exists()
     assert gw.admin("/login")[0] == 404
+
+
+def test_other_idm_key_restarts_with_the_stored_login(env):
+    """A key that is neither identity nor timing (here acr_values): a new
+    instance with the same issuer and client, which logs in again from the
+    stored refresh token - no logout, no operator."""
+    idms = env.idms(access_ttl=60)
+    gw = env.gateway(idms)
+    login(env, gw)
+    edit_config(gw, acr_values="")
+    since = len(gw.records)
+    assert reload(gw)["msg"] == "reloaded"
+    assert gw.msg("idm_reloaded")["change"] == "restarted with the stored login"
+    assert gw.msg("idm_starting", since=since)["stored_login"] == "yes"
+    gw.msg("idm_refreshed", via="refresh", since=since, timeout=20)
+    st = gw.wait_state("authorized")
+    assert st["subject"] == "officer-7" and gw.count("idm_logout") == 0
