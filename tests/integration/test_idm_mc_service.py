@@ -25,7 +25,15 @@ def _idms_installed():
 def upstream():
     """A TCP server standing in for an MC server; its host:port."""
     up = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: [up.accept() for _ in range(8)], daemon=True).start()
+
+    def accept():
+        try:
+            while True:
+                up.accept()
+        except OSError:  # closed at the end of the test
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
     return up, f"127.0.0.1:{up.getsockname()[1]}"
 
 
