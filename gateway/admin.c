@@ -43,8 +43,9 @@ struct gw_admin {
 };
 
 /* Kept request headers, by index. */
-enum { H_AUTHORIZATION = 0, H_ACCEPT, H_HOST, H_COUNT_ };
-static const char *const kept_headers[H_COUNT_] = {"authorization", "accept", "host"};
+enum { H_AUTHORIZATION = 0, H_ACCEPT, H_HOST, H_CONTENT_TYPE, H_SEC_FETCH_SITE, H_COUNT_ };
+static const char *const kept_headers[H_COUNT_] = {"authorization", "accept", "host",
+                                                   "content-type", "sec-fetch-site"};
 
 struct gw_admin_req {
   uv_tcp_t tcp;
@@ -135,7 +136,9 @@ static const char *reason_phrase(int status) {
   case 408: return "Request Timeout";
   case 409: return "Conflict";
   case 413: return "Content Too Large";
+  case 415: return "Unsupported Media Type";
   case 431: return "Request Header Fields Too Large";
+  case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
   default: return status < 500 ? "Error" : "Internal Server Error";
   }
@@ -326,6 +329,26 @@ static void dispatch(gw_admin_req *r) {
     gw_admin_respond(r, 405, "text/plain", "Allow: GET, POST\r\n", "method not allowed\n", 19);
   else
     gw_admin_respond_text(r, 404, "not found\n");
+}
+
+bool gw_admin_req_is_json(const gw_admin_req *r) {
+  const char *ct = r->headers[H_CONTENT_TYPE];
+  static const char json[] = "application/json";
+  if (!ct)
+    return false;
+  while (*ct == ' ' || *ct == '\t')
+    ct++;
+  if (strncasecmp(ct, json, sizeof json - 1) != 0)
+    return false;
+  ct += sizeof json - 1;
+  while (*ct == ' ' || *ct == '\t')
+    ct++;
+  return *ct == '\0' || *ct == ';';
+}
+
+bool gw_admin_req_from_another_site(const gw_admin_req *r) {
+  const char *s = r->headers[H_SEC_FETCH_SITE];
+  return s && strcasecmp(s, "same-origin") != 0 && strcasecmp(s, "none") != 0;
 }
 
 static void healthz(gw_admin_req *r, void *arg) { gw_admin_respond_text(r, 200, "ok\n"); }

@@ -52,9 +52,20 @@ const char *gw_admin_req_path(const gw_admin_req *r);   /* without the query */
 const char *gw_admin_req_query(const gw_admin_req *r);  /* after '?', or "" */
 const char *gw_admin_req_method(const gw_admin_req *r);
 /* Value of a request header by case-insensitive name, or NULL. Only headers
- * the admin listener keeps are available: Authorization, Accept, Host. */
+ * the admin listener keeps are available: Authorization, Accept, Host,
+ * Content-Type, Sec-Fetch-Site. */
 const char *gw_admin_req_header(const gw_admin_req *r, const char *name);
 const char *gw_admin_req_body(const gw_admin_req *r, size_t *len); /* POST body */
+/* Whether the request says Content-Type: application/json (parameters
+ * allowed). State-changing routes require it: a cross-site form or image
+ * cannot send it, and a cross-site script that tries needs a CORS
+ * preflight, which the admin listener never grants. */
+bool gw_admin_req_is_json(const gw_admin_req *r);
+/* Whether a browser says the request comes from a page of another origin
+ * (Sec-Fetch-Site other than same-origin or none: a link, form or image on
+ * another site). False without the header (non-browser clients, old
+ * browsers). */
+bool gw_admin_req_from_another_site(const gw_admin_req *r);
 /* The peer address of the admin client. */
 const struct sockaddr *gw_admin_req_peer(const gw_admin_req *r);
 /* Whether the client is still connected. */

@@ -267,8 +267,10 @@ static bool send_all(int fd, const char *p, size_t n) {
   return true;
 }
 
-/* GET path. Returns 0 with r filled (any status), or -1 with the reason. */
-static int http_get(const cli_opts *o, const char *path, response *r, char *err, size_t errlen) {
+/* GET path, or POST path with the JSON body "{}" when post. Returns 0 with
+ * r filled (any status), or -1 with the reason. */
+static int http_request(const cli_opts *o, bool post, const char *path, response *r, char *err,
+                        size_t errlen) {
   memset(r, 0, sizeof(*r));
   int fd = dial(&o->target, err, errlen);
   if (fd < 0)
@@ -276,11 +278,13 @@ static int http_get(const cli_opts *o, const char *path, response *r, char *err,
   char req[2048];
   bool v6 = strchr(o->target.host, ':') != NULL;
   int n = snprintf(req, sizeof(req),
-                   "GET %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: mcgw/%s\r\n"
-                   "Accept: application/json\r\n%s%s%sConnection: close\r\n\r\n",
-                   path, v6 ? "[" : "", o->target.host, v6 ? "]" : "", o->target.port,
-                   MCGW_VERSION, o->token ? "Authorization: Bearer " : "",
-                   o->token ? o->token : "", o->token ? "\r\n" : "");
+                   "%s %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: mcgw/%s\r\n"
+                   "Accept: application/json\r\n%s%s%s%sConnection: close\r\n\r\n%s",
+                   post ? "POST" : "GET", path, v6 ? "[" : "", o->target.host, v6 ? "]" : "",
+                   o->target.port, MCGW_VERSION, o->token ? "Authorization: Bearer " : "",
+                   o->token ? o->token : "", o->token ? "\r\n" : "",
+                   post ? "Content-Type: application/json\r\nContent-Length: 2\r\n" : "",
+                   post ? "{}" : "");
   bool ok = n > 0 && (size_t)n < sizeof(req) && send_all(fd, req, (size_t)n);
   explicit_bzero(req, sizeof(req));
   llhttp_settings_t settings;
@@ -329,7 +333,7 @@ static int http_get(const cli_opts *o, const char *path, response *r, char *err,
 static json_t *fetch_json(const cli_opts *o, const char *path, char *err, size_t errlen) {
   response r;
   char why[256] = "";
-  if (http_get(o, path, &r, why, sizeof(why)) != 0) {
+  if (http_request(o, false, path, &r, why, sizeof(why)) != 0) {
     snprintf(err, errlen, "mcgw: no answer from %s: %s", o->target.url, why);
     return NULL;
   }
@@ -569,6 +573,51 @@ static int once(const cli_opts *o, bool status, buf *b) {
   return 0;
 }
 
+/* ---- logout ---- */
+
+/* POST /logout. Exit 0: logged out and the refresh token revoked (or none
+ * held); 1: no answer, or logged out locally but not revoked. */
+static int logout(const cli_opts *o) {
+  response r;
+  char why[256] = "";
+  if (http_request(o, true, "/logout", &r, why, sizeof(why)) != 0) {
+    fprintf(stderr, "mcgw: no answer from %s: %s (nothing was logged out)\n", o->target.url, why);
+    return 1;
+  }
+  bool answered = r.status == 200 || r.status == 502; /* 502: logged out, not revoked */
+  json_t *doc = answered ? json_loadb(r.body ? r.body : "", r.len, 0, NULL) : NULL;
+  int rc = 1;
+  if (r.status == 401)
+    fprintf(stderr, "mcgw: %s answered 401: the admin API needs its token (use -c with the config "
+                    "that names admin_token_file, or --token-file FILE)\n",
+            o->target.url);
+  else if (!doc)
+    fprintf(stderr, "mcgw: %s/logout answered HTTP %d: %s", o->target.url, r.status,
+            r.body ? r.body : "\n");
+  else if (o->json) {
+    char *text = json_dumps(doc, JSON_INDENT(2));
+    printf("%s\n", text ? text : "");
+    free(text);
+    rc = r.status == 200 ? 0 : 1;
+  } else {
+    printf("Logged out: the gateway holds no login now (state %s).\n", jstr(doc, "state"));
+    if (r.status == 200)
+      printf("%s\n", json_is_true(json_object_get(doc, "revoked"))
+                         ? "The refresh token was revoked at the IdMS."
+                         : "There was no refresh token to revoke.");
+    else
+      fprintf(stderr, "mcgw: the refresh token was NOT revoked at the IdMS: %s\n",
+              jstr(doc, "error") ? jstr(doc, "error") : "unknown error");
+    if (jstr(doc, "end_session_endpoint"))
+      printf("To end the operator's session at the IdMS in the browser too, open\n  %s\n",
+             jstr(doc, "end_session_endpoint"));
+    rc = r.status == 200 ? 0 : 1;
+  }
+  json_decref(doc);
+  free(r.body);
+  return rc;
+}
+
 /* ---- command line ---- */
 
 static volatile sig_atomic_t stop_watch;
@@ -603,6 +652,17 @@ static int watch(const cli_opts *o, bool status) {
 }
 
 static void usage(FILE *f, const char *cmd) {
+  if (strcmp(cmd, "logout") == 0) {
+    fprintf(f, "Usage: mcgw logout [-c FILE | --admin URL [--token-file FILE]] [--json]\n"
+               "\n"
+               "Logs the running gateway out (POST /logout): its login is dropped at once and\n"
+               "its refresh token revoked at the IdMS. Prints the IdMS's end-session link.\n"
+               "\n"
+               "Exit status: 0 logged out and revoked (or no login held), 1 the revocation\n"
+               "failed (logged out locally all the same) or the gateway did not answer,\n"
+               "2 usage error.\n");
+    return;
+  }
   fprintf(f,
           "Usage: mcgw %s [-c FILE | --admin URL [--token-file FILE]] [--json] [--watch [-n SECS]]\n"
           "\n"
@@ -684,9 +744,15 @@ int gw_cli_main(const char *cmd, int argc, char **argv, const char *default_conf
   cli_opts o = {.interval_s = 2};
   bool status = strcmp(cmd, "status") == 0;
   int rc = parse_args(&o, cmd, argc, argv);
+  if (rc < 0 && o.watch && strcmp(cmd, "logout") == 0) {
+    fprintf(stderr, "mcgw: logout has no --watch\n");
+    rc = 2;
+  }
   if (rc < 0)
     rc = resolve_target(&o, default_config);
-  if (rc < 0) {
+  if (rc < 0 && strcmp(cmd, "logout") == 0) {
+    rc = logout(&o);
+  } else if (rc < 0) {
     if (o.watch) {
       rc = watch(&o, status);
     } else {

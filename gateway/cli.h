@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Runs `mcgw <cmd> [options]` for cmd "status" or "tunnels". argv[0] is the
+/* Runs `mcgw <cmd> [options]` for cmd "status", "tunnels" or "logout"
+ * (POST /logout: exit 0 logged out and revoked, 1 not revoked or no answer). argv[0] is the
  * command; default_config is used when neither -c nor --admin is given and
  * that file exists. */
 int gw_cli_main(const char *cmd, int argc, char **argv, const char *default_config);

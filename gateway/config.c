@@ -89,6 +89,8 @@ enum key_id {
   K_IDM_TLS_KEY,
   K_IDM_REFRESH_BEFORE,
   K_IDM_LOGIN,
+  K_IDM_REVOCATION_EP,
+  K_IDM_REQUIRED_SCOPE,
   K_COUNT_
 };
 
@@ -838,6 +840,8 @@ static const key_def idm_keys[] = {
     {"tls_key", K_IDM_TLS_KEY, false, set_secret_file, IDM(tls_key), 0, 0},
     {"refresh_before", K_IDM_REFRESH_BEFORE, false, set_duration, IDM(refresh_before_ms), 1, 0},
     {"login", K_IDM_LOGIN, false, set_login, 0, 0, 0},
+    {"revocation_endpoint", K_IDM_REVOCATION_EP, false, set_url, IDM(revocation_endpoint), 0, 0},
+    {"required_scope", K_IDM_REQUIRED_SCOPE, false, set_opt_string, IDM(required_scope), 0, 0},
 };
 
 #define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
@@ -1397,7 +1401,7 @@ void gw_config_free(gw_config *cfg) {
   char **strs[] = {&m->issuer, &m->authorization_endpoint, &m->token_endpoint, &m->jwks_uri,
                    &m->device_authorization_endpoint, &m->client_id, &m->client_secret_file,
                    &m->client_key, &m->redirect_uri, &m->scope, &m->acr_values, &m->ca_file,
-                   &m->tls_cert, &m->tls_key};
+                   &m->tls_cert, &m->tls_key, &m->revocation_endpoint, &m->required_scope};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
     free(*strs[i]);
   if (cfg->admin_token)

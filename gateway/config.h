@@ -32,12 +32,14 @@ typedef struct gw_idm_config {
   char *token_endpoint;
   char *jwks_uri;
   char *device_authorization_endpoint;
+  char *revocation_endpoint;           /* RFC 7009; NULL: from discovery */
   char *client_id;
   gw_idm_client_auth client_auth;
   char *client_secret_file;            /* mode 0600 or stricter (checked here) */
   char *client_key;                    /* PEM private key for private_key_jwt */
   char *redirect_uri;                  /* NULL: http://{admin listener}/callback */
   char *scope;                         /* default "openid" */
+  char *required_scope;                /* NULL: the 3gpp:mc:* scopes of scope; "" none */
   char *acr_values;                    /* NULL or "": not sent */
   char *ca_file;                       /* NULL: the system trust store */
   char *tls_cert, *tls_key;            /* mutual TLS to the IdMS, or NULL */
@@ -50,6 +52,12 @@ typedef struct gw_config_errors {
   size_t n;
   size_t cap;
 } gw_config_errors;
+
+/* Said by `mcgw check` and at start-up when there is no [idm] section. */
+#define GW_NO_IDM_WARNING                                                                          \
+  "no [idm]: this gateway performs no identity management of its own (TS 33.180 5.1.2.1: an "     \
+  "MC gateway UE performs identity management before MC services; right only for a lab, or a "   \
+  "relay in front of a separately authenticated gateway)"
 
 typedef struct gw_config {
   char *path;                 /* as given to gw_config_load */

@@ -22,7 +22,8 @@ typedef struct gw_daemon {
   gw_config cfg;
   tn_engine *engine;
   gw_admin *admin;
-  gw_idm *idm; /* NULL without an [idm] section */
+  gw_idm *idm; /* NULL without an [idm] section; the admin routes read this slot */
+  gw_idm *retiring; /* replaced by a reload, logging out (revocation in flight) */
   gw_ops *ops;
   uv_signal_t sig_term, sig_int, sig_hup;
   int exit_code;
@@ -60,6 +61,9 @@ static void close_services(gw_daemon *d) {
   if (d->idm)
     gw_idm_close(d->idm);
   d->idm = NULL;
+  if (d->retiring)
+    gw_idm_close(d->retiring);
+  d->retiring = NULL;
   if (d->admin)
     gw_admin_close(d->admin);
   d->admin = NULL;
@@ -129,15 +133,80 @@ static bool str_differs(const char *a, const char *b) {
   return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
 }
 
-/* The login keeps the [idm] settings it started with: say so when a reload
- * changes them (the gateway's own login is not restarted under the relay). */
-static void warn_idm_changes(const gw_config *old, const gw_config *fresh) {
+/* What a reload changes in the gateway's own login. */
+typedef enum {
+  IDM_SAME = 0,
+  IDM_TIMING,    /* only refresh_before: applied in place, the login kept */
+  IDM_RESTART,   /* other [idm] keys: a new instance, the stored login kept */
+  IDM_NEW_LOGIN  /* issuer, client, user store (state_dir), or [idm] added or removed:
+                    the old login logged out (revoked), a new instance */
+} idm_change;
+
+static idm_change classify_idm_change(const gw_config *old, const gw_config *fresh) {
   const gw_idm_config *a = &old->idm, *b = &fresh->idm;
+  if (!a->enabled && !b->enabled)
+    return IDM_SAME;
   if (a->enabled != b->enabled || str_differs(a->issuer, b->issuer) ||
-      str_differs(a->client_id, b->client_id) || str_differs(old->state_dir, fresh->state_dir) ||
-      a->login != b->login || a->client_auth != b->client_auth)
-    tn_log(TN_LOG_WARN, "idm_config_changed",
-           TN_S("action", "[idm] and state_dir changes take effect at the next start"), TN_LOG_END);
+      str_differs(a->client_id, b->client_id) || a->client_auth != b->client_auth ||
+      str_differs(a->client_secret_file, b->client_secret_file) ||
+      str_differs(a->client_key, b->client_key) || str_differs(old->state_dir, fresh->state_dir))
+    return IDM_NEW_LOGIN;
+  const char *pa[] = {a->authorization_endpoint, a->token_endpoint, a->jwks_uri,
+                      a->device_authorization_endpoint, a->revocation_endpoint, a->redirect_uri,
+                      a->scope, a->required_scope, a->acr_values, a->ca_file, a->tls_cert,
+                      a->tls_key};
+  const char *pb[] = {b->authorization_endpoint, b->token_endpoint, b->jwks_uri,
+                      b->device_authorization_endpoint, b->revocation_endpoint, b->redirect_uri,
+                      b->scope, b->required_scope, b->acr_values, b->ca_file, b->tls_cert,
+                      b->tls_key};
+  for (size_t i = 0; i < sizeof pa / sizeof pa[0]; i++)
+    if (str_differs(pa[i], pb[i]))
+      return IDM_RESTART;
+  if (a->login != b->login)
+    return IDM_RESTART;
+  return a->refresh_before_ms != b->refresh_before_ms ? IDM_TIMING : IDM_SAME;
+}
+
+static const char *const idm_change_names[] = {"none", "refresh_before applied in place",
+                                               "restarted with the stored login",
+                                               "old login logged out; new configuration"};
+
+static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm **out);
+
+/* The instance a reload replaced: once its logout (revocation) is done. */
+static void on_retired(int status, json_t *doc, void *arg) {
+  gw_daemon *d = arg;
+  json_decref(doc);
+  gw_idm *old = d->retiring;
+  d->retiring = NULL;
+  if (old)
+    gw_idm_close(old);
+}
+
+/* Applies a reload's [idm] change; fresh is the instance prepared for it
+ * (NULL for IDM_SAME, IDM_TIMING, or when [idm] was removed). */
+static void apply_idm_change(gw_daemon *d, idm_change change, gw_idm *fresh) {
+  gw_idm *old = d->idm;
+  if (change == IDM_SAME)
+    return;
+  tn_log(TN_LOG_INFO, "idm_reloaded", TN_S("change", idm_change_names[change]), TN_LOG_END);
+  if (change == IDM_TIMING)
+    return gw_idm_set_refresh_before(old, d->cfg.idm.refresh_before_ms);
+  d->idm = fresh;
+  if (d->engine)
+    tn_engine_set_authorized(d->engine, false); /* until the new instance says otherwise */
+  if (change == IDM_RESTART) {
+    gw_idm_close(old);
+  } else if (old) {
+    if (d->retiring) /* a reload before the previous one's revocation ended */
+      gw_idm_close(d->retiring);
+    d->retiring = old;
+    gw_idm_logout(old, on_retired, d); /* local logout now; the state file is gone */
+  }
+  if (fresh)
+    gw_idm_begin(fresh);
+  else
+    tn_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
 }
 
 /* SIGHUP: a config that fails validation is rejected whole; a good one
@@ -149,10 +218,19 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
   if (d->draining)
     return;
   gw_notify_reloading();
+  gw_idm *fresh_idm = NULL;
+  idm_change change = IDM_SAME;
   int err = gw_config_load(d->cfg.path, &fresh, &errs);
+  if (err == 0) {
+    change = classify_idm_change(&d->cfg, &fresh);
+    if (change >= IDM_RESTART && fresh.idm.enabled)
+      err = prepare_idm(d, &fresh, true, &fresh_idm);
+  }
   if (err == 0)
     err = tn_engine_update(d->engine, &fresh.tunnel);
   if (err != 0) {
+    if (fresh_idm)
+      gw_idm_close(fresh_idm);
     log_reload_errors(&errs);
     /* A valid file the engine could not apply (a listener that cannot
      * bind, ...) says why; the engine logged the details. */
@@ -163,11 +241,11 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     tn_log_setup(fresh.log_level, fresh.log_format);
     tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
            TN_U("allow_rules", fresh.tunnel.policy.n_rules), TN_LOG_END);
-    warn_idm_changes(&d->cfg, &fresh);
     log_config_warnings(&fresh);
     gw_config tmp = d->cfg;
     d->cfg = fresh;
     fresh = tmp;
+    apply_idm_change(d, change, fresh_idm);
     if (str_differs(d->cfg.user, fresh.user))
       tn_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[gateway] user"), TN_LOG_END);
     if (memcmp(&d->cfg.admin_listen, &fresh.admin_listen, sizeof(fresh.admin_listen)) != 0 ||
@@ -196,11 +274,11 @@ static void on_idm_authorized(bool authorized, void *arg) {
 }
 
 /* redirect_uri: configured, or the admin listener's own /callback. */
-static void default_redirect_uri(gw_daemon *d, char *buf, size_t len) {
+static void default_redirect_uri(gw_daemon *d, const gw_config *cfg, char *buf, size_t len) {
   struct sockaddr_storage ss;
   char addr[TN_ADDRSTR_MAX];
-  if (d->cfg.idm.redirect_uri) {
-    snprintf(buf, len, "%s", d->cfg.idm.redirect_uri);
+  if (cfg->idm.redirect_uri || !d->admin) {
+    snprintf(buf, len, "%s", cfg->idm.redirect_uri ? cfg->idm.redirect_uri : "");
     return;
   }
   gw_admin_addr(d->admin, &ss);
@@ -210,20 +288,29 @@ static void default_redirect_uri(gw_daemon *d, char *buf, size_t len) {
   snprintf(buf, len, "http://%s/callback", addr);
 }
 
-static int start_idm(gw_daemon *d) {
+/* A new instance for cfg's [idm]; deferred: prepared, gw_idm_begin later. */
+static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm **out) {
   char redirect[512], err[512];
-  if (!d->cfg.idm.enabled)
-    return 0;
-  default_redirect_uri(d, redirect, sizeof redirect);
-  gw_idm_opts o = {.cfg = &d->cfg.idm, .state_dir = d->cfg.state_dir, .redirect_uri = redirect,
-                   .on_authorized = on_idm_authorized, .arg = d};
-  if (gw_idm_start(&d->loop, &o, &d->idm, err, sizeof err) != 0) {
+  default_redirect_uri(d, cfg, redirect, sizeof redirect);
+  gw_idm_opts o = {.cfg = &cfg->idm, .state_dir = cfg->state_dir, .redirect_uri = redirect,
+                   .on_authorized = on_idm_authorized, .arg = d, .deferred = deferred};
+  if (gw_idm_start(&d->loop, &o, out, err, sizeof err) != 0) {
     tn_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
     return UV_EINVAL;
   }
-  if (d->admin && gw_idm_admin_register(d->admin, d->idm) != 0)
-    return UV_ENOMEM;
   return 0;
+}
+
+static int start_idm(gw_daemon *d) {
+  /* Registered even without [idm]: a reload may add it (they answer 404
+   * while there is none). */
+  if (d->admin && gw_idm_admin_register(d->admin, &d->idm) != 0)
+    return UV_ENOMEM;
+  if (!d->cfg.idm.enabled) {
+    tn_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
+    return 0;
+  }
+  return prepare_idm(d, &d->cfg, false, &d->idm);
 }
 
 static int start(gw_daemon *d) {

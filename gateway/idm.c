@@ -77,7 +77,8 @@ struct gw_idm {
   uv_loop_t *loop;
   /* configuration */
   char *issuer, *redirect_uri, *scope, *acr_values, *state_dir;
-  char *ov_authz, *ov_token, *ov_jwks, *ov_device;
+  char *ov_authz, *ov_token, *ov_jwks, *ov_device, *ov_revocation;
+  char *required_scope; /* space-separated; "" requires none */
   gw_idm_login login;
   uint64_t refresh_before_ms;
   gw_client_auth auth;
@@ -92,7 +93,8 @@ struct gw_idm {
   uint64_t jwks_fetched_ms;
   bool jwks_ever;
   /* requests in flight */
-  gw_https_req *discovery_req, *jwks_req, *refresh_req, *login_req;
+  gw_https_req *discovery_req, *jwks_req, *refresh_req, *login_req, *logout_req;
+  gw_https_req *discard_req; /* revoking a login refused for MC service */
   token_job *parked[3]; /* by op: waiting for a JWKS refetch */
   /* the login */
   char *access_token;
@@ -101,10 +103,16 @@ struct gw_idm {
   gw_id_token principal;    /* iss, sub, aud, MC service IDs; sub NULL when none */
   unsigned refresh_attempt; /* > 0: retrying after a failure */
   bool authorized;          /* as last told to on_authorized */
+  char *granted_scope;      /* of the login held: the token response's, or the requested */
+  bool refused;             /* the last login or refresh was not for MC service: state error */
+  /* logout: the revocation in flight and the operator waiting for it */
+  gw_idm_json_cb logout_cb;
+  void *logout_arg;
   /* status */
   gw_idm_state state;
   char last_error[512];
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
+  uint64_t logout_revoked, logout_not_revoked, logout_nothing_held;
   gw_clock_skew skew;  /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
   int64_t skew_at;     /* unix seconds of the latest measurement */
   /* browser logins */
@@ -126,9 +134,11 @@ struct gw_idm {
 };
 
 static void settle_state(gw_idm *idm);
+static void finish_logout(gw_idm *idm, int status, const char *error);
 static void cancel_refresh(gw_idm *idm);
 static void fetch_jwks(gw_idm *idm);
 static void process_job(gw_idm *idm, token_job *job);
+static const char *granted_scope(const gw_idm *idm, const struct token_job *job);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -176,6 +186,8 @@ static void settle_state(gw_idm *idm) {
     s = idm->refresh_req || idm->refresh_attempt ? GW_IDM_REFRESHING : GW_IDM_AUTHORIZED;
   else if (login_busy)
     s = GW_IDM_AUTHORIZING;
+  else if (idm->refused)
+    s = GW_IDM_ERROR;
   else if (idm->refresh_token)
     s = idm->refresh_attempt || idm->discovery_attempt ? GW_IDM_ERROR : GW_IDM_AUTHORIZING;
   else
@@ -382,6 +394,7 @@ static const char *apply_overrides(gw_idm *idm) {
   override_or(idm->ov_token, &idm->ep.token);
   override_or(idm->ov_jwks, &idm->ep.jwks_uri);
   override_or(idm->ov_device, &idm->ep.device_authorization);
+  override_or(idm->ov_revocation, &idm->ep.revocation);
   if (!idm->ep.token)
     return "no token_endpoint (in the discovery document or the configuration)";
   if (!idm->ep.jwks_uri)
@@ -418,6 +431,8 @@ static void on_discovery(int err, const char *detail, const gw_https_response *r
          TN_S("token_endpoint", idm->ep.token), TN_S("jwks_uri", idm->ep.jwks_uri),
          TN_S("device_authorization_endpoint",
               idm->ep.device_authorization ? idm->ep.device_authorization : ""),
+         TN_S("revocation_endpoint", idm->ep.revocation ? idm->ep.revocation : ""),
+         TN_S("end_session_endpoint", idm->ep.end_session ? idm->ep.end_session : ""),
          TN_LOG_END);
   fetch_jwks(idm);
   if (idm->refresh_token && !idm->access_token)
@@ -541,6 +556,12 @@ static void adopt(gw_idm *idm, token_job *job, gw_id_token *id) {
     idm->principal = *id;
     memset(id, 0, sizeof *id);
   }
+  char *granted = strdup(granted_scope(idm, job));
+  if (granted) {
+    free(idm->granted_scope);
+    idm->granted_scope = granted;
+  }
+  idm->refused = false;
   /* A good response clears the last error; a failed save (read-only or full
    * state_dir) then sets it again, so /status says the login would not
    * survive a restart. */
@@ -572,15 +593,21 @@ static void refresh_transient(gw_idm *idm, const char *why, int64_t retry_after_
   settle_state(idm);
 }
 
-/* The IdMS no longer knows this login: a new login is needed. */
-static void login_gone(gw_idm *idm, const char *why) {
-  idm->refresh_invalid_grant++;
+/* Drops the login's tokens and stores it without the refresh token, so that
+ * a restart does not try it again. */
+static void end_login(gw_idm *idm) {
   wipe_str(&idm->refresh_token);
   wipe_str(&idm->access_token);
   uv_timer_stop(&idm->expiry_timer);
   uv_timer_stop(&idm->timer);
   idm->refresh_attempt = 0;
-  save_login(idm); /* without the dead refresh token */
+  save_login(idm);
+}
+
+/* The IdMS no longer knows this login: a new login is needed. */
+static void login_gone(gw_idm *idm, const char *why) {
+  idm->refresh_invalid_grant++;
+  end_login(idm);
   set_error(idm, "login gone (%s): a new login is needed", why);
   tn_log(TN_LOG_ERROR, "idm_login_needed", TN_S("reason", why),
          TN_S("action", "log in again: GET /login on the admin listener, or mcgw login"),
@@ -736,6 +763,81 @@ static void job_failed(gw_idm *idm, token_job *job, int r, const char *why) {
   job_free(job);
 }
 
+/* Whether scope (space-separated) holds the scope value want (n bytes). */
+static bool scope_has(const char *scope, const char *want, size_t n) {
+  for (const char *p = scope; *p;) {
+    size_t m = strcspn(p, " ");
+    if (m == n && strncmp(p, want, n) == 0)
+      return true;
+    p += m;
+    p += strspn(p, " ");
+  }
+  return false;
+}
+
+/* The granted scope of a token response: its scope, or when it has none
+ * the one requested (RFC 6749 5.1) - for a refresh, which requests no
+ * scope, the one granted before. */
+static const char *granted_scope(const gw_idm *idm, const token_job *job) {
+  if (job->tokens.scope)
+    return job->tokens.scope;
+  if (job->op == OP_REFRESH && idm->granted_scope)
+    return idm->granted_scope;
+  return idm->scope;
+}
+
+/* "Authorized" means authorized for MC service: every required_scope
+ * granted, and at least one MC service ID in the ID token (TS 33.180 Table
+ * 5.1.2.1-1) - the new one, or on a refresh without one the login's. NULL,
+ * or what is missing (in buf). */
+static const char *mc_service_missing(const gw_idm *idm, const token_job *job,
+                                      const gw_id_token *id, char *buf, size_t len) {
+  const char *granted = granted_scope(idm, job);
+  for (const char *p = idm->required_scope; *p;) {
+    size_t n = strcspn(p, " ");
+    if (!scope_has(granted, p, n)) {
+      snprintf(buf, len, "the IdMS granted no %.*s", (int)n, p);
+      return buf;
+    }
+    p += n;
+    p += strspn(p, " ");
+  }
+  const gw_id_token *who = id ? id : &idm->principal;
+  if (!who->mcptt_id && !who->mcdata_id && !who->mcvideo_id) {
+    snprintf(buf, len, "the ID token holds no MC service ID");
+    return buf;
+  }
+  return NULL;
+}
+
+/* A login or refresh whose tokens are valid but not for MC service: not
+ * adopted (a login refused so leaves a login already held alone, and its
+ * refresh token is revoked); a refresh so refused ends the login. The state
+ * is error until the next login. */
+static void discard_refresh_token(gw_idm *idm, char *refresh_token);
+
+static void not_for_mc_service(gw_idm *idm, token_job *job, const char *missing) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "not authorized for MC service: %s", missing);
+  idm->refused = true;
+  if (job->op != OP_REFRESH) {
+    login_failed(idm, job->op, 403, msg);
+    discard_refresh_token(idm, job->tokens.refresh_token);
+    job->tokens.refresh_token = NULL;
+  } else {
+    char *refresh_token = idm->refresh_token;
+    idm->refresh_token = NULL;
+    end_login(idm);
+    discard_refresh_token(idm, refresh_token);
+    tn_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", "refresh"), TN_S("error", msg),
+           TN_LOG_END);
+    set_authorized(idm, false, msg);
+  }
+  set_error(idm, "%s", missing);
+  job_free(job);
+  settle_state(idm);
+}
+
 /* Validates the job's ID token (waiting once for a JWKS refetch on an
  * unknown kid), then adopts its tokens. Takes ownership of job. */
 static void process_job(gw_idm *idm, token_job *job) {
@@ -765,6 +867,12 @@ static void process_job(gw_idm *idm, token_job *job) {
       gw_id_token_free(&id);
       return job_failed(idm, job, GW_JWT_ECLAIMS, "the refreshed ID token changed iss, sub or aud");
     }
+  }
+  const char *missing = mc_service_missing(idm, job, job->tokens.id_token ? &id : NULL, why,
+                                           sizeof why);
+  if (missing) {
+    gw_id_token_free(&id);
+    return not_for_mc_service(idm, job, missing);
   }
   token_op op = job->op;
   if (op != OP_REFRESH)
@@ -1186,6 +1294,180 @@ void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   settle_state(idm);
 }
 
+/* ---- logout (RFC 7009 revocation) ---------------------------------------- */
+
+/* {"state", "revoked", "error", "end_session_endpoint"}: the outcome of a
+ * logout, for the operator. */
+static json_t *logout_doc(const gw_idm *idm, bool revoked, const char *error) {
+  return json_pack("{s:s, s:b, s:o, s:o}", "state", gw_idm_state_name(idm->state), "revoked",
+                   revoked, "error", error ? json_string(error) : json_null(),
+                   "end_session_endpoint",
+                   idm->ep.end_session ? json_string(idm->ep.end_session) : json_null());
+}
+
+static void finish_logout(gw_idm *idm, int status, const char *error) {
+  gw_idm_json_cb cb = idm->logout_cb;
+  idm->logout_cb = NULL;
+  if (error)
+    idm->logout_not_revoked++;
+  else if (status == 200)
+    idm->logout_revoked++;
+  else
+    idm->logout_nothing_held++;
+  if (error) {
+    set_error(idm, "logout: the refresh token was not revoked at the IdMS (%s); it was dropped "
+                   "here all the same",
+              error);
+    tn_log(TN_LOG_ERROR, "idm_logout", TN_S("revoked", "no"), TN_S("error", error),
+           TN_S("action", "logged out locally; revoke the login at the IdMS if it matters"),
+           TN_LOG_END);
+  } else {
+    tn_log(TN_LOG_INFO, "idm_logout", TN_S("revoked", status == 200 ? "yes" : "nothing to revoke"),
+           TN_LOG_END);
+  }
+  if (cb)
+    cb(error ? status : 200, logout_doc(idm, !error && status == 200, error), idm->logout_arg);
+}
+
+static void on_revoked(int err, const char *detail, const gw_https_response *resp, void *arg) {
+  gw_idm *idm = arg;
+  char why[512];
+  gw_oidc_error oe = {0};
+  idm->logout_req = NULL;
+  check_clock(idm, err, resp);
+  if (!err && resp->status == 200) /* RFC 7009 2.2: revoked, or already invalid */
+    return finish_logout(idm, 200, NULL);
+  if (!err)
+    gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+  describe(err, detail, resp, &oe, why, sizeof why);
+  finish_logout(idm, 502, why);
+}
+
+/* Starts an RFC 7009 revocation of refresh_token (taken: wiped here, once
+ * the request is built) with the client's authentication. 0, or -1 with
+ * *why (cb is then never called). */
+static int post_revocation(gw_idm *idm, char *refresh_token, gw_https_cb cb, gw_https_req **slot,
+                           const char **why) {
+  const char *url = idm->discovered ? idm->ep.revocation : idm->ov_revocation;
+  if (!url) {
+    wipe_str(&refresh_token);
+    *why = idm->discovered ? "the IdMS offers no revocation_endpoint ([idm] revocation_endpoint)"
+                           : "the IdMS has not been reached yet (no discovery)";
+    return -1;
+  }
+  gw_form form = {0};
+  gw_form_add(&form, "token", refresh_token);
+  gw_form_add(&form, "token_type_hint", "refresh_token");
+  wipe_str(&refresh_token);
+  char *authz = NULL;
+  const char *aud = endpoint_token(idm) ? endpoint_token(idm) : url;
+  int err = gw_client_auth_apply(&idm->auth, aud, now_unix(), &form, &authz);
+  if (err == 0)
+    err = http(idm, "POST", url, &form, authz, cb, slot);
+  wipe_str(&authz);
+  gw_form_free(&form);
+  *why = "cannot start the revocation request";
+  return err ? -1 : 0;
+}
+
+/* The logout's revocation. */
+static void revoke_token(gw_idm *idm, char *refresh_token) {
+  const char *why = NULL;
+  if (post_revocation(idm, refresh_token, on_revoked, &idm->logout_req, &why) != 0)
+    finish_logout(idm, 502, why);
+}
+
+static void on_discarded(int err, const char *detail, const gw_https_response *resp, void *arg) {
+  gw_idm *idm = arg;
+  char why[512] = "";
+  idm->discard_req = NULL;
+  check_clock(idm, err, resp);
+  bool ok = !err && resp->status == 200;
+  if (!ok)
+    describe(err, detail, resp, NULL, why, sizeof why);
+  tn_log(ok ? TN_LOG_INFO : TN_LOG_WARN, "idm_refused_login_revoked",
+         TN_S("revoked", ok ? "yes" : "no"), TN_S("error", why), TN_LOG_END);
+}
+
+/* A login refused for MC service: its refresh token is revoked, not just
+ * dropped (best effort, one at a time; the outcome is only logged). */
+static void discard_refresh_token(gw_idm *idm, char *refresh_token) {
+  const char *why = NULL;
+  if (!refresh_token)
+    return;
+  if (idm->discard_req) {
+    wipe_str(&refresh_token);
+    why = "another refused login's revocation is in flight";
+  } else if (post_revocation(idm, refresh_token, on_discarded, &idm->discard_req, &why) == 0) {
+    return;
+  }
+  tn_log(TN_LOG_WARN, "idm_refused_login_revoked", TN_S("revoked", "no"), TN_S("error", why),
+         TN_LOG_END);
+}
+
+/* Ends everything in progress that would log the gateway in again. */
+static void drop_logins_in_progress(gw_idm *idm) {
+  gw_https_cancel(idm->login_req);
+  idm->login_req = NULL;
+  cancel_refresh(idm);
+  for (int op = 0; op < 3; op++) {
+    if (idm->parked[op])
+      job_free(idm->parked[op]);
+    idm->parked[op] = NULL;
+  }
+  finish_browser(idm, 409, "The gateway was logged out meanwhile; start a new login.\n");
+  OPENSSL_cleanse(idm->pending, sizeof idm->pending);
+  wipe_str(&idm->pending_nonce);
+  if (idm->dev == DEV_STARTING || idm->dev == DEV_PENDING)
+    finish_device(idm, DEV_ERROR, "logged out");
+  if (idm->dev_cb) {
+    gw_idm_json_cb cb = idm->dev_cb;
+    idm->dev_cb = NULL;
+    cb(409, gw_idm_device_status(idm), idm->dev_arg);
+  }
+  idm->dev = DEV_NONE;
+  idm->dev_error[0] = '\0';
+}
+
+void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
+  char err[512];
+  if (idm->logout_cb)
+    return cb(409, json_pack("{s:s}", "error", "a logout is already waiting for the IdMS"), arg);
+  drop_logins_in_progress(idm);
+  char *refresh_token = idm->refresh_token;
+  idm->refresh_token = NULL;
+  wipe_str(&idm->access_token);
+  uv_timer_stop(&idm->expiry_timer);
+  idm->refresh_attempt = 0;
+  idm->refused = false;
+  gw_id_token_free(&idm->principal);
+  free(idm->granted_scope);
+  idm->granted_scope = NULL;
+  idm->last_error[0] = '\0';
+  if (gw_token_store_remove(idm->state_dir, err, sizeof err) != GW_TS_OK) {
+    set_error(idm, "logout: %s", err);
+    tn_log(TN_LOG_ERROR, "idm_state_remove_failed", TN_S("error", err), TN_LOG_END);
+  }
+  set_authorized(idm, false, "logged out");
+  settle_state(idm);
+  idm->logout_cb = cb;
+  idm->logout_arg = arg;
+  if (!refresh_token)
+    return finish_logout(idm, 204, NULL);
+  revoke_token(idm, refresh_token);
+}
+
+void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms) {
+  idm->refresh_before_ms = ms;
+  int64_t left = idm->access_expiry - now_unix();
+  if (!has_access(idm) || idm->refresh_req || idm->refresh_attempt || !idm->refresh_token)
+    return;
+  uint64_t delay = refresh_delay_ms(idm, left);
+  schedule_step(idm, delay);
+  tn_log(TN_LOG_INFO, "idm_refresh_scheduled", TN_U("refresh_before_ms", ms),
+         TN_U("in_ms", delay), TN_LOG_END);
+}
+
 /* ---- life cycle ----------------------------------------------------------- */
 
 void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
@@ -1199,6 +1481,9 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->refresh_ok = idm->refresh_ok;
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;
+  out->logout_revoked = idm->logout_revoked;
+  out->logout_not_revoked = idm->logout_not_revoked;
+  out->logout_nothing_held = idm->logout_nothing_held;
   out->last_error = idm->last_error[0] ? idm->last_error : NULL;
   out->clock_skew_known = idm->skew.known;
   out->clock_skew_ms = idm->skew.last.skew_ms;
@@ -1206,6 +1491,24 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->clock_skew_measured_at = idm->skew_at;
   out->clock_skew_large = idm->skew.large;
   out->clock_skew_threshold_s = IDM_LEEWAY_S;
+  out->end_session_endpoint = idm->ep.end_session;
+  out->granted_scope = has_access(idm) ? idm->granted_scope : NULL;
+  out->required_scope = idm->required_scope;
+}
+
+/* The default required_scope: the 3gpp:mc:* values of scope (malloc'd). */
+static char *mc_scopes(const char *scope) {
+  char *out = scope ? calloc(1, strlen(scope) + 1) : NULL;
+  size_t len = 0;
+  for (const char *p = scope; out && *p;) {
+    size_t n = strcspn(p, " ");
+    if (n > 8 && strncmp(p, "3gpp:mc:", 8) == 0) {
+      len += (size_t)sprintf(out + len, "%s%.*s", len ? " " : "", (int)n, p);
+    }
+    p += n;
+    p += strspn(p, " ");
+  }
+  return out;
 }
 
 static int copy_config(gw_idm *idm, const gw_idm_opts *o) {
@@ -1219,9 +1522,13 @@ static int copy_config(gw_idm *idm, const gw_idm_opts *o) {
   idm->ov_token = dup_or_null(c->token_endpoint);
   idm->ov_jwks = dup_or_null(c->jwks_uri);
   idm->ov_device = dup_or_null(c->device_authorization_endpoint);
+  idm->ov_revocation = dup_or_null(c->revocation_endpoint);
+  idm->required_scope = c->required_scope ? strdup(c->required_scope) : mc_scopes(idm->scope);
   idm->login = c->login;
   idm->refresh_before_ms = c->refresh_before_ms;
-  return idm->issuer && idm->redirect_uri && idm->scope && idm->state_dir ? 0 : -1;
+  return idm->issuer && idm->redirect_uri && idm->scope && idm->state_dir && idm->required_scope
+             ? 0
+             : -1;
 }
 
 static void idm_free(gw_idm *idm) {
@@ -1234,6 +1541,9 @@ static void idm_free(gw_idm *idm) {
   free(idm->ov_token);
   free(idm->ov_jwks);
   free(idm->ov_device);
+  free(idm->ov_revocation);
+  free(idm->required_scope);
+  free(idm->granted_scope);
   gw_client_auth_free(&idm->auth);
   gw_https_ctx_free(idm->https);
   gw_oidc_endpoints_free(&idm->ep);
@@ -1282,22 +1592,29 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
   init_timer(idm, &idm->expiry_timer);
   init_timer(idm, &idm->device_timer);
   init_timer(idm, &idm->jwks_timer);
+  *out = idm;
+  if (!o->deferred)
+    gw_idm_begin(idm);
+  return 0;
+}
+
+void gw_idm_begin(gw_idm *idm) {
   load_login(idm);
   tn_log(TN_LOG_INFO, "idm_starting", TN_S("issuer", idm->issuer),
          TN_S("client_id", idm->auth.client_id),
          TN_S("login", idm->login == GW_IDM_LOGIN_DEVICE ? "device" : "browser"),
-         TN_S("stored_login", idm->refresh_token ? "yes" : "no"), TN_LOG_END);
+         TN_S("stored_login", idm->refresh_token ? "yes" : "no"),
+         TN_S("required_scope", idm->required_scope), TN_LOG_END);
   start_discovery(idm);
   settle_state(idm);
-  *out = idm;
-  return 0;
 }
 
 void gw_idm_close(gw_idm *idm) {
   if (!idm || idm->closing)
     return;
   idm->closing = true;
-  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req, &idm->login_req};
+  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
+                           &idm->login_req,     &idm->logout_req, &idm->discard_req};
   for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
     gw_https_cancel(*reqs[i]);
     *reqs[i] = NULL;
@@ -1313,6 +1630,8 @@ void gw_idm_close(gw_idm *idm) {
     idm->dev_cb = NULL;
     cb(503, json_pack("{s:s, s:s}", "status", "error", "error", "shutting down"), idm->dev_arg);
   }
+  if (idm->logout_cb) /* logged out locally; the revocation's outcome is unknown */
+    finish_logout(idm, 503, "shutting down before the IdMS answered the revocation");
   uv_close((uv_handle_t *)&idm->timer, on_timer_closed);
   uv_close((uv_handle_t *)&idm->expiry_timer, on_timer_closed);
   uv_close((uv_handle_t *)&idm->device_timer, on_timer_closed);

@@ -1,8 +1,11 @@
 /* The gateway's own identity management over CSC-1 (TS 33.180 5.1.2.1 and
  * Annex B): the MC gateway UE logs its MC user in to the IdMS with OpenID
  * Connect, keeps that login alive (refresh before expiry, across restarts)
- * and knows its MC service IDs. While it holds no valid access token it is
- * in limited service: on_authorized(false) tells the relay engine so.
+ * and knows its MC service IDs, and logs out (RFC 7009 revocation). It is
+ * authorized only while it holds a valid access token for MC service (the
+ * required scopes granted, an MC service ID in the ID token); otherwise
+ * on_authorized(false) tells the relay engine to close the
+ * allow_when_authorized gate.
  *
  * States (gw_idm_view.state):
  *   unauthorized --/login + /callback, or device flow--> authorizing
@@ -11,6 +14,9 @@
  *   refreshing   --new tokens--> authorized; --invalid_grant--> unauthorized
  *   refreshing   --network error / 5xx--> retried with backoff; once the
  *                  access token has expired meanwhile--> error
+ *   authorizing, refreshing --tokens not for MC service--> error (until the
+ *                  next login; a refresh so refused ends the login)
+ *   any          --gw_idm_logout--> unauthorized
  * A stored refresh token at start-up goes straight to authorizing.
  *
  * Tokens, codes, verifiers and secrets are never logged, never in the view. */
@@ -35,12 +41,21 @@ typedef struct gw_idm_opts {
   const char *redirect_uri; /* the effective redirect URI; copied */
   gw_idm_authorized_cb on_authorized;
   void *arg;
+  bool deferred; /* prepare only: gw_idm_begin reads the stored login and starts */
 } gw_idm_opts;
 
 /* Prepares state_dir, loads the client secret or key and the trust anchors,
  * reads a stored login, and starts discovery (then a refresh if a login was
  * stored). Returns 0 and *out, or -1 with err filled (nothing left open). */
 int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err, size_t errlen);
+
+/* Reads the stored login and starts discovery, for an instance started
+ * with opts.deferred (a reload prepares the new instance before the old one
+ * logs out). */
+void gw_idm_begin(gw_idm *idm);
+
+/* refresh_before, applied in place: the next refresh is rescheduled. */
+void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms);
 
 /* Cancels what is in flight, answers waiting admin requests with 503, closes
  * timers; freed once they have closed. */
@@ -72,6 +87,20 @@ typedef void (*gw_idm_json_cb)(int status, json_t *doc, void *arg);
 /* Starts a device authorization (or returns the one in progress). cb runs
  * once the IdMS has answered; exactly once (503 on shutdown). */
 void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg);
+
+/* ---- logout (RFC 7009) ---- */
+
+/* Logs the gateway out. At once and whatever the IdMS says: logins in
+ * progress are abandoned, the access token dropped, idm-login.json
+ * removed (unlink, fsync of the directory), the state becomes unauthorized
+ * (on_authorized(false)). Then the refresh token, if any, is revoked at the
+ * revocation endpoint (discovery or [idm] revocation_endpoint) with the
+ * client's authentication; it is never kept to retry. cb runs exactly once:
+ * 200 {"state", "revoked", "error": null, "end_session_endpoint"} when
+ * revoked or nothing was held; 502 with "error" (also in last_error and the
+ * log) when the revocation failed; 409 when a logout is already waiting for
+ * the IdMS; 503 on shutdown. */
+void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg);
 
 /* {"status": "none|starting|pending|authorized|expired|denied|error",
  *  "verification_uri", "verification_uri_complete", "user_code",

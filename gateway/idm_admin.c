@@ -9,9 +9,28 @@
 /* The callback URL carries a code: keep it out of Referer headers. */
 #define NO_REFERRER "Referrer-Policy: no-referrer\r\n"
 
+/* The routes hold the daemon's slot, not the instance: a reload may replace
+ * the instance or remove [idm] (then they answer 404, as without routes). */
+static gw_idm *current(gw_admin_req *req, void *slot) {
+  gw_idm *idm = *(gw_idm **)slot;
+  if (!idm)
+    gw_admin_respond_text(req, 404, "not found: this gateway has no [idm] section\n");
+  return idm;
+}
+
+/* GET /login from a page of another site (an image, a link, a form that a
+ * browser says is cross-site) is refused: another site must not start a
+ * login that the operator's IdMS session could complete unasked. */
 static void handle_login(gw_admin_req *req, void *arg) {
   const char *why = NULL;
-  char *url = gw_idm_login_url(arg, &why);
+  if (gw_admin_req_from_another_site(req))
+    return gw_admin_respond_text(req, 403,
+                                 "Refused: a page of another site asked for /login. Open /login "
+                                 "directly (or from the status page). Nothing was started.\n");
+  gw_idm *idm = current(req, arg);
+  if (!idm)
+    return;
+  char *url = gw_idm_login_url(idm, &why);
   if (!url) {
     char msg[300];
     snprintf(msg, sizeof msg, "Cannot start a login: %s\n", why);
@@ -35,22 +54,45 @@ static void callback_done(int status, const char *message, void *arg) {
 }
 
 static void handle_callback(gw_admin_req *req, void *arg) {
-  gw_idm_callback(arg, gw_admin_req_query(req), callback_done, req);
+  gw_idm *idm = current(req, arg);
+  if (idm)
+    gw_idm_callback(idm, gw_admin_req_query(req), callback_done, req);
 }
 
-static void device_done(int status, json_t *doc, void *arg) {
+static void json_done(int status, json_t *doc, void *arg) {
   gw_admin_respond_json(arg, status, doc);
 }
 
+static const char not_json[] = "needs Content-Type: application/json (a body of {} is enough); "
+                               "nothing was changed\n";
+
+/* POST /login/device: JSON only, like POST /logout (CSRF). */
 static void handle_device_start(gw_admin_req *req, void *arg) {
-  gw_idm_device_start(arg, device_done, req);
+  if (!gw_admin_req_is_json(req))
+    return gw_admin_respond_text(req, 415, not_json);
+  gw_idm *idm = current(req, arg);
+  if (idm)
+    gw_idm_device_start(idm, json_done, req);
 }
 
 static void handle_device_status(gw_admin_req *req, void *arg) {
-  gw_admin_respond_json(req, 200, gw_idm_device_status(arg));
+  gw_idm *idm = current(req, arg);
+  if (idm)
+    gw_admin_respond_json(req, 200, gw_idm_device_status(idm));
 }
 
-int gw_idm_admin_register(gw_admin *a, gw_idm *idm) {
+/* POST /logout: JSON only (CSRF: see gw_admin_req_is_json), any JSON body
+ * ("{}" is enough; it is not read). */
+static void handle_logout(gw_admin_req *req, void *arg) {
+  if (!gw_admin_req_is_json(req))
+    return gw_admin_respond_text(req, 415, not_json);
+  gw_idm *idm = current(req, arg);
+  if (idm)
+    gw_idm_logout(idm, json_done, req);
+}
+
+int gw_idm_admin_register(gw_admin *a, gw_idm **slot) {
+  void *idm = slot;
   int err = gw_admin_route(a, "GET", "/login", handle_login, idm);
   if (!err)
     /* The IdMS redirects the operator's browser here, which cannot add the
@@ -62,6 +104,8 @@ int gw_idm_admin_register(gw_admin *a, gw_idm *idm) {
     err = gw_admin_route(a, "POST", "/login/device", handle_device_start, idm);
   if (!err)
     err = gw_admin_route(a, "GET", "/login/device", handle_device_status, idm);
+  if (!err)
+    err = gw_admin_route(a, "POST", "/logout", handle_logout, idm);
   return err;
 }
 
@@ -95,7 +139,11 @@ json_t *gw_idm_status_json(const gw_idm_view *v) {
       (json_int_t)v->access_token_expiry, "last_error", str_or_null(v->last_error), "refreshes",
       "ok", (json_int_t)v->refresh_ok, "failed", (json_int_t)v->refresh_failed, "invalid_grant",
       (json_int_t)v->refresh_invalid_grant);
-  if (o)
+  if (o) {
     json_object_set_new(o, "clock_skew", clock_skew_json(v));
+    json_object_set_new(o, "granted_scope", str_or_null(v->granted_scope));
+    json_object_set_new(o, "required_scope", str_or_null(v->required_scope));
+    json_object_set_new(o, "end_session_endpoint", str_or_null(v->end_session_endpoint));
+  }
   return o;
 }

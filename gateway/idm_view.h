@@ -32,6 +32,9 @@ typedef struct gw_idm_view {
   uint64_t refresh_ok;             /* refreshes by result since start */
   uint64_t refresh_failed;         /* network errors, 5xx: retried with backoff */
   uint64_t refresh_invalid_grant;  /* the login is gone */
+  uint64_t logout_revoked;         /* logouts by result since start: refresh token revoked */
+  uint64_t logout_not_revoked;     /* revocation failed (logged out locally all the same) */
+  uint64_t logout_nothing_held;    /* no refresh token to revoke */
   const char *last_error;          /* human-readable, or NULL; never a token */
   /* The gateway's clock against the IdMS's, from the latest IdMS response
    * with a Date header (gateway/clock_skew.h). */
@@ -41,6 +44,9 @@ typedef struct gw_idm_view {
   int64_t clock_skew_measured_at;  /* unix seconds (local clock) */
   bool clock_skew_large;           /* beyond the threshold: warned in the log */
   unsigned clock_skew_threshold_s;
+  const char *end_session_endpoint; /* from discovery, or NULL: shown, never followed */
+  const char *granted_scope;        /* of the login held, or NULL */
+  const char *required_scope;       /* [idm] required_scope in force */
 } gw_idm_view;
 
 #endif

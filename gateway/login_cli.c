@@ -41,11 +41,14 @@ static int request(const admin_target *t, const char *method, const char *path, 
   socklen_t len =
       t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   char req[1024];
+  bool post = strcmp(method, "POST") == 0; /* JSON: the admin listener's CSRF rule */
   int n = snprintf(req, sizeof req,
                    "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                   "%s%s%sContent-Length: 0\r\nConnection: close\r\n\r\n",
+                   "%s%s%s%sContent-Length: %d\r\nConnection: close\r\n\r\n%s",
                    method, path, t->text, t->token ? "Authorization: Bearer " : "",
-                   t->token ? t->token : "", t->token ? "\r\n" : "");
+                   t->token ? t->token : "", t->token ? "\r\n" : "",
+                   post ? "Content-Type: application/json\r\n" : "", post ? 2 : 0,
+                   post ? "{}" : "");
   if (n < 0 || (size_t)n >= sizeof req) {
     close(fd);
     return -1;

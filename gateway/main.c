@@ -21,6 +21,10 @@ static void usage(FILE *out) {
           "  mcgw login [-c FILE] [--admin HOST:PORT]\n"
           "                         log the running gateway in to the IdMS ([idm] login =\n"
           "                         device: prints the URI and code, waits until done)\n"
+          "  mcgw logout [-c FILE | --admin URL [--token-file FILE]] [--json]\n"
+          "                         log the running gateway out: its login dropped and\n"
+          "                         the refresh token revoked at the IdMS; exit 1 when\n"
+          "                         the revocation failed (logged out locally all the same)\n"
           "  mcgw status  [-c FILE | --admin URL] [--json] [--watch]\n"
           "                         the running gateway: login state, tunnels by protocol\n"
           "                         and result, clients; exit 1 if it does not answer\n"
@@ -36,7 +40,7 @@ static void usage(FILE *out) {
           "rejected whole and the running configuration stays in force).\n"
           "\n"
           "Admin endpoints (default http://127.0.0.1:9090): /healthz, /status, /tunnels,\n"
-          "/metrics (Prometheus), / (live status page).\n",
+          "/metrics (Prometheus), / (live status page), POST /logout.\n",
           MCGW_VERSION, DEFAULT_CONFIG);
 }
 
@@ -56,6 +60,8 @@ static int cmd_check(const char *path) {
   int err = load(path, &cfg);
   for (size_t i = 0; i < cfg.warnings.n; i++)
     fprintf(stderr, "%s\n", cfg.warnings.msgs[i]);
+  if (!err && !cfg.idm.enabled)
+    fprintf(stderr, "%s: warning: %s\n", path, GW_NO_IDM_WARNING);
   if (!err)
     printf("%s: ok%s\n", path, cfg.warnings.n ? " (with warnings)" : "");
   gw_config_free(&cfg);
@@ -102,7 +108,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[optind++];
-  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "tunnels") == 0)
+  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "tunnels") == 0 || strcmp(cmd, "logout") == 0)
     return gw_cli_main(cmd, argc - optind + 1, argv + optind - 1, config);
   /* Options may also follow the command: mcgw run -c FILE. */
   for (int i = optind; i < argc; i++) {

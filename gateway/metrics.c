@@ -207,6 +207,14 @@ static void render_limits(out *o, const gw_metrics_snapshot *s) {
         tn_goaway_reason_name((tn_goaway_reason)r), s->stats.h2_goaway[r]);
 }
 
+/* A counter family with one sample per result label. */
+static void counter_by_result(out *o, const char *name, const char *help,
+                              const char *const results[], const uint64_t values[], size_t n) {
+  family(o, name, "counter", help);
+  for (size_t i = 0; i < n; i++)
+    put(o, "%s{result=\"%s\"} %" PRIu64 "\n", name, results[i], values[i]);
+}
+
 static void render_idm(out *o, const gw_idm_view *v) {
   static const gw_idm_view none = {.state = GW_IDM_UNCONFIGURED};
   if (!v)
@@ -223,13 +231,19 @@ static void render_idm(out *o, const gw_idm_view *v) {
          "When the gateway's access token expires (unix seconds); 0 when it holds none.");
   put(o, "mcgw_idm_access_token_expiry_timestamp_seconds %" PRId64 "\n",
       v->access_token_expiry > 0 ? v->access_token_expiry : 0);
-  family(o, "mcgw_idm_refresh_total", "counter",
-         "Access token refreshes by result: ok, failed (network, 5xx: retried), invalid_grant "
-         "(the login is gone).");
-  put(o, "mcgw_idm_refresh_total{result=\"ok\"} %" PRIu64 "\n", v->refresh_ok);
-  put(o, "mcgw_idm_refresh_total{result=\"failed\"} %" PRIu64 "\n", v->refresh_failed);
-  put(o, "mcgw_idm_refresh_total{result=\"invalid_grant\"} %" PRIu64 "\n",
-      v->refresh_invalid_grant);
+  static const char *const refresh_results[] = {"ok", "failed", "invalid_grant"};
+  const uint64_t refreshes[] = {v->refresh_ok, v->refresh_failed, v->refresh_invalid_grant};
+  counter_by_result(o, "mcgw_idm_refresh_total",
+                    "Access token refreshes by result: ok, failed (network, 5xx: retried), "
+                    "invalid_grant (the login is gone).",
+                    refresh_results, refreshes, 3);
+  static const char *const logout_results[] = {"revoked", "not_revoked", "nothing_held"};
+  const uint64_t logouts[] = {v->logout_revoked, v->logout_not_revoked, v->logout_nothing_held};
+  counter_by_result(o, "mcgw_idm_logout_total",
+                    "Logouts by result: revoked (the refresh token revoked at the IdMS), "
+                    "not_revoked (the revocation failed; logged out locally all the same), "
+                    "nothing_held.",
+                    logout_results, logouts, 3);
   /* No sample before the first measurement: 0 would claim "in step". */
   family(o, "mcgw_idm_clock_skew_seconds", "gauge",
          "The gateway's clock minus the IdMS's (> 0: ahead), from the latest IdMS response's "

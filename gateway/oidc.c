@@ -87,6 +87,10 @@ int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, gw_
     r = take_endpoint(doc, "jwks_uri", &e.jwks_uri, why, whylen);
   if (r == 0)
     r = take_endpoint(doc, "device_authorization_endpoint", &e.device_authorization, why, whylen);
+  if (r == 0)
+    r = take_endpoint(doc, "revocation_endpoint", &e.revocation, why, whylen);
+  if (r == 0)
+    r = take_endpoint(doc, "end_session_endpoint", &e.end_session, why, whylen);
   json_decref(doc);
   if (r != 0)
     gw_oidc_endpoints_free(&e);
@@ -100,6 +104,8 @@ void gw_oidc_endpoints_free(gw_oidc_endpoints *e) {
   free(e->token);
   free(e->jwks_uri);
   free(e->device_authorization);
+  free(e->revocation);
+  free(e->end_session);
   memset(e, 0, sizeof *e);
 }
 
@@ -134,6 +140,17 @@ static bool get_seconds(json_t *doc, const char *name, int64_t *out) {
   return true;
 }
 
+/* The optional scope member: a string (possibly empty: nothing granted). */
+static int take_scope(json_t *doc, char **out, char *why, size_t whylen) {
+  json_t *v = json_object_get(doc, "scope");
+  if (!v)
+    return 0;
+  if (!json_is_string(v))
+    return fail(why, whylen, "token response: scope is not a string");
+  *out = strdup(json_string_value(v));
+  return *out ? 0 : fail(why, whylen, "out of memory");
+}
+
 int gw_oidc_tokens_parse(const char *buf, size_t len, gw_oidc_tokens *out, char *why,
                          size_t whylen) {
   gw_oidc_tokens t = {0};
@@ -154,6 +171,8 @@ int gw_oidc_tokens_parse(const char *buf, size_t len, gw_oidc_tokens *out, char 
     r = take_secret("token response", doc, "refresh_token", false, &t.refresh_token, why, whylen);
   if (r == 0)
     r = take_secret("token response", doc, "id_token", false, &t.id_token, why, whylen);
+  if (r == 0)
+    r = take_scope(doc, &t.scope, why, whylen);
   json_decref(doc);
   if (r != 0)
     gw_oidc_tokens_free(&t);
@@ -166,6 +185,7 @@ void gw_oidc_tokens_free(gw_oidc_tokens *t) {
   wipe_free(t->access_token);
   wipe_free(t->refresh_token);
   wipe_free(t->id_token);
+  free(t->scope);
   memset(t, 0, sizeof *t);
 }
 

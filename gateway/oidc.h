@@ -11,6 +11,8 @@
 
 typedef struct gw_oidc_endpoints {
   char *authorization, *token, *jwks_uri, *device_authorization; /* NULL when absent */
+  char *revocation;   /* RFC 7009 revocation_endpoint (RFC 8414), or NULL */
+  char *end_session;  /* OpenID RP-Initiated Logout end_session_endpoint, or NULL */
 } gw_oidc_endpoints;
 
 /* Parses {issuer}/.well-known/openid-configuration. Its issuer must equal
@@ -25,6 +27,7 @@ typedef struct gw_oidc_tokens {
   char *access_token;  /* required */
   char *refresh_token; /* NULL: keep the old one */
   char *id_token;      /* NULL: none (allowed on refresh) */
+  char *scope;         /* the granted scope; NULL: as requested (RFC 6749 5.1) */
   int64_t expires_in;  /* seconds, > 0 */
 } gw_oidc_tokens;
 

@@ -209,6 +209,16 @@ int gw_token_store_save(const char *dir, const gw_stored_login *l, char *err, si
   return GW_TS_OK;
 }
 
+int gw_token_store_remove(const char *dir, char *err, size_t errlen) {
+  char path[4096];
+  path_of(path, sizeof path, dir, "");
+  if (unlink(path) != 0 && errno != ENOENT)
+    return fail(GW_TS_EIO, err, errlen, "cannot remove %s: %s", path, strerror(errno));
+  if (fsync_dir(dir) != 0)
+    return fail(GW_TS_EIO, err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
+  return GW_TS_OK;
+}
+
 /* ---- load --------------------------------------------------------------- */
 
 /* Moves the file aside to .corrupt-<time>[.<n>]; never deletes it. */

@@ -39,6 +39,11 @@ int gw_token_store_prepare(const char *dir, char *err, size_t errlen);
 /* Atomically replaces the stored login. GW_TS_OK or GW_TS_EIO. */
 int gw_token_store_save(const char *dir, const gw_stored_login *l, char *err, size_t errlen);
 
+/* Removes the stored login (logout): unlink, then fsync of the directory,
+ * so that the removal survives a crash. No file is not an error.
+ * GW_TS_OK or GW_TS_EIO. */
+int gw_token_store_remove(const char *dir, char *err, size_t errlen);
+
 /* Loads the stored login into *out (free with gw_stored_login_free).
  * GW_TS_OK, GW_TS_NONE, or GW_TS_CORRUPT after moving the file aside to
  * "idm-login.json.corrupt-<unix time>" (err names it). */

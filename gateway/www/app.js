@@ -107,6 +107,34 @@ function renderIdm(idm) {
   setText('idm-error', idm.last_error || '–');
   renderClock(idm.state === 'unconfigured' ? undefined : idm.clock_skew);
   renderExpiry();
+  $('logout-box').hidden = idm.state === 'unconfigured';
+}
+
+// The "Log out" button: a JSON POST (the admin listener refuses any other
+// content type, which is what keeps cross-site forms and images out). The
+// IdMS's end_session_endpoint is offered as a link, never followed.
+async function logout() {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  $('logout').disabled = true;
+  let text, doc = null;
+  try {
+    const r = await fetch('logout', { method: 'POST', headers, body: '{}', cache: 'no-store' });
+    if (r.status === 200 || r.status === 502) doc = await r.json();
+    if (!doc) text = 'Log out failed: HTTP ' + r.status;
+    else if (doc.error) text = 'Logged out here, but the refresh token was NOT revoked at the IdMS: ' + doc.error;
+    else text = doc.revoked ? 'Logged out; the refresh token was revoked at the IdMS.' : 'Logged out (no login was held).';
+  } catch (e) {
+    text = 'Log out failed: no answer from the gateway';
+  }
+  setText('logout-text', text);
+  $('logout-result').className = 'alert ' + (doc && !doc.error ? 'ok' : 'warn');
+  $('logout-result').hidden = false;
+  const end = doc && doc.end_session_endpoint;
+  const link = $('end-session');
+  link.hidden = !(end && /^https:\/\//.test(end));
+  if (!link.hidden) link.href = end;
+  $('logout').disabled = false;
 }
 
 // One decimal with a sign; 0.0 has none.
@@ -221,6 +249,7 @@ document.addEventListener('DOMContentLoaded', () => {
     sessionStorage.setItem('mcgw-token', token);
     $('token-input').value = '';
   });
+  $('logout').addEventListener('click', logout);
   setInterval(renderExpiry, 1000);
   poll();
 });

@@ -14,7 +14,10 @@
 //          clock_offset (seconds, default 0: off): the IdMS's clock runs that
 //          far ahead (> 0) or behind (< 0) the machine's - the Date header of
 //          every response and the times in what it issues (iat, exp), as if
-//          the gateway's clock were off by -clock_offset}
+//          the gateway's clock were off by -clock_offset},
+//          grant_scopes (the 3gpp:mc:* scopes it grants, default all three
+//          below: fewer for an IdMS that grants less than asked),
+//          mc_ids (default true; false: ID tokens carry no MC service ID)}
 //
 // The authorization endpoint (with discovery, JWKS, interactions, the device
 // verification page) answers on https://authz_host:P1 - the issuer - and the
@@ -34,7 +37,10 @@
 // stdin commands, one per line: "stop" (close both listeners: unreachable),
 //   "start" (listen again on the same ports), "rotate" (new signing key with
 //   a new kid first; the old one stays published), "clock N" (clock_offset
-//   becomes N seconds), "quit".
+//   becomes N seconds), "grant S1 S2..." (grant_scopes from now on; "grant"
+//   alone grants none), "mcids on|off" (mc_ids from now on), "quit".
+// Revocation (RFC 7009, /token/revocation) and RP-initiated logout
+// (end_session_endpoint /session/end) are on, both in discovery.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
@@ -76,6 +82,8 @@ function newKey() {
 let keys = conf.jwks ? JSON.parse(fs.readFileSync(conf.jwks, 'utf8')).keys : [newKey()];
 
 const MC_SCOPES = ['3gpp:mc:ptt_service', '3gpp:mc:data_service', '3gpp:mc:video_service'];
+let grantScopes = conf.grant_scopes || MC_SCOPES;
+let mcIds = conf.mc_ids !== false;
 const RESOURCE = 'urn:mc:services';
 
 function mcClaims(sub) {
@@ -104,12 +112,13 @@ function configuration() {
       devInteractions: { enabled: true },
       deviceFlow: { enabled: true },
       revocation: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => RESOURCE,
         useGrantedResource: async () => true,
         getResourceServerInfo: async () => ({
-          scope: MC_SCOPES.join(' '),
+          scope: grantScopes.join(' '),
           audience: RESOURCE,
           accessTokenTTL: conf.access_ttl || 5,
           accessTokenFormat: 'jwt',
@@ -125,7 +134,7 @@ function configuration() {
     acrValues: ['3gpp:acr:password'],
     findAccount: async (ctx, sub) => ({
       accountId: sub,
-      claims: async () => ({ sub, ...mcClaims(sub) }),
+      claims: async () => (mcIds ? { sub, ...mcClaims(sub) } : { sub }),
     }),
     extraTokenClaims: async (ctx, token) => (token.accountId ? mcClaims(token.accountId) : undefined),
     pkce: { required: () => true, methods: ['S256'] },
@@ -247,6 +256,8 @@ rl.on('line', async (line) => {
     if (command === 'stop') await stop();
     else if (command === 'start') await start();
     else if (/^clock -?\d+$/.test(command)) clockOffsetMs = Number(command.split(' ')[1]) * 1000;
+    else if (/^grant( |$)/.test(command)) grantScopes = command.split(' ').slice(1).filter(Boolean);
+    else if (command === 'mcids on' || command === 'mcids off') mcIds = command === 'mcids on';
     else if (command === 'rotate') {
       keys = [newKey(), ...keys];
       provider = buildProvider();

@@ -89,7 +89,7 @@ class Idms:
 
     def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
                  device_ttl=120, token_cert=None, token_key=None, client_ca=None,
-                 tls_max=None, clock_offset=0):
+                 tls_max=None, clock_offset=0, grant_scopes=None, mc_ids=True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         clients = clients or [native_client()]
@@ -103,6 +103,10 @@ class Idms:
             conf.update(tls_max=tls_max)
         if clock_offset:  # seconds the IdMS's clock is ahead (> 0) or behind
             conf.update(clock_offset=clock_offset)
+        if grant_scopes is not None:  # the 3gpp:mc:* scopes it grants
+            conf.update(grant_scopes=list(grant_scopes))
+        if not mc_ids:  # ID tokens without mcptt_id / mcdata_id
+            conf.update(mc_ids=False)
         self.conf_path = self.workdir / "idms.json"
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None

@@ -24,6 +24,7 @@ FAMILIES = {
     "mcgw_idm_authorized": "gauge",
     "mcgw_idm_access_token_expiry_timestamp_seconds": "gauge",
     "mcgw_idm_refresh_total": "counter",
+    "mcgw_idm_logout_total": "counter",
     "mcgw_config_reloads_total": "counter",
     "mcgw_build_info": "gauge",
 }

@@ -2,15 +2,20 @@
 (oidc-provider, tests/integration/idmtest.py) in Debian's headless Chromium
 (the driver and `browser` fixture of test_ops_page.py): the gateway's clock
 skew against the IdMS, "not measured yet" before the IdMS answers, and the
-warning (colour and hint) while the skew is beyond the 30 s leeway.
-Screenshots go to build/test-artifacts/."""
+warning (colour and hint) while the skew is beyond the 30 s leeway; the
+"Log out" button (issue 16), and a logout CSRF attempt from a page on
+another origin. Screenshots go to build/test-artifacts/."""
 
+import http.server
+import json
 import re
+import threading
 
 import pytest
 
-from idmtest import env, pki, require_idms  # noqa: F401
+from idmtest import env, pki, read_state, require_idms  # noqa: F401
 from opsutil import ARTIFACTS
+from test_idm_logout import login, refresh_error
 from test_ops_page import browser  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -107,3 +112,107 @@ def test_page_clock_not_measured_then_in_step(env, browser):
     assert_no_warning(browser)
     assert gw.idm_status()["clock_skew"]["large"] is False
     assert browser("errors")["errors"] == []
+
+
+# ---------------------------------------------------------------- logout (issue 16)
+
+
+def logged_in(env):
+    """The test IdMS and a gateway logged in to it as officer-7."""
+    idms = env.idms(access_ttl=60)
+    gw = env.gateway(idms)
+    login(env, gw)
+    return idms, gw
+
+
+def test_page_log_out_button(env, browser, pki):
+    idms, gw = logged_in(env)
+    refresh_token = read_state(gw)["refresh_token"]
+    browser("open", url=gw.admin_url + "/", width=1280, height=900)
+    browser("wait_match", selector="#idm-state", pattern="^(authorized|refreshing)$")
+    browser("click", selector="#logout")
+    text = browser("wait_match", selector="#logout-text", pattern="^Logged out")["text"]
+    assert text == "Logged out; the refresh token was revoked at the IdMS.", text
+    assert browser("attr", selector="#end-session", name="href")["value"] == \
+        f"{idms.issuer}/session/end"
+    assert browser("style", selector="#end-session")["visible"]
+    browser("wait_text", selector="#idm-state", text="unauthorized")
+    assert not (gw.state_dir / "idm-login.json").exists()
+    assert refresh_error(idms, pki, refresh_token) == "invalid_grant"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser("screenshot", path=str(ARTIFACTS / "status-page-logged-out.png"))
+    assert browser("errors")["errors"] == []
+
+
+ATTACK = """<!doctype html><html><body>
+<p id="img">pending</p><p id="login">pending</p><p id="fetch">pending</p><p id="forms">pending</p><p id="all">pending</p>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe>
+<form id="f1" method="POST" action="{admin}/logout" target="sink1">
+  <input name="x" value="{{}}"></form>
+<form id="f2" method="POST" action="{admin}/logout" target="sink2" enctype="text/plain">
+  <input name='{{"a":"' value='"}}'></form>
+<form id="f3" method="POST" action="{admin}/login/device" target="sink3">
+  <input name="x" value="{{}}"></form>
+<script>
+const mark = (id, t) => {{ document.getElementById(id).textContent = t; }};
+let pending = 6;
+const settled = () => {{ if (--pending === 0) mark('all', 'done'); }};
+const img = new Image();
+img.onload = img.onerror = () => {{ mark('img', 'done'); settled(); }};
+img.src = '{admin}/logout';
+const login = new Image();
+login.onload = login.onerror = () => {{ mark('login', 'done'); settled(); }};
+login.src = '{admin}/login';
+fetch('{admin}/logout', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
+                         body: '{{}}'}})
+  .then((r) => {{ mark('fetch', 'answered ' + r.status); settled(); }},
+        () => {{ mark('fetch', 'blocked'); settled(); }});
+let forms = 0;
+for (const [form, sink] of [['f1', 'sink1'], ['f2', 'sink2'], ['f3', 'sink3']]) {{
+  document.querySelector('iframe[name=' + sink + ']').onload = () => {{
+    if (++forms === 3) mark('forms', 'answered');
+    settled();
+  }};
+  document.getElementById(form).submit();
+}}
+</script></body></html>"""
+
+
+def test_logout_csrf_from_another_origin(env, browser):
+    """A page on another origin auto-submits form POSTs (urlencoded and
+    text/plain) to /logout and one to /login/device, loads <img
+    src=.../logout> and <img src=.../login>, and tries a JSON fetch: none of
+    them logs the gateway out or starts a login."""
+    _, gw = logged_in(env)
+    logins_started = gw.count("idm_login_started")
+    body = ATTACK.format(admin=gw.admin_url).encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        browser("open", url=f"http://127.0.0.1:{evil.server_address[1]}/", width=800, height=600)
+        browser("wait_text", selector="#all", text="done")
+        assert browser("text", selector="#img")["text"] == "done"
+        assert browser("text", selector="#login")["text"] == "done"
+        assert browser("text", selector="#forms")["text"] == "answered"
+        assert browser("text", selector="#fetch")["text"] == "blocked"  # no CORS preflight grant
+    finally:
+        evil.shutdown()
+        evil.server_close()
+    st = gw.idm_status()
+    assert st["state"] in ("authorized", "refreshing") and st["subject"] == "officer-7"
+    assert (gw.state_dir / "idm-login.json").exists()
+    assert gw.count("idm_logout") == 0
+    assert gw.count("idm_login_started") == logins_started
+    assert json.loads(gw.admin("/login/device")[2])["status"] == "none"

@@ -19,13 +19,20 @@ listen = 127.0.0.1:0
 [tunnel]
 listen = 127.0.0.1:0
 """
+# An [idm] section after the rules, so that `mcgw check` has no "no [idm]"
+# warning to give (test_idm_none.py) and prints only what the rules earn.
+IDM = """\
+[idm]
+issuer = https://127.0.0.2:8443
+client_id = mcgw-1
+"""
 
 
 def check(tmp_path, body):
     """(exit code, output, path) of `mcgw check` on HEAD + body; body's
     first line is line 5 of the file."""
     path = tmp_path / "mcgw.ini"
-    path.write_text(HEAD + textwrap.dedent(body))
+    path.write_text(HEAD + textwrap.dedent(body) + IDM)
     rc, out = run_cli("check", "-c", path)
     return rc, out, path
 

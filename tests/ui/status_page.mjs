@@ -9,6 +9,8 @@
 //   {"cmd":"style","selector":S}                    S's class, visibility and computed colour,
 //                                                    and the page's palette (--ok, --warn, --bad)
 //   {"cmd":"overflow"}                               page wider than the viewport?
+//   {"cmd":"click","selector":S}                    clicks S
+//   {"cmd":"attr","selector":S,"name":N}            S's attribute N (null when absent)
 //   {"cmd":"screenshot","path":P}
 //   {"cmd":"errors"}                                 console errors, page errors, CSP reports
 //   {"cmd":"quit"}
@@ -79,6 +81,8 @@ const handlers = {
     });
     return { ...out, visible: await el.isVisible() };
   },
+  async click({ selector }) { await page.locator(selector).click(); return {}; },
+  async attr({ selector, name }) { return { value: await page.locator(selector).getAttribute(name) }; },
   async text({ selector }) { return { text: (await page.locator(selector).textContent()).trim() }; },
   async overflow() {
     return page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));

@@ -139,6 +139,17 @@ static void defaults(void **state) {
   assert_int_equal(l.cfg.idm.refresh_before_ms, 60000);
   assert_null(l.cfg.idm.redirect_uri);
   assert_null(l.cfg.idm.ca_file);
+  assert_null(l.cfg.idm.revocation_endpoint); /* from discovery */
+  assert_null(l.cfg.idm.required_scope);      /* the 3gpp:mc:* scopes of scope */
+  unload(&l);
+  load(&l, TUNNEL IDM "revocation_endpoint = https://idms.mc.test/revoke\n"
+                      "required_scope = 3gpp:mc:ptt_service\n");
+  assert_int_equal(l.rc, 0);
+  assert_string_equal(l.cfg.idm.revocation_endpoint, "https://idms.mc.test/revoke");
+  assert_string_equal(l.cfg.idm.required_scope, "3gpp:mc:ptt_service");
+  unload(&l);
+  load(&l, TUNNEL IDM "revocation_endpoint = http://idms.mc.test/revoke\n");
+  assert_int_not_equal(l.rc, 0);
   unload(&l);
 }
 

@@ -98,6 +98,7 @@ static void test_render(void **state) {
   gw_metrics_observe_close(&m, &ok);
   gw_idm_view idm = {.state = GW_IDM_REFRESHING, .access_token_expiry = 1800000000,
                      .refresh_ok = 7, .refresh_failed = 1, .refresh_invalid_grant = 0,
+                     .logout_revoked = 2, .logout_not_revoked = 1,
                      .clock_skew_known = true, .clock_skew_ms = -120500};
   char *t = render(&m, &idm);
   assert_line(t, "# TYPE mcgw_tunnels_active gauge");
@@ -123,6 +124,10 @@ static void test_render(void **state) {
   assert_line(t, "mcgw_idm_refresh_total{result=\"ok\"} 7");
   assert_line(t, "mcgw_idm_refresh_total{result=\"failed\"} 1");
   assert_line(t, "mcgw_idm_refresh_total{result=\"invalid_grant\"} 0");
+  assert_line(t, "# TYPE mcgw_idm_logout_total counter");
+  assert_line(t, "mcgw_idm_logout_total{result=\"revoked\"} 2");
+  assert_line(t, "mcgw_idm_logout_total{result=\"not_revoked\"} 1");
+  assert_line(t, "mcgw_idm_logout_total{result=\"nothing_held\"} 0");
   assert_line(t, "# TYPE mcgw_idm_clock_skew_seconds gauge");
   assert_line(t, "mcgw_idm_clock_skew_seconds -120.500");
   assert_line(t, "mcgw_config_reloads_total{result=\"ok\"} 2");

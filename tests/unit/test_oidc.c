@@ -30,7 +30,23 @@ static void discovery(void **state) {
   assert_string_equal(e.token, "https://t.mc.test:8443/token");
   assert_string_equal(e.authorization, "https://a.mc.test/auth");
   assert_null(e.device_authorization);
+  assert_null(e.revocation);
+  assert_null(e.end_session);
   gw_oidc_endpoints_free(&e);
+  /* RFC 7009 / RP-initiated logout endpoints, https only */
+  assert_int_equal(disc("{\"issuer\":\"" ISS "\",\"revocation_endpoint\":\"" ISS
+                        "/token/revocation\",\"end_session_endpoint\":\"" ISS "/session/end\"}",
+                        &e, why),
+                   0);
+  assert_string_equal(e.revocation, ISS "/token/revocation");
+  assert_string_equal(e.end_session, ISS "/session/end");
+  gw_oidc_endpoints_free(&e);
+  assert_int_equal(
+      disc("{\"issuer\":\"" ISS "\",\"end_session_endpoint\":\"javascript:alert(1)\"}", &e, why),
+      -1);
+  assert_non_null(strstr(why, "end_session_endpoint is not an https URL"));
+  assert_int_equal(
+      disc("{\"issuer\":\"" ISS "\",\"revocation_endpoint\":\"http://r.mc.test/\"}", &e, why), -1);
   /* issuer exact: a trailing slash is another issuer */
   assert_int_equal(disc("{\"issuer\":\"" ISS "/\"}", &e, why), -1);
   assert_non_null(strstr(why, "is not the configured issuer"));
@@ -58,7 +74,27 @@ static void token_responses(void **state) {
   assert_string_equal(t.access_token, "AT-secret");
   assert_string_equal(t.refresh_token, "RT");
   assert_int_equal(t.expires_in, 300);
+  assert_null(t.scope); /* none: as requested (RFC 6749 5.1) */
   gw_oidc_tokens_free(&t);
+  /* the granted scope, also when empty */
+  assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":9,"
+                          "\"scope\":\"openid 3gpp:mc:data_service\"}",
+                          &t, why),
+                   0);
+  assert_string_equal(t.scope, "openid 3gpp:mc:data_service");
+  gw_oidc_tokens_free(&t);
+  assert_null(t.scope);
+  assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":9,"
+                          "\"scope\":\"\"}",
+                          &t, why),
+                   0);
+  assert_string_equal(t.scope, "");
+  gw_oidc_tokens_free(&t);
+  assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":9,"
+                          "\"scope\":[\"openid\"]}",
+                          &t, why),
+                   -1);
+  assert_non_null(strstr(why, "scope is not a string"));
   assert_null(t.access_token);
   /* no refresh token: keep the old one (NULL here) */
   assert_int_equal(

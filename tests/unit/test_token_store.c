@@ -171,6 +171,27 @@ static void unreadable_file_is_kept_aside(void **state) {
   assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_NONE);
 }
 
+/* Logout: the file is gone (no temp, nothing aside); a second remove and a
+ * remove with no file are not errors; a later load finds nothing. */
+static void remove_is_idempotent(void **state) {
+  fixture *f = *state;
+  char err[256];
+  gw_stored_login got;
+  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
+  assert_int_equal(gw_token_store_remove(f->dir, err, sizeof err), GW_TS_OK);
+  gw_stored_login l = sample("rt-logout");
+  assert_int_equal(gw_token_store_save(f->dir, &l, err, sizeof err), GW_TS_OK);
+  assert_int_equal(gw_token_store_remove(f->dir, err, sizeof err), GW_TS_OK);
+  assert_int_equal(count_entries(f->dir, GW_TOKEN_STORE_FILE), 0);
+  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_NONE);
+  assert_int_equal(gw_token_store_remove(f->dir, err, sizeof err), GW_TS_OK);
+  /* A directory that cannot be opened: an error naming it. */
+  char missing[300];
+  snprintf(missing, sizeof missing, "%s/nonexistent", f->dir);
+  assert_int_equal(gw_token_store_remove(missing, err, sizeof err), GW_TS_EIO);
+  assert_non_null(strstr(err, "nonexistent"));
+}
+
 static void parse_refuses_garbage(void **state) {
   gw_stored_login l;
   const char *bad[] = {"",
@@ -197,6 +218,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(loose_mode_is_tightened_on_load, setup, teardown),
       cmocka_unit_test_setup_teardown(corrupt_file_is_kept_aside, setup, teardown),
       cmocka_unit_test_setup_teardown(unreadable_file_is_kept_aside, setup, teardown),
+      cmocka_unit_test_setup_teardown(remove_is_idempotent, setup, teardown),
       cmocka_unit_test(parse_refuses_garbage),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
