@@ -292,7 +292,7 @@ def steady_fds(gw):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("proto", ["h1", "h2"])
-def test_reset_cancels_pending_connect(mcgw, pki, proto):
+def test_reset_cancels_half_open_connect(mcgw, pki, proto):
     """The upstream connect cannot complete (a listener whose backlog is
     full): the device's reset closes the half-open socket at once, long
     before connect_timeout (30 s here)."""
