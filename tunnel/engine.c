@@ -747,7 +747,7 @@ static void finish(tn_engine *e) {
 static void close_tunnels(tn_link *head) {
   while (!list_empty(head)) {
     tn_tunnel *t = (tn_tunnel *)head->next;
-    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout");
+    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout", TN_CLOSE_FIN);
   }
 }
 
@@ -760,7 +760,7 @@ static void abort_setup_conns(tn_engine *e) {
     next = l->next;
     tn_tunnel *t = (tn_tunnel *)l;
     if (t->phase == TN_PHASE_HEADER)
-      tn__tunnel_close(t, TN_RESULT_ERROR, "draining");
+      tn__tunnel_close(t, TN_RESULT_ERROR, "draining", TN_CLOSE_FIN);
   }
 }
 

@@ -76,7 +76,7 @@ void tn__h1_start(tn_tunnel *t, const char *first, size_t n) {
   if (n)
     parse(t, first, n);
   if (t->phase == TN_PHASE_HEADER && tn__ep_read_start(t->down) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static const char response_200[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
@@ -111,7 +111,7 @@ void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
   tn__list_move(t->engine, t, false);
   char *buf = malloc(512);
   if (!buf)
-    return tn__tunnel_close(t, t->result, reason);
+    return tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
   char retry[32] = "";
   if (t->retry_after_s)
     snprintf(retry, sizeof retry, "Retry-After: %u\r\n", (unsigned)t->retry_after_s);
@@ -122,5 +122,5 @@ void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
                    status == 405 ? "Allow: CONNECT\r\n" : "", retry, reason);
   if (tn__ep_write(t->down, buf, TN_BUF_HEAP, (size_t)n) != 0 || tn__ep_shutdown(t->down) != 0 ||
       tn__ep_read_start(t->down) != 0)
-    tn__tunnel_close(t, t->result, reason);
+    tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
 }

@@ -734,5 +734,5 @@ void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
   }
   if (status == 429)
     refused_one(h);
-  tn__tunnel_close(t, t->result, reason);
+  tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
 }

@@ -174,7 +174,15 @@ tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down);
 void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len);
 /* Device bytes that arrived before the relay started; false on overflow. */
 bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n);
-void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason);
+/* How tn__tunnel_close ends the endpoints: FIN closes them gracefully
+ * (queued bytes still go out, HTTP/2 ends the stream cleanly); RESET aborts
+ * both (TCP RST, RST_STREAM(CONNECT_ERROR)), for a side that failed. */
+typedef enum { TN_CLOSE_FIN = 0, TN_CLOSE_RESET } tn_close_how;
+/* The one teardown path: records r and reason (a static string, the access
+ * log's `close` field; kept from tn__tunnel_fail in LINGER), writes the
+ * access log, closes both endpoints as `how` says; the tunnel is freed once
+ * they reported closed. Idempotent. */
+void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_how how);
 /* Answers an error status (h1: lingering close; h2: on the stream). */
 void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason);
 void tn__tunnel_timeout(tn_tunnel *t);

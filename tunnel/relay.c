@@ -57,7 +57,7 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
   if (from == t->down) {
     if (t->tls_checked < 5 && !tn__tls_check(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
     }
     t->bytes_up += n;
     tn__count_bytes(t->engine, n, 0);
@@ -67,7 +67,7 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
   }
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   if (tn__ep_write(to, base, kind, n) != 0)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
+    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
   if (tn__ep_queued(to) > TN_RELAY_HIGH)
     tn__ep_read_stop(from);
   else if (t->splice_ok &&
@@ -81,7 +81,7 @@ static void maybe_done(tn_tunnel *t) {
   bool up_done = t->down->eof && t->up.ep.shut;
   bool down_done = (t->up.ep.eof && t->down->shut) || t->down_gone;
   if (up_done && down_done)
-    tn__tunnel_close(t, TN_RESULT_OK, "eof");
+    tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
 }
 
 static void on_eof(tn_tunnel *t, tn_ep *from) {
@@ -91,7 +91,7 @@ static void on_eof(tn_tunnel *t, tn_ep *from) {
   if (to == t->down && t->down_gone)
     return maybe_done(t);
   if (tn__ep_shutdown(to) != 0)
-    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
 }
 
 /* ---- the device side ---- */
@@ -106,7 +106,7 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
     /* Checked as it arrives: held bytes go upstream unexamined later. */
     if (t->tls_checked < 5 && tn__opts(t->engine)->require_tls && !tn__tls_check(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
     }
     if (!tn__tunnel_hold(t, base, n)) {
       tn__buf_free(base, kind);
@@ -129,14 +129,14 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
 static bool cancel_setup(tn_tunnel *t) {
   if (t->phase != TN_PHASE_RESOLVING && t->phase != TN_PHASE_CONNECTING)
     return false;
-  tn__tunnel_close(t, TN_RESULT_CANCELLED, "reset_down");
+  tn__tunnel_close(t, TN_RESULT_CANCELLED, "reset_down", TN_CLOSE_RESET);
   return true;
 }
 
 static void down_eof(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_HEADER)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request");
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request", TN_CLOSE_FIN);
   /* HTTP/1.1 cannot tell close from half-close: an EOF before the 200 with
    * nothing to deliver is taken as the device giving up (connect, CONNECT,
    * close loops); with bytes held, they still go up. */
@@ -144,7 +144,7 @@ static void down_eof(tn_ep *ep) {
     return;
   if (t->phase == TN_PHASE_LINGER) {
     if (ep->shut)
-      tn__tunnel_close(t, t->result, t->close_reason);
+      tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     return;
   }
   on_eof(t, ep); /* before RELAY the flag is kept for tn__relay_start */
@@ -153,23 +153,23 @@ static void down_eof(tn_ep *ep) {
 static void down_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_LINGER)
-    return tn__tunnel_close(t, t->result, t->close_reason);
+    return tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
   if (cancel_setup(t))
     return;
-  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down");
+  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
 }
 
 static void down_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(&t->up.ep) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static void down_shut(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_LINGER) {
     if (ep->eof)
-      tn__tunnel_close(t, t->result, t->close_reason);
+      tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     return;
   }
   if (t->phase == TN_PHASE_RELAY)
@@ -209,13 +209,13 @@ static void up_eof(tn_ep *ep) { on_eof(ep->owner, ep); }
 static void up_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY)
-    tn__tunnel_close(t, TN_RESULT_OK, "reset_up");
+    tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
 }
 
 static void up_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(t->down) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static void up_shut(tn_ep *ep) {
@@ -257,22 +257,22 @@ void tn__relay_start(tn_tunnel *t) {
   int err = t->proto == TN_PROTO_H2 ? tn__h2_established(t) : tn__h1_established(t);
   if (err) {
     free(pending);
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down");
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
   }
   if (pending_len) {
     t->bytes_up += pending_len;
     tn__count_bytes(t->engine, pending_len, 0);
     if (tn__ep_write(&t->up.ep, pending, TN_BUF_HEAP, pending_len) != 0)
-      return tn__tunnel_close(t, TN_RESULT_OK, "reset_up");
+      return tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
   } else {
     free(pending);
   }
   if (t->down->eof)
     on_eof(t, t->down); /* the device finished sending before the 200 */
   else if (tn__ep_read_start(t->down) != 0)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
   if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
   if (t->splice_want)
     tn__splice_try(t); /* splice = always */
 }

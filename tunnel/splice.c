@@ -261,11 +261,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     err = pump(s, !i, &bad);
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   if (err)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad));
+    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad), TN_CLOSE_RESET);
   if (s->dir[DOWN].shut && s->dir[UP].shut)
-    return tn__tunnel_close(t, TN_RESULT_OK, "eof");
+    return tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
   if (watch(s) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static bool switchable(tn_tunnel *t) {
@@ -298,7 +298,7 @@ bool tn__splice_try(tn_tunnel *t) {
   tn__ep_read_stop(t->down);
   tn__ep_read_stop(&t->up.ep);
   if (watch(s) != 0) {
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
     return true;
   }
   return true;

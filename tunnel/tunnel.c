@@ -169,7 +169,7 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
   }
   tn_setup *s = t->setup;
   if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len))
-    return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+    return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
   tn__connect_start(t);
 }
 
@@ -194,10 +194,10 @@ static void access_log(tn_tunnel *t) {
          TN_U("duration_ms", uv_now(tn__loop(e)) - t->started_ms), TN_LOG_END);
 }
 
-void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason) {
+void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_how how) {
   if (t->phase == TN_PHASE_CLOSING)
     return;
-  bool reset = reason && strncmp(reason, "reset", 5) == 0;
+  bool reset = how == TN_CLOSE_RESET;
   if (t->phase != TN_PHASE_LINGER) { /* an error status already chose them */
     t->result = r;
     t->close_reason = reason;
@@ -247,10 +247,10 @@ void tn__tunnel_timeout(tn_tunnel *t) {
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "connect timeout");
     break;
   case TN_PHASE_RELAY:
-    tn__tunnel_close(t, TN_RESULT_OK, "idle_timeout");
+    tn__tunnel_close(t, TN_RESULT_OK, "idle_timeout", TN_CLOSE_FIN);
     break;
   case TN_PHASE_LINGER:
-    tn__tunnel_close(t, t->result, t->close_reason);
+    tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     break;
   case TN_PHASE_CLOSING:
     break;
