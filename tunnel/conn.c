@@ -11,8 +11,6 @@
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(h2_preface) - 1)
 
-const char *tn__proto_name(tn_proto p) { return p == TN_PROTO_H2 ? "h2" : "h1"; }
-
 static void client_text(const tn_conn *c, char *buf, size_t len) {
   if (tn_addr_format((const struct sockaddr *)&c->client, buf, len) != 0)
     snprintf(buf, len, "-");
@@ -38,19 +36,11 @@ void tn__conn_free(tn_conn *c) {
   free(c);
 }
 
-static void hand_to_h1(tn_conn *c, const char *bytes, size_t n) {
-  tn_tunnel *t = tn__tunnel_new(c, TN_PROTO_H1, c->transport);
-  if (!t)
-    return tn__conn_abort(c, "out_of_memory");
-  c->mode = TN_CONN_H1;
+/* Detection chose the front end: it takes the connection over. */
+static void hand_over(tn_conn *c, const tn_proto *p, const char *bytes, size_t n) {
+  c->mode = TN_CONN_ACTIVE;
   tn__engine_conn_moved(c->engine, c);
-  tn__h1_start(t, bytes, n);
-}
-
-static void hand_to_h2(tn_conn *c, const char *bytes, size_t n) {
-  c->mode = TN_CONN_H2;
-  tn__engine_conn_moved(c->engine, c);
-  tn__h2_start(c, bytes, n);
+  p->start(c, bytes, n);
 }
 
 /* First bytes: the h2c preface (RFC 9113 3.4), else HTTP/1.1. A short read
@@ -77,10 +67,7 @@ static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
     c->sniff_len = len;
   } else {
     c->sniff_len = 0;
-    if (prefix)
-      hand_to_h2(c, bytes, len);
-    else
-      hand_to_h1(c, bytes, len);
+    hand_over(c, prefix ? &tn__proto_h2 : &tn__proto_h1, bytes, len);
   }
   free(merged);
   tn__buf_free(base, kind);
@@ -98,7 +85,7 @@ static void on_ready(tn_ep *ep) {
            TN_LOG_END);
   }
   if (alpn && strcmp(alpn, "h2") == 0)
-    return hand_to_h2(c, NULL, 0);
+    return hand_over(c, &tn__proto_h2, NULL, 0);
   if (tn__ep_read_start(c->transport) != 0)
     tn__conn_abort(c, "read_failed");
 }

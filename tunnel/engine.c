@@ -44,7 +44,7 @@ struct tn_engine {
   tn_link conn_setup;     /* connections with a deadline: TLS handshake / protocol
                              detection, or lingering after GOAWAY */
   tn_link conn_other;     /* connections handed over, or closing */
-  tn_link h2_list;        /* HTTP/2 sessions, for GOAWAY on drain */
+  tn_link sessions;       /* multiplexed sessions (HTTP/2), for GOAWAY on drain */
   uint64_t next_idle_sweep_ms;
   uint64_t tunnels_alloc; /* tunnels not yet freed */
   uint64_t conns_alloc;   /* connections not yet freed */
@@ -225,7 +225,7 @@ bool tn__admit(tn_engine *e, tn_tunnel *t) {
     return false;
   t->admitted = true;
   e->stats.tunnels_active++;
-  e->stats.by_proto_active[t->proto]++;
+  e->stats.by_proto_active[t->proto->stats_index]++;
   return true;
 }
 
@@ -313,7 +313,7 @@ void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
   if (t->admitted) {
     t->admitted = false;
     e->stats.tunnels_active--;
-    e->stats.by_proto_active[t->proto]--;
+    e->stats.by_proto_active[t->proto->stats_index]--;
     tn__clients_remove(e->clients, (const struct sockaddr *)&t->conn->client, t->conn->subject);
   }
   if (e->on_close) {
@@ -363,14 +363,25 @@ void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
   maybe_finish(e);
 }
 
-void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link) {
-  list_append(&e->h2_list, link);
+void tn__engine_session_added(tn_engine *e, tn_link *link) {
+  list_append(&e->sessions, link);
   e->stats.h2_connections_active++;
 }
 
-void tn__engine_h2_removed(tn_engine *e, tn_link *link) {
+void tn__engine_session_removed(tn_engine *e, tn_link *link) {
   list_remove(link);
   e->stats.h2_connections_active--;
+}
+
+tn_link *tn__engine_sessions(tn_engine *e) { return &e->sessions; }
+
+/* The front ends this engine runs; each is told of a drain. */
+static const tn_proto *const protos[] = {&tn__proto_h1, &tn__proto_h2};
+
+static void drain_protos(tn_engine *e, bool close_now) {
+  for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++)
+    if (protos[i]->drain)
+      protos[i]->drain(e, close_now);
 }
 
 /* ---- sweep: every deadline and the idle timeout, with one timer ---- */
@@ -581,7 +592,7 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   list_init(&e->relay_list);
   list_init(&e->conn_setup);
   list_init(&e->conn_other);
-  list_init(&e->h2_list);
+  list_init(&e->sessions);
   e->clients = tn__clients_new();
   e->rate_clients = tn_ratetab_new(RATE_CLIENTS_MAX);
   e->rate_targets = tn_ratetab_new(RATE_TARGETS_MAX);
@@ -770,7 +781,7 @@ static void on_drain_timeout(uv_timer_t *timer) {
          TN_LOG_END);
   close_tunnels(&e->setup_list);
   close_tunnels(&e->relay_list);
-  tn__h2_drain(&e->h2_list, true);
+  drain_protos(e, true);
 }
 
 void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
@@ -784,7 +795,7 @@ void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
          TN_U("connections_active", e->stats.connections_active),
          TN_U("drain_timeout_ms", e->opts.drain_timeout_ms), TN_LOG_END);
   abort_setup_conns(e);
-  tn__h2_drain(&e->h2_list, false);
+  drain_protos(e, false);
   if (e->tunnels_alloc == 0 && e->conns_alloc == 0)
     return finish(e);
   uv_timer_start(&e->drain_timer, on_drain_timeout, e->opts.drain_timeout_ms, 0);

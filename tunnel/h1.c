@@ -64,13 +64,18 @@ static void parse(tn_tunnel *t, const char *p, size_t n) {
   }
 }
 
-void tn__h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
+static void h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   parse(t, base, n);
   tn__buf_free(base, kind);
 }
 
-void tn__h1_start(tn_tunnel *t, const char *first, size_t n) {
+/* The connection is one tunnel: feeds the first bytes (already read during
+ * protocol detection) and keeps reading the head. */
+static void h1_start(tn_conn *c, const char *first, size_t n) {
+  tn_tunnel *t = tn__tunnel_new(c, &tn__proto_h1, c->transport);
+  if (!t)
+    return tn__conn_abort(c, "out_of_memory");
   llhttp_init(&t->setup->parser, HTTP_REQUEST, &h1_settings);
   t->setup->parser.data = t;
   if (n)
@@ -81,7 +86,7 @@ void tn__h1_start(tn_tunnel *t, const char *first, size_t n) {
 
 static const char response_200[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
 
-int tn__h1_established(tn_tunnel *t) {
+static int h1_established(tn_tunnel *t) {
   return tn__ep_write(t->down, (char *)response_200, TN_BUF_STATIC, sizeof(response_200) - 1);
 }
 
@@ -105,7 +110,7 @@ static const char *status_text(int status) {
  * sink drops bytes in LINGER). Closing with unread bytes would make the
  * kernel send a RST that can destroy the response before the client reads
  * it. */
-void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
+static void h1_fail(tn_tunnel *t, int status, const char *reason) {
   t->phase = TN_PHASE_LINGER;
   t->deadline_ms = uv_now(tn__loop(t->engine)) + TN_LINGER_MS;
   tn__list_move(t->engine, t, false);
@@ -124,3 +129,22 @@ void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
       tn__ep_read_start(t->down) != 0)
     tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
 }
+
+static void h1_describe(const tn_tunnel *t, tn_tunnel_info *info) {
+  (void)t;
+  info->proto = tn__proto_h1.name;
+}
+
+const tn_proto tn__proto_h1 = {
+    .name = "h1",
+    .stats_index = 0,
+    .tunnel_owns_conn = true,
+    .eof_cancels_setup = true,
+    .may_splice = true,
+    .start = h1_start,
+    .data = h1_data,
+    .established = h1_established,
+    .fail = h1_fail,
+    .drain = NULL, /* tunnels still reading their head are closed by the engine */
+    .describe = h1_describe,
+};

@@ -328,7 +328,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 /* The request head is complete: one tunnel per stream, each logged. */
 static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
   st->request_done = true;
-  tn_tunnel *t = tn__tunnel_new(h->conn, TN_PROTO_H2, &st->ep);
+  tn_tunnel *t = tn__tunnel_new(h->conn, &tn__proto_h2, &st->ep);
   if (!t) {
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
     return;
@@ -590,7 +590,7 @@ static void session_close(tn_h2 *h) {
   if (h->closing)
     return;
   h->closing = true;
-  tn__engine_h2_removed(h->engine, &h->link);
+  tn__engine_session_removed(h->engine, &h->link);
   /* Each tunnel lets go of its stream on the error, which frees it. */
   for (h2_stream *st = h->streams, *next; st; st = next) {
     next = st->next;
@@ -607,7 +607,10 @@ static void session_close(tn_h2 *h) {
   tn__ep_close(h->conn->transport, false);
 }
 
-void tn__h2_drain(tn_link *sessions, bool close_now) {
+/* Drain: GOAWAY now, each session closing once its streams are done; or,
+ * with close_now, close them all. */
+static void h2_drain(tn_engine *e, bool close_now) {
+  tn_link *sessions = tn__engine_sessions(e);
   tn_link *l = sessions->next;
   while (l != sessions) {
     tn_h2 *h = (tn_h2 *)l;
@@ -654,7 +657,7 @@ static nghttp2_session *new_session(tn_h2 *h) {
   return s;
 }
 
-void tn__h2_start(tn_conn *c, const char *first, size_t n) {
+static void h2_start(tn_conn *c, const char *first, size_t n) {
   tn_h2 *h = calloc(1, sizeof(*h));
   if (!h || !(h->session = new_session(h))) {
     free(h);
@@ -662,7 +665,7 @@ void tn__h2_start(tn_conn *c, const char *first, size_t n) {
   }
   h->conn = c;
   h->engine = c->engine;
-  tn__engine_h2_added(h->engine, h, &h->link);
+  tn__engine_session_added(h->engine, &h->link);
   tn__ep_set_sink(c->transport, &transport_sink, h);
   if (submit_settings(h) != 0)
     return session_close(h);
@@ -682,7 +685,7 @@ void tn__h2_start(tn_conn *c, const char *first, size_t n) {
 
 /* ---- tunnel outcomes on a stream ---- */
 
-int tn__h2_established(tn_tunnel *t) {
+static int h2_established(tn_tunnel *t) {
   h2_stream *st = t->stream;
   nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
   nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_data};
@@ -708,8 +711,9 @@ static void refused_one(tn_h2 *h) {
 }
 
 /* Answers the status on the stream with a short text body, then lets the
- * tunnel go; the body still goes out from the stream's queue. */
-void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
+ * tunnel go; the body still goes out from the stream's queue. 429s count
+ * towards h2_max_refused_per_connection (GOAWAY(ENHANCE_YOUR_CALM)). */
+static void h2_fail(tn_tunnel *t, int status, const char *reason) {
   h2_stream *st = t->stream;
   tn_h2 *h = st->h2;
   if (status == 400 && st->malformed) {
@@ -736,3 +740,22 @@ void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
     refused_one(h);
   tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
 }
+
+static void h2_describe(const tn_tunnel *t, tn_tunnel_info *info) {
+  (void)t;
+  info->proto = tn__proto_h2.name;
+}
+
+const tn_proto tn__proto_h2 = {
+    .name = "h2",
+    .stats_index = 1,
+    .tunnel_owns_conn = false,
+    .eof_cancels_setup = false,
+    .may_splice = false,
+    .start = h2_start,
+    .data = NULL, /* the session reads request heads */
+    .established = h2_established,
+    .fail = h2_fail,
+    .drain = h2_drain,
+    .describe = h2_describe,
+};

@@ -62,7 +62,52 @@ typedef enum {
   TN_PHASE_CLOSING
 } tn_phase;
 
-typedef enum { TN_PROTO_H1 = 0, TN_PROTO_H2 } tn_proto;
+/* ---- the protocol table ----
+ *
+ * Each front end (the request protocol a device speaks) is one table of
+ * operations. The connection, the tunnel life cycle and the relay call
+ * through it and never test which protocol a tunnel uses: a new front end
+ * (CONNECT-UDP next) is a new table, chosen by whichever front end parsed
+ * the request (tn__tunnel_new) or, for start, by protocol detection in
+ * conn.c. Properties describe what the engine may do with a tunnel of the
+ * protocol; they are not tested against a protocol's identity. */
+typedef struct tn_proto {
+  const char *name;     /* "h1", "h2": the access log's proto, tn_tunnel_info.proto */
+  unsigned stats_index; /* slot in tn_engine_stats.by_proto_active */
+  /* A tunnel is its whole connection: freeing the tunnel frees the
+   * connection (HTTP/1.1). Otherwise the front end frees it (HTTP/2). */
+  bool tunnel_owns_conn;
+  /* The device's EOF before the 200, with no bytes held, means it gave up
+   * (result cancelled): HTTP/1.1 cannot tell a close from a half-close. */
+  bool eof_cancels_setup;
+  /* The device side may be the connection's own TCP socket, so a tunnel may
+   * move to splice(2) (checked again against the endpoint, splice.c). */
+  bool may_splice;
+  /* Takes over connection c once detection chose this protocol; first[0..n)
+   * are the bytes read during detection (n may be 0). On failure the front
+   * end closes c itself (tn__conn_abort). NULL: not chosen by detection. */
+  void (*start)(tn_conn *c, const char *first, size_t n);
+  /* Device bytes for a tunnel whose request head is still being read (phase
+   * HEADER); takes ownership of base. NULL when the front end reads request
+   * heads elsewhere (HTTP/2: the session; its tunnels start past HEADER). */
+  void (*data)(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n);
+  /* The upstream connected: sends the protocol's success answer (200) on
+   * the device side. 0, or a negative error (the caller closes with a reset). */
+  int (*established)(tn_tunnel *t);
+  /* Answers the error status with reason as the body, then ends the tunnel
+   * the protocol's way (HTTP/1.1: lingering close; HTTP/2: on the stream,
+   * then tn__tunnel_close). t->result and t->close_reason are already set. */
+  void (*fail)(tn_tunnel *t, int status, const char *reason);
+  /* Drain of engine e: tell the protocol's sessions to stop taking requests
+   * (HTTP/2: GOAWAY), or, with close_now, close them. NULL: nothing to do
+   * beyond what the engine does for every tunnel. */
+  void (*drain)(tn_engine *e, bool close_now);
+  /* Fills the protocol's part of info (today its name). */
+  void (*describe)(const tn_tunnel *t, tn_tunnel_info *info);
+} tn_proto;
+
+extern const tn_proto tn__proto_h1; /* h1.c */
+extern const tn_proto tn__proto_h2; /* h2.c */
 
 /* ---- downstream connections (conn.c) ---- */
 
@@ -72,8 +117,7 @@ typedef enum { TN_PROTO_H1 = 0, TN_PROTO_H2 } tn_proto;
  * destroy the GOAWAY before the device reads it. */
 typedef enum {
   TN_CONN_SETUP = 0,
-  TN_CONN_H1,
-  TN_CONN_H2,
+  TN_CONN_ACTIVE, /* handed over to its front end (tn_proto.start) */
   TN_CONN_LINGER,
   TN_CONN_CLOSING
 } tn_conn_mode;
@@ -103,7 +147,6 @@ void tn__conn_timeout(tn_conn *c);
 void tn__conn_abort(tn_conn *c, const char *reason);
 /* The connection's transport reported closed and its user is done with it. */
 void tn__conn_free(tn_conn *c);
-const char *tn__proto_name(tn_proto p);
 
 /* ---- tunnels (tunnel.c) ---- */
 
@@ -134,7 +177,7 @@ struct tn_tunnel {
   tn_link link;                  /* first member: in the engine's setup or relay list */
   tn_engine *engine;
   tn_conn *conn;                 /* the device's connection */
-  tn_proto proto;
+  const tn_proto *proto;          /* its front end */
   uint64_t id;
   tn_phase phase;
   tn_result result;
@@ -166,9 +209,10 @@ struct tn_tunnel {
   struct tn_splice *splice;      /* relaying with splice(2); NULL when copying */
 };
 
-/* Creates a tunnel for conn whose device side is down (sink set here). NULL
- * on ENOMEM. h1 tunnels start in HEADER, h2 ones wait for tn__tunnel_request. */
-tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down);
+/* Creates a tunnel of front end proto for conn whose device side is down
+ * (sink set here), in phase HEADER. NULL on ENOMEM. A front end that has the
+ * request head already moves it on and calls tn__tunnel_request. */
+tn_tunnel *tn__tunnel_new(tn_conn *c, const tn_proto *proto, tn_ep *down);
 /* A complete request for authority: checks it (400, 403, 503, require_tls on
  * bytes already held) and starts connecting. */
 void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len);
@@ -193,12 +237,6 @@ void tn__gai_done(tn_tunnel *t);
 /* An endpoint of t reported closed. */
 void tn__tunnel_ep_closed(tn_tunnel *t);
 
-/* h1.c: the HTTP/1.1 front end. Feeds the first bytes (already read during
- * protocol detection) and keeps reading the head. */
-void tn__h1_start(tn_tunnel *t, const char *first, size_t n);
-void tn__h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n);
-void tn__h1_fail(tn_tunnel *t, int status, const char *reason);
-int tn__h1_established(tn_tunnel *t);
 
 /* connect.c: resolve, check and connect; on success calls tn__relay_start. */
 void tn__connect_start(tn_tunnel *t);
@@ -233,15 +271,6 @@ bool tn__splice_try(tn_tunnel *t);
  * closes its descriptors; its poll handles free themselves. */
 void tn__splice_stop(tn_tunnel *t);
 
-/* h2.c: HTTP/2 sessions on a connection. tn__h2_fail counts 429s on the
- * connection and ends it with GOAWAY(ENHANCE_YOUR_CALM) at
- * h2_max_refused_per_connection. */
-void tn__h2_start(tn_conn *c, const char *first, size_t n);
-void tn__h2_fail(tn_tunnel *t, int status, const char *reason);
-int tn__h2_established(tn_tunnel *t);
-/* Drain, over the engine's list of sessions: GOAWAY now, each session
- * closing once its streams are done; or, with close_now, close them all. */
-void tn__h2_drain(tn_link *sessions, bool close_now);
 
 /* engine.c */
 uv_loop_t *tn__loop(tn_engine *e);
@@ -258,8 +287,11 @@ void tn__engine_conn_moved(tn_engine *e, tn_conn *c); /* left set-up */
 /* Into TN_CONN_LINGER, with a TN_LINGER_MS deadline (tn__conn_timeout). */
 void tn__engine_conn_linger(tn_engine *e, tn_conn *c);
 void tn__engine_conn_freed(tn_engine *e, tn_conn *c);
-void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link);
-void tn__engine_h2_removed(tn_engine *e, tn_link *link);
+/* Multiplexed sessions (HTTP/2): the engine keeps them in one list that the
+ * front end walks on drain (tn__engine_sessions). */
+void tn__engine_session_added(tn_engine *e, tn_link *link);
+void tn__engine_session_removed(tn_engine *e, tn_link *link);
+tn_link *tn__engine_sessions(tn_engine *e);
 void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down);
 void tn__count_refused_client(tn_engine *e);
 /* A tunnel moved to splice (started) or a spliced tunnel closed. */

@@ -100,7 +100,7 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   tn_tunnel *t = ep->owner;
   switch (t->phase) {
   case TN_PHASE_HEADER:
-    return tn__h1_data(t, base, kind, n);
+    return t->proto->data(t, base, kind, n);
   case TN_PHASE_RESOLVING:
   case TN_PHASE_CONNECTING: /* data sent before our 200 is held, bounded */
     /* Checked as it arrives: held bytes go upstream unexamined later. */
@@ -140,7 +140,7 @@ static void down_eof(tn_ep *ep) {
   /* HTTP/1.1 cannot tell close from half-close: an EOF before the 200 with
    * nothing to deliver is taken as the device giving up (connect, CONNECT,
    * close loops); with bytes held, they still go up. */
-  if (t->proto == TN_PROTO_H1 && !(t->setup && t->setup->pending_len) && cancel_setup(t))
+  if (t->proto->eof_cancels_setup && !(t->setup && t->setup->pending_len) && cancel_setup(t))
     return;
   if (t->phase == TN_PHASE_LINGER) {
     if (ep->shut)
@@ -254,7 +254,7 @@ void tn__relay_start(tn_tunnel *t) {
   size_t pending_len = s->pending_len;
   s->pending = NULL;
   tn__setup_free(t);
-  int err = t->proto == TN_PROTO_H2 ? tn__h2_established(t) : tn__h1_established(t);
+  int err = t->proto->established(t);
   if (err) {
     free(pending);
     return tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);

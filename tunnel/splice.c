@@ -61,7 +61,7 @@ typedef struct tn_splice {
 
 void tn__splice_init(tn_tunnel *t) {
   tn_splice_mode m = tn__opts(t->engine)->splice;
-  t->splice_ok = m != TN_SPLICE_OFF && t->proto == TN_PROTO_H1 && t->down == &t->conn->tcp.ep;
+  t->splice_ok = m != TN_SPLICE_OFF && t->proto->may_splice && t->down == &t->conn->tcp.ep;
   t->splice_want = t->splice_ok && m == TN_SPLICE_ALWAYS;
 }
 

@@ -45,7 +45,7 @@ static void maybe_free(tn_tunnel *t) {
   if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->gai_pending || t->busy)
     return;
   tn_engine *e = t->engine;
-  tn_conn *c = t->proto == TN_PROTO_H1 ? t->conn : NULL;
+  tn_conn *c = t->proto->tunnel_owns_conn ? t->conn : NULL;
   tn__setup_free(t);
   free(t->target);
   free(t);
@@ -64,7 +64,7 @@ void tn__gai_done(tn_tunnel *t) {
   maybe_free(t);
 }
 
-tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down) {
+tn_tunnel *tn__tunnel_new(tn_conn *c, const tn_proto *proto, tn_ep *down) {
   tn_tunnel *t = calloc(1, sizeof(*t));
   if (!t)
     return NULL;
@@ -184,7 +184,7 @@ static void access_log(tn_tunnel *t) {
   if (t->connected.sin6_family)
     tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
   tn_log(level, "tunnel_closed",
-         TN_U("id", t->id), TN_S("proto", tn__proto_name(t->proto)), TN_S("client", client),
+         TN_U("id", t->id), TN_S("proto", t->proto->name), TN_S("client", client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"),
          TN_S("connected", connected[0] ? connected : "-"),
@@ -227,10 +227,7 @@ void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason) 
     uv_cancel((uv_req_t *)&t->setup->gai);
   if (t->up.open)
     tn__ep_close(&t->up.ep, false);
-  if (t->proto == TN_PROTO_H2)
-    tn__h2_fail(t, status, reason);
-  else
-    tn__h1_fail(t, status, reason);
+  t->proto->fail(t, status, reason);
 }
 
 /* Called by the engine's sweep when deadline_ms has passed. */
@@ -260,7 +257,6 @@ void tn__tunnel_timeout(tn_tunnel *t) {
 void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   memset(info, 0, sizeof(*info));
   info->id = t->id;
-  info->proto = tn__proto_name(t->proto);
   info->listener = t->conn->listener;
   info->client = (const struct sockaddr *)&t->conn->client;
   info->client_subject = t->conn->subject;
@@ -274,4 +270,5 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->connect_ms = t->connect_ms;
   info->bytes_up = t->bytes_up;
   info->bytes_down = t->bytes_down;
+  t->proto->describe(t, info);
 }
