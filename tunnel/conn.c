@@ -21,7 +21,8 @@ void tn__conn_abort(tn_conn *c, const char *reason) {
     return;
   c->mode = TN_CONN_CLOSING;
   tn__engine_conn_moved(c->engine, c);
-  tn_log(TN_LOG_DEBUG, "connection_closed", TN_S("reason", reason), TN_LOG_END);
+  tn_log(tn__logger(c->engine), TN_LOG_DEBUG, "connection_closed", TN_S("reason", reason),
+         TN_LOG_END);
   tn__ep_close(c->transport, false);
 }
 
@@ -77,10 +78,10 @@ static void on_ready(tn_ep *ep) {
   tn_conn *c = ep->owner;
   const char *alpn = tn__ep_tls_alpn(c->tls);
   c->subject = tn__ep_tls_subject(c->tls);
-  if (tn_log_enabled(TN_LOG_DEBUG)) {
+  if (tn_log_enabled(tn__logger(c->engine), TN_LOG_DEBUG)) {
     char client[TN_ADDRSTR_MAX];
     client_text(c, client, sizeof(client));
-    tn_log(TN_LOG_DEBUG, "tls_established", TN_S("client", client),
+    tn_log(tn__logger(c->engine), TN_LOG_DEBUG, "tls_established", TN_S("client", client),
            TN_S("alpn", alpn ? alpn : "-"), TN_S("subject", c->subject ? c->subject : "-"),
            TN_LOG_END);
   }
@@ -98,7 +99,7 @@ static void on_error(tn_ep *ep, int err) {
     char client[TN_ADDRSTR_MAX];
     client_text(c, client, sizeof(client));
     const char *why = tn__ep_tls_error(c->tls);
-    tn_log(TN_LOG_WARN, "tls_handshake_failed", TN_S("client", client),
+    tn_log(tn__logger(c->engine), TN_LOG_WARN, "tls_handshake_failed", TN_S("client", client),
            TN_U("listener", c->listener), TN_S("reason", why ? why : "-"), TN_LOG_END);
   }
   tn__conn_abort(c, err == TN_ETLS ? "tls_failed" : uv_err_name(err));
@@ -131,7 +132,7 @@ static void refuse_client(tn_conn *c) {
   char client[TN_ADDRSTR_MAX];
   client_text(c, client, sizeof(client));
   tn__count_refused_client(c->engine);
-  tn_log(TN_LOG_DEBUG, "client_refused", TN_S("client", client),
+  tn_log(tn__logger(c->engine), TN_LOG_DEBUG, "client_refused", TN_S("client", client),
          TN_S("reason", "source address not in clients"), TN_LOG_END);
   c->mode = TN_CONN_CLOSING;
   tn__engine_conn_moved(c->engine, c);
@@ -140,7 +141,7 @@ static void refuse_client(tn_conn *c) {
 
 int tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls) {
   tn_conn *c = calloc(1, sizeof(*c));
-  if (!c || tn__ep_tcp_init(&c->tcp, tn__loop(e), &conn_sink, c) != 0) {
+  if (!c || tn__ep_tcp_init(&c->tcp, tn__loop(e), tn__bufpool(e), &conn_sink, c) != 0) {
     free(c);
     return UV_ENOMEM; /* the caller drops the pending connection */
   }

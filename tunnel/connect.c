@@ -27,8 +27,8 @@ void tn__connect_up_closed(tn_tunnel *t) {
 static void connect_failed(tn_tunnel *t, int err) {
   char addr[TN_ADDRSTR_MAX];
   tn_addr_format((struct sockaddr *)&t->setup->connect_addr, addr, sizeof(addr));
-  tn_log(TN_LOG_DEBUG, "connect_attempt_failed", TN_U("id", t->id), TN_S("addr", addr),
-         TN_S("error", uv_err_name(err)), TN_LOG_END);
+  tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "connect_attempt_failed", TN_U("id", t->id),
+         TN_S("addr", addr), TN_S("error", uv_err_name(err)), TN_LOG_END);
   t->setup->last_connect_err = err;
   tn__ep_close(&t->up.ep, false);
 }
@@ -80,7 +80,7 @@ static void connect_to(tn_tunnel *t) {
   tn_setup *s = t->setup;
   t->phase = TN_PHASE_CONNECTING;
   set_attempt_deadline(t);
-  int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), &tn__up_sink, t);
+  int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), tn__bufpool(t->engine), &tn__up_sink, t);
   if (err == 0) {
     t->eps_open++;
     err = uv_tcp_connect(&s->connect_req, &t->up.tcp, (struct sockaddr *)&s->connect_addr,
@@ -97,7 +97,7 @@ static void connect_to(tn_tunnel *t) {
     }
   }
   if (is_resource_error(err)) {
-    tn_log(TN_LOG_WARN, "connect_resource_error", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), TN_LOG_WARN, "connect_resource_error", TN_U("id", t->id),
            TN_S("error", uv_err_name(err)), TN_LOG_END);
     return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "out of resources, try again later");
   }
@@ -133,7 +133,7 @@ static void try_next(tn_tunnel *t) {
   if (pick_next(t))
     return connect_to(t);
   if (s->last_connect_err == 0 && s->addrs_denied) {
-    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
            TN_S("reason", "destination address not allowed (allow_private = no)"),
            TN_S("target", t->target), TN_LOG_END);
     return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
@@ -147,7 +147,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     /* The tunnel closed (the device reset, a timeout) while the lookup
      * was running on a worker thread, where uv_cancel cannot stop it: the
      * answer is dropped and nothing is connected. */
-    tn_log(TN_LOG_DEBUG, "resolve_dropped", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_dropped", TN_U("id", t->id),
            TN_S("status", status == 0 ? "ok" : uv_err_name(status)), TN_LOG_END);
     if (res)
       uv_freeaddrinfo(res);
@@ -155,8 +155,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   }
   t->gai_pending = false;
   if (status < 0) {
-    tn_log(TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id), TN_S("target", t->target),
-           TN_S("error", uv_err_name(status)), TN_LOG_END);
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id),
+           TN_S("target", t->target), TN_S("error", uv_err_name(status)), TN_LOG_END);
     return tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot resolve target");
   }
   t->setup->ai_list = t->setup->ai_next = res;

@@ -52,6 +52,9 @@ struct tn_engine {
   tn_ratetab *rate_clients; /* max_new_tunnels_per_client, by client key */
   tn_ratetab *rate_targets; /* max_new_upstream_per_target, by "host:port" */
   tn_engine_stats stats;
+  tn_bufpool pool;    /* relay buffers kept for reuse */
+  uint64_t next_id;   /* the next tunnel's id, from 1 */
+  bool splice_warned; /* splice_unavailable was logged at warn once */
   uint64_t last_accept_log_ms;
   uint64_t nofile;        /* RLIMIT_NOFILE at start: bounds splicing */
   tn_tunnel_cb on_close;
@@ -169,6 +172,14 @@ const tn_engine_opts *tn__opts(tn_engine *e) { return &e->opts; }
 SSL_CTX *tn__tls_ctx(tn_engine *e) { return e->tls_ctx; }
 bool tn__authorized(tn_engine *e) { return e->authorized; }
 bool tn__draining(tn_engine *e) { return e->draining; }
+tn_logger *tn__logger(tn_engine *e) { return e->opts.logger; }
+tn_bufpool *tn__bufpool(tn_engine *e) { return &e->pool; }
+
+bool tn__splice_warn_once(tn_engine *e) {
+  bool first = !e->splice_warned;
+  e->splice_warned = true;
+  return first;
+}
 
 void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down) {
   e->stats.bytes_up += up;
@@ -301,6 +312,7 @@ static void on_sweep(uv_timer_t *timer);
 static void finish(tn_engine *e);
 
 void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t) {
+  t->id = ++e->next_id;
   e->tunnels_alloc++;
   e->stats.tunnels_total++;
   list_append(&e->setup_list, &t->link);
@@ -454,7 +466,7 @@ static void log_accept_error(tn_engine *e, int status) {
   if (now - e->last_accept_log_ms < 1000)
     return; /* at most one line a second while descriptors are exhausted */
   e->last_accept_log_ms = now;
-  tn_log(TN_LOG_WARN, "accept_failed", TN_S("error", uv_err_name(status)),
+  tn_log(e->opts.logger, TN_LOG_WARN, "accept_failed", TN_S("error", uv_err_name(status)),
          TN_U("accept_errors", e->stats.accept_errors), TN_LOG_END);
 }
 
@@ -488,8 +500,8 @@ static void release_handle(tn_engine *e) {
   for (size_t i = 0; i < e->n_listeners; i++)
     free(e->listeners[i]);
   free(e->listeners);
+  tn__bufpool_trim(&e->pool);
   free(e);
-  tn__bufpool_trim();
   if (done)
     done(arg);
 }
@@ -535,12 +547,12 @@ static int listener_open(tn_engine *e, const struct sockaddr_storage *addr, bool
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
     tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
     l->open = true;
-    tn_log(TN_LOG_INFO, "listening", TN_S("kind", listener_kind(l)), TN_S("addr", text),
-           TN_LOG_END);
+    tn_log(e->opts.logger, TN_LOG_INFO, "listening", TN_S("kind", listener_kind(l)),
+           TN_S("addr", text), TN_LOG_END);
     return 0;
   }
-  tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", listener_kind(l)), TN_S("addr", text),
-         TN_S("error", uv_strerror(err)), TN_LOG_END);
+  tn_log(e->opts.logger, TN_LOG_ERROR, "listen_failed", TN_S("kind", listener_kind(l)),
+         TN_S("addr", text), TN_S("error", uv_strerror(err)), TN_LOG_END);
   uv_close((uv_handle_t *)&l->tcp, on_engine_handle_closed);
   return err;
 }
@@ -551,8 +563,8 @@ static void listener_close(tn_listener *l, bool log) {
   if (log && l->open) {
     char text[TN_ADDRSTR_MAX];
     tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
-    tn_log(TN_LOG_INFO, "listener_closed", TN_S("kind", listener_kind(l)), TN_S("addr", text),
-           TN_U("connections_remaining", l->active), TN_LOG_END);
+    tn_log(l->engine->opts.logger, TN_LOG_INFO, "listener_closed", TN_S("kind", listener_kind(l)),
+           TN_S("addr", text), TN_U("connections_remaining", l->active), TN_LOG_END);
   }
   l->open = false;
   uv_close((uv_handle_t *)&l->tcp, on_engine_handle_closed);
@@ -568,7 +580,7 @@ static SSL_CTX *make_tls_ctx(const tn_engine_opts *o) {
   char why[512];
   SSL_CTX *ctx = tn_tls_server_ctx(o->tls_cert, o->tls_key, o->client_ca, why, sizeof(why), NULL);
   if (!ctx)
-    tn_log(TN_LOG_ERROR, "tls_config_failed", TN_S("error", why), TN_LOG_END);
+    tn_log(o->logger, TN_LOG_ERROR, "tls_config_failed", TN_S("error", why), TN_LOG_END);
   return ctx;
 }
 
@@ -777,8 +789,8 @@ static void abort_setup_conns(tn_engine *e) {
 
 static void on_drain_timeout(uv_timer_t *timer) {
   tn_engine *e = timer->data;
-  tn_log(TN_LOG_WARN, "drain_timeout", TN_U("tunnels_closed", e->stats.tunnels_active),
-         TN_LOG_END);
+  tn_log(e->opts.logger, TN_LOG_WARN, "drain_timeout",
+         TN_U("tunnels_closed", e->stats.tunnels_active), TN_LOG_END);
   close_tunnels(&e->setup_list);
   close_tunnels(&e->relay_list);
   drain_protos(e, true);
@@ -791,7 +803,7 @@ void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
   e->done = done;
   e->done_arg = arg;
   close_listeners(e);
-  tn_log(TN_LOG_INFO, "draining", TN_U("tunnels_active", e->stats.tunnels_active),
+  tn_log(e->opts.logger, TN_LOG_INFO, "draining", TN_U("tunnels_active", e->stats.tunnels_active),
          TN_U("connections_active", e->stats.connections_active),
          TN_U("drain_timeout_ms", e->opts.drain_timeout_ms), TN_LOG_END);
   abort_setup_conns(e);

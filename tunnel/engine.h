@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "tunnel/log.h"
 #include "tunnel/policy.h"
 #include "tunnel/ratelimit.h"
 
@@ -72,6 +73,8 @@ typedef struct tn_engine_opts {
   uint64_t idle_timeout_ms;        /* 0 = none */
   uint64_t drain_timeout_ms;
   tn_splice_mode splice;
+  tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
+                        must outlive the engine; NULL: nothing is logged */
 } tn_engine_opts;
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,

@@ -28,7 +28,15 @@
 #include <stddef.h>
 #include <uv.h>
 
-/* Who owns bytes being sent, so they are given back the right way. */
+/* An engine's pool of relay buffers (bufpool.c). */
+#define TN_BUFPOOL_KEEP 8 /* 2 MiB at most kept idle */
+typedef struct tn_bufpool {
+  char *keep[TN_BUFPOOL_KEEP];
+  size_t len;
+} tn_bufpool;
+
+/* Who owns bytes being sent, so they are given back the right way:
+ * TN_BUF_POOL to its pool, TN_BUF_HEAP to free(), TN_BUF_STATIC nowhere. */
 typedef enum { TN_BUF_POOL = 0, TN_BUF_HEAP, TN_BUF_STATIC } tn_buf_kind;
 
 void tn__buf_free(char *base, tn_buf_kind kind);
@@ -78,11 +86,15 @@ static inline void tn__ep_close(tn_ep *e, bool reset) { e->ops->close(e, reset);
 typedef struct tn_ep_tcp {
   tn_ep ep;
   uv_tcp_t tcp;
+  tn_bufpool *pool; /* read buffers come from it; not owned */
   bool open;        /* handle initialised and not yet closed */
   bool want_drain;  /* a drained event is owed once below TN_RELAY_LOW */
 } tn_ep_tcp;
 
-int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, const tn_ep_sink *sink, void *owner);
+/* Initialises the handle on loop; reads take buffers from pool. 0 or a
+ * libuv error. */
+int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, tn_bufpool *pool, const tn_ep_sink *sink,
+                    void *owner);
 /* Re-targets the sink (hand-over from one owner to another). */
 static inline void tn__ep_set_sink(tn_ep *e, const tn_ep_sink *sink, void *owner) {
   e->sink = sink;

@@ -155,10 +155,12 @@ static const tn_ep_ops tcp_ops = {
     .close = tcp_close,
 };
 
-int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, const tn_ep_sink *sink, void *owner) {
+int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, tn_bufpool *pool, const tn_ep_sink *sink,
+                    void *owner) {
   int err = uv_tcp_init(loop, &e->tcp);
   if (err)
     return err;
+  e->pool = pool;
   e->ep = (tn_ep){.ops = &tcp_ops, .sink = sink, .owner = owner};
   e->tcp.data = e;
   e->open = true;

@@ -41,16 +41,15 @@ const char *tn__ep_tls_error(const tn_ep_tls *t) { return t->err[0] ? t->err : N
 /* Sends whatever ciphertext OpenSSL produced. */
 static int flush_wbio(tn_ep_tls *t) {
   while (BIO_ctrl_pending(t->wbio) > 0) {
-    uv_buf_t b;
-    tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
-    if (!b.base)
+    char *b = tn__buf_get(t->tcp->pool);
+    if (!b)
       return UV_ENOMEM;
-    int n = BIO_read(t->wbio, b.base, (int)b.len);
+    int n = BIO_read(t->wbio, b, TN_BUF_SIZE);
     if (n <= 0) {
-      tn__buf_release(b.base);
+      tn__buf_release(b);
       break;
     }
-    int err = tn__ep_write(&t->tcp->ep, b.base, TN_BUF_POOL, (size_t)n);
+    int err = tn__ep_write(&t->tcp->ep, b, TN_BUF_POOL, (size_t)n);
     if (err)
       return err;
   }
@@ -65,16 +64,15 @@ static void fail(tn_ep_tls *t, int err) {
 /* Delivers decrypted bytes while the owner wants them. */
 static void read_plaintext(tn_ep_tls *t) {
   while (t->ep.reading && !t->ep.closing && !t->ep.eof) {
-    uv_buf_t b;
-    tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
-    if (!b.base)
+    char *b = tn__buf_get(t->tcp->pool);
+    if (!b)
       return fail(t, UV_ENOMEM);
-    int n = SSL_read(t->ssl, b.base, (int)b.len);
+    int n = SSL_read(t->ssl, b, TN_BUF_SIZE);
     if (n > 0) {
-      t->ep.sink->data(&t->ep, b.base, TN_BUF_POOL, (size_t)n);
+      t->ep.sink->data(&t->ep, b, TN_BUF_POOL, (size_t)n);
       continue;
     }
-    tn__buf_release(b.base);
+    tn__buf_release(b);
     int why = SSL_get_error(t->ssl, n);
     if (why == SSL_ERROR_WANT_READ)
       break;

@@ -401,7 +401,7 @@ static void count_goaway(tn_h2 *h, uint32_t code) {
   else if (code == NGHTTP2_ENHANCE_YOUR_CALM)
     r = h->calm_sent ? TN_GOAWAY_RATE_LIMITED : TN_GOAWAY_FLOOD;
   tn__count_goaway(h->engine, r);
-  tn_log(TN_LOG_INFO, "h2_goaway", TN_S("reason", tn_goaway_reason_name(r)),
+  tn_log(tn__logger(h->engine), TN_LOG_INFO, "h2_goaway", TN_S("reason", tn_goaway_reason_name(r)),
          TN_S("code", nghttp2_http2_strerror(code)), TN_U("refused", h->refused), TN_LOG_END);
 }
 
@@ -447,10 +447,10 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
   return 0;
 }
 
-static nghttp2_session_callbacks *callbacks(void) {
-  static nghttp2_session_callbacks *cbs;
-  if (cbs)
-    return cbs;
+/* The session's callbacks: made per session and freed once nghttp2 copied
+ * them (no process-wide state); NULL on ENOMEM. */
+static nghttp2_session_callbacks *callbacks_new(void) {
+  nghttp2_session_callbacks *cbs;
   if (nghttp2_session_callbacks_new(&cbs) != 0)
     return NULL;
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -477,13 +477,8 @@ static int write_out(tn_h2 *h) {
 /* Copies frames into pool buffers (TN_BUF_SIZE), one transport write per buffer. */
 static int emit(tn_h2 *h, const uint8_t *data, size_t n) {
   while (n) {
-    if (!h->out) {
-      uv_buf_t b;
-      tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
-      if (!b.base)
-        return UV_ENOMEM;
-      h->out = b.base;
-    }
+    if (!h->out && !(h->out = tn__buf_get(tn__bufpool(h->engine))))
+      return UV_ENOMEM;
     size_t take = TN_BUF_SIZE - h->out_len < n ? TN_BUF_SIZE - h->out_len : n;
     memcpy(h->out + h->out_len, data, take);
     h->out_len += take;
@@ -533,7 +528,8 @@ static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   h->depth--;
   tn__buf_free(base, kind);
   if (rv < 0) {
-    tn_log(TN_LOG_DEBUG, "h2_session_error", TN_S("error", nghttp2_strerror((int)rv)), TN_LOG_END);
+    tn_log(tn__logger(h->engine), TN_LOG_DEBUG, "h2_session_error",
+           TN_S("error", nghttp2_strerror((int)rv)), TN_LOG_END);
     nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
   }
   flush(h);
@@ -648,12 +644,16 @@ static int submit_settings(tn_h2 *h) {
 static nghttp2_session *new_session(tn_h2 *h) {
   nghttp2_option *opt;
   nghttp2_session *s = NULL;
-  if (!callbacks() || nghttp2_option_new(&opt) != 0)
+  nghttp2_session_callbacks *cbs = callbacks_new();
+  if (!cbs)
     return NULL;
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  nghttp2_option_set_no_http_messaging(opt, 1);
-  nghttp2_session_server_new2(&s, callbacks(), h, opt);
-  nghttp2_option_del(opt);
+  if (nghttp2_option_new(&opt) == 0) {
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_no_http_messaging(opt, 1);
+    nghttp2_session_server_new2(&s, cbs, h, opt); /* copies cbs */
+    nghttp2_option_del(opt);
+  }
+  nghttp2_session_callbacks_del(cbs);
   return s;
 }
 

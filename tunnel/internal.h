@@ -278,7 +278,14 @@ const tn_engine_opts *tn__opts(tn_engine *e);
 SSL_CTX *tn__tls_ctx(tn_engine *e);
 bool tn__authorized(tn_engine *e);
 bool tn__draining(tn_engine *e);
+/* Where the engine's files log (opts.logger; NULL: nowhere). */
+tn_logger *tn__logger(tn_engine *e);
+/* The engine's relay buffers (bufpool.c). */
+tn_bufpool *tn__bufpool(tn_engine *e);
+/* True the first time only: splice_unavailable is said once at warn. */
+bool tn__splice_warn_once(tn_engine *e);
 void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay);
+/* A new tunnel: gives it the engine's next id (from 1), lists it in set-up. */
 void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t);
 void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t); /* after the access log */
 void tn__engine_tunnel_freed(tn_engine *e);
@@ -308,10 +315,16 @@ uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t);
 uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t);
 void tn__count_goaway(tn_engine *e, tn_goaway_reason r);
 
-/* bufpool.c: 64 KiB read buffers, kept in a small free list. */
+/* bufpool.c: TN_BUF_SIZE (256 KiB) read buffers, each engine's kept in a
+ * small free list of its own (tn_bufpool, in ep.h). */
+/* A buffer of TN_BUF_SIZE bytes from p, or NULL on ENOMEM. */
+char *tn__buf_get(tn_bufpool *p);
+/* libuv alloc callback for a tn_ep_tcp's handle: a buffer from its pool. */
 void tn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+/* Gives a buffer of tn__buf_get back to its own pool; NULL is ignored. */
 void tn__buf_release(char *p);
-void tn__bufpool_trim(void);
+/* Frees the buffers p keeps (the engine's end: none is in flight then). */
+void tn__bufpool_trim(tn_bufpool *p);
 
 /* clients.c: per-client tunnel counts. A client is its device certificate
  * subject when it has one, else its IP address. */

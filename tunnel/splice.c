@@ -281,13 +281,12 @@ bool tn__splice_try(tn_tunnel *t) {
   tn_splice *s = splice_new(t);
   if (!s) {
     /* This tunnel keeps copying, which is correct; said once at warn. */
-    static bool warned;
-    tn_log(warned ? TN_LOG_DEBUG : TN_LOG_WARN, "splice_unavailable", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), tn__splice_warn_once(t->engine) ? TN_LOG_WARN : TN_LOG_DEBUG,
+           "splice_unavailable", TN_U("id", t->id),
            TN_S("error", uv_err_name(uv_translate_sys_error(errno))),
            TN_S("hint", "tunnels copy instead; EPERM: the pipe budget (fs.pipe-user-pages-soft, "
                         "fs.pipe-max-size) is spent; EMFILE: descriptors"),
            TN_LOG_END);
-    warned = true;
     t->splice_ok = false;
     return false;
   }

@@ -8,8 +8,6 @@
 #include "tunnel/internal.h"
 #include "tunnel/log.h"
 
-static uint64_t next_id = 1;
-
 static const char *const result_names[TN_RESULT_COUNT_] = {
     [TN_RESULT_OK] = "ok",
     [TN_RESULT_BAD_REQUEST] = "bad_request",
@@ -76,7 +74,6 @@ tn_tunnel *tn__tunnel_new(tn_conn *c, const tn_proto *proto, tn_ep *down) {
   t->engine = e;
   t->conn = c;
   t->proto = proto;
-  t->id = next_id++;
   t->down = down;
   t->eps_open = 1;
   tn__ep_set_sink(down, &tn__down_sink, t);
@@ -102,8 +99,8 @@ bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n) {
 }
 
 static void log_refusal(tn_tunnel *t, const char *why) {
-  tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", why),
-         TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
+  tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+         TN_S("reason", why), TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
 }
 
 /* Whole seconds for Retry-After (RFC 9110 10.2.3), at least 1. */
@@ -120,8 +117,8 @@ static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
     char raw[TN_HOST_MAX + 16];
     snprintf(raw, sizeof(raw), "%.*s", (int)(len < sizeof(raw) - 1 ? len : sizeof(raw) - 1),
              authority);
-    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", "bad authority"),
-           TN_S("raw_target", raw), TN_LOG_END);
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+           TN_S("reason", "bad authority"), TN_S("raw_target", raw), TN_LOG_END);
     return false;
   }
   char buf[TN_HOST_MAX + 16];
@@ -177,14 +174,14 @@ static void access_log(tn_tunnel *t) {
   char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX] = "";
   tn_engine *e = t->engine;
   tn_log_level level = t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN;
-  if (!tn_log_enabled(level))
+  if (!tn_log_enabled(tn__logger(t->engine), level))
     return; /* nothing to format for a line nobody will see */
   if (tn_addr_format((const struct sockaddr *)&t->conn->client, client, sizeof(client)) != 0)
     strcpy(client, "-");
   if (t->connected.sin6_family)
     tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
-  tn_log(level, "tunnel_closed",
-         TN_U("id", t->id), TN_S("proto", t->proto->name), TN_S("client", client),
+  tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
+         TN_S("proto", t->proto->name), TN_S("client", client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"),
          TN_S("connected", connected[0] ? connected : "-"),
