@@ -54,7 +54,8 @@ static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   if (c->sniff_len) {
     if (!(merged = malloc(c->sniff_len + n))) {
       tn__buf_free(base, kind);
-      return tn__conn_abort(c, "out_of_memory");
+      tn__conn_abort(c, "out_of_memory");
+      return;
     }
     memcpy(merged, c->sniff, c->sniff_len);
     memcpy(merged + c->sniff_len, base, n);
@@ -85,8 +86,10 @@ static void on_ready(tn_ep *ep) {
            TN_S("alpn", alpn ? alpn : "-"), TN_S("subject", c->subject ? c->subject : "-"),
            TN_LOG_END);
   }
-  if (alpn && strcmp(alpn, "h2") == 0)
-    return hand_over(c, &tn__proto_h2, NULL, 0);
+  if (alpn && strcmp(alpn, "h2") == 0) {
+    hand_over(c, &tn__proto_h2, NULL, 0);
+    return;
+  }
   if (tn__ep_read_start(c->transport) != 0)
     tn__conn_abort(c, "read_failed");
 }

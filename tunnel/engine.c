@@ -472,8 +472,10 @@ static void log_accept_error(tn_engine *e, int status) {
 
 static void on_connection(uv_stream_t *server, int status) {
   tn_listener *l = server->data;
-  if (status < 0)
-    return log_accept_error(l->engine, status);
+  if (status < 0) {
+    log_accept_error(l->engine, status);
+    return;
+  }
   if (tn__conn_accept(l->engine, l->index, server, l->tls) == 0)
     return;
   log_accept_error(l->engine, UV_ENOMEM);
@@ -770,7 +772,8 @@ static void finish(tn_engine *e) {
 static void close_tunnels(tn_link *head) {
   while (!list_empty(head)) {
     tn_tunnel *t = (tn_tunnel *)head->next;
-    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout", TN_CLOSE_FIN);
+    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout",
+                     TN_CLOSE_FIN);
   }
 }
 
@@ -808,7 +811,9 @@ void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
          TN_U("drain_timeout_ms", e->opts.drain_timeout_ms), TN_LOG_END);
   abort_setup_conns(e);
   drain_protos(e, false);
-  if (e->tunnels_alloc == 0 && e->conns_alloc == 0)
-    return finish(e);
+  if (e->tunnels_alloc == 0 && e->conns_alloc == 0) {
+    finish(e);
+    return;
+  }
   uv_timer_start(&e->drain_timer, on_drain_timeout, e->opts.drain_timeout_ms, 0);
 }

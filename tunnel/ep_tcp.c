@@ -25,15 +25,18 @@ static tn_ep_tcp *tcp_of_handle(uv_handle_t *h) { return h->data; }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tn_ep_tcp *e = tcp_of_handle((uv_handle_t *)s);
-  if (nread > 0)
-    return e->ep.sink->data(&e->ep, buf->base, TN_BUF_POOL, (size_t)nread);
+  if (nread > 0) {
+    e->ep.sink->data(&e->ep, buf->base, TN_BUF_POOL, (size_t)nread);
+    return;
+  }
   tn__buf_release(buf->base);
   if (nread == 0 || e->ep.closing)
     return;
   e->ep.reading = false;
   if (nread == UV_EOF) {
     e->ep.eof = true;
-    return e->ep.sink->eof(&e->ep);
+    e->ep.sink->eof(&e->ep);
+    return;
   }
   e->ep.sink->error(&e->ep, (int)nread);
 }
@@ -63,8 +66,10 @@ static void on_written(uv_write_t *req, int status) {
   free(w);
   if (status == UV_ECANCELED || e->ep.closing)
     return;
-  if (status < 0)
-    return e->ep.sink->error(&e->ep, status);
+  if (status < 0) {
+    e->ep.sink->error(&e->ep, status);
+    return;
+  }
   if (e->want_drain && e->tcp.write_queue_size < TN_RELAY_LOW) {
     e->want_drain = false;
     e->ep.sink->drained(&e->ep);
@@ -111,8 +116,10 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   free(req);
   if (status == UV_ECANCELED || e->ep.closing)
     return;
-  if (status < 0)
-    return e->ep.sink->error(&e->ep, status);
+  if (status < 0) {
+    e->ep.sink->error(&e->ep, status);
+    return;
+  }
   e->ep.shut = true;
   e->ep.sink->shut(&e->ep);
 }

@@ -65,8 +65,10 @@ static void fail(tn_ep_tls *t, int err) {
 static void read_plaintext(tn_ep_tls *t) {
   while (t->ep.reading && !t->ep.closing && !t->ep.eof) {
     char *b = tn__buf_get(t->tcp->pool);
-    if (!b)
-      return fail(t, UV_ENOMEM);
+    if (!b) {
+      fail(t, UV_ENOMEM);
+      return;
+    }
     int n = SSL_read(t->ssl, b, TN_BUF_SIZE);
     if (n > 0) {
       t->ep.sink->data(&t->ep, b, TN_BUF_POOL, (size_t)n);
@@ -83,7 +85,8 @@ static void read_plaintext(tn_ep_tls *t) {
       return;
     }
     note_error(t);
-    return fail(t, TN_ETLS);
+    fail(t, TN_ETLS);
+    return;
   }
   if (flush_wbio(t) != 0) /* SSL_read may answer, e.g. a key update */
     fail(t, UV_EIO);
@@ -111,8 +114,10 @@ static void on_tcp_data(tn_ep *tcp, char *base, tn_buf_kind kind, size_t n) {
   tn_ep_tls *t = tls_of_tcp(tcp);
   int w = BIO_write(t->rbio, base, (int)n);
   tn__buf_free(base, kind);
-  if (w != (int)n)
-    return fail(t, UV_ENOMEM);
+  if (w != (int)n) {
+    fail(t, UV_ENOMEM);
+    return;
+  }
   if (!t->handshake_done)
     handshake(t);
   else
@@ -123,7 +128,8 @@ static void on_tcp_eof(tn_ep *tcp) {
   tn_ep_tls *t = tls_of_tcp(tcp);
   if (!t->handshake_done) {
     snprintf(t->err, sizeof(t->err), "client closed during handshake");
-    return fail(t, TN_ETLS);
+    fail(t, TN_ETLS);
+    return;
   }
   read_plaintext(t);
   if (t->ep.eof || t->ep.closing)

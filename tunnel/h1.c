@@ -36,14 +36,20 @@ static const llhttp_settings_t h1_settings = {
 /* The request head is complete; rest is what followed it in the same read. */
 static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   tn_setup *s = t->setup;
-  if (llhttp_get_method(&s->parser) != HTTP_CONNECT)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
-                           "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
-  if (s->target_overflow)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
-                           "bad CONNECT target: expected host:port or [v6]:port");
-  if (!tn__tunnel_hold(t, rest, rest_len))
-    return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  if (llhttp_get_method(&s->parser) != HTTP_CONNECT) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
+                    "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
+    return;
+  }
+  if (s->target_overflow) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
+                    "bad CONNECT target: expected host:port or [v6]:port");
+    return;
+  }
+  if (!tn__tunnel_hold(t, rest, rest_len)) {
+    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+    return;
+  }
   tn__tunnel_request(t, s->target, s->target_len);
 }
 
@@ -74,8 +80,10 @@ static void h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
  * protocol detection) and keeps reading the head. */
 static void h1_start(tn_conn *c, const char *first, size_t n) {
   tn_tunnel *t = tn__tunnel_new(c, &tn__proto_h1, c->transport);
-  if (!t)
-    return tn__conn_abort(c, "out_of_memory");
+  if (!t) {
+    tn__conn_abort(c, "out_of_memory");
+    return;
+  }
   llhttp_init(&t->setup->parser, HTTP_REQUEST, &h1_settings);
   t->setup->parser.data = t;
   if (n)
@@ -115,8 +123,10 @@ static void h1_fail(tn_tunnel *t, int status, const char *reason) {
   t->deadline_ms = uv_now(tn__loop(t->engine)) + TN_LINGER_MS;
   tn__list_move(t->engine, t, false);
   char *buf = malloc(512);
-  if (!buf)
-    return tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
+  if (!buf) {
+    tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
+    return;
+  }
   char retry[32] = "";
   if (t->retry_after_s)
     snprintf(retry, sizeof retry, "Retry-After: %u\r\n", (unsigned)t->retry_after_s);

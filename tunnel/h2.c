@@ -342,14 +342,19 @@ static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
                                          (st->has_scheme_or_path && !st->has_protocol));
   if (st->malformed || !st->method_seen || bad_connect) {
     st->malformed = true;
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed CONNECT request");
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed CONNECT request");
+    return;
   }
-  if (!st->is_connect)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
-                           "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
-  if (st->has_protocol)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 501,
-                           "extended CONNECT (:protocol, RFC 8441) is not supported");
+  if (!st->is_connect) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
+                    "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
+    return;
+  }
+  if (st->has_protocol) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 501,
+                    "extended CONNECT (:protocol, RFC 8441) is not supported");
+    return;
+  }
   tn__tunnel_request(t, st->authority, st->authority_len);
 }
 
@@ -538,8 +543,10 @@ static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
 /* EOF or an error: the session ends; a lingering one is done. */
 static void tr_gone(tn_ep *ep) {
   tn_h2 *h = ep->owner;
-  if (h->conn->mode == TN_CONN_LINGER)
-    return tn__conn_abort(h->conn, "linger_done");
+  if (h->conn->mode == TN_CONN_LINGER) {
+    tn__conn_abort(h->conn, "linger_done");
+    return;
+  }
   session_close(h);
 }
 
@@ -597,8 +604,10 @@ static void session_close(tn_h2 *h) {
   }
   /* After our GOAWAY(ENHANCE_YOUR_CALM) the device is likely still sending
    * (streams it opened before reading it): linger, so it reads the GOAWAY. */
-  if (h->calm_sent && tn__ep_shutdown(h->conn->transport) == 0)
-    return tn__engine_conn_linger(h->engine, h->conn);
+  if (h->calm_sent && tn__ep_shutdown(h->conn->transport) == 0) {
+    tn__engine_conn_linger(h->engine, h->conn);
+    return;
+  }
   h->conn->mode = TN_CONN_CLOSING;
   tn__ep_close(h->conn->transport, false);
 }
@@ -661,18 +670,23 @@ static void h2_start(tn_conn *c, const char *first, size_t n) {
   tn_h2 *h = calloc(1, sizeof(*h));
   if (!h || !(h->session = new_session(h))) {
     free(h);
-    return tn__conn_abort(c, "out_of_memory");
+    tn__conn_abort(c, "out_of_memory");
+    return;
   }
   h->conn = c;
   h->engine = c->engine;
   tn__engine_session_added(h->engine, &h->link);
   tn__ep_set_sink(c->transport, &transport_sink, h);
-  if (submit_settings(h) != 0)
-    return session_close(h);
+  if (submit_settings(h) != 0) {
+    session_close(h);
+    return;
+  }
   if (n) { /* the h2c preface and whatever followed it */
     char *copy = malloc(n);
-    if (!copy)
-      return session_close(h);
+    if (!copy) {
+      session_close(h);
+      return;
+    }
     memcpy(copy, first, n);
     tr_data(c->transport, copy, TN_BUF_HEAP, n);
   } else {

@@ -57,7 +57,8 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
   if (from == t->down) {
     if (t->tls_checked < 5 && !tn__tls_check(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+      tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+      return;
     }
     t->bytes_up += n;
     tn__count_bytes(t->engine, n, 0);
@@ -66,8 +67,10 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
     tn__count_bytes(t->engine, 0, n);
   }
   t->last_activity_ms = uv_now(tn__loop(t->engine));
-  if (tn__ep_write(to, base, kind, n) != 0)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
+  if (tn__ep_write(to, base, kind, n) != 0) {
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
+    return;
+  }
   if (tn__ep_queued(to) > TN_RELAY_HIGH)
     tn__ep_read_stop(from);
   else if (t->splice_ok &&
@@ -88,8 +91,10 @@ static void on_eof(tn_tunnel *t, tn_ep *from) {
   tn_ep *to = other(t, from);
   if (t->phase != TN_PHASE_RELAY)
     return;
-  if (to == t->down && t->down_gone)
-    return maybe_done(t);
+  if (to == t->down && t->down_gone) {
+    maybe_done(t);
+    return;
+  }
   if (tn__ep_shutdown(to) != 0)
     tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
 }
@@ -100,24 +105,28 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   tn_tunnel *t = ep->owner;
   switch (t->phase) {
   case TN_PHASE_HEADER:
-    return t->proto->data(t, base, kind, n);
+    t->proto->data(t, base, kind, n);
+    return;
   case TN_PHASE_RESOLVING:
   case TN_PHASE_CONNECTING: /* data sent before our 200 is held, bounded */
     /* Checked as it arrives: held bytes go upstream unexamined later. */
     if (t->tls_checked < 5 && tn__opts(t->engine)->require_tls && !tn__tls_check(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+      tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+      return;
     }
     if (!tn__tunnel_hold(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");
+      tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");
+      return;
     }
     tn__buf_free(base, kind);
     if (t->setup->pending_len > TN_RELAY_HIGH)
       tn__ep_read_stop(ep); /* HTTP/1.1: backpressure; HTTP/2: the window bounds it */
     return;
   case TN_PHASE_RELAY:
-    return forward(t, ep, base, kind, n);
+    forward(t, ep, base, kind, n);
+    return;
   default: /* LINGER, CLOSING: dropped unread */
     tn__buf_free(base, kind);
   }
@@ -135,8 +144,10 @@ static bool cancel_setup(tn_tunnel *t) {
 
 static void down_eof(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_HEADER)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request", TN_CLOSE_FIN);
+  if (t->phase == TN_PHASE_HEADER) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request", TN_CLOSE_FIN);
+    return;
+  }
   /* HTTP/1.1 cannot tell close from half-close: an EOF before the 200 with
    * nothing to deliver is taken as the device giving up (connect, CONNECT,
    * close loops); with bytes held, they still go up. */
@@ -152,11 +163,14 @@ static void down_eof(tn_ep *ep) {
 
 static void down_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_LINGER)
-    return tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
+  if (t->phase == TN_PHASE_LINGER) {
+    tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
+    return;
+  }
   if (cancel_setup(t))
     return;
-  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
+  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down",
+                   TN_CLOSE_RESET);
 }
 
 static void down_drained(tn_ep *ep) {
@@ -257,22 +271,29 @@ void tn__relay_start(tn_tunnel *t) {
   int err = t->proto->established(t);
   if (err) {
     free(pending);
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
+    tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
+    return;
   }
   if (pending_len) {
     t->bytes_up += pending_len;
     tn__count_bytes(t->engine, pending_len, 0);
-    if (tn__ep_write(&t->up.ep, pending, TN_BUF_HEAP, pending_len) != 0)
-      return tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
+    if (tn__ep_write(&t->up.ep, pending, TN_BUF_HEAP, pending_len) != 0) {
+      tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
+      return;
+    }
   } else {
     free(pending);
   }
   if (t->down->eof)
     on_eof(t, t->down); /* the device finished sending before the 200 */
-  else if (tn__ep_read_start(t->down) != 0)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
-  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+  else if (tn__ep_read_start(t->down) != 0) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+    return;
+  }
+  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+    return;
+  }
   if (t->splice_want)
     tn__splice_try(t); /* splice = always */
 }

@@ -260,10 +260,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (!err && (events & UV_WRITABLE))
     err = pump(s, !i, &bad);
   t->last_activity_ms = uv_now(tn__loop(t->engine));
-  if (err)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad), TN_CLOSE_RESET);
-  if (s->dir[DOWN].shut && s->dir[UP].shut)
-    return tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
+  if (err) {
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad), TN_CLOSE_RESET);
+    return;
+  }
+  if (s->dir[DOWN].shut && s->dir[UP].shut) {
+    tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
+    return;
+  }
   if (watch(s) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }

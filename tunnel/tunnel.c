@@ -130,43 +130,57 @@ static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
 void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
   tn_engine *e = t->engine;
   const tn_engine_opts *o = tn__opts(e);
-  if (tn__draining(e))
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "gateway is shutting down");
-  if (!parse_target(t, authority, len))
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
-                           "bad CONNECT target: expected host:port or [v6]:port");
-  if (!t->target)
-    return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  if (tn__draining(e)) {
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "gateway is shutting down");
+    return;
+  }
+  if (!parse_target(t, authority, len)) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
+                    "bad CONNECT target: expected host:port or [v6]:port");
+    return;
+  }
+  if (!t->target) {
+    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+    return;
+  }
   /* Every parsed request counts against the device's rate, whatever
    * becomes of it: a refused one costs no lookup and no connect. */
   uint64_t wait_ms = tn__rate_client(e, t);
   if (wait_ms) {
     t->retry_after_s = retry_after(wait_ms);
     log_refusal(t, "max_new_tunnels_per_client");
-    return tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
+    tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
+    return;
   }
   if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
     /* The reason is the access log's `close` field and the 403 body. */
-    if (tn_policy_needs_authorization(&o->policy, &t->setup->auth))
-      return tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
-                             "target not allowed: limited service, the gateway is not "
-                             "authorized (allow_when_authorized)");
+    if (tn_policy_needs_authorization(&o->policy, &t->setup->auth)) {
+      tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
+                      "target not allowed: limited service, the gateway is not "
+                      "authorized (allow_when_authorized)");
+      return;
+    }
     log_refusal(t, "no allow rule matches");
-    return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    return;
   }
   if (!tn__admit(e, t)) {
     log_refusal(t, "tunnel limit reached");
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+    return;
   }
   /* Last: only what would really go upstream counts against the target. */
   if ((wait_ms = tn__rate_target(e, t)) != 0) {
     t->retry_after_s = retry_after(wait_ms);
     log_refusal(t, "max_new_upstream_per_target");
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
+    return;
   }
   tn_setup *s = t->setup;
-  if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len))
-    return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+  if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len)) {
+    tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+    return;
+  }
   tn__connect_start(t);
 }
 
