@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/ep.h"
 
 /* What precedes a buffer's bytes; keeps them max-aligned. */
 typedef union buf_head {

@@ -1,15 +1,14 @@
 /* Downstream connections: accept, admit, TLS handshake, protocol detection,
  * then hand-over to HTTP/1.1 (one tunnel) or HTTP/2 (a session). See
- * internal.h. Nothing is read from a client that `clients` does not admit. */
+ * conn.h. Nothing is read from a client that `clients` does not admit. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "tunnel/conn.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
 #include "tunnel/log.h"
-
-static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-#define PREFACE_LEN (sizeof(h2_preface) - 1)
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 static void client_text(const tn_conn *c, char *buf, size_t len) {
   if (tn_addr_format((const struct sockaddr *)&c->client, buf, len) != 0)
@@ -44,8 +43,42 @@ static void hand_over(tn_conn *c, const tn_proto *p, const char *bytes, size_t n
   p->start(c, bytes, n);
 }
 
-/* First bytes: the h2c preface (RFC 9113 3.4), else HTTP/1.1. A short read
- * that is still a prefix of the preface waits for more. */
+/* The front end that bytes[0..len) select: the one whose preface they start
+ * with (HTTP/2's h2c preface, RFC 9113 3.4), else the default (HTTP/1.1).
+ * NULL with *wait set while they are still a proper prefix of a preface. */
+static const tn_proto *pick_by_bytes(tn_conn *c, const char *bytes, size_t len, bool *wait) {
+  size_t n;
+  const tn_proto *const *p = tn__engine_protos(c->engine, &n);
+  const tn_proto *fallback = NULL;
+  *wait = false;
+  for (size_t i = 0; i < n; i++) {
+    const char *pre = p[i]->preface;
+    if (!pre) {
+      if (!p[i]->alpn)
+        fallback = p[i];
+      continue;
+    }
+    size_t plen = strlen(pre);
+    if (memcmp(bytes, pre, len < plen ? len : plen) != 0)
+      continue;
+    *wait = len < plen;
+    return *wait ? NULL : p[i];
+  }
+  return fallback;
+}
+
+/* The front end the negotiated ALPN protocol selects, or NULL. */
+static const tn_proto *pick_by_alpn(tn_conn *c, const char *alpn) {
+  size_t n;
+  const tn_proto *const *p = tn__engine_protos(c->engine, &n);
+  for (size_t i = 0; alpn && i < n; i++)
+    if (p[i]->alpn && strcmp(alpn, p[i]->alpn) == 0)
+      return p[i];
+  return NULL;
+}
+
+/* First bytes: pick the front end. A short read that is still a prefix of a
+ * preface waits for more. */
 static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   tn_conn *c = ep->owner;
   char *bytes = base;
@@ -62,14 +95,17 @@ static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
     bytes = merged;
     len = c->sniff_len + n;
   }
-  size_t cmp = len < PREFACE_LEN ? len : PREFACE_LEN;
-  bool prefix = memcmp(bytes, h2_preface, cmp) == 0;
-  if (prefix && len < PREFACE_LEN) {
-    memcpy(c->sniff, bytes, len);
+  bool wait;
+  const tn_proto *p = pick_by_bytes(c, bytes, len, &wait);
+  if (wait) {
+    memcpy(c->sniff, bytes, len); /* len < a preface's length <= TN_SNIFF_MAX */
     c->sniff_len = len;
   } else {
     c->sniff_len = 0;
-    hand_over(c, prefix ? &tn__proto_h2 : &tn__proto_h1, bytes, len);
+    if (p)
+      hand_over(c, p, bytes, len);
+    else
+      tn__conn_abort(c, "no_protocol");
   }
   free(merged);
   tn__buf_free(base, kind);
@@ -86,8 +122,9 @@ static void on_ready(tn_ep *ep) {
            TN_S("alpn", alpn ? alpn : "-"), TN_S("subject", c->subject ? c->subject : "-"),
            TN_LOG_END);
   }
-  if (alpn && strcmp(alpn, "h2") == 0) {
-    hand_over(c, &tn__proto_h2, NULL, 0);
+  const tn_proto *p = pick_by_alpn(c, alpn);
+  if (p) {
+    hand_over(c, p, NULL, 0);
     return;
   }
   if (tn__ep_read_start(c->transport) != 0)

@@ -7,8 +7,9 @@
 #include <string.h>
 
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/service.h"
 
 static void try_next(tn_tunnel *t);
 

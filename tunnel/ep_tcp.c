@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "tunnel/ep.h"
-#include "tunnel/internal.h"
 
 typedef struct {
   uv_write_t req;

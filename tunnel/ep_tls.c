@@ -13,7 +13,6 @@
 
 #include "tunnel/ep.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
 #include "tunnel/log.h"
 
 struct tn_ep_tls {

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/conn.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   tn_setup *s = ((tn_tunnel *)p->data)->setup;
@@ -151,6 +154,8 @@ const tn_proto tn__proto_h1 = {
     .tunnel_owns_conn = true,
     .eof_cancels_setup = true,
     .may_splice = true,
+    .alpn = NULL,     /* "http/1.1", or none: the default */
+    .preface = NULL,
     .start = h1_start,
     .data = h1_data,
     .established = h1_established,

@@ -27,8 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/conn.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 typedef struct out_buf {
   struct out_buf *next;
@@ -766,6 +769,8 @@ const tn_proto tn__proto_h2 = {
     .tunnel_owns_conn = false,
     .eof_cancels_setup = false,
     .may_splice = false,
+    .alpn = "h2",
+    .preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", /* h2c with prior knowledge */
     .start = h2_start,
     .data = NULL, /* the session reads request heads */
     .established = h2_established,

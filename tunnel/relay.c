@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 bool tn__tls_check(tn_tunnel *t, const char *p, size_t n) {
   for (size_t i = 0; i < n && t->tls_checked < 5; i++, t->tls_checked++) {

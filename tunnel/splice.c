@@ -28,8 +28,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 /* Pipe capacity: the default 64 KiB makes splice slower than copying; 1 MiB
  * (the default fs.pipe-max-size) makes it cheaper per byte than the copy

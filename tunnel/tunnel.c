@@ -1,12 +1,16 @@
 /* The tunnel object: creation, the request checks shared by HTTP/1.1 and
- * HTTP/2, the single teardown path, and the access log. See internal.h. */
+ * HTTP/2, the single teardown path, and the access log.
+ * See lifecycle.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tunnel/conn.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 static const char *const result_names[TN_RESULT_COUNT_] = {
     [TN_RESULT_OK] = "ok",
@@ -205,6 +209,17 @@ static void access_log(tn_tunnel *t) {
          TN_U("duration_ms", uv_now(tn__loop(e)) - t->started_ms), TN_LOG_END);
 }
 
+/* The engine's observer (tn_engine_on_close), right after the access log. */
+static void notify_closed(tn_tunnel *t) {
+  void *arg;
+  tn_tunnel_cb cb = tn__engine_close_observer(t->engine, &arg);
+  if (!cb)
+    return;
+  tn_tunnel_info info;
+  tn__tunnel_info(t, uv_now(tn__loop(t->engine)), &info);
+  cb(&info, arg);
+}
+
 void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_how how) {
   if (t->phase == TN_PHASE_CLOSING)
     return;
@@ -218,6 +233,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
     uv_cancel((uv_req_t *)&t->setup->gai);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
+  notify_closed(t);
   /* An endpoint may report closed from inside close(): hold the tunnel. */
   t->busy = true;
   tn__splice_stop(t); /* its duplicate descriptors first: the close below is the last */

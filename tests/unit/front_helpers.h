@@ -1,4 +1,4 @@
-/* Driving a front end (tn_proto: tunnel/internal.h) without sockets, for
+/* Driving a front end (tn_proto: tunnel/proto.h) without sockets, for
  * test_h1.c and test_h2.c: a real engine on a loop (one listener that is
  * never connected to, so that connections have a listener to count on), a
  * connection made by hand whose transport is a fake endpoint, bytes handed
@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/conn.h"
+#include "tunnel/lifecycle.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 #include "engine_helpers.h"
 
 /* A device transport that records what is written to it. Close is
