@@ -30,7 +30,7 @@ char *tn__buf_get(tn_bufpool *p) {
 
 void tn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
-  char *p = tn__buf_get(((tn_ep_tcp *)h->data)->pool);
+  char *p = tn__buf_get(h->data);
   /* len 0 makes libuv report UV_ENOBUFS to the read callback. */
   *buf = uv_buf_init(p, p ? TN_BUF_SIZE : 0);
 }

@@ -37,7 +37,7 @@ static void connect_failed(tn_tunnel *t, int err) {
 }
 
 static void on_connected(uv_connect_t *req, int status) {
-  tn_tunnel *t = ((tn_ep_tcp *)req->handle->data)->ep.owner;
+  tn_tunnel *t = tn__ep_tcp_of((uv_handle_t *)req->handle)->ep.owner;
   if (status == UV_ECANCELED || t->phase != TN_PHASE_CONNECTING)
     return;
   if (status < 0) {

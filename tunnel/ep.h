@@ -103,8 +103,7 @@ static inline void tn__ep_close(tn_ep *e, bool reset) { e->ops->close(e, reset);
 /* A TCP endpoint. Embed it; init before use. */
 typedef struct tn_ep_tcp {
   tn_ep ep;
-  uv_tcp_t tcp;
-  tn_bufpool *pool; /* read buffers come from it; not owned */
+  uv_tcp_t tcp;     /* tcp.data: the tn_bufpool reads take buffers from (not owned) */
   bool open;        /* handle initialised and not yet closed */
   bool want_drain;  /* a drained event is owed once below TN_RELAY_LOW */
 } tn_ep_tcp;
@@ -113,6 +112,14 @@ typedef struct tn_ep_tcp {
  * libuv error. */
 int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, tn_bufpool *pool, const tn_ep_sink *sink,
                     void *owner);
+/* The TCP endpoint whose handle h is (h is embedded, not pointed to: the
+ * handle's data holds the pool, so that the endpoint stays as small as it
+ * was before pools were per engine). */
+static inline tn_ep_tcp *tn__ep_tcp_of(uv_handle_t *h) {
+  return (tn_ep_tcp *)(void *)((char *)h - offsetof(tn_ep_tcp, tcp));
+}
+/* The pool e's reads take buffers from. */
+static inline tn_bufpool *tn__ep_tcp_pool(const tn_ep_tcp *e) { return e->tcp.data; }
 /* Re-targets the sink (hand-over from one owner to another). */
 static inline void tn__ep_set_sink(tn_ep *e, const tn_ep_sink *sink, void *owner) {
   e->sink = sink;

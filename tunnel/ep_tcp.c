@@ -20,7 +20,7 @@ void tn__buf_free(char *base, tn_buf_kind kind) {
 }
 
 static tn_ep_tcp *tcp_of(tn_ep *ep) { return (tn_ep_tcp *)ep; }
-static tn_ep_tcp *tcp_of_handle(uv_handle_t *h) { return h->data; }
+static tn_ep_tcp *tcp_of_handle(uv_handle_t *h) { return tn__ep_tcp_of(h); }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tn_ep_tcp *e = tcp_of_handle((uv_handle_t *)s);
@@ -166,9 +166,8 @@ int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, tn_bufpool *pool, const tn_ep
   int err = uv_tcp_init(loop, &e->tcp);
   if (err)
     return err;
-  e->pool = pool;
   e->ep = (tn_ep){.ops = &tcp_ops, .sink = sink, .owner = owner};
-  e->tcp.data = e;
+  e->tcp.data = pool;
   e->open = true;
   e->want_drain = false;
   return 0;

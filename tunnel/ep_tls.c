@@ -40,7 +40,7 @@ const char *tn__ep_tls_error(const tn_ep_tls *t) { return t->err[0] ? t->err : N
 /* Sends whatever ciphertext OpenSSL produced. */
 static int flush_wbio(tn_ep_tls *t) {
   while (BIO_ctrl_pending(t->wbio) > 0) {
-    char *b = tn__buf_get(t->tcp->pool);
+    char *b = tn__buf_get(tn__ep_tcp_pool(t->tcp));
     if (!b)
       return UV_ENOMEM;
     int n = BIO_read(t->wbio, b, TN_BUF_SIZE);
@@ -63,7 +63,7 @@ static void fail(tn_ep_tls *t, int err) {
 /* Delivers decrypted bytes while the owner wants them. */
 static void read_plaintext(tn_ep_tls *t) {
   while (t->ep.reading && !t->ep.closing && !t->ep.eof) {
-    char *b = tn__buf_get(t->tcp->pool);
+    char *b = tn__buf_get(tn__ep_tcp_pool(t->tcp));
     if (!b) {
       fail(t, UV_ENOMEM);
       return;
