@@ -71,9 +71,10 @@ void tn_log(tn_logger *lg, tn_log_level level, const char *msg, ...);
 /* tn_log with the fields as a va_list (for wrappers such as the daemon's). */
 void tn_logv(tn_logger *lg, tn_log_level level, const char *msg, va_list ap);
 
-/* Parses "error", "warn", "info", "debug"; returns -1 when unknown. */
+/* Parses "error", "warn", "info", "debug" into a tn_log_level; returns -1
+ * when unknown. */
 int tn_log_level_parse(const char *s);
-/* Parses "text", "json"; returns -1 when unknown. */
+/* Parses "text", "json" into a tn_log_format; returns -1 when unknown. */
 int tn_log_format_parse(const char *s);
 
 #endif
