@@ -10,6 +10,8 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "tunnel/conn.h"
 #include "tunnel/lifecycle.h"
@@ -144,6 +146,36 @@ static inline void front_settle(front *f) {
     f->dev.closed = true;
     f->dev.ep.sink->closed(&f->dev.ep);
   }
+}
+
+/* Runs the loop until done(f, arg) or a 5 s deadline (a failure). For
+ * waits on the upstream side, which is a real socket. */
+static inline void front_wait(front *f, bool (*done)(front *f, void *arg), void *arg,
+                              const char *what) {
+  uint64_t deadline = test_now_ms() + 5000;
+  while (!done(f, arg)) {
+    if (test_now_ms() > deadline)
+      fail_msg("timed out waiting for %s", what);
+    front_settle(f);
+  }
+}
+
+/* Reads from a non-blocking socket into buf (NUL-terminated) until it holds
+ * want bytes, running the loop meanwhile. */
+typedef struct sock_read {
+  int fd;
+  char buf[256];
+  size_t len, want;
+} sock_read;
+
+static inline bool sock_read_done(front *f, void *arg) {
+  (void)f;
+  sock_read *r = arg;
+  ssize_t n = recv(r->fd, r->buf + r->len, sizeof(r->buf) - 1 - r->len, 0);
+  if (n > 0)
+    r->len += (size_t)n;
+  r->buf[r->len] = '\0';
+  return r->len >= r->want;
 }
 
 static void front_on_drained(void *arg) { ((front *)arg)->drained = true; }

@@ -1,6 +1,7 @@
 /* The HTTP/1.1 front end (tunnel/h1.c) through its protocol table entry,
- * fed bytes without sockets (front_helpers.h): request parsing outcomes and
- * the status of each refusal, with its access-log result. */
+ * the device's bytes fed without sockets (front_helpers.h): request parsing
+ * outcomes and the status of each refusal, with its access-log result; and
+ * an established tunnel, whose destination is a real loopback socket. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,7 +50,8 @@ static void only_connect(void **state) {
   (void)state;
   front f;
   front_start(&f);
-  const char *r = refused(&f, "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", false);
+  const char *r =
+      refused(&f, "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", false);
   assert_starts(r, "HTTP/1.1 405 Method Not Allowed\r\n");
   assert_non_null(strstr(r, "\r\nAllow: CONNECT\r\n"));
   assert_non_null(strstr(r, "\r\nConnection: close\r\n"));
@@ -167,6 +169,68 @@ static void table_answers(void **state) {
   front_stop(&f);
 }
 
+static bool answered_200(front *f, void *arg) {
+  (void)arg;
+  return f->dev.out_len >= strlen("HTTP/1.1 200 Connection Established\r\n\r\n");
+}
+
+static bool dev_has(front *f, void *arg) {
+  f->dev.out[f->dev.out_len] = '\0';
+  return strstr(f->dev.out, arg) != NULL;
+}
+
+static bool shut_asked(front *f, void *arg) {
+  (void)arg;
+  return f->dev.shutdown_called;
+}
+
+static bool tunnel_closed(front *f, void *arg) {
+  (void)arg;
+  return f->closed.n == 1 && f->dev.closed;
+}
+
+/* An allowed CONNECT: the 200 through the table's established, the bytes
+ * sent with the head and after it reach the destination (a real socket),
+ * its bytes reach the device, and EOF both ways ends the tunnel ok. */
+static void established_and_relayed(void **state) {
+  (void)state;
+  front f;
+  front_start(&f);
+  uint16_t port;
+  int lfd = test_listen_loopback(&port);
+  char req[96];
+  snprintf(req, sizeof req, "CONNECT 127.0.0.1:%u HTTP/1.1\r\n\r\nhello", port);
+  front_connect(&f, &tn__proto_h1, req, strlen(req));
+  front_wait(&f, answered_200, NULL, "the 200");
+  assert_string_equal(f.dev.out, "HTTP/1.1 200 Connection Established\r\n\r\n");
+  int up = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  assert_true(up >= 0);
+  front_feed(&f, " world", 6);
+  sock_read r = {.fd = up, .want = 11};
+  front_wait(&f, sock_read_done, &r, "the bytes upstream");
+  assert_string_equal(r.buf, "hello world");
+  assert_int_equal(send(up, "bye", 3, MSG_NOSIGNAL), 3);
+  front_wait(&f, dev_has, "\r\n\r\nbye", "the bytes downstream");
+  front_eof(&f); /* the device is done: FIN upstream */
+  r = (sock_read){.fd = up, .want = 1};
+  uint64_t deadline = test_now_ms() + 5000;
+  while (recv(up, r.buf, 1, 0) != 0) { /* until the FIN arrives */
+    assert_true(test_now_ms() < deadline);
+    front_settle(&f);
+  }
+  close(up); /* the destination is done: the device side is shut */
+  front_wait(&f, shut_asked, NULL, "the shutdown towards the device");
+  f.dev.ep.shut = true;
+  f.dev.ep.sink->shut(&f.dev.ep);
+  front_wait(&f, tunnel_closed, NULL, "the end of the tunnel");
+  assert_int_equal(f.closed.result, TN_RESULT_OK);
+  assert_int_equal(f.closed.status, 200);
+  assert_string_equal(f.closed.close_reason, "eof");
+  assert_false(f.dev.reset);
+  close(lfd);
+  front_stop(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(only_connect),
@@ -176,6 +240,7 @@ int main(void) {
       cmocka_unit_test(rate_limited),
       cmocka_unit_test(closed_during_request),
       cmocka_unit_test(table_answers),
+      cmocka_unit_test(established_and_relayed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,11 @@
-/* The HTTP/2 front end (tunnel/h2.c) through its protocol table entry, fed
- * bytes without sockets (front_helpers.h): an nghttp2 client session in the
- * test writes the device's frames, and reads what the front end wrote to
- * the fake transport. Stream handling: each request stream is its own
- * tunnel; refusals answer their stream only (status or RST_STREAM) while
- * the connection and its other streams go on. */
+/* The HTTP/2 front end (tunnel/h2.c) through its protocol table entry, the
+ * device's bytes fed without sockets (front_helpers.h): an nghttp2 client
+ * session in the test writes the device's frames, and reads what the front
+ * end wrote to the fake transport. Stream handling: each request stream is
+ * its own tunnel; refusals answer their stream only (status or RST_STREAM)
+ * while the connection and its other streams go on; an established stream
+ * relays both ways and ends with END_STREAM (its destination a real
+ * loopback socket). */
 #include <nghttp2/nghttp2.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -109,7 +111,8 @@ static void exchange(front *f, device *d) {
   }
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+  {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
 
 static int32_t request(device *d, const nghttp2_nv *nv, size_t n) {
   int32_t id = nghttp2_submit_request(d->session, NULL, nv, n, NULL, NULL);
@@ -225,11 +228,91 @@ static void drain_sends_goaway(void **state) {
   stop(&f, &d);
 }
 
+/* The device's DATA: "ping" then END_STREAM. */
+static ssize_t ping_source(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+                           uint32_t *flags, nghttp2_data_source *src, void *user) {
+  (void)s;
+  (void)id;
+  (void)src;
+  (void)user;
+  assert_true(len >= 4);
+  memcpy(buf, "ping", 4);
+  *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return 4;
+}
+
+typedef struct stream_wait {
+  device *d;
+  int32_t id;
+} stream_wait;
+
+static bool got_200(front *f, void *arg) {
+  stream_wait *w = arg;
+  exchange(f, w->d);
+  return w->d->status[w->id] == 200;
+}
+
+static bool got_pong(front *f, void *arg) {
+  stream_wait *w = arg;
+  exchange(f, w->d);
+  return strcmp(w->d->body[w->id], "pong") == 0 && f->closed.n == 1;
+}
+
+/* An allowed CONNECT on a stream: :status 200 through the table's
+ * established, the device's DATA reaches the destination (a real socket)
+ * and its END_STREAM becomes a FIN; the destination's bytes and FIN come
+ * back as DATA and END_STREAM, and the tunnel ends ok while the connection
+ * stays up. */
+static void established_stream_relays(void **state) {
+  (void)state;
+  front f;
+  device d;
+  start(&f, &d);
+  uint16_t port;
+  int lfd = test_listen_loopback(&port);
+  char authority[32];
+  snprintf(authority, sizeof authority, "127.0.0.1:%u", port);
+  nghttp2_nv nv[] = {
+      NV(":method", "CONNECT"),
+      {(uint8_t *)":authority", (uint8_t *)authority, 10, strlen(authority), NGHTTP2_NV_FLAG_NONE}};
+  /* HEADERS without END_STREAM (a request without a body would end the
+   * stream at once) */
+  int32_t id = nghttp2_submit_headers(d.session, NGHTTP2_FLAG_NONE, -1, NULL, nv, 2, NULL);
+  assert_true(id > 0 && id < IDS);
+  stream_wait w = {.d = &d, .id = id};
+  front_wait(&f, got_200, &w, "the 200 on the stream");
+  int up = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  assert_true(up >= 0);
+  nghttp2_data_provider dp = {.read_callback = ping_source};
+  assert_int_equal(nghttp2_submit_data(d.session, NGHTTP2_FLAG_END_STREAM, id, &dp), 0);
+  exchange(&f, &d);
+  sock_read r = {.fd = up, .want = 4};
+  front_wait(&f, sock_read_done, &r, "the DATA upstream");
+  assert_string_equal(r.buf, "ping");
+  uint64_t deadline = test_now_ms() + 5000;
+  char c;
+  while (recv(up, &c, 1, 0) != 0) { /* END_STREAM became a FIN */
+    assert_true(test_now_ms() < deadline);
+    front_settle(&f);
+  }
+  assert_int_equal(send(up, "pong", 4, MSG_NOSIGNAL), 4);
+  close(up);
+  front_wait(&f, got_pong, &w, "the destination's bytes and the end of the tunnel");
+  assert_int_equal(d.rst[id], 0);
+  assert_int_equal(f.closed.result, TN_RESULT_OK);
+  assert_int_equal(f.closed.status, 200);
+  assert_string_equal(f.closed.close_reason, "eof");
+  assert_false(f.dev.closed); /* the connection outlives its stream */
+  close(lfd);
+  stop(&f, &d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(refusals_per_stream),
       cmocka_unit_test(rate_limited_stream),
       cmocka_unit_test(drain_sends_goaway),
+      cmocka_unit_test(established_stream_relays),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
