@@ -11,8 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gateway/log.h"
 #include "tunnel/addr.h"
-#include "tunnel/log.h"
 #include "tunnel/spare.h"
 
 #define ADMIN_HEAD_MAX 8192
@@ -293,7 +293,7 @@ static void unauthorized(gw_admin_req *r) {
     if (tn_addr_format((const struct sockaddr *)&r->peer, peer, sizeof(peer)) != 0)
       strcpy(peer, "-");
     a->last_401_log_ms = now;
-    tn_log(TN_LOG_WARN, "admin_unauthorized", TN_S("peer", peer), TN_S("path", r->target),
+    gw_log(TN_LOG_WARN, "admin_unauthorized", TN_S("peer", peer), TN_S("path", r->target),
            TN_S("auth", r->headers[H_AUTHORIZATION] ? "wrong token" : "no token"),
            TN_U("unauthorized_total", a->unauthorized), TN_LOG_END);
   }
@@ -512,7 +512,7 @@ int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admi
     err = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
   if (err) {
     tn_addr_format((const struct sockaddr *)addr, text, sizeof(text));
-    tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", "admin"), TN_S("addr", text),
+    gw_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", "admin"), TN_S("addr", text),
            TN_S("error", uv_strerror(err)), TN_LOG_END);
     uv_close((uv_handle_t *)&a->tcp, on_listener_closed);
     return err;
@@ -520,7 +520,7 @@ int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admi
   int len = sizeof(a->bound);
   uv_tcp_getsockname(&a->tcp, (struct sockaddr *)&a->bound, &len);
   tn_addr_format((const struct sockaddr *)&a->bound, text, sizeof(text));
-  tn_log(TN_LOG_INFO, "listening", TN_S("kind", "admin"), TN_S("addr", text), TN_LOG_END);
+  gw_log(TN_LOG_INFO, "listening", TN_S("kind", "admin"), TN_S("addr", text), TN_LOG_END);
   *out = a;
   return 0;
 }

@@ -10,12 +10,12 @@
 #include "gateway/admin.h"
 #include "gateway/idm.h"
 #include "gateway/idm_admin.h"
+#include "gateway/log.h"
 #include "gateway/notify.h"
 #include "gateway/ops.h"
 #include "gateway/privdrop.h"
 #include "tunnel/addr.h"
 #include "tunnel/error.h"
-#include "tunnel/log.h"
 
 typedef struct gw_daemon {
   uv_loop_t loop;
@@ -45,7 +45,7 @@ static void raise_nofile(const gw_config *cfg) {
   uint64_t reserve = 64; /* listeners, admin, resolver, logs */
   uint64_t possible = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 : 0;
   tn_log_level lvl = possible < cfg->tunnel.max_tunnels ? TN_LOG_WARN : TN_LOG_INFO;
-  tn_log(lvl, "nofile_limit", TN_U("soft", rl.rlim_cur), TN_U("hard", rl.rlim_max),
+  gw_log(lvl, "nofile_limit", TN_U("soft", rl.rlim_cur), TN_U("hard", rl.rlim_max),
          TN_U("tunnels_possible", possible), TN_U("max_tunnels", cfg->tunnel.max_tunnels),
          TN_U("splice_max", tn_splice_max(rl.rlim_cur)), TN_LOG_END);
 }
@@ -76,7 +76,7 @@ static void on_drained(void *arg) {
   uv_close((uv_handle_t *)&d->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&d->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&d->sig_hup, on_signal_closed);
-  tn_log(TN_LOG_INFO, "stopped", TN_LOG_END);
+  gw_log(TN_LOG_INFO, "stopped", TN_LOG_END);
 }
 
 static void begin_drain(gw_daemon *d) {
@@ -93,10 +93,10 @@ static void begin_drain(gw_daemon *d) {
 static void on_stop_signal(uv_signal_t *s, int signum) {
   gw_daemon *d = s->data;
   if (d->draining) {
-    tn_log(TN_LOG_WARN, "already_draining", TN_S("signal", strsignal(signum)), TN_LOG_END);
+    gw_log(TN_LOG_WARN, "already_draining", TN_S("signal", strsignal(signum)), TN_LOG_END);
     return;
   }
-  tn_log(TN_LOG_INFO, "signal", TN_S("signal", strsignal(signum)), TN_LOG_END);
+  gw_log(TN_LOG_INFO, "signal", TN_S("signal", strsignal(signum)), TN_LOG_END);
   begin_drain(d);
 }
 
@@ -119,14 +119,14 @@ static void idm_view(void *arg, gw_idm_view *out) {
 
 static void log_reload_errors(const gw_config_errors *errs) {
   for (size_t i = 0; i < errs->n; i++)
-    tn_log(TN_LOG_ERROR, "config_error", TN_S("error", errs->msgs[i]), TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "config_error", TN_S("error", errs->msgs[i]), TN_LOG_END);
 }
 
 /* Warnings of a valid file (wide rules, public suffixes allowed, rate_exempt
  * = *): at every start and reload, so they are not forgotten. */
 static void log_config_warnings(const gw_config *cfg) {
   for (size_t i = 0; i < cfg->warnings.n; i++)
-    tn_log(TN_LOG_WARN, "config_warning", TN_S("warning", cfg->warnings.msgs[i]), TN_LOG_END);
+    gw_log(TN_LOG_WARN, "config_warning", TN_S("warning", cfg->warnings.msgs[i]), TN_LOG_END);
 }
 
 static bool str_differs(const char *a, const char *b) {
@@ -189,7 +189,7 @@ static void apply_idm_change(gw_daemon *d, idm_change change, gw_idm *fresh) {
   gw_idm *old = d->idm;
   if (change == IDM_SAME)
     return;
-  tn_log(TN_LOG_INFO, "idm_reloaded", TN_S("change", idm_change_names[change]), TN_LOG_END);
+  gw_log(TN_LOG_INFO, "idm_reloaded", TN_S("change", idm_change_names[change]), TN_LOG_END);
   if (change == IDM_TIMING)
     return gw_idm_set_refresh_before(old, d->cfg.idm.refresh_before_ms);
   d->idm = fresh;
@@ -206,7 +206,7 @@ static void apply_idm_change(gw_daemon *d, idm_change change, gw_idm *fresh) {
   if (fresh)
     gw_idm_begin(fresh);
   else
-    tn_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
+    gw_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
 }
 
 /* SIGHUP: a config that fails validation is rejected whole; a good one
@@ -226,20 +226,22 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     if (change >= IDM_RESTART && fresh.idm.enabled)
       err = prepare_idm(d, &fresh, true, &fresh_idm);
   }
-  if (err == 0)
+  if (err == 0) {
+    fresh.tunnel.logger = gw_logger();
     err = tn_engine_update(d->engine, &fresh.tunnel);
+  }
   if (err != 0) {
     if (fresh_idm)
       gw_idm_close(fresh_idm);
     log_reload_errors(&errs);
     /* A valid file the engine could not apply (a listener that cannot
      * bind, ...) says why; the engine logged the details. */
-    tn_log(TN_LOG_ERROR, "reload_failed", TN_S("config", d->cfg.path),
-           TN_U("errors", errs.n), TN_S("reason", errs.n ? "invalid configuration" : tn_strerror(err)),
+    gw_log(TN_LOG_ERROR, "reload_failed", TN_S("config", d->cfg.path), TN_U("errors", errs.n),
+           TN_S("reason", errs.n ? "invalid configuration" : tn_strerror(err)),
            TN_S("action", "previous configuration stays in force"), TN_LOG_END);
   } else {
-    tn_log_setup(fresh.log_level, fresh.log_format);
-    tn_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
+    gw_log_setup(fresh.log_level, fresh.log_format);
+    gw_log(TN_LOG_INFO, "reloaded", TN_S("config", d->cfg.path),
            TN_U("allow_rules", fresh.tunnel.policy.n_rules), TN_LOG_END);
     log_config_warnings(&fresh);
     gw_config tmp = d->cfg;
@@ -247,10 +249,10 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     fresh = tmp;
     apply_idm_change(d, change, fresh_idm);
     if (str_differs(d->cfg.user, fresh.user))
-      tn_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[gateway] user"), TN_LOG_END);
+      gw_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[gateway] user"), TN_LOG_END);
     if (memcmp(&d->cfg.admin_listen, &fresh.admin_listen, sizeof(fresh.admin_listen)) != 0 ||
         d->cfg.admin_enabled != fresh.admin_enabled)
-      tn_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[admin] listen"), TN_LOG_END);
+      gw_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[admin] listen"), TN_LOG_END);
   }
   if (d->ops)
     gw_ops_reloaded(d->ops, err == 0);
@@ -295,7 +297,7 @@ static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm
   gw_idm_opts o = {.cfg = &cfg->idm, .state_dir = cfg->state_dir, .redirect_uri = redirect,
                    .on_authorized = on_idm_authorized, .arg = d, .deferred = deferred};
   if (gw_idm_start(&d->loop, &o, out, err, sizeof err) != 0) {
-    tn_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
     return UV_EINVAL;
   }
   return 0;
@@ -307,13 +309,14 @@ static int start_idm(gw_daemon *d) {
   if (d->admin && gw_idm_admin_register(d->admin, &d->idm) != 0)
     return UV_ENOMEM;
   if (!d->cfg.idm.enabled) {
-    tn_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
+    gw_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
     return 0;
   }
   return prepare_idm(d, &d->cfg, false, &d->idm);
 }
 
 static int start(gw_daemon *d) {
+  d->cfg.tunnel.logger = gw_logger();
   int err = tn_engine_start(&d->loop, &d->cfg.tunnel, &d->engine);
   if (err)
     return err;
@@ -353,14 +356,14 @@ int gw_daemon_run(gw_config *cfg) {
   d->cfg = *cfg;
   memset(cfg, 0, sizeof(*cfg));
   signal(SIGPIPE, SIG_IGN);
-  tn_log_setup(d->cfg.log_level, d->cfg.log_format);
-  tn_log(TN_LOG_INFO, "starting", TN_S("version", MCGW_VERSION), TN_S("config", d->cfg.path),
+  gw_log_setup(d->cfg.log_level, d->cfg.log_format);
+  gw_log(TN_LOG_INFO, "starting", TN_S("version", MCGW_VERSION), TN_S("config", d->cfg.path),
          TN_S("splice", tn_splice_mode_name(d->cfg.tunnel.splice)), TN_LOG_END);
   log_config_warnings(&d->cfg);
   char why[512];
   gw_privdrop drop;
   if (gw_privdrop_prepare(d->cfg.user, &drop, why, sizeof(why)) != 0) {
-    tn_log(TN_LOG_ERROR, "cannot_start", TN_S("error", why), TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "cannot_start", TN_S("error", why), TN_LOG_END);
     gw_config_free(&d->cfg);
     free(d);
     return 1;
@@ -370,11 +373,11 @@ int gw_daemon_run(gw_config *cfg) {
   int err = start(d);
   /* Bound (as root if need be); drop root before serving anything. */
   if (err == 0 && gw_privdrop_apply(&drop, why, sizeof(why)) != 0) {
-    tn_log(TN_LOG_ERROR, "cannot_start", TN_S("error", why), TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "cannot_start", TN_S("error", why), TN_LOG_END);
     d->exit_code = 1;
     begin_drain(d);
   } else if (err == 0) {
-    tn_log(TN_LOG_INFO, "ready", TN_U("listeners", d->cfg.tunnel.n_listen), TN_LOG_END);
+    gw_log(TN_LOG_INFO, "ready", TN_U("listeners", d->cfg.tunnel.n_listen), TN_LOG_END);
     notify_ready(d);
   }
   uv_run(&d->loop, UV_RUN_DEFAULT);

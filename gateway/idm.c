@@ -21,11 +21,11 @@
 #include "gateway/clock_skew.h"
 #include "gateway/https_client.h"
 #include "gateway/jwt.h"
+#include "gateway/log.h"
 #include "gateway/oidc.h"
 #include "gateway/pkce.h"
 #include "gateway/token_store.h"
 #include "gateway/url.h"
-#include "tunnel/log.h"
 
 #define IDM_STATE_TTL_MS (5 * 60 * 1000) /* authorization request state lifetime */
 #define IDM_MAX_PENDING 8                /* browser logins started, not yet back */
@@ -171,7 +171,7 @@ static void set_authorized(gw_idm *idm, bool on, const char *reason) {
   if (idm->authorized == on)
     return;
   idm->authorized = on;
-  tn_log(on ? TN_LOG_INFO : TN_LOG_WARN, "idm_limited_service", TN_S("active", on ? "no" : "yes"),
+  gw_log(on ? TN_LOG_INFO : TN_LOG_WARN, "idm_limited_service", TN_S("active", on ? "no" : "yes"),
          TN_S("reason", reason), TN_LOG_END);
   if (idm->on_authorized)
     idm->on_authorized(on, idm->cb_arg);
@@ -193,7 +193,7 @@ static void settle_state(gw_idm *idm) {
   else
     s = idm->discovery_attempt ? GW_IDM_ERROR : GW_IDM_UNAUTHORIZED;
   if (s != idm->state)
-    tn_log(TN_LOG_DEBUG, "idm_state", TN_S("from", gw_idm_state_name(idm->state)),
+    gw_log(TN_LOG_DEBUG, "idm_state", TN_S("from", gw_idm_state_name(idm->state)),
            TN_S("to", gw_idm_state_name(s)), TN_LOG_END);
   idm->state = s;
 }
@@ -231,7 +231,7 @@ static void save_login(gw_idm *idm) {
                        .mcvideo_id = idm->principal.mcvideo_id};
   if (gw_token_store_save(idm->state_dir, &l, err, sizeof err) != GW_TS_OK) {
     set_error(idm, "cannot save the login in state_dir: %s", err);
-    tn_log(TN_LOG_ERROR, "idm_state_save_failed", TN_S("error", err), TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "idm_state_save_failed", TN_S("error", err), TN_LOG_END);
   }
 }
 
@@ -245,12 +245,12 @@ static void load_login(gw_idm *idm) {
     return;
   if (r != GW_TS_OK) {
     set_error(idm, "stored login unusable: %s", err);
-    tn_log(TN_LOG_ERROR, "idm_state_corrupt", TN_S("error", err),
+    gw_log(TN_LOG_ERROR, "idm_state_corrupt", TN_S("error", err),
            TN_S("action", "kept aside; a new login is needed"), TN_LOG_END);
     return;
   }
   if (strcmp(l.issuer, idm->issuer) != 0 || strcmp(l.client_id, idm->auth.client_id) != 0) {
-    tn_log(TN_LOG_WARN, "idm_state_ignored",
+    gw_log(TN_LOG_WARN, "idm_state_ignored",
            TN_S("reason", "stored login is for another issuer or client_id"), TN_LOG_END);
   } else if (l.refresh_token) {
     idm->refresh_token = l.refresh_token;
@@ -264,7 +264,7 @@ static void load_login(gw_idm *idm) {
     idm->principal.n_aud = l.n_aud;
     l.aud = NULL;
     l.n_aud = 0;
-    tn_log(TN_LOG_INFO, "idm_state_loaded", TN_S("subject", l.subject ? l.subject : ""),
+    gw_log(TN_LOG_INFO, "idm_state_loaded", TN_S("subject", l.subject ? l.subject : ""),
            TN_S("action", "refreshing the stored login"), TN_LOG_END);
   }
   gw_stored_login_free(&l);
@@ -283,10 +283,10 @@ static int http(gw_idm *idm, const char *method, const char *url, gw_form *form,
     o.body_len = form->len;
     o.content_type = "application/x-www-form-urlencoded";
   }
-  tn_log(TN_LOG_DEBUG, "idm_http", TN_S("method", method), TN_S("url", url), TN_LOG_END);
+  gw_log(TN_LOG_DEBUG, "idm_http", TN_S("method", method), TN_S("url", url), TN_LOG_END);
   int err = gw_https_request(idm->loop, idm->https, &o, cb, idm, slot);
   if (err)
-    tn_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url), TN_S("error", gw_https_strerror(err)),
+    gw_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url), TN_S("error", gw_https_strerror(err)),
            TN_LOG_END);
   return err;
 }
@@ -339,11 +339,11 @@ static void check_clock(gw_idm *idm, int err, const gw_https_response *resp) {
   gw_clock_skew_describe(s.skew_ms, what, sizeof what);
   double skew_s = (double)s.skew_ms / 1000, unc_s = (double)s.uncertainty_ms / 1000;
   if (ev == GW_CLOCK_SKEW_NORMAL)
-    tn_log(TN_LOG_INFO, "idm_clock_skew", TN_S("clock", "normal"), TN_D("skew_s", skew_s),
+    gw_log(TN_LOG_INFO, "idm_clock_skew", TN_S("clock", "normal"), TN_D("skew_s", skew_s),
            TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
            TN_LOG_END);
   else
-    tn_log(TN_LOG_WARN, "idm_clock_skew",
+    gw_log(TN_LOG_WARN, "idm_clock_skew",
            TN_S("clock", ev == GW_CLOCK_SKEW_LARGE ? "skewed" : "changed"), TN_D("skew_s", skew_s),
            TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
            TN_S("hint", "check NTP/GNSS time on the gateway: ID tokens are checked against the "
@@ -374,7 +374,7 @@ static void discovery_failed(gw_idm *idm, const char *why, int64_t retry_after_s
   idm->discovery_attempt++;
   uint64_t delay = backoff_ms(idm->discovery_attempt, retry_after_s);
   set_error(idm, "discovery failed: %s", why);
-  tn_log(TN_LOG_ERROR, "idm_discovery_failed", TN_S("issuer", idm->issuer), TN_S("error", why),
+  gw_log(TN_LOG_ERROR, "idm_discovery_failed", TN_S("issuer", idm->issuer), TN_S("error", why),
          TN_U("attempt", idm->discovery_attempt), TN_U("retry_in_ms", delay), TN_LOG_END);
   schedule_step(idm, delay);
   settle_state(idm);
@@ -426,7 +426,7 @@ static void on_discovery(int err, const char *detail, const gw_https_response *r
   idm->discovery_attempt = 0;
   if (strncmp(idm->last_error, "discovery failed", 16) == 0)
     idm->last_error[0] = '\0'; /* other errors (a corrupt state file) stay shown */
-  tn_log(TN_LOG_INFO, "idm_discovered", TN_S("issuer", idm->issuer),
+  gw_log(TN_LOG_INFO, "idm_discovered", TN_S("issuer", idm->issuer),
          TN_S("authorization_endpoint", idm->ep.authorization ? idm->ep.authorization : ""),
          TN_S("token_endpoint", idm->ep.token), TN_S("jwks_uri", idm->ep.jwks_uri),
          TN_S("device_authorization_endpoint",
@@ -479,11 +479,11 @@ static void on_jwks(int err, const char *detail, const gw_https_response *resp, 
   if (k) {
     gw_jwks_free(idm->jwks);
     idm->jwks = k;
-    tn_log(TN_LOG_INFO, "idm_jwks_loaded", TN_S("jwks_uri", idm->ep.jwks_uri),
+    gw_log(TN_LOG_INFO, "idm_jwks_loaded", TN_S("jwks_uri", idm->ep.jwks_uri),
            TN_U("keys", gw_jwks_count(k)), TN_LOG_END);
   } else {
     set_error(idm, "JWKS fetch failed: %s", why);
-    tn_log(TN_LOG_ERROR, "idm_jwks_failed", TN_S("jwks_uri", idm->ep.jwks_uri), TN_S("error", why),
+    gw_log(TN_LOG_ERROR, "idm_jwks_failed", TN_S("jwks_uri", idm->ep.jwks_uri), TN_S("error", why),
            TN_LOG_END);
   }
   resume_parked(idm);
@@ -515,7 +515,7 @@ static void refetch_jwks(gw_idm *idm) {
 static void on_expiry(uv_timer_t *t) {
   gw_idm *idm = t->data;
   wipe_str(&idm->access_token);
-  tn_log(TN_LOG_WARN, "idm_access_token_expired",
+  gw_log(TN_LOG_WARN, "idm_access_token_expired",
          TN_S("reason", idm->last_error[0] ? idm->last_error : "not refreshed in time"),
          TN_LOG_END);
   set_authorized(idm, false, "access token expired");
@@ -532,7 +532,7 @@ static uint64_t refresh_delay_ms(const gw_idm *idm, int64_t expires_in) {
 
 static void log_ids(const gw_idm *idm, const char *msg, const char *via, int64_t expires_in) {
   const gw_id_token *p = &idm->principal;
-  tn_log(TN_LOG_INFO, msg, TN_S("via", via), TN_S("subject", p->sub ? p->sub : ""),
+  gw_log(TN_LOG_INFO, msg, TN_S("via", via), TN_S("subject", p->sub ? p->sub : ""),
          TN_S("mcptt_id", p->mcptt_id ? p->mcptt_id : ""),
          TN_S("mcdata_id", p->mcdata_id ? p->mcdata_id : ""),
          TN_S("mcvideo_id", p->mcvideo_id ? p->mcvideo_id : ""),
@@ -586,7 +586,7 @@ static void refresh_transient(gw_idm *idm, const char *why, int64_t retry_after_
   idm->refresh_attempt++;
   uint64_t delay = backoff_ms(idm->refresh_attempt, retry_after_s);
   set_error(idm, "refresh failed: %s", why);
-  tn_log(TN_LOG_WARN, "idm_refresh_failed", TN_S("error", why),
+  gw_log(TN_LOG_WARN, "idm_refresh_failed", TN_S("error", why),
          TN_U("attempt", idm->refresh_attempt), TN_U("retry_in_ms", delay),
          TN_S("access_token", has_access(idm) ? "still valid" : "none"), TN_LOG_END);
   schedule_step(idm, delay);
@@ -609,7 +609,7 @@ static void login_gone(gw_idm *idm, const char *why) {
   idm->refresh_invalid_grant++;
   end_login(idm);
   set_error(idm, "login gone (%s): a new login is needed", why);
-  tn_log(TN_LOG_ERROR, "idm_login_needed", TN_S("reason", why),
+  gw_log(TN_LOG_ERROR, "idm_login_needed", TN_S("reason", why),
          TN_S("action", "log in again: GET /login on the admin listener, or mcgw login"),
          TN_LOG_END);
   set_authorized(idm, false, "login gone; a new login is needed");
@@ -683,13 +683,13 @@ static void finish_device(gw_idm *idm, dev_status st, const char *why) {
   uv_timer_stop(&idm->device_timer);
   wipe_str(&idm->dev_auth.device_code);
   if (st != DEV_AUTHORIZED)
-    tn_log(TN_LOG_WARN, "idm_device_login_ended", TN_S("status", dev_status_names[st]),
+    gw_log(TN_LOG_WARN, "idm_device_login_ended", TN_S("status", dev_status_names[st]),
            TN_S("reason", why ? why : ""), TN_LOG_END);
 }
 
 static void login_failed(gw_idm *idm, token_op op, int status, const char *why) {
   set_error(idm, "login failed: %s", why);
-  tn_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", op == OP_CODE ? "browser" : "device"),
+  gw_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", op == OP_CODE ? "browser" : "device"),
          TN_S("error", why), TN_LOG_END);
   if (op == OP_CODE) {
     char msg[700];
@@ -829,7 +829,7 @@ static void not_for_mc_service(gw_idm *idm, token_job *job, const char *missing)
     idm->refresh_token = NULL;
     end_login(idm);
     discard_refresh_token(idm, refresh_token);
-    tn_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", "refresh"), TN_S("error", msg),
+    gw_log(TN_LOG_ERROR, "idm_login_failed", TN_S("via", "refresh"), TN_S("error", msg),
            TN_LOG_END);
     set_authorized(idm, false, msg);
   }
@@ -855,7 +855,7 @@ static void process_job(gw_idm *idm, token_job *job) {
       if (idm->parked[job->op])
         job_free(idm->parked[job->op]);
       idm->parked[job->op] = job;
-      tn_log(TN_LOG_INFO, "idm_jwks_refetch", TN_S("reason", "ID token signed with an unknown key"),
+      gw_log(TN_LOG_INFO, "idm_jwks_refetch", TN_S("reason", "ID token signed with an unknown key"),
              TN_LOG_END);
       refetch_jwks(idm);
       return;
@@ -987,7 +987,7 @@ char *gw_idm_login_url(gw_idm *idm, const char **why) {
     free(url);
     return *why = "authorization URL too long", NULL;
   }
-  tn_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "browser"),
+  gw_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "browser"),
          TN_S("authorization_endpoint", idm->ep.authorization), TN_LOG_END);
   settle_state(idm);
   return url;
@@ -1030,7 +1030,7 @@ static void params_parse(const char *q, callback_params *c) {
 
 static void refuse_callback(const char *reason, gw_idm_done_cb cb, void *arg) {
   char msg[300];
-  tn_log(TN_LOG_WARN, "idm_callback_refused", TN_S("reason", reason),
+  gw_log(TN_LOG_WARN, "idm_callback_refused", TN_S("reason", reason),
          TN_S("action", "dropped; the code (if any) was not used"), TN_LOG_END);
   snprintf(msg, sizeof msg, "Refused: %s. Nothing was changed.\n", reason);
   cb(400, msg, arg);
@@ -1042,7 +1042,7 @@ static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb,
   gw_oidc_sanitize(c->error, err, sizeof err);
   gw_oidc_sanitize(c->error_description ? c->error_description : "", desc, sizeof desc);
   set_error(idm, "login refused by the IdMS: %s%s%s", err, desc[0] ? ": " : "", desc);
-  tn_log(TN_LOG_WARN, "idm_login_failed", TN_S("via", "browser"), TN_S("error", err),
+  gw_log(TN_LOG_WARN, "idm_login_failed", TN_S("via", "browser"), TN_S("error", err),
          TN_S("description", desc), TN_LOG_END);
   snprintf(msg, sizeof msg, "The IdMS refused the login: %s%s%s\n", err, desc[0] ? ": " : "", desc);
   cb(403, msg, arg);
@@ -1191,7 +1191,7 @@ static void on_device_token(int err, const char *detail, const gw_https_response
     next_poll(idm);
   } else if (strcmp(oe.error, "slow_down") == 0) {
     idm->dev_interval_ms += IDM_SLOW_DOWN_MS;
-    tn_log(TN_LOG_INFO, "idm_device_slow_down", TN_U("interval_ms", idm->dev_interval_ms),
+    gw_log(TN_LOG_INFO, "idm_device_slow_down", TN_U("interval_ms", idm->dev_interval_ms),
            TN_LOG_END);
     next_poll(idm);
   } else if (strcmp(oe.error, "access_denied") == 0) {
@@ -1199,7 +1199,7 @@ static void on_device_token(int err, const char *detail, const gw_https_response
   } else if (strcmp(oe.error, "expired_token") == 0) {
     finish_device(idm, DEV_EXPIRED, why);
   } else if (err || resp->status >= 500 || resp->status == 429) {
-    tn_log(TN_LOG_WARN, "idm_device_poll_failed", TN_S("error", why), TN_LOG_END);
+    gw_log(TN_LOG_WARN, "idm_device_poll_failed", TN_S("error", why), TN_LOG_END);
     next_poll(idm); /* transient: the deadline still applies */
   } else {
     login_failed(idm, OP_DEVICE, 502, why);
@@ -1243,7 +1243,7 @@ static void on_device_auth(int err, const char *detail, const gw_https_response 
   idm->dev_error[0] = '\0';
   idm->dev_interval_ms = (uint64_t)idm->dev_auth.interval * 1000;
   idm->dev_deadline_ms = uv_now(idm->loop) + (uint64_t)idm->dev_auth.expires_in * 1000;
-  tn_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "device"),
+  gw_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "device"),
          TN_S("verification_uri", idm->dev_auth.verification_uri),
          TN_I("expires_in_s", idm->dev_auth.expires_in), TN_I("interval_s", idm->dev_auth.interval),
          TN_LOG_END);
@@ -1318,11 +1318,11 @@ static void finish_logout(gw_idm *idm, int status, const char *error) {
     set_error(idm, "logout: the refresh token was not revoked at the IdMS (%s); it was dropped "
                    "here all the same",
               error);
-    tn_log(TN_LOG_ERROR, "idm_logout", TN_S("revoked", "no"), TN_S("error", error),
+    gw_log(TN_LOG_ERROR, "idm_logout", TN_S("revoked", "no"), TN_S("error", error),
            TN_S("action", "logged out locally; revoke the login at the IdMS if it matters"),
            TN_LOG_END);
   } else {
-    tn_log(TN_LOG_INFO, "idm_logout", TN_S("revoked", status == 200 ? "yes" : "nothing to revoke"),
+    gw_log(TN_LOG_INFO, "idm_logout", TN_S("revoked", status == 200 ? "yes" : "nothing to revoke"),
            TN_LOG_END);
   }
   if (cb)
@@ -1385,7 +1385,7 @@ static void on_discarded(int err, const char *detail, const gw_https_response *r
   bool ok = !err && resp->status == 200;
   if (!ok)
     describe(err, detail, resp, NULL, why, sizeof why);
-  tn_log(ok ? TN_LOG_INFO : TN_LOG_WARN, "idm_refused_login_revoked",
+  gw_log(ok ? TN_LOG_INFO : TN_LOG_WARN, "idm_refused_login_revoked",
          TN_S("revoked", ok ? "yes" : "no"), TN_S("error", why), TN_LOG_END);
 }
 
@@ -1401,7 +1401,7 @@ static void discard_refresh_token(gw_idm *idm, char *refresh_token) {
   } else if (post_revocation(idm, refresh_token, on_discarded, &idm->discard_req, &why) == 0) {
     return;
   }
-  tn_log(TN_LOG_WARN, "idm_refused_login_revoked", TN_S("revoked", "no"), TN_S("error", why),
+  gw_log(TN_LOG_WARN, "idm_refused_login_revoked", TN_S("revoked", "no"), TN_S("error", why),
          TN_LOG_END);
 }
 
@@ -1446,7 +1446,7 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   idm->last_error[0] = '\0';
   if (gw_token_store_remove(idm->state_dir, err, sizeof err) != GW_TS_OK) {
     set_error(idm, "logout: %s", err);
-    tn_log(TN_LOG_ERROR, "idm_state_remove_failed", TN_S("error", err), TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "idm_state_remove_failed", TN_S("error", err), TN_LOG_END);
   }
   set_authorized(idm, false, "logged out");
   settle_state(idm);
@@ -1464,7 +1464,7 @@ void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms) {
     return;
   uint64_t delay = refresh_delay_ms(idm, left);
   schedule_step(idm, delay);
-  tn_log(TN_LOG_INFO, "idm_refresh_scheduled", TN_U("refresh_before_ms", ms),
+  gw_log(TN_LOG_INFO, "idm_refresh_scheduled", TN_U("refresh_before_ms", ms),
          TN_U("in_ms", delay), TN_LOG_END);
 }
 
@@ -1600,7 +1600,7 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
 
 void gw_idm_begin(gw_idm *idm) {
   load_login(idm);
-  tn_log(TN_LOG_INFO, "idm_starting", TN_S("issuer", idm->issuer),
+  gw_log(TN_LOG_INFO, "idm_starting", TN_S("issuer", idm->issuer),
          TN_S("client_id", idm->auth.client_id),
          TN_S("login", idm->login == GW_IDM_LOGIN_DEVICE ? "device" : "browser"),
          TN_S("stored_login", idm->refresh_token ? "yes" : "no"),

@@ -5,7 +5,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
-#include "tunnel/log.h"
+#include "gateway/log.h"
 
 /* A failed notification is logged once: systemd would then kill or time out
  * the service, and the log should say why. */
@@ -13,7 +13,7 @@ static void sent(const char *what, int rc) {
   static int warned;
   if (rc < 0 && !warned) {
     warned = 1;
-    tn_log(TN_LOG_WARN, "sd_notify_failed", TN_S("message", what), TN_I("error", rc), TN_LOG_END);
+    gw_log(TN_LOG_WARN, "sd_notify_failed", TN_S("message", what), TN_I("error", rc), TN_LOG_END);
   }
 }
 

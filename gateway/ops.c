@@ -10,11 +10,11 @@
 #include <time.h>
 
 #include "gateway/idm_admin.h"
+#include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/notify.h"
 #include "gateway/page.h"
 #include "tunnel/addr.h"
-#include "tunnel/log.h"
 
 #define TICK_MS 1000
 #define TOP_N 10                 /* destinations and clients listed in /status */
@@ -466,8 +466,9 @@ static void check_refusal_spike(gw_ops *o, uint64_t now_s) {
   if (total >= SPIKE_THRESHOLD &&
       (o->last_spike_log_s == 0 || now_s - o->last_spike_log_s >= SPIKE_LOG_EVERY_S)) {
     o->last_spike_log_s = now_s;
-    tn_log(TN_LOG_WARN, "refusal_spike", TN_U("refusals", total),
-           TN_U("window_s", now_s - o->window_start_s), TN_S("top_result", tn_result_name((tn_result)top)),
+    gw_log(TN_LOG_WARN, "refusal_spike", TN_U("refusals", total),
+           TN_U("window_s", now_s - o->window_start_s),
+           TN_S("top_result", tn_result_name((tn_result)top)),
            TN_U("top_result_count", o->window_refusals[top]), TN_S("last_target", o->window_target),
            TN_LOG_END);
   }

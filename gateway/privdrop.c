@@ -8,18 +8,18 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tunnel/log.h"
+#include "gateway/log.h"
 
 int gw_privdrop_prepare(const char *user, gw_privdrop *p, char *err, size_t errlen) {
   memset(p, 0, sizeof(*p));
   if (geteuid() != 0) {
     if (user)
-      tn_log(TN_LOG_DEBUG, "user_not_switched", TN_S("user", user),
+      gw_log(TN_LOG_DEBUG, "user_not_switched", TN_S("user", user),
              TN_S("reason", "not started as root"), TN_LOG_END);
     return 0;
   }
   if (!user) {
-    tn_log(TN_LOG_WARN, "running_as_root",
+    gw_log(TN_LOG_WARN, "running_as_root",
            TN_S("hint", "set [gateway] user = mcgw, or run under systemd (mcgw.service)"),
            TN_LOG_END);
     return 0;
@@ -56,7 +56,7 @@ int gw_privdrop_apply(const gw_privdrop *p, char *err, size_t errlen) {
                p->name);
       return -1;
     }
-    tn_log(TN_LOG_INFO, "privileges_dropped", TN_S("user", p->name), TN_U("uid", p->uid),
+    gw_log(TN_LOG_INFO, "privileges_dropped", TN_S("user", p->name), TN_U("uid", p->uid),
            TN_U("gid", p->gid), TN_LOG_END);
     return 0;
   }

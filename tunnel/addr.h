@@ -65,8 +65,12 @@ typedef enum {
                           192.0.0/24, 2001:db8::/32, fec0::/10, 100::/64 ... */
 } tn_addr_class;
 
+/* The class of sa's address, by the ranges above (an IPv4-mapped IPv6
+ * address is TN_ADDR_V4MAPPED, not its IPv4 address's class); NULL or
+ * another family: TN_ADDR_RESERVED. */
 tn_addr_class tn_addr_classify(const struct sockaddr *sa);
-const char *tn_addr_class_name(tn_addr_class c); /* "public", "loopback", ... */
+/* "public", "loopback", ...: a static string for every c. */
+const char *tn_addr_class_name(tn_addr_class c);
 
 /* Formats "1.2.3.4:80" or "[::1]:80" (buf of TN_ADDRSTR_MAX). Returns 0 or
  * TN_EINVAL for an unsupported family. */
@@ -88,6 +92,8 @@ typedef struct tn_cidr {
  * bits set below the prefix are an error (10.0.0.1/8 is almost always a typo).
  * Returns 0 or TN_EINVAL. */
 int tn_cidr_parse(const char *s, size_t len, tn_cidr *out);
+/* Whether sa's address is inside c. Families must match: a v4-mapped IPv6
+ * address is not inside an IPv4 prefix. False for NULL arguments. */
 bool tn_cidr_contains(const tn_cidr *c, const struct sockaddr *sa);
 
 #endif

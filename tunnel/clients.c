@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/clients.h"
 
 #define N_BUCKETS 4096
 

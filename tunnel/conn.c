@@ -1,17 +1,14 @@
 /* Downstream connections: accept, admit, TLS handshake, protocol detection,
  * then hand-over to HTTP/1.1 (one tunnel) or HTTP/2 (a session). See
- * internal.h. Nothing is read from a client that `clients` does not admit. */
+ * conn.h. Nothing is read from a client that `clients` does not admit. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "tunnel/conn.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
 #include "tunnel/log.h"
-
-static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-#define PREFACE_LEN (sizeof(h2_preface) - 1)
-
-const char *tn__proto_name(tn_proto p) { return p == TN_PROTO_H2 ? "h2" : "h1"; }
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 static void client_text(const tn_conn *c, char *buf, size_t len) {
   if (tn_addr_format((const struct sockaddr *)&c->client, buf, len) != 0)
@@ -23,7 +20,8 @@ void tn__conn_abort(tn_conn *c, const char *reason) {
     return;
   c->mode = TN_CONN_CLOSING;
   tn__engine_conn_moved(c->engine, c);
-  tn_log(TN_LOG_DEBUG, "connection_closed", TN_S("reason", reason), TN_LOG_END);
+  tn_log(tn__logger(c->engine), TN_LOG_DEBUG, "connection_closed", TN_S("reason", reason),
+         TN_LOG_END);
   tn__ep_close(c->transport, false);
 }
 
@@ -38,23 +36,49 @@ void tn__conn_free(tn_conn *c) {
   free(c);
 }
 
-static void hand_to_h1(tn_conn *c, const char *bytes, size_t n) {
-  tn_tunnel *t = tn__tunnel_new(c, TN_PROTO_H1, c->transport);
-  if (!t)
-    return tn__conn_abort(c, "out_of_memory");
-  c->mode = TN_CONN_H1;
+/* Detection chose the front end: it takes the connection over. */
+static void hand_over(tn_conn *c, const tn_proto *p, const char *bytes, size_t n) {
+  c->mode = TN_CONN_ACTIVE;
   tn__engine_conn_moved(c->engine, c);
-  tn__h1_start(t, bytes, n);
+  p->start(c, bytes, n);
 }
 
-static void hand_to_h2(tn_conn *c, const char *bytes, size_t n) {
-  c->mode = TN_CONN_H2;
-  tn__engine_conn_moved(c->engine, c);
-  tn__h2_start(c, bytes, n);
+/* The front end that bytes[0..len) select: the one whose preface they start
+ * with (HTTP/2's h2c preface, RFC 9113 3.4), else the default (HTTP/1.1).
+ * NULL with *wait set while they are still a proper prefix of a preface. */
+static const tn_proto *pick_by_bytes(tn_conn *c, const char *bytes, size_t len, bool *wait) {
+  size_t n;
+  const tn_proto *const *p = tn__engine_protos(c->engine, &n);
+  const tn_proto *fallback = NULL;
+  *wait = false;
+  for (size_t i = 0; i < n; i++) {
+    const char *pre = p[i]->preface;
+    if (!pre) {
+      if (!p[i]->alpn)
+        fallback = p[i];
+      continue;
+    }
+    size_t plen = strlen(pre);
+    if (memcmp(bytes, pre, len < plen ? len : plen) != 0)
+      continue;
+    *wait = len < plen;
+    return *wait ? NULL : p[i];
+  }
+  return fallback;
 }
 
-/* First bytes: the h2c preface (RFC 9113 3.4), else HTTP/1.1. A short read
- * that is still a prefix of the preface waits for more. */
+/* The front end the negotiated ALPN protocol selects, or NULL. */
+static const tn_proto *pick_by_alpn(tn_conn *c, const char *alpn) {
+  size_t n;
+  const tn_proto *const *p = tn__engine_protos(c->engine, &n);
+  for (size_t i = 0; alpn && i < n; i++)
+    if (p[i]->alpn && strcmp(alpn, p[i]->alpn) == 0)
+      return p[i];
+  return NULL;
+}
+
+/* First bytes: pick the front end. A short read that is still a prefix of a
+ * preface waits for more. */
 static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   tn_conn *c = ep->owner;
   char *bytes = base;
@@ -63,24 +87,25 @@ static void on_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   if (c->sniff_len) {
     if (!(merged = malloc(c->sniff_len + n))) {
       tn__buf_free(base, kind);
-      return tn__conn_abort(c, "out_of_memory");
+      tn__conn_abort(c, "out_of_memory");
+      return;
     }
     memcpy(merged, c->sniff, c->sniff_len);
     memcpy(merged + c->sniff_len, base, n);
     bytes = merged;
     len = c->sniff_len + n;
   }
-  size_t cmp = len < PREFACE_LEN ? len : PREFACE_LEN;
-  bool prefix = memcmp(bytes, h2_preface, cmp) == 0;
-  if (prefix && len < PREFACE_LEN) {
-    memcpy(c->sniff, bytes, len);
+  bool wait;
+  const tn_proto *p = pick_by_bytes(c, bytes, len, &wait);
+  if (wait) {
+    memcpy(c->sniff, bytes, len); /* len < a preface's length <= TN_SNIFF_MAX */
     c->sniff_len = len;
   } else {
     c->sniff_len = 0;
-    if (prefix)
-      hand_to_h2(c, bytes, len);
+    if (p)
+      hand_over(c, p, bytes, len);
     else
-      hand_to_h1(c, bytes, len);
+      tn__conn_abort(c, "no_protocol");
   }
   free(merged);
   tn__buf_free(base, kind);
@@ -90,15 +115,18 @@ static void on_ready(tn_ep *ep) {
   tn_conn *c = ep->owner;
   const char *alpn = tn__ep_tls_alpn(c->tls);
   c->subject = tn__ep_tls_subject(c->tls);
-  if (tn_log_enabled(TN_LOG_DEBUG)) {
+  if (tn_log_enabled(tn__logger(c->engine), TN_LOG_DEBUG)) {
     char client[TN_ADDRSTR_MAX];
     client_text(c, client, sizeof(client));
-    tn_log(TN_LOG_DEBUG, "tls_established", TN_S("client", client),
+    tn_log(tn__logger(c->engine), TN_LOG_DEBUG, "tls_established", TN_S("client", client),
            TN_S("alpn", alpn ? alpn : "-"), TN_S("subject", c->subject ? c->subject : "-"),
            TN_LOG_END);
   }
-  if (alpn && strcmp(alpn, "h2") == 0)
-    return hand_to_h2(c, NULL, 0);
+  const tn_proto *p = pick_by_alpn(c, alpn);
+  if (p) {
+    hand_over(c, p, NULL, 0);
+    return;
+  }
   if (tn__ep_read_start(c->transport) != 0)
     tn__conn_abort(c, "read_failed");
 }
@@ -111,7 +139,7 @@ static void on_error(tn_ep *ep, int err) {
     char client[TN_ADDRSTR_MAX];
     client_text(c, client, sizeof(client));
     const char *why = tn__ep_tls_error(c->tls);
-    tn_log(TN_LOG_WARN, "tls_handshake_failed", TN_S("client", client),
+    tn_log(tn__logger(c->engine), TN_LOG_WARN, "tls_handshake_failed", TN_S("client", client),
            TN_U("listener", c->listener), TN_S("reason", why ? why : "-"), TN_LOG_END);
   }
   tn__conn_abort(c, err == TN_ETLS ? "tls_failed" : uv_err_name(err));
@@ -144,7 +172,7 @@ static void refuse_client(tn_conn *c) {
   char client[TN_ADDRSTR_MAX];
   client_text(c, client, sizeof(client));
   tn__count_refused_client(c->engine);
-  tn_log(TN_LOG_DEBUG, "client_refused", TN_S("client", client),
+  tn_log(tn__logger(c->engine), TN_LOG_DEBUG, "client_refused", TN_S("client", client),
          TN_S("reason", "source address not in clients"), TN_LOG_END);
   c->mode = TN_CONN_CLOSING;
   tn__engine_conn_moved(c->engine, c);
@@ -153,7 +181,7 @@ static void refuse_client(tn_conn *c) {
 
 int tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls) {
   tn_conn *c = calloc(1, sizeof(*c));
-  if (!c || tn__ep_tcp_init(&c->tcp, tn__loop(e), &conn_sink, c) != 0) {
+  if (!c || tn__ep_tcp_init(&c->tcp, tn__loop(e), tn__bufpool(e), &conn_sink, c) != 0) {
     free(c);
     return UV_ENOMEM; /* the caller drops the pending connection */
   }

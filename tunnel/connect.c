@@ -7,8 +7,9 @@
 #include <string.h>
 
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/service.h"
 
 static void try_next(tn_tunnel *t);
 
@@ -18,8 +19,10 @@ static bool is_resource_error(int err) {
 
 /* The failed attempt's endpoint is closed: the next address may reuse it. */
 void tn__connect_up_closed(tn_tunnel *t) {
-  if (t->phase != TN_PHASE_CONNECTING)
-    return tn__tunnel_ep_closed(t);
+  if (t->phase != TN_PHASE_CONNECTING) {
+    tn__tunnel_ep_closed(t);
+    return;
+  }
   t->eps_open--;
   try_next(t);
 }
@@ -27,18 +30,20 @@ void tn__connect_up_closed(tn_tunnel *t) {
 static void connect_failed(tn_tunnel *t, int err) {
   char addr[TN_ADDRSTR_MAX];
   tn_addr_format((struct sockaddr *)&t->setup->connect_addr, addr, sizeof(addr));
-  tn_log(TN_LOG_DEBUG, "connect_attempt_failed", TN_U("id", t->id), TN_S("addr", addr),
-         TN_S("error", uv_err_name(err)), TN_LOG_END);
+  tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "connect_attempt_failed", TN_U("id", t->id),
+         TN_S("addr", addr), TN_S("error", uv_err_name(err)), TN_LOG_END);
   t->setup->last_connect_err = err;
   tn__ep_close(&t->up.ep, false);
 }
 
 static void on_connected(uv_connect_t *req, int status) {
-  tn_tunnel *t = ((tn_ep_tcp *)req->handle->data)->ep.owner;
+  tn_tunnel *t = tn__ep_tcp_of((uv_handle_t *)req->handle)->ep.owner;
   if (status == UV_ECANCELED || t->phase != TN_PHASE_CONNECTING)
     return;
-  if (status < 0)
-    return connect_failed(t, status);
+  if (status < 0) {
+    connect_failed(t, status);
+    return;
+  }
   memcpy(&t->connected, &t->setup->connect_addr, sizeof(t->connected));
   t->connect_ms = uv_now(tn__loop(t->engine)) - t->request_ms;
   tn__relay_start(t);
@@ -80,7 +85,7 @@ static void connect_to(tn_tunnel *t) {
   tn_setup *s = t->setup;
   t->phase = TN_PHASE_CONNECTING;
   set_attempt_deadline(t);
-  int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), &tn__up_sink, t);
+  int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), tn__bufpool(t->engine), &tn__up_sink, t);
   if (err == 0) {
     t->eps_open++;
     err = uv_tcp_connect(&s->connect_req, &t->up.tcp, (struct sockaddr *)&s->connect_addr,
@@ -97,12 +102,15 @@ static void connect_to(tn_tunnel *t) {
     }
   }
   if (is_resource_error(err)) {
-    tn_log(TN_LOG_WARN, "connect_resource_error", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), TN_LOG_WARN, "connect_resource_error", TN_U("id", t->id),
            TN_S("error", uv_err_name(err)), TN_LOG_END);
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "out of resources, try again later");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "out of resources, try again later");
+    return;
   }
-  if (t->up.open)
-    return connect_failed(t, err);
+  if (t->up.open) {
+    connect_failed(t, err);
+    return;
+  }
   s->last_connect_err = err;
   try_next(t);
 }
@@ -130,13 +138,16 @@ static bool pick_next(tn_tunnel *t) {
 
 static void try_next(tn_tunnel *t) {
   tn_setup *s = t->setup;
-  if (pick_next(t))
-    return connect_to(t);
+  if (pick_next(t)) {
+    connect_to(t);
+    return;
+  }
   if (s->last_connect_err == 0 && s->addrs_denied) {
-    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
            TN_S("reason", "destination address not allowed (allow_private = no)"),
            TN_S("target", t->target), TN_LOG_END);
-    return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    return;
   }
   tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot connect to target");
 }
@@ -147,17 +158,19 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     /* The tunnel closed (the device reset, a timeout) while the lookup
      * was running on a worker thread, where uv_cancel cannot stop it: the
      * answer is dropped and nothing is connected. */
-    tn_log(TN_LOG_DEBUG, "resolve_dropped", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_dropped", TN_U("id", t->id),
            TN_S("status", status == 0 ? "ok" : uv_err_name(status)), TN_LOG_END);
     if (res)
       uv_freeaddrinfo(res);
-    return tn__gai_done(t);
+    tn__gai_done(t);
+    return;
   }
   t->gai_pending = false;
   if (status < 0) {
-    tn_log(TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id), TN_S("target", t->target),
-           TN_S("error", uv_err_name(status)), TN_LOG_END);
-    return tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot resolve target");
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id),
+           TN_S("target", t->target), TN_S("error", uv_err_name(status)), TN_LOG_END);
+    tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot resolve target");
+    return;
   }
   t->setup->ai_list = t->setup->ai_next = res;
   try_next(t);
@@ -195,12 +208,15 @@ void tn__connect_start(tn_tunnel *t) {
   if (s->auth.kind != TN_HOST_NAME) {
     literal_addr(t);
     s->ai_next = &s->literal_ai;
-    return try_next(t);
+    try_next(t);
+    return;
   }
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   s->gai.data = t;
   int err = uv_getaddrinfo(tn__loop(e), &s->gai, on_resolved, s->auth.host, NULL, &hints);
-  if (err != 0)
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "resolver unavailable, try again later");
+  if (err != 0) {
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "resolver unavailable, try again later");
+    return;
+  }
   t->gai_pending = true;
 }

@@ -1,67 +1,28 @@
-/* The relay engine: owns the listeners, the connection and tunnel lists, the
- * one sweep timer that enforces every set-up deadline and the idle timeout,
- * the TLS context, the counters, and the drain sequence. See engine.h. */
+/* The relay engine, top of tunnel/: the public API of engine.h, the
+ * listeners and accepting, the one sweep timer that enforces every set-up
+ * deadline and the idle timeout, the TLS context, and the drain sequence;
+ * the front ends it runs. The services the other files call (counters,
+ * admission, the registry of objects) are in service.c; the engine object
+ * itself in engine_state.h. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "tunnel/conn.h"
+#include "tunnel/engine_state.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
-#include "tunnel/spare.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 #include "tunnel/tls.h"
 
 #define LISTEN_BACKLOG 4096
 /* Rate-limit buckets kept at most (ratelimit.h: least recently used out). */
 #define RATE_CLIENTS_MAX 4096
 #define RATE_TARGETS_MAX 4096
-
-typedef struct tn_listener {
-  uv_tcp_t tcp;
-  tn_engine *engine;
-  size_t index;
-  bool tls;
-  bool open;                          /* listening; false once closed by a reload or drain */
-  uint64_t active;                    /* open downstream connections accepted here */
-  struct sockaddr_storage configured; /* as in the options: what a reload compares */
-  struct sockaddr_storage bound;
-  tn_spare spare;                     /* drops a connection when memory is short */
-} tn_listener;
-
-struct tn_engine {
-  uv_loop_t *loop;
-  tn_engine_opts opts;
-  SSL_CTX *tls_ctx;       /* for TLS listeners; NULL when there are none */
-  tn_listener **listeners; /* stable slots: a handle never moves */
-  size_t n_listeners, cap_listeners;
-  uv_timer_t sweep;
-  uv_timer_t drain_timer;
-  unsigned handles_open;  /* listeners and timers */
-  tn_link setup_list;     /* tunnels with a deadline: header, connect, linger */
-  tn_link relay_list;     /* established tunnels, checked for idleness */
-  tn_link conn_setup;     /* connections with a deadline: TLS handshake / protocol
-                             detection, or lingering after GOAWAY */
-  tn_link conn_other;     /* connections handed over, or closing */
-  tn_link h2_list;        /* HTTP/2 sessions, for GOAWAY on drain */
-  uint64_t next_idle_sweep_ms;
-  uint64_t tunnels_alloc; /* tunnels not yet freed */
-  uint64_t conns_alloc;   /* connections not yet freed */
-  tn_clients *clients;
-  tn_ratetab *rate_clients; /* max_new_tunnels_per_client, by client key */
-  tn_ratetab *rate_targets; /* max_new_upstream_per_target, by "host:port" */
-  tn_engine_stats stats;
-  uint64_t last_accept_log_ms;
-  uint64_t nofile;        /* RLIMIT_NOFILE at start: bounds splicing */
-  tn_tunnel_cb on_close;
-  void *on_close_arg;
-  bool authorized;
-  bool draining;
-  bool finishing;
-  void (*done)(void *arg);
-  void *done_arg;
-};
 
 /* ---- options ---- */
 
@@ -136,69 +97,6 @@ void tn_engine_opts_free(tn_engine_opts *o) {
   o->n_listen = o->n_listen_tls = o->n_clients = 0;
 }
 
-/* ---- lists ---- */
-
-static void list_init(tn_link *head) { head->prev = head->next = head; }
-
-static void list_remove(tn_link *l) {
-  if (!l->next)
-    return;
-  l->prev->next = l->next;
-  l->next->prev = l->prev;
-  l->prev = l->next = NULL;
-}
-
-static void list_append(tn_link *head, tn_link *l) {
-  l->prev = head->prev;
-  l->next = head;
-  head->prev->next = l;
-  head->prev = l;
-}
-
-static bool list_empty(const tn_link *head) { return head->next == head; }
-
-void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay) {
-  list_remove(&t->link);
-  list_append(to_relay ? &e->relay_list : &e->setup_list, &t->link);
-}
-
-/* ---- accessors used by the other engine files ---- */
-
-uv_loop_t *tn__loop(tn_engine *e) { return e->loop; }
-const tn_engine_opts *tn__opts(tn_engine *e) { return &e->opts; }
-SSL_CTX *tn__tls_ctx(tn_engine *e) { return e->tls_ctx; }
-bool tn__authorized(tn_engine *e) { return e->authorized; }
-bool tn__draining(tn_engine *e) { return e->draining; }
-
-void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down) {
-  e->stats.bytes_up += up;
-  e->stats.bytes_down += down;
-}
-
-void tn__count_refused_client(tn_engine *e) { e->stats.clients_refused++; }
-
-void tn__count_splice(tn_engine *e, bool started) {
-  if (started) {
-    e->stats.tunnels_spliced++;
-    e->stats.splice_active++;
-  } else {
-    e->stats.splice_active--;
-  }
-}
-
-uint64_t tn_splice_max(uint64_t nofile) {
-  uint64_t n = nofile / (8 * 6);
-  return n < TN_SPLICE_MAX ? n : TN_SPLICE_MAX;
-}
-
-/* A rough count of descriptors in use: a socket per connection and per
- * upstream, the spliced tunnels' extras, and the engine's and daemon's own. */
-bool tn__splice_budget(const tn_engine *e) {
-  const tn_engine_stats *s = &e->stats;
-  uint64_t in_use = s->connections_active + s->tunnels_active + 6 * s->splice_active + 32;
-  return s->splice_active < tn_splice_max(e->nofile) && in_use + 6 <= e->nofile / 2;
-}
-
 static const char *const splice_names[] = {
     [TN_SPLICE_AUTO] = "auto", [TN_SPLICE_OFF] = "off", [TN_SPLICE_ALWAYS] = "always"};
 
@@ -211,51 +109,6 @@ int tn_splice_mode_parse(const char *s) {
     if (strcmp(s, splice_names[i]) == 0)
       return (int)i;
   return -1;
-}
-
-bool tn__admit(tn_engine *e, tn_tunnel *t) {
-  const struct sockaddr *client = (const struct sockaddr *)&t->conn->client;
-  const char *subject = t->conn->subject;
-  if (e->opts.max_tunnels && e->stats.tunnels_active >= e->opts.max_tunnels)
-    return false;
-  if (e->opts.max_tunnels_per_client &&
-      tn__clients_get(e->clients, client, subject) >= e->opts.max_tunnels_per_client)
-    return false;
-  if (tn__clients_add(e->clients, client, subject) == 0)
-    return false;
-  t->admitted = true;
-  e->stats.tunnels_active++;
-  e->stats.by_proto_active[t->proto]++;
-  return true;
-}
-
-static bool rate_exempt(const tn_engine *e, const tn_conn *c) {
-  for (size_t i = 0; i < e->opts.n_rate_exempt; i++) {
-    const tn_exempt *x = &e->opts.rate_exempt[i];
-    if (x->all || (x->is_subject ? c->subject && strcmp(c->subject, x->subject) == 0
-                                 : tn_cidr_contains(&x->cidr, (const struct sockaddr *)&c->client)))
-      return true;
-  }
-  return false;
-}
-
-uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
-  const tn_rate *r = &e->opts.new_tunnels_per_client;
-  if (r->per_s == 0 || rate_exempt(e, t->conn))
-    return 0;
-  tn_client_key k;
-  tn__client_key((const struct sockaddr *)&t->conn->client, t->conn->subject, &k);
-  return tn_ratetab_take(e->rate_clients, k.b, k.len, r, uv_now(e->loop));
-}
-
-uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t) {
-  return tn_ratetab_take(e->rate_targets, t->target, strlen(t->target),
-                         &e->opts.new_upstream_per_target, uv_now(e->loop));
-}
-
-void tn__count_goaway(tn_engine *e, tn_goaway_reason r) {
-  if ((unsigned)r < TN_GOAWAY_COUNT_)
-    e->stats.h2_goaway[r]++;
 }
 
 static const char *const goaway_names[TN_GOAWAY_COUNT_] = {
@@ -296,81 +149,16 @@ void tn_engine_foreach_limited(const tn_engine *e, void (*cb)(const tn_limited_c
   tn_ratetab_foreach_limited(e->rate_clients, w.now, limited_one, &w);
 }
 
-static void sweep_ensure(tn_engine *e);
 static void on_sweep(uv_timer_t *timer);
 static void finish(tn_engine *e);
 
-void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t) {
-  e->tunnels_alloc++;
-  e->stats.tunnels_total++;
-  list_append(&e->setup_list, &t->link);
-  sweep_ensure(e);
-}
+/* The front ends this engine runs; each is told of a drain. */
+static const tn_proto *const protos[] = {&tn__proto_h1, &tn__proto_h2};
 
-void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
-  list_remove(&t->link);
-  e->stats.by_result[t->result]++;
-  if (t->admitted) {
-    t->admitted = false;
-    e->stats.tunnels_active--;
-    e->stats.by_proto_active[t->proto]--;
-    tn__clients_remove(e->clients, (const struct sockaddr *)&t->conn->client, t->conn->subject);
-  }
-  if (e->on_close) {
-    tn_tunnel_info info;
-    tn__tunnel_info(t, uv_now(e->loop), &info);
-    e->on_close(&info, e->on_close_arg);
-  }
-}
-
-static void maybe_finish(tn_engine *e) {
-  if (e->draining && e->tunnels_alloc == 0 && e->conns_alloc == 0)
-    finish(e);
-}
-
-void tn__engine_tunnel_freed(tn_engine *e) {
-  e->tunnels_alloc--;
-  maybe_finish(e);
-}
-
-void tn__engine_conn_added(tn_engine *e, tn_conn *c) {
-  e->conns_alloc++;
-  e->stats.connections_active++;
-  e->listeners[c->listener]->active++;
-  c->deadline_ms = uv_now(e->loop) + e->opts.header_timeout_ms;
-  list_append(&e->conn_setup, &c->link);
-  sweep_ensure(e);
-}
-
-void tn__engine_conn_moved(tn_engine *e, tn_conn *c) {
-  list_remove(&c->link);
-  list_append(&e->conn_other, &c->link);
-}
-
-void tn__engine_conn_linger(tn_engine *e, tn_conn *c) {
-  c->mode = TN_CONN_LINGER;
-  c->deadline_ms = uv_now(e->loop) + TN_LINGER_MS;
-  list_remove(&c->link);
-  list_append(&e->conn_setup, &c->link);
-  sweep_ensure(e);
-}
-
-void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
-  list_remove(&c->link);
-  e->stats.connections_active--;
-  e->listeners[c->listener]->active--;
-  e->conns_alloc--;
-  maybe_finish(e);
-}
-
-void tn__engine_h2_added(tn_engine *e, tn_h2 *h, tn_link *link) {
-  list_append(&e->h2_list, link);
-  e->stats.h2_connections_active++;
-}
-
-void tn__engine_h2_removed(tn_engine *e, tn_link *link) {
-  list_remove(link);
-  e->stats.h2_connections_active--;
+static void drain_protos(tn_engine *e, bool close_now) {
+  for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++)
+    if (protos[i]->drain)
+      protos[i]->drain(e, close_now);
 }
 
 /* ---- sweep: every deadline and the idle timeout, with one timer ---- */
@@ -402,9 +190,9 @@ static void sweep_conns(tn_link *head, uint64_t now) {
  * next idle check alone, and with none at all it stops. */
 static void sweep_schedule(tn_engine *e, uint64_t now) {
   uint64_t delay = 0;
-  if (!list_empty(&e->setup_list) || !list_empty(&e->conn_setup))
+  if (!tn__list_empty(&e->setup_list) || !tn__list_empty(&e->conn_setup))
     delay = TN_SWEEP_MS;
-  else if (!list_empty(&e->relay_list) && e->opts.idle_timeout_ms)
+  else if (!tn__list_empty(&e->relay_list) && e->opts.idle_timeout_ms)
     delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
   if (delay)
     uv_timer_start(&e->sweep, on_sweep, delay, 0);
@@ -426,15 +214,6 @@ static void on_sweep(uv_timer_t *timer) {
   sweep_schedule(e, now);
 }
 
-/* Something entered set-up: make sure a deadline check is at most
- * TN_SWEEP_MS away. */
-static void sweep_ensure(tn_engine *e) {
-  if (uv_is_closing((uv_handle_t *)&e->sweep))
-    return;
-  if (!uv_is_active((uv_handle_t *)&e->sweep) || uv_timer_get_due_in(&e->sweep) > TN_SWEEP_MS)
-    uv_timer_start(&e->sweep, on_sweep, TN_SWEEP_MS, 0);
-}
-
 /* ---- accepting ---- */
 
 static void log_accept_error(tn_engine *e, int status) {
@@ -443,14 +222,16 @@ static void log_accept_error(tn_engine *e, int status) {
   if (now - e->last_accept_log_ms < 1000)
     return; /* at most one line a second while descriptors are exhausted */
   e->last_accept_log_ms = now;
-  tn_log(TN_LOG_WARN, "accept_failed", TN_S("error", uv_err_name(status)),
+  tn_log(e->opts.logger, TN_LOG_WARN, "accept_failed", TN_S("error", uv_err_name(status)),
          TN_U("accept_errors", e->stats.accept_errors), TN_LOG_END);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
   tn_listener *l = server->data;
-  if (status < 0)
-    return log_accept_error(l->engine, status);
+  if (status < 0) {
+    log_accept_error(l->engine, status);
+    return;
+  }
   if (tn__conn_accept(l->engine, l->index, server, l->tls) == 0)
     return;
   log_accept_error(l->engine, UV_ENOMEM);
@@ -477,8 +258,8 @@ static void release_handle(tn_engine *e) {
   for (size_t i = 0; i < e->n_listeners; i++)
     free(e->listeners[i]);
   free(e->listeners);
+  tn__bufpool_trim(&e->pool);
   free(e);
-  tn__bufpool_trim();
   if (done)
     done(arg);
 }
@@ -524,12 +305,12 @@ static int listener_open(tn_engine *e, const struct sockaddr_storage *addr, bool
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
     tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
     l->open = true;
-    tn_log(TN_LOG_INFO, "listening", TN_S("kind", listener_kind(l)), TN_S("addr", text),
-           TN_LOG_END);
+    tn_log(e->opts.logger, TN_LOG_INFO, "listening", TN_S("kind", listener_kind(l)),
+           TN_S("addr", text), TN_LOG_END);
     return 0;
   }
-  tn_log(TN_LOG_ERROR, "listen_failed", TN_S("kind", listener_kind(l)), TN_S("addr", text),
-         TN_S("error", uv_strerror(err)), TN_LOG_END);
+  tn_log(e->opts.logger, TN_LOG_ERROR, "listen_failed", TN_S("kind", listener_kind(l)),
+         TN_S("addr", text), TN_S("error", uv_strerror(err)), TN_LOG_END);
   uv_close((uv_handle_t *)&l->tcp, on_engine_handle_closed);
   return err;
 }
@@ -540,8 +321,8 @@ static void listener_close(tn_listener *l, bool log) {
   if (log && l->open) {
     char text[TN_ADDRSTR_MAX];
     tn_addr_format((const struct sockaddr *)&l->bound, text, sizeof(text));
-    tn_log(TN_LOG_INFO, "listener_closed", TN_S("kind", listener_kind(l)), TN_S("addr", text),
-           TN_U("connections_remaining", l->active), TN_LOG_END);
+    tn_log(l->engine->opts.logger, TN_LOG_INFO, "listener_closed", TN_S("kind", listener_kind(l)),
+           TN_S("addr", text), TN_U("connections_remaining", l->active), TN_LOG_END);
   }
   l->open = false;
   uv_close((uv_handle_t *)&l->tcp, on_engine_handle_closed);
@@ -557,7 +338,7 @@ static SSL_CTX *make_tls_ctx(const tn_engine_opts *o) {
   char why[512];
   SSL_CTX *ctx = tn_tls_server_ctx(o->tls_cert, o->tls_key, o->client_ca, why, sizeof(why), NULL);
   if (!ctx)
-    tn_log(TN_LOG_ERROR, "tls_config_failed", TN_S("error", why), TN_LOG_END);
+    tn_log(o->logger, TN_LOG_ERROR, "tls_config_failed", TN_S("error", why), TN_LOG_END);
   return ctx;
 }
 
@@ -577,11 +358,15 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   e->loop = loop;
   struct rlimit rl;
   e->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 1024;
-  list_init(&e->setup_list);
-  list_init(&e->relay_list);
-  list_init(&e->conn_setup);
-  list_init(&e->conn_other);
-  list_init(&e->h2_list);
+  tn__list_init(&e->setup_list);
+  tn__list_init(&e->relay_list);
+  tn__list_init(&e->conn_setup);
+  tn__list_init(&e->conn_other);
+  tn__list_init(&e->sessions);
+  e->protos = protos;
+  e->n_protos = sizeof protos / sizeof protos[0];
+  e->on_sweep = on_sweep;
+  e->finish = finish;
   e->clients = tn__clients_new();
   e->rate_clients = tn_ratetab_new(RATE_CLIENTS_MAX);
   e->rate_targets = tn_ratetab_new(RATE_TARGETS_MAX);
@@ -745,32 +530,33 @@ static void finish(tn_engine *e) {
 }
 
 static void close_tunnels(tn_link *head) {
-  while (!list_empty(head)) {
+  while (!tn__list_empty(head)) {
     tn_tunnel *t = (tn_tunnel *)head->next;
-    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout");
+    tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : t->result, "drain_timeout",
+                     TN_CLOSE_FIN);
   }
 }
 
 /* Connections that have not sent a complete request yet are closed at once
  * on drain: a request now would only get 503. */
 static void abort_setup_conns(tn_engine *e) {
-  while (!list_empty(&e->conn_setup))
+  while (!tn__list_empty(&e->conn_setup))
     tn__conn_abort((tn_conn *)e->conn_setup.next, "draining");
   for (tn_link *l = e->setup_list.next, *next; l != &e->setup_list; l = next) {
     next = l->next;
     tn_tunnel *t = (tn_tunnel *)l;
     if (t->phase == TN_PHASE_HEADER)
-      tn__tunnel_close(t, TN_RESULT_ERROR, "draining");
+      tn__tunnel_close(t, TN_RESULT_ERROR, "draining", TN_CLOSE_FIN);
   }
 }
 
 static void on_drain_timeout(uv_timer_t *timer) {
   tn_engine *e = timer->data;
-  tn_log(TN_LOG_WARN, "drain_timeout", TN_U("tunnels_closed", e->stats.tunnels_active),
-         TN_LOG_END);
+  tn_log(e->opts.logger, TN_LOG_WARN, "drain_timeout",
+         TN_U("tunnels_closed", e->stats.tunnels_active), TN_LOG_END);
   close_tunnels(&e->setup_list);
   close_tunnels(&e->relay_list);
-  tn__h2_drain(&e->h2_list, true);
+  drain_protos(e, true);
 }
 
 void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
@@ -780,12 +566,14 @@ void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg) {
   e->done = done;
   e->done_arg = arg;
   close_listeners(e);
-  tn_log(TN_LOG_INFO, "draining", TN_U("tunnels_active", e->stats.tunnels_active),
+  tn_log(e->opts.logger, TN_LOG_INFO, "draining", TN_U("tunnels_active", e->stats.tunnels_active),
          TN_U("connections_active", e->stats.connections_active),
          TN_U("drain_timeout_ms", e->opts.drain_timeout_ms), TN_LOG_END);
   abort_setup_conns(e);
-  tn__h2_drain(&e->h2_list, false);
-  if (e->tunnels_alloc == 0 && e->conns_alloc == 0)
-    return finish(e);
+  drain_protos(e, false);
+  if (e->tunnels_alloc == 0 && e->conns_alloc == 0) {
+    finish(e);
+    return;
+  }
   uv_timer_start(&e->drain_timer, on_drain_timeout, e->opts.drain_timeout_ms, 0);
 }

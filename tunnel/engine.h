@@ -1,9 +1,25 @@
-/* The relay engine: listeners, HTTP/1.1 CONNECT front end, destination policy,
- * resolver, upstream connect and the byte relay, on one libuv loop.
+/* The relay engine: listeners (plain and TLS), the HTTP/1.1 and HTTP/2
+ * CONNECT front ends, destination policy, resolver, upstream connect and the
+ * byte relay, on one libuv loop.
  *
  * Usable on its own (it does not depend on gateway/): fill a tn_engine_opts,
- * tn_engine_start() it on a loop, read tn_engine_stats() whenever, and
- * tn_engine_drain() to stop. The engine logs through tunnel/log.h.
+ * tn_engine_start() it on a loop, read tn_engine_stats_get() whenever, and
+ * tn_engine_drain() to stop. All its state is in the engine object: several
+ * engines may run in one process, each on its own loop (and thread). The
+ * engine logs through the tn_logger of its options (tunnel/log.h). Every
+ * function runs on the engine's loop thread and no callback is called from
+ * inside the call that registers it.
+ *
+ * Errors (the one convention of tunnel/): a function that can fail returns
+ * 0 or a negative code, a TN_E* of tunnel/error.h or a libuv UV_E* passed
+ * through (TN_EINVAL and TN_ENOMEM equal UV_EINVAL and UV_ENOMEM);
+ * tn_strerror() names any of them. On failure out-parameters are untouched
+ * and nothing is left allocated or open, and a callback given to the failed
+ * call is never called. Functions that only look things up return a bool,
+ * a count or NULL; parsers of configuration strings return -1 (enums) or
+ * TN_EINVAL with a static reason (tn_rule_parse). What a device did wrong
+ * is never an error of the API: it is a tunnel's result (tn_result) and
+ * HTTP status, in the access log and tn_engine_stats.
  */
 #ifndef TN_ENGINE_H
 #define TN_ENGINE_H
@@ -13,6 +29,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "tunnel/log.h"
 #include "tunnel/policy.h"
 #include "tunnel/ratelimit.h"
 
@@ -30,7 +47,7 @@ typedef enum { TN_SPLICE_AUTO = 0, TN_SPLICE_OFF, TN_SPLICE_ALWAYS } tn_splice_m
  * the descriptors are in use. Past either bound tunnels copy. */
 uint64_t tn_splice_max(uint64_t nofile);
 
-/* "auto", "off", "always". */
+/* "auto", "off", "always" (a static string; "?" when m is out of range). */
 const char *tn_splice_mode_name(tn_splice_mode m);
 /* The mode named s, or -1. */
 int tn_splice_mode_parse(const char *s);
@@ -72,6 +89,8 @@ typedef struct tn_engine_opts {
   uint64_t idle_timeout_ms;        /* 0 = none */
   uint64_t drain_timeout_ms;
   tn_splice_mode splice;
+  tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
+                        must outlive the engine; NULL: nothing is logged */
 } tn_engine_opts;
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,
@@ -80,8 +99,12 @@ typedef struct tn_engine_opts {
  * per second per client (burst 50), 200 new upstream connections per second
  * per target, GOAWAY after 100 refusals on an HTTP/2 connection. */
 void tn_engine_opts_init(tn_engine_opts *o);
-/* Deep copy (listeners and rules); dst is overwritten. 0 or TN_ENOMEM. */
+/* Deep copy (listeners, files, clients, rules); dst is overwritten (not
+ * freed first); the logger is copied as a pointer. 0, or TN_ENOMEM with dst
+ * untouched. */
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src);
+/* Frees what tn_engine_opts_copy allocated in o (arrays, strings, rules)
+ * and leaves those members empty; o itself and the logger are not freed. */
 void tn_engine_opts_free(tn_engine_opts *o);
 
 /* How a tunnel's set-up ended. Also the `result` field of the access log. */
@@ -100,6 +123,8 @@ typedef enum {
   TN_RESULT_COUNT_
 } tn_result;
 
+/* The access log's name of r ("ok", "denied", ...): a static string;
+ * "unknown" out of range. */
 const char *tn_result_name(tn_result r);
 
 /* Why the gateway sent GOAWAY on an HTTP/2 connection. */
@@ -111,7 +136,8 @@ typedef enum {
   TN_GOAWAY_COUNT_
 } tn_goaway_reason;
 
-/* "drain", "rate_limited", "flood", "protocol_error". */
+/* "drain", "rate_limited", "flood", "protocol_error" (static strings;
+ * "unknown" out of range). */
 const char *tn_goaway_reason_name(tn_goaway_reason r);
 
 typedef struct tn_engine_stats {
@@ -125,7 +151,7 @@ typedef struct tn_engine_stats {
   uint64_t accept_errors;
   uint64_t clients_refused;  /* connections closed unread: source not in `clients` */
   uint64_t h2_connections_active;
-  uint64_t by_proto_active[2];  /* tunnels_active by protocol: [0] h1, [1] h2 */
+  uint64_t by_proto_active[2];  /* tunnels_active by protocol (tn_proto.stats_index): [0] h1, [1] h2 */
   uint64_t tunnels_spliced;  /* tunnels moved to splice(2) since start */
   uint64_t splice_active;    /* open tunnels relaying with splice(2) */
   uint64_t h2_goaway[TN_GOAWAY_COUNT_]; /* GOAWAY frames sent, by reason */
@@ -137,7 +163,7 @@ typedef struct tn_engine tn_engine;
 /* What the engine can say about one tunnel: metadata only, never payload. */
 typedef struct tn_tunnel_info {
   uint64_t id;
-  const char *proto;                /* "h1" (later "h2") */
+  const char *proto;                /* the front end: "h1" or "h2" (static) */
   size_t listener;                  /* index into opts.listen */
   const struct sockaddr *client;
   const char *client_subject;       /* device certificate subject, or NULL */
@@ -152,11 +178,18 @@ typedef struct tn_tunnel_info {
   uint64_t bytes_up, bytes_down;
 } tn_tunnel_info;
 
+/* A callback about one tunnel: info and what it points to are valid only
+ * during the call. */
 typedef void (*tn_tunnel_cb)(const tn_tunnel_info *info, void *arg);
 
-/* Binds every listener and starts accepting. On failure returns a negative
- * error, logs which listener failed, and *out is untouched; nothing is left
- * open. The options are copied. */
+/* Binds every listener and starts accepting on loop, which must outlive the
+ * engine. The options are copied (the logger only as a pointer). On success
+ * *out is the engine, owned by the caller until tn_engine_drain's done
+ * callback. On failure returns a negative error (TN_ENOMEM, TN_ETLS for a
+ * certificate that does not load, a libuv error for a listener that cannot
+ * bind), logs which listener or file failed, and *out is untouched; nothing
+ * is left open (handles already made close on the loop and free
+ * themselves). */
 int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out);
 
 /* Listeners have stable indices for the engine's life: those of the
@@ -170,9 +203,11 @@ typedef struct tn_listener_info {
   uint64_t connections_active;
 } tn_listener_info;
 
-/* Returns 0, or TN_EINVAL past the last listener. */
+/* Fills *out for listener i. Returns 0, or TN_EINVAL past the last
+ * listener (out untouched). */
 int tn_engine_listener_info(const tn_engine *e, size_t i, tn_listener_info *out);
-/* The bound address of listener i (as tn_engine_listener_info). */
+/* The bound address of listener i (as tn_engine_listener_info): 0, or
+ * TN_EINVAL with out untouched. */
 int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storage *out);
 
 /* Applies new options to tunnels opened from now on (policy, limits,
@@ -183,18 +218,20 @@ int tn_engine_listener_addr(const tn_engine *e, size_t i, struct sockaddr_storag
  * certificate that does not load, rejects the whole update). */
 int tn_engine_update(tn_engine *e, const tn_engine_opts *opts);
 
+/* A snapshot of the engine's counters into *out. */
 void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out);
 
-/* Downstream connections open on listener i right now. */
+/* Downstream connections open on listener i right now; 0 past the last. */
 uint64_t tn_engine_listener_active(const tn_engine *e, size_t i);
 
 /* cb runs once per tunnel as it closes, right after its access-log line
- * (for metrics such as duration histograms). One observer; NULL removes it. */
+ * (for metrics such as duration histograms), from inside the engine: it
+ * must not call back into the engine. One observer; NULL removes it. */
 void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg);
 
-/* Calls cb for every open downstream connection, established tunnels first,
- * then those still being set up. cb must not
- * call back into the engine. */
+/* Calls cb, synchronously, for every tunnel not yet closed: established
+ * tunnels first, then those still being set up. cb must not call back into
+ * the engine. */
 void tn_engine_foreach(const tn_engine *e, tn_tunnel_cb cb, void *arg);
 
 /* A client being held to max_new_tunnels_per_client now (refused within
@@ -207,18 +244,24 @@ typedef struct tn_limited_client {
   uint64_t last_ms;     /* since the last refusal */
 } tn_limited_client;
 
-/* Calls cb for every client being rate limited now. */
+/* Calls cb for every client being rate limited now, synchronously; c and
+ * its strings are valid only during the call, which must not call back into
+ * the engine. */
 void tn_engine_foreach_limited(const tn_engine *e, void (*cb)(const tn_limited_client *c, void *arg),
                                void *arg);
 
 /* Whether the gateway itself currently holds a valid access token. Rules
- * marked when_authorized (allow_when_authorized) match only while it does.
- * Starts false. */
+ * marked when_authorized (allow_when_authorized) match only while it does,
+ * for requests checked from now on. Starts false. */
 void tn_engine_set_authorized(tn_engine *e, bool authorized);
 
-/* Stops accepting, lets open tunnels finish for drain_timeout_ms, then closes
- * what is left. done(arg) runs once every handle of the engine is closed; the
- * engine is freed after done returns. */
+/* Stops accepting, closes connections whose request is still being read,
+ * sends HTTP/2 sessions GOAWAY (requests arriving now get 503), lets open
+ * tunnels finish for drain_timeout_ms, then closes what is left. done(arg)
+ * (may be NULL) runs once, from the loop, after every handle of the engine
+ * is closed. The engine stays readable (stats, foreach) until then and is
+ * freed right before done is called: e must not be used from done on. A
+ * second call while draining is ignored. */
 void tn_engine_drain(tn_engine *e, void (*done)(void *arg), void *arg);
 
 #endif

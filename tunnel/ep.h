@@ -1,4 +1,6 @@
-/* Endpoints: one side of a relay, whatever carries it.
+/* Private to tunnel/: endpoints, one side of a relay whatever carries it,
+ * and the relay buffers they move. Layer: the bottom of the private headers
+ * (see objects.h): it knows nothing of tunnels or the engine.
  *
  * The relay moves bytes between two endpoints without knowing what they are:
  * a TCP socket (ep_tcp.c), TLS over a TCP socket (ep_tls.c), or one HTTP/2
@@ -28,10 +30,34 @@
 #include <stddef.h>
 #include <uv.h>
 
-/* Who owns bytes being sent, so they are given back the right way. */
+#define TN_BUF_SIZE (256 * 1024)   /* relay read buffer: one read, one write for bulk */
+#define TN_RELAY_HIGH (256 * 1024) /* stop reading when the other side has this much unsent */
+#define TN_RELAY_LOW (64 * 1024)   /* resume once it is below this */
+
+/* An engine's pool of relay buffers (bufpool.c). */
+#define TN_BUFPOOL_KEEP 8 /* 2 MiB at most kept idle */
+typedef struct tn_bufpool {
+  char *keep[TN_BUFPOOL_KEEP];
+  size_t len;
+} tn_bufpool;
+
+/* Who owns bytes being sent, so they are given back the right way:
+ * TN_BUF_POOL to its pool, TN_BUF_HEAP to free(), TN_BUF_STATIC nowhere. */
 typedef enum { TN_BUF_POOL = 0, TN_BUF_HEAP, TN_BUF_STATIC } tn_buf_kind;
 
+/* Gives base back the way kind says (ep_tcp.c). */
 void tn__buf_free(char *base, tn_buf_kind kind);
+
+/* bufpool.c: TN_BUF_SIZE (256 KiB) read buffers, each engine's kept in a
+ * small free list of its own. A buffer of TN_BUF_SIZE bytes from p, or NULL
+ * on ENOMEM. */
+char *tn__buf_get(tn_bufpool *p);
+/* libuv alloc callback for a tn_ep_tcp's handle: a buffer from its pool. */
+void tn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+/* Gives a buffer of tn__buf_get back to its own pool; NULL is ignored. */
+void tn__buf_release(char *p);
+/* Frees the buffers p keeps (the engine's end: none is in flight then). */
+void tn__bufpool_trim(tn_bufpool *p);
 
 typedef struct tn_ep tn_ep;
 
@@ -77,12 +103,23 @@ static inline void tn__ep_close(tn_ep *e, bool reset) { e->ops->close(e, reset);
 /* A TCP endpoint. Embed it; init before use. */
 typedef struct tn_ep_tcp {
   tn_ep ep;
-  uv_tcp_t tcp;
+  uv_tcp_t tcp;     /* tcp.data: the tn_bufpool reads take buffers from (not owned) */
   bool open;        /* handle initialised and not yet closed */
   bool want_drain;  /* a drained event is owed once below TN_RELAY_LOW */
 } tn_ep_tcp;
 
-int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, const tn_ep_sink *sink, void *owner);
+/* Initialises the handle on loop; reads take buffers from pool. 0 or a
+ * libuv error. */
+int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, tn_bufpool *pool, const tn_ep_sink *sink,
+                    void *owner);
+/* The TCP endpoint whose handle h is (h is embedded, not pointed to: the
+ * handle's data holds the pool, so that the endpoint stays as small as it
+ * was before pools were per engine). */
+static inline tn_ep_tcp *tn__ep_tcp_of(uv_handle_t *h) {
+  return (tn_ep_tcp *)(void *)((char *)h - offsetof(tn_ep_tcp, tcp));
+}
+/* The pool e's reads take buffers from. */
+static inline tn_bufpool *tn__ep_tcp_pool(const tn_ep_tcp *e) { return e->tcp.data; }
 /* Re-targets the sink (hand-over from one owner to another). */
 static inline void tn__ep_set_sink(tn_ep *e, const tn_ep_sink *sink, void *owner) {
   e->sink = sink;

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 
 #include "tunnel/ep.h"
-#include "tunnel/internal.h"
 
 typedef struct {
   uv_write_t req;
@@ -21,19 +20,22 @@ void tn__buf_free(char *base, tn_buf_kind kind) {
 }
 
 static tn_ep_tcp *tcp_of(tn_ep *ep) { return (tn_ep_tcp *)ep; }
-static tn_ep_tcp *tcp_of_handle(uv_handle_t *h) { return h->data; }
+static tn_ep_tcp *tcp_of_handle(uv_handle_t *h) { return tn__ep_tcp_of(h); }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tn_ep_tcp *e = tcp_of_handle((uv_handle_t *)s);
-  if (nread > 0)
-    return e->ep.sink->data(&e->ep, buf->base, TN_BUF_POOL, (size_t)nread);
+  if (nread > 0) {
+    e->ep.sink->data(&e->ep, buf->base, TN_BUF_POOL, (size_t)nread);
+    return;
+  }
   tn__buf_release(buf->base);
   if (nread == 0 || e->ep.closing)
     return;
   e->ep.reading = false;
   if (nread == UV_EOF) {
     e->ep.eof = true;
-    return e->ep.sink->eof(&e->ep);
+    e->ep.sink->eof(&e->ep);
+    return;
   }
   e->ep.sink->error(&e->ep, (int)nread);
 }
@@ -63,8 +65,10 @@ static void on_written(uv_write_t *req, int status) {
   free(w);
   if (status == UV_ECANCELED || e->ep.closing)
     return;
-  if (status < 0)
-    return e->ep.sink->error(&e->ep, status);
+  if (status < 0) {
+    e->ep.sink->error(&e->ep, status);
+    return;
+  }
   if (e->want_drain && e->tcp.write_queue_size < TN_RELAY_LOW) {
     e->want_drain = false;
     e->ep.sink->drained(&e->ep);
@@ -111,8 +115,10 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   free(req);
   if (status == UV_ECANCELED || e->ep.closing)
     return;
-  if (status < 0)
-    return e->ep.sink->error(&e->ep, status);
+  if (status < 0) {
+    e->ep.sink->error(&e->ep, status);
+    return;
+  }
   e->ep.shut = true;
   e->ep.sink->shut(&e->ep);
 }
@@ -155,12 +161,13 @@ static const tn_ep_ops tcp_ops = {
     .close = tcp_close,
 };
 
-int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, const tn_ep_sink *sink, void *owner) {
+int tn__ep_tcp_init(tn_ep_tcp *e, uv_loop_t *loop, tn_bufpool *pool, const tn_ep_sink *sink,
+                    void *owner) {
   int err = uv_tcp_init(loop, &e->tcp);
   if (err)
     return err;
   e->ep = (tn_ep){.ops = &tcp_ops, .sink = sink, .owner = owner};
-  e->tcp.data = e;
+  e->tcp.data = pool;
   e->open = true;
   e->want_drain = false;
   return 0;

@@ -13,7 +13,6 @@
 
 #include "tunnel/ep.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
 #include "tunnel/log.h"
 
 struct tn_ep_tls {
@@ -41,16 +40,15 @@ const char *tn__ep_tls_error(const tn_ep_tls *t) { return t->err[0] ? t->err : N
 /* Sends whatever ciphertext OpenSSL produced. */
 static int flush_wbio(tn_ep_tls *t) {
   while (BIO_ctrl_pending(t->wbio) > 0) {
-    uv_buf_t b;
-    tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
-    if (!b.base)
+    char *b = tn__buf_get(tn__ep_tcp_pool(t->tcp));
+    if (!b)
       return UV_ENOMEM;
-    int n = BIO_read(t->wbio, b.base, (int)b.len);
+    int n = BIO_read(t->wbio, b, TN_BUF_SIZE);
     if (n <= 0) {
-      tn__buf_release(b.base);
+      tn__buf_release(b);
       break;
     }
-    int err = tn__ep_write(&t->tcp->ep, b.base, TN_BUF_POOL, (size_t)n);
+    int err = tn__ep_write(&t->tcp->ep, b, TN_BUF_POOL, (size_t)n);
     if (err)
       return err;
   }
@@ -65,16 +63,17 @@ static void fail(tn_ep_tls *t, int err) {
 /* Delivers decrypted bytes while the owner wants them. */
 static void read_plaintext(tn_ep_tls *t) {
   while (t->ep.reading && !t->ep.closing && !t->ep.eof) {
-    uv_buf_t b;
-    tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
-    if (!b.base)
-      return fail(t, UV_ENOMEM);
-    int n = SSL_read(t->ssl, b.base, (int)b.len);
+    char *b = tn__buf_get(tn__ep_tcp_pool(t->tcp));
+    if (!b) {
+      fail(t, UV_ENOMEM);
+      return;
+    }
+    int n = SSL_read(t->ssl, b, TN_BUF_SIZE);
     if (n > 0) {
-      t->ep.sink->data(&t->ep, b.base, TN_BUF_POOL, (size_t)n);
+      t->ep.sink->data(&t->ep, b, TN_BUF_POOL, (size_t)n);
       continue;
     }
-    tn__buf_release(b.base);
+    tn__buf_release(b);
     int why = SSL_get_error(t->ssl, n);
     if (why == SSL_ERROR_WANT_READ)
       break;
@@ -85,7 +84,8 @@ static void read_plaintext(tn_ep_tls *t) {
       return;
     }
     note_error(t);
-    return fail(t, TN_ETLS);
+    fail(t, TN_ETLS);
+    return;
   }
   if (flush_wbio(t) != 0) /* SSL_read may answer, e.g. a key update */
     fail(t, UV_EIO);
@@ -113,8 +113,10 @@ static void on_tcp_data(tn_ep *tcp, char *base, tn_buf_kind kind, size_t n) {
   tn_ep_tls *t = tls_of_tcp(tcp);
   int w = BIO_write(t->rbio, base, (int)n);
   tn__buf_free(base, kind);
-  if (w != (int)n)
-    return fail(t, UV_ENOMEM);
+  if (w != (int)n) {
+    fail(t, UV_ENOMEM);
+    return;
+  }
   if (!t->handshake_done)
     handshake(t);
   else
@@ -125,7 +127,8 @@ static void on_tcp_eof(tn_ep *tcp) {
   tn_ep_tls *t = tls_of_tcp(tcp);
   if (!t->handshake_done) {
     snprintf(t->err, sizeof(t->err), "client closed during handshake");
-    return fail(t, TN_ETLS);
+    fail(t, TN_ETLS);
+    return;
   }
   read_plaintext(t);
   if (t->ep.eof || t->ep.closing)

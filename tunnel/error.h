@@ -1,5 +1,6 @@
-/* One error convention for the relay engine: negative codes. Codes that libuv
- * returns (UV_E*) pass through unchanged; tn_strerror() names both. */
+/* The relay engine's error codes; the convention is described in engine.h
+ * ("Errors"). Negative codes: those libuv returns (UV_E*) pass through
+ * unchanged; tn_strerror() names both. */
 #ifndef TN_ERROR_H
 #define TN_ERROR_H
 
@@ -9,6 +10,8 @@
 #define TN_EEXIST (-17)
 #define TN_ETLS (-4200) /* TLS handshake or record failure; the endpoint says why */
 
+/* A static, human-readable name for err (a TN_E* or UV_E* code, 0 for
+ * success); "unknown error" for anything else. Never NULL, never freed. */
 const char *tn_strerror(int err);
 
 #endif

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/conn.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   tn_setup *s = ((tn_tunnel *)p->data)->setup;
@@ -36,14 +39,20 @@ static const llhttp_settings_t h1_settings = {
 /* The request head is complete; rest is what followed it in the same read. */
 static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   tn_setup *s = t->setup;
-  if (llhttp_get_method(&s->parser) != HTTP_CONNECT)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
-                           "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
-  if (s->target_overflow)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
-                           "bad CONNECT target: expected host:port or [v6]:port");
-  if (!tn__tunnel_hold(t, rest, rest_len))
-    return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  if (llhttp_get_method(&s->parser) != HTTP_CONNECT) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
+                    "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
+    return;
+  }
+  if (s->target_overflow) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
+                    "bad CONNECT target: expected host:port or [v6]:port");
+    return;
+  }
+  if (!tn__tunnel_hold(t, rest, rest_len)) {
+    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+    return;
+  }
   tn__tunnel_request(t, s->target, s->target_len);
 }
 
@@ -64,24 +73,31 @@ static void parse(tn_tunnel *t, const char *p, size_t n) {
   }
 }
 
-void tn__h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
+static void h1_data(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   parse(t, base, n);
   tn__buf_free(base, kind);
 }
 
-void tn__h1_start(tn_tunnel *t, const char *first, size_t n) {
+/* The connection is one tunnel: feeds the first bytes (already read during
+ * protocol detection) and keeps reading the head. */
+static void h1_start(tn_conn *c, const char *first, size_t n) {
+  tn_tunnel *t = tn__tunnel_new(c, &tn__proto_h1, c->transport);
+  if (!t) {
+    tn__conn_abort(c, "out_of_memory");
+    return;
+  }
   llhttp_init(&t->setup->parser, HTTP_REQUEST, &h1_settings);
   t->setup->parser.data = t;
   if (n)
     parse(t, first, n);
   if (t->phase == TN_PHASE_HEADER && tn__ep_read_start(t->down) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static const char response_200[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
 
-int tn__h1_established(tn_tunnel *t) {
+static int h1_established(tn_tunnel *t) {
   return tn__ep_write(t->down, (char *)response_200, TN_BUF_STATIC, sizeof(response_200) - 1);
 }
 
@@ -105,13 +121,15 @@ static const char *status_text(int status) {
  * sink drops bytes in LINGER). Closing with unread bytes would make the
  * kernel send a RST that can destroy the response before the client reads
  * it. */
-void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
+static void h1_fail(tn_tunnel *t, int status, const char *reason) {
   t->phase = TN_PHASE_LINGER;
   t->deadline_ms = uv_now(tn__loop(t->engine)) + TN_LINGER_MS;
   tn__list_move(t->engine, t, false);
   char *buf = malloc(512);
-  if (!buf)
-    return tn__tunnel_close(t, t->result, reason);
+  if (!buf) {
+    tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
+    return;
+  }
   char retry[32] = "";
   if (t->retry_after_s)
     snprintf(retry, sizeof retry, "Retry-After: %u\r\n", (unsigned)t->retry_after_s);
@@ -122,5 +140,26 @@ void tn__h1_fail(tn_tunnel *t, int status, const char *reason) {
                    status == 405 ? "Allow: CONNECT\r\n" : "", retry, reason);
   if (tn__ep_write(t->down, buf, TN_BUF_HEAP, (size_t)n) != 0 || tn__ep_shutdown(t->down) != 0 ||
       tn__ep_read_start(t->down) != 0)
-    tn__tunnel_close(t, t->result, reason);
+    tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
 }
+
+static void h1_describe(const tn_tunnel *t, tn_tunnel_info *info) {
+  (void)t;
+  info->proto = tn__proto_h1.name;
+}
+
+const tn_proto tn__proto_h1 = {
+    .name = "h1",
+    .stats_index = 0,
+    .tunnel_owns_conn = true,
+    .eof_cancels_setup = true,
+    .may_splice = true,
+    .alpn = NULL,     /* "http/1.1", or none: the default */
+    .preface = NULL,
+    .start = h1_start,
+    .data = h1_data,
+    .established = h1_established,
+    .fail = h1_fail,
+    .drain = NULL, /* tunnels still reading their head are closed by the engine */
+    .describe = h1_describe,
+};

@@ -27,8 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/conn.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 typedef struct out_buf {
   struct out_buf *next;
@@ -328,7 +331,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 /* The request head is complete: one tunnel per stream, each logged. */
 static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
   st->request_done = true;
-  tn_tunnel *t = tn__tunnel_new(h->conn, TN_PROTO_H2, &st->ep);
+  tn_tunnel *t = tn__tunnel_new(h->conn, &tn__proto_h2, &st->ep);
   if (!t) {
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
     return;
@@ -342,14 +345,19 @@ static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
                                          (st->has_scheme_or_path && !st->has_protocol));
   if (st->malformed || !st->method_seen || bad_connect) {
     st->malformed = true;
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed CONNECT request");
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed CONNECT request");
+    return;
   }
-  if (!st->is_connect)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
-                           "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
-  if (st->has_protocol)
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 501,
-                           "extended CONNECT (:protocol, RFC 8441) is not supported");
+  if (!st->is_connect) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
+                    "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
+    return;
+  }
+  if (st->has_protocol) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 501,
+                    "extended CONNECT (:protocol, RFC 8441) is not supported");
+    return;
+  }
   tn__tunnel_request(t, st->authority, st->authority_len);
 }
 
@@ -401,7 +409,7 @@ static void count_goaway(tn_h2 *h, uint32_t code) {
   else if (code == NGHTTP2_ENHANCE_YOUR_CALM)
     r = h->calm_sent ? TN_GOAWAY_RATE_LIMITED : TN_GOAWAY_FLOOD;
   tn__count_goaway(h->engine, r);
-  tn_log(TN_LOG_INFO, "h2_goaway", TN_S("reason", tn_goaway_reason_name(r)),
+  tn_log(tn__logger(h->engine), TN_LOG_INFO, "h2_goaway", TN_S("reason", tn_goaway_reason_name(r)),
          TN_S("code", nghttp2_http2_strerror(code)), TN_U("refused", h->refused), TN_LOG_END);
 }
 
@@ -447,10 +455,10 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
   return 0;
 }
 
-static nghttp2_session_callbacks *callbacks(void) {
-  static nghttp2_session_callbacks *cbs;
-  if (cbs)
-    return cbs;
+/* The session's callbacks: made per session and freed once nghttp2 copied
+ * them (no process-wide state); NULL on ENOMEM. */
+static nghttp2_session_callbacks *callbacks_new(void) {
+  nghttp2_session_callbacks *cbs;
   if (nghttp2_session_callbacks_new(&cbs) != 0)
     return NULL;
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
@@ -477,13 +485,8 @@ static int write_out(tn_h2 *h) {
 /* Copies frames into pool buffers (TN_BUF_SIZE), one transport write per buffer. */
 static int emit(tn_h2 *h, const uint8_t *data, size_t n) {
   while (n) {
-    if (!h->out) {
-      uv_buf_t b;
-      tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
-      if (!b.base)
-        return UV_ENOMEM;
-      h->out = b.base;
-    }
+    if (!h->out && !(h->out = tn__buf_get(tn__bufpool(h->engine))))
+      return UV_ENOMEM;
     size_t take = TN_BUF_SIZE - h->out_len < n ? TN_BUF_SIZE - h->out_len : n;
     memcpy(h->out + h->out_len, data, take);
     h->out_len += take;
@@ -533,7 +536,8 @@ static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   h->depth--;
   tn__buf_free(base, kind);
   if (rv < 0) {
-    tn_log(TN_LOG_DEBUG, "h2_session_error", TN_S("error", nghttp2_strerror((int)rv)), TN_LOG_END);
+    tn_log(tn__logger(h->engine), TN_LOG_DEBUG, "h2_session_error",
+           TN_S("error", nghttp2_strerror((int)rv)), TN_LOG_END);
     nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
   }
   flush(h);
@@ -542,8 +546,10 @@ static void tr_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
 /* EOF or an error: the session ends; a lingering one is done. */
 static void tr_gone(tn_ep *ep) {
   tn_h2 *h = ep->owner;
-  if (h->conn->mode == TN_CONN_LINGER)
-    return tn__conn_abort(h->conn, "linger_done");
+  if (h->conn->mode == TN_CONN_LINGER) {
+    tn__conn_abort(h->conn, "linger_done");
+    return;
+  }
   session_close(h);
 }
 
@@ -590,7 +596,7 @@ static void session_close(tn_h2 *h) {
   if (h->closing)
     return;
   h->closing = true;
-  tn__engine_h2_removed(h->engine, &h->link);
+  tn__engine_session_removed(h->engine, &h->link);
   /* Each tunnel lets go of its stream on the error, which frees it. */
   for (h2_stream *st = h->streams, *next; st; st = next) {
     next = st->next;
@@ -601,13 +607,18 @@ static void session_close(tn_h2 *h) {
   }
   /* After our GOAWAY(ENHANCE_YOUR_CALM) the device is likely still sending
    * (streams it opened before reading it): linger, so it reads the GOAWAY. */
-  if (h->calm_sent && tn__ep_shutdown(h->conn->transport) == 0)
-    return tn__engine_conn_linger(h->engine, h->conn);
+  if (h->calm_sent && tn__ep_shutdown(h->conn->transport) == 0) {
+    tn__engine_conn_linger(h->engine, h->conn);
+    return;
+  }
   h->conn->mode = TN_CONN_CLOSING;
   tn__ep_close(h->conn->transport, false);
 }
 
-void tn__h2_drain(tn_link *sessions, bool close_now) {
+/* Drain: GOAWAY now, each session closing once its streams are done; or,
+ * with close_now, close them all. */
+static void h2_drain(tn_engine *e, bool close_now) {
+  tn_link *sessions = tn__engine_sessions(e);
   tn_link *l = sessions->next;
   while (l != sessions) {
     tn_h2 *h = (tn_h2 *)l;
@@ -645,31 +656,40 @@ static int submit_settings(tn_h2 *h) {
 static nghttp2_session *new_session(tn_h2 *h) {
   nghttp2_option *opt;
   nghttp2_session *s = NULL;
-  if (!callbacks() || nghttp2_option_new(&opt) != 0)
+  nghttp2_session_callbacks *cbs = callbacks_new();
+  if (!cbs)
     return NULL;
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  nghttp2_option_set_no_http_messaging(opt, 1);
-  nghttp2_session_server_new2(&s, callbacks(), h, opt);
-  nghttp2_option_del(opt);
+  if (nghttp2_option_new(&opt) == 0) {
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_no_http_messaging(opt, 1);
+    nghttp2_session_server_new2(&s, cbs, h, opt); /* copies cbs */
+    nghttp2_option_del(opt);
+  }
+  nghttp2_session_callbacks_del(cbs);
   return s;
 }
 
-void tn__h2_start(tn_conn *c, const char *first, size_t n) {
+static void h2_start(tn_conn *c, const char *first, size_t n) {
   tn_h2 *h = calloc(1, sizeof(*h));
   if (!h || !(h->session = new_session(h))) {
     free(h);
-    return tn__conn_abort(c, "out_of_memory");
+    tn__conn_abort(c, "out_of_memory");
+    return;
   }
   h->conn = c;
   h->engine = c->engine;
-  tn__engine_h2_added(h->engine, h, &h->link);
+  tn__engine_session_added(h->engine, &h->link);
   tn__ep_set_sink(c->transport, &transport_sink, h);
-  if (submit_settings(h) != 0)
-    return session_close(h);
+  if (submit_settings(h) != 0) {
+    session_close(h);
+    return;
+  }
   if (n) { /* the h2c preface and whatever followed it */
     char *copy = malloc(n);
-    if (!copy)
-      return session_close(h);
+    if (!copy) {
+      session_close(h);
+      return;
+    }
     memcpy(copy, first, n);
     tr_data(c->transport, copy, TN_BUF_HEAP, n);
   } else {
@@ -682,7 +702,7 @@ void tn__h2_start(tn_conn *c, const char *first, size_t n) {
 
 /* ---- tunnel outcomes on a stream ---- */
 
-int tn__h2_established(tn_tunnel *t) {
+static int h2_established(tn_tunnel *t) {
   h2_stream *st = t->stream;
   nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
   nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_data};
@@ -708,8 +728,9 @@ static void refused_one(tn_h2 *h) {
 }
 
 /* Answers the status on the stream with a short text body, then lets the
- * tunnel go; the body still goes out from the stream's queue. */
-void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
+ * tunnel go; the body still goes out from the stream's queue. 429s count
+ * towards h2_max_refused_per_connection (GOAWAY(ENHANCE_YOUR_CALM)). */
+static void h2_fail(tn_tunnel *t, int status, const char *reason) {
   h2_stream *st = t->stream;
   tn_h2 *h = st->h2;
   if (status == 400 && st->malformed) {
@@ -734,5 +755,26 @@ void tn__h2_fail(tn_tunnel *t, int status, const char *reason) {
   }
   if (status == 429)
     refused_one(h);
-  tn__tunnel_close(t, t->result, reason);
+  tn__tunnel_close(t, t->result, reason, TN_CLOSE_FIN);
 }
+
+static void h2_describe(const tn_tunnel *t, tn_tunnel_info *info) {
+  (void)t;
+  info->proto = tn__proto_h2.name;
+}
+
+const tn_proto tn__proto_h2 = {
+    .name = "h2",
+    .stats_index = 1,
+    .tunnel_owns_conn = false,
+    .eof_cancels_setup = false,
+    .may_splice = false,
+    .alpn = "h2",
+    .preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", /* h2c with prior knowledge */
+    .start = h2_start,
+    .data = NULL, /* the session reads request heads */
+    .established = h2_established,
+    .fail = h2_fail,
+    .drain = h2_drain,
+    .describe = h2_describe,
+};

@@ -1,23 +1,18 @@
 /* Structured logging: logfmt or JSON lines on stderr. See log.h. */
 #include "tunnel/log.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
-
-static tn_log_level log_level = TN_LOG_INFO;
-static tn_log_format log_format = TN_LOG_TEXT;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void tn_log_setup(tn_log_level level, tn_log_format format) {
-  log_level = level;
-  log_format = format;
+void tn_logger_init(tn_logger *lg, tn_log_level level, tn_log_format format) {
+  *lg = (tn_logger)TN_LOGGER_INIT;
+  lg->level = level;
+  lg->format = format;
 }
 
-int tn_log_enabled(tn_log_level level) { return level <= log_level; }
+int tn_log_enabled(const tn_logger *lg, tn_log_level level) { return lg && level <= lg->level; }
 
 int tn_log_level_parse(const char *s) {
   for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
@@ -38,6 +33,7 @@ int tn_log_format_parse(const char *s) {
 typedef struct {
   char buf[2048];
   size_t len;
+  tn_log_format format;
 } line_buf;
 
 static void put_char(line_buf *b, char c) {
@@ -109,19 +105,18 @@ static void put_i64(line_buf *b, int64_t v) {
   }
 }
 
-/* The date and time to the second are formatted once per second. */
-static void put_timestamp(line_buf *b) {
-  static time_t cached_sec = (time_t)-1;
-  static char cached[24];
+/* The date and time to the second are formatted once per second (cached in
+ * the logger). */
+static void put_timestamp(line_buf *b, tn_logger *lg) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  if (tv.tv_sec != cached_sec) {
+  if (tv.tv_sec != lg->ts_sec) {
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
-    cached_sec = tv.tv_sec;
+    strftime(lg->ts_text, sizeof(lg->ts_text), "%Y-%m-%dT%H:%M:%S", &tm);
+    lg->ts_sec = tv.tv_sec;
   }
-  put_str(b, cached);
+  put_str(b, lg->ts_text);
   int ms = (int)(tv.tv_usec / 1000);
   put_char(b, '.');
   put_char(b, (char)('0' + ms / 100));
@@ -133,7 +128,7 @@ static void put_timestamp(line_buf *b) {
 static void put_value(line_buf *b, const tn_kv *kv) {
   switch (kv->type) {
   case TN_KV_STR:
-    if (log_format == TN_LOG_JSON)
+    if (b->format == TN_LOG_JSON)
       put_json_str(b, kv->v.s ? kv->v.s : "");
     else
       put_logfmt_str(b, kv->v.s ? kv->v.s : "");
@@ -153,7 +148,7 @@ static void put_value(line_buf *b, const tn_kv *kv) {
 }
 
 static void put_field(line_buf *b, const char *key, const tn_kv *kv) {
-  if (log_format == TN_LOG_JSON) {
+  if (b->format == TN_LOG_JSON) {
     put_char(b, ',');
     put_json_str(b, key);
     put_char(b, ':');
@@ -165,35 +160,40 @@ static void put_field(line_buf *b, const char *key, const tn_kv *kv) {
   put_value(b, kv);
 }
 
-void tn_log(tn_log_level level, const char *msg, ...) {
-  if (!tn_log_enabled(level))
+void tn_logv(tn_logger *lg, tn_log_level level, const char *msg, va_list ap) {
+  if (!tn_log_enabled(lg, level))
     return;
-  line_buf b = {.len = 0};
+  line_buf b = {.len = 0, .format = lg->format};
   tn_kv head = TN_S("level", level_names[level]);
   tn_kv text = TN_S("msg", msg);
-  if (log_format == TN_LOG_JSON) {
+  if (b.format == TN_LOG_JSON) {
     put_str(&b, "{\"ts\":\"");
   } else {
     put_str(&b, "ts=");
   }
-  put_timestamp(&b);
-  if (log_format == TN_LOG_JSON)
+  put_timestamp(&b, lg);
+  if (b.format == TN_LOG_JSON)
     put_char(&b, '"');
   put_field(&b, "level", &head);
   put_field(&b, "msg", &text);
-  va_list ap;
-  va_start(ap, msg);
   for (;;) {
     tn_kv kv = va_arg(ap, tn_kv);
     if (kv.type == TN_KV_END)
       break;
     put_field(&b, kv.key, &kv);
   }
-  va_end(ap);
-  if (log_format == TN_LOG_JSON)
+  if (b.format == TN_LOG_JSON)
     b.buf[b.len++] = '}';
   b.buf[b.len++] = '\n';
   /* One write per record so concurrent writers never interleave lines. */
-  fwrite(b.buf, 1, b.len, stderr);
-  fflush(stderr);
+  FILE *out = lg->out ? lg->out : stderr;
+  fwrite(b.buf, 1, b.len, out);
+  fflush(out);
+}
+
+void tn_log(tn_logger *lg, tn_log_level level, const char *msg, ...) {
+  va_list ap;
+  va_start(ap, msg);
+  tn_logv(lg, level, msg, ap);
+  va_end(ap);
 }

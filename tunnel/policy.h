@@ -39,9 +39,12 @@ typedef struct tn_rule {
  * human-readable reason and leaves out untouched. */
 int tn_rule_parse(const char *s, tn_rule *out, const char **why);
 
-/* Formats a rule back into its config form. */
+/* Formats a rule back into its config form into buf (NUL-terminated,
+ * truncated to len); returns snprintf's result. */
 int tn_rule_format(const tn_rule *r, char *buf, size_t len);
 
+/* Whether r allows the parsed target a (host and port; when_authorized is
+ * not looked at here: see tn_policy_allows_target). */
 bool tn_rule_matches(const tn_rule *r, const tn_authority *a);
 
 typedef struct tn_policy {
@@ -55,6 +58,8 @@ typedef struct tn_policy {
 int tn_policy_add(tn_policy *p, const tn_rule *r);
 /* Deep copy; dst is overwritten. Returns 0 or TN_ENOMEM. */
 int tn_policy_copy(tn_policy *dst, const tn_policy *src);
+/* Frees p's rules and leaves p empty with allow_private off (the safe
+ * default); p itself is the caller's. NULL is ignored. */
 void tn_policy_free(tn_policy *p);
 
 /* authorized: whether the gateway currently holds a valid access token;
@@ -63,6 +68,9 @@ bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool aut
 /* True when a when_authorized rule would match: used to say "limited
  * service" instead of a plain "not allowed" in the log. */
 bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a);
+/* Whether a resolved address may be connected to: a public address always;
+ * the other classes only with allow_private, and never the unspecified or a
+ * multicast address (also embedded in a v4-mapped one) or a non-IP family. */
 bool tn_policy_allows_addr(const tn_policy *p, const struct sockaddr *sa);
 
 #endif

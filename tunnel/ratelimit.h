@@ -46,14 +46,17 @@ typedef struct tn_ratetab tn_ratetab;
 
 #define TN_RATE_KEY_MAX 320 /* bytes of a key: a client key or "host:port" */
 
-/* NULL on ENOMEM. */
+/* A table of at most max_entries buckets (least recently used out), owned
+ * by the caller until tn_ratetab_free. NULL on ENOMEM. */
 tn_ratetab *tn_ratetab_new(size_t max_entries);
+/* Frees t and its buckets; NULL is ignored. */
 void tn_ratetab_free(tn_ratetab *t);
 /* tn_bucket_take on key's bucket (a new key starts full). Keys longer than
  * TN_RATE_KEY_MAX are cut. When no entry can be allocated the request is
  * refused (1000 ms): a limit must not open under memory pressure. */
 uint64_t tn_ratetab_take(tn_ratetab *t, const void *key, size_t len, const tn_rate *r,
                          uint64_t now_ms);
+/* The number of keys t holds a bucket for. */
 size_t tn_ratetab_size(const tn_ratetab *t);
 
 /* A key counts as limited while its last refusal is at most this old; a

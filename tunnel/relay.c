@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 bool tn__tls_check(tn_tunnel *t, const char *p, size_t n) {
   for (size_t i = 0; i < n && t->tls_checked < 5; i++, t->tls_checked++) {
@@ -57,7 +59,8 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
   if (from == t->down) {
     if (t->tls_checked < 5 && !tn__tls_check(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+      tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+      return;
     }
     t->bytes_up += n;
     tn__count_bytes(t->engine, n, 0);
@@ -66,8 +69,10 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
     tn__count_bytes(t->engine, 0, n);
   }
   t->last_activity_ms = uv_now(tn__loop(t->engine));
-  if (tn__ep_write(to, base, kind, n) != 0)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
+  if (tn__ep_write(to, base, kind, n) != 0) {
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
+    return;
+  }
   if (tn__ep_queued(to) > TN_RELAY_HIGH)
     tn__ep_read_stop(from);
   else if (t->splice_ok &&
@@ -81,17 +86,19 @@ static void maybe_done(tn_tunnel *t) {
   bool up_done = t->down->eof && t->up.ep.shut;
   bool down_done = (t->up.ep.eof && t->down->shut) || t->down_gone;
   if (up_done && down_done)
-    tn__tunnel_close(t, TN_RESULT_OK, "eof");
+    tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
 }
 
 static void on_eof(tn_tunnel *t, tn_ep *from) {
   tn_ep *to = other(t, from);
   if (t->phase != TN_PHASE_RELAY)
     return;
-  if (to == t->down && t->down_gone)
-    return maybe_done(t);
+  if (to == t->down && t->down_gone) {
+    maybe_done(t);
+    return;
+  }
   if (tn__ep_shutdown(to) != 0)
-    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to));
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(t, to), TN_CLOSE_RESET);
 }
 
 /* ---- the device side ---- */
@@ -100,24 +107,28 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
   tn_tunnel *t = ep->owner;
   switch (t->phase) {
   case TN_PHASE_HEADER:
-    return tn__h1_data(t, base, kind, n);
+    t->proto->data(t, base, kind, n);
+    return;
   case TN_PHASE_RESOLVING:
   case TN_PHASE_CONNECTING: /* data sent before our 200 is held, bounded */
     /* Checked as it arrives: held bytes go upstream unexamined later. */
     if (t->tls_checked < 5 && tn__opts(t->engine)->require_tls && !tn__tls_check(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+      tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+      return;
     }
     if (!tn__tunnel_hold(t, base, n)) {
       tn__buf_free(base, kind);
-      return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");
+      tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "too much data before the tunnel was up");
+      return;
     }
     tn__buf_free(base, kind);
     if (t->setup->pending_len > TN_RELAY_HIGH)
       tn__ep_read_stop(ep); /* HTTP/1.1: backpressure; HTTP/2: the window bounds it */
     return;
   case TN_PHASE_RELAY:
-    return forward(t, ep, base, kind, n);
+    forward(t, ep, base, kind, n);
+    return;
   default: /* LINGER, CLOSING: dropped unread */
     tn__buf_free(base, kind);
   }
@@ -129,22 +140,24 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
 static bool cancel_setup(tn_tunnel *t) {
   if (t->phase != TN_PHASE_RESOLVING && t->phase != TN_PHASE_CONNECTING)
     return false;
-  tn__tunnel_close(t, TN_RESULT_CANCELLED, "reset_down");
+  tn__tunnel_close(t, TN_RESULT_CANCELLED, "reset_down", TN_CLOSE_RESET);
   return true;
 }
 
 static void down_eof(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_HEADER)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request");
+  if (t->phase == TN_PHASE_HEADER) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "client_closed_during_request", TN_CLOSE_FIN);
+    return;
+  }
   /* HTTP/1.1 cannot tell close from half-close: an EOF before the 200 with
    * nothing to deliver is taken as the device giving up (connect, CONNECT,
    * close loops); with bytes held, they still go up. */
-  if (t->proto == TN_PROTO_H1 && !(t->setup && t->setup->pending_len) && cancel_setup(t))
+  if (t->proto->eof_cancels_setup && !(t->setup && t->setup->pending_len) && cancel_setup(t))
     return;
   if (t->phase == TN_PHASE_LINGER) {
     if (ep->shut)
-      tn__tunnel_close(t, t->result, t->close_reason);
+      tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     return;
   }
   on_eof(t, ep); /* before RELAY the flag is kept for tn__relay_start */
@@ -152,24 +165,27 @@ static void down_eof(tn_ep *ep) {
 
 static void down_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_LINGER)
-    return tn__tunnel_close(t, t->result, t->close_reason);
+  if (t->phase == TN_PHASE_LINGER) {
+    tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
+    return;
+  }
   if (cancel_setup(t))
     return;
-  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down");
+  tn__tunnel_close(t, t->phase == TN_PHASE_RELAY ? TN_RESULT_OK : TN_RESULT_ERROR, "reset_down",
+                   TN_CLOSE_RESET);
 }
 
 static void down_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(&t->up.ep) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static void down_shut(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_LINGER) {
     if (ep->eof)
-      tn__tunnel_close(t, t->result, t->close_reason);
+      tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     return;
   }
   if (t->phase == TN_PHASE_RELAY)
@@ -209,13 +225,13 @@ static void up_eof(tn_ep *ep) { on_eof(ep->owner, ep); }
 static void up_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY)
-    tn__tunnel_close(t, TN_RESULT_OK, "reset_up");
+    tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
 }
 
 static void up_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(t->down) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static void up_shut(tn_ep *ep) {
@@ -254,25 +270,32 @@ void tn__relay_start(tn_tunnel *t) {
   size_t pending_len = s->pending_len;
   s->pending = NULL;
   tn__setup_free(t);
-  int err = t->proto == TN_PROTO_H2 ? tn__h2_established(t) : tn__h1_established(t);
+  int err = t->proto->established(t);
   if (err) {
     free(pending);
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
+    return;
   }
   if (pending_len) {
     t->bytes_up += pending_len;
     tn__count_bytes(t->engine, pending_len, 0);
-    if (tn__ep_write(&t->up.ep, pending, TN_BUF_HEAP, pending_len) != 0)
-      return tn__tunnel_close(t, TN_RESULT_OK, "reset_up");
+    if (tn__ep_write(&t->up.ep, pending, TN_BUF_HEAP, pending_len) != 0) {
+      tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
+      return;
+    }
   } else {
     free(pending);
   }
   if (t->down->eof)
     on_eof(t, t->down); /* the device finished sending before the 200 */
-  else if (tn__ep_read_start(t->down) != 0)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
-  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0)
-    return tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+  else if (tn__ep_read_start(t->down) != 0) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+    return;
+  }
+  if (t->phase == TN_PHASE_RELAY && tn__ep_read_start(&t->up.ep) != 0) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+    return;
+  }
   if (t->splice_want)
     tn__splice_try(t); /* splice = always */
 }

@@ -14,8 +14,10 @@ static void take(tn_spare *s) {
 
 static void on_spare_closed(uv_handle_t *h) {
   tn_spare *s = h->data;
-  if (s->pending && !uv_is_closing((uv_handle_t *)s->server))
-    return take(s); /* still busy */
+  if (s->pending && !uv_is_closing((uv_handle_t *)s->server)) {
+    take(s); /* still busy */
+    return;
+  }
   s->busy = false;
   s->pending = false;
   if (s->on_idle)

@@ -25,6 +25,10 @@ typedef struct tn_spare {
   bool pending; /* a connection waits for the spare */
 } tn_spare;
 
+/* Sets up s for server (the listener it drops connections of); on_idle and
+ * data as above. Nothing is allocated and no handle is opened until a drop;
+ * the owner frees s's memory only once it is idle (never used, or after
+ * on_idle). */
 void tn_spare_init(tn_spare *s, uv_stream_t *server, void (*on_idle)(tn_spare *), void *data);
 /* Takes server's pending connection and closes it, or leaves it pending
  * until the spare is free. Never allocates. */

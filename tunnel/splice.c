@@ -28,8 +28,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 /* Pipe capacity: the default 64 KiB makes splice slower than copying; 1 MiB
  * (the default fs.pipe-max-size) makes it cheaper per byte than the copy
@@ -61,7 +63,7 @@ typedef struct tn_splice {
 
 void tn__splice_init(tn_tunnel *t) {
   tn_splice_mode m = tn__opts(t->engine)->splice;
-  t->splice_ok = m != TN_SPLICE_OFF && t->proto == TN_PROTO_H1 && t->down == &t->conn->tcp.ep;
+  t->splice_ok = m != TN_SPLICE_OFF && t->proto->may_splice && t->down == &t->conn->tcp.ep;
   t->splice_want = t->splice_ok && m == TN_SPLICE_ALWAYS;
 }
 
@@ -260,12 +262,16 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (!err && (events & UV_WRITABLE))
     err = pump(s, !i, &bad);
   t->last_activity_ms = uv_now(tn__loop(t->engine));
-  if (err)
-    return tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad));
-  if (s->dir[DOWN].shut && s->dir[UP].shut)
-    return tn__tunnel_close(t, TN_RESULT_OK, "eof");
+  if (err) {
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad), TN_CLOSE_RESET);
+    return;
+  }
+  if (s->dir[DOWN].shut && s->dir[UP].shut) {
+    tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
+    return;
+  }
   if (watch(s) != 0)
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
 static bool switchable(tn_tunnel *t) {
@@ -281,13 +287,12 @@ bool tn__splice_try(tn_tunnel *t) {
   tn_splice *s = splice_new(t);
   if (!s) {
     /* This tunnel keeps copying, which is correct; said once at warn. */
-    static bool warned;
-    tn_log(warned ? TN_LOG_DEBUG : TN_LOG_WARN, "splice_unavailable", TN_U("id", t->id),
+    tn_log(tn__logger(t->engine), tn__splice_warn_once(t->engine) ? TN_LOG_WARN : TN_LOG_DEBUG,
+           "splice_unavailable", TN_U("id", t->id),
            TN_S("error", uv_err_name(uv_translate_sys_error(errno))),
            TN_S("hint", "tunnels copy instead; EPERM: the pipe budget (fs.pipe-user-pages-soft, "
                         "fs.pipe-max-size) is spent; EMFILE: descriptors"),
            TN_LOG_END);
-    warned = true;
     t->splice_ok = false;
     return false;
   }
@@ -298,7 +303,7 @@ bool tn__splice_try(tn_tunnel *t) {
   tn__ep_read_stop(t->down);
   tn__ep_read_stop(&t->up.ep);
   if (watch(s) != 0) {
-    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed");
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
     return true;
   }
   return true;

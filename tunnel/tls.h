@@ -13,7 +13,8 @@
 typedef enum { TN_TLS_FILE_CERT = 0, TN_TLS_FILE_KEY, TN_TLS_FILE_CLIENT_CA } tn_tls_file;
 
 /* Builds a server context from PEM files (cert: a chain, leaf first).
- * client_ca may be NULL. On failure returns NULL, and writes a precise
+ * client_ca may be NULL. The caller owns the context (SSL_CTX_free); file
+ * may be NULL when not wanted. On failure returns NULL, and writes a precise
  * reason to why (e.g. "cannot read /etc/mcgw/proxy.key: No such file or
  * directory", "private key does not match the certificate") and which file
  * it is about to *file. */

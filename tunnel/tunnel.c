@@ -1,14 +1,16 @@
 /* The tunnel object: creation, the request checks shared by HTTP/1.1 and
- * HTTP/2, the single teardown path, and the access log. See internal.h. */
+ * HTTP/2, the single teardown path, and the access log.
+ * See lifecycle.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tunnel/conn.h"
 #include "tunnel/error.h"
-#include "tunnel/internal.h"
+#include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
-
-static uint64_t next_id = 1;
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
 
 static const char *const result_names[TN_RESULT_COUNT_] = {
     [TN_RESULT_OK] = "ok",
@@ -45,7 +47,7 @@ static void maybe_free(tn_tunnel *t) {
   if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->gai_pending || t->busy)
     return;
   tn_engine *e = t->engine;
-  tn_conn *c = t->proto == TN_PROTO_H1 ? t->conn : NULL;
+  tn_conn *c = t->proto->tunnel_owns_conn ? t->conn : NULL;
   tn__setup_free(t);
   free(t->target);
   free(t);
@@ -64,7 +66,7 @@ void tn__gai_done(tn_tunnel *t) {
   maybe_free(t);
 }
 
-tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down) {
+tn_tunnel *tn__tunnel_new(tn_conn *c, const tn_proto *proto, tn_ep *down) {
   tn_tunnel *t = calloc(1, sizeof(*t));
   if (!t)
     return NULL;
@@ -76,7 +78,6 @@ tn_tunnel *tn__tunnel_new(tn_conn *c, tn_proto proto, tn_ep *down) {
   t->engine = e;
   t->conn = c;
   t->proto = proto;
-  t->id = next_id++;
   t->down = down;
   t->eps_open = 1;
   tn__ep_set_sink(down, &tn__down_sink, t);
@@ -102,8 +103,8 @@ bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n) {
 }
 
 static void log_refusal(tn_tunnel *t, const char *why) {
-  tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", why),
-         TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
+  tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+         TN_S("reason", why), TN_S("target", t->target ? t->target : "-"), TN_LOG_END);
 }
 
 /* Whole seconds for Retry-After (RFC 9110 10.2.3), at least 1. */
@@ -120,8 +121,8 @@ static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
     char raw[TN_HOST_MAX + 16];
     snprintf(raw, sizeof(raw), "%.*s", (int)(len < sizeof(raw) - 1 ? len : sizeof(raw) - 1),
              authority);
-    tn_log(TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id), TN_S("reason", "bad authority"),
-           TN_S("raw_target", raw), TN_LOG_END);
+    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "tunnel_refused", TN_U("id", t->id),
+           TN_S("reason", "bad authority"), TN_S("raw_target", raw), TN_LOG_END);
     return false;
   }
   char buf[TN_HOST_MAX + 16];
@@ -133,43 +134,57 @@ static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
 void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
   tn_engine *e = t->engine;
   const tn_engine_opts *o = tn__opts(e);
-  if (tn__draining(e))
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "gateway is shutting down");
-  if (!parse_target(t, authority, len))
-    return tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
-                           "bad CONNECT target: expected host:port or [v6]:port");
-  if (!t->target)
-    return tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  if (tn__draining(e)) {
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "gateway is shutting down");
+    return;
+  }
+  if (!parse_target(t, authority, len)) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
+                    "bad CONNECT target: expected host:port or [v6]:port");
+    return;
+  }
+  if (!t->target) {
+    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+    return;
+  }
   /* Every parsed request counts against the device's rate, whatever
    * becomes of it: a refused one costs no lookup and no connect. */
   uint64_t wait_ms = tn__rate_client(e, t);
   if (wait_ms) {
     t->retry_after_s = retry_after(wait_ms);
     log_refusal(t, "max_new_tunnels_per_client");
-    return tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
+    tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
+    return;
   }
   if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
     /* The reason is the access log's `close` field and the 403 body. */
-    if (tn_policy_needs_authorization(&o->policy, &t->setup->auth))
-      return tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
-                             "target not allowed: limited service, the gateway is not "
-                             "authorized (allow_when_authorized)");
+    if (tn_policy_needs_authorization(&o->policy, &t->setup->auth)) {
+      tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
+                      "target not allowed: limited service, the gateway is not "
+                      "authorized (allow_when_authorized)");
+      return;
+    }
     log_refusal(t, "no allow rule matches");
-    return tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    return;
   }
   if (!tn__admit(e, t)) {
     log_refusal(t, "tunnel limit reached");
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+    return;
   }
   /* Last: only what would really go upstream counts against the target. */
   if ((wait_ms = tn__rate_target(e, t)) != 0) {
     t->retry_after_s = retry_after(wait_ms);
     log_refusal(t, "max_new_upstream_per_target");
-    return tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
+    return;
   }
   tn_setup *s = t->setup;
-  if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len))
-    return tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls");
+  if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len)) {
+    tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
+    return;
+  }
   tn__connect_start(t);
 }
 
@@ -177,14 +192,14 @@ static void access_log(tn_tunnel *t) {
   char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX] = "";
   tn_engine *e = t->engine;
   tn_log_level level = t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN;
-  if (!tn_log_enabled(level))
+  if (!tn_log_enabled(tn__logger(t->engine), level))
     return; /* nothing to format for a line nobody will see */
   if (tn_addr_format((const struct sockaddr *)&t->conn->client, client, sizeof(client)) != 0)
     strcpy(client, "-");
   if (t->connected.sin6_family)
     tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
-  tn_log(level, "tunnel_closed",
-         TN_U("id", t->id), TN_S("proto", tn__proto_name(t->proto)), TN_S("client", client),
+  tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
+         TN_S("proto", t->proto->name), TN_S("client", client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"),
          TN_S("connected", connected[0] ? connected : "-"),
@@ -194,10 +209,21 @@ static void access_log(tn_tunnel *t) {
          TN_U("duration_ms", uv_now(tn__loop(e)) - t->started_ms), TN_LOG_END);
 }
 
-void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason) {
+/* The engine's observer (tn_engine_on_close), right after the access log. */
+static void notify_closed(tn_tunnel *t) {
+  void *arg;
+  tn_tunnel_cb cb = tn__engine_close_observer(t->engine, &arg);
+  if (!cb)
+    return;
+  tn_tunnel_info info;
+  tn__tunnel_info(t, uv_now(tn__loop(t->engine)), &info);
+  cb(&info, arg);
+}
+
+void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_how how) {
   if (t->phase == TN_PHASE_CLOSING)
     return;
-  bool reset = reason && strncmp(reason, "reset", 5) == 0;
+  bool reset = how == TN_CLOSE_RESET;
   if (t->phase != TN_PHASE_LINGER) { /* an error status already chose them */
     t->result = r;
     t->close_reason = reason;
@@ -207,6 +233,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason) {
     uv_cancel((uv_req_t *)&t->setup->gai);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
+  notify_closed(t);
   /* An endpoint may report closed from inside close(): hold the tunnel. */
   t->busy = true;
   tn__splice_stop(t); /* its duplicate descriptors first: the close below is the last */
@@ -227,10 +254,7 @@ void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason) 
     uv_cancel((uv_req_t *)&t->setup->gai);
   if (t->up.open)
     tn__ep_close(&t->up.ep, false);
-  if (t->proto == TN_PROTO_H2)
-    tn__h2_fail(t, status, reason);
-  else
-    tn__h1_fail(t, status, reason);
+  t->proto->fail(t, status, reason);
 }
 
 /* Called by the engine's sweep when deadline_ms has passed. */
@@ -247,10 +271,10 @@ void tn__tunnel_timeout(tn_tunnel *t) {
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "connect timeout");
     break;
   case TN_PHASE_RELAY:
-    tn__tunnel_close(t, TN_RESULT_OK, "idle_timeout");
+    tn__tunnel_close(t, TN_RESULT_OK, "idle_timeout", TN_CLOSE_FIN);
     break;
   case TN_PHASE_LINGER:
-    tn__tunnel_close(t, t->result, t->close_reason);
+    tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     break;
   case TN_PHASE_CLOSING:
     break;
@@ -260,7 +284,6 @@ void tn__tunnel_timeout(tn_tunnel *t) {
 void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   memset(info, 0, sizeof(*info));
   info->id = t->id;
-  info->proto = tn__proto_name(t->proto);
   info->listener = t->conn->listener;
   info->client = (const struct sockaddr *)&t->conn->client;
   info->client_subject = t->conn->subject;
@@ -274,4 +297,5 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->connect_ms = t->connect_ms;
   info->bytes_up = t->bytes_up;
   info->bytes_down = t->bytes_down;
+  t->proto->describe(t, info);
 }

@@ -183,6 +183,11 @@ static void add_rule(tn_engine_opts *o, const char *text) {
     fz_fail("fz_loopback_engine: rule %s: %s", text, why ? why : "ENOMEM");
 }
 
+tn_logger *fz_logger(void) {
+  static tn_logger logger = {.level = TN_LOG_DEBUG, .format = TN_LOG_TEXT, .ts_sec = -1};
+  return &logger;
+}
+
 tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
                               void (*tune)(tn_engine_opts *o),
                               struct sockaddr_storage *listen_addr) {
@@ -206,6 +211,7 @@ tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
    * reaches the policy the oracles watch. */
   o.new_tunnels_per_client.per_s = 0;
   o.new_upstream_per_target.per_s = 0;
+  o.logger = fz_logger();
   if (tune)
     tune(&o);
   tn_engine *engine = NULL;

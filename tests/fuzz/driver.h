@@ -58,6 +58,10 @@ void fz_setup(void);
 /* Prints "<harness>: message" on the saved stderr and aborts. */
 __attribute__((noreturn, format(printf, 1, 2))) void fz_fail(const char *fmt, ...);
 
+/* The harnesses' logger: debug, text, on stderr, so that every log line's
+ * formatting is fuzzed too. fz_loopback_engine's engine logs through it. */
+tn_logger *fz_logger(void);
+
 /* The engine the network-front-end harnesses fuzz: one plain listener on
  * 127.0.0.1:0 (its bound address in *listen_addr), allow rules that name
  * only loopback targets, allow_private as given (normally false), and

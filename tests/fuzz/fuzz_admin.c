@@ -17,8 +17,8 @@
 
 #include "driver.h"
 #include "gateway/admin.h"
+#include "gateway/log.h"
 #include "tunnel/addr.h"
-#include "tunnel/log.h"
 
 static uv_loop_t loop;
 static gw_admin *admin;
@@ -77,7 +77,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   fz_setup();
-  tn_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
+  gw_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
   uv_loop_init(&loop);
   uv_timer_init(&loop, &later);
   struct sockaddr_storage ss;

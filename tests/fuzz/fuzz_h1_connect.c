@@ -37,7 +37,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   fz_setup();
-  tn_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
   uv_loop_init(&loop);
   engine = fz_loopback_engine(&loop, false, NULL, &listen_addr);
   return 0;

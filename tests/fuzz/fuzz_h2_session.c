@@ -65,7 +65,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   fz_setup();
-  tn_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
   uv_loop_init(&loop);
   engine = fz_loopback_engine(&loop, getenv("FZ_ORACLE_SELFTEST") != NULL, /* normally no */
                               few_streams, &listen_addr);

@@ -1,5 +1,5 @@
 /* A relay engine on a real loop for unit tests, with a loopback upstream
- * listener: include after <cmocka.h> and "tunnel/engine.h". */
+ * listener: include after <cmocka.h>. */
 #ifndef MCGW_TEST_ENGINE_HELPERS_H
 #define MCGW_TEST_ENGINE_HELPERS_H
 
@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "tunnel/addr.h"
+#include "tunnel/engine.h"
 #include "tunnel/policy.h"
 
 static inline uint64_t test_now_ms(void) {
@@ -31,11 +32,17 @@ static inline int test_listen_loopback(uint16_t *port) {
   return fd;
 }
 
+/* The engines' logger in unit tests: info, text, on stderr. */
+static tn_logger test_logger = TN_LOGGER_INIT;
+
 /* Starts an engine on a fresh loop: one plain listener on 127.0.0.1:0,
- * CONNECT allowed to any 127.0.0.1 port, require_tls off. */
-static inline void test_start_engine(uv_loop_t *loop, tn_engine **engine, uint16_t *proxy_port) {
+ * CONNECT allowed to any 127.0.0.1 port, require_tls off, logging through
+ * logger. */
+static inline void test_start_engine_logged(uv_loop_t *loop, tn_engine **engine,
+                                            uint16_t *proxy_port, tn_logger *logger) {
   tn_engine_opts o;
   tn_engine_opts_init(&o);
+  o.logger = logger;
   struct sockaddr_storage ss;
   assert_int_equal(tn_addr_parse_listen("127.0.0.1:0", &ss), 0);
   o.listen = &ss;
@@ -52,6 +59,11 @@ static inline void test_start_engine(uv_loop_t *loop, tn_engine **engine, uint16
   struct sockaddr_storage bound;
   assert_int_equal(tn_engine_listener_addr(*engine, 0, &bound), 0);
   *proxy_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+}
+
+/* test_start_engine_logged with test_logger. */
+static inline void test_start_engine(uv_loop_t *loop, tn_engine **engine, uint16_t *proxy_port) {
+  test_start_engine_logged(loop, engine, proxy_port, &test_logger);
 }
 
 #endif

@@ -28,10 +28,10 @@
 
 #include <cmocka.h>
 
-#include "gateway/admin.h"
-#include "tunnel/engine.h"
 #include "engine_helpers.h"
-#include "tunnel/log.h"
+#include "gateway/admin.h"
+#include "gateway/log.h"
+#include "tunnel/engine.h"
 
 /* ---- the allocator wrapper ---- */
 
@@ -426,7 +426,8 @@ static int disarm(void **state) {
 }
 
 int main(void) {
-  tn_log_setup(TN_LOG_ERROR, TN_LOG_TEXT);
+  gw_log_setup(TN_LOG_ERROR, TN_LOG_TEXT);
+  test_logger.level = TN_LOG_ERROR;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(setup_allocations_may_fail_one_at_a_time, disarm),
       cmocka_unit_test_setup(setup_allocations_may_fail_from_then_on, disarm),

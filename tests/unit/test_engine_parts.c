@@ -9,7 +9,8 @@
 
 #include <cmocka.h>
 
-#include "tunnel/internal.h"
+#include "tunnel/clients.h"
+#include "tunnel/lifecycle.h"
 
 static bool check(const char *bytes, size_t n) {
   tn_tunnel t;

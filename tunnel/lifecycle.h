@@ -1,0 +1,84 @@
+/* Private to tunnel/: the tunnel life cycle, one module over four files:
+ * tunnel.c (creation, the request checks, deadlines, the single teardown
+ * path, the access log), connect.c (resolve and connect), relay.c (the
+ * copy relay and the sinks of both endpoints) and splice.c (the zero-copy
+ * relay). Layer: above conn.h (see objects.h); called by the front ends and
+ * by engine.c (sweep, drain). It reaches the front ends only through the
+ * protocol table.
+ */
+#ifndef TN_LIFECYCLE_H
+#define TN_LIFECYCLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tunnel/objects.h"
+
+/* ---- tunnel.c ---- */
+
+/* A complete request for authority: checks it (400, 403, 429, 503,
+ * require_tls on bytes already held) and starts connecting; a refusal goes
+ * through tn__tunnel_fail (the front end answers it). */
+void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len);
+/* The engine's sweep found t's deadline (or idle time) passed: 408 while
+ * reading the head, the next address or 504 while connecting, idle_timeout
+ * while relaying, the end of a lingering close. */
+void tn__tunnel_timeout(tn_tunnel *t);
+/* Creates a tunnel of front end proto for conn whose device side is down
+ * (sink set here), in phase HEADER. NULL on ENOMEM. A front end that has the
+ * request head already moves it on and calls tn__tunnel_request. */
+tn_tunnel *tn__tunnel_new(tn_conn *c, const tn_proto *proto, tn_ep *down);
+/* Device bytes that arrived before the relay started; false on overflow. */
+bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n);
+/* The one teardown path: records r and reason (a static string, the access
+ * log's `close` field; kept from tn__tunnel_fail in LINGER), writes the
+ * access log, closes both endpoints as `how` says; the tunnel is freed once
+ * they reported closed. Idempotent. */
+void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_how how);
+/* Answers an error status (h1: lingering close; h2: on the stream). */
+void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason);
+void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
+void tn__setup_free(tn_tunnel *t);
+/* The getaddrinfo callback ran: the tunnel may now be freed. */
+void tn__gai_done(tn_tunnel *t);
+/* An endpoint of t reported closed. */
+void tn__tunnel_ep_closed(tn_tunnel *t);
+
+
+/* ---- connect.c ---- */
+
+/* Resolves, checks and connects; on success calls tn__relay_start. */
+void tn__connect_start(tn_tunnel *t);
+/* The upstream endpoint reported closed: the next address, or teardown. */
+void tn__connect_up_closed(tn_tunnel *t);
+/* The sweep found the deadline passed while connecting: gives up on this
+ * address for the next one while time and addresses remain; false when the
+ * request as a whole timed out. */
+bool tn__connect_attempt_timeout(tn_tunnel *t);
+
+/* ---- relay.c ---- */
+
+extern const tn_ep_sink tn__down_sink;
+extern const tn_ep_sink tn__up_sink;
+void tn__relay_start(tn_tunnel *t);
+/* Checks bytes against the TLS record header (RFC 8446 5.1) incrementally.
+ * Returns false when they cannot start a TLS handshake record. */
+bool tn__tls_check(tn_tunnel *t, const char *p, size_t n);
+
+/* ---- splice.c ----
+ * The zero-copy relay for tunnels with a plain TCP socket on both sides. A
+ * spliced tunnel stops reading its endpoints; the bytes go socket -> pipe ->
+ * socket in the kernel, one pipe per direction. */
+/* Sets t->splice_ok and t->splice_want as the relay starts. */
+void tn__splice_init(tn_tunnel *t);
+/* Moves t to splice if it can now: relaying, both directions open, nothing
+ * queued on either side, the require_tls check done. Returns true if it did;
+ * false leaves the copy relay running (retried on later reads while
+ * splice_want is set; a descriptor shortage is not an error). */
+bool tn__splice_try(tn_tunnel *t);
+/* Part of tn__tunnel_close, before the endpoints close: stops splicing and
+ * closes its descriptors; its poll handles free themselves. */
+void tn__splice_stop(tn_tunnel *t);
+
+
+#endif

@@ -1,0 +1,196 @@
+/* The engine as a service to the rest of tunnel/ (service.h): accessors,
+ * counters, admission and rate checks, and the registry of connections,
+ * tunnels and sessions. It calls nothing above it: the sweep timer's
+ * callback and the end of a drain are hooks engine.c installs
+ * (engine_state.h). */
+#include <string.h>
+
+#include "tunnel/engine_state.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
+
+static void sweep_ensure(tn_engine *e);
+
+uv_loop_t *tn__loop(tn_engine *e) { return e->loop; }
+const tn_engine_opts *tn__opts(tn_engine *e) { return &e->opts; }
+SSL_CTX *tn__tls_ctx(tn_engine *e) { return e->tls_ctx; }
+bool tn__authorized(tn_engine *e) { return e->authorized; }
+bool tn__draining(tn_engine *e) { return e->draining; }
+tn_logger *tn__logger(tn_engine *e) { return e->opts.logger; }
+tn_bufpool *tn__bufpool(tn_engine *e) { return &e->pool; }
+
+bool tn__splice_warn_once(tn_engine *e) {
+  bool first = !e->splice_warned;
+  e->splice_warned = true;
+  return first;
+}
+
+void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down) {
+  e->stats.bytes_up += up;
+  e->stats.bytes_down += down;
+}
+
+void tn__count_refused_client(tn_engine *e) { e->stats.clients_refused++; }
+
+uint64_t tn_splice_max(uint64_t nofile) {
+  uint64_t n = nofile / (8 * 6);
+  return n < TN_SPLICE_MAX ? n : TN_SPLICE_MAX;
+}
+
+void tn__count_splice(tn_engine *e, bool started) {
+  if (started) {
+    e->stats.tunnels_spliced++;
+    e->stats.splice_active++;
+  } else {
+    e->stats.splice_active--;
+  }
+}
+
+/* A rough count of descriptors in use: a socket per connection and per
+ * upstream, the spliced tunnels' extras, and the engine's and daemon's own. */
+bool tn__splice_budget(const tn_engine *e) {
+  const tn_engine_stats *s = &e->stats;
+  uint64_t in_use = s->connections_active + s->tunnels_active + 6 * s->splice_active + 32;
+  return s->splice_active < tn_splice_max(e->nofile) && in_use + 6 <= e->nofile / 2;
+}
+
+bool tn__admit(tn_engine *e, tn_tunnel *t) {
+  const struct sockaddr *client = (const struct sockaddr *)&t->conn->client;
+  const char *subject = t->conn->subject;
+  if (e->opts.max_tunnels && e->stats.tunnels_active >= e->opts.max_tunnels)
+    return false;
+  if (e->opts.max_tunnels_per_client &&
+      tn__clients_get(e->clients, client, subject) >= e->opts.max_tunnels_per_client)
+    return false;
+  if (tn__clients_add(e->clients, client, subject) == 0)
+    return false;
+  t->admitted = true;
+  e->stats.tunnels_active++;
+  e->stats.by_proto_active[t->proto->stats_index]++;
+  return true;
+}
+
+static bool rate_exempt(const tn_engine *e, const tn_conn *c) {
+  for (size_t i = 0; i < e->opts.n_rate_exempt; i++) {
+    const tn_exempt *x = &e->opts.rate_exempt[i];
+    if (x->all || (x->is_subject ? c->subject && strcmp(c->subject, x->subject) == 0
+                                 : tn_cidr_contains(&x->cidr, (const struct sockaddr *)&c->client)))
+      return true;
+  }
+  return false;
+}
+
+uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
+  const tn_rate *r = &e->opts.new_tunnels_per_client;
+  if (r->per_s == 0 || rate_exempt(e, t->conn))
+    return 0;
+  tn_client_key k;
+  tn__client_key((const struct sockaddr *)&t->conn->client, t->conn->subject, &k);
+  return tn_ratetab_take(e->rate_clients, k.b, k.len, r, uv_now(e->loop));
+}
+
+uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t) {
+  return tn_ratetab_take(e->rate_targets, t->target, strlen(t->target),
+                         &e->opts.new_upstream_per_target, uv_now(e->loop));
+}
+
+void tn__count_goaway(tn_engine *e, tn_goaway_reason r) {
+  if ((unsigned)r < TN_GOAWAY_COUNT_)
+    e->stats.h2_goaway[r]++;
+}
+
+void tn__engine_tunnel_added(tn_engine *e, tn_tunnel *t) {
+  t->id = ++e->next_id;
+  e->tunnels_alloc++;
+  e->stats.tunnels_total++;
+  tn__list_append(&e->setup_list, &t->link);
+  sweep_ensure(e);
+}
+
+void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
+  tn__list_remove(&t->link);
+  e->stats.by_result[t->result]++;
+  if (t->admitted) {
+    t->admitted = false;
+    e->stats.tunnels_active--;
+    e->stats.by_proto_active[t->proto->stats_index]--;
+    tn__clients_remove(e->clients, (const struct sockaddr *)&t->conn->client, t->conn->subject);
+  }
+}
+
+tn_tunnel_cb tn__engine_close_observer(tn_engine *e, void **arg) {
+  *arg = e->on_close_arg;
+  return e->on_close;
+}
+
+/* Draining and nothing left: the engine's top closes its handles. */
+static void maybe_finish(tn_engine *e) {
+  if (e->draining && e->tunnels_alloc == 0 && e->conns_alloc == 0)
+    e->finish(e);
+}
+
+void tn__engine_tunnel_freed(tn_engine *e) {
+  e->tunnels_alloc--;
+  maybe_finish(e);
+}
+
+void tn__engine_conn_added(tn_engine *e, tn_conn *c) {
+  e->conns_alloc++;
+  e->stats.connections_active++;
+  e->listeners[c->listener]->active++;
+  c->deadline_ms = uv_now(e->loop) + e->opts.header_timeout_ms;
+  tn__list_append(&e->conn_setup, &c->link);
+  sweep_ensure(e);
+}
+
+void tn__engine_conn_moved(tn_engine *e, tn_conn *c) {
+  tn__list_remove(&c->link);
+  tn__list_append(&e->conn_other, &c->link);
+}
+
+void tn__engine_conn_linger(tn_engine *e, tn_conn *c) {
+  c->mode = TN_CONN_LINGER;
+  c->deadline_ms = uv_now(e->loop) + TN_LINGER_MS;
+  tn__list_remove(&c->link);
+  tn__list_append(&e->conn_setup, &c->link);
+  sweep_ensure(e);
+}
+
+void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
+  tn__list_remove(&c->link);
+  e->stats.connections_active--;
+  e->listeners[c->listener]->active--;
+  e->conns_alloc--;
+  maybe_finish(e);
+}
+
+void tn__engine_session_added(tn_engine *e, tn_link *link) {
+  tn__list_append(&e->sessions, link);
+  e->stats.h2_connections_active++;
+}
+
+void tn__engine_session_removed(tn_engine *e, tn_link *link) {
+  tn__list_remove(link);
+  e->stats.h2_connections_active--;
+}
+
+tn_link *tn__engine_sessions(tn_engine *e) { return &e->sessions; }
+
+/* Something entered set-up: make sure a deadline check is at most
+ * TN_SWEEP_MS away. */
+static void sweep_ensure(tn_engine *e) {
+  if (uv_is_closing((uv_handle_t *)&e->sweep))
+    return;
+  if (!uv_is_active((uv_handle_t *)&e->sweep) || uv_timer_get_due_in(&e->sweep) > TN_SWEEP_MS)
+    uv_timer_start(&e->sweep, e->on_sweep, TN_SWEEP_MS, 0);
+}
+
+void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay) {
+  tn__list_remove(&t->link);
+  tn__list_append(to_relay ? &e->relay_list : &e->setup_list, &t->link);
+}
+
+const tn_proto *const *tn__engine_protos(tn_engine *e, size_t *n) {
+  *n = e->n_protos;
+  return e->protos;
+}
