@@ -40,8 +40,8 @@ static struct sockaddr_storage listen_addr;
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(preface) - 1)
-#define MAX_INPUT (64 * 1024)
-static uint8_t framed[PREFACE_LEN + MAX_INPUT];
+#define H2_MAX_INPUT (64 * 1024)
+static uint8_t framed[PREFACE_LEN + H2_MAX_INPUT];
 
 /* Every tunnel, as it closes: nothing may have reached upstream. */
 static void on_tunnel_closed(const tn_tunnel_info *t, void *arg) {
@@ -163,7 +163,7 @@ static void check_reply(const fz_reply *r) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size > MAX_INPUT)
+  if (size > H2_MAX_INPUT)
     return -1; /* libFuzzer: not added to the corpus */
   size_t n = 0;
   if (size < PREFACE_LEN || memcmp(data, preface, PREFACE_LEN) != 0) {
