@@ -95,12 +95,27 @@ def version_from_cmake():
     return m.group(1)
 
 
+# The Debian package that provides each tool the tests run; scripts/deps.sh
+# installs them all (`make test` runs it first).
+TOOL_PACKAGES = {
+    "openssl": "openssl", "curl": "curl", "prometheus": "prometheus",
+    "promtool": "prometheus", "chromium": "chromium", "tshark": "tshark",
+    "certutil": "libnss3-tools", "node": "nodejs", "npm": "npm",
+    "systemd-analyze": "systemd", "clang-14": "clang-14",
+}
+
+
 def require_tool(name):
-    """Fails the test (rather than skipping it) when a CLI tool is missing."""
+    """The tool's path. A missing tool fails the test (never a skip: it
+    would hide a broken machine as a pass), naming the Debian package."""
     import pytest
 
-    if shutil.which(name) is None:
-        pytest.fail(f"{name} is not installed (the integration tests need it)")
+    path = shutil.which(name)
+    if path is None:
+        pkg = TOOL_PACKAGES.get(name, "?")
+        pytest.fail(f"{name} is not installed: Debian package {pkg} "
+                    f"(scripts/deps.sh test installs it)")
+    return path
 
 
 def raise_nofile_limit():
@@ -114,11 +129,36 @@ def raise_nofile_limit():
     return hard
 
 
+_reserved_ports = {}
+
+
 def free_port():
-    """A loopback port with nothing listening: bound, read back, closed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that nothing listens on and that no other test can be
+    handed, for this process's life: ctest runs two test files at once, and
+    a port that was bound, read back and closed could go to the other one.
+
+    The port stays bound here, with SO_REUSEADDR and never listening, so:
+    - a connect to it is refused (nothing listens);
+    - the kernel never gives it to another bind to port 0, in any process
+      (port-0 allocation skips every port with a bound socket);
+    - a server that sets SO_REUSEADDR (mcgw through libuv, Prometheus,
+      Python's socketserver) can still bind and listen on it, since a
+      non-listening SO_REUSEADDR socket does not conflict; call
+      release_port(port) first for one that does not.
+    For a listener of our own, bind port 0 and keep the socket instead."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    _reserved_ports[port] = s
+    return port
+
+
+def release_port(port):
+    """Gives up a free_port() reservation (for a server without SO_REUSEADDR)."""
+    s = _reserved_ports.pop(port, None)
+    if s:
+        s.close()
 
 
 def connection_refused(port):
