@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-import mcgwtest
 from h2client import H2Client
-from mcgwtest import pattern, sha256
+from mcgwtest import pattern
 
 pytestmark = pytest.mark.timeout(120)
 
