@@ -929,6 +929,9 @@ class MemoryTLSClient:
     ClientHello can be produced before the tunnel exists."""
 
     def __init__(self, context, server_hostname):
+        # Python sets OP_IGNORE_UNEXPECTED_EOF, which makes a bare FIN look
+        # like a close_notify; read_to_end() must tell them apart.
+        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
@@ -976,13 +979,37 @@ class MemoryTLSClient:
     def write(self, data):
         self._run(lambda: self.tls.write(data))
 
+    def read(self, n=65536):
+        """Some decrypted bytes (waiting for them); b"" at a close_notify."""
+        return self._run(lambda: self.tls.read(n))
+
     def read_to_eof(self):
+        return self.read_to_end()[0]
+
+    def read_to_end(self):
+        """Reads until the peer ends the stream: (data, "close_notify") when
+        it sent a TLS close_notify, (data, "fin") for a bare TCP FIN (a
+        truncation TLS itself cannot tell from an attack)."""
         data = bytearray()
         while True:
             try:
                 chunk = self._run(lambda: self.tls.read(65536))
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                return bytes(data)
-            if not chunk:
-                return bytes(data)
+            except ssl.SSLZeroReturnError:
+                return bytes(data), "close_notify"
+            except ssl.SSLEOFError:
+                return bytes(data), "fin"
+            except ssl.SSLError as e:  # OpenSSL 3 without OP_IGNORE_UNEXPECTED_EOF
+                if e.reason != "UNEXPECTED_EOF_WHILE_READING":
+                    raise
+                return bytes(data), "fin"
+            if not chunk:  # the ssl module's answer to a close_notify
+                return bytes(data), "close_notify"
             data += chunk
+
+    def close_notify(self):
+        """Sends our close_notify (the TLS half-close); we can still read."""
+        try:
+            self.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the peer's close_notify is not awaited
+        self._flush()
