@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import mcgwtest
 from h2client import H2Client
 from mcgwtest import pattern
 
@@ -167,3 +168,65 @@ def test_header_timeout_h2_request_head_never_completed(mcgw, echo):
     elapsed = time.monotonic() - t0
     assert 1.8 <= elapsed <= 8.0, elapsed
     s.close()
+
+
+def rss_kib(gw):
+    with open(f"/proc/{gw.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.timeout(240)
+def test_uploads_to_upstreams_that_stop_reading_hold_bounded_memory(mcgw, upstream):
+    """20 streams upload to upstreams that accept and then read nothing:
+    each stream stalls on its own flow-control window, and what the gateway
+    holds stays within the documented bound (per stream: its window plus
+    256 KiB) - measured as RSS growth. Once the upstreams read, every upload
+    arrives byte-exact."""
+    import threading
+
+    from sechelp import is_sanitized
+
+    # 6 MiB a stream: more than the kernel can buffer on the upstream hop
+    # (the gateway's send buffer autotunes to tcp_wmem's 4 MiB at most, the
+    # upstream's receive buffer is pinned to 64 KiB below), so every stream
+    # has to stall on its window with the gateway holding its share.
+    n, size, window = 20, 6 * 1024 * 1024, 256 * 1024
+    release = threading.Event()
+
+    def late_reader(conn):
+        release.wait(120)
+        return mcgwtest.Transfer(*mcgwtest.drain(conn), sent_len=0)
+
+    up = upstream(late_reader)
+    up.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # accepted ones inherit it
+    gw = mcgw(allow="127.0.0.1:*", require_tls="no", h2_stream_window="256KiB")
+    base = rss_kib(gw)
+    client = H2Client(gw.proxy_port)
+    streams = [client.connect(f"127.0.0.1:{up.port}", keep_body=False) for _ in range(n)]
+    client.pump(lambda: all(s.status is not None for s in streams), 30, "the responses")
+    assert all(s.status == 200 for s in streams)
+    data = {s.sid: pattern(size, 100 + i) for i, s in enumerate(streams)}
+    for s in streams:
+        client.send(s, data[s.sid], end=True)
+
+    def all_stalled():
+        return all(s.to_send and client.conn.local_flow_control_window(s.sid) <= 0
+                   for s in streams)
+    client.pump(all_stalled, 120, "every stream to stall on its window")
+    held = gw.status()["bytes"]["upstream"]
+    grown = rss_kib(gw) - base
+    # Everything relayed so far sits in kernel socket buffers or in the
+    # gateway; the gateway's share is bounded per stream.
+    assert held < n * size
+    if not is_sanitized():
+        bound_kib = n * (window + 256 * 1024) // 1024 + 8 * 1024  # + 8 MiB slack
+        assert grown <= bound_kib, (grown, bound_kib)
+    release.set()
+    client.finish(streams, 180)
+    got = sorted(up.result(60).received_sha for _ in range(n))
+    assert got == sorted(mcgwtest.sha256(d) for d in data.values())
+    assert client.goaway is None
+    client.close()
