@@ -100,8 +100,8 @@ static void check_round_trip(const uint8_t *data, size_t size) {
   if (len[1] == 0 || memchr(part[2], 0, len[2]))
     return; /* no name, or a NUL in the value: not a C string */
   static const char *const pieces[] = {
-      "<!doctype html><!-- <form action=\"/decoy\"> --><script>var s = '<form "
-      "action=x><input name=y>';</script><form method=\"POST\" action=\"",
+      ("<!doctype html><!-- <form action=\"/decoy\"> --><script>var s = '<form "
+       "action=x><input name=y>';</script><form method=\"POST\" action=\""),
       "\"><input type=\"checkbox\" name=\"unchecked\"><input type=\"hidden\" name=\"",
       "\" value=\"", "\"></form>"};
   char *page = malloc(6 * size + 512), *w = page;
