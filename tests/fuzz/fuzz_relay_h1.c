@@ -5,7 +5,12 @@
  *
  * Input: the first byte picks the engine (bit 0: splice = always rather than
  * auto, so both the copy relay and splice(2), and the switch between them at
- * 256 KiB, are reached). Then operations, one byte each: the low nibble is
+ * 256 KiB, are reached; bit 1: the TLS listener instead, tunnel/ep_tls.c,
+ * the device speaking TLS 1.3 over OpenSSL memory BIOs) and, on TLS, how
+ * devices behave: bit 2, FIN without close_notify (a bare TCP FIN, which the
+ * gateway also takes as the end of the stream) rather than close_notify then
+ * FIN; bit 3, a TLS KeyUpdate (requesting the gateway's) before each send.
+ * Then operations, one byte each: the low nibble is
  * the operation, the high nibble the tunnel it applies to:
  *   0 open: connect, send the CONNECT request and the tunnel's tag at once
  *     (so the tag is pipelined before the 200)
@@ -21,16 +26,23 @@
  *
  * Oracles: relay.h (bytes exact per tunnel and direction, no unasked reset,
  * access-log byte counts and close=eof), plus: every CONNECT is answered
- * 200 (the policy allows it), and once both sides are done the engine has
- * no tunnel, connection or client left, within the driver's deadline.
+ * 200 (the policy allows it); on TLS, the gateway ends every stream with a
+ * close_notify, never a bare FIN, unless a reset was asked for; and once both
+ * sides are done the engine has no tunnel, connection or client left,
+ * within the driver's deadline.
  * ASan/UBSan/LSan watch the rest. Run with -close_fd_mask=2 to silence the
  * engine's logs. */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "driver.h"
+#include "fuzz_https_response_certs.h"
 #include "relay.h"
 #include "tunnel/engine.h"
 #include "tunnel/log.h"
@@ -48,16 +60,70 @@ typedef struct device {
   char head[1024]; /* the response head, up to its blank line */
   size_t head_len;
   bool head_done;
+  /* TLS listener: the device's TLS client over memory BIOs */
+  SSL *ssl;
+  BIO *rbio, *wbio;
+  bool hs_done, fin_pending, close_notify_seen;
+  fzr_bytes before_hs; /* plaintext written before the handshake completed */
 } device;
 
 static uv_loop_t loop;
-static tn_engine *engines[2];
-static struct sockaddr_storage listen_addrs[2], upstream_addr;
+static tn_engine *engines[3]; /* splice auto, splice always, TLS listener */
+static struct sockaddr_storage listen_addrs[3], upstream_addr;
+static SSL_CTX *client_ctx;
+static bool bare_fin, key_updates; /* this input's TLS device behaviour */
 static device devices[FZR_TUNNELS];
 static size_t open_devices;
 static uint8_t *filler;
 
 static void always_splice(tn_engine_opts *o) { o->splice = TN_SPLICE_ALWAYS; }
+
+static char cert_path[64], key_path[64];
+static struct sockaddr_storage tls_listen;
+
+static void write_file(char *path, const char *name, const char *pem, const char *dir) {
+  snprintf(path, 64, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  if (!f || fputs(pem, f) < 0 || fclose(f) != 0)
+    fz_fail(HARNESS ": cannot write %s", path);
+}
+
+/* A TLS listener on 127.0.0.1:0 as well (listener 1), with the throwaway
+ * certificate for 127.0.0.1 of fuzz_https_response_certs.h. */
+static void with_tls(tn_engine_opts *o) {
+  if (tn_addr_parse_listen("127.0.0.1:0", &tls_listen) != 0)
+    fz_fail(HARNESS ": listen address");
+  o->listen_tls = &tls_listen;
+  o->n_listen_tls = 1;
+  o->tls_cert = cert_path;
+  o->tls_key = key_path;
+}
+
+static void tls_setup(void) {
+  char dir[] = "/tmp/fuzz_relay_h1.XXXXXX";
+  if (!mkdtemp(dir))
+    fz_fail(HARNESS ": mkdtemp");
+  write_file(cert_path, "cert.pem", fz_cert_pem, dir);
+  write_file(key_path, "key.pem", fz_key_pem, dir);
+  engines[2] = fz_loopback_engine(&loop, true, with_tls, &listen_addrs[2]);
+  if (tn_engine_listener_addr(engines[2], 1, &listen_addrs[2]) != 0)
+    fz_fail(HARNESS ": no TLS listener");
+  /* The engine has read the files: nothing left behind. */
+  unlink(cert_path);
+  unlink(key_path);
+  rmdir(dir);
+  client_ctx = SSL_CTX_new(TLS_client_method());
+  BIO *ca = BIO_new_mem_buf(fz_ca_pem, -1);
+  X509 *x = ca ? PEM_read_bio_X509(ca, NULL, NULL, NULL) : NULL;
+  if (!client_ctx || !x || X509_STORE_add_cert(SSL_CTX_get_cert_store(client_ctx), x) != 1)
+    fz_fail(HARNESS ": client TLS context");
+  X509_free(x);
+  BIO_free(ca);
+  SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_set_min_proto_version(client_ctx, TLS1_3_VERSION); /* KeyUpdate is TLS 1.3 */
+  static const unsigned char alpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(client_ctx, alpn, sizeof(alpn) - 1);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -69,7 +135,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fzr_init(&loop, &upstream_addr);
   engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
   engines[1] = fz_loopback_engine(&loop, true, always_splice, &listen_addrs[1]);
-  for (size_t k = 0; k < 2; k++)
+  tls_setup();
+  for (size_t k = 0; k < 3; k++)
     fzr_watch(engines[k]);
   if (!(filler = malloc(BIG_MAX)))
     fz_fail(HARNESS ": out of memory");
@@ -90,6 +157,11 @@ static void dev_close(device *d, bool reset) {
     return;
   d->closing = true;
   fzr_close(&d->tcp, reset, dev_closed);
+  if (d->ssl)
+    SSL_free(d->ssl); /* frees both BIOs */
+  d->ssl = NULL;
+  free(d->before_hs.p);
+  d->before_hs = (fzr_bytes){0};
 }
 
 static void dev_written(uv_write_t *req, int status) {
@@ -99,8 +171,9 @@ static void dev_written(uv_write_t *req, int status) {
   free(req);
 }
 
-static void dev_write(device *d, const void *p, size_t n) {
-  if (!d->open || d->fin || d->closing || n == 0)
+/* Bytes onto the TCP connection as they are. */
+static void raw_write(device *d, const void *p, size_t n) {
+  if (d->closing || n == 0)
     return;
   uv_write_t *req = malloc(sizeof(*req) + n);
   if (!req)
@@ -113,6 +186,35 @@ static void dev_write(device *d, const void *p, size_t n) {
     fzr_tunnel_at(d->i)->reset_seen = true;
     return dev_close(d, false);
   }
+}
+
+/* What OpenSSL has produced for the gateway. */
+static void tls_flush(device *d) {
+  char buf[16 * 1024];
+  int n;
+  while (d->ssl && (n = BIO_read(d->wbio, buf, sizeof(buf))) > 0)
+    raw_write(d, buf, (size_t)n);
+}
+
+static void tls_write(device *d, const void *p, size_t n) {
+  if (!d->hs_done) {
+    fzr_bytes_add(&d->before_hs, p, n);
+    return;
+  }
+  if (key_updates && SSL_key_update(d->ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
+    fz_fail(HARNESS ": tunnel %zu: SSL_key_update", d->i);
+  if (n && SSL_write(d->ssl, p, (int)n) != (int)n)
+    fz_fail(HARNESS ": tunnel %zu: SSL_write", d->i);
+  tls_flush(d);
+}
+
+/* Request and payload bytes: through TLS on the TLS listener. */
+static void dev_write(device *d, const void *p, size_t n) {
+  if (!d->open || d->fin || d->closing || n == 0)
+    return;
+  if (d->ssl)
+    return tls_write(d, p, n);
+  raw_write(d, p, n);
 }
 
 /* Tunnel payload: counted in the ledger. */
@@ -145,25 +247,92 @@ static size_t dev_head(device *d, const char *p, size_t n) {
   return used;
 }
 
+/* The end of the gateway's stream: TCP EOF, or a close_notify on TLS. */
+static void dev_eof(device *d) {
+  fzr_tunnel *t = fzr_tunnel_at(d->i);
+  if (d->eof)
+    return;
+  if (!d->head_done && !t->reset_asked)
+    fz_fail(HARNESS ": tunnel %zu: closed without a response (%zu bytes of head)", d->i,
+            d->head_len);
+  d->eof = true;
+  if (d->fin_done)
+    dev_close(d, false);
+}
+
+static void dev_plain(device *d, const char *p, size_t n) {
+  size_t used = d->head_done ? 0 : dev_head(d, p, n);
+  fzr_bytes_add(&fzr_tunnel_at(d->i)->dev_got, p + used, n - used);
+}
+
+static void dev_fin(device *d);
+static void dev_shutdown(device *d);
+
+static void tls_handshake_done(device *d) {
+  d->hs_done = true;
+  fzr_bytes pending = d->before_hs;
+  d->before_hs = (fzr_bytes){0};
+  if (pending.len)
+    tls_write(d, pending.p, pending.len);
+  free(pending.p);
+  if (d->fin_pending)
+    dev_shutdown(d);
+}
+
+/* Ciphertext from the gateway: handshake, then plaintext until close_notify. */
+static void tls_in(device *d, const char *p, size_t n) {
+  if (BIO_write(d->rbio, p, (int)n) != (int)n)
+    fz_fail(HARNESS ": BIO_write");
+  if (!d->hs_done) {
+    int r = SSL_do_handshake(d->ssl);
+    tls_flush(d);
+    if (!d->ssl)
+      return; /* the write failed: closed */
+    if (r != 1) {
+      if (SSL_get_error(d->ssl, r) != SSL_ERROR_WANT_READ)
+        fz_fail(HARNESS ": tunnel %zu: TLS handshake with the gateway failed", d->i);
+      return;
+    }
+    tls_handshake_done(d);
+  }
+  char buf[16 * 1024];
+  for (;;) {
+    if (!d->ssl || d->closing)
+      return;
+    int r = SSL_read(d->ssl, buf, sizeof(buf));
+    if (r > 0) {
+      dev_plain(d, buf, (size_t)r);
+      continue;
+    }
+    int why = SSL_get_error(d->ssl, r);
+    tls_flush(d); /* e.g. our answer to the gateway's KeyUpdate */
+    if (why == SSL_ERROR_ZERO_RETURN) {
+      d->close_notify_seen = true;
+      return dev_eof(d);
+    }
+    if (why != SSL_ERROR_WANT_READ)
+      fz_fail(HARNESS ": tunnel %zu: TLS error reading from the gateway", d->i);
+    return;
+  }
+}
+
 static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   device *d = s->data;
   fzr_tunnel *t = fzr_tunnel_at(d->i);
   if (n == UV_EOF) {
-    if (!d->head_done && !t->reset_asked)
-      fz_fail(HARNESS ": tunnel %zu: closed without a response (%zu bytes of head)", d->i,
-              d->head_len);
-    d->eof = true;
     uv_read_stop(s);
-    if (d->fin_done)
-      dev_close(d, false);
-    return;
+    if (d->ssl && !d->close_notify_seen && !t->reset_asked)
+      fz_fail(HARNESS ": tunnel %zu: the gateway ended its TLS stream with a bare FIN, no "
+              "close_notify", d->i);
+    return dev_eof(d);
   }
   if (n < 0) {
     t->reset_seen = true;
     return dev_close(d, false);
   }
-  size_t used = d->head_done ? 0 : dev_head(d, buf->base, (size_t)n);
-  fzr_bytes_add(&t->dev_got, buf->base + used, (size_t)n - used);
+  if (d->ssl)
+    return tls_in(d, buf->base, (size_t)n);
+  dev_plain(d, buf->base, (size_t)n);
 }
 
 static void dev_connected(uv_connect_t *req, int status) {
@@ -172,7 +341,18 @@ static void dev_connected(uv_connect_t *req, int status) {
     fz_fail(HARNESS ": tunnel %zu: connect to the engine: %s", d->i, uv_strerror(status));
 }
 
-static void dev_open(size_t i, const struct sockaddr_storage *listen) {
+static void tls_start(device *d) {
+  if (!(d->ssl = SSL_new(client_ctx)) || !(d->rbio = BIO_new(BIO_s_mem())) ||
+      !(d->wbio = BIO_new(BIO_s_mem())))
+    fz_fail(HARNESS ": SSL_new");
+  SSL_set_bio(d->ssl, d->rbio, d->wbio);
+  X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(d->ssl), "127.0.0.1");
+  SSL_set_connect_state(d->ssl);
+  SSL_do_handshake(d->ssl); /* the ClientHello */
+  tls_flush(d);
+}
+
+static void dev_open(size_t i, const struct sockaddr_storage *listen, bool tls) {
   device *d = &devices[i];
   if (d->open)
     return;
@@ -185,6 +365,8 @@ static void dev_open(size_t i, const struct sockaddr_storage *listen) {
   if (uv_tcp_connect(&d->connect, &d->tcp, (const struct sockaddr *)listen, dev_connected) != 0)
     fz_fail(HARNESS ": tunnel %zu: cannot connect", i);
   uv_read_start((uv_stream_t *)&d->tcp, dev_alloc, dev_read);
+  if (tls)
+    tls_start(d);
   char req[128];
   unsigned port = ntohs(((const struct sockaddr_in *)&upstream_addr)->sin_port);
   int n = snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%u HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n",
@@ -204,12 +386,26 @@ static void dev_shut(uv_shutdown_t *req, int status) {
     dev_close(d, false);
 }
 
+/* FIN, after a close_notify on TLS (unless this input's devices send bare
+ * FINs), once the handshake and what was written before it are through. */
+static void dev_shutdown(device *d) {
+  d->fin_pending = false;
+  if (d->ssl && !bare_fin) {
+    SSL_shutdown(d->ssl); /* our close_notify; the gateway's comes later */
+    tls_flush(d);
+  }
+  if (uv_shutdown(&d->shutdown, (uv_stream_t *)&d->tcp, dev_shut) != 0)
+    fz_fail(HARNESS ": tunnel %zu: shutdown refused", d->i);
+}
+
 static void dev_fin(device *d) {
   if (!d->open || d->fin || d->closing)
     return;
   d->fin = true;
-  if (uv_shutdown(&d->shutdown, (uv_stream_t *)&d->tcp, dev_shut) != 0)
-    fz_fail(HARNESS ": tunnel %zu: shutdown refused", d->i);
+  if (d->ssl && !d->hs_done)
+    d->fin_pending = true;
+  else
+    dev_shutdown(d);
 }
 
 static void dev_reset(device *d) {
@@ -246,7 +442,7 @@ static bool finished(void) {
   return false;
 }
 
-static void run(fzr_input *in, const struct sockaddr_storage *listen) {
+static void run(fzr_input *in, const struct sockaddr_storage *listen, bool tls) {
   size_t big = 0;
   while (fzr_more(in)) {
     uint8_t b = fzr_byte(in), op = b & 0x0f;
@@ -255,7 +451,7 @@ static void run(fzr_input *in, const struct sockaddr_storage *listen) {
     const uint8_t *p;
     size_t n;
     switch (op) {
-    case 0: dev_open(i, listen); break;
+    case 0: dev_open(i, listen, tls); break;
     case 1:
       n = fzr_take(in, (size_t)fzr_byte(in) + 1, &p);
       dev_send(d, p, n);
@@ -287,10 +483,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > 16 * 1024)
     return -1;
   fzr_input in = {.p = data, .n = size};
-  size_t which = fzr_byte(&in) & 1;
+  uint8_t mode = fzr_byte(&in);
+  bool tls = mode & 2;
+  size_t which = tls ? 2 : (mode & 1);
+  bare_fin = mode & 4;
+  key_updates = mode & 8;
   tn_engine *e = engines[which];
   fzr_begin();
-  run(&in, &listen_addrs[which]);
+  run(&in, &listen_addrs[which], tls);
   /* Both sides finish: everyone reads again, every device sends its FIN. */
   fzr_up_resume_all();
   for (size_t i = 0; i < FZR_TUNNELS; i++) {

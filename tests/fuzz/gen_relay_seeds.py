@@ -44,11 +44,11 @@ def common(run):
     }
 
 
-def write(harness, seeds):
+def write(harness, seeds, engines=(0, 1)):
     d = os.path.join(HERE, "corpus", harness)
     os.makedirs(d, exist_ok=True)
     for name, ops in seeds.items():
-        for engine in (0, 1):
+        for engine in engines:
             with open(os.path.join(d, f"seed-{name}-{engine}"), "wb") as f:
                 f.write(bytes([engine]) + ops)
 
@@ -56,7 +56,8 @@ def write(harness, seeds):
 def main():
     h1 = common(lambda n: bytes([0x0B, n]))
     h1["splice-switch"] = op(OPEN) + send(0, b"s") + op(BIG, 0, 80) + bytes([0x0B, 9]) + op(BIG, 0, 10)
-    write("fuzz_relay_h1", h1)
+    # Mode byte bit 1: the TLS listener; bit 2: bare FINs; bit 3: KeyUpdates.
+    write("fuzz_relay_h1", h1, engines=(0, 1, 2, 6, 10))
     h2 = common(lambda n: bytes([0x0E, n]))
     h2["settings-and-windows"] = (op(OPEN) + op(12, 0, 0x21) + op(DEV_STOP) + op(BIG, 0, 20)
                                   + bytes([0x0E, 9]) + op(11, 0, 1, 0) + op(13) + op(12, 0, 0x05)
