@@ -23,6 +23,7 @@ struct tn_ep_tls {
   BIO *rbio, *wbio;
   bool handshake_done;
   bool want_drain;
+  bool write_closed; /* our close_notify and FIN are out: nothing more to send */
   char err[96];    /* why the handshake or a record failed, for logs */
 };
 
@@ -38,8 +39,17 @@ static void note_error(tn_ep_tls *t) {
 
 const char *tn__ep_tls_error(const tn_ep_tls *t) { return t->err[0] ? t->err : NULL; }
 
-/* Sends whatever ciphertext OpenSSL produced. */
+/* Sends whatever ciphertext OpenSSL produced. After our close_notify it
+ * drops it instead: reading on (a half-closed stream) can still make
+ * OpenSSL answer, e.g. a TLS 1.3 KeyUpdate that requests ours, but nothing
+ * may follow a close_notify (RFC 8446 6.1), and the socket's write side is
+ * shut: writing would fail and tear down a tunnel whose device is still
+ * sending. */
 static int flush_wbio(tn_ep_tls *t) {
+  if (t->write_closed) {
+    (void)BIO_reset(t->wbio);
+    return 0;
+  }
   while (BIO_ctrl_pending(t->wbio) > 0) {
     uv_buf_t b;
     tn__alloc_cb(NULL, TN_BUF_SIZE, &b);
@@ -210,6 +220,7 @@ static int tls_shutdown(tn_ep *ep) {
   tn_ep_tls *t = tls_of(ep);
   SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
   int err = flush_wbio(t);
+  t->write_closed = true;
   return err ? err : tn__ep_shutdown(&t->tcp->ep);
 }
 
