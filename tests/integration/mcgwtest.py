@@ -661,6 +661,14 @@ class Mcgw:
         if not self._reader.is_alive():
             self.proc.stdout.close()
 
+    def rss_kib(self):
+        """The daemon's resident set size, in KiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
     def assert_no_sanitizer_report(self):
         text = self.text
         for marker in SANITIZER_MARKERS:

@@ -170,14 +170,6 @@ def test_header_timeout_h2_request_head_never_completed(mcgw, echo):
     s.close()
 
 
-def rss_kib(gw):
-    with open(f"/proc/{gw.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 @pytest.mark.timeout(240)
 def test_uploads_to_upstreams_that_stop_reading_hold_bounded_memory(mcgw, upstream):
     """20 streams upload to upstreams that accept and then read nothing:
@@ -203,7 +195,7 @@ def test_uploads_to_upstreams_that_stop_reading_hold_bounded_memory(mcgw, upstre
     up = upstream(late_reader)
     up.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # accepted ones inherit it
     gw = mcgw(allow="127.0.0.1:*", require_tls="no", h2_stream_window="256KiB")
-    base = rss_kib(gw)
+    base = gw.rss_kib()
     client = H2Client(gw.proxy_port)
     streams = [client.connect(f"127.0.0.1:{up.port}", keep_body=False) for _ in range(n)]
     client.pump(lambda: all(s.status is not None for s in streams), 30, "the responses")
@@ -217,7 +209,7 @@ def test_uploads_to_upstreams_that_stop_reading_hold_bounded_memory(mcgw, upstre
                    for s in streams)
     client.pump(all_stalled, 120, "every stream to stall on its window")
     held = gw.status()["bytes"]["upstream"]
-    grown = rss_kib(gw) - base
+    grown = gw.rss_kib() - base
     # Everything relayed so far sits in kernel socket buffers or in the
     # gateway; the gateway's share is bounded per stream.
     assert held < n * size

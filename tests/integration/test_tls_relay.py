@@ -103,19 +103,11 @@ def test_upstream_fin_first_device_keeps_sending(gw, pki, upstream):
     sock.close()
 
 
-def gateway_rss_kib(gw):
-    with open(f"/proc/{gw.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_device_that_stops_reading_stalls_the_tunnel_bounded(gw, pki, upstream):
     size = 64 * MiB
     reply = pattern(size, 4)
     up = upstream(mcgwtest.sink_and_send(size, 4))
-    base_rss = gateway_rss_kib(gw)
+    base_rss = gw.rss_kib()
     dev, sock, client = tls_tunnel(gw, pki, up.port)
     # The device reads nothing. The gateway's count of bytes relayed down
     # must stop growing well short of 64 MiB: it stopped reading upstream.
@@ -133,7 +125,7 @@ def test_device_that_stops_reading_stalls_the_tunnel_bounded(gw, pki, upstream):
     # the relay's 256 KiB high-water mark; far below what upstream offers.
     assert last <= 24 * MiB, last
     if not is_sanitized():  # ASan's quarantine keeps freed memory: RSS says nothing there
-        assert gateway_rss_kib(gw) - base_rss <= 8 * 1024, "memory bounded while stalled"
+        assert gw.rss_kib() - base_rss <= 8 * 1024, "memory bounded while stalled"
     # The device reads again: everything arrives, byte-exact, then close_notify.
     dev.close_notify()  # it sends nothing; upstream's reader gets its EOF
     got, how = dev.read_to_end()
