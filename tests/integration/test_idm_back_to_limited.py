@@ -21,12 +21,17 @@ def _idms_installed():
     require_idms()
 
 
-def gateway_with_mc_server(env, idms):
-    mc = echo_server()  # stands in for an MC server (require_tls = no)
+def gateway_with_mc_server(env, idms, process_env=None, **idm):
+    """A gateway that allows the IdMS, and an echo server standing in for an
+    MC server (require_tls = no) only while authorized. process_env: the
+    daemon's environment (None: this one's). Returns (gw, mc, mc_target)."""
+    mc = echo_server()
     mc_target = f"127.0.0.1:{mc.getsockname()[1]}"
-    gw = env.gateway(idms, idm={"refresh_before": "2s"}, tunnel={
+    gw = env.gateway(idms, idm={"refresh_before": "2s", **idm}, start=False, tunnel={
         "allow": [f"127.0.0.2:{idms.authz_port}", f"127.0.0.3:{idms.token_port}"],
         "allow_when_authorized": mc_target})
+    gw.env = process_env
+    gw.start()
     return gw, mc, mc_target
 
 

@@ -13,7 +13,8 @@ import subprocess
 import pytest
 
 from idmtest import env, pki, require_idms  # noqa: F401
-from test_idm_refresh import echo_once, echo_server, login, open_tunnel
+from test_idm_back_to_limited import gateway_with_mc_server
+from test_idm_refresh import echo_once, login, open_tunnel
 
 pytestmark = pytest.mark.timeout(180)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,21 +46,6 @@ def clock(tmp_path):
     return Clock()
 
 
-def gateway(env, idms, clock, **idm):
-    mc = echo_server()
-    mc_target = f"127.0.0.1:{mc.getsockname()[1]}"
-    gw = env.gateway(idms, idm={"refresh_before": "3s", **idm}, start=False, tunnel={
-        "allow": [f"127.0.0.2:{idms.authz_port}", f"127.0.0.3:{idms.token_port}"],
-        "allow_when_authorized": mc_target})
-    gw.env = clock.env
-    gw.start()
-    return gw, mc, mc_target
-
-
-def mc_status(gw, mc_target):
-    return gw.connect(mc_target)
-
-
 def test_forward_jump_keeps_service_until_the_refresh_then_names_the_clock(env, clock):
     """+10 min while authorized: the access token's lifetime runs on the
     monotonic clock, so allow_when_authorized tunnels stay admitted and the
@@ -67,18 +53,18 @@ def test_forward_jump_keeps_service_until_the_refresh_then_names_the_clock(env, 
     token looks expired to the gateway, the login is refused and the reason
     names the gateway's clock (the skew measured from the Date header)."""
     idms = env.idms(access_ttl=10)
-    gw, mc, mc_target = gateway(env, idms, clock)
+    gw, mc, mc_target = gateway_with_mc_server(env, idms, clock.env, refresh_before="3s")
     login(env, gw)
     kept = open_tunnel(gw, mc_target)
     clock.jump(600)
-    assert mc_status(gw, mc_target) == 200  # right after the jump: still authorized
+    assert gw.connect(mc_target) == 200  # right after the jump: still authorized
     assert gw.idm_status()["authorized"] is True
     rec = gw.msg("idm_login_needed", timeout=20)
     assert "expired" in rec["reason"] and "check NTP/GNSS time on the gateway" in rec["reason"], rec
     assert "600 s ahead" in rec["reason"], rec
     st = gw.wait_state("unauthorized")
     assert st["authorized"] is False
-    assert mc_status(gw, mc_target) == 403
+    assert gw.connect(mc_target) == 403
     echo_once(kept, b"open tunnels are not cut")
     kept.close()
     mc.close()
@@ -91,7 +77,7 @@ def test_forward_jump_keeps_service_until_the_refresh_then_names_the_clock(env, 
     "this marker with the fix"))
 def test_forward_jump_status_stays_consistent(env, clock):
     idms = env.idms(access_ttl=30)
-    gw, mc, mc_target = gateway(env, idms, clock, refresh_before="10s")
+    gw, mc, mc_target = gateway_with_mc_server(env, idms, clock.env, refresh_before="10s")
     login(env, gw)
     clock.jump(600)
     st = gw.idm_status()
@@ -105,12 +91,12 @@ def test_backward_jump_during_outage_still_expires_on_time(env, clock):
     look valid for another hour, but it is never used after its real
     expiry: limited service arrives on the monotonic expiry timer."""
     idms = env.idms(access_ttl=6)
-    gw, mc, mc_target = gateway(env, idms, clock, refresh_before="2s")
+    gw, mc, mc_target = gateway_with_mc_server(env, idms, clock.env)
     login(env, gw)
     idms.command("stop")
     clock.jump(-3600)
     gw.msg("idm_access_token_expired", timeout=20)
     st = gw.idm_status()
     assert st["authorized"] is False and st["access_token_expires_in_s"] == 0, st
-    assert mc_status(gw, mc_target) == 403
+    assert gw.connect(mc_target) == 403
     mc.close()
