@@ -32,17 +32,12 @@
  * within the driver's deadline.
  * ASan/UBSan/LSan watch the rest. Run with -close_fd_mask=2 to silence the
  * engine's logs. */
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "driver.h"
-#include "fuzz_https_response_certs.h"
 #include "relay.h"
 #include "tunnel/engine.h"
 #include "tunnel/log.h"
@@ -60,70 +55,20 @@ typedef struct device {
   char head[1024]; /* the response head, up to its blank line */
   size_t head_len;
   bool head_done;
-  /* TLS listener: the device's TLS client over memory BIOs */
-  SSL *ssl;
-  BIO *rbio, *wbio;
-  bool hs_done, fin_pending, close_notify_seen;
-  fzr_bytes before_hs; /* plaintext written before the handshake completed */
+  bool tls_on;     /* on the TLS listener: */
+  fzr_tls tls;     /* the device's TLS client */
+  bool fin_pending; /* FIN asked for before the handshake was done */
 } device;
 
 static uv_loop_t loop;
 static tn_engine *engines[3]; /* splice auto, splice always, TLS listener */
 static struct sockaddr_storage listen_addrs[3], upstream_addr;
-static SSL_CTX *client_ctx;
 static bool bare_fin, key_updates; /* this input's TLS device behaviour */
 static device devices[FZR_TUNNELS];
 static size_t open_devices;
 static uint8_t *filler;
 
 static void always_splice(tn_engine_opts *o) { o->splice = TN_SPLICE_ALWAYS; }
-
-static char cert_path[64], key_path[64];
-static struct sockaddr_storage tls_listen;
-
-static void write_file(char *path, const char *name, const char *pem, const char *dir) {
-  snprintf(path, 64, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  if (!f || fputs(pem, f) < 0 || fclose(f) != 0)
-    fz_fail(HARNESS ": cannot write %s", path);
-}
-
-/* A TLS listener on 127.0.0.1:0 as well (listener 1), with the throwaway
- * certificate for 127.0.0.1 of fuzz_https_response_certs.h. */
-static void with_tls(tn_engine_opts *o) {
-  if (tn_addr_parse_listen("127.0.0.1:0", &tls_listen) != 0)
-    fz_fail(HARNESS ": listen address");
-  o->listen_tls = &tls_listen;
-  o->n_listen_tls = 1;
-  o->tls_cert = cert_path;
-  o->tls_key = key_path;
-}
-
-static void tls_setup(void) {
-  char dir[] = "/tmp/fuzz_relay_h1.XXXXXX";
-  if (!mkdtemp(dir))
-    fz_fail(HARNESS ": mkdtemp");
-  write_file(cert_path, "cert.pem", fz_cert_pem, dir);
-  write_file(key_path, "key.pem", fz_key_pem, dir);
-  engines[2] = fz_loopback_engine(&loop, true, with_tls, &listen_addrs[2]);
-  if (tn_engine_listener_addr(engines[2], 1, &listen_addrs[2]) != 0)
-    fz_fail(HARNESS ": no TLS listener");
-  /* The engine has read the files: nothing left behind. */
-  unlink(cert_path);
-  unlink(key_path);
-  rmdir(dir);
-  client_ctx = SSL_CTX_new(TLS_client_method());
-  BIO *ca = BIO_new_mem_buf(fz_ca_pem, -1);
-  X509 *x = ca ? PEM_read_bio_X509(ca, NULL, NULL, NULL) : NULL;
-  if (!client_ctx || !x || X509_STORE_add_cert(SSL_CTX_get_cert_store(client_ctx), x) != 1)
-    fz_fail(HARNESS ": client TLS context");
-  X509_free(x);
-  BIO_free(ca);
-  SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, NULL);
-  SSL_CTX_set_min_proto_version(client_ctx, TLS1_3_VERSION); /* KeyUpdate is TLS 1.3 */
-  static const unsigned char alpn[] = "\x08http/1.1";
-  SSL_CTX_set_alpn_protos(client_ctx, alpn, sizeof(alpn) - 1);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -135,7 +80,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fzr_init(&loop, &upstream_addr);
   engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
   engines[1] = fz_loopback_engine(&loop, true, always_splice, &listen_addrs[1]);
-  tls_setup();
+  static const char alpn[] = "\x08http/1.1";
+  engines[2] = fzr_tls_engine(&loop, true, NULL, &listen_addrs[2], alpn, sizeof(alpn) - 1);
   for (size_t k = 0; k < 3; k++)
     fzr_watch(engines[k]);
   if (!(filler = malloc(BIG_MAX)))
@@ -157,11 +103,8 @@ static void dev_close(device *d, bool reset) {
     return;
   d->closing = true;
   fzr_close(&d->tcp, reset, dev_closed);
-  if (d->ssl)
-    SSL_free(d->ssl); /* frees both BIOs */
-  d->ssl = NULL;
-  free(d->before_hs.p);
-  d->before_hs = (fzr_bytes){0};
+  if (d->tls_on)
+    fzr_tls_free(&d->tls);
 }
 
 static void dev_written(uv_write_t *req, int status) {
@@ -191,30 +134,19 @@ static void raw_write(device *d, const void *p, size_t n) {
 /* What OpenSSL has produced for the gateway. */
 static void tls_flush(device *d) {
   char buf[16 * 1024];
-  int n;
-  while (d->ssl && (n = BIO_read(d->wbio, buf, sizeof(buf))) > 0)
-    raw_write(d, buf, (size_t)n);
-}
-
-static void tls_write(device *d, const void *p, size_t n) {
-  if (!d->hs_done) {
-    fzr_bytes_add(&d->before_hs, p, n);
-    return;
-  }
-  if (key_updates && SSL_key_update(d->ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
-    fz_fail(HARNESS ": tunnel %zu: SSL_key_update", d->i);
-  if (n && SSL_write(d->ssl, p, (int)n) != (int)n)
-    fz_fail(HARNESS ": tunnel %zu: SSL_write", d->i);
-  tls_flush(d);
+  size_t n;
+  while (d->tls_on && !d->closing && (n = fzr_tls_output(&d->tls, buf, sizeof(buf))) > 0)
+    raw_write(d, buf, n);
 }
 
 /* Request and payload bytes: through TLS on the TLS listener. */
 static void dev_write(device *d, const void *p, size_t n) {
   if (!d->open || d->fin || d->closing || n == 0)
     return;
-  if (d->ssl)
-    return tls_write(d, p, n);
-  raw_write(d, p, n);
+  if (!d->tls_on)
+    return raw_write(d, p, n);
+  fzr_tls_write(&d->tls, p, n, key_updates);
+  tls_flush(d);
 }
 
 /* Tunnel payload: counted in the ledger. */
@@ -265,55 +197,20 @@ static void dev_plain(device *d, const char *p, size_t n) {
   fzr_bytes_add(&fzr_tunnel_at(d->i)->dev_got, p + used, n - used);
 }
 
-static void dev_fin(device *d);
 static void dev_shutdown(device *d);
 
-static void tls_handshake_done(device *d) {
-  d->hs_done = true;
-  fzr_bytes pending = d->before_hs;
-  d->before_hs = (fzr_bytes){0};
-  if (pending.len)
-    tls_write(d, pending.p, pending.len);
-  free(pending.p);
-  if (d->fin_pending)
-    dev_shutdown(d);
-}
+static void plain_in(void *arg, const char *p, size_t n) { dev_plain(arg, p, n); }
 
 /* Ciphertext from the gateway: handshake, then plaintext until close_notify. */
 static void tls_in(device *d, const char *p, size_t n) {
-  if (BIO_write(d->rbio, p, (int)n) != (int)n)
-    fz_fail(HARNESS ": BIO_write");
-  if (!d->hs_done) {
-    int r = SSL_do_handshake(d->ssl);
-    tls_flush(d);
-    if (!d->ssl)
-      return; /* the write failed: closed */
-    if (r != 1) {
-      if (SSL_get_error(d->ssl, r) != SSL_ERROR_WANT_READ)
-        fz_fail(HARNESS ": tunnel %zu: TLS handshake with the gateway failed", d->i);
-      return;
-    }
-    tls_handshake_done(d);
-  }
-  char buf[16 * 1024];
-  for (;;) {
-    if (!d->ssl || d->closing)
-      return;
-    int r = SSL_read(d->ssl, buf, sizeof(buf));
-    if (r > 0) {
-      dev_plain(d, buf, (size_t)r);
-      continue;
-    }
-    int why = SSL_get_error(d->ssl, r);
-    tls_flush(d); /* e.g. our answer to the gateway's KeyUpdate */
-    if (why == SSL_ERROR_ZERO_RETURN) {
-      d->close_notify_seen = true;
-      return dev_eof(d);
-    }
-    if (why != SSL_ERROR_WANT_READ)
-      fz_fail(HARNESS ": tunnel %zu: TLS error reading from the gateway", d->i);
+  bool ended = fzr_tls_input(&d->tls, p, n, plain_in, d);
+  tls_flush(d); /* what was held for the handshake; answers to a KeyUpdate */
+  if (d->closing)
     return;
-  }
+  if (d->fin_pending && d->tls.ready)
+    dev_shutdown(d);
+  if (ended)
+    dev_eof(d);
 }
 
 static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -321,7 +218,7 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   fzr_tunnel *t = fzr_tunnel_at(d->i);
   if (n == UV_EOF) {
     uv_read_stop(s);
-    if (d->ssl && !d->close_notify_seen && !t->reset_asked)
+    if (d->tls_on && !d->tls.close_notify_seen && !t->reset_asked)
       fz_fail(HARNESS ": tunnel %zu: the gateway ended its TLS stream with a bare FIN, no "
               "close_notify", d->i);
     return dev_eof(d);
@@ -330,7 +227,7 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     t->reset_seen = true;
     return dev_close(d, false);
   }
-  if (d->ssl)
+  if (d->tls_on)
     return tls_in(d, buf->base, (size_t)n);
   dev_plain(d, buf->base, (size_t)n);
 }
@@ -339,17 +236,6 @@ static void dev_connected(uv_connect_t *req, int status) {
   device *d = req->data;
   if (status < 0 && status != UV_ECANCELED)
     fz_fail(HARNESS ": tunnel %zu: connect to the engine: %s", d->i, uv_strerror(status));
-}
-
-static void tls_start(device *d) {
-  if (!(d->ssl = SSL_new(client_ctx)) || !(d->rbio = BIO_new(BIO_s_mem())) ||
-      !(d->wbio = BIO_new(BIO_s_mem())))
-    fz_fail(HARNESS ": SSL_new");
-  SSL_set_bio(d->ssl, d->rbio, d->wbio);
-  X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(d->ssl), "127.0.0.1");
-  SSL_set_connect_state(d->ssl);
-  SSL_do_handshake(d->ssl); /* the ClientHello */
-  tls_flush(d);
 }
 
 static void dev_open(size_t i, const struct sockaddr_storage *listen, bool tls) {
@@ -365,8 +251,10 @@ static void dev_open(size_t i, const struct sockaddr_storage *listen, bool tls) 
   if (uv_tcp_connect(&d->connect, &d->tcp, (const struct sockaddr *)listen, dev_connected) != 0)
     fz_fail(HARNESS ": tunnel %zu: cannot connect", i);
   uv_read_start((uv_stream_t *)&d->tcp, dev_alloc, dev_read);
-  if (tls)
-    tls_start(d);
+  if ((d->tls_on = tls)) {
+    fzr_tls_open(&d->tls);
+    tls_flush(d); /* the ClientHello */
+  }
   char req[128];
   unsigned port = ntohs(((const struct sockaddr_in *)&upstream_addr)->sin_port);
   int n = snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%u HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n",
@@ -390,8 +278,8 @@ static void dev_shut(uv_shutdown_t *req, int status) {
  * FINs), once the handshake and what was written before it are through. */
 static void dev_shutdown(device *d) {
   d->fin_pending = false;
-  if (d->ssl && !bare_fin) {
-    SSL_shutdown(d->ssl); /* our close_notify; the gateway's comes later */
+  if (d->tls_on && !bare_fin) {
+    fzr_tls_close_notify(&d->tls); /* the gateway's comes later */
     tls_flush(d);
   }
   if (uv_shutdown(&d->shutdown, (uv_stream_t *)&d->tcp, dev_shut) != 0)
@@ -402,7 +290,7 @@ static void dev_fin(device *d) {
   if (!d->open || d->fin || d->closing)
     return;
   d->fin = true;
-  if (d->ssl && !d->hs_done)
+  if (d->tls_on && !d->tls.ready)
     d->fin_pending = true;
   else
     dev_shutdown(d);

@@ -7,7 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
 #include "driver.h"
+#include "fuzz_https_response_certs.h"
 
 struct fzr_upstream {
   uv_tcp_t tcp;
@@ -348,6 +352,127 @@ void fzr_run_until(bool (*done)(void), const char *harness) {
     uv_timer_start(&guard, wake, 10, 0);
     uv_run(loop, UV_RUN_ONCE);
     uv_timer_stop(&guard);
+  }
+}
+
+/* ---- a device's TLS client ---- */
+
+static SSL_CTX *client_ctx;
+static char cert_path[64], key_path[64];
+static struct sockaddr_storage tls_listen;
+
+static void write_file(char *path, const char *dir, const char *name, const char *pem) {
+  snprintf(path, 64, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  if (!f || fputs(pem, f) < 0 || fclose(f) != 0)
+    fz_fail("fuzz relay: cannot write %s", path);
+}
+
+static void (*user_tune)(tn_engine_opts *o);
+
+static void with_tls(tn_engine_opts *o) {
+  if (tn_addr_parse_listen("127.0.0.1:0", &tls_listen) != 0)
+    fz_fail("fuzz relay: listen address");
+  o->listen_tls = &tls_listen;
+  o->n_listen_tls = 1;
+  o->tls_cert = cert_path;
+  o->tls_key = key_path;
+  if (user_tune)
+    user_tune(o);
+}
+
+tn_engine *fzr_tls_engine(uv_loop_t *l, bool allow_private, void (*tune)(tn_engine_opts *o),
+                          struct sockaddr_storage *tls_addr, const char *alpn, size_t alpn_len) {
+  char dir[] = "/tmp/fuzz_relay_tls.XXXXXX";
+  if (!mkdtemp(dir))
+    fz_fail("fuzz relay: mkdtemp");
+  write_file(cert_path, dir, "cert.pem", fz_cert_pem);
+  write_file(key_path, dir, "key.pem", fz_key_pem);
+  user_tune = tune;
+  struct sockaddr_storage plain;
+  tn_engine *e = fz_loopback_engine(l, allow_private, with_tls, &plain);
+  if (tn_engine_listener_addr(e, 1, tls_addr) != 0)
+    fz_fail("fuzz relay: no TLS listener");
+  unlink(cert_path); /* the engine has read them */
+  unlink(key_path);
+  rmdir(dir);
+  client_ctx = SSL_CTX_new(TLS_client_method());
+  BIO *ca = BIO_new_mem_buf(fz_ca_pem, -1);
+  X509 *x = ca ? PEM_read_bio_X509(ca, NULL, NULL, NULL) : NULL;
+  if (!client_ctx || !x || X509_STORE_add_cert(SSL_CTX_get_cert_store(client_ctx), x) != 1)
+    fz_fail("fuzz relay: client TLS context");
+  X509_free(x);
+  BIO_free(ca);
+  SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_set_min_proto_version(client_ctx, TLS1_3_VERSION);
+  SSL_CTX_set_alpn_protos(client_ctx, (const unsigned char *)alpn, (unsigned)alpn_len);
+  return e;
+}
+
+void fzr_tls_open(fzr_tls *t) {
+  *t = (fzr_tls){0};
+  BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+  if (!(t->ssl = SSL_new(client_ctx)) || !rbio || !wbio)
+    fz_fail("fuzz relay: SSL_new");
+  SSL_set_bio(t->ssl, rbio, wbio);
+  X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), "127.0.0.1");
+  SSL_set_connect_state(t->ssl);
+  SSL_do_handshake(t->ssl); /* the ClientHello */
+}
+
+void fzr_tls_free(fzr_tls *t) {
+  if (t->ssl)
+    SSL_free(t->ssl); /* and both BIOs */
+  free(t->early.p);
+  *t = (fzr_tls){0};
+}
+
+void fzr_tls_write(fzr_tls *t, const void *p, size_t n, bool key_update) {
+  if (!t->ready)
+    return fzr_bytes_add(&t->early, p, n);
+  if (key_update && SSL_key_update(t->ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
+    fz_fail("fuzz relay: SSL_key_update");
+  if (n && SSL_write(t->ssl, p, (int)n) != (int)n)
+    fz_fail("fuzz relay: SSL_write");
+}
+
+void fzr_tls_close_notify(fzr_tls *t) { SSL_shutdown(t->ssl); }
+
+size_t fzr_tls_output(fzr_tls *t, char *buf, size_t cap) {
+  int n = t->ssl ? BIO_read(SSL_get_wbio(t->ssl), buf, (int)cap) : 0;
+  return n > 0 ? (size_t)n : 0;
+}
+
+bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
+                   void (*plain)(void *arg, const char *p, size_t n), void *arg) {
+  if (BIO_write(SSL_get_rbio(t->ssl), p, (int)n) != (int)n)
+    fz_fail("fuzz relay: BIO_write");
+  if (!t->ready) {
+    int r = SSL_do_handshake(t->ssl);
+    if (r != 1) {
+      if (SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ)
+        fz_fail("fuzz relay: the TLS handshake with the gateway failed");
+      return false;
+    }
+    t->ready = true;
+    fzr_bytes early = t->early;
+    t->early = (fzr_bytes){0};
+    fzr_tls_write(t, early.p, early.len, false);
+    free(early.p);
+  }
+  char buf[16 * 1024];
+  for (;;) {
+    int r = SSL_read(t->ssl, buf, sizeof(buf));
+    if (r > 0) {
+      plain(arg, buf, (size_t)r);
+      continue;
+    }
+    int why = SSL_get_error(t->ssl, r);
+    if (why == SSL_ERROR_ZERO_RETURN)
+      return t->close_notify_seen = true;
+    if (why != SSL_ERROR_WANT_READ)
+      fz_fail("fuzz relay: TLS error reading from the gateway");
+    return t->close_notify_seen;
   }
 }
 

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "tunnel/engine.h"
@@ -88,6 +89,40 @@ void fzr_up_pause(size_t i, bool paused);
 void fzr_up_resume_all(void);
 /* Upstream connections not yet closed. */
 size_t fzr_up_open(void);
+
+/* ---- a device's TLS client for the TLS listener, over memory BIOs ---- */
+
+typedef struct fzr_tls {
+  SSL *ssl;               /* NULL: not open */
+  bool ready;             /* the handshake is done */
+  bool close_notify_seen; /* the gateway ended its stream with a close_notify */
+  fzr_bytes early;        /* plaintext written before the handshake completed */
+} fzr_tls;
+
+/* An engine as fz_loopback_engine makes it (tune, allow_private as given)
+ * plus a TLS listener (listener 1, address in *tls_addr) with the throwaway
+ * certificate for 127.0.0.1 of fuzz_https_response_certs.h; and the client
+ * context devices use: TLS 1.3 (so KeyUpdate exists), the gateway verified
+ * against the throwaway CA, ALPN alpn (wire format). Call once. */
+tn_engine *fzr_tls_engine(uv_loop_t *loop, bool allow_private, void (*tune)(tn_engine_opts *o),
+                          struct sockaddr_storage *tls_addr, const char *alpn, size_t alpn_len);
+/* Starts a client: the ClientHello waits in fzr_tls_output. */
+void fzr_tls_open(fzr_tls *t);
+void fzr_tls_free(fzr_tls *t);
+/* Plaintext to the gateway (held until the handshake is done), after a
+ * KeyUpdate that requests the gateway's when key_update is set. */
+void fzr_tls_write(fzr_tls *t, const void *p, size_t n, bool key_update);
+/* Our close_notify. */
+void fzr_tls_close_notify(fzr_tls *t);
+/* Ciphertext to send the gateway, up to cap bytes; 0 when there is none.
+ * Call until 0 after every other fzr_tls_ call. */
+size_t fzr_tls_output(fzr_tls *t, char *buf, size_t cap);
+/* Ciphertext from the gateway: completes the handshake (then sends what
+ * was held), hands plaintext to plain(arg, ...), which must not free t.
+ * Returns true once the gateway's close_notify has arrived. A TLS error
+ * fails the harness. */
+bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
+                   void (*plain)(void *arg, const char *p, size_t n), void *arg);
 
 /* Closes tcp, with a reset (RST, not FIN) when reset is set. */
 void fzr_close(uv_tcp_t *tcp, bool reset, uv_close_cb cb);
