@@ -224,12 +224,22 @@ static int tls_shutdown(tn_ep *ep) {
   return err ? err : tn__ep_shutdown(&t->tcp->ep);
 }
 
+/* A clean close ends our side with a close_notify first, if it is not out
+ * yet (RFC 8446 6.1: the peer can then tell a complete stream from a
+ * truncated one), e.g. an HTTP/2 session closing after the device's GOAWAY.
+ * Best effort: the socket closes right after. A reset sends none. */
 static void tls_close(tn_ep *ep, bool reset) {
+  tn_ep_tls *t = tls_of(ep);
   if (ep->closing)
     return;
   ep->closing = true;
   ep->reading = false;
-  tn__ep_close(&tls_of(ep)->tcp->ep, reset);
+  if (!reset && t->handshake_done && !t->write_closed) {
+    SSL_shutdown(t->ssl);
+    (void)flush_wbio(t);
+    t->write_closed = true;
+  }
+  tn__ep_close(&t->tcp->ep, reset);
 }
 
 static const tn_ep_ops tls_ops = {

@@ -7,7 +7,10 @@
  * what happens to the bytes once streams are open.
  *
  * Input: the first byte picks the engine (bit 0: 16 KiB stream windows
- * rather than the default 256 KiB, so flow control bites). Then operations,
+ * rather than the default 256 KiB, so flow control bites; bit 1: the TLS
+ * listener with ALPN h2 instead, the device speaking TLS 1.3 over OpenSSL
+ * memory BIOs, and, bit 3, requesting a TLS KeyUpdate before each write).
+ * Then operations,
  * one byte each: the low nibble is the operation, the high nibble the
  * stream (tunnel) it applies to:
  *   0 open: HEADERS (CONNECT) and at once DATA with the tunnel's tag, before
@@ -34,7 +37,7 @@
  * Oracles: relay.h (bytes exact per stream and direction, no unasked reset
  * or RST_STREAM, access-log byte counts and close=eof), plus: every CONNECT
  * is answered :status 200; the engine never closes the connection or sends
- * GOAWAY while streams are open; and afterwards the engine has no tunnel,
+ * GOAWAY while streams are open, and on TLS ends it with a close_notify; and afterwards the engine has no tunnel,
  * connection or client left, within the driver's deadline. ASan/UBSan/LSan
  * watch the rest. Run with -close_fd_mask=2 to silence the engine's logs. */
 #include <nghttp2/nghttp2.h>
@@ -64,9 +67,10 @@ typedef struct stream {
 } stream;
 
 static uv_loop_t loop;
-static tn_engine *engines[2];
+static tn_engine *engines[3]; /* 256 KiB windows, 16 KiB windows, TLS listener */
 static tn_engine *current;
-static struct sockaddr_storage listen_addrs[2], upstream_addr;
+static struct sockaddr_storage listen_addrs[3], upstream_addr;
+static bool key_updates;
 static uint8_t *filler;
 static nghttp2_session_callbacks *callbacks;
 
@@ -76,6 +80,8 @@ static struct {
   uv_connect_t connect;
   uv_shutdown_t shutdown;
   nghttp2_session *session;
+  bool tls_on;
+  fzr_tls tls;
   bool open, eof, shut, closing, closed, ping_acked;
   stream streams[FZR_TUNNELS];
   size_t open_streams;
@@ -86,6 +92,8 @@ static struct {
 static void dev_closed(uv_handle_t *h) {
   (void)h;
   dev.closed = true;
+  if (dev.tls_on)
+    fzr_tls_free(&dev.tls);
 }
 
 static void dev_written(uv_write_t *req, int status) {
@@ -94,7 +102,26 @@ static void dev_written(uv_write_t *req, int status) {
   free(req);
 }
 
-/* Everything nghttp2 has queued goes out now. */
+static void raw_write(const void *p, size_t n) {
+  uv_write_t *req = malloc(sizeof(*req) + n);
+  if (!req)
+    fz_fail(HARNESS ": out of memory");
+  memcpy(req + 1, p, n);
+  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
+  if (uv_write(req, (uv_stream_t *)&dev.tcp, &buf, 1, dev_written) != 0)
+    fz_fail(HARNESS ": uv_write to the engine refused");
+}
+
+/* What the TLS client has for the gateway. */
+static void tls_flush(void) {
+  char buf[16 * 1024];
+  size_t n;
+  while (dev.tls_on && !dev.closing && (n = fzr_tls_output(&dev.tls, buf, sizeof(buf))) > 0)
+    raw_write(buf, n);
+}
+
+/* Everything nghttp2 has queued goes out now (through TLS on the TLS
+ * listener). */
 static void flush(void) {
   if (!dev.session || dev.closing || dev.shut)
     return;
@@ -104,14 +131,11 @@ static void flush(void) {
     if (n < 0)
       fz_fail(HARNESS ": nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
     if (n == 0)
-      return;
-    uv_write_t *req = malloc(sizeof(*req) + (size_t)n);
-    if (!req)
-      fz_fail(HARNESS ": out of memory");
-    memcpy(req + 1, p, (size_t)n);
-    uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-    if (uv_write(req, (uv_stream_t *)&dev.tcp, &buf, 1, dev_written) != 0)
-      fz_fail(HARNESS ": uv_write to the engine refused");
+      return tls_flush();
+    if (dev.tls_on)
+      fzr_tls_write(&dev.tls, p, (size_t)n, key_updates);
+    else
+      raw_write(p, (size_t)n);
   }
 }
 
@@ -122,6 +146,13 @@ static void dev_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   *buf = uv_buf_init(slab, sizeof(slab));
 }
 
+static void plain_in(void *arg, const char *p, size_t n) {
+  (void)arg;
+  ssize_t used = nghttp2_session_mem_recv(dev.session, (const uint8_t *)p, n);
+  if (used < 0)
+    fz_fail(HARNESS ": the engine sent what nghttp2 refuses: %s", nghttp2_strerror((int)used));
+}
+
 static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   (void)s;
   if (n < 0) {
@@ -130,6 +161,8 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
               uv_err_name((int)n), dev.open_streams);
     if (n != UV_EOF)
       fz_fail(HARNESS ": connection reset by the engine");
+    if (dev.tls_on && !dev.tls.close_notify_seen)
+      fz_fail(HARNESS ": the gateway ended its TLS stream with a bare FIN, no close_notify");
     dev.eof = true;
     uv_read_stop(s);
     if (!dev.closing) {
@@ -138,9 +171,14 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     }
     return;
   }
-  ssize_t used = nghttp2_session_mem_recv(dev.session, (const uint8_t *)buf->base, (size_t)n);
-  if (used < 0)
-    fz_fail(HARNESS ": the engine sent what nghttp2 refuses: %s", nghttp2_strerror((int)used));
+  if (dev.tls_on) {
+    /* A close_notify ends the stream like EOF: the check above runs at the
+     * FIN that follows it. */
+    fzr_tls_input(&dev.tls, buf->base, (size_t)n, plain_in, NULL);
+    tls_flush();
+  } else {
+    plain_in(NULL, buf->base, (size_t)n);
+  }
   flush();
 }
 
@@ -321,7 +359,7 @@ static void settings(uint8_t b) {
 
 /* ---- one input ---- */
 
-static void dev_start(const struct sockaddr_storage *listen) {
+static void dev_start(const struct sockaddr_storage *listen, bool tls) {
   memset(&dev, 0, sizeof(dev));
   for (size_t i = 0; i < FZR_TUNNELS; i++)
     dev.streams[i].i = i;
@@ -339,6 +377,10 @@ static void dev_start(const struct sockaddr_storage *listen) {
   if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen, dev_connected) != 0)
     fz_fail(HARNESS ": cannot connect");
   uv_read_start((uv_stream_t *)&dev.tcp, dev_alloc, dev_read);
+  if ((dev.tls_on = tls)) {
+    fzr_tls_open(&dev.tls);
+    tls_flush(); /* the ClientHello; the preface and SETTINGS wait for the handshake */
+  }
 }
 
 static void run(fzr_input *in) {
@@ -426,7 +468,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fzr_init(&loop, &upstream_addr);
   engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
   engines[1] = fz_loopback_engine(&loop, true, small_windows, &listen_addrs[1]);
-  for (size_t k = 0; k < 2; k++)
+  static const char alpn[] = "\x02h2";
+  engines[2] = fzr_tls_engine(&loop, true, NULL, &listen_addrs[2], alpn, sizeof(alpn) - 1);
+  for (size_t k = 0; k < 3; k++)
     fzr_watch(engines[k]);
   if (!(filler = malloc(BIG_MAX)))
     fz_fail(HARNESS ": out of memory");
@@ -446,10 +490,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > 16 * 1024)
     return -1;
   fzr_input in = {.p = data, .n = size};
-  size_t which = fzr_byte(&in) & 1;
+  uint8_t mode = fzr_byte(&in);
+  bool tls = mode & 2;
+  size_t which = tls ? 2 : (mode & 1);
+  key_updates = mode & 8;
   current = engines[which];
   fzr_begin();
-  dev_start(&listen_addrs[which]);
+  dev_start(&listen_addrs[which], tls);
   run(&in);
   /* Both sides finish: everyone reads again with open windows, every
    * stream ends. */
@@ -465,9 +512,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   nghttp2_submit_ping(dev.session, NGHTTP2_FLAG_NONE, (const uint8_t *)"mcgwdone");
   flush();
   fzr_run_until(streams_done, HARNESS ": engine");
-  /* Then the device hangs up: GOAWAY, FIN, and the engine closes. */
+  /* Then the device hangs up: GOAWAY, (close_notify,) FIN, and the engine
+   * closes. */
   nghttp2_session_terminate_session(dev.session, NGHTTP2_NO_ERROR);
   flush();
+  if (dev.tls_on) {
+    fzr_tls_close_notify(&dev.tls);
+    tls_flush();
+  }
   dev.shut = true;
   if (uv_shutdown(&dev.shutdown, (uv_stream_t *)&dev.tcp, dev_shut) != 0)
     fz_fail(HARNESS ": shutdown refused");

@@ -63,7 +63,8 @@ def main():
                                   + bytes([0x0E, 9]) + op(11, 0, 1, 0) + op(13) + op(12, 0, 0x05)
                                   + op(DEV_READ))
     h2["rst-no-error-after-end-stream"] = op(OPEN) + op(BIG, 0, 30) + op(FIN) + op(RST, 0, 1)
-    write("fuzz_relay_h2", h2)
+    # Mode byte bit 0: 16 KiB windows; bit 1: the TLS listener (ALPN h2); bit 3: KeyUpdates.
+    write("fuzz_relay_h2", h2, engines=(0, 1, 2, 10))
 
 
 if __name__ == "__main__":
