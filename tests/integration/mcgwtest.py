@@ -942,6 +942,7 @@ class MemoryTLSClient:
         context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
+        self.held = bytearray()  # plaintext decrypted by close_notify(), not yet read
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
         self.sock = None
 
@@ -989,6 +990,10 @@ class MemoryTLSClient:
 
     def read(self, n=65536):
         """Some decrypted bytes (waiting for them); b"" at a close_notify."""
+        if self.held:
+            data = bytes(self.held[:n])
+            del self.held[:n]
+            return data
         return self._run(lambda: self.tls.read(n))
 
     def read_to_eof(self):
@@ -998,7 +1003,8 @@ class MemoryTLSClient:
         """Reads until the peer ends the stream: (data, "close_notify") when
         it sent a TLS close_notify, (data, "fin") for a bare TCP FIN (a
         truncation TLS itself cannot tell from an attack)."""
-        data = bytearray()
+        data = bytearray(self.held)
+        self.held.clear()
         while True:
             try:
                 chunk = self._run(lambda: self.tls.read(65536))
@@ -1015,7 +1021,18 @@ class MemoryTLSClient:
             data += chunk
 
     def close_notify(self):
-        """Sends our close_notify (the TLS half-close); we can still read."""
+        """Sends our close_notify (the TLS half-close); we can still read.
+        Records already received are decrypted first (kept for read()):
+        unwrap() would otherwise meet them while it waits for the peer's
+        close_notify, and OpenSSL fails on application data there."""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            if not chunk:
+                break
+            self.held += chunk
         try:
             self.tls.unwrap()
         except ssl.SSLWantReadError:

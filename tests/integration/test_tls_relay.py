@@ -136,3 +136,32 @@ def test_device_that_stops_reading_stalls_the_tunnel_bounded(gw, pki, upstream):
     rec = gw.tunnel_closed(client)
     assert rec["close"] == "eof" and rec["bytes_down"] == size, rec
     sock.close()
+
+
+def test_h2_session_closed_after_the_device_goaway_ends_with_close_notify(gw, pki, upstream):
+    """HTTP/2 over the TLS listener: the device finishes (GOAWAY and its
+    close_notify); the gateway's side of the stream ends with its own
+    close_notify too (RFC 8446 6.1), not a bare FIN."""
+    import h2.config
+    import h2.connection
+
+    sock = socket.create_connection(("127.0.0.1", gw.tls_port), timeout=30)
+    ctx = pki.client_context()
+    ctx.set_alpn_protocols(["h2"])
+    dev = mcgwtest.MemoryTLSClient(ctx, "localhost")
+    dev.attach(sock)
+    dev.handshake()
+    assert dev.tls.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    dev.write(conn.data_to_send())
+    assert dev.read()  # the gateway's SETTINGS: the session is up
+    conn.close_connection()
+    # GOAWAY and close_notify in one segment: the gateway reads both before
+    # it closes (a close_notify arriving after would be unread data, and
+    # the kernel would answer it with a reset).
+    dev.tls.write(conn.data_to_send())
+    dev.close_notify()
+    _, how = dev.read_to_end()
+    assert how == "close_notify"
+    sock.close()
