@@ -5,6 +5,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES ?=
 CONFIG     ?= configs/mcgw.ini
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
@@ -51,11 +52,13 @@ test-asan: test-deps
 bench: bench-deps build
 	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/run.py
 
-# Each libFuzzer harness (tests/fuzz/) for FUZZ_SECONDS, in a clang build of
-# its own; `make test` runs a short smoke of each.
+# Each libFuzzer harness (tests/fuzz/), or those in FUZZ_HARNESSES (e.g.
+# "fuzz_relay_h1 fuzz_relay_h2"), for FUZZ_SECONDS, in a clang build of its
+# own; what adds coverage is merged into tests/fuzz/corpus/, crashes land there
+# as regression inputs (scripts/fuzz.sh). `make test` runs a short smoke of each.
 fuzz:
 	@scripts/deps.sh fuzz
-	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh run $(FUZZ_SECONDS)
+	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
 
 # The whole story on loopback: the test IdMS, mcgw with configs/demo.ini, the
 # gateway's login, a device's login through a tunnel, the status table

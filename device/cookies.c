@@ -108,7 +108,8 @@ static void attribute(parsed *p, const char *host, const char *a, size_t n, int6
     char *end;
     long long s = strtoll(val, &end, 10);
     if (*val && !*end) { /* Max-Age wins over Expires (RFC 6265 5.3 step 3) */
-      p->expires = s <= 0 ? -1 : now + s;
+      /* A huge Max-Age (strtoll saturates) means "never": no overflow. */
+      p->expires = s <= 0 ? -1 : (now > 0 && s > INT64_MAX - now) ? INT64_MAX : now + s;
       p->remove = s <= 0;
     }
   } else if (strcasecmp(key, "expires") == 0) {

@@ -2,12 +2,19 @@
 # libFuzzer harnesses (tests/fuzz/fuzz_*.c) in their own clang build.
 #   scripts/fuzz.sh build              configure + build $FUZZ_BUILD (default build-fuzz)
 #   scripts/fuzz.sh run [SECONDS] [H…] fuzz each harness (or those named) for SECONDS
-#                                      (default $FUZZ_SECONDS or 60); new inputs go to
-#                                      $FUZZ_BUILD/corpus/<h>, crashes to $FUZZ_BUILD/artifacts
+#                                      (default $FUZZ_SECONDS or 60) from the committed
+#                                      corpus and $FUZZ_BUILD/corpus/<h> (kept between
+#                                      runs); then merges what adds coverage into the
+#                                      committed corpus (tests/fuzz/corpus/<h>, -merge=1:
+#                                      only inputs with new features, named by hash), and
+#                                      copies any crash, leak or timeout there as
+#                                      regression-<kind>-<hash>, which `make test` then
+#                                      replays: commit it with the fix
 #   scripts/fuzz.sh smoke H            what `make test` runs per harness: replay the
 #                                      committed corpus, then fuzz $FUZZ_SMOKE_SECONDS (5)
-# Exit 77 (ctest: skipped) when clang-14/libFuzzer are missing; scripts/deps.sh test
-# installs them, so in CI the smoke runs do run.
+# Exit 77 (ctest: skipped, with a "SKIPPED: " line that scripts/skipped.sh reports)
+# when clang-14/libFuzzer are missing; scripts/deps.sh test installs them, so in CI the
+# smoke runs do run.
 # Per-harness libFuzzer flags: tests/fuzz/<h>.options (one line), optional.
 # Dictionaries: tests/fuzz/<h>.dict, optional.
 set -euo pipefail
@@ -74,6 +81,34 @@ run_one() {
   return 1
 }
 
+# keep_findings H: every reproducer of H becomes a regression input of its
+# committed corpus (so `make test` replays it from now on), and leaves the
+# artifacts directory.
+keep_findings() {
+  local h=$1 f kind
+  for f in "$build/artifacts/$h-"*; do
+    [ -e "$f" ] || continue
+    kind=${f#"$build/artifacts/$h-"}
+    kind=${kind%%-*}
+    cp "$f" "$src/tests/fuzz/corpus/$h/regression-$kind-$(sha1sum <"$f" | cut -c1-16)"
+    rm -f "$f"
+    echo "fuzz: $h: reproducer kept as tests/fuzz/corpus/$h/regression-$kind-…: fix, then commit both"
+  done
+}
+
+# merge H WORKDIR: adds to the committed corpus the inputs of WORKDIR that
+# add coverage to it (libFuzzer -merge=1 writes them under their hash).
+merge() {
+  local h=$1 work=$2 bin=$build/fuzz/$1 seeds=$src/tests/fuzz/corpus/$1
+  local before opts=()
+  [ -f "$src/tests/fuzz/$h.options" ] && read -r -a opts <"$src/tests/fuzz/$h.options"
+  before=$(ls "$seeds" | wc -l)
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$bin" -merge=1 -timeout=20 -rss_limit_mb=2048 \
+    "${opts[@]}" "$seeds" "$work" >"$build/$h.merge.log" 2>&1 ||
+    { echo "fuzz: $h: merge failed:"; grep -v '^ts=' "$build/$h.merge.log" | tail -n 20; return 1; }
+  echo "fuzz: $h: corpus $before -> $(ls "$seeds" | wc -l) inputs ($(du -sh "$seeds" | cut -f1))"
+}
+
 cmd=${1:-}
 case $cmd in
   build)
@@ -86,7 +121,14 @@ case $cmd in
     have_toolchain || exit 77
     do_build
     rc=0
-    for h in "${list[@]}"; do run_one "$h" "$secs" "$build/corpus/$h" || rc=1; done
+    for h in "${list[@]}"; do
+      if run_one "$h" "$secs" "$build/corpus/$h"; then
+        merge "$h" "$build/corpus/$h" || rc=1
+      else
+        keep_findings "$h"
+        rc=1
+      fi
+    done
     exit $rc ;;
   smoke)
     h=${2:?usage: scripts/fuzz.sh smoke HARNESS}
@@ -96,5 +138,5 @@ case $cmd in
     rm -rf "$work"
     run_one "$h" "${FUZZ_SMOKE_SECONDS:-5}" "$work" ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+     sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -22,6 +22,7 @@ struct tn_ep_tls {
   BIO *rbio, *wbio;
   bool handshake_done;
   bool want_drain;
+  bool write_closed; /* our close_notify and FIN are out: nothing more to send */
   char err[96];    /* why the handshake or a record failed, for logs */
 };
 
@@ -37,8 +38,17 @@ static void note_error(tn_ep_tls *t) {
 
 const char *tn__ep_tls_error(const tn_ep_tls *t) { return t->err[0] ? t->err : NULL; }
 
-/* Sends whatever ciphertext OpenSSL produced. */
+/* Sends whatever ciphertext OpenSSL produced. After our close_notify it
+ * drops it instead: reading on (a half-closed stream) can still make
+ * OpenSSL answer, e.g. a TLS 1.3 KeyUpdate that requests ours, but nothing
+ * may follow a close_notify (RFC 8446 6.1), and the socket's write side is
+ * shut: writing would fail and tear down a tunnel whose device is still
+ * sending. */
 static int flush_wbio(tn_ep_tls *t) {
+  if (t->write_closed) {
+    (void)BIO_reset(t->wbio);
+    return 0;
+  }
   while (BIO_ctrl_pending(t->wbio) > 0) {
     char *b = tn__buf_get(tn__ep_tcp_pool(t->tcp));
     if (!b)
@@ -213,15 +223,26 @@ static int tls_shutdown(tn_ep *ep) {
   tn_ep_tls *t = tls_of(ep);
   SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
   int err = flush_wbio(t);
+  t->write_closed = true;
   return err ? err : tn__ep_shutdown(&t->tcp->ep);
 }
 
+/* A clean close ends our side with a close_notify first, if it is not out
+ * yet (RFC 8446 6.1: the peer can then tell a complete stream from a
+ * truncated one), e.g. an HTTP/2 session closing after the device's GOAWAY.
+ * Best effort: the socket closes right after. A reset sends none. */
 static void tls_close(tn_ep *ep, bool reset) {
+  tn_ep_tls *t = tls_of(ep);
   if (ep->closing)
     return;
   ep->closing = true;
   ep->reading = false;
-  tn__ep_close(&tls_of(ep)->tcp->ep, reset);
+  if (!reset && t->handshake_done && !t->write_closed) {
+    SSL_shutdown(t->ssl);
+    (void)flush_wbio(t);
+    t->write_closed = true;
+  }
+  tn__ep_close(&t->tcp->ep, reset);
 }
 
 static const tn_ep_ops tls_ops = {

@@ -82,9 +82,13 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
   }
 }
 
+/* Both directions finished. After down_gone (nothing more can reach the
+ * device) the tunnel still waits for the destination's EOF, reading and
+ * dropping: closing a socket with unread bytes sends a reset, and the
+ * kernel would discard what the device sent that is not yet delivered. */
 static void maybe_done(tn_tunnel *t) {
   bool up_done = t->down->eof && t->up.ep.shut;
-  bool down_done = (t->up.ep.eof && t->down->shut) || t->down_gone;
+  bool down_done = t->up.ep.eof && (t->down->shut || t->down_gone);
   if (up_done && down_done)
     tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
 }
@@ -188,8 +192,15 @@ static void down_shut(tn_ep *ep) {
       tn__tunnel_close(t, t->result, t->close_reason, TN_CLOSE_FIN);
     return;
   }
-  if (t->phase == TN_PHASE_RELAY)
-    maybe_done(t);
+  if (t->phase != TN_PHASE_RELAY)
+    return;
+  /* down_gone: the device's queue is gone, so no drained event will resume
+   * the destination if backpressure stopped it; read on until its EOF. */
+  if (t->down_gone && !t->up.ep.eof && tn__ep_read_start(&t->up.ep) != 0) {
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+    return;
+  }
+  maybe_done(t);
 }
 
 static void down_closed(tn_ep *ep) { tn__tunnel_ep_closed(ep->owner); }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <nghttp2/nghttp2.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
@@ -219,4 +220,67 @@ tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
     fz_fail("fz_loopback_engine: cannot start the engine on 127.0.0.1");
   tn_policy_free(&o.policy);
   return engine;
+}
+
+/* Decodes one header block with the connection's inflater; fails on
+ * ":status: 200". Returns -1 when the block does not decode (then the rest
+ * of the kept bytes cannot be trusted either: stop checking). */
+static int check_block(nghttp2_hd_inflater *inf, const uint8_t *in, size_t len, bool final,
+                       const char *harness) {
+  for (;;) {
+    nghttp2_nv nv;
+    int flags = 0;
+    ssize_t n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, in, len, final);
+    if (n < 0)
+      return -1;
+    in += n;
+    len -= (size_t)n;
+    if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+      if (nv.namelen == 7 && memcmp(nv.name, ":status", 7) == 0 && nv.valuelen == 3 &&
+          memcmp(nv.value, "200", 3) == 0)
+        fz_fail("%s: the server answered :status 200 (a tunnel opened)", harness);
+    }
+    if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+      nghttp2_hd_inflate_end_headers(inf);
+      return 0;
+    }
+    if (n == 0 && !(flags & NGHTTP2_HD_INFLATE_EMIT))
+      return 0; /* needs the next CONTINUATION */
+  }
+}
+
+void fz_h2_check_reply(const fz_reply *r, const char *harness) {
+  size_t kept = r->len < sizeof(r->head) - 1 ? r->len : sizeof(r->head) - 1;
+  const uint8_t *p = (const uint8_t *)r->head;
+  nghttp2_hd_inflater *inf;
+  if (nghttp2_hd_inflate_new(&inf) != 0)
+    fz_fail("%s: nghttp2_hd_inflate_new", harness);
+  size_t off = 0;
+  while (off + 9 <= kept) {
+    size_t len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 | p[off + 2];
+    uint8_t type = p[off + 3], flags = p[off + 4];
+    if (off + 9 + len > kept)
+      break; /* truncated by the driver */
+    if (type == NGHTTP2_HEADERS || type == NGHTTP2_CONTINUATION) {
+      size_t start = off + 9, end = off + 9 + len;
+      if (type == NGHTTP2_HEADERS) {
+        size_t pad = 0;
+        if (flags & NGHTTP2_FLAG_PADDED) {
+          if (start >= end)
+            break;
+          pad = p[start++];
+        }
+        if (flags & NGHTTP2_FLAG_PRIORITY)
+          start += 5;
+        if (start + pad > end)
+          break;
+        end -= pad;
+      }
+      if (check_block(inf, p + start, end - start, (flags & NGHTTP2_FLAG_END_HEADERS) != 0,
+                      harness) != 0)
+        break;
+    }
+    off += 9 + len;
+  }
+  nghttp2_hd_inflate_del(inf);
 }

@@ -50,6 +50,12 @@ void fz_exchange_ex(uv_loop_t *loop, const struct sockaddr_storage *addr, const 
  * response, -1 when the bytes are not an HTTP/1.1 status line. */
 int fz_reply_status(const fz_reply *r);
 
+/* Walks the server's HTTP/2 frames in r, as far as the driver kept them
+ * (4 KiB), HPACK-decoding every header block with nghttp2's own inflater;
+ * fails (as harness) on ":status: 200", i.e. a tunnel that opened. A block
+ * that does not decode ends the walk: what follows cannot be trusted. */
+void fz_h2_check_reply(const fz_reply *r, const char *harness);
+
 /* Keeps a private copy of stderr for fz_fail, so a harness run with
  * -close_fd_mask=2 (silencing the engine's logs) still says why it failed.
  * Call from LLVMFuzzerInitialize, which libFuzzer runs before it closes fd 2. */

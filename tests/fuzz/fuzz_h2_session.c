@@ -40,8 +40,8 @@ static struct sockaddr_storage listen_addr;
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(preface) - 1)
-#define MAX_INPUT (64 * 1024)
-static uint8_t framed[PREFACE_LEN + MAX_INPUT];
+#define H2_MAX_INPUT (64 * 1024)
+static uint8_t framed[PREFACE_LEN + H2_MAX_INPUT];
 
 /* Every tunnel, as it closes: nothing may have reached upstream. */
 static void on_tunnel_closed(const tn_tunnel_info *t, void *arg) {
@@ -98,71 +98,9 @@ static bool answered(void *arg) {
   return pending == 0;
 }
 
-/* Decodes one header block with the connection's inflater; fails on
- * ":status: 200". Returns -1 when the block does not decode (then the rest
- * of the kept bytes cannot be trusted either: stop checking). */
-static int check_block(nghttp2_hd_inflater *inf, const uint8_t *in, size_t len, bool final) {
-  for (;;) {
-    nghttp2_nv nv;
-    int flags = 0;
-    ssize_t n = nghttp2_hd_inflate_hd2(inf, &nv, &flags, in, len, final);
-    if (n < 0)
-      return -1;
-    in += n;
-    len -= (size_t)n;
-    if (flags & NGHTTP2_HD_INFLATE_EMIT) {
-      if (nv.namelen == 7 && memcmp(nv.name, ":status", 7) == 0 && nv.valuelen == 3 &&
-          memcmp(nv.value, "200", 3) == 0)
-        fz_fail("fuzz_h2_session: the server answered :status 200 (a tunnel opened)");
-    }
-    if (flags & NGHTTP2_HD_INFLATE_FINAL) {
-      nghttp2_hd_inflate_end_headers(inf);
-      return 0;
-    }
-    if (n == 0 && !(flags & NGHTTP2_HD_INFLATE_EMIT))
-      return 0; /* needs the next CONTINUATION */
-  }
-}
-
-/* Walks the server's frames as far as the driver kept them. */
-static void check_reply(const fz_reply *r) {
-  size_t kept = r->len < sizeof(r->head) - 1 ? r->len : sizeof(r->head) - 1;
-  const uint8_t *p = (const uint8_t *)r->head;
-  nghttp2_hd_inflater *inf;
-  if (nghttp2_hd_inflate_new(&inf) != 0)
-    fz_fail("fuzz_h2_session: nghttp2_hd_inflate_new");
-  size_t off = 0;
-  while (off + 9 <= kept) {
-    size_t len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 | p[off + 2];
-    uint8_t type = p[off + 3], flags = p[off + 4];
-    if (off + 9 + len > kept)
-      break; /* truncated by the driver */
-    if (type == NGHTTP2_HEADERS || type == NGHTTP2_CONTINUATION) {
-      size_t start = off + 9, end = off + 9 + len;
-      if (type == NGHTTP2_HEADERS) {
-        size_t pad = 0;
-        if (flags & NGHTTP2_FLAG_PADDED) {
-          if (start >= end)
-            break;
-          pad = p[start++];
-        }
-        if (flags & NGHTTP2_FLAG_PRIORITY)
-          start += 5;
-        if (start + pad > end)
-          break;
-        end -= pad;
-      }
-      if (check_block(inf, p + start, end - start, (flags & NGHTTP2_FLAG_END_HEADERS) != 0) != 0)
-        break;
-    }
-    off += 9 + len;
-  }
-  nghttp2_hd_inflate_del(inf);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size > MAX_INPUT)
+  if (size > H2_MAX_INPUT)
     return -1; /* libFuzzer: not added to the corpus */
   size_t n = 0;
   if (size < PREFACE_LEN || memcmp(data, preface, PREFACE_LEN) != 0) {
@@ -173,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   n += size;
   fz_reply reply;
   fz_exchange_ex(&loop, &listen_addr, framed, n, answered, settled, NULL, &reply);
-  check_reply(&reply);
+  fz_h2_check_reply(&reply, "fuzz_h2_session");
   tn_engine_stats st;
   tn_engine_stats_get(engine, &st);
   if (st.by_result[TN_RESULT_OK] != 0)

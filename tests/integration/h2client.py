@@ -52,6 +52,7 @@ class Stream:
 
 class H2Client:
     def __init__(self, port, context=None, server_hostname="localhost", timeout=60, source=None):
+        """source: the local address to connect from (another client IP)."""
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                        source_address=(source, 0) if source else None)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

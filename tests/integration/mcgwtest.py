@@ -96,12 +96,27 @@ def version_from_changelog():
     return m.group(1)
 
 
+# The Debian package that provides each tool the tests run; scripts/deps.sh
+# installs them all (`make test` runs it first).
+TOOL_PACKAGES = {
+    "openssl": "openssl", "curl": "curl", "prometheus": "prometheus",
+    "promtool": "prometheus", "chromium": "chromium", "tshark": "tshark",
+    "certutil": "libnss3-tools", "node": "nodejs", "npm": "npm",
+    "systemd-analyze": "systemd", "clang-14": "clang-14",
+}
+
+
 def require_tool(name):
-    """Fails the test (rather than skipping it) when a CLI tool is missing."""
+    """The tool's path. A missing tool fails the test (never a skip: it
+    would hide a broken machine as a pass), naming the Debian package."""
     import pytest
 
-    if shutil.which(name) is None:
-        pytest.fail(f"{name} is not installed (the integration tests need it)")
+    path = shutil.which(name)
+    if path is None:
+        pkg = TOOL_PACKAGES.get(name, "?")
+        pytest.fail(f"{name} is not installed: Debian package {pkg} "
+                    f"(scripts/deps.sh test installs it)")
+    return path
 
 
 def raise_nofile_limit():
@@ -115,11 +130,36 @@ def raise_nofile_limit():
     return hard
 
 
+_reserved_ports = {}
+
+
 def free_port():
-    """A loopback port with nothing listening: bound, read back, closed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that nothing listens on and that no other test can be
+    handed, for this process's life: ctest runs two test files at once, and
+    a port that was bound, read back and closed could go to the other one.
+
+    The port stays bound here, with SO_REUSEADDR and never listening, so:
+    - a connect to it is refused (nothing listens);
+    - the kernel never gives it to another bind to port 0, in any process
+      (port-0 allocation skips every port with a bound socket);
+    - a server that sets SO_REUSEADDR (mcgw through libuv, Prometheus,
+      Python's socketserver) can still bind and listen on it, since a
+      non-listening SO_REUSEADDR socket does not conflict; call
+      release_port(port) first for one that does not.
+    For a listener of our own, bind port 0 and keep the socket instead."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    _reserved_ports[port] = s
+    return port
+
+
+def release_port(port):
+    """Gives up a free_port() reservation (for a server without SO_REUSEADDR)."""
+    s = _reserved_ports.pop(port, None)
+    if s:
+        s.close()
 
 
 def connection_refused(port):
@@ -624,6 +664,14 @@ class Mcgw:
         if not self._reader.is_alive():
             self.proc.stdout.close()
 
+    def rss_kib(self):
+        """The daemon's resident set size, in KiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
     def assert_no_sanitizer_report(self):
         text = self.text
         for marker in SANITIZER_MARKERS:
@@ -892,8 +940,12 @@ class MemoryTLSClient:
     ClientHello can be produced before the tunnel exists."""
 
     def __init__(self, context, server_hostname):
+        # Python sets OP_IGNORE_UNEXPECTED_EOF, which makes a bare FIN look
+        # like a close_notify; read_to_end() must tell them apart.
+        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
+        self.held = bytearray()  # plaintext decrypted by close_notify(), not yet read
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
         self.sock = None
 
@@ -939,13 +991,53 @@ class MemoryTLSClient:
     def write(self, data):
         self._run(lambda: self.tls.write(data))
 
+    def read(self, n=65536):
+        """Some decrypted bytes (waiting for them); b"" at a close_notify."""
+        if self.held:
+            data = bytes(self.held[:n])
+            del self.held[:n]
+            return data
+        return self._run(lambda: self.tls.read(n))
+
     def read_to_eof(self):
-        data = bytearray()
+        return self.read_to_end()[0]
+
+    def read_to_end(self):
+        """Reads until the peer ends the stream: (data, "close_notify") when
+        it sent a TLS close_notify, (data, "fin") for a bare TCP FIN (a
+        truncation TLS itself cannot tell from an attack)."""
+        data = bytearray(self.held)
+        self.held.clear()
         while True:
             try:
                 chunk = self._run(lambda: self.tls.read(65536))
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                return bytes(data)
-            if not chunk:
-                return bytes(data)
+            except ssl.SSLZeroReturnError:
+                return bytes(data), "close_notify"
+            except ssl.SSLEOFError:
+                return bytes(data), "fin"
+            except ssl.SSLError as e:  # OpenSSL 3 without OP_IGNORE_UNEXPECTED_EOF
+                if e.reason != "UNEXPECTED_EOF_WHILE_READING":
+                    raise
+                return bytes(data), "fin"
+            if not chunk:  # the ssl module's answer to a close_notify
+                return bytes(data), "close_notify"
             data += chunk
+
+    def close_notify(self):
+        """Sends our close_notify (the TLS half-close); we can still read.
+        Records already received are decrypted first (kept for read()):
+        unwrap() would otherwise meet them while it waits for the peer's
+        close_notify, and OpenSSL fails on application data there."""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            if not chunk:
+                break
+            self.held += chunk
+        try:
+            self.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the peer's close_notify is not awaited
+        self._flush()

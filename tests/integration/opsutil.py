@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import threading
@@ -19,16 +18,10 @@ from pathlib import Path
 import pytest
 
 import mcgwtest
-from mcgwtest import BIN, SRC, free_port, render_config, wait_until  # noqa: F401  (for the tests)
+from mcgwtest import (BIN, SRC, free_port, render_config, require_tool,  # noqa: F401  (for the tests)
+                      wait_until)
 
 ARTIFACTS = Path(os.environ.get("MCGW_ARTIFACTS", SRC / "build" / "test-artifacts"))
-
-
-def require_tool(name):
-    path = shutil.which(name)
-    if not path:
-        pytest.skip(f"{name} is not installed (scripts/deps.sh test installs it)")
-    return path
 
 
 def base_config(admin_listen="127.0.0.1:0", allow=(), extra_tunnel=(), extra_admin=(),

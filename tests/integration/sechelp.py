@@ -58,12 +58,6 @@ class Gateway(Mcgw):
         with self._cond:
             return [r for r in self.records if r.get("msg") == msg]
 
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS")
 
     def open_fds(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))

@@ -11,7 +11,6 @@ gateway only relays them.
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +18,7 @@ import time
 import pytest
 
 import e2etest
+import mcgwtest
 from e2etest import allow_idms, idms_clients, mcx_login, result_of, tunnels_closed
 from idmtest import Gateway, Idms, pki, wait_until  # noqa: F401  (fixture)
 
@@ -51,8 +51,7 @@ def stack(tmp_path, pki):  # noqa: F811
 
 def start_capture(path, ports):
     """tshark on lo for the IdMS's ports; skips when it cannot capture."""
-    if shutil.which("tshark") is None:
-        pytest.skip("tshark is not installed (scripts/deps.sh test installs it)")
+    mcgwtest.require_tool("tshark")
     flt = " or ".join(f"tcp port {p}" for p in ports)
     proc = subprocess.Popen(["tshark", "-q", "-i", "lo", "-f", flt, "-w", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

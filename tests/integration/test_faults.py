@@ -205,10 +205,13 @@ def test_upstream_silent_stays_up_then_idle_timeout(rig):
         readable, _, _ = select.select([s], [], [], idle * 0.5)
         assert not readable, "the tunnel closed before idle_timeout"
         assert r.gw.status()["tunnels"]["active"] == 2  # the bystander and this one
-        rec = r.gw.tunnel_closed(t.client, timeout=idle + 5)
+        rec = r.gw.tunnel_closed(t.client, timeout=idle + 15)
         closed_after = time.monotonic() - last_progress
         assert rec["close"] == "idle_timeout", rec
-        assert idle - 0.5 <= closed_after <= idle + 3.0, closed_after
+        # Not before idle_timeout; the upper bound only has to tell the 4 s
+        # setting from the 30 min default, so it leaves 10 s for a loaded
+        # 2-core machine (sweep every 250 ms, log polling, scheduling).
+        assert idle - 0.5 <= closed_after <= idle + 10.0, closed_after
         t.close()
     finally:
         released.set()
@@ -229,7 +232,9 @@ def test_upstream_blackholed_connect_timeout_504(rig):
         elapsed = time.monotonic() - t0
         client = t.client
         mcgwtest.assert_error_response(t, 504)
-        assert 0.9 <= elapsed <= 2.5, elapsed
+        # Not before connect_timeout (1 s); the upper bound only has to tell
+        # it from the 10 s default, so it leaves 5 s for a loaded machine.
+        assert 0.9 <= elapsed <= 6.0, elapsed
         assert_closed(r.gw, client, result="timeout", connected="-")
     r.after_fault()
 
@@ -347,7 +352,10 @@ def test_slowloris_closed_at_header_timeout_408(rig):
     client = "127.0.0.1:%d" % s.getsockname()[1]
     s.close()
     assert status == 408
-    assert 2.8 <= elapsed <= 4.5, elapsed
+    # Not before header_timeout (3 s). The whole request would take ~50 s at
+    # one byte a second and the default is 10 s, so anything under 8 s is
+    # this setting firing; the rest is headroom for a loaded 2-core machine.
+    assert 2.8 <= elapsed <= 8.0, elapsed
     assert_closed(r.gw, client, result="timeout", status=408)
     r.after_fault()
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from idmtest import BIN, env, native_client, pki, require_idms, render  # noqa: F401
+from idmtest import BIN, env, native_client, pki, require_idms, render, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,6 +34,30 @@ def test_client_secret_basic(env, tmp_path):
     gw = env.gateway(idms, idm={"client_auth": "client_secret_basic",
                                 "client_secret_file": str(path)})
     assert login_ok(env, gw)["subject"] == "officer-7"
+    # In the Authorization header, never in the form body.
+    assert "client_secret" not in idms.kinds
+
+
+def test_client_secret_post(env, tmp_path):
+    """The secret in the token request's form body (RFC 6749 2.3.1): the
+    test IdMS reports every client_secret it finds among the request's
+    parameters (the form body; never the Authorization header), so seeing
+    ours there - for the code exchange and for a refresh - proves the
+    method; client_secret_basic below never puts it there."""
+    secret = "mcgw-test-post-secret-41c8d2"
+    env.extra_secrets.add(secret)
+    path = tmp_path / "idm-secret"
+    path.write_text(secret + "\n")
+    os.chmod(path, 0o600)
+    idms = env.idms(access_ttl=4, clients=[native_client(
+        token_endpoint_auth_method="client_secret_post", client_secret=secret)])
+    gw = env.gateway(idms, idm={"client_auth": "client_secret_post",
+                                "client_secret_file": str(path), "refresh_before": "2s"})
+    assert login_ok(env, gw)["subject"] == "officer-7"
+    wait_until(lambda: ("client_secret", secret) in idms.secret_kinds, 10,
+               "the IdMS to report the secret from the form body")
+    gw.msg("idm_refreshed", via="refresh", timeout=15)  # a second token request, same method
+    assert gw.idm_status()["refreshes"]["ok"] >= 1
 
 
 def test_private_key_jwt(env, tmp_path):

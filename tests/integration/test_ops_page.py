@@ -47,7 +47,7 @@ def browser():
     require_tool("chromium")
     require_tool("node")
     if not (UI / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("playwright-core is not installed: scripts/deps.sh test runs npm ci in tests/ui")
+        pytest.fail("playwright-core is not installed: scripts/deps.sh test runs npm ci in tests/ui")
     b = Browser()
     yield b
     b.close()

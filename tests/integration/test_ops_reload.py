@@ -136,3 +136,55 @@ def test_reload_broken_then_good_keeps_transfer(gateway_factory, tmp_path):
     finally:
         echo_a.close()
         echo_b.close()
+
+
+@pytest.mark.timeout(60)
+def test_reload_removing_an_allow_rule_refuses_new_tunnels_keeps_open_ones(gateway_factory):
+    """A good reload that drops an allow rule: new tunnels to that target
+    are refused with 403 from then on (h1 and h2), while the tunnel already
+    open to it keeps relaying both ways until its own EOF (docs/operations.md:
+    a reload applies to tunnels opened from then on; open tunnels are never
+    dropped)."""
+    from h2client import H2Client
+
+    echo_a, echo_b = Upstream(echo), Upstream(echo)
+    try:
+        target_a, target_b = f"127.0.0.1:{echo_a.port}", f"127.0.0.1:{echo_b.port}"
+        gw = gateway_factory(base_config(allow=[target_a, target_b]))
+        open_b = open_tunnel(gw.proxy_port, target_b)
+        open_b.sendall(b"before")
+        assert open_b.recv(6) == b"before"
+
+        text = gw.config_path.read_text()
+        assert f"allow = {target_b}\n" in text
+        gw.write_config(text.replace(f"allow = {target_b}\n", ""))
+        gw.send_signal(signal.SIGHUP)
+        gw.wait_log(lambda r: r.get("msg") == "reloaded", what="reloaded")
+
+        assert connect_status(gw.proxy_port, target_b) == 403
+        client = H2Client(gw.proxy_port)
+        refused = client.wait_response(client.connect(target_b))
+        allowed = client.wait_response(client.connect(target_a))
+        assert (refused.status, allowed.status) == (403, 200)
+        client.close()
+        rec = gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("status") == 403
+                          and r.get("target") == target_b, what="the 403's access-log line")
+        assert rec["result"] == "denied", rec
+
+        # The tunnel opened before the reload is untouched.
+        open_b.sendall(b"after the reload")
+        got = b""
+        while len(got) < 16:
+            got += open_b.recv(16 - len(got))
+        assert got == b"after the reload"
+        client_addr = "127.0.0.1:%d" % open_b.getsockname()[1]
+        open_b.shutdown(socket.SHUT_WR)
+        assert open_b.recv(1) == b""
+        open_b.close()
+        closed = gw.wait_log(lambda r: r.get("msg") == "tunnel_closed"
+                             and r.get("client") == client_addr, what="the open tunnel's line")
+        assert closed["result"] == "ok" and closed["close"] == "eof"
+        assert closed["bytes_up"] == len(b"before") + len(b"after the reload")
+    finally:
+        echo_a.close()
+        echo_b.close()

@@ -90,6 +90,18 @@ static void expiry_is_honoured(void **state) {
   mcx_cookies_free(j);
 }
 
+/* Found by fuzz_cookies: now + Max-Age overflowed (UB) for huge values. */
+static void huge_max_age_never_expires(void **state) {
+  mcx_cookie_jar *j = mcx_cookies_new();
+  assert_int_equal(mcx_cookies_store(j, "h", "/", "a=1; Max-Age=9223372036854775807", NOW), 1);
+  assert_int_equal(mcx_cookies_store(j, "h", "/", "b=2; Max-Age=99999999999999999999999", NOW), 1);
+  char *h = mcx_cookies_header(j, "h", "/", true, INT64_MAX - 1);
+  assert_non_null(h);
+  assert_string_equal(h, "a=1; b=2");
+  free(h);
+  mcx_cookies_free(j);
+}
+
 static void secure_cookies_only_over_https(void **state) {
   mcx_cookie_jar *j = mcx_cookies_new();
   mcx_cookies_store(j, "h", "/", "s=1; path=/; Secure", NOW);
@@ -138,6 +150,7 @@ int main(void) {
       cmocka_unit_test(default_path_is_the_request_directory),
       cmocka_unit_test(replaced_and_removed),
       cmocka_unit_test(expiry_is_honoured),
+      cmocka_unit_test(huge_max_age_never_expires),
       cmocka_unit_test(secure_cookies_only_over_https),
       cmocka_unit_test(refuses_malformed_and_foreign_domains),
       cmocka_unit_test(longer_paths_first),
