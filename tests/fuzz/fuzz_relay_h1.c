@@ -75,7 +75,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   fz_setup();
-  tn_log_setup(TN_LOG_DEBUG, TN_LOG_TEXT);
   uv_loop_init(&loop);
   fzr_init(&loop, &upstream_addr);
   engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
