@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/hostport.h"
 #include "gateway/config.h"
 #include "tunnel/addr.h"
 
@@ -69,50 +70,26 @@ void gw_cli_fmt_duration(uint64_t s, char *buf, size_t len) {
 /* ---- where to ask ---- */
 
 int gw_cli_parse_url(const char *s, gw_cli_target *t, char *err, size_t errlen) {
+  base_hostport hp;
+  const char *why = NULL;
   memset(t, 0, sizeof(*t));
   if (strncmp(s, "https://", 8) == 0) {
     snprintf(err, errlen, "%s: https is not supported (the admin API is plain HTTP)", s);
     return -1;
   }
   const char *p = strncmp(s, "http://", 7) == 0 ? s + 7 : s;
-  size_t hl;
-  const char *after;
-  if (*p == '[') {
-    const char *close = strchr(p, ']');
-    if (!close) {
-      snprintf(err, errlen, "%s: missing ']' after the IPv6 address", s);
-      return -1;
-    }
-    hl = (size_t)(close - p - 1);
-    memcpy(t->host, p + 1, hl < sizeof(t->host) ? hl : 0);
-    after = close + 1;
-  } else {
-    hl = strcspn(p, ":/");
-    if (hl < sizeof(t->host))
-      memcpy(t->host, p, hl);
-    after = p + hl;
-  }
-  if (hl == 0 || hl >= sizeof(t->host)) {
-    snprintf(err, errlen, "%s: expected http://HOST[:PORT]", s);
-    return -1;
-  }
-  const char *port = "80";
-  size_t pl = 2;
-  if (*after == ':') {
-    port = after + 1;
-    pl = strspn(port, "0123456789");
-    if (pl == 0 || pl > 5 || atoi(port) == 0 || atoi(port) > 65535) {
-      snprintf(err, errlen, "%s: bad port", s);
-      return -1;
-    }
-    after = port + pl;
-  }
-  if (*after && strcmp(after, "/") != 0) {
+  size_t alen = strcspn(p, "/");
+  if (p[alen] && strcmp(p + alen, "/") != 0) {
     snprintf(err, errlen, "%s: expected http://HOST[:PORT] without a path", s);
     return -1;
   }
-  memcpy(t->port, port, pl);
-  bool v6 = strchr(t->host, ':') != NULL;
+  if (base_hostport_parse(p, alen, BASE_HP_PORT_OPTIONAL | BASE_HP_URL_HOST, &hp, &why) != 0) {
+    snprintf(err, errlen, "%s: %s (expected http://HOST[:PORT])", s, why);
+    return -1;
+  }
+  snprintf(t->host, sizeof(t->host), "%s", hp.host);
+  snprintf(t->port, sizeof(t->port), "%u", hp.port ? (unsigned)hp.port : 80u);
+  bool v6 = hp.kind == BASE_HOST_IPV6;
   snprintf(t->url, sizeof(t->url), "http://%s%s%s:%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
            t->port);
   return 0;

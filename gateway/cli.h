@@ -25,7 +25,9 @@ typedef struct gw_cli_target {
 } gw_cli_target;
 
 /* Parses "http://host[:port]" or "host:port" (host a name, IPv4 or [IPv6];
- * port 80 when the URL has none). Returns 0, or -1 with a reason in err. */
+ * port 80 when the URL has none; an optional trailing "/"). host:port goes
+ * through the one parser (base/hostport.h, URL host rules). Returns 0, or -1
+ * with a reason naming s in err. */
 int gw_cli_parse_url(const char *s, gw_cli_target *t, char *err, size_t errlen);
 
 /* 1536 -> "1.5K", 0 -> "0"; binary units, at most 5 characters. */

@@ -1,15 +1,12 @@
 /* URL parsing and form encoding. See url.h. */
 #include "gateway/url.h"
 
-#include <arpa/inet.h>
+#include "base/hostport.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static bool is_host_char(char ch) {
-  return isalnum((unsigned char)ch) || ch == '-' || ch == '.' || ch == '_';
-}
 
 static int fail(const char **why, const char *reason) {
   if (why)
@@ -17,60 +14,19 @@ static int fail(const char **why, const char *reason) {
   return -1;
 }
 
-/* Parses "host", "host:port", "[v6]" or "[v6]:port" of length n. */
+/* "host", "host:port", "[v6]" or "[v6]:port" of length n, by the one
+ * host:port parser (base/hostport.h) with the URL's host rules. */
+_Static_assert(GW_URL_HOST_MAX == BASE_HOST_MAX, "gw_url.host holds any base_hostport.host");
+
 static int parse_authority(const char *a, size_t n, gw_url *u, const char **why) {
-  const char *port = NULL;
-  size_t hlen;
-  if (n && a[0] == '[') {
-    const char *close = memchr(a, ']', n);
-    if (!close)
-      return fail(why, "unterminated [IPv6] host");
-    hlen = (size_t)(close - a - 1);
-    if (hlen == 0 || hlen > GW_URL_HOST_MAX)
-      return fail(why, "bad [IPv6] host");
-    memcpy(u->host, a + 1, hlen);
-    u->host[hlen] = '\0';
-    struct in6_addr in6;
-    if (inet_pton(AF_INET6, u->host, &in6) != 1)
-      return fail(why, "bad [IPv6] host");
-    u->host_is_ip = u->host_is_v6 = true;
-    if (close + 1 < a + n) {
-      if (close[1] != ':')
-        return fail(why, "unexpected text after ]");
-      port = close + 2;
-    }
-  } else {
-    const char *colon = memchr(a, ':', n);
-    hlen = colon ? (size_t)(colon - a) : n;
-    if (hlen == 0)
-      return fail(why, "missing host");
-    if (hlen > GW_URL_HOST_MAX)
-      return fail(why, "host name too long");
-    for (size_t i = 0; i < hlen; i++) {
-      if (!is_host_char(a[i]))
-        return fail(why, "bad character in host");
-      u->host[i] = (char)tolower((unsigned char)a[i]);
-    }
-    u->host[hlen] = '\0';
-    struct in_addr in4;
-    u->host_is_ip = inet_pton(AF_INET, u->host, &in4) == 1;
-    if (colon)
-      port = colon + 1;
-  }
-  if (port) {
-    unsigned long p = 0;
-    const char *end = a + n;
-    if (port == end)
-      return fail(why, "empty port");
-    for (const char *q = port; q < end; q++) {
-      if (!isdigit((unsigned char)*q) || q - port >= 5)
-        return fail(why, "bad port");
-      p = p * 10 + (unsigned long)(*q - '0');
-    }
-    if (p == 0 || p > 65535)
-      return fail(why, "port out of range 1..65535");
-    u->port = (uint16_t)p;
-  }
+  base_hostport hp;
+  if (base_hostport_parse(a, n, BASE_HP_PORT_OPTIONAL | BASE_HP_URL_HOST, &hp, why) != 0)
+    return -1;
+  memcpy(u->host, hp.host, sizeof(u->host));
+  u->host_is_ip = hp.kind != BASE_HOST_NAME;
+  u->host_is_v6 = hp.kind == BASE_HOST_IPV6;
+  if (hp.port)
+    u->port = hp.port;
   return 0;
 }
 
