@@ -1,7 +1,7 @@
 /* Admin listener. See admin.h. */
 #include "gateway/admin.h"
 
-#include "gateway/append.h"
+#include "csc1/append.h"
 
 #include <llhttp.h>
 #include <openssl/crypto.h>
@@ -386,11 +386,11 @@ static int on_header_field_complete(llhttp_t *p) {
   return 0;
 }
 
-/* A parser callback's answer to gw_append: stop on failure, and remember
+/* A parser callback's answer to csc1_append: stop on failure, and remember
  * when it was our memory, not the client's request, that ran out. */
 static int appended(gw_admin_req *r, int rc) {
-  r->oom |= rc == GW_APPEND_NOMEM;
-  return rc == GW_APPEND_OK ? 0 : -1;
+  r->oom |= rc == CSC1_APPEND_NOMEM;
+  return rc == CSC1_APPEND_OK ? 0 : -1;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
@@ -399,12 +399,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     return 0;
   char **v = &r->headers[r->cur_header];
   size_t have = *v ? strlen(*v) : 0;
-  return appended(r, gw_append(v, &have, at, len, ADMIN_HEADER_VALUE_MAX));
+  return appended(r, csc1_append(v, &have, at, len, ADMIN_HEADER_VALUE_MAX));
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   gw_admin_req *r = req_of(p);
-  return appended(r, gw_append(&r->body, &r->body_len, at, len, ADMIN_BODY_MAX));
+  return appended(r, csc1_append(&r->body, &r->body_len, at, len, ADMIN_BODY_MAX));
 }
 
 static int on_message_complete(llhttp_t *p) {

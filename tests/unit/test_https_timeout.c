@@ -1,13 +1,13 @@
-/* Unit tests for the deadline of gateway/https_client.c: a request runs on a
+/* Unit tests for the deadline of csc1/https_client.c: a request runs on a
  * real libuv loop against a local server thread that stops answering at one
- * phase of the exchange, and must end with GW_HTTPS_ETIMEOUT once its
+ * phase of the exchange, and must end with CSC1_HTTPS_ETIMEOUT once its
  * timeout_ms has passed - not before, and not much later:
  *
  *   - TCP: the server accepts, reads the ClientHello and never answers;
  *   - TLS: the handshake completes, the request arrives, no response;
  *   - partial: the response head and part of the body, then silence;
  *   - linger: a complete response, but the server never closes - with
- *     linger the deadline ends the wait with the response (GW_HTTPS_OK).
+ *     linger the deadline ends the wait with the response (CSC1_HTTPS_OK).
  *
  * The server's certificate (EC P-256, IP:127.0.0.1) is made at start and is
  * the client's only trust anchor, so verification stays on. The loop runs
@@ -37,7 +37,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/https_client.h"
+#include "csc1/https_client.h"
 
 #define TIMEOUT_MS 300
 #define LATE_MS 2000  /* how late the callback may be on a loaded machine */
@@ -213,12 +213,12 @@ typedef struct outcome {
   uint64_t t0; /* uv_hrtime() when the request started */
   bool guard_fired;
   uv_timer_t guard;
-  gw_https_req *req;
+  csc1_https_req *req;
 } outcome;
 
 static void on_guard_closed(uv_handle_t *h) { (void)h; }
 
-static void on_done(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_done(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   outcome *o = arg;
   o->calls++;
   o->err = err;
@@ -236,7 +236,7 @@ static void on_done(int err, const char *detail, const gw_https_response *resp, 
 static void on_guard(uv_timer_t *t) {
   outcome *o = t->data;
   o->guard_fired = true;
-  gw_https_cancel(o->req);
+  csc1_https_cancel(o->req);
   o->req = NULL;
   uv_close((uv_handle_t *)&o->guard, on_guard_closed);
 }
@@ -247,10 +247,10 @@ static void run_request(unsigned short port, bool linger, outcome *o) {
   char err[256], url[64];
   uv_loop_t loop;
   assert_int_equal(uv_loop_init(&loop), 0);
-  gw_https_ctx *ctx = gw_https_ctx_new(ca_path, NULL, NULL, err, sizeof err);
+  csc1_https_ctx *ctx = csc1_https_ctx_new(ca_path, NULL, NULL, err, sizeof err);
   assert_non_null(ctx);
   snprintf(url, sizeof url, "https://127.0.0.1:%u/slow", port);
-  gw_https_request_opts ro = {.method = "GET", .url = url, .timeout_ms = TIMEOUT_MS,
+  csc1_https_request_opts ro = {.method = "GET", .url = url, .timeout_ms = TIMEOUT_MS,
                               .linger = linger};
   memset(o, 0, sizeof *o);
   uv_timer_init(&loop, &o->guard);
@@ -261,8 +261,8 @@ static void run_request(unsigned short port, bool linger, outcome *o) {
    * time between the two (seen under qemu on a loaded machine). */
   o->t0 = uv_hrtime();
   uv_update_time(&loop);
-  assert_int_equal(gw_https_request(&loop, ctx, &ro, on_done, o, &o->req), 0);
-  gw_https_ctx_free(ctx); /* requests in flight keep what they need */
+  assert_int_equal(csc1_https_request(&loop, ctx, &ro, on_done, o, &o->req), 0);
+  csc1_https_ctx_free(ctx); /* requests in flight keep what they need */
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&loop), 0); /* nothing left open */
   assert_false(o->guard_fired);
@@ -276,7 +276,7 @@ static void assert_in_deadline(const outcome *o) {
 
 static void assert_timed_out(const outcome *o, unsigned short port) {
   char want[128];
-  assert_int_equal(o->err, GW_HTTPS_ETIMEOUT);
+  assert_int_equal(o->err, CSC1_HTTPS_ETIMEOUT);
   snprintf(want, sizeof want, "no complete response from 127.0.0.1:%u within %d ms", port,
            TIMEOUT_MS);
   assert_string_equal(o->detail, want);
@@ -323,7 +323,7 @@ static void linger_ends_at_deadline(void **state) {
   server_start(&s, COMPLETE_NO_CLOSE);
   run_request(s.port, true, &o);
   server_join(&s);
-  assert_int_equal(o.err, GW_HTTPS_OK);
+  assert_int_equal(o.err, CSC1_HTTPS_OK);
   assert_int_equal(o.status, 200);
   assert_string_equal(o.body, "ok");
   assert_in_deadline(&o);

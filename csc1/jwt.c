@@ -1,5 +1,5 @@
 /* ID token validation. See jwt.h. */
-#include "gateway/jwt.h"
+#include "csc1/jwt.h"
 
 #include <cjose/cjose.h>
 #include <jansson.h>
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GW_JWKS_MAX_KEYS 64
+#define CSC1_JWKS_MAX_KEYS 64
 
 typedef enum { ALG_RS256 = 0, ALG_PS256, ALG_ES256, ALG_COUNT_ } alg_id;
 
@@ -22,8 +22,8 @@ typedef struct jwks_key {
   cjose_jwk_t *jwk;
 } jwks_key;
 
-struct gw_jwks {
-  jwks_key keys[GW_JWKS_MAX_KEYS];
+struct csc1_jwks {
+  jwks_key keys[CSC1_JWKS_MAX_KEYS];
   size_t n;
 };
 
@@ -77,7 +77,7 @@ static bool is_b64url_char(char ch) {
  * base64url characters, header and payload not empty. */
 static bool split_compact(const char *jwt, size_t len, size_t seg[3][2]) {
   size_t start = 0, k = 0;
-  if (len == 0 || len > GW_JWT_MAX_LEN)
+  if (len == 0 || len > CSC1_JWT_MAX_LEN)
     return false;
   for (size_t i = 0; i <= len; i++) {
     if (i == len || jwt[i] == '.') {
@@ -164,7 +164,7 @@ static bool import_key(json_t *jk, jwks_key *out) {
   return true;
 }
 
-gw_jwks *gw_jwks_parse(const char *buf, size_t len, const char **why) {
+csc1_jwks *csc1_jwks_parse(const char *buf, size_t len, const char **why) {
   json_error_t jerr;
   json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
   json_t *keys = json_is_object(doc) ? json_object_get(doc, "keys") : NULL;
@@ -174,7 +174,7 @@ gw_jwks *gw_jwks_parse(const char *buf, size_t len, const char **why) {
     json_decref(doc);
     return NULL;
   }
-  gw_jwks *set = calloc(1, sizeof *set);
+  csc1_jwks *set = calloc(1, sizeof *set);
   if (!set) {
     if (why)
       *why = "out of memory";
@@ -184,7 +184,7 @@ gw_jwks *gw_jwks_parse(const char *buf, size_t len, const char **why) {
   size_t i;
   json_t *jk;
   json_array_foreach(keys, i, jk) {
-    if (set->n == GW_JWKS_MAX_KEYS)
+    if (set->n == CSC1_JWKS_MAX_KEYS)
       break;
     if (json_is_object(jk) && import_key(jk, &set->keys[set->n]))
       set->n++;
@@ -193,9 +193,9 @@ gw_jwks *gw_jwks_parse(const char *buf, size_t len, const char **why) {
   return set;
 }
 
-size_t gw_jwks_count(const gw_jwks *k) { return k ? k->n : 0; }
+size_t csc1_jwks_count(const csc1_jwks *k) { return k ? k->n : 0; }
 
-void gw_jwks_free(gw_jwks *k) {
+void csc1_jwks_free(csc1_jwks *k) {
   if (!k)
     return;
   for (size_t i = 0; i < k->n; i++) {
@@ -216,30 +216,30 @@ typedef struct header_info {
 static int check_header(json_t *hdr, header_info *hi, char *why, size_t whylen) {
   json_t *alg = json_object_get(hdr, "alg");
   if (!json_is_string(alg))
-    return fail(GW_JWT_EMALFORMED, why, whylen, "JOSE header has no alg");
+    return fail(CSC1_JWT_EMALFORMED, why, whylen, "JOSE header has no alg");
   int a = alg_lookup(json_string_value(alg));
   if (a < 0)
-    return fail(GW_JWT_EALG, why, whylen, "alg is not one of RS256, PS256, ES256");
+    return fail(CSC1_JWT_EALG, why, whylen, "alg is not one of RS256, PS256, ES256");
   if (json_object_get(hdr, "crit"))
-    return fail(GW_JWT_EALG, why, whylen, "JOSE header has crit extensions");
+    return fail(CSC1_JWT_EALG, why, whylen, "JOSE header has crit extensions");
   json_t *kid = json_object_get(hdr, "kid");
   if (kid && !json_is_string(kid))
-    return fail(GW_JWT_EMALFORMED, why, whylen, "kid is not a string");
+    return fail(CSC1_JWT_EMALFORMED, why, whylen, "kid is not a string");
   hi->alg = (alg_id)a;
   hi->kid = dup_json_string(kid);
   if (kid && !hi->kid)
-    return GW_JWT_ENOMEM;
-  return GW_JWT_OK;
+    return CSC1_JWT_ENOMEM;
+  return CSC1_JWT_OK;
 }
 
 /* Verifies with the key named by kid, or, without a kid, with any key that
  * fits the alg. */
-static int verify_signature(const char *jwt, size_t len, const gw_jwks *keys, const header_info *hi,
+static int verify_signature(const char *jwt, size_t len, const csc1_jwks *keys, const header_info *hi,
                             char *why, size_t whylen) {
   cjose_err err;
   cjose_jws_t *jws = cjose_jws_import(jwt, len, &err);
   if (!jws)
-    return fail(GW_JWT_EMALFORMED, why, whylen, "not a valid JWS");
+    return fail(CSC1_JWT_EMALFORMED, why, whylen, "not a valid JWS");
   bool candidate = false, verified = false;
   for (size_t i = 0; keys && i < keys->n && !verified; i++) {
     const jwks_key *k = &keys->keys[i];
@@ -248,7 +248,7 @@ static int verify_signature(const char *jwt, size_t len, const gw_jwks *keys, co
     if (!key_fits(k, hi->alg)) {
       if (hi->kid) {
         cjose_jws_release(jws);
-        return fail(GW_JWT_EALG, why, whylen, "the key named by kid is not a %s key",
+        return fail(CSC1_JWT_EALG, why, whylen, "the key named by kid is not a %s key",
                     alg_names[hi->alg]);
       }
       continue;
@@ -258,11 +258,11 @@ static int verify_signature(const char *jwt, size_t len, const gw_jwks *keys, co
   }
   cjose_jws_release(jws);
   if (!candidate)
-    return fail(GW_JWT_EUNKNOWN_KID, why, whylen, hi->kid ? "unknown kid" : "no %s key in the JWKS",
+    return fail(CSC1_JWT_EUNKNOWN_KID, why, whylen, hi->kid ? "unknown kid" : "no %s key in the JWKS",
                 alg_names[hi->alg]);
   if (!verified)
-    return fail(GW_JWT_ESIGNATURE, why, whylen, "bad signature");
-  return GW_JWT_OK;
+    return fail(CSC1_JWT_ESIGNATURE, why, whylen, "bad signature");
+  return CSC1_JWT_OK;
 }
 
 /* ---- claims ------------------------------------------------------------- */
@@ -285,64 +285,64 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 /* aud: a string or an array of strings; copied sorted into t. */
-static int take_aud(json_t *aud, gw_id_token *t, char *why, size_t whylen) {
+static int take_aud(json_t *aud, csc1_id_token *t, char *why, size_t whylen) {
   size_t n = json_is_string(aud) ? 1 : json_is_array(aud) ? json_array_size(aud) : 0;
   if (n == 0 || n > 64)
-    return fail(GW_JWT_ECLAIMS, why, whylen, "aud missing or malformed");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "aud missing or malformed");
   if (!(t->aud = calloc(n, sizeof *t->aud)))
-    return GW_JWT_ENOMEM;
+    return CSC1_JWT_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     json_t *v = json_is_string(aud) ? aud : json_array_get(aud, i);
     if (!json_is_string(v))
-      return fail(GW_JWT_ECLAIMS, why, whylen, "aud holds a non-string");
+      return fail(CSC1_JWT_ECLAIMS, why, whylen, "aud holds a non-string");
     if (!(t->aud[i] = strdup(json_string_value(v))))
-      return GW_JWT_ENOMEM;
+      return CSC1_JWT_ENOMEM;
     t->n_aud++;
   }
   qsort(t->aud, t->n_aud, sizeof *t->aud, cmp_str);
-  return GW_JWT_OK;
+  return CSC1_JWT_OK;
 }
 
-static bool aud_has(const gw_id_token *t, const char *id) {
+static bool aud_has(const csc1_id_token *t, const char *id) {
   for (size_t i = 0; i < t->n_aud; i++)
     if (strcmp(t->aud[i], id) == 0)
       return true;
   return false;
 }
 
-static int check_audience(json_t *claims, const gw_jwt_expect *e, gw_id_token *t, char *why,
+static int check_audience(json_t *claims, const csc1_jwt_expect *e, csc1_id_token *t, char *why,
                           size_t whylen) {
   int r = take_aud(json_object_get(claims, "aud"), t, why, whylen);
-  if (r != GW_JWT_OK)
+  if (r != CSC1_JWT_OK)
     return r;
   if (!aud_has(t, e->client_id))
-    return fail(GW_JWT_ECLAIMS, why, whylen, "aud does not contain the client_id");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "aud does not contain the client_id");
   json_t *azp = json_object_get(claims, "azp");
   if (azp && (!json_is_string(azp) || strcmp(json_string_value(azp), e->client_id) != 0))
-    return fail(GW_JWT_ECLAIMS, why, whylen, "azp is not the client_id");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "azp is not the client_id");
   if (t->n_aud > 1 && !azp)
-    return fail(GW_JWT_ECLAIMS, why, whylen, "several audiences but no azp");
-  return GW_JWT_OK;
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "several audiences but no azp");
+  return CSC1_JWT_OK;
 }
 
-static int check_times(json_t *claims, const gw_jwt_expect *e, gw_id_token *t, char *why,
+static int check_times(json_t *claims, const csc1_jwt_expect *e, csc1_id_token *t, char *why,
                        size_t whylen) {
-  int64_t leeway = e->leeway_s > GW_JWT_MAX_LEEWAY_S ? GW_JWT_MAX_LEEWAY_S : e->leeway_s;
+  int64_t leeway = e->leeway_s > CSC1_JWT_MAX_LEEWAY_S ? CSC1_JWT_MAX_LEEWAY_S : e->leeway_s;
   if (!get_time(claims, "exp", &t->exp))
-    return fail(GW_JWT_ECLAIMS, why, whylen, "exp missing or not a number");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "exp missing or not a number");
   if (!get_time(claims, "iat", &t->iat))
-    return fail(GW_JWT_ECLAIMS, why, whylen, "iat missing or not a number");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "iat missing or not a number");
   if (e->now > t->exp + leeway)
-    return fail(GW_JWT_ECLAIMS, why, whylen,
+    return fail(CSC1_JWT_ECLAIMS, why, whylen,
                 "expired %lld s ago (leeway %lld s; is the clock right?)",
                 (long long)(e->now - t->exp), (long long)leeway);
   if (t->iat > e->now + leeway)
-    return fail(GW_JWT_ECLAIMS, why, whylen, "issued %lld s in the future (is the clock right?)",
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "issued %lld s in the future (is the clock right?)",
                 (long long)(t->iat - e->now));
-  return GW_JWT_OK;
+  return CSC1_JWT_OK;
 }
 
-static int take_service_ids(json_t *claims, gw_id_token *t, char *why, size_t whylen) {
+static int take_service_ids(json_t *claims, csc1_id_token *t, char *why, size_t whylen) {
   static const char *const names[] = {"mcptt_id", "mcdata_id", "mcvideo_id"};
   char **dst[] = {&t->mcptt_id, &t->mcdata_id, &t->mcvideo_id};
   for (size_t i = 0; i < 3; i++) {
@@ -350,62 +350,62 @@ static int take_service_ids(json_t *claims, gw_id_token *t, char *why, size_t wh
     if (!v)
       continue;
     if (!json_is_string(v))
-      return fail(GW_JWT_ECLAIMS, why, whylen, "%s is not a string", names[i]);
+      return fail(CSC1_JWT_ECLAIMS, why, whylen, "%s is not a string", names[i]);
     if (!(*dst[i] = strdup(json_string_value(v))))
-      return GW_JWT_ENOMEM;
+      return CSC1_JWT_ENOMEM;
   }
-  return GW_JWT_OK;
+  return CSC1_JWT_OK;
 }
 
-static int check_claims(json_t *claims, const gw_jwt_expect *e, gw_id_token *t, char *why,
+static int check_claims(json_t *claims, const csc1_jwt_expect *e, csc1_id_token *t, char *why,
                         size_t whylen) {
   json_t *iss = json_object_get(claims, "iss");
   if (!json_is_string(iss) || strcmp(json_string_value(iss), e->issuer) != 0)
-    return fail(GW_JWT_ECLAIMS, why, whylen, "iss is not the configured issuer");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "iss is not the configured issuer");
   json_t *sub = json_object_get(claims, "sub");
   if (!json_is_string(sub) || json_string_length(sub) == 0)
-    return fail(GW_JWT_ECLAIMS, why, whylen, "sub missing");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "sub missing");
   int r = check_audience(claims, e, t, why, whylen);
-  if (r == GW_JWT_OK)
+  if (r == CSC1_JWT_OK)
     r = check_times(claims, e, t, why, whylen);
-  if (r != GW_JWT_OK)
+  if (r != CSC1_JWT_OK)
     return r;
   json_t *nonce = json_object_get(claims, "nonce");
   if (e->nonce && (!json_is_string(nonce) || !secret_equal(json_string_value(nonce), e->nonce)))
-    return fail(GW_JWT_ECLAIMS, why, whylen, "nonce does not match the request");
+    return fail(CSC1_JWT_ECLAIMS, why, whylen, "nonce does not match the request");
   if (!(t->iss = strdup(json_string_value(iss))) || !(t->sub = strdup(json_string_value(sub))))
-    return GW_JWT_ENOMEM;
+    return CSC1_JWT_ENOMEM;
   return take_service_ids(claims, t, why, whylen);
 }
 
 /* ---- entry points ------------------------------------------------------- */
 
-int gw_jwt_validate(const char *jwt, size_t len, const gw_jwks *keys, const gw_jwt_expect *e,
-                    gw_id_token *out, char *why, size_t whylen) {
+int csc1_jwt_validate(const char *jwt, size_t len, const csc1_jwks *keys, const csc1_jwt_expect *e,
+                    csc1_id_token *out, char *why, size_t whylen) {
   size_t seg[3][2];
   header_info hi = {0};
-  gw_id_token t;
+  csc1_id_token t;
   memset(&t, 0, sizeof t);
   memset(out, 0, sizeof *out);
   if (why && whylen)
     why[0] = '\0';
   if (!jwt || !split_compact(jwt, len, seg))
-    return fail(GW_JWT_EMALFORMED, why, whylen, "not a compact JWS");
+    return fail(CSC1_JWT_EMALFORMED, why, whylen, "not a compact JWS");
   json_t *hdr = decode_json_segment(jwt + seg[0][0], seg[0][1]);
   json_t *claims = decode_json_segment(jwt + seg[1][0], seg[1][1]);
-  int r = GW_JWT_EMALFORMED;
+  int r = CSC1_JWT_EMALFORMED;
   if (!hdr || !claims)
     fail(r, why, whylen, "header or claims are not a base64url JSON object");
-  else if ((r = check_header(hdr, &hi, why, whylen)) == GW_JWT_OK &&
-           (r = verify_signature(jwt, len, keys, &hi, why, whylen)) == GW_JWT_OK)
+  else if ((r = check_header(hdr, &hi, why, whylen)) == CSC1_JWT_OK &&
+           (r = verify_signature(jwt, len, keys, &hi, why, whylen)) == CSC1_JWT_OK)
     r = check_claims(claims, e, &t, why, whylen);
-  if (r == GW_JWT_OK) {
+  if (r == CSC1_JWT_OK) {
     snprintf(t.alg, sizeof t.alg, "%s", alg_names[hi.alg]);
     t.kid = hi.kid;
     hi.kid = NULL;
     *out = t;
   } else {
-    gw_id_token_free(&t);
+    csc1_id_token_free(&t);
   }
   free(hi.kid);
   json_decref(hdr);
@@ -413,7 +413,7 @@ int gw_jwt_validate(const char *jwt, size_t len, const gw_jwks *keys, const gw_j
   return r;
 }
 
-char *gw_jwt_peek_kid(const char *jwt, size_t len) {
+char *csc1_jwt_peek_kid(const char *jwt, size_t len) {
   size_t seg[3][2];
   if (!jwt || !split_compact(jwt, len, seg))
     return NULL;
@@ -423,7 +423,7 @@ char *gw_jwt_peek_kid(const char *jwt, size_t len) {
   return kid;
 }
 
-void gw_id_token_free(gw_id_token *t) {
+void csc1_id_token_free(csc1_id_token *t) {
   if (!t)
     return;
   for (size_t i = 0; i < t->n_aud; i++)
@@ -440,7 +440,7 @@ void gw_id_token_free(gw_id_token *t) {
 
 static bool str_eq(const char *a, const char *b) { return a && b && strcmp(a, b) == 0; }
 
-bool gw_id_token_same_principal(const gw_id_token *a, const gw_id_token *b) {
+bool csc1_id_token_same_principal(const csc1_id_token *a, const csc1_id_token *b) {
   if (!str_eq(a->iss, b->iss) || !str_eq(a->sub, b->sub) || a->n_aud != b->n_aud)
     return false;
   for (size_t i = 0; i < a->n_aud; i++)
@@ -449,15 +449,15 @@ bool gw_id_token_same_principal(const gw_id_token *a, const gw_id_token *b) {
   return true;
 }
 
-const char *gw_jwt_strerror(int err) {
+const char *csc1_jwt_strerror(int err) {
   switch (err) {
-  case GW_JWT_OK: return "ok";
-  case GW_JWT_EMALFORMED: return "malformed JWT";
-  case GW_JWT_EALG: return "signature algorithm refused";
-  case GW_JWT_EUNKNOWN_KID: return "no matching key";
-  case GW_JWT_ESIGNATURE: return "bad signature";
-  case GW_JWT_ECLAIMS: return "claims refused";
-  case GW_JWT_ENOMEM: return "out of memory";
+  case CSC1_JWT_OK: return "ok";
+  case CSC1_JWT_EMALFORMED: return "malformed JWT";
+  case CSC1_JWT_EALG: return "signature algorithm refused";
+  case CSC1_JWT_EUNKNOWN_KID: return "no matching key";
+  case CSC1_JWT_ESIGNATURE: return "bad signature";
+  case CSC1_JWT_ECLAIMS: return "claims refused";
+  case CSC1_JWT_ENOMEM: return "out of memory";
   default: return "unknown error";
   }
 }

@@ -12,39 +12,39 @@
  *
  * Nothing here logs. Request bodies and headers (which carry codes, tokens
  * and secrets) are wiped from memory when the request ends. */
-#ifndef GW_HTTPS_CLIENT_H
-#define GW_HTTPS_CLIENT_H
+#ifndef CSC1_HTTPS_CLIENT_H
+#define CSC1_HTTPS_CLIENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-typedef struct gw_https_ctx gw_https_ctx;
-typedef struct gw_https_req gw_https_req;
+typedef struct csc1_https_ctx csc1_https_ctx;
+typedef struct csc1_https_req csc1_https_req;
 
 enum {
-  GW_HTTPS_OK = 0,
-  GW_HTTPS_EURL = -1,     /* not an https URL */
-  GW_HTTPS_ERESOLVE = -2, /* name resolution failed */
-  GW_HTTPS_ECONNECT = -3, /* every address refused or failed */
-  GW_HTTPS_ECERT = -4,    /* certificate verification failed (CA, host name, dates) */
-  GW_HTTPS_ETLS = -5,     /* other TLS failure */
-  GW_HTTPS_ETIMEOUT = -6, /* the deadline passed */
-  GW_HTTPS_EPROTO = -7,   /* malformed or truncated HTTP response */
-  GW_HTTPS_ETOOBIG = -8,  /* response body or head over the cap */
-  GW_HTTPS_ENOMEM = -9,
-  GW_HTTPS_EPROXY = -10, /* the proxy refused or broke the CONNECT tunnel */
-  GW_HTTPS_ECLIENTCERT = -11 /* mutual TLS: the server asked for a client certificate
+  CSC1_HTTPS_OK = 0,
+  CSC1_HTTPS_EURL = -1,     /* not an https URL */
+  CSC1_HTTPS_ERESOLVE = -2, /* name resolution failed */
+  CSC1_HTTPS_ECONNECT = -3, /* every address refused or failed */
+  CSC1_HTTPS_ECERT = -4,    /* certificate verification failed (CA, host name, dates) */
+  CSC1_HTTPS_ETLS = -5,     /* other TLS failure */
+  CSC1_HTTPS_ETIMEOUT = -6, /* the deadline passed */
+  CSC1_HTTPS_EPROTO = -7,   /* malformed or truncated HTTP response */
+  CSC1_HTTPS_ETOOBIG = -8,  /* response body or head over the cap */
+  CSC1_HTTPS_ENOMEM = -9,
+  CSC1_HTTPS_EPROXY = -10, /* the proxy refused or broke the CONNECT tunnel */
+  CSC1_HTTPS_ECLIENTCERT = -11 /* mutual TLS: the server asked for a client certificate
                                 and there was none, or it refused ours */
 };
 
-const char *gw_https_strerror(int err);
+const char *csc1_https_strerror(int err);
 
 /* Trust anchors: ca_file (PEM), or the system store when NULL. cert/key:
  * client certificate for mutual TLS, or NULL. Returns NULL with err filled
  * when a file cannot be loaded. */
-gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
+csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
                                size_t errlen);
 /* How requests made with a context reach their servers: directly (the
  * default, what the daemon uses), or through an HTTP CONNECT proxy, one
@@ -57,17 +57,17 @@ gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char
  * The server's TLS runs inside the tunnel, end to end: the proxy only relays
  * its records and can neither read nor alter them undetected.
  * 0, or -1 with err filled. */
-typedef struct gw_https_proxy_opts {
+typedef struct csc1_https_proxy_opts {
   const char *url;
   bool h2;
   const char *ca_file, *cert, *key; /* for an https proxy; NULL: system store, no cert */
-} gw_https_proxy_opts;
-int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *err, size_t errlen);
+} csc1_https_proxy_opts;
+int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, char *err, size_t errlen);
 
 /* Requests in flight keep what they need; freeing the context is safe. */
-void gw_https_ctx_free(gw_https_ctx *c);
+void csc1_https_ctx_free(csc1_https_ctx *c);
 
-typedef struct gw_https_response {
+typedef struct csc1_https_response {
   int status;
   const char *body; /* NUL-terminated for convenience; may hold NULs */
   size_t body_len;
@@ -80,17 +80,17 @@ typedef struct gw_https_response {
   uint64_t tls_bytes_received; /* ... and read: what a tunnel carried */
   int64_t sent_at_ms;          /* local wall clock (unix ms) when the request was written ... */
   int64_t received_at_ms;      /* ... and when the response was complete: the server wrote
-                                  its Date in between (clock skew, gateway/clock_skew.h) */
-} gw_https_response;
+                                  its Date in between (clock skew, csc1/clock_skew.h) */
+} csc1_https_response;
 
-/* err: GW_HTTPS_OK (then resp is set, any status) or an error (resp NULL).
+/* err: CSC1_HTTPS_OK (then resp is set, any status) or an error (resp NULL).
  * detail: what went wrong for humans (e.g. the X.509 verification error and
- * the host; for GW_HTTPS_ECLIENTCERT whether a certificate was configured,
+ * the host; for CSC1_HTTPS_ECLIENTCERT whether a certificate was configured,
  * its file, and the server's alert), never request or response contents.
  * After the callback the request is gone: clear any pointer to it there. */
-typedef void (*gw_https_cb)(int err, const char *detail, const gw_https_response *resp, void *arg);
+typedef void (*csc1_https_cb)(int err, const char *detail, const csc1_https_response *resp, void *arg);
 
-typedef struct gw_https_request_opts {
+typedef struct csc1_https_request_opts {
   const char *method;       /* "GET" or "POST" */
   const char *url;          /* https://host[:port]/path?query */
   const char *content_type; /* for a body, or NULL */
@@ -103,25 +103,25 @@ typedef struct gw_https_request_opts {
   const char *cookie;        /* Cookie header value, or NULL */
   bool linger; /* after a complete response, wait (within the deadline) for the server to
                   close, so that tls_bytes_received counts all it sent */
-} gw_https_request_opts;
+} csc1_https_request_opts;
 
 /* Starts a request. Returns 0 and *out (may be NULL if not wanted), or a
- * negative GW_HTTPS_E* when it cannot start - then cb is never called. */
-int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_opts *o,
-                     gw_https_cb cb, void *arg, gw_https_req **out);
+ * negative CSC1_HTTPS_E* when it cannot start - then cb is never called. */
+int csc1_https_request(uv_loop_t *loop, csc1_https_ctx *ctx, const csc1_https_request_opts *o,
+                     csc1_https_cb cb, void *arg, csc1_https_req **out);
 
 /* Abandons a request: cb will not be called; resources are freed once the
  * handles have closed. */
-void gw_https_cancel(gw_https_req *r);
+void csc1_https_cancel(csc1_https_req *r);
 
 /* Parses the head of a proxy's answer to an HTTP/1.1 CONNECT (RFC 9110
  * 9.3.6) in buf[0..len). Returns the head's length (through the blank line)
  * with *status set, 0 when more bytes are needed, -1 when it is not an
  * HTTP/1.x status line or the head exceeds max_head. Bytes after the head
  * already belong to the tunnel. */
-long gw_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status);
+long csc1_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status);
 
 /* Parses an HTTP-date (RFC 9110 IMF-fixdate) into unix time; -1 if not one. */
-int64_t gw_http_date_parse(const char *s);
+int64_t csc1_http_date_parse(const char *s);
 
 #endif

@@ -1,5 +1,5 @@
 /* The stored login. See token_store.h. */
-#include "gateway/token_store.h"
+#include "csc1/token_store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,21 +29,21 @@ __attribute__((format(printf, 4, 5))) static int fail(int code, char *err, size_
 }
 
 static void path_of(char *buf, size_t len, const char *dir, const char *suffix) {
-  snprintf(buf, len, "%s/%s%s", dir, GW_TOKEN_STORE_FILE, suffix);
+  snprintf(buf, len, "%s/%s%s", dir, CSC1_TOKEN_STORE_FILE, suffix);
 }
 
-int gw_token_store_prepare(const char *dir, char *err, size_t errlen) {
+int csc1_token_store_prepare(const char *dir, char *err, size_t errlen) {
   struct stat st;
   if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-    return fail(GW_TS_EIO, err, errlen, "cannot create state_dir %s: %s", dir, strerror(errno));
+    return fail(CSC1_TS_EIO, err, errlen, "cannot create state_dir %s: %s", dir, strerror(errno));
   if (stat(dir, &st) != 0)
-    return fail(GW_TS_EIO, err, errlen, "cannot stat state_dir %s: %s", dir, strerror(errno));
+    return fail(CSC1_TS_EIO, err, errlen, "cannot stat state_dir %s: %s", dir, strerror(errno));
   if (!S_ISDIR(st.st_mode))
-    return fail(GW_TS_EIO, err, errlen, "state_dir %s is not a directory", dir);
+    return fail(CSC1_TS_EIO, err, errlen, "state_dir %s is not a directory", dir);
   if ((st.st_mode & 077) && chmod(dir, 0700) != 0)
-    return fail(GW_TS_EIO, err, errlen, "state_dir %s is mode %04o and cannot be made 0700: %s",
+    return fail(CSC1_TS_EIO, err, errlen, "state_dir %s is mode %04o and cannot be made 0700: %s",
                 dir, (unsigned)(st.st_mode & 07777), strerror(errno));
-  return GW_TS_OK;
+  return CSC1_TS_OK;
 }
 
 /* ---- document ----------------------------------------------------------- */
@@ -53,7 +53,7 @@ static void set_opt(json_t *o, const char *key, const char *v) {
     json_object_set_new(o, key, json_string(v));
 }
 
-static json_t *to_json(const gw_stored_login *l) {
+static json_t *to_json(const csc1_stored_login *l) {
   json_t *o = json_pack("{s:i, s:s, s:s}", "version", STORE_VERSION, "issuer",
                         l->issuer ? l->issuer : "", "client_id", l->client_id ? l->client_id : "");
   if (!o)
@@ -81,7 +81,7 @@ static bool take(json_t *o, const char *key, char **dst) {
   return *dst != NULL;
 }
 
-static bool take_aud(json_t *o, gw_stored_login *l) {
+static bool take_aud(json_t *o, csc1_stored_login *l) {
   json_t *aud = json_object_get(o, "aud");
   if (!aud)
     return true;
@@ -99,8 +99,8 @@ static bool take_aud(json_t *o, gw_stored_login *l) {
   return true;
 }
 
-int gw_token_store_parse(const char *buf, size_t len, gw_stored_login *out) {
-  gw_stored_login l;
+int csc1_token_store_parse(const char *buf, size_t len, csc1_stored_login *out) {
+  csc1_stored_login l;
   memset(&l, 0, sizeof l);
   memset(out, 0, sizeof *out);
   json_error_t jerr;
@@ -115,14 +115,14 @@ int gw_token_store_parse(const char *buf, size_t len, gw_stored_login *out) {
             take_aud(o, &l);
   json_decref(o);
   if (!ok) {
-    gw_stored_login_free(&l);
+    csc1_stored_login_free(&l);
     return -1;
   }
   *out = l;
   return 0;
 }
 
-void gw_stored_login_free(gw_stored_login *l) {
+void csc1_stored_login_free(csc1_stored_login *l) {
   if (!l)
     return;
   if (l->refresh_token)
@@ -169,7 +169,7 @@ static int write_temp(const char *tmp, const char *text, char *err, size_t errle
   unlink(tmp); /* a stale temp file from a crash */
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0)
-    return fail(GW_TS_EIO, err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+    return fail(CSC1_TS_EIO, err, errlen, "cannot create %s: %s", tmp, strerror(errno));
   int r = write_all(fd, text, strlen(text));
   if (r == 0)
     r = fsync(fd);
@@ -180,12 +180,12 @@ static int write_temp(const char *tmp, const char *text, char *err, size_t errle
   }
   if (r != 0) {
     unlink(tmp);
-    return fail(GW_TS_EIO, err, errlen, "cannot write %s: %s", tmp, strerror(e));
+    return fail(CSC1_TS_EIO, err, errlen, "cannot write %s: %s", tmp, strerror(e));
   }
-  return GW_TS_OK;
+  return CSC1_TS_OK;
 }
 
-int gw_token_store_save(const char *dir, const gw_stored_login *l, char *err, size_t errlen) {
+int csc1_token_store_save(const char *dir, const csc1_stored_login *l, char *err, size_t errlen) {
   char path[4096], tmp[4096];
   path_of(path, sizeof path, dir, "");
   path_of(tmp, sizeof tmp, dir, ".tmp");
@@ -193,30 +193,30 @@ int gw_token_store_save(const char *dir, const gw_stored_login *l, char *err, si
   char *text = doc ? json_dumps(doc, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
   json_decref(doc);
   if (!text)
-    return fail(GW_TS_EIO, err, errlen, "out of memory");
+    return fail(CSC1_TS_EIO, err, errlen, "out of memory");
   int r = write_temp(tmp, text, err, errlen);
   OPENSSL_cleanse(text, strlen(text));
   free(text);
-  if (r != GW_TS_OK)
+  if (r != CSC1_TS_OK)
     return r;
   if (rename(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
-    return fail(GW_TS_EIO, err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+    return fail(CSC1_TS_EIO, err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(e));
   }
   if (fsync_dir(dir) != 0)
-    return fail(GW_TS_EIO, err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
-  return GW_TS_OK;
+    return fail(CSC1_TS_EIO, err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
+  return CSC1_TS_OK;
 }
 
-int gw_token_store_remove(const char *dir, char *err, size_t errlen) {
+int csc1_token_store_remove(const char *dir, char *err, size_t errlen) {
   char path[4096];
   path_of(path, sizeof path, dir, "");
   if (unlink(path) != 0 && errno != ENOENT)
-    return fail(GW_TS_EIO, err, errlen, "cannot remove %s: %s", path, strerror(errno));
+    return fail(CSC1_TS_EIO, err, errlen, "cannot remove %s: %s", path, strerror(errno));
   if (fsync_dir(dir) != 0)
-    return fail(GW_TS_EIO, err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
-  return GW_TS_OK;
+    return fail(CSC1_TS_EIO, err, errlen, "cannot fsync %s: %s", dir, strerror(errno));
+  return CSC1_TS_OK;
 }
 
 /* ---- load --------------------------------------------------------------- */
@@ -236,10 +236,10 @@ static int move_aside(const char *dir, const char *why, char *err, size_t errlen
     if (access(aside, F_OK) == 0)
       continue;
     if (rename(path, aside) == 0)
-      return fail(GW_TS_CORRUPT, err, errlen, "%s %s; kept as %s", path, why, aside);
+      return fail(CSC1_TS_CORRUPT, err, errlen, "%s %s; kept as %s", path, why, aside);
     break;
   }
-  return fail(GW_TS_CORRUPT, err, errlen, "%s %s, and it could not be moved aside: %s", path, why,
+  return fail(CSC1_TS_CORRUPT, err, errlen, "%s %s, and it could not be moved aside: %s", path, why,
               strerror(errno));
 }
 
@@ -260,13 +260,13 @@ static ssize_t read_file(int fd, char *buf, size_t cap) {
   }
 }
 
-int gw_token_store_load(const char *dir, gw_stored_login *out, char *err, size_t errlen) {
+int csc1_token_store_load(const char *dir, csc1_stored_login *out, char *err, size_t errlen) {
   char path[4096];
   memset(out, 0, sizeof *out);
   path_of(path, sizeof path, dir, "");
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && errno == ENOENT)
-    return GW_TS_NONE;
+    return CSC1_TS_NONE;
   if (fd < 0) {
     char why[128];
     snprintf(why, sizeof why, "cannot be read (%s)", strerror(errno));
@@ -286,10 +286,10 @@ int gw_token_store_load(const char *dir, gw_stored_login *out, char *err, size_t
     char why[128];
     snprintf(why, sizeof why, "cannot be read (%s)", strerror(e));
     r = move_aside(dir, why, err, errlen);
-  } else if (gw_token_store_parse(buf, (size_t)n, out) != 0)
+  } else if (csc1_token_store_parse(buf, (size_t)n, out) != 0)
     r = move_aside(dir, "is not a valid mcgw login file", err, errlen);
   else
-    r = GW_TS_OK;
+    r = CSC1_TS_OK;
   if (buf) {
     OPENSSL_cleanse(buf, STORE_MAX_BYTES);
     free(buf);

@@ -17,9 +17,9 @@
  * records; upward, proxy_recv() hands tunnel bytes to the server TLS's read
  * BIO and pump() runs once per network read. The server TLS starts only once
  * the tunnel is up. */
-#include "gateway/https_client.h"
+#include "csc1/https_client.h"
 
-#include "gateway/append.h"
+#include "csc1/append.h"
 
 #include <ctype.h>
 #include <llhttp.h>
@@ -34,7 +34,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "gateway/url.h"
+#include "csc1/url.h"
 
 #define HTTPS_DEFAULT_TIMEOUT_MS 10000
 #define HTTPS_DEFAULT_MAX_BODY (256 * 1024)
@@ -53,11 +53,11 @@ typedef struct https_proxy {
   int refs;
   via_kind kind;
   char *url_text;
-  gw_url url;
+  csc1_url url;
   SSL_CTX *ssl_ctx; /* an https proxy; NULL for http */
 } https_proxy;
 
-struct gw_https_ctx {
+struct csc1_https_ctx {
   SSL_CTX *ssl_ctx;
   https_proxy *proxy; /* NULL: direct */
   char *client_cert;  /* its file, for messages; NULL: none */
@@ -68,13 +68,13 @@ enum { H_SET_COOKIE = H_COUNT_ }; /* repeated: kept apart, one value per line */
 static const char *const wanted_headers[H_COUNT_] = {"content-type", "retry-after", "date",
                                                      "location"};
 
-struct gw_https_req {
+struct csc1_https_req {
   uv_loop_t *loop;
   SSL_CTX *ssl_ctx; /* a reference of our own */
-  gw_https_cb cb;
+  csc1_https_cb cb;
   void *arg;
   char *url_text;
-  gw_url url;
+  csc1_url url;
   char *request; /* head and body; wiped on free */
   size_t request_len;
   uint64_t timeout_ms;
@@ -112,7 +112,7 @@ struct gw_https_req {
 
   /* Through a proxy (proxy != NULL). */
   https_proxy *proxy;
-  const gw_url *peer; /* where the TCP connection goes: the proxy or the server */
+  const csc1_url *peer; /* where the TCP connection goes: the proxy or the server */
   char *set_cookie;
   size_t set_cookie_len;
   bool cookie_sep;
@@ -123,20 +123,20 @@ struct gw_https_req {
   bool tunnel_eof;    /* the tunnel ended (h2 stream closed) */
   char *connect_head; /* HTTP/1.1: the proxy's answer so far */
   size_t connect_head_len;
-  char authority[GW_URL_HOST_MAX + 16]; /* CONNECT target host:port */
+  char authority[CSC1_URL_HOST_MAX + 16]; /* CONNECT target host:port */
   nghttp2_session *h2;
   int32_t stream_id;
   int h2_status;
   char *h2_out; /* server TLS records waiting for DATA frames */
   size_t h2_out_len, h2_out_off;
   bool linger;                   /* complete: wait for the server's close */
-  int64_t sent_at_ms, received_at_ms; /* wall clock, for gw_https_response */
+  int64_t sent_at_ms, received_at_ms; /* wall clock, for csc1_https_response */
   uint64_t bytes_up, bytes_down; /* server TLS records sent / received */
 };
 
 typedef struct write_chunk {
   uv_write_t w;
-  gw_https_req *r;
+  csc1_https_req *r;
   char data[];
 } write_chunk;
 
@@ -151,10 +151,10 @@ static void ssl_error_text(char *buf, size_t len) {
   ERR_clear_error();
 }
 
-gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
+csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
                                size_t errlen) {
   char why[256];
-  gw_https_ctx *c = calloc(1, sizeof *c);
+  csc1_https_ctx *c = calloc(1, sizeof *c);
   if (!c || !(c->ssl_ctx = SSL_CTX_new(TLS_client_method()))) {
     snprintf(err, errlen, "out of memory");
     free(c);
@@ -167,7 +167,7 @@ gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char
   if (!ok) {
     ssl_error_text(why, sizeof why);
     snprintf(err, errlen, "cannot load trust anchors %s: %s", ca_file ? ca_file : "(system)", why);
-    gw_https_ctx_free(c);
+    csc1_https_ctx_free(c);
     return NULL;
   }
   if (cert && key &&
@@ -176,12 +176,12 @@ gw_https_ctx *gw_https_ctx_new(const char *ca_file, const char *cert, const char
        SSL_CTX_check_private_key(c->ssl_ctx) != 1)) {
     ssl_error_text(why, sizeof why);
     snprintf(err, errlen, "cannot load client certificate %s / key %s: %s", cert, key, why);
-    gw_https_ctx_free(c);
+    csc1_https_ctx_free(c);
     return NULL;
   }
   if (cert && key && !(c->client_cert = strdup(cert))) {
     snprintf(err, errlen, "out of memory");
-    gw_https_ctx_free(c);
+    csc1_https_ctx_free(c);
     return NULL;
   }
   return c;
@@ -195,7 +195,7 @@ static void proxy_unref(https_proxy *p) {
   free(p);
 }
 
-void gw_https_ctx_free(gw_https_ctx *c) {
+void csc1_https_ctx_free(csc1_https_ctx *c) {
   if (!c)
     return;
   SSL_CTX_free(c->ssl_ctx);
@@ -207,7 +207,7 @@ void gw_https_ctx_free(gw_https_ctx *c) {
 /* The TLS context for an https proxy: verified like any server; ALPN offers
  * only the protocol that will be spoken, so a proxy that cannot is caught at
  * the handshake. */
-static SSL_CTX *proxy_ssl_ctx(const gw_https_proxy_opts *o, char *err, size_t errlen) {
+static SSL_CTX *proxy_ssl_ctx(const csc1_https_proxy_opts *o, char *err, size_t errlen) {
   char why[256];
   static const unsigned char alpn_h2[] = "\x02h2", alpn_h1[] = "\x08http/1.1";
   SSL_CTX *x = SSL_CTX_new(TLS_client_method());
@@ -249,7 +249,7 @@ static SSL_CTX *proxy_ssl_ctx(const gw_https_proxy_opts *o, char *err, size_t er
   return x;
 }
 
-int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *err,
+int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, char *err,
                            size_t errlen) {
   const char *why = NULL;
   https_proxy *p = calloc(1, sizeof *p);
@@ -260,7 +260,7 @@ int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *
   }
   p->refs = 1;
   p->kind = o->h2 ? VIA_H2 : VIA_H1;
-  if (gw_url_parse(p->url_text, &p->url, &why) != 0 || strcmp(p->url.target, "/") != 0) {
+  if (csc1_url_parse(p->url_text, &p->url, &why) != 0 || strcmp(p->url.target, "/") != 0) {
     snprintf(err, errlen, "proxy '%s': %s", o->url,
              why ? why : "a proxy URL is http://HOST:PORT or https://HOST:PORT, without a path");
     proxy_unref(p);
@@ -281,20 +281,20 @@ int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *
   return 0;
 }
 
-const char *gw_https_strerror(int err) {
+const char *csc1_https_strerror(int err) {
   switch (err) {
-  case GW_HTTPS_OK: return "ok";
-  case GW_HTTPS_EURL: return "bad URL";
-  case GW_HTTPS_ERESOLVE: return "name resolution failed";
-  case GW_HTTPS_ECONNECT: return "connection failed";
-  case GW_HTTPS_ECERT: return "certificate verification failed";
-  case GW_HTTPS_ETLS: return "TLS failure";
-  case GW_HTTPS_ETIMEOUT: return "timed out";
-  case GW_HTTPS_EPROTO: return "malformed HTTP response";
-  case GW_HTTPS_ETOOBIG: return "response too large";
-  case GW_HTTPS_ENOMEM: return "out of memory";
-  case GW_HTTPS_EPROXY: return "proxy failure";
-  case GW_HTTPS_ECLIENTCERT: return "client certificate required or refused";
+  case CSC1_HTTPS_OK: return "ok";
+  case CSC1_HTTPS_EURL: return "bad URL";
+  case CSC1_HTTPS_ERESOLVE: return "name resolution failed";
+  case CSC1_HTTPS_ECONNECT: return "connection failed";
+  case CSC1_HTTPS_ECERT: return "certificate verification failed";
+  case CSC1_HTTPS_ETLS: return "TLS failure";
+  case CSC1_HTTPS_ETIMEOUT: return "timed out";
+  case CSC1_HTTPS_EPROTO: return "malformed HTTP response";
+  case CSC1_HTTPS_ETOOBIG: return "response too large";
+  case CSC1_HTTPS_ENOMEM: return "out of memory";
+  case CSC1_HTTPS_EPROXY: return "proxy failure";
+  case CSC1_HTTPS_ECLIENTCERT: return "client certificate required or refused";
   default: return "unknown error";
   }
 }
@@ -309,7 +309,7 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t gw_http_date_parse(const char *s) {
+int64_t csc1_http_date_parse(const char *s) {
   struct tm tm;
   memset(&tm, 0, sizeof tm);
   const char *end = s ? strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm) : NULL;
@@ -326,7 +326,7 @@ static int64_t retry_after(const char *v) {
     long long n = strtoll(v, &end, 10);
     return *end || n < 0 ? -1 : n;
   }
-  int64_t when = gw_http_date_parse(v);
+  int64_t when = csc1_http_date_parse(v);
   if (when < 0)
     return -1;
   int64_t d = when - (int64_t)time(NULL);
@@ -335,7 +335,7 @@ static int64_t retry_after(const char *v) {
 
 /* ---- teardown ----------------------------------------------------------- */
 
-static void req_free(gw_https_req *r) {
+static void req_free(csc1_https_req *r) {
   if (r->request) {
     OPENSSL_cleanse(r->request, r->request_len);
     free(r->request);
@@ -367,18 +367,18 @@ static void req_free(gw_https_req *r) {
   free(r);
 }
 
-static void maybe_free(gw_https_req *r) {
+static void maybe_free(csc1_https_req *r) {
   if (r->finished && r->handles == 0 && !r->resolving)
     req_free(r);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
-  gw_https_req *r = h->data;
+  csc1_https_req *r = h->data;
   r->handles--;
   maybe_free(r);
 }
 
-static void close_handles(gw_https_req *r) {
+static void close_handles(csc1_https_req *r) {
   if (r->resolving)
     uv_cancel((uv_req_t *)&r->gai); /* its callback still runs, with UV_ECANCELED */
   if (!uv_is_closing((uv_handle_t *)&r->timer))
@@ -388,19 +388,19 @@ static void close_handles(gw_https_req *r) {
 }
 
 /* Ends the request once: calls back (unless cancelled), closes, frees. */
-static void finish(gw_https_req *r, int err, const char *detail) {
+static void finish(csc1_https_req *r, int err, const char *detail) {
   if (r->finished)
     return;
   r->finished = true;
   uv_timer_stop(&r->timer);
   if (r->cb) {
-    gw_https_response resp = {
+    csc1_https_response resp = {
         .status = r->parser.status_code,
         .body = r->body ? r->body : "",
         .body_len = r->body_len,
         .content_type = r->headers[H_CONTENT_TYPE],
         .retry_after_s = retry_after(r->headers[H_RETRY_AFTER]),
-        .date = r->headers[H_DATE] ? gw_http_date_parse(r->headers[H_DATE]) : 0,
+        .date = r->headers[H_DATE] ? csc1_http_date_parse(r->headers[H_DATE]) : 0,
     };
     if (resp.date < 0)
       resp.date = 0;
@@ -416,34 +416,34 @@ static void finish(gw_https_req *r, int err, const char *detail) {
   maybe_free(r);
 }
 
-void gw_https_cancel(gw_https_req *r) {
+void csc1_https_cancel(csc1_https_req *r) {
   if (!r)
     return;
   r->cb = NULL;
-  finish(r, GW_HTTPS_OK, NULL);
+  finish(r, CSC1_HTTPS_OK, NULL);
 }
 
 static void on_timeout(uv_timer_t *t) {
-  gw_https_req *r = t->data;
+  csc1_https_req *r = t->data;
   char detail[HTTPS_DETAIL_MAX];
   if (r->complete) /* lingering for the close: the response is all there */
-    return finish(r, GW_HTTPS_OK, NULL);
+    return finish(r, CSC1_HTTPS_OK, NULL);
   snprintf(detail, sizeof detail, "no complete response from %s:%u within %llu ms", r->url.host,
            r->url.port, (unsigned long long)r->timeout_ms);
-  finish(r, GW_HTTPS_ETIMEOUT, detail);
+  finish(r, CSC1_HTTPS_ETIMEOUT, detail);
 }
 
 /* ---- response parsing ---------------------------------------------------- */
 
-static gw_https_req *req_of(llhttp_t *p) { return p->data; }
+static csc1_https_req *req_of(llhttp_t *p) { return p->data; }
 
-static int count_head(gw_https_req *r, size_t len) {
+static int count_head(csc1_https_req *r, size_t len) {
   r->head_bytes += len;
   return r->head_bytes > HTTPS_MAX_HEAD ? -1 : 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  gw_https_req *r = req_of(p);
+  csc1_https_req *r = req_of(p);
   if (count_head(r, len))
     return -1;
   size_t room = sizeof r->field - 1 - r->field_len;
@@ -454,7 +454,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int on_header_field_complete(llhttp_t *p) {
-  gw_https_req *r = req_of(p);
+  csc1_https_req *r = req_of(p);
   r->field[r->field_len] = '\0';
   r->field_len = 0;
   r->cur_header = H_NONE;
@@ -469,16 +469,16 @@ static int on_header_field_complete(llhttp_t *p) {
 }
 
 /* Set-Cookie values, '\n'-separated. */
-static int append_set_cookie(gw_https_req *r, const char *at, size_t len) {
+static int append_set_cookie(csc1_https_req *r, const char *at, size_t len) {
   if (r->cookie_sep &&
-      gw_append(&r->set_cookie, &r->set_cookie_len, "\n", 1, HTTPS_SET_COOKIE_MAX) != GW_APPEND_OK)
+      csc1_append(&r->set_cookie, &r->set_cookie_len, "\n", 1, HTTPS_SET_COOKIE_MAX) != CSC1_APPEND_OK)
     return -1;
   r->cookie_sep = false;
-  return gw_append(&r->set_cookie, &r->set_cookie_len, at, len, HTTPS_SET_COOKIE_MAX) ? -1 : 0;
+  return csc1_append(&r->set_cookie, &r->set_cookie_len, at, len, HTTPS_SET_COOKIE_MAX) ? -1 : 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  gw_https_req *r = req_of(p);
+  csc1_https_req *r = req_of(p);
   if (count_head(r, len))
     return -1;
   if (r->cur_header == H_NONE)
@@ -487,18 +487,18 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     return append_set_cookie(r, at, len);
   char **v = &r->headers[r->cur_header];
   size_t have = *v ? strlen(*v) : 0;
-  return gw_append(v, &have, at, len, HTTPS_HEADER_VALUE_MAX) ? -1 : 0;
+  return csc1_append(v, &have, at, len, HTTPS_HEADER_VALUE_MAX) ? -1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
-  gw_https_req *r = req_of(p);
-  int rc = gw_append(&r->body, &r->body_len, at, len, r->max_body);
-  r->too_big |= rc == GW_APPEND_TOO_BIG;
+  csc1_https_req *r = req_of(p);
+  int rc = csc1_append(&r->body, &r->body_len, at, len, r->max_body);
+  r->too_big |= rc == CSC1_APPEND_TOO_BIG;
   return rc ? -1 : 0;
 }
 
 static int on_message_complete(llhttp_t *p) {
-  gw_https_req *r = req_of(p);
+  csc1_https_req *r = req_of(p);
   if (p->status_code < 200) /* an interim 1xx: the real response follows */
     return 0;
   r->complete = true;
@@ -515,30 +515,30 @@ static const llhttp_settings_t response_settings = {
 };
 
 /* Feeds decrypted bytes to llhttp. */
-static void feed(gw_https_req *r, const char *data, size_t len) {
+static void feed(csc1_https_req *r, const char *data, size_t len) {
   if (r->complete || r->finished)
     return;
   r->got_plaintext |= len > 0;
   llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
   if (r->complete) {
     if (!r->linger)
-      finish(r, GW_HTTPS_OK, NULL);
+      finish(r, CSC1_HTTPS_OK, NULL);
   } else if (r->too_big)
-    finish(r, GW_HTTPS_ETOOBIG, "response body over the size cap");
+    finish(r, CSC1_HTTPS_ETOOBIG, "response body over the size cap");
   else if (r->head_bytes > HTTPS_MAX_HEAD)
-    finish(r, GW_HTTPS_ETOOBIG, "response head over the size cap");
+    finish(r, CSC1_HTTPS_ETOOBIG, "response head over the size cap");
   else if (e != HPE_OK)
-    finish(r, GW_HTTPS_EPROTO, llhttp_errno_name(e));
+    finish(r, CSC1_HTTPS_EPROTO, llhttp_errno_name(e));
 }
 
-static bool client_cert_failed(gw_https_req *r, const char *how);
+static bool client_cert_failed(csc1_https_req *r, const char *how);
 
 /* The peer closed: a response delimited by close ends here. */
-static void on_eof(gw_https_req *r) {
+static void on_eof(csc1_https_req *r) {
   if (r->finished)
     return;
   if (r->complete)
-    return finish(r, GW_HTTPS_OK, NULL);
+    return finish(r, CSC1_HTTPS_OK, NULL);
   if (client_cert_failed(r, "the server asked for a certificate, then closed the connection "
                              "before responding"))
     return;
@@ -546,13 +546,13 @@ static void on_eof(gw_https_req *r) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "%s:%u closed the connection during the TLS handshake",
              r->url.host, r->url.port);
-    return finish(r, GW_HTTPS_ETLS, detail);
+    return finish(r, CSC1_HTTPS_ETLS, detail);
   }
   llhttp_errno_t e = llhttp_finish(&r->parser);
   if (r->complete)
-    finish(r, GW_HTTPS_OK, NULL);
+    finish(r, CSC1_HTTPS_OK, NULL);
   else
-    finish(r, GW_HTTPS_EPROTO,
+    finish(r, CSC1_HTTPS_EPROTO,
            e == HPE_OK ? "connection closed before the response was complete"
                        : llhttp_errno_name(e));
 }
@@ -561,14 +561,14 @@ static void on_eof(gw_https_req *r) {
 
 static void on_written(uv_write_t *w, int status) {
   write_chunk *c = (write_chunk *)w;
-  gw_https_req *r = c->r;
+  csc1_https_req *r = c->r;
   free(c);
   if (status < 0 && !r->finished)
-    finish(r, GW_HTTPS_ECONNECT, uv_strerror(status));
+    finish(r, CSC1_HTTPS_ECONNECT, uv_strerror(status));
 }
 
 /* Writes a copy of data[0..n) to the TCP connection. */
-static int net_write(gw_https_req *r, const char *data, size_t n) {
+static int net_write(csc1_https_req *r, const char *data, size_t n) {
   if (n == 0)
     return 0;
   write_chunk *c = malloc(sizeof *c + n);
@@ -583,10 +583,10 @@ static int net_write(gw_https_req *r, const char *data, size_t n) {
   return err;
 }
 
-typedef int (*sink_fn)(gw_https_req *r, const char *data, size_t n);
+typedef int (*sink_fn)(csc1_https_req *r, const char *data, size_t n);
 
 /* Hands everything a TLS session queued in its write BIO to sink. */
-static int drain_bio(gw_https_req *r, BIO *b, sink_fn sink) {
+static int drain_bio(csc1_https_req *r, BIO *b, sink_fn sink) {
   char buf[HTTPS_READ_BUF];
   int n;
   while ((n = BIO_read(b, buf, sizeof buf)) > 0)
@@ -596,7 +596,7 @@ static int drain_bio(gw_https_req *r, BIO *b, sink_fn sink) {
 }
 
 /* Bytes for the proxy: under the proxy's TLS when it has one. */
-static int proxy_send(gw_https_req *r, const char *data, size_t n) {
+static int proxy_send(csc1_https_req *r, const char *data, size_t n) {
   if (!r->pssl)
     return net_write(r, data, n);
   ERR_clear_error();
@@ -605,10 +605,10 @@ static int proxy_send(gw_https_req *r, const char *data, size_t n) {
   return drain_bio(r, r->pwbio, net_write);
 }
 
-static int h2_flush(gw_https_req *r) { return nghttp2_session_send(r->h2) == 0 ? 0 : -1; }
+static int h2_flush(csc1_https_req *r) { return nghttp2_session_send(r->h2) == 0 ? 0 : -1; }
 
 /* The server TLS's records into the tunnel (or straight to the server). */
-static int tunnel_send(gw_https_req *r, const char *data, size_t n) {
+static int tunnel_send(csc1_https_req *r, const char *data, size_t n) {
   if (!r->h2)
     return proxy_send(r, data, n);
   size_t have = r->h2_out_len - r->h2_out_off;
@@ -627,16 +627,16 @@ static int tunnel_send(gw_https_req *r, const char *data, size_t n) {
   return h2_flush(r);
 }
 
-static int tls_out(gw_https_req *r, const char *data, size_t n) {
+static int tls_out(csc1_https_req *r, const char *data, size_t n) {
   r->bytes_up += n;
   return tunnel_send(r, data, n);
 }
 
 /* Sends whatever the server TLS has queued. */
-static int flush(gw_https_req *r) { return drain_bio(r, r->wbio, tls_out); }
+static int flush(csc1_https_req *r) { return drain_bio(r, r->wbio, tls_out); }
 
 /* Bytes from the server (through the tunnel) for its TLS session. */
-static void tls_in(gw_https_req *r, const char *data, size_t n) {
+static void tls_in(csc1_https_req *r, const char *data, size_t n) {
   r->bytes_down += n;
   BIO_write(r->rbio, data, (int)n);
 }
@@ -647,7 +647,7 @@ static void tls_in(gw_https_req *r, const char *data, size_t n) {
  * CertificateRequest and the alert it sent last. */
 static void on_tls_msg(int write_p, int version, int content_type, const void *buf, size_t len,
                        SSL *ssl, void *arg) {
-  gw_https_req *r = arg;
+  csc1_https_req *r = arg;
   const unsigned char *b = buf;
   if (write_p || len == 0)
     return;
@@ -675,7 +675,7 @@ static const char *client_cert_alert(int a) {
   }
 }
 
-/* Ends the request with GW_HTTPS_ECLIENTCERT when the server's failure is
+/* Ends the request with CSC1_HTTPS_ECLIENTCERT when the server's failure is
  * about our client certificate: it asked for one and then sent a
  * certificate alert, or (how != NULL: the connection ended) hung up before
  * any response byte - from the client's side a TLS 1.3 handshake is over
@@ -683,7 +683,7 @@ static const char *client_cert_alert(int a) {
  * it by just closing. The message says whether a certificate was sent (its
  * file) and what to fix; never its contents. Returns false, doing nothing,
  * for any other failure. */
-static bool client_cert_failed(gw_https_req *r, const char *how) {
+static bool client_cert_failed(csc1_https_req *r, const char *how) {
   char detail[HTTPS_DETAIL_MAX], why[160];
   int a = r->alert_received;
   if (!r->ssl || r->got_plaintext)
@@ -705,28 +705,28 @@ static bool client_cert_failed(gw_https_req *r, const char *how) {
              "trusts, be valid now and allow TLS client authentication",
              r->url.host, r->url.port, r->client_cert ? r->client_cert : "", why);
   ERR_clear_error();
-  finish(r, GW_HTTPS_ECLIENTCERT, detail);
+  finish(r, CSC1_HTTPS_ECLIENTCERT, detail);
   return true;
 }
 
-static void tls_failed(gw_https_req *r) {
+static void tls_failed(csc1_https_req *r) {
   char detail[HTTPS_DETAIL_MAX], why[256];
   long vr = SSL_get_verify_result(r->ssl);
   if (vr != X509_V_OK) {
     snprintf(detail, sizeof detail, "certificate of %s:%u refused: %s", r->url.host, r->url.port,
              X509_verify_cert_error_string(vr));
     ERR_clear_error();
-    return finish(r, GW_HTTPS_ECERT, detail);
+    return finish(r, CSC1_HTTPS_ECERT, detail);
   }
   if (client_cert_failed(r, NULL))
     return;
   ssl_error_text(why, sizeof why);
   snprintf(detail, sizeof detail, "TLS with %s:%u failed: %s", r->url.host, r->url.port, why);
-  finish(r, GW_HTTPS_ETLS, detail);
+  finish(r, CSC1_HTTPS_ETLS, detail);
 }
 
 /* Advances the handshake, sends the request, reads what can be decrypted. */
-static void pump(gw_https_req *r) {
+static void pump(csc1_https_req *r) {
   char buf[HTTPS_READ_BUF];
   ERR_clear_error();
   if (!r->handshake_done) {
@@ -759,12 +759,12 @@ static void pump(gw_https_req *r) {
   }
   OPENSSL_cleanse(buf, sizeof buf);
   if (!r->finished && flush(r) != 0)
-    finish(r, GW_HTTPS_ECONNECT, "write failed");
+    finish(r, CSC1_HTTPS_ECONNECT, "write failed");
 }
 
 /* Sets up TLS for the connected socket: SNI for names, and verification of
  * the URL's host name or IP address. */
-static int start_tls(gw_https_req *r) {
+static int start_tls(csc1_https_req *r) {
   if (!(r->ssl = SSL_new(r->ssl_ctx)))
     return -1;
   r->rbio = BIO_new(BIO_s_mem());
@@ -792,14 +792,14 @@ static int start_tls(gw_https_req *r) {
 }
 
 /* The tunnel is up: the server TLS may start. */
-static int tunnel_ready(gw_https_req *r) {
+static int tunnel_ready(csc1_https_req *r) {
   r->tunnel_up = true;
   return start_tls(r);
 }
 
 /* ---- the proxy ------------------------------------------------------------- */
 
-long gw_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status) {
+long csc1_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status) {
   size_t n = len < max_head ? len : max_head;
   const char *end = NULL;
   for (size_t i = 0; i + 3 < n; i++)
@@ -823,13 +823,13 @@ long gw_https_connect_response_parse(const char *buf, size_t len, size_t max_hea
   return (long)(end - buf);
 }
 
-static void proxy_failed(gw_https_req *r, const char *what) {
+static void proxy_failed(csc1_https_req *r, const char *what) {
   char detail[HTTPS_DETAIL_MAX];
   snprintf(detail, sizeof detail, "proxy %s:%u: %s", r->peer->host, r->peer->port, what);
-  finish(r, GW_HTTPS_EPROXY, detail);
+  finish(r, CSC1_HTTPS_EPROXY, detail);
 }
 
-static void proxy_refused(gw_https_req *r, int status) {
+static void proxy_refused(csc1_https_req *r, int status) {
   char what[512];
   snprintf(what, sizeof what, "CONNECT %s refused with status %d%s", r->authority, status,
            status == 403 ? " (not allowed by the gateway's rules, or limited service)" : "");
@@ -837,19 +837,19 @@ static void proxy_refused(gw_https_req *r, int status) {
 }
 
 /* HTTP/1.1 CONNECT: the proxy's answer, then tunnel bytes. */
-static void h1_recv(gw_https_req *r, const char *data, size_t n) {
+static void h1_recv(csc1_https_req *r, const char *data, size_t n) {
   if (r->tunnel_up) {
     tls_in(r, data, n);
     return;
   }
   char *grown = realloc(r->connect_head, r->connect_head_len + n);
   if (!grown)
-    return finish(r, GW_HTTPS_ENOMEM, "out of memory");
+    return finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
   memcpy(grown + r->connect_head_len, data, n);
   r->connect_head = grown;
   r->connect_head_len += n;
   int status = 0;
-  long head = gw_https_connect_response_parse(r->connect_head, r->connect_head_len,
+  long head = csc1_https_connect_response_parse(r->connect_head, r->connect_head_len,
                                               HTTPS_PROXY_HEAD_MAX, &status);
   if (head == 0)
     return;
@@ -858,7 +858,7 @@ static void h1_recv(gw_https_req *r, const char *data, size_t n) {
   if (status < 200 || status > 299)
     return proxy_refused(r, status);
   if (tunnel_ready(r) != 0)
-    return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
+    return finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
   if (r->connect_head_len > (size_t)head)
     tls_in(r, r->connect_head + head, r->connect_head_len - (size_t)head);
 }
@@ -872,7 +872,7 @@ static ssize_t h2_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, i
 
 static ssize_t h2_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
                           nghttp2_data_source *src, void *ud) {
-  gw_https_req *r = ud;
+  csc1_https_req *r = ud;
   size_t have = r->h2_out_len - r->h2_out_off;
   if (have == 0)
     return NGHTTP2_ERR_DEFERRED; /* resumed by tunnel_send */
@@ -886,7 +886,7 @@ static ssize_t h2_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t l
 static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                         void *ud) {
-  gw_https_req *r = ud;
+  csc1_https_req *r = ud;
   if (f->hd.stream_id == r->stream_id && namelen == 7 && memcmp(name, ":status", 7) == 0 &&
       valuelen == 3 && isdigit(value[0]) && isdigit(value[1]) && isdigit(value[2]))
     r->h2_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
@@ -894,7 +894,7 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
 }
 
 static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
-  gw_https_req *r = ud;
+  csc1_https_req *r = ud;
   if (f->hd.stream_id != r->stream_id || f->hd.type != NGHTTP2_HEADERS || r->tunnel_up)
     return 0;
   if (r->h2_status >= 200 && r->h2_status <= 299 && tunnel_ready(r) != 0)
@@ -904,20 +904,20 @@ static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud
 
 static int h2_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
                       size_t len, void *ud) {
-  gw_https_req *r = ud;
+  csc1_https_req *r = ud;
   if (id == r->stream_id && r->tunnel_up)
     tls_in(r, (const char *)data, len);
   return 0;
 }
 
 static int h2_on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
-  gw_https_req *r = ud;
+  csc1_https_req *r = ud;
   if (id == r->stream_id)
     r->tunnel_eof = true;
   return 0;
 }
 
-static void h2_recv(gw_https_req *r, const char *data, size_t n) {
+static void h2_recv(csc1_https_req *r, const char *data, size_t n) {
   char what[128];
   ssize_t rc = nghttp2_session_mem_recv(r->h2, (const uint8_t *)data, n);
   if (rc < 0) {
@@ -930,7 +930,7 @@ static void h2_recv(gw_https_req *r, const char *data, size_t n) {
     return proxy_failed(r, "closed the CONNECT stream without an answer");
 }
 
-static int h2_start(gw_https_req *r) {
+static int h2_start(csc1_https_req *r) {
   nghttp2_session_callbacks *cbs;
   if (nghttp2_session_callbacks_new(&cbs) != 0)
     return -1;
@@ -961,7 +961,7 @@ static int h2_start(gw_https_req *r) {
 }
 
 /* The proxy is reachable (and its TLS verified): ask for the tunnel. */
-static void proxy_start(gw_https_req *r) {
+static void proxy_start(csc1_https_req *r) {
   if (r->proxy->kind == VIA_H2) {
     if (h2_start(r) != 0)
       proxy_failed(r, "cannot start the HTTP/2 session");
@@ -975,23 +975,23 @@ static void proxy_start(gw_https_req *r) {
     proxy_failed(r, "cannot send CONNECT");
 }
 
-static void proxy_tls_failed(gw_https_req *r) {
+static void proxy_tls_failed(csc1_https_req *r) {
   char detail[HTTPS_DETAIL_MAX], why[256];
   long vr = SSL_get_verify_result(r->pssl);
   if (vr != X509_V_OK) {
     snprintf(detail, sizeof detail, "certificate of proxy %s:%u refused: %s", r->peer->host,
              r->peer->port, X509_verify_cert_error_string(vr));
     ERR_clear_error();
-    return finish(r, GW_HTTPS_ECERT, detail);
+    return finish(r, CSC1_HTTPS_ECERT, detail);
   }
   ssl_error_text(why, sizeof why);
   snprintf(detail, sizeof detail, "TLS with proxy %s:%u failed: %s", r->peer->host, r->peer->port,
            why);
-  finish(r, GW_HTTPS_ETLS, detail);
+  finish(r, CSC1_HTTPS_ETLS, detail);
 }
 
-static int start_proxy_tls(gw_https_req *r) {
-  const gw_url *u = r->peer;
+static int start_proxy_tls(csc1_https_req *r) {
+  const csc1_url *u = r->peer;
   if (!(r->pssl = SSL_new(r->proxy->ssl_ctx)))
     return -1;
   r->prbio = BIO_new(BIO_s_mem());
@@ -1011,7 +1011,7 @@ static int start_proxy_tls(gw_https_req *r) {
              : -1;
 }
 
-static void tunnel_recv(gw_https_req *r, const char *data, size_t n) {
+static void tunnel_recv(csc1_https_req *r, const char *data, size_t n) {
   if (!r->proxy)
     tls_in(r, data, n);
   else if (r->proxy->kind == VIA_H1)
@@ -1022,7 +1022,7 @@ static void tunnel_recv(gw_https_req *r, const char *data, size_t n) {
 
 /* The proxy's TLS: handshake (then the CONNECT), then its plaintext, which
  * is the tunnel protocol. */
-static void proxy_tls_step(gw_https_req *r) {
+static void proxy_tls_step(csc1_https_req *r) {
   char buf[HTTPS_READ_BUF];
   ERR_clear_error();
   if (!r->phandshake_done) {
@@ -1055,12 +1055,12 @@ static void proxy_tls_step(gw_https_req *r) {
     break;
   }
   if (!r->finished && drain_bio(r, r->pwbio, net_write) != 0)
-    finish(r, GW_HTTPS_ECONNECT, "write failed");
+    finish(r, CSC1_HTTPS_ECONNECT, "write failed");
 }
 
 /* After new bytes went in at the bottom: run the server TLS, then send what
  * the layers below queued. */
-static void advance(gw_https_req *r) {
+static void advance(csc1_https_req *r) {
   if (!r->finished && r->tunnel_up)
     pump(r);
   if (!r->finished && r->tunnel_eof)
@@ -1075,7 +1075,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  gw_https_req *r = s->data;
+  csc1_https_req *r = s->data;
   if (r->finished)
     return;
   if (nread == UV_EOF && r->proxy && !r->tunnel_up)
@@ -1089,7 +1089,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       return;
     snprintf(detail, sizeof detail, "%s:%u: %s", r->peer->host, r->peer->port,
              uv_strerror((int)nread));
-    return finish(r, r->handshake_done ? GW_HTTPS_EPROTO : GW_HTTPS_ETLS, detail);
+    return finish(r, r->handshake_done ? CSC1_HTTPS_EPROTO : CSC1_HTTPS_ETLS, detail);
   }
   if (nread == 0)
     return;
@@ -1104,12 +1104,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- connect ------------------------------------------------------------- */
 
-static void try_next_address(gw_https_req *r);
+static void try_next_address(csc1_https_req *r);
 
 /* A failed attempt's socket is closed before the next address is tried:
  * the handle is reused, so it must be fully closed first. */
 static void on_failed_tcp_closed(uv_handle_t *h) {
-  gw_https_req *r = h->data;
+  csc1_https_req *r = h->data;
   r->handles--;
   r->tcp_open = false;
   if (r->finished)
@@ -1119,7 +1119,7 @@ static void on_failed_tcp_closed(uv_handle_t *h) {
 }
 
 static void on_connect(uv_connect_t *c, int status) {
-  gw_https_req *r = c->data;
+  csc1_https_req *r = c->data;
   if (r->finished)
     return;
   if (status < 0) {
@@ -1131,23 +1131,23 @@ static void on_connect(uv_connect_t *c, int status) {
   uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
   if (!r->proxy) {
     if (tunnel_ready(r) != 0)
-      return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
+      return finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
     return pump(r);
   }
   if (!r->proxy->ssl_ctx)
     return proxy_start(r);
   if (start_proxy_tls(r) != 0)
-    return finish(r, GW_HTTPS_ENOMEM, "cannot set up TLS");
+    return finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
   proxy_tls_step(r);
 }
 
-static void try_next_address(gw_https_req *r) {
+static void try_next_address(csc1_https_req *r) {
   char detail[HTTPS_DETAIL_MAX];
   if (!r->next_addr) {
     snprintf(detail, sizeof detail, "cannot connect to %s%s:%u: %s", r->proxy ? "proxy " : "",
              r->peer->host, r->peer->port,
              uv_strerror(r->last_connect_err ? r->last_connect_err : UV_ECONNREFUSED));
-    return finish(r, GW_HTTPS_ECONNECT, detail);
+    return finish(r, CSC1_HTTPS_ECONNECT, detail);
   }
   struct addrinfo *ai = r->next_addr;
   r->next_addr = ai->ai_next;
@@ -1162,7 +1162,7 @@ static void try_next_address(gw_https_req *r) {
 }
 
 static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
-  gw_https_req *r = g->data;
+  csc1_https_req *r = g->data;
   r->resolving = false;
   if (r->finished) {
     if (res)
@@ -1172,7 +1172,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   if (status < 0) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host, uv_strerror(status));
-    return finish(r, GW_HTTPS_ERESOLVE, detail);
+    return finish(r, CSC1_HTTPS_ERESOLVE, detail);
   }
   r->addrs = r->next_addr = res;
   try_next_address(r);
@@ -1180,8 +1180,8 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
 
 /* ---- request ------------------------------------------------------------- */
 
-static int build_request(gw_https_req *r, const gw_https_request_opts *o) {
-  char host[GW_URL_HOST_MAX + 16];
+static int build_request(csc1_https_req *r, const csc1_https_request_opts *o) {
+  char host[CSC1_URL_HOST_MAX + 16];
   int n = r->url.host_is_v6 ? snprintf(host, sizeof host, "[%s]", r->url.host)
                             : snprintf(host, sizeof host, "%s", r->url.host);
   if (r->url.port != 443)
@@ -1213,32 +1213,32 @@ static int build_request(gw_https_req *r, const gw_https_request_opts *o) {
   return 0;
 }
 
-int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_opts *o,
-                     gw_https_cb cb, void *arg, gw_https_req **out) {
+int csc1_https_request(uv_loop_t *loop, csc1_https_ctx *ctx, const csc1_https_request_opts *o,
+                     csc1_https_cb cb, void *arg, csc1_https_req **out) {
   const char *why = NULL;
-  gw_https_req *r = calloc(1, sizeof *r);
+  csc1_https_req *r = calloc(1, sizeof *r);
   if (!r)
-    return GW_HTTPS_ENOMEM;
+    return CSC1_HTTPS_ENOMEM;
   if (!(r->url_text = strdup(o->url))) {
     free(r);
-    return GW_HTTPS_ENOMEM;
+    return CSC1_HTTPS_ENOMEM;
   }
-  if (gw_url_parse(r->url_text, &r->url, &why) != 0 || !r->url.https) {
+  if (csc1_url_parse(r->url_text, &r->url, &why) != 0 || !r->url.https) {
     free(r->url_text);
     free(r);
-    return GW_HTTPS_EURL;
+    return CSC1_HTTPS_EURL;
   }
   if (build_request(r, o) != 0) {
     free(r->url_text);
     free(r);
-    return GW_HTTPS_ENOMEM;
+    return CSC1_HTTPS_ENOMEM;
   }
   if (ctx->client_cert && !(r->client_cert = strdup(ctx->client_cert))) {
     OPENSSL_cleanse(r->request, r->request_len);
     free(r->request);
     free(r->url_text);
     free(r);
-    return GW_HTTPS_ENOMEM;
+    return CSC1_HTTPS_ENOMEM;
   }
   SSL_CTX_up_ref(ctx->ssl_ctx);
   r->ssl_ctx = ctx->ssl_ctx;
@@ -1273,7 +1273,7 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
   if (err) {
     r->finished = true; /* no callback: the caller gets the error */
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
-    return GW_HTTPS_ERESOLVE;
+    return CSC1_HTTPS_ERESOLVE;
   }
   r->resolving = true;
   uv_timer_start(&r->timer, on_timeout, r->timeout_ms, 0);

@@ -1,5 +1,5 @@
 /* PKCE and random tokens. See pkce.h. */
-#include "gateway/pkce.h"
+#include "csc1/pkce.h"
 
 #include <ctype.h>
 #include <openssl/crypto.h>
@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-size_t gw_b64url_encode(const unsigned char *in, size_t n, char *out) {
+size_t csc1_b64url_encode(const unsigned char *in, size_t n, char *out) {
   static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   size_t o = 0, i = 0;
   for (; i + 2 < n; i += 3) {
@@ -32,17 +32,17 @@ size_t gw_b64url_encode(const unsigned char *in, size_t n, char *out) {
   return o;
 }
 
-int gw_random_token(size_t nbytes, char *out) {
+int csc1_random_token(size_t nbytes, char *out) {
   unsigned char raw[64];
   if (nbytes == 0 || nbytes > sizeof raw || RAND_bytes(raw, (int)nbytes) != 1)
     return -1;
-  gw_b64url_encode(raw, nbytes, out);
+  csc1_b64url_encode(raw, nbytes, out);
   OPENSSL_cleanse(raw, sizeof raw);
   return 0;
 }
 
-int gw_pkce_verifier_new(char out[GW_PKCE_VERIFIER_LEN + 1]) {
-  return gw_random_token(GW_PKCE_RANDOM_BYTES, out);
+int csc1_pkce_verifier_new(char out[CSC1_PKCE_VERIFIER_LEN + 1]) {
+  return csc1_random_token(CSC1_PKCE_RANDOM_BYTES, out);
 }
 
 static bool verifier_ok(const char *v) {
@@ -55,11 +55,11 @@ static bool verifier_ok(const char *v) {
   return true;
 }
 
-int gw_pkce_challenge(const char *verifier, char out[GW_PKCE_CHALLENGE_LEN + 1]) {
+int csc1_pkce_challenge(const char *verifier, char out[CSC1_PKCE_CHALLENGE_LEN + 1]) {
   unsigned char md[SHA256_DIGEST_LENGTH];
   if (!verifier || !verifier_ok(verifier))
     return -1;
   SHA256((const unsigned char *)verifier, strlen(verifier), md);
-  gw_b64url_encode(md, sizeof md, out);
+  csc1_b64url_encode(md, sizeof md, out);
   return 0;
 }

@@ -1,5 +1,5 @@
 /* CSC-1 wire formats. See oidc.h. */
-#include "gateway/oidc.h"
+#include "csc1/oidc.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gateway/url.h"
+#include "csc1/url.h"
 
 __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, const char *fmt,
                                                       ...) {
@@ -38,7 +38,7 @@ static void wipe_free(char *s) {
   free(s);
 }
 
-void gw_oidc_sanitize(const char *s, char *out, size_t cap) {
+void csc1_oidc_sanitize(const char *s, char *out, size_t cap) {
   size_t o = 0;
   if (!cap)
     return;
@@ -52,21 +52,21 @@ void gw_oidc_sanitize(const char *s, char *out, size_t cap) {
 /* Copies an optional https URL member. */
 static int take_endpoint(json_t *doc, const char *name, char **out, char *why, size_t whylen) {
   json_t *v = json_object_get(doc, name);
-  gw_url u;
+  csc1_url u;
   const char *bad = NULL;
   if (!v)
     return 0;
   if (!json_is_string(v))
     return fail(why, whylen, "discovery: %s is not a string", name);
-  if (gw_url_parse(json_string_value(v), &u, &bad) != 0 || !u.https)
+  if (csc1_url_parse(json_string_value(v), &u, &bad) != 0 || !u.https)
     return fail(why, whylen, "discovery: %s is not an https URL", name);
   *out = strdup(json_string_value(v));
   return *out ? 0 : fail(why, whylen, "out of memory");
 }
 
-int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, gw_oidc_endpoints *out,
+int csc1_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, csc1_oidc_endpoints *out,
                             char *why, size_t whylen) {
-  gw_oidc_endpoints e = {0};
+  csc1_oidc_endpoints e = {0};
   memset(out, 0, sizeof *out);
   json_t *doc = load_object(buf, len);
   if (!doc)
@@ -75,7 +75,7 @@ int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, gw_
   int r = 0;
   if (!json_is_string(iss) || strcmp(json_string_value(iss), issuer) != 0) {
     char shown[128];
-    gw_oidc_sanitize(json_is_string(iss) ? json_string_value(iss) : "(none)", shown, sizeof shown);
+    csc1_oidc_sanitize(json_is_string(iss) ? json_string_value(iss) : "(none)", shown, sizeof shown);
     r = fail(why, whylen, "discovery: issuer '%s' is not the configured issuer '%s'", shown,
              issuer);
   }
@@ -93,13 +93,13 @@ int gw_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, gw_
     r = take_endpoint(doc, "end_session_endpoint", &e.end_session, why, whylen);
   json_decref(doc);
   if (r != 0)
-    gw_oidc_endpoints_free(&e);
+    csc1_oidc_endpoints_free(&e);
   else
     *out = e;
   return r;
 }
 
-void gw_oidc_endpoints_free(gw_oidc_endpoints *e) {
+void csc1_oidc_endpoints_free(csc1_oidc_endpoints *e) {
   free(e->authorization);
   free(e->token);
   free(e->jwks_uri);
@@ -151,9 +151,9 @@ static int take_scope(json_t *doc, char **out, char *why, size_t whylen) {
   return *out ? 0 : fail(why, whylen, "out of memory");
 }
 
-int gw_oidc_tokens_parse(const char *buf, size_t len, gw_oidc_tokens *out, char *why,
+int csc1_oidc_tokens_parse(const char *buf, size_t len, csc1_oidc_tokens *out, char *why,
                          size_t whylen) {
-  gw_oidc_tokens t = {0};
+  csc1_oidc_tokens t = {0};
   memset(out, 0, sizeof *out);
   json_t *doc = load_object(buf, len);
   if (!doc)
@@ -175,13 +175,13 @@ int gw_oidc_tokens_parse(const char *buf, size_t len, gw_oidc_tokens *out, char 
     r = take_scope(doc, &t.scope, why, whylen);
   json_decref(doc);
   if (r != 0)
-    gw_oidc_tokens_free(&t);
+    csc1_oidc_tokens_free(&t);
   else
     *out = t;
   return r;
 }
 
-void gw_oidc_tokens_free(gw_oidc_tokens *t) {
+void csc1_oidc_tokens_free(csc1_oidc_tokens *t) {
   wipe_free(t->access_token);
   wipe_free(t->refresh_token);
   wipe_free(t->id_token);
@@ -189,16 +189,16 @@ void gw_oidc_tokens_free(gw_oidc_tokens *t) {
   memset(t, 0, sizeof *t);
 }
 
-int gw_oidc_error_parse(const char *buf, size_t len, gw_oidc_error *out) {
+int csc1_oidc_error_parse(const char *buf, size_t len, csc1_oidc_error *out) {
   memset(out, 0, sizeof *out);
   json_t *doc = load_object(buf, len);
   json_t *err = doc ? json_object_get(doc, "error") : NULL;
   int r = -1;
   if (json_is_string(err)) {
-    gw_oidc_sanitize(json_string_value(err), out->error, sizeof out->error);
+    csc1_oidc_sanitize(json_string_value(err), out->error, sizeof out->error);
     json_t *d = json_object_get(doc, "error_description");
     if (json_is_string(d))
-      gw_oidc_sanitize(json_string_value(d), out->description, sizeof out->description);
+      csc1_oidc_sanitize(json_string_value(d), out->description, sizeof out->description);
     r = 0;
   }
   json_decref(doc);
@@ -209,9 +209,9 @@ int gw_oidc_error_parse(const char *buf, size_t len, gw_oidc_error *out) {
 
 #define DEV "device authorization response"
 
-int gw_oidc_device_auth_parse(const char *buf, size_t len, gw_oidc_device_auth *out, char *why,
+int csc1_oidc_device_auth_parse(const char *buf, size_t len, csc1_oidc_device_auth *out, char *why,
                               size_t whylen) {
-  gw_oidc_device_auth d = {0};
+  csc1_oidc_device_auth d = {0};
   memset(out, 0, sizeof *out);
   json_t *doc = load_object(buf, len);
   if (!doc)
@@ -233,14 +233,14 @@ int gw_oidc_device_auth_parse(const char *buf, size_t len, gw_oidc_device_auth *
     r = fail(why, whylen, "device authorization: interval out of range");
   json_decref(doc);
   if (r != 0) {
-    gw_oidc_device_auth_free(&d);
+    csc1_oidc_device_auth_free(&d);
   } else {
     *out = d;
   }
   return r;
 }
 
-void gw_oidc_device_auth_free(gw_oidc_device_auth *d) {
+void csc1_oidc_device_auth_free(csc1_oidc_device_auth *d) {
   wipe_free(d->device_code);
   wipe_free(d->user_code);
   free(d->verification_uri);
@@ -250,7 +250,7 @@ void gw_oidc_device_auth_free(gw_oidc_device_auth *d) {
 
 /* ---- forms -------------------------------------------------------------- */
 
-static void form_grow(gw_form *f, size_t need) {
+static void form_grow(csc1_form *f, size_t need) {
   if (f->oom || f->len + need + 1 <= f->cap)
     return;
   size_t cap = f->cap ? f->cap : 256;
@@ -270,19 +270,19 @@ static void form_grow(gw_form *f, size_t need) {
   f->cap = cap;
 }
 
-void gw_form_add(gw_form *f, const char *name, const char *value) {
+void csc1_form_add(csc1_form *f, const char *name, const char *value) {
   size_t need = 3 * (strlen(name) + strlen(value)) + 2;
   form_grow(f, need);
   if (f->oom)
     return;
   if (f->len)
     f->buf[f->len++] = '&';
-  f->len = gw_url_encode(f->buf, f->len, f->cap, name);
+  f->len = csc1_url_encode(f->buf, f->len, f->cap, name);
   f->buf[f->len++] = '=';
-  f->len = gw_url_encode(f->buf, f->len, f->cap, value);
+  f->len = csc1_url_encode(f->buf, f->len, f->cap, value);
 }
 
-void gw_form_free(gw_form *f) {
+void csc1_form_free(csc1_form *f) {
   if (f->buf) {
     OPENSSL_cleanse(f->buf, f->cap);
     free(f->buf);

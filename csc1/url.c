@@ -1,5 +1,5 @@
 /* URL parsing and form encoding. See url.h. */
-#include "gateway/url.h"
+#include "csc1/url.h"
 
 #include "base/hostport.h"
 
@@ -16,9 +16,9 @@ static int fail(const char **why, const char *reason) {
 
 /* "host", "host:port", "[v6]" or "[v6]:port" of length n, by the one
  * host:port parser (base/hostport.h) with the URL's host rules. */
-_Static_assert(GW_URL_HOST_MAX == BASE_HOST_MAX, "gw_url.host holds any base_hostport.host");
+_Static_assert(CSC1_URL_HOST_MAX == BASE_HOST_MAX, "csc1_url.host holds any base_hostport.host");
 
-static int parse_authority(const char *a, size_t n, gw_url *u, const char **why) {
+static int parse_authority(const char *a, size_t n, csc1_url *u, const char **why) {
   base_hostport hp;
   if (base_hostport_parse(a, n, BASE_HP_PORT_OPTIONAL | BASE_HP_URL_HOST, &hp, why) != 0)
     return -1;
@@ -30,8 +30,8 @@ static int parse_authority(const char *a, size_t n, gw_url *u, const char **why)
   return 0;
 }
 
-int gw_url_parse(const char *s, gw_url *out, const char **why) {
-  gw_url u;
+int csc1_url_parse(const char *s, csc1_url *out, const char **why) {
+  csc1_url u;
   memset(&u, 0, sizeof u);
   if (!s)
     return fail(why, "missing URL");
@@ -68,7 +68,7 @@ static bool unreserved(unsigned char ch) {
   return isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~';
 }
 
-size_t gw_url_encode(char *buf, size_t len, size_t cap, const char *s) {
+size_t csc1_url_encode(char *buf, size_t len, size_t cap, const char *s) {
   static const char hex[] = "0123456789ABCDEF";
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
@@ -97,7 +97,7 @@ static int hexval(char ch) {
   return -1;
 }
 
-char *gw_url_decode(const char *s, size_t n) {
+char *csc1_url_decode(const char *s, size_t n) {
   char *out = malloc(n + 1);
   size_t o = 0;
   if (!out)
@@ -125,7 +125,7 @@ char *gw_url_decode(const char *s, size_t n) {
   return out;
 }
 
-char *gw_url_query_param(const char *query, const char *name, bool *dup) {
+char *csc1_url_query_param(const char *query, const char *name, bool *dup) {
   size_t nlen = strlen(name);
   char *found = NULL;
   if (dup)
@@ -140,7 +140,7 @@ char *gw_url_query_param(const char *query, const char *name, bool *dup) {
         free(found);
         return NULL;
       }
-      found = gw_url_decode(p + nlen + 1, plen - nlen - 1);
+      found = csc1_url_decode(p + nlen + 1, plen - nlen - 1);
       if (!found)
         return NULL;
     } else if (plen == nlen && strncmp(p, name, nlen) == 0) {

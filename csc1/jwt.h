@@ -6,48 +6,48 @@
  * Both parsers take a byte buffer and keep no state between calls, so they
  * can be fuzzed directly. Nothing here logs; reasons never quote a token,
  * a nonce or a signature. */
-#ifndef GW_JWT_H
-#define GW_JWT_H
+#ifndef CSC1_JWT_H
+#define CSC1_JWT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define GW_JWT_MAX_LEN 16384   /* longer compact JWTs are refused */
-#define GW_JWT_MAX_LEEWAY_S 30 /* Annex B: clock-skew leeway at most 30 s */
+#define CSC1_JWT_MAX_LEN 16384   /* longer compact JWTs are refused */
+#define CSC1_JWT_MAX_LEEWAY_S 30 /* Annex B: clock-skew leeway at most 30 s */
 
-/* Results of gw_jwt_validate. */
+/* Results of csc1_jwt_validate. */
 enum {
-  GW_JWT_OK = 0,
-  GW_JWT_EMALFORMED = -1,   /* not a compact JWS with JSON header and claims */
-  GW_JWT_EALG = -2,         /* alg not RS256/PS256/ES256, or crit present */
-  GW_JWT_EUNKNOWN_KID = -3, /* no key for this kid/alg: refetch the JWKS once */
-  GW_JWT_ESIGNATURE = -4,   /* the signature does not verify */
-  GW_JWT_ECLAIMS = -5,      /* iss, aud, azp, exp, iat, nonce or sub wrong */
-  GW_JWT_ENOMEM = -6
+  CSC1_JWT_OK = 0,
+  CSC1_JWT_EMALFORMED = -1,   /* not a compact JWS with JSON header and claims */
+  CSC1_JWT_EALG = -2,         /* alg not RS256/PS256/ES256, or crit present */
+  CSC1_JWT_EUNKNOWN_KID = -3, /* no key for this kid/alg: refetch the JWKS once */
+  CSC1_JWT_ESIGNATURE = -4,   /* the signature does not verify */
+  CSC1_JWT_ECLAIMS = -5,      /* iss, aud, azp, exp, iat, nonce or sub wrong */
+  CSC1_JWT_ENOMEM = -6
 };
 
 /* A parsed JWKS: the signature keys usable with the allowlisted algs. */
-typedef struct gw_jwks gw_jwks;
+typedef struct csc1_jwks csc1_jwks;
 
 /* Parses a JWK Set document. Keys for encryption (use=enc), symmetric keys,
  * RSA keys under 2048 bits, EC keys on other curves than P-256 and malformed
  * entries are skipped. Returns NULL and sets *why when the document is not a
  * JWKS at all. */
-gw_jwks *gw_jwks_parse(const char *buf, size_t len, const char **why);
-size_t gw_jwks_count(const gw_jwks *k);
-void gw_jwks_free(gw_jwks *k);
+csc1_jwks *csc1_jwks_parse(const char *buf, size_t len, const char **why);
+size_t csc1_jwks_count(const csc1_jwks *k);
+void csc1_jwks_free(csc1_jwks *k);
 
-typedef struct gw_jwt_expect {
+typedef struct csc1_jwt_expect {
   const char *issuer;    /* exact match */
   const char *client_id; /* must be in aud; azp must equal it */
   const char *nonce;     /* sent in the request, or NULL (not checked) */
   int64_t now;           /* unix seconds */
-  unsigned leeway_s;     /* clock skew allowed; capped at GW_JWT_MAX_LEEWAY_S */
-} gw_jwt_expect;
+  unsigned leeway_s;     /* clock skew allowed; capped at CSC1_JWT_MAX_LEEWAY_S */
+} csc1_jwt_expect;
 
 /* What the gateway keeps of a valid ID token. */
-typedef struct gw_id_token {
+typedef struct csc1_id_token {
   char *iss, *sub;
   char **aud; /* sorted, so that two tokens compare as sets */
   size_t n_aud;
@@ -55,24 +55,24 @@ typedef struct gw_id_token {
   char *mcptt_id, *mcdata_id, *mcvideo_id; /* NULL when absent */
   char alg[8];
   char *kid; /* NULL when the header had none */
-} gw_id_token;
+} csc1_id_token;
 
-/* Validates a compact JWS ID token. On GW_JWT_OK fills *out (free with
- * gw_id_token_free). Otherwise out is zeroed and why (if given) says what is
+/* Validates a compact JWS ID token. On CSC1_JWT_OK fills *out (free with
+ * csc1_id_token_free). Otherwise out is zeroed and why (if given) says what is
  * wrong, without quoting token contents. keys may be NULL (then any token
- * gives GW_JWT_EUNKNOWN_KID). */
-int gw_jwt_validate(const char *jwt, size_t len, const gw_jwks *keys, const gw_jwt_expect *e,
-                    gw_id_token *out, char *why, size_t whylen);
+ * gives CSC1_JWT_EUNKNOWN_KID). */
+int csc1_jwt_validate(const char *jwt, size_t len, const csc1_jwks *keys, const csc1_jwt_expect *e,
+                    csc1_id_token *out, char *why, size_t whylen);
 
 /* The kid of a compact JWS's header, malloc'd, or NULL. */
-char *gw_jwt_peek_kid(const char *jwt, size_t len);
+char *csc1_jwt_peek_kid(const char *jwt, size_t len);
 
-void gw_id_token_free(gw_id_token *t);
+void csc1_id_token_free(csc1_id_token *t);
 
 /* True when b names the same principal as a: same iss, sub and aud set
  * (a refreshed ID token must, OpenID Connect Core 12.2). */
-bool gw_id_token_same_principal(const gw_id_token *a, const gw_id_token *b);
+bool csc1_id_token_same_principal(const csc1_id_token *a, const csc1_id_token *b);
 
-const char *gw_jwt_strerror(int err);
+const char *csc1_jwt_strerror(int err);
 
 #endif

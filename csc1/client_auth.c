@@ -1,5 +1,5 @@
 /* Client authentication. See client_auth.h. */
-#include "gateway/client_auth.h"
+#include "csc1/client_auth.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/pkce.h"
-#include "gateway/url.h"
+#include "csc1/pkce.h"
+#include "csc1/url.h"
 
 #define SECRET_MAX 4096
 
@@ -59,24 +59,25 @@ static int read_key(const char *path, EVP_PKEY **out, char *err, size_t errlen) 
   return 0;
 }
 
-int gw_client_auth_init(gw_client_auth *a, const gw_idm_config *cfg, char *err, size_t errlen) {
+int csc1_client_auth_init(csc1_client_auth *a, const csc1_client_auth_opts *o, char *err,
+                          size_t errlen) {
   memset(a, 0, sizeof *a);
-  a->method = cfg->client_auth;
-  if (!(a->client_id = strdup(cfg->client_id ? cfg->client_id : ""))) {
+  a->method = o->method;
+  if (!(a->client_id = strdup(o->client_id ? o->client_id : ""))) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   int r = 0;
-  if (a->method == GW_IDM_AUTH_SECRET_BASIC || a->method == GW_IDM_AUTH_SECRET_POST)
-    r = read_secret(cfg->client_secret_file, &a->secret, err, errlen);
-  else if (a->method == GW_IDM_AUTH_PRIVATE_KEY_JWT)
-    r = read_key(cfg->client_key, &a->key, err, errlen);
+  if (a->method == CSC1_AUTH_SECRET_BASIC || a->method == CSC1_AUTH_SECRET_POST)
+    r = read_secret(o->client_secret_file, &a->secret, err, errlen);
+  else if (a->method == CSC1_AUTH_PRIVATE_KEY_JWT)
+    r = read_key(o->client_key, &a->key, err, errlen);
   if (r != 0)
-    gw_client_auth_free(a);
+    csc1_client_auth_free(a);
   return r;
 }
 
-void gw_client_auth_free(gw_client_auth *a) {
+void csc1_client_auth_free(csc1_client_auth *a) {
   if (a->secret) {
     OPENSSL_cleanse(a->secret, strlen(a->secret));
     free(a->secret);
@@ -87,14 +88,14 @@ void gw_client_auth_free(gw_client_auth *a) {
 }
 
 /* "Basic " base64(urlencode(id) ":" urlencode(secret)) (RFC 6749 2.3.1). */
-static char *basic_header(const gw_client_auth *a) {
+static char *basic_header(const csc1_client_auth *a) {
   size_t cap = 3 * (strlen(a->client_id) + strlen(a->secret)) + 2;
   char *pair = malloc(cap);
   if (!pair)
     return NULL;
-  size_t n = gw_url_encode(pair, 0, cap, a->client_id);
+  size_t n = csc1_url_encode(pair, 0, cap, a->client_id);
   pair[n++] = ':';
-  n = gw_url_encode(pair, n, cap, a->secret);
+  n = csc1_url_encode(pair, n, cap, a->secret);
   char *out = malloc(6 + 4 * ((n + 2) / 3) + 1);
   if (out) {
     memcpy(out, "Basic ", 6);
@@ -132,18 +133,18 @@ static int sign(EVP_PKEY *key, const char *data, unsigned char *sig, size_t *sig
 }
 
 static size_t b64url_str(const char *s, char *out) {
-  return gw_b64url_encode((const unsigned char *)s, strlen(s), out);
+  return csc1_b64url_encode((const unsigned char *)s, strlen(s), out);
 }
 
-char *gw_client_assertion(const gw_client_auth *a, const char *audience, int64_t now) {
+char *csc1_client_assertion(const csc1_client_auth *a, const char *audience, int64_t now) {
   char jti[32], claims[2048], header[64];
-  if (!a->key || gw_random_token(16, jti) != 0)
+  if (!a->key || csc1_random_token(16, jti) != 0)
     return NULL;
   snprintf(header, sizeof header, "{\"alg\":\"%s\",\"typ\":\"JWT\"}",
            EVP_PKEY_is_a(a->key, "EC") ? "ES256" : "RS256");
   char id[512], aud[1024];
-  gw_oidc_sanitize(a->client_id, id, sizeof id); /* printable ASCII; quotes escaped below */
-  gw_oidc_sanitize(audience, aud, sizeof aud);
+  csc1_oidc_sanitize(a->client_id, id, sizeof id); /* printable ASCII; quotes escaped below */
+  csc1_oidc_sanitize(audience, aud, sizeof aud);
   if (strpbrk(id, "\"\\") || strpbrk(aud, "\"\\"))
     return NULL;
   int n = snprintf(claims, sizeof claims,
@@ -166,31 +167,31 @@ char *gw_client_assertion(const gw_client_auth *a, const char *audience, int64_t
     return NULL;
   }
   jwt[o++] = '.';
-  gw_b64url_encode(sig, siglen, jwt + o);
+  csc1_b64url_encode(sig, siglen, jwt + o);
   return jwt;
 }
 
-int gw_client_auth_apply(const gw_client_auth *a, const char *audience, int64_t now, gw_form *f,
+int csc1_client_auth_apply(const csc1_client_auth *a, const char *audience, int64_t now, csc1_form *f,
                          char **authorization) {
   *authorization = NULL;
   switch (a->method) {
-  case GW_IDM_AUTH_NONE: gw_form_add(f, "client_id", a->client_id); break;
-  case GW_IDM_AUTH_SECRET_BASIC:
+  case CSC1_AUTH_NONE: csc1_form_add(f, "client_id", a->client_id); break;
+  case CSC1_AUTH_SECRET_BASIC:
     if (!(*authorization = basic_header(a)))
       return -1;
     break;
-  case GW_IDM_AUTH_SECRET_POST:
-    gw_form_add(f, "client_id", a->client_id);
-    gw_form_add(f, "client_secret", a->secret);
+  case CSC1_AUTH_SECRET_POST:
+    csc1_form_add(f, "client_id", a->client_id);
+    csc1_form_add(f, "client_secret", a->secret);
     break;
-  case GW_IDM_AUTH_PRIVATE_KEY_JWT: {
-    char *jwt = gw_client_assertion(a, audience, now);
+  case CSC1_AUTH_PRIVATE_KEY_JWT: {
+    char *jwt = csc1_client_assertion(a, audience, now);
     if (!jwt)
       return -1;
-    gw_form_add(f, "client_id", a->client_id);
-    gw_form_add(f, "client_assertion_type",
+    csc1_form_add(f, "client_id", a->client_id);
+    csc1_form_add(f, "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
-    gw_form_add(f, "client_assertion", jwt);
+    csc1_form_add(f, "client_assertion", jwt);
     OPENSSL_cleanse(jwt, strlen(jwt));
     free(jwt);
     break;

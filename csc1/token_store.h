@@ -8,14 +8,14 @@
  *
  * A file that cannot be read or parsed is moved aside (never deleted) and
  * reported. Nothing here logs; error texts name files, never contents. */
-#ifndef GW_TOKEN_STORE_H
-#define GW_TOKEN_STORE_H
+#ifndef CSC1_TOKEN_STORE_H
+#define CSC1_TOKEN_STORE_H
 
 #include <stddef.h>
 
-#define GW_TOKEN_STORE_FILE "idm-login.json"
+#define CSC1_TOKEN_STORE_FILE "idm-login.json"
 
-typedef struct gw_stored_login {
+typedef struct csc1_stored_login {
   char *issuer;        /* the login is only reused for the same issuer */
   char *client_id;     /* and client */
   char *refresh_token; /* NULL: no usable login (e.g. after invalid_grant) */
@@ -23,36 +23,36 @@ typedef struct gw_stored_login {
   char **aud;          /* sorted */
   size_t n_aud;
   char *mcptt_id, *mcdata_id, *mcvideo_id;
-} gw_stored_login;
+} csc1_stored_login;
 
 enum {
-  GW_TS_OK = 0,
-  GW_TS_NONE = 1,     /* no file: first start */
-  GW_TS_CORRUPT = -1, /* unreadable or not ours: moved aside, see err */
-  GW_TS_EIO = -2      /* cannot create, write or rename: see err */
+  CSC1_TS_OK = 0,
+  CSC1_TS_NONE = 1,     /* no file: first start */
+  CSC1_TS_CORRUPT = -1, /* unreadable or not ours: moved aside, see err */
+  CSC1_TS_EIO = -2      /* cannot create, write or rename: see err */
 };
 
 /* Creates dir with mode 0700 if missing; tightens an existing directory of
- * ours to 0700. GW_TS_OK or GW_TS_EIO. */
-int gw_token_store_prepare(const char *dir, char *err, size_t errlen);
+ * ours to 0700. CSC1_TS_OK or CSC1_TS_EIO. */
+int csc1_token_store_prepare(const char *dir, char *err, size_t errlen);
 
-/* Atomically replaces the stored login. GW_TS_OK or GW_TS_EIO. */
-int gw_token_store_save(const char *dir, const gw_stored_login *l, char *err, size_t errlen);
+/* Atomically replaces the stored login. CSC1_TS_OK or CSC1_TS_EIO. */
+int csc1_token_store_save(const char *dir, const csc1_stored_login *l, char *err, size_t errlen);
 
 /* Removes the stored login (logout): unlink, then fsync of the directory,
  * so that the removal survives a crash. No file is not an error.
- * GW_TS_OK or GW_TS_EIO. */
-int gw_token_store_remove(const char *dir, char *err, size_t errlen);
+ * CSC1_TS_OK or CSC1_TS_EIO. */
+int csc1_token_store_remove(const char *dir, char *err, size_t errlen);
 
-/* Loads the stored login into *out (free with gw_stored_login_free).
- * GW_TS_OK, GW_TS_NONE, or GW_TS_CORRUPT after moving the file aside to
+/* Loads the stored login into *out (free with csc1_stored_login_free).
+ * CSC1_TS_OK, CSC1_TS_NONE, or CSC1_TS_CORRUPT after moving the file aside to
  * "idm-login.json.corrupt-<unix time>" (err names it). */
-int gw_token_store_load(const char *dir, gw_stored_login *out, char *err, size_t errlen);
+int csc1_token_store_load(const char *dir, csc1_stored_login *out, char *err, size_t errlen);
 
 /* Parses a stored login document from a buffer. 0, or -1 when it is not a
  * valid document. For the loader and for fuzzing. */
-int gw_token_store_parse(const char *buf, size_t len, gw_stored_login *out);
+int csc1_token_store_parse(const char *buf, size_t len, csc1_stored_login *out);
 
-void gw_stored_login_free(gw_stored_login *l);
+void csc1_stored_login_free(csc1_stored_login *l);
 
 #endif
