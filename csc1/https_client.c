@@ -14,9 +14,10 @@
  * where the tunnel is an HTTP/1.1 CONNECT (transparent once answered 200) or
  * an HTTP/2 CONNECT stream (nghttp2 client session; DATA frames carry the
  * server TLS records). Downward, tunnel_send() takes the server TLS's
- * records; upward, proxy_recv() hands tunnel bytes to the server TLS's read
+ * records; upward, tunnel_recv() hands tunnel bytes to the server TLS's read
  * BIO and pump() runs once per network read. The server TLS starts only once
- * the tunnel is up. */
+ * the tunnel is up. The proxy's part (used by mcx-login only: the daemon never
+ * sets a proxy) is https_proxy.c; https_internal.h is what the two share. */
 #include "csc1/https_client.h"
 
 #include "csc1/append.h"
@@ -34,105 +35,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include "csc1/https_internal.h"
 #include "csc1/url.h"
 
-#define HTTPS_DEFAULT_TIMEOUT_MS 10000
-#define HTTPS_DEFAULT_MAX_BODY (256 * 1024)
-#define HTTPS_MAX_HEAD 65536
-#define HTTPS_HEADER_VALUE_MAX 1024
-#define HTTPS_READ_BUF 16384
-#define HTTPS_DETAIL_MAX 1024 /* host names are at most 255 bytes */
-
-#define HTTPS_SET_COOKIE_MAX 16384
-#define HTTPS_PROXY_HEAD_MAX 8192
-
-typedef enum { VIA_DIRECT = 0, VIA_H1, VIA_H2 } via_kind;
-
-/* A proxy, shared by a context and its requests (reference counted). */
-typedef struct https_proxy {
-  int refs;
-  via_kind kind;
-  char *url_text;
-  csc1_url url;
-  SSL_CTX *ssl_ctx; /* an https proxy; NULL for http */
-} https_proxy;
-
-struct csc1_https_ctx {
-  SSL_CTX *ssl_ctx;
-  https_proxy *proxy; /* NULL: direct */
-  char *client_cert;  /* its file, for messages; NULL: none */
-};
-
-enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
-enum { H_SET_COOKIE = H_COUNT_ }; /* repeated: kept apart, one value per line */
 static const char *const wanted_headers[H_COUNT_] = {"content-type", "retry-after", "date",
                                                      "location"};
-
-struct csc1_https_req {
-  uv_loop_t *loop;
-  SSL_CTX *ssl_ctx; /* a reference of our own */
-  csc1_https_cb cb;
-  void *arg;
-  char *url_text;
-  csc1_url url;
-  char *request; /* head and body; wiped on free */
-  size_t request_len;
-  uint64_t timeout_ms;
-  size_t max_body;
-
-  uv_getaddrinfo_t gai;
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uv_connect_t connect_req;
-  struct addrinfo *addrs, *next_addr;
-  int last_connect_err;
-  bool resolving, tcp_open, connected;
-  int handles; /* open uv handles */
-
-  SSL *ssl;
-  BIO *rbio, *wbio; /* network -> TLS, TLS -> network */
-  bool handshake_done, request_sent;
-  /* Mutual TLS diagnosis: the server's CertificateRequest, the last alert it
-   * sent (-1: none), any response byte, our certificate's file (or NULL). */
-  bool cert_requested, got_plaintext;
-  int alert_received;
-  char *client_cert;
-
-  llhttp_t parser;
-  size_t head_bytes;
-  char field[32];
-  size_t field_len;
-  int cur_header;
-  char *headers[H_COUNT_];
-  char *body;
-  size_t body_len;
-  bool complete, too_big;
-
-  bool finished;
-
-  /* Through a proxy (proxy != NULL). */
-  https_proxy *proxy;
-  const csc1_url *peer; /* where the TCP connection goes: the proxy or the server */
-  char *set_cookie;
-  size_t set_cookie_len;
-  bool cookie_sep;
-  SSL *pssl;          /* TLS to an https proxy */
-  BIO *prbio, *pwbio; /* its memory BIOs */
-  bool phandshake_done;
-  bool tunnel_up;     /* the proxy answered 200: server TLS may start */
-  bool tunnel_eof;    /* the tunnel ended (h2 stream closed) */
-  char *connect_head; /* HTTP/1.1: the proxy's answer so far */
-  size_t connect_head_len;
-  char authority[CSC1_URL_HOST_MAX + 16]; /* CONNECT target host:port */
-  nghttp2_session *h2;
-  int32_t stream_id;
-  int h2_status;
-  char *h2_out; /* server TLS records waiting for DATA frames */
-  size_t h2_out_len, h2_out_off;
-  bool linger;                   /* complete: wait for the server's close */
-  int64_t sent_at_ms, received_at_ms; /* wall clock, for csc1_https_response */
-  uint64_t bytes_up, bytes_down; /* server TLS records sent / received */
-};
 
 typedef struct write_chunk {
   uv_write_t w;
@@ -142,7 +49,7 @@ typedef struct write_chunk {
 
 /* ---- context ------------------------------------------------------------ */
 
-static void ssl_error_text(char *buf, size_t len) {
+void csc1__https_ssl_error_text(char *buf, size_t len) {
   unsigned long e = ERR_peek_last_error();
   if (e)
     ERR_error_string_n(e, buf, len);
@@ -165,7 +72,7 @@ csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const 
   int ok = ca_file ? SSL_CTX_load_verify_locations(c->ssl_ctx, ca_file, NULL)
                    : SSL_CTX_set_default_verify_paths(c->ssl_ctx);
   if (!ok) {
-    ssl_error_text(why, sizeof why);
+    csc1__https_ssl_error_text(why, sizeof why);
     snprintf(err, errlen, "cannot load trust anchors %s: %s", ca_file ? ca_file : "(system)", why);
     csc1_https_ctx_free(c);
     return NULL;
@@ -174,7 +81,7 @@ csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const 
       (SSL_CTX_use_certificate_chain_file(c->ssl_ctx, cert) != 1 ||
        SSL_CTX_use_PrivateKey_file(c->ssl_ctx, key, SSL_FILETYPE_PEM) != 1 ||
        SSL_CTX_check_private_key(c->ssl_ctx) != 1)) {
-    ssl_error_text(why, sizeof why);
+    csc1__https_ssl_error_text(why, sizeof why);
     snprintf(err, errlen, "cannot load client certificate %s / key %s: %s", cert, key, why);
     csc1_https_ctx_free(c);
     return NULL;
@@ -187,98 +94,13 @@ csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const 
   return c;
 }
 
-static void proxy_unref(https_proxy *p) {
-  if (!p || --p->refs > 0)
-    return;
-  SSL_CTX_free(p->ssl_ctx);
-  free(p->url_text);
-  free(p);
-}
-
 void csc1_https_ctx_free(csc1_https_ctx *c) {
   if (!c)
     return;
   SSL_CTX_free(c->ssl_ctx);
-  proxy_unref(c->proxy);
+  csc1__https_proxy_unref(c->proxy);
   free(c->client_cert);
   free(c);
-}
-
-/* The TLS context for an https proxy: verified like any server; ALPN offers
- * only the protocol that will be spoken, so a proxy that cannot is caught at
- * the handshake. */
-static SSL_CTX *proxy_ssl_ctx(const csc1_https_proxy_opts *o, char *err, size_t errlen) {
-  char why[256];
-  static const unsigned char alpn_h2[] = "\x02h2", alpn_h1[] = "\x08http/1.1";
-  SSL_CTX *x = SSL_CTX_new(TLS_client_method());
-  if (!x) {
-    snprintf(err, errlen, "out of memory");
-    return NULL;
-  }
-  SSL_CTX_set_min_proto_version(x, TLS1_2_VERSION);
-  SSL_CTX_set_verify(x, SSL_VERIFY_PEER, NULL);
-  if (o->h2 ? SSL_CTX_set_alpn_protos(x, alpn_h2, sizeof alpn_h2 - 1)
-            : SSL_CTX_set_alpn_protos(x, alpn_h1, sizeof alpn_h1 - 1)) {
-    snprintf(err, errlen, "cannot set ALPN");
-    SSL_CTX_free(x);
-    return NULL;
-  }
-  int ok = o->ca_file ? SSL_CTX_load_verify_locations(x, o->ca_file, NULL)
-                      : SSL_CTX_set_default_verify_paths(x);
-  if (!ok) {
-    ssl_error_text(why, sizeof why);
-    snprintf(err, errlen, "cannot load the proxy's trust anchors %s: %s",
-             o->ca_file ? o->ca_file : "(system)", why);
-    SSL_CTX_free(x);
-    return NULL;
-  }
-  if ((o->cert != NULL) != (o->key != NULL)) {
-    snprintf(err, errlen, "a client certificate for the proxy needs both the certificate and key");
-    SSL_CTX_free(x);
-    return NULL;
-  }
-  if (o->cert && (SSL_CTX_use_certificate_chain_file(x, o->cert) != 1 ||
-                  SSL_CTX_use_PrivateKey_file(x, o->key, SSL_FILETYPE_PEM) != 1 ||
-                  SSL_CTX_check_private_key(x) != 1)) {
-    ssl_error_text(why, sizeof why);
-    snprintf(err, errlen, "cannot load the proxy client certificate %s / key %s: %s", o->cert,
-             o->key, why);
-    SSL_CTX_free(x);
-    return NULL;
-  }
-  return x;
-}
-
-int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, char *err,
-                           size_t errlen) {
-  const char *why = NULL;
-  https_proxy *p = calloc(1, sizeof *p);
-  if (!p || !(p->url_text = strdup(o->url))) {
-    free(p);
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  p->refs = 1;
-  p->kind = o->h2 ? VIA_H2 : VIA_H1;
-  if (csc1_url_parse(p->url_text, &p->url, &why) != 0 || strcmp(p->url.target, "/") != 0) {
-    snprintf(err, errlen, "proxy '%s': %s", o->url,
-             why ? why : "a proxy URL is http://HOST:PORT or https://HOST:PORT, without a path");
-    proxy_unref(p);
-    return -1;
-  }
-  if (!p->url.https && (o->ca_file || o->cert || o->key)) {
-    snprintf(err, errlen, "proxy '%s': a proxy CA, certificate or key needs an https:// proxy URL",
-             o->url);
-    proxy_unref(p);
-    return -1;
-  }
-  if (p->url.https && !(p->ssl_ctx = proxy_ssl_ctx(o, err, errlen))) {
-    proxy_unref(p);
-    return -1;
-  }
-  proxy_unref(c->proxy);
-  c->proxy = p;
-  return 0;
 }
 
 const char *csc1_https_strerror(int err) {
@@ -357,7 +179,7 @@ static void req_free(csc1_https_req *r) {
   free(r->connect_head);
   nghttp2_session_del(r->h2);
   SSL_free(r->pssl);
-  proxy_unref(r->proxy);
+  csc1__https_proxy_unref(r->proxy);
   if (r->addrs)
     uv_freeaddrinfo(r->addrs);
   SSL_free(r->ssl); /* frees both BIOs */
@@ -388,7 +210,7 @@ static void close_handles(csc1_https_req *r) {
 }
 
 /* Ends the request once: calls back (unless cancelled), closes, frees. */
-static void finish(csc1_https_req *r, int err, const char *detail) {
+void csc1__https_finish(csc1_https_req *r, int err, const char *detail) {
   if (r->finished)
     return;
   r->finished = true;
@@ -420,17 +242,17 @@ void csc1_https_cancel(csc1_https_req *r) {
   if (!r)
     return;
   r->cb = NULL;
-  finish(r, CSC1_HTTPS_OK, NULL);
+  csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
 }
 
 static void on_timeout(uv_timer_t *t) {
   csc1_https_req *r = t->data;
   char detail[HTTPS_DETAIL_MAX];
   if (r->complete) /* lingering for the close: the response is all there */
-    return finish(r, CSC1_HTTPS_OK, NULL);
+    return csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
   snprintf(detail, sizeof detail, "no complete response from %s:%u within %llu ms", r->url.host,
            r->url.port, (unsigned long long)r->timeout_ms);
-  finish(r, CSC1_HTTPS_ETIMEOUT, detail);
+  csc1__https_finish(r, CSC1_HTTPS_ETIMEOUT, detail);
 }
 
 /* ---- response parsing ---------------------------------------------------- */
@@ -522,13 +344,13 @@ static void feed(csc1_https_req *r, const char *data, size_t len) {
   llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
   if (r->complete) {
     if (!r->linger)
-      finish(r, CSC1_HTTPS_OK, NULL);
+      csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
   } else if (r->too_big)
-    finish(r, CSC1_HTTPS_ETOOBIG, "response body over the size cap");
+    csc1__https_finish(r, CSC1_HTTPS_ETOOBIG, "response body over the size cap");
   else if (r->head_bytes > HTTPS_MAX_HEAD)
-    finish(r, CSC1_HTTPS_ETOOBIG, "response head over the size cap");
+    csc1__https_finish(r, CSC1_HTTPS_ETOOBIG, "response head over the size cap");
   else if (e != HPE_OK)
-    finish(r, CSC1_HTTPS_EPROTO, llhttp_errno_name(e));
+    csc1__https_finish(r, CSC1_HTTPS_EPROTO, llhttp_errno_name(e));
 }
 
 static bool client_cert_failed(csc1_https_req *r, const char *how);
@@ -538,7 +360,7 @@ static void on_eof(csc1_https_req *r) {
   if (r->finished)
     return;
   if (r->complete)
-    return finish(r, CSC1_HTTPS_OK, NULL);
+    return csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
   if (client_cert_failed(r, "the server asked for a certificate, then closed the connection "
                              "before responding"))
     return;
@@ -546,13 +368,13 @@ static void on_eof(csc1_https_req *r) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "%s:%u closed the connection during the TLS handshake",
              r->url.host, r->url.port);
-    return finish(r, CSC1_HTTPS_ETLS, detail);
+    return csc1__https_finish(r, CSC1_HTTPS_ETLS, detail);
   }
   llhttp_errno_t e = llhttp_finish(&r->parser);
   if (r->complete)
-    finish(r, CSC1_HTTPS_OK, NULL);
+    csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
   else
-    finish(r, CSC1_HTTPS_EPROTO,
+    csc1__https_finish(r, CSC1_HTTPS_EPROTO,
            e == HPE_OK ? "connection closed before the response was complete"
                        : llhttp_errno_name(e));
 }
@@ -564,11 +386,11 @@ static void on_written(uv_write_t *w, int status) {
   csc1_https_req *r = c->r;
   free(c);
   if (status < 0 && !r->finished)
-    finish(r, CSC1_HTTPS_ECONNECT, uv_strerror(status));
+    csc1__https_finish(r, CSC1_HTTPS_ECONNECT, uv_strerror(status));
 }
 
 /* Writes a copy of data[0..n) to the TCP connection. */
-static int net_write(csc1_https_req *r, const char *data, size_t n) {
+int csc1__https_net_write(csc1_https_req *r, const char *data, size_t n) {
   if (n == 0)
     return 0;
   write_chunk *c = malloc(sizeof *c + n);
@@ -583,10 +405,8 @@ static int net_write(csc1_https_req *r, const char *data, size_t n) {
   return err;
 }
 
-typedef int (*sink_fn)(csc1_https_req *r, const char *data, size_t n);
-
 /* Hands everything a TLS session queued in its write BIO to sink. */
-static int drain_bio(csc1_https_req *r, BIO *b, sink_fn sink) {
+int csc1__https_drain_bio(csc1_https_req *r, BIO *b, sink_fn sink) {
   char buf[HTTPS_READ_BUF];
   int n;
   while ((n = BIO_read(b, buf, sizeof buf)) > 0)
@@ -595,48 +415,16 @@ static int drain_bio(csc1_https_req *r, BIO *b, sink_fn sink) {
   return 0;
 }
 
-/* Bytes for the proxy: under the proxy's TLS when it has one. */
-static int proxy_send(csc1_https_req *r, const char *data, size_t n) {
-  if (!r->pssl)
-    return net_write(r, data, n);
-  ERR_clear_error();
-  if (n && SSL_write(r->pssl, data, (int)n) <= 0)
-    return -1;
-  return drain_bio(r, r->pwbio, net_write);
-}
-
-static int h2_flush(csc1_https_req *r) { return nghttp2_session_send(r->h2) == 0 ? 0 : -1; }
-
-/* The server TLS's records into the tunnel (or straight to the server). */
-static int tunnel_send(csc1_https_req *r, const char *data, size_t n) {
-  if (!r->h2)
-    return proxy_send(r, data, n);
-  size_t have = r->h2_out_len - r->h2_out_off;
-  char *grown = malloc(have + n);
-  if (!grown)
-    return -1;
-  if (r->h2_out) {
-    memcpy(grown, r->h2_out + r->h2_out_off, have);
-    free(r->h2_out);
-  }
-  memcpy(grown + have, data, n);
-  r->h2_out = grown;
-  r->h2_out_off = 0;
-  r->h2_out_len = have + n;
-  nghttp2_session_resume_data(r->h2, r->stream_id);
-  return h2_flush(r);
-}
-
 static int tls_out(csc1_https_req *r, const char *data, size_t n) {
   r->bytes_up += n;
-  return tunnel_send(r, data, n);
+  return csc1__https_tunnel_send(r, data, n);
 }
 
 /* Sends whatever the server TLS has queued. */
-static int flush(csc1_https_req *r) { return drain_bio(r, r->wbio, tls_out); }
+static int flush(csc1_https_req *r) { return csc1__https_drain_bio(r, r->wbio, tls_out); }
 
 /* Bytes from the server (through the tunnel) for its TLS session. */
-static void tls_in(csc1_https_req *r, const char *data, size_t n) {
+void csc1__https_tls_in(csc1_https_req *r, const char *data, size_t n) {
   r->bytes_down += n;
   BIO_write(r->rbio, data, (int)n);
 }
@@ -705,7 +493,7 @@ static bool client_cert_failed(csc1_https_req *r, const char *how) {
              "trusts, be valid now and allow TLS client authentication",
              r->url.host, r->url.port, r->client_cert ? r->client_cert : "", why);
   ERR_clear_error();
-  finish(r, CSC1_HTTPS_ECLIENTCERT, detail);
+  csc1__https_finish(r, CSC1_HTTPS_ECLIENTCERT, detail);
   return true;
 }
 
@@ -716,13 +504,13 @@ static void tls_failed(csc1_https_req *r) {
     snprintf(detail, sizeof detail, "certificate of %s:%u refused: %s", r->url.host, r->url.port,
              X509_verify_cert_error_string(vr));
     ERR_clear_error();
-    return finish(r, CSC1_HTTPS_ECERT, detail);
+    return csc1__https_finish(r, CSC1_HTTPS_ECERT, detail);
   }
   if (client_cert_failed(r, NULL))
     return;
-  ssl_error_text(why, sizeof why);
+  csc1__https_ssl_error_text(why, sizeof why);
   snprintf(detail, sizeof detail, "TLS with %s:%u failed: %s", r->url.host, r->url.port, why);
-  finish(r, CSC1_HTTPS_ETLS, detail);
+  csc1__https_finish(r, CSC1_HTTPS_ETLS, detail);
 }
 
 /* Advances the handshake, sends the request, reads what can be decrypted. */
@@ -759,7 +547,7 @@ static void pump(csc1_https_req *r) {
   }
   OPENSSL_cleanse(buf, sizeof buf);
   if (!r->finished && flush(r) != 0)
-    finish(r, CSC1_HTTPS_ECONNECT, "write failed");
+    csc1__https_finish(r, CSC1_HTTPS_ECONNECT, "write failed");
 }
 
 /* Sets up TLS for the connected socket: SNI for names, and verification of
@@ -792,270 +580,9 @@ static int start_tls(csc1_https_req *r) {
 }
 
 /* The tunnel is up: the server TLS may start. */
-static int tunnel_ready(csc1_https_req *r) {
+int csc1__https_tunnel_ready(csc1_https_req *r) {
   r->tunnel_up = true;
   return start_tls(r);
-}
-
-/* ---- the proxy ------------------------------------------------------------- */
-
-long csc1_https_connect_response_parse(const char *buf, size_t len, size_t max_head, int *status) {
-  size_t n = len < max_head ? len : max_head;
-  const char *end = NULL;
-  for (size_t i = 0; i + 3 < n; i++)
-    if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
-      end = buf + i + 4;
-      break;
-    }
-  /* Refuse early what cannot become a status line. */
-  static const char proto[] = "HTTP/1.";
-  size_t check = n < sizeof proto - 1 ? n : sizeof proto - 1;
-  if (memcmp(buf, proto, check) != 0)
-    return -1;
-  if (!end)
-    return len >= max_head ? -1 : 0;
-  /* HTTP/1.x SP 3DIGIT SP-or-CRLF */
-  if (end - buf < 14 || (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' ||
-      !isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) ||
-      !isdigit((unsigned char)buf[11]) || (buf[12] != ' ' && buf[12] != '\r'))
-    return -1;
-  *status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
-  return (long)(end - buf);
-}
-
-static void proxy_failed(csc1_https_req *r, const char *what) {
-  char detail[HTTPS_DETAIL_MAX];
-  snprintf(detail, sizeof detail, "proxy %s:%u: %s", r->peer->host, r->peer->port, what);
-  finish(r, CSC1_HTTPS_EPROXY, detail);
-}
-
-static void proxy_refused(csc1_https_req *r, int status) {
-  char what[512];
-  snprintf(what, sizeof what, "CONNECT %s refused with status %d%s", r->authority, status,
-           status == 403 ? " (not allowed by the gateway's rules, or limited service)" : "");
-  proxy_failed(r, what);
-}
-
-/* HTTP/1.1 CONNECT: the proxy's answer, then tunnel bytes. */
-static void h1_recv(csc1_https_req *r, const char *data, size_t n) {
-  if (r->tunnel_up) {
-    tls_in(r, data, n);
-    return;
-  }
-  char *grown = realloc(r->connect_head, r->connect_head_len + n);
-  if (!grown)
-    return finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
-  memcpy(grown + r->connect_head_len, data, n);
-  r->connect_head = grown;
-  r->connect_head_len += n;
-  int status = 0;
-  long head = csc1_https_connect_response_parse(r->connect_head, r->connect_head_len,
-                                              HTTPS_PROXY_HEAD_MAX, &status);
-  if (head == 0)
-    return;
-  if (head < 0)
-    return proxy_failed(r, "answered CONNECT with something that is not an HTTP/1.1 response");
-  if (status < 200 || status > 299)
-    return proxy_refused(r, status);
-  if (tunnel_ready(r) != 0)
-    return finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
-  if (r->connect_head_len > (size_t)head)
-    tls_in(r, r->connect_head + head, r->connect_head_len - (size_t)head);
-}
-
-/* HTTP/2 CONNECT: one stream; its DATA frames are the tunnel. nghttp2's
- * callbacks only record and buffer; sending happens after mem_recv. */
-static ssize_t h2_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
-                          void *ud) {
-  return proxy_send(ud, (const char *)data, len) == 0 ? (ssize_t)len : NGHTTP2_ERR_CALLBACK_FAILURE;
-}
-
-static ssize_t h2_read_cb(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-                          nghttp2_data_source *src, void *ud) {
-  csc1_https_req *r = ud;
-  size_t have = r->h2_out_len - r->h2_out_off;
-  if (have == 0)
-    return NGHTTP2_ERR_DEFERRED; /* resumed by tunnel_send */
-  if (len > have)
-    len = have;
-  memcpy(buf, r->h2_out + r->h2_out_off, len);
-  r->h2_out_off += len;
-  return (ssize_t)len;
-}
-
-static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                        void *ud) {
-  csc1_https_req *r = ud;
-  if (f->hd.stream_id == r->stream_id && namelen == 7 && memcmp(name, ":status", 7) == 0 &&
-      valuelen == 3 && isdigit(value[0]) && isdigit(value[1]) && isdigit(value[2]))
-    r->h2_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
-  return 0;
-}
-
-static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
-  csc1_https_req *r = ud;
-  if (f->hd.stream_id != r->stream_id || f->hd.type != NGHTTP2_HEADERS || r->tunnel_up)
-    return 0;
-  if (r->h2_status >= 200 && r->h2_status <= 299 && tunnel_ready(r) != 0)
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  return 0;
-}
-
-static int h2_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
-                      size_t len, void *ud) {
-  csc1_https_req *r = ud;
-  if (id == r->stream_id && r->tunnel_up)
-    tls_in(r, (const char *)data, len);
-  return 0;
-}
-
-static int h2_on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
-  csc1_https_req *r = ud;
-  if (id == r->stream_id)
-    r->tunnel_eof = true;
-  return 0;
-}
-
-static void h2_recv(csc1_https_req *r, const char *data, size_t n) {
-  char what[128];
-  ssize_t rc = nghttp2_session_mem_recv(r->h2, (const uint8_t *)data, n);
-  if (rc < 0) {
-    snprintf(what, sizeof what, "HTTP/2: %s", nghttp2_strerror((int)rc));
-    return proxy_failed(r, what);
-  }
-  if (!r->tunnel_up && r->h2_status && (r->h2_status < 200 || r->h2_status > 299))
-    return proxy_refused(r, r->h2_status);
-  if (!r->tunnel_up && r->tunnel_eof)
-    return proxy_failed(r, "closed the CONNECT stream without an answer");
-}
-
-static int h2_start(csc1_https_req *r) {
-  nghttp2_session_callbacks *cbs;
-  if (nghttp2_session_callbacks_new(&cbs) != 0)
-    return -1;
-  nghttp2_session_callbacks_set_send_callback(cbs, h2_send_cb);
-  nghttp2_session_callbacks_set_on_header_callback(cbs, h2_on_header);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2_on_frame_recv);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2_on_data);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2_on_stream_close);
-  int rc = nghttp2_session_client_new(&r->h2, cbs, r);
-  nghttp2_session_callbacks_del(cbs);
-  if (rc != 0)
-    return -1;
-  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-                                 {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
-  if (nghttp2_submit_settings(r->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0)
-    return -1;
-  /* RFC 9113 8.5: only :method and :authority. */
-  nghttp2_nv nva[] = {
-      {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
-      {(uint8_t *)":authority", (uint8_t *)r->authority, 10, strlen(r->authority),
-       NGHTTP2_NV_FLAG_NONE},
-  };
-  nghttp2_data_provider prd = {.source.ptr = r, .read_callback = h2_read_cb};
-  r->stream_id = nghttp2_submit_request(r->h2, NULL, nva, 2, &prd, r);
-  if (r->stream_id < 0)
-    return -1;
-  return h2_flush(r);
-}
-
-/* The proxy is reachable (and its TLS verified): ask for the tunnel. */
-static void proxy_start(csc1_https_req *r) {
-  if (r->proxy->kind == VIA_H2) {
-    if (h2_start(r) != 0)
-      proxy_failed(r, "cannot start the HTTP/2 session");
-    return;
-  }
-  char head[2 * sizeof r->authority + 128];
-  int n = snprintf(head, sizeof head,
-                   "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mcgw/" MCGW_VERSION "\r\n\r\n",
-                   r->authority, r->authority);
-  if (proxy_send(r, head, (size_t)n) != 0)
-    proxy_failed(r, "cannot send CONNECT");
-}
-
-static void proxy_tls_failed(csc1_https_req *r) {
-  char detail[HTTPS_DETAIL_MAX], why[256];
-  long vr = SSL_get_verify_result(r->pssl);
-  if (vr != X509_V_OK) {
-    snprintf(detail, sizeof detail, "certificate of proxy %s:%u refused: %s", r->peer->host,
-             r->peer->port, X509_verify_cert_error_string(vr));
-    ERR_clear_error();
-    return finish(r, CSC1_HTTPS_ECERT, detail);
-  }
-  ssl_error_text(why, sizeof why);
-  snprintf(detail, sizeof detail, "TLS with proxy %s:%u failed: %s", r->peer->host, r->peer->port,
-           why);
-  finish(r, CSC1_HTTPS_ETLS, detail);
-}
-
-static int start_proxy_tls(csc1_https_req *r) {
-  const csc1_url *u = r->peer;
-  if (!(r->pssl = SSL_new(r->proxy->ssl_ctx)))
-    return -1;
-  r->prbio = BIO_new(BIO_s_mem());
-  r->pwbio = BIO_new(BIO_s_mem());
-  if (!r->prbio || !r->pwbio) {
-    BIO_free(r->prbio);
-    BIO_free(r->pwbio);
-    return -1;
-  }
-  SSL_set_bio(r->pssl, r->prbio, r->pwbio);
-  SSL_set_connect_state(r->pssl);
-  if (u->host_is_ip)
-    return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(r->pssl), u->host) == 1 ? 0 : -1;
-  SSL_set_hostflags(r->pssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  return SSL_set1_host(r->pssl, u->host) == 1 && SSL_set_tlsext_host_name(r->pssl, u->host) == 1
-             ? 0
-             : -1;
-}
-
-static void tunnel_recv(csc1_https_req *r, const char *data, size_t n) {
-  if (!r->proxy)
-    tls_in(r, data, n);
-  else if (r->proxy->kind == VIA_H1)
-    h1_recv(r, data, n);
-  else
-    h2_recv(r, data, n);
-}
-
-/* The proxy's TLS: handshake (then the CONNECT), then its plaintext, which
- * is the tunnel protocol. */
-static void proxy_tls_step(csc1_https_req *r) {
-  char buf[HTTPS_READ_BUF];
-  ERR_clear_error();
-  if (!r->phandshake_done) {
-    int rc = SSL_do_handshake(r->pssl);
-    if (rc != 1) {
-      drain_bio(r, r->pwbio, net_write);
-      if (SSL_get_error(r->pssl, rc) != SSL_ERROR_WANT_READ)
-        proxy_tls_failed(r);
-      return;
-    }
-    r->phandshake_done = true;
-    const unsigned char *alpn = NULL;
-    unsigned alpn_len = 0;
-    SSL_get0_alpn_selected(r->pssl, &alpn, &alpn_len);
-    if (r->proxy->kind == VIA_H2 && !(alpn_len == 2 && memcmp(alpn, "h2", 2) == 0))
-      return proxy_failed(r, "did not negotiate HTTP/2 (ALPN h2)");
-    proxy_start(r);
-  }
-  while (!r->finished) {
-    int n = SSL_read(r->pssl, buf, sizeof buf);
-    if (n > 0) {
-      tunnel_recv(r, buf, (size_t)n);
-      continue;
-    }
-    int e = SSL_get_error(r->pssl, n);
-    if (e == SSL_ERROR_ZERO_RETURN)
-      r->tunnel_eof = true;
-    else if (e != SSL_ERROR_WANT_READ)
-      proxy_tls_failed(r);
-    break;
-  }
-  if (!r->finished && drain_bio(r, r->pwbio, net_write) != 0)
-    finish(r, CSC1_HTTPS_ECONNECT, "write failed");
 }
 
 /* After new bytes went in at the bottom: run the server TLS, then send what
@@ -1065,8 +592,8 @@ static void advance(csc1_https_req *r) {
     pump(r);
   if (!r->finished && r->tunnel_eof)
     on_eof(r);
-  if (!r->finished && r->h2 && h2_flush(r) != 0)
-    proxy_failed(r, "HTTP/2 send failed");
+  if (!r->finished && r->h2 && csc1__https_h2_flush(r) != 0)
+    csc1__https_proxy_failed(r, "HTTP/2 send failed");
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -1079,7 +606,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (r->finished)
     return;
   if (nread == UV_EOF && r->proxy && !r->tunnel_up)
-    return proxy_failed(r, "closed the connection before the tunnel was up");
+    return csc1__https_proxy_failed(r, "closed the connection before the tunnel was up");
   if (nread == UV_EOF)
     return on_eof(r);
   if (nread < 0) {
@@ -1089,15 +616,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       return;
     snprintf(detail, sizeof detail, "%s:%u: %s", r->peer->host, r->peer->port,
              uv_strerror((int)nread));
-    return finish(r, r->handshake_done ? CSC1_HTTPS_EPROTO : CSC1_HTTPS_ETLS, detail);
+    return csc1__https_finish(r, r->handshake_done ? CSC1_HTTPS_EPROTO : CSC1_HTTPS_ETLS, detail);
   }
   if (nread == 0)
     return;
   if (r->pssl) {
     BIO_write(r->prbio, buf->base, (int)nread);
-    proxy_tls_step(r);
+    csc1__https_proxy_tls_step(r);
   } else {
-    tunnel_recv(r, buf->base, (size_t)nread);
+    csc1__https_tunnel_recv(r, buf->base, (size_t)nread);
   }
   advance(r);
 }
@@ -1130,15 +657,15 @@ static void on_connect(uv_connect_t *c, int status) {
   r->connected = true;
   uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
   if (!r->proxy) {
-    if (tunnel_ready(r) != 0)
-      return finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+    if (csc1__https_tunnel_ready(r) != 0)
+      return csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
     return pump(r);
   }
   if (!r->proxy->ssl_ctx)
-    return proxy_start(r);
-  if (start_proxy_tls(r) != 0)
-    return finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
-  proxy_tls_step(r);
+    return csc1__https_proxy_start(r);
+  if (csc1__https_proxy_tls_start(r) != 0)
+    return csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+  csc1__https_proxy_tls_step(r);
 }
 
 static void try_next_address(csc1_https_req *r) {
@@ -1147,7 +674,7 @@ static void try_next_address(csc1_https_req *r) {
     snprintf(detail, sizeof detail, "cannot connect to %s%s:%u: %s", r->proxy ? "proxy " : "",
              r->peer->host, r->peer->port,
              uv_strerror(r->last_connect_err ? r->last_connect_err : UV_ECONNREFUSED));
-    return finish(r, CSC1_HTTPS_ECONNECT, detail);
+    return csc1__https_finish(r, CSC1_HTTPS_ECONNECT, detail);
   }
   struct addrinfo *ai = r->next_addr;
   r->next_addr = ai->ai_next;
@@ -1172,7 +699,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   if (status < 0) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host, uv_strerror(status));
-    return finish(r, CSC1_HTTPS_ERESOLVE, detail);
+    return csc1__https_finish(r, CSC1_HTTPS_ERESOLVE, detail);
   }
   r->addrs = r->next_addr = res;
   try_next_address(r);
