@@ -31,6 +31,7 @@
 
 #include "device/cookies.h"
 #include "device/forms.h"
+#include "csc1/authz.h"
 #include "csc1/https_client.h"
 #include "csc1/jwt.h"
 #include "csc1/oidc.h"
@@ -102,7 +103,7 @@ typedef struct app {
   csc1_jwks *jwks;
   int listen_fd;
   char redirect_uri[128];
-  char state[64], nonce[64], verifier[CSC1_PKCE_VERIFIER_LEN + 1];
+  csc1_authz_secrets s; /* state, nonce, verifier of the authorization request */
   int tunnels; /* requests made, each through its own tunnel */
   uint64_t tls_sent, tls_received;
   json_t *log; /* per tunnel: target and TLS bytes, for --json */
@@ -359,41 +360,18 @@ static bool is_redirect(const app *a, const char *url) {
 
 /* ---- the authorization request ---------------------------------------------- */
 
-static void add_param(char **url, size_t *len, size_t *cap, const char *name, const char *value) {
-  size_t need = *len + 3 * (strlen(name) + strlen(value)) + 4;
-  if (need > *cap) {
-    char *grown = realloc(*url, need * 2);
-    if (!grown)
-      fail("out of memory");
-    *url = grown;
-    *cap = need * 2;
-  }
-  (*url)[(*len)++] = strchr(*url, '?') ? '&' : '?';
-  *len = csc1_url_encode(*url, *len, *cap, name);
-  (*url)[(*len)++] = '=';
-  *len = csc1_url_encode(*url, *len, *cap, value);
-}
-
 static char *authorization_url(app *a) {
-  char challenge[CSC1_PKCE_CHALLENGE_LEN + 1];
-  if (csc1_random_token(32, a->state) != 0 || csc1_random_token(32, a->nonce) != 0 ||
-      csc1_pkce_verifier_new(a->verifier) != 0 || csc1_pkce_challenge(a->verifier, challenge) != 0)
-    fail("no randomness from OpenSSL");
-  size_t cap = strlen(a->ep.authorization) + 1, len = cap - 1;
-  char *url = malloc(cap);
+  const char *why = NULL;
+  const csc1_authz_params params = {
+      .authorization_endpoint = a->ep.authorization,
+      .client_id = a->o.client_id,
+      .redirect_uri = a->redirect_uri,
+      .scope = a->o.scope,
+      .acr_values = a->o.acr_values,
+  };
+  char *url = csc1_authz_url(&params, &a->s, &why);
   if (!url)
-    fail("out of memory");
-  memcpy(url, a->ep.authorization, cap);
-  add_param(&url, &len, &cap, "response_type", "code");
-  add_param(&url, &len, &cap, "client_id", a->o.client_id);
-  add_param(&url, &len, &cap, "redirect_uri", a->redirect_uri);
-  add_param(&url, &len, &cap, "scope", a->o.scope);
-  add_param(&url, &len, &cap, "state", a->state);
-  add_param(&url, &len, &cap, "nonce", a->nonce);
-  if (a->o.acr_values)
-    add_param(&url, &len, &cap, "acr_values", a->o.acr_values);
-  add_param(&url, &len, &cap, "code_challenge", challenge);
-  add_param(&url, &len, &cap, "code_challenge_method", "S256");
+    fail("%s", why);
   return url;
 }
 
@@ -431,30 +409,6 @@ static char *resolve(const char *base, const char *ref) {
   return out;
 }
 
-typedef struct callback {
-  char *code, *state, *iss, *error, *error_description;
-  bool dup;
-} callback;
-
-static void callback_free(callback *c) {
-  char **s[] = {&c->code, &c->state, &c->iss, &c->error, &c->error_description};
-  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
-    if (*s[i]) {
-      OPENSSL_cleanse(*s[i], strlen(*s[i]));
-      free(*s[i]);
-    }
-}
-
-static void callback_parse(const char *query, callback *c) {
-  bool d[5] = {0};
-  c->code = csc1_url_query_param(query, "code", &d[0]);
-  c->state = csc1_url_query_param(query, "state", &d[1]);
-  c->iss = csc1_url_query_param(query, "iss", &d[2]);
-  c->error = csc1_url_query_param(query, "error", &d[3]);
-  c->error_description = csc1_url_query_param(query, "error_description", &d[4]);
-  c->dup = d[0] || d[1] || d[2] || d[3] || d[4];
-}
-
 /* Fills the page's form for the next step: the login form (login and
  * password inputs) with the user's name and password; any other form (the
  * consent) as the page has it. */
@@ -486,7 +440,7 @@ static const mcx_form *pick_form(app *a, const mcx_forms *forms, csc1_form *body
 /* The headless login: the authorization request, then the IdMS's pages
  * (login, consent) as a browser would go through them, until the redirect to
  * our redirect URI. Returns the redirect's query parameters. */
-static void headless_login(app *a, const char *authz_url, callback *cb) {
+static void headless_login(app *a, const char *authz_url, csc1_authz_callback *cb) {
   char *url = strdup(authz_url);
   const char *method = "GET";
   csc1_form body = {0};
@@ -505,7 +459,7 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
       url = next;
       fetched_free(&f);
       if (is_redirect(a, url)) {
-        callback_parse(url + strlen(a->redirect_uri) + (url[strlen(a->redirect_uri)] ? 1 : 0), cb);
+        csc1_authz_callback_parse(url + strlen(a->redirect_uri) + (url[strlen(a->redirect_uri)] ? 1 : 0), cb);
         OPENSSL_cleanse(url, strlen(url));
         free(url);
         return;
@@ -561,7 +515,7 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
 
 /* Browser mode: prints the URL and answers the browser's redirect on the
  * loopback listener. */
-static void browser_login(app *a, const char *authz_url, callback *cb) {
+static void browser_login(app *a, const char *authz_url, csc1_authz_callback *cb) {
   fprintf(stderr,
           PROG ": open this URL in a browser that uses the gateway as its proxy, and log in:\n\n"
                "  %s\n\n" PROG ": waiting up to %d s for the redirect to %s\n",
@@ -599,7 +553,7 @@ static void browser_login(app *a, const char *authz_url, callback *cb) {
     if (ours) {
       char *q = req + 4 + plen;
       q[strcspn(q, " ")] = '\0';
-      callback_parse(*q == '?' ? q + 1 : q, cb);
+      csc1_authz_callback_parse(*q == '?' ? q + 1 : q, cb);
       OPENSSL_cleanse(req, sizeof req);
       return;
     }
@@ -618,7 +572,7 @@ static void redeem(app *a, const char *code, result *res) {
   csc1_form_add(&body, "grant_type", "authorization_code");
   csc1_form_add(&body, "code", code);
   csc1_form_add(&body, "redirect_uri", a->redirect_uri);
-  csc1_form_add(&body, "code_verifier", a->verifier);
+  csc1_form_add(&body, "code_verifier", a->s.verifier);
   csc1_form_add(&body, "client_id", a->o.client_id);
   if (body.oom)
     fail("out of memory");
@@ -626,7 +580,7 @@ static void redeem(app *a, const char *code, result *res) {
   if (fetch(a, "POST", a->ep.token, &body, NULL, &f) != 0)
     fail_fetch("token endpoint", a->ep.token, &f);
   csc1_form_free(&body);
-  OPENSSL_cleanse(a->verifier, sizeof a->verifier);
+  OPENSSL_cleanse(a->s.verifier, sizeof a->s.verifier);
   if (f.status != 200)
     fail_status("token endpoint", a->ep.token, &f);
   csc1_oidc_tokens t = {0};
@@ -638,7 +592,7 @@ static void redeem(app *a, const char *code, result *res) {
     fail("token endpoint %s: no ID token (is \"openid\" in --scope?)", a->ep.token);
   csc1_jwt_expect e = {.issuer = a->o.issuer,
                      .client_id = a->o.client_id,
-                     .nonce = a->nonce,
+                     .nonce = a->s.nonce,
                      .now = (int64_t)time(NULL),
                      .leeway_s = LEEWAY_S};
   int rc = csc1_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
@@ -837,7 +791,7 @@ int main(int argc, char **argv) {
   fetch_jwks(&a);
   say(&a, "2. authorization request (PKCE S256), redirect URI %s", a.redirect_uri);
   char *authz = authorization_url(&a);
-  callback cb = {0};
+  csc1_authz_callback cb = {0};
   if (a.o.user)
     headless_login(&a, authz, &cb);
   else
@@ -847,8 +801,8 @@ int main(int argc, char **argv) {
   close(a.listen_fd);
   if (cb.dup)
     fail("the redirect repeats a parameter: refused");
-  if (!cb.state || strlen(cb.state) != strlen(a.state) ||
-      CRYPTO_memcmp(cb.state, a.state, strlen(a.state)) != 0)
+  if (!cb.state || strlen(cb.state) != strlen(a.s.state) ||
+      CRYPTO_memcmp(cb.state, a.s.state, strlen(a.s.state)) != 0)
     fail("the redirect's state does not match the request: refused (possible CSRF)");
   if (cb.iss && strcmp(cb.iss, a.o.issuer) != 0)
     fail("the redirect's iss is not the issuer (RFC 9207): refused");
@@ -863,7 +817,7 @@ int main(int argc, char **argv) {
   say(&a, "3. code received; redeeming it at the token endpoint");
   result res = {0};
   redeem(&a, cb.code, &res);
-  callback_free(&cb);
+  csc1_authz_callback_free(&cb);
   say(&a, "4. ID token valid (signature, iss, aud, azp, exp, iat, nonce)");
   print_result(&a, &res);
 

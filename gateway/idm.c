@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "csc1/authz.h"
 #include "csc1/client_auth.h"
 #include "csc1/clock_skew.h"
 #include "csc1/https_client.h"
@@ -47,9 +48,7 @@ typedef enum { OP_REFRESH = 0, OP_CODE, OP_DEVICE } token_op;
 
 typedef struct pending_login {
   bool used;
-  char state[IDM_TOKEN_LEN + 1];
-  char nonce[IDM_TOKEN_LEN + 1];
-  char verifier[IDM_TOKEN_LEN + 1];
+  csc1_authz_secrets s; /* state, nonce, verifier */
   uint64_t created_ms;
 } pending_login;
 
@@ -939,54 +938,24 @@ static pending_login *new_pending(gw_idm *idm) {
   return best;
 }
 
-/* Appends ?name=value or &name=value, value percent-encoded; *len becomes
- * (size_t)-1 when it does not fit. */
-static void add_param(char *url, size_t *len, size_t cap, const char *name, const char *value) {
-  if (*len == (size_t)-1)
-    return;
-  size_t room = cap - *len;
-  int w = snprintf(url + *len, room, "%c%s=", memchr(url, '?', *len) ? '&' : '?', name);
-  if (w < 0 || (size_t)w >= room) {
-    *len = (size_t)-1;
-    return;
-  }
-  *len = csc1_url_encode(url, *len + (size_t)w, cap, value);
-}
-
 char *gw_idm_login_url(gw_idm *idm, const char **why) {
-  char challenge[CSC1_PKCE_CHALLENGE_LEN + 1];
   if (idm->login != GW_IDM_LOGIN_BROWSER)
     return *why = "login = device: use POST /login/device (mcgw login)", NULL;
   if (!idm->discovered)
     return *why = "the IdMS has not been reached yet (discovery pending; see /status)", NULL;
   pending_login *p = new_pending(idm);
-  if (csc1_random_token(32, p->state) != 0 || csc1_random_token(32, p->nonce) != 0 ||
-      csc1_pkce_verifier_new(p->verifier) != 0 || csc1_pkce_challenge(p->verifier, challenge) != 0)
-    return *why = "no randomness", NULL;
+  const csc1_authz_params params = {
+      .authorization_endpoint = idm->ep.authorization,
+      .client_id = idm->auth.client_id,
+      .redirect_uri = idm->redirect_uri,
+      .scope = idm->scope,
+      .acr_values = idm->acr_values && *idm->acr_values ? idm->acr_values : NULL,
+  };
+  char *url = csc1_authz_url(&params, &p->s, why);
+  if (!url)
+    return NULL;
   p->used = true;
   p->created_ms = uv_now(idm->loop);
-  size_t cap = strlen(idm->ep.authorization) +
-               3 * (strlen(idm->auth.client_id) + strlen(idm->redirect_uri) + strlen(idm->scope) +
-                    (idm->acr_values ? strlen(idm->acr_values) : 0)) +
-               512;
-  char *url = malloc(cap);
-  if (!url)
-    return *why = "out of memory", NULL;
-  size_t len = (size_t)snprintf(url, cap, "%s", idm->ep.authorization);
-  add_param(url, &len, cap, "response_type", "code");
-  add_param(url, &len, cap, "client_id", idm->auth.client_id);
-  add_param(url, &len, cap, "redirect_uri", idm->redirect_uri);
-  add_param(url, &len, cap, "scope", idm->scope);
-  add_param(url, &len, cap, "state", p->state);
-  add_param(url, &len, cap, "nonce", p->nonce);
-  if (idm->acr_values && *idm->acr_values)
-    add_param(url, &len, cap, "acr_values", idm->acr_values);
-  add_param(url, &len, cap, "code_challenge", challenge);
-  add_param(url, &len, cap, "code_challenge_method", "S256");
-  if (len == (size_t)-1) {
-    free(url);
-    return *why = "authorization URL too long", NULL;
-  }
   tn_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "browser"),
          TN_S("authorization_endpoint", idm->ep.authorization), TN_LOG_END);
   settle_state(idm);
@@ -999,33 +968,10 @@ static pending_login *find_pending(gw_idm *idm, const char *s) {
   size_t n = strlen(s);
   for (int i = 0; i < IDM_MAX_PENDING; i++) {
     pending_login *p = &idm->pending[i];
-    if (p->used && n == strlen(p->state) && CRYPTO_memcmp(p->state, s, n) == 0)
+    if (p->used && n == strlen(p->s.state) && CRYPTO_memcmp(p->s.state, s, n) == 0)
       return p;
   }
   return NULL;
-}
-
-typedef struct callback_params {
-  char *state, *code, *error, *error_description, *iss;
-  bool dup;
-} callback_params;
-
-static void params_free(callback_params *c) {
-  wipe_str(&c->state);
-  wipe_str(&c->code);
-  free(c->error);
-  free(c->error_description);
-  free(c->iss);
-}
-
-static void params_parse(const char *q, callback_params *c) {
-  bool d[5] = {0};
-  c->state = csc1_url_query_param(q, "state", &d[0]);
-  c->code = csc1_url_query_param(q, "code", &d[1]);
-  c->error = csc1_url_query_param(q, "error", &d[2]);
-  c->error_description = csc1_url_query_param(q, "error_description", &d[3]);
-  c->iss = csc1_url_query_param(q, "iss", &d[4]);
-  c->dup = d[0] || d[1] || d[2] || d[3] || d[4];
 }
 
 static void refuse_callback(const char *reason, gw_idm_done_cb cb, void *arg) {
@@ -1037,7 +983,7 @@ static void refuse_callback(const char *reason, gw_idm_done_cb cb, void *arg) {
 }
 
 /* The IdMS answered error=...: shown to the operator. */
-static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb, void *arg) {
+static void idms_error(gw_idm *idm, const csc1_authz_callback *c, gw_idm_done_cb cb, void *arg) {
   char err[64], desc[200], msg[400];
   csc1_oidc_sanitize(c->error, err, sizeof err);
   csc1_oidc_sanitize(c->error_description ? c->error_description : "", desc, sizeof desc);
@@ -1051,14 +997,14 @@ static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb,
 
 static void on_code_exchange(int err, const char *detail, const csc1_https_response *resp, void *arg);
 
-static void exchange_code(gw_idm *idm, const callback_params *c, pending_login *p) {
+static void exchange_code(gw_idm *idm, const csc1_authz_callback *c, pending_login *p) {
   csc1_form form = {0};
   csc1_form_add(&form, "grant_type", "authorization_code");
   csc1_form_add(&form, "code", c->code);
   csc1_form_add(&form, "redirect_uri", idm->redirect_uri);
-  csc1_form_add(&form, "code_verifier", p->verifier);
+  csc1_form_add(&form, "code_verifier", p->s.verifier);
   /* The nonce travels with the request context until the response. */
-  char *nonce = strdup(p->nonce);
+  char *nonce = strdup(p->s.nonce);
   OPENSSL_cleanse(p, sizeof *p);
   p->used = false;
   if (!nonce) {
@@ -1094,8 +1040,8 @@ static void on_code_exchange(int err, const char *detail, const csc1_https_respo
 }
 
 void gw_idm_callback(gw_idm *idm, const char *query, gw_idm_done_cb cb, void *arg) {
-  callback_params c = {0};
-  params_parse(query, &c);
+  csc1_authz_callback c = {0};
+  csc1_authz_callback_parse(query, &c);
   pending_login *p = c.state && !c.dup ? find_pending(idm, c.state) : NULL;
   if (c.dup)
     refuse_callback("a parameter occurs more than once", cb, arg);
@@ -1119,7 +1065,7 @@ void gw_idm_callback(gw_idm *idm, const char *query, gw_idm_done_cb cb, void *ar
     OPENSSL_cleanse(p, sizeof *p);
     p->used = false;
   }
-  params_free(&c);
+  csc1_authz_callback_free(&c);
 }
 
 /* ---- device login --------------------------------------------------------- */
