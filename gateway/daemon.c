@@ -7,11 +7,11 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "gateway/admin.h"
+#include "gateway/ops/admin.h"
 #include "gateway/idm.h"
-#include "gateway/idm_admin.h"
+#include "gateway/ops/idm_admin.h"
 #include "gateway/notify.h"
-#include "gateway/ops.h"
+#include "gateway/ops/ops.h"
 #include "gateway/privdrop.h"
 #include "tunnel/addr.h"
 #include "tunnel/error.h"

@@ -1,4 +1,4 @@
-/* Unit tests for gateway/cli.c: admin URL parsing and the table formatting. */
+/* Unit tests for gateway/ops/cli.c: admin URL parsing and the table formatting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/cli.h"
+#include "gateway/ops/cli.h"
 
 static void test_parse_url(void **state) {
   gw_cli_target t;

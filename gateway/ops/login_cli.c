@@ -1,5 +1,5 @@
 /* mcgw login. See login_cli.h. */
-#include "gateway/login_cli.h"
+#include "gateway/ops/login_cli.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
-#include "gateway/admin.h"
+#include "gateway/ops/admin.h"
 #include "gateway/config.h"
 #include "gateway/idm_view.h"
 #include "tunnel/engine.h"

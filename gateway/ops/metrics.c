@@ -2,7 +2,7 @@
  * metrics.h. Format reference: Prometheus "Exposition formats", text 0.0.4:
  * one HELP and one TYPE line per metric family, label values escaped (\\, \",
  * \n), histogram buckets cumulative with le="+Inf" equal to _count. */
-#include "gateway/metrics.h"
+#include "gateway/ops/metrics.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

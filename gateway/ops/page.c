@@ -1,5 +1,5 @@
 /* Serves the embedded status page. See page.h. */
-#include "gateway/page.h"
+#include "gateway/ops/page.h"
 
 /* No inline script or style, no other origin: the page cannot be turned
  * against the admin API by injected content, and needs nothing from outside

@@ -11,7 +11,7 @@
 
 #include <jansson.h>
 
-#include "gateway/admin.h"
+#include "gateway/ops/admin.h"
 #include "gateway/idm.h"
 
 /* 0 or UV_ENOMEM. *slot is the instance in force, read at each request

@@ -1,7 +1,7 @@
 /* The operations surface: /metrics, /status, /tunnels, systemd STATUS= and
  * the refusal-spike log. See ops.h. The status page's files are served by
  * page.c. */
-#include "gateway/ops.h"
+#include "gateway/ops/ops.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -9,10 +9,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/idm_admin.h"
-#include "gateway/metrics.h"
+#include "gateway/ops/idm_admin.h"
+#include "gateway/ops/metrics.h"
 #include "gateway/notify.h"
-#include "gateway/page.h"
+#include "gateway/ops/page.h"
 #include "tunnel/addr.h"
 #include "tunnel/log.h"
 

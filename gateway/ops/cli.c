@@ -1,5 +1,5 @@
 /* mcgw status / mcgw tunnels. See cli.h. */
-#include "gateway/cli.h"
+#include "gateway/ops/cli.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -1,5 +1,5 @@
 /* Admin listener. See admin.h. */
-#include "gateway/admin.h"
+#include "gateway/ops/admin.h"
 
 #include "csc1/append.h"
 

@@ -1,5 +1,5 @@
 /* Identity management admin routes. See idm_admin.h. */
-#include "gateway/idm_admin.h"
+#include "gateway/ops/idm_admin.h"
 
 #include <stdio.h>
 #include <stdlib.h>

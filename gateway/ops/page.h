@@ -1,4 +1,4 @@
-/* The live status page: static HTML, CSS and JS from gateway/www/, embedded
+/* The live status page: static HTML, CSS and JS from gateway/ops/www/, embedded
  * into the binary at build time (cmake/embed_www.cmake), served by the admin
  * listener. The page holds no figures itself: it polls /status and /tunnels.
  * So its files are public routes even when an admin token is required; the
@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "gateway/admin.h"
+#include "gateway/ops/admin.h"
 
 typedef struct gw_www_asset {
   const char *path;         /* "/" for index.html, else "/" + file name */
@@ -17,7 +17,7 @@ typedef struct gw_www_asset {
   size_t len;
 } gw_www_asset;
 
-/* Generated at build time from gateway/www/. */
+/* Generated at build time from gateway/ops/www/. */
 extern const gw_www_asset gw_www_assets[];
 extern const size_t gw_www_n_assets;
 
