@@ -21,12 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/hostport.h"
 #include "gateway/config.h"
+#include "gateway/ops/admin_client.h"
 #include "tunnel/addr.h"
 
 #define CLI_TIMEOUT_MS 5000
-#define CLI_BODY_MAX (64u << 20) /* a /tunnels of 100,000 tunnels fits */
 
 typedef struct cli_opts {
   const char *config;
@@ -34,7 +33,7 @@ typedef struct cli_opts {
   const char *token_file;
   bool json, watch;
   double interval_s;
-  gw_cli_target target;
+  gw_admin_target target;
   char *token; /* owned; wiped on exit */
 } cli_opts;
 
@@ -69,53 +68,6 @@ void gw_cli_fmt_duration(uint64_t s, char *buf, size_t len) {
 
 /* ---- where to ask ---- */
 
-int gw_cli_parse_url(const char *s, gw_cli_target *t, char *err, size_t errlen) {
-  base_hostport hp;
-  const char *why = NULL;
-  memset(t, 0, sizeof(*t));
-  if (strncmp(s, "https://", 8) == 0) {
-    snprintf(err, errlen, "%s: https is not supported (the admin API is plain HTTP)", s);
-    return -1;
-  }
-  const char *p = strncmp(s, "http://", 7) == 0 ? s + 7 : s;
-  size_t alen = strcspn(p, "/");
-  if (p[alen] && strcmp(p + alen, "/") != 0) {
-    snprintf(err, errlen, "%s: expected http://HOST[:PORT] without a path", s);
-    return -1;
-  }
-  if (base_hostport_parse(p, alen, BASE_HP_PORT_OPTIONAL | BASE_HP_URL_HOST, &hp, &why) != 0) {
-    snprintf(err, errlen, "%s: %s (expected http://HOST[:PORT])", s, why);
-    return -1;
-  }
-  snprintf(t->host, sizeof(t->host), "%s", hp.host);
-  snprintf(t->port, sizeof(t->port), "%u", hp.port ? (unsigned)hp.port : 80u);
-  bool v6 = hp.kind == BASE_HOST_IPV6;
-  snprintf(t->url, sizeof(t->url), "http://%s%s%s:%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
-           t->port);
-  return 0;
-}
-
-/* A wildcard listen address is reached through loopback. */
-static void target_from_listen(const struct sockaddr_storage *ss, gw_cli_target *t) {
-  struct sockaddr_storage a = *ss;
-  if (a.ss_family == AF_INET) {
-    struct sockaddr_in *sin = (struct sockaddr_in *)&a;
-    if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
-      sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    inet_ntop(AF_INET, &sin->sin_addr, t->host, sizeof(t->host));
-    snprintf(t->port, sizeof(t->port), "%u", ntohs(sin->sin_port));
-  } else {
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a;
-    if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
-      sin6->sin6_addr = in6addr_loopback;
-    inet_ntop(AF_INET6, &sin6->sin6_addr, t->host, sizeof(t->host));
-    snprintf(t->port, sizeof(t->port), "%u", ntohs(sin6->sin6_port));
-  }
-  bool v6 = a.ss_family == AF_INET6;
-  snprintf(t->url, sizeof(t->url), "http://%s%s%s:%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
-           t->port);
-}
-
 static int read_token_file(const char *path, char **out) {
   FILE *f = fopen(path, "re");
   char buf[1024];
@@ -149,7 +101,7 @@ static int target_from_config(cli_opts *o) {
     fprintf(stderr, "mcgw: %s: [admin] listen = off, there is no admin API to ask\n", o->config);
     ret = -1;
   } else {
-    target_from_listen(&cfg.admin_listen, &o->target);
+    gw_admin_target_from_listen(&cfg.admin_listen, &o->target);
     if (cfg.admin_token && !(o->token = strdup(cfg.admin_token)))
       ret = -1;
   }
@@ -160,157 +112,12 @@ static int target_from_config(cli_opts *o) {
 
 /* ---- HTTP ---- */
 
-typedef struct response {
-  int status;
-  char *body;
-  size_t len;
-  bool complete, too_big;
-} response;
-
-static int on_body(llhttp_t *p, const char *at, size_t len) {
-  response *r = p->data;
-  if (r->len + len > CLI_BODY_MAX) {
-    r->too_big = true;
-    return -1;
-  }
-  char *grown = realloc(r->body, r->len + len + 1);
-  if (!grown)
-    return -1;
-  memcpy(grown + r->len, at, len);
-  r->len += len;
-  grown[r->len] = '\0';
-  r->body = grown;
-  return 0;
-}
-
-static int on_complete(llhttp_t *p) {
-  ((response *)p->data)->complete = true;
-  return 0;
-}
-
-static void lower_first(char *s) { s[0] = (char)tolower((unsigned char)s[0]); }
-
-/* Connects with a deadline. Returns the socket or -1 with the reason. */
-static int dial(const gw_cli_target *t, char *err, size_t errlen) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-  int g = getaddrinfo(t->host, t->port, &hints, &res);
-  if (g != 0) {
-    snprintf(err, errlen, "%s", gai_strerror(g));
-    lower_first(err);
-    return -1;
-  }
-  int fd = -1, e = ECONNREFUSED;
-  for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-      e = errno;
-      continue;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-      e = errno;
-    } else {
-      struct pollfd pfd = {fd, POLLOUT, 0};
-      socklen_t sl = sizeof(e);
-      int pr = poll(&pfd, 1, CLI_TIMEOUT_MS);
-      if (pr == 0)
-        e = ETIMEDOUT;
-      else if (pr > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &sl) == 0 && e == 0)
-        break;
-    }
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0) {
-    snprintf(err, errlen, "%s", strerror(e));
-    lower_first(err);
-  }
-  return fd;
-}
-
-static bool send_all(int fd, const char *p, size_t n) {
-  while (n) {
-    struct pollfd pfd = {fd, POLLOUT, 0};
-    if (poll(&pfd, 1, CLI_TIMEOUT_MS) <= 0)
-      return false;
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno != EAGAIN && errno != EINTR)
-      return false;
-    if (w > 0) {
-      p += w;
-      n -= (size_t)w;
-    }
-  }
-  return true;
-}
-
-/* GET path, or POST path with the JSON body "{}" when post. Returns 0 with
- * r filled (any status), or -1 with the reason. */
-static int http_request(const cli_opts *o, bool post, const char *path, response *r, char *err,
-                        size_t errlen) {
-  memset(r, 0, sizeof(*r));
-  int fd = dial(&o->target, err, errlen);
-  if (fd < 0)
-    return -1;
-  char req[2048];
-  bool v6 = strchr(o->target.host, ':') != NULL;
-  int n = snprintf(req, sizeof(req),
-                   "%s %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: mcgw/%s\r\n"
-                   "Accept: application/json\r\n%s%s%s%sConnection: close\r\n\r\n%s",
-                   post ? "POST" : "GET", path, v6 ? "[" : "", o->target.host, v6 ? "]" : "",
-                   o->target.port, MCGW_VERSION, o->token ? "Authorization: Bearer " : "",
-                   o->token ? o->token : "", o->token ? "\r\n" : "",
-                   post ? "Content-Type: application/json\r\nContent-Length: 2\r\n" : "",
-                   post ? "{}" : "");
-  bool ok = n > 0 && (size_t)n < sizeof(req) && send_all(fd, req, (size_t)n);
-  explicit_bzero(req, sizeof(req));
-  llhttp_settings_t settings;
-  llhttp_settings_init(&settings);
-  settings.on_body = on_body;
-  settings.on_message_complete = on_complete;
-  llhttp_t parser;
-  llhttp_init(&parser, HTTP_RESPONSE, &settings);
-  parser.data = r;
-  char buf[16384];
-  while (ok && !r->complete) {
-    struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, CLI_TIMEOUT_MS) <= 0) {
-      snprintf(err, errlen, "no response within %d s", CLI_TIMEOUT_MS / 1000);
-      ok = false;
-      break;
-    }
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    if (got < 0 && (errno == EAGAIN || errno == EINTR))
-      continue;
-    llhttp_errno_t pe = got > 0 ? llhttp_execute(&parser, buf, (size_t)got) : llhttp_finish(&parser);
-    if (pe != HPE_OK || got <= 0) {
-      if (!r->complete) {
-        snprintf(err, errlen, "%s", got < 0 ? strerror(errno)
-                                   : r->too_big ? "response too large"
-                                   : got == 0 ? "connection closed before a full response"
-                                              : "malformed HTTP response");
-        lower_first(err);
-        ok = false;
-      }
-      break;
-    }
-  }
-  if (!ok && !err[0])
-    snprintf(err, errlen, "cannot send the request");
-  close(fd);
-  r->status = parser.status_code;
-  if (!ok) {
-    free(r->body);
-    r->body = NULL;
-  }
-  return ok ? 0 : -1;
-}
-
 /* GET path as JSON. Returns the document, or NULL with the message in err. */
 static json_t *fetch_json(const cli_opts *o, const char *path, char *err, size_t errlen) {
-  response r;
+  gw_admin_response r;
   char why[256] = "";
-  if (http_request(o, false, path, &r, why, sizeof(why)) != 0) {
+  if (gw_admin_request(&o->target, o->token, "GET", path, CLI_TIMEOUT_MS, &r, why, sizeof(why)) !=
+      0) {
     snprintf(err, errlen, "mcgw: no answer from %s: %s", o->target.url, why);
     return NULL;
   }
@@ -328,7 +135,7 @@ static json_t *fetch_json(const cli_opts *o, const char *path, char *err, size_t
     if (!doc)
       snprintf(err, errlen, "mcgw: %s%s: not JSON: %s", o->target.url, path, je.text);
   }
-  free(r.body);
+  gw_admin_response_free(&r);
   return doc;
 }
 
@@ -555,9 +362,10 @@ static int once(const cli_opts *o, bool status, buf *b) {
 /* POST /logout. Exit 0: logged out and the refresh token revoked (or none
  * held); 1: no answer, or logged out locally but not revoked. */
 static int logout(const cli_opts *o) {
-  response r;
+  gw_admin_response r;
   char why[256] = "";
-  if (http_request(o, true, "/logout", &r, why, sizeof(why)) != 0) {
+  if (gw_admin_request(&o->target, o->token, "POST", "/logout", CLI_TIMEOUT_MS, &r, why,
+                       sizeof(why)) != 0) {
     fprintf(stderr, "mcgw: no answer from %s: %s (nothing was logged out)\n", o->target.url, why);
     return 1;
   }
@@ -591,7 +399,7 @@ static int logout(const cli_opts *o) {
     rc = r.status == 200 ? 0 : 1;
   }
   json_decref(doc);
-  free(r.body);
+  gw_admin_response_free(&r);
   return rc;
 }
 
@@ -695,7 +503,7 @@ static int parse_args(cli_opts *o, const char *cmd, int argc, char **argv) {
 static int resolve_target(cli_opts *o, const char *default_config) {
   char err[512];
   if (o->admin_url) {
-    if (gw_cli_parse_url(o->admin_url, &o->target, err, sizeof(err)) != 0) {
+    if (gw_admin_target_parse(o->admin_url, &o->target, err, sizeof(err)) != 0) {
       fprintf(stderr, "mcgw: --admin %s\n", err);
       return 2;
     }
@@ -706,7 +514,7 @@ static int resolve_target(cli_opts *o, const char *default_config) {
     if (o->config && target_from_config(o) != 0)
       return 2;
     if (!o->config)
-      gw_cli_parse_url("http://127.0.0.1:9090", &o->target, err, sizeof(err));
+      gw_admin_target_parse("http://127.0.0.1:9090", &o->target, err, sizeof(err));
   }
   if (o->token_file) {
     free(o->token);

@@ -1,8 +1,8 @@
 /* `mcgw status` and `mcgw tunnels`: the admin API as tables in a terminal.
  *
- * A blocking HTTP/1.1 client (one GET per connection, parsed with llhttp) reads
- * /status or /tunnels from the admin listener named by the config (-c: its
- * [admin] listen and admin_token_file) or by --admin URL. Exit codes: 0 the
+ * The admin API client (admin_client.h) reads /status or /tunnels (or POSTs
+ * /logout) from the admin listener named by the config (-c: its [admin]
+ * listen and admin_token_file) or by --admin URL. Exit codes: 0 the
  * gateway answered, 1 it did not (or refused the token), 2 usage errors.
  */
 #ifndef GW_CLI_H
@@ -16,19 +16,6 @@
  * command; default_config is used when neither -c nor --admin is given and
  * that file exists. */
 int gw_cli_main(const char *cmd, int argc, char **argv, const char *default_config);
-
-/* An admin API endpoint: host (no brackets), port, the base URL for messages. */
-typedef struct gw_cli_target {
-  char host[256];
-  char port[8];
-  char url[300];
-} gw_cli_target;
-
-/* Parses "http://host[:port]" or "host:port" (host a name, IPv4 or [IPv6];
- * port 80 when the URL has none; an optional trailing "/"). host:port goes
- * through the one parser (base/hostport.h, URL host rules). Returns 0, or -1
- * with a reason naming s in err. */
-int gw_cli_parse_url(const char *s, gw_cli_target *t, char *err, size_t errlen);
 
 /* 1536 -> "1.5K", 0 -> "0"; binary units, at most 5 characters. */
 void gw_cli_fmt_bytes(uint64_t n, char *buf, size_t len);

@@ -1,26 +1,21 @@
 /* mcgw login. See login_cli.h. */
 #include "gateway/ops/login_cli.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "gateway/ops/admin_client.h"
 #include "tunnel/addr.h"
 
-#define CLI_TIMEOUT_S 15
-#define CLI_MAX_RESPONSE 65536
+#define CLI_TIMEOUT_MS 15000
 #define CLI_BROWSER_WAIT_S 600
 
 typedef struct admin_target {
-  struct sockaddr_storage addr;
-  char text[TN_ADDRSTR_MAX];
+  gw_admin_target where;
+  const char *text;  /* host:port, for messages */
   const char *token; /* the admin token from the config, or NULL */
 } admin_target;
 
@@ -30,72 +25,21 @@ static void pause_ms(long ms) {
     ;
 }
 
-/* One request; returns the status and the body (malloc'd), or -1. */
-static int request(const admin_target *t, const char *method, const char *path, char **body) {
-  int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -1;
-  struct timeval tv = {CLI_TIMEOUT_S, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  socklen_t len =
-      t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  char req[1024];
-  bool post = strcmp(method, "POST") == 0; /* JSON: the admin listener's CSRF rule */
-  int n = snprintf(req, sizeof req,
-                   "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                   "%s%s%s%sContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-                   method, path, t->text, t->token ? "Authorization: Bearer " : "",
-                   t->token ? t->token : "", t->token ? "\r\n" : "",
-                   post ? "Content-Type: application/json\r\n" : "", post ? 2 : 0,
-                   post ? "{}" : "");
-  if (n < 0 || (size_t)n >= sizeof req) {
-    close(fd);
-    return -1;
-  }
-  char *buf = malloc(CLI_MAX_RESPONSE + 1);
-  size_t got = 0;
-  bool sent = buf && connect(fd, (const struct sockaddr *)&t->addr, len) == 0 &&
-              send(fd, req, (size_t)n, MSG_NOSIGNAL) == n;
-  explicit_bzero(req, sizeof req); /* it held the admin token */
-  if (!sent) {
-    free(buf);
-    close(fd);
-    return -1;
-  }
-  for (;;) {
-    ssize_t r = recv(fd, buf + got, CLI_MAX_RESPONSE - got, 0);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0 || (got += (size_t)r) == CLI_MAX_RESPONSE)
-      break;
-  }
-  close(fd);
-  buf[got] = '\0';
-  int status = -1;
-  char *sep = strstr(buf, "\r\n\r\n");
-  if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || !sep) {
-    free(buf);
-    return -1;
-  }
-  memmove(buf, sep + 4, got - (size_t)(sep + 4 - buf) + 1);
-  *body = buf;
-  return status;
-}
-
 static json_t *request_json(FILE *out, const admin_target *t, const char *method, const char *path,
                             int *status) {
-  char *body = NULL;
-  *status = request(t, method, path, &body);
-  if (*status < 0) {
+  gw_admin_response r;
+  char why[256] = "";
+  if (gw_admin_request(&t->where, t->token, method, path, CLI_TIMEOUT_MS, &r, why, sizeof why) !=
+      0) {
     fprintf(out,
             "mcgw login: cannot reach the daemon's admin listener at %s: %s\n"
             "  (is `mcgw run` running with this configuration?)\n",
-            t->text, errno ? strerror(errno) : "bad response");
+            t->text, why);
     return NULL;
   }
-  json_t *doc = json_loads(body, 0, NULL);
-  free(body);
+  *status = r.status;
+  json_t *doc = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
+  gw_admin_response_free(&r);
   if (!doc)
     fprintf(out, "mcgw login: %s %s answered %d without JSON\n", method, path, *status);
   return doc;
@@ -187,24 +131,23 @@ static int browser_login(FILE *out, const admin_target *t) {
 
 int gw_login_cli(const gw_config *cfg, const char *admin, FILE *out) {
   admin_target t = {.token = cfg->admin_token};
+  struct sockaddr_storage addr;
   if (!cfg->idm.enabled) {
     fprintf(out, "mcgw login: %s has no [idm] section: this gateway does not log in\n", cfg->path);
     return 1;
   }
   if (admin) {
-    if (tn_addr_parse_listen(admin, &t.addr) != 0) {
+    if (tn_addr_parse_listen(admin, &addr) != 0) {
       fprintf(out, "mcgw login: --admin: expected a numeric host:port, got '%s'\n", admin);
       return 2;
     }
   } else if (cfg->admin_enabled) {
-    t.addr = cfg->admin_listen;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&t.addr;
-    if (t.addr.ss_family == AF_INET && sin->sin_addr.s_addr == htonl(INADDR_ANY))
-      sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr = cfg->admin_listen;
   } else {
     fprintf(out, "mcgw login: the admin listener is off ([admin] listen = off); use --admin\n");
     return 1;
   }
-  tn_addr_format((const struct sockaddr *)&t.addr, t.text, sizeof t.text);
+  gw_admin_target_from_listen(&addr, &t.where);
+  t.text = t.where.url + strlen("http://");
   return cfg->idm.login == GW_IDM_LOGIN_DEVICE ? device_login(out, &t) : browser_login(out, &t);
 }

@@ -5,8 +5,8 @@
  * verification URI and the user code, then polls GET /login/device, showing
  * progress, until the login completes (exit 0), is denied or expires
  * (exit 1). login = browser: prints the /login URL to open and waits for
- * /status to say "authorized". A plain blocking HTTP/1.1 client: the admin
- * listener is local and answers one request per connection. */
+ * /status to say "authorized". Requests go through the CLI's one admin API
+ * client (admin_client.h). */
 #ifndef GW_LOGIN_CLI_H
 #define GW_LOGIN_CLI_H
 
