@@ -248,8 +248,10 @@ void csc1_https_cancel(csc1_https_req *r) {
 static void on_timeout(uv_timer_t *t) {
   csc1_https_req *r = t->data;
   char detail[HTTPS_DETAIL_MAX];
-  if (r->complete) /* lingering for the close: the response is all there */
-    return csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
+  if (r->complete) { /* lingering for the close: the response is all there */
+    csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
+    return;
+  }
   snprintf(detail, sizeof detail, "no complete response from %s:%u within %llu ms", r->url.host,
            r->url.port, (unsigned long long)r->timeout_ms);
   csc1__https_finish(r, CSC1_HTTPS_ETIMEOUT, detail);
@@ -359,8 +361,10 @@ static bool client_cert_failed(csc1_https_req *r, const char *how);
 static void on_eof(csc1_https_req *r) {
   if (r->finished)
     return;
-  if (r->complete)
-    return csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
+  if (r->complete) {
+    csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
+    return;
+  }
   if (client_cert_failed(r, "the server asked for a certificate, then closed the connection "
                              "before responding"))
     return;
@@ -368,7 +372,8 @@ static void on_eof(csc1_https_req *r) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "%s:%u closed the connection during the TLS handshake",
              r->url.host, r->url.port);
-    return csc1__https_finish(r, CSC1_HTTPS_ETLS, detail);
+    csc1__https_finish(r, CSC1_HTTPS_ETLS, detail);
+    return;
   }
   llhttp_errno_t e = llhttp_finish(&r->parser);
   if (r->complete)
@@ -504,7 +509,8 @@ static void tls_failed(csc1_https_req *r) {
     snprintf(detail, sizeof detail, "certificate of %s:%u refused: %s", r->url.host, r->url.port,
              X509_verify_cert_error_string(vr));
     ERR_clear_error();
-    return csc1__https_finish(r, CSC1_HTTPS_ECERT, detail);
+    csc1__https_finish(r, CSC1_HTTPS_ECERT, detail);
+    return;
   }
   if (client_cert_failed(r, NULL))
     return;
@@ -523,12 +529,15 @@ static void pump(csc1_https_req *r) {
       r->handshake_done = true;
     } else if (SSL_get_error(r->ssl, rc) != SSL_ERROR_WANT_READ) {
       flush(r); /* an alert, if any */
-      return tls_failed(r);
+      tls_failed(r);
+      return;
     }
   }
   if (r->handshake_done && !r->request_sent) {
-    if (SSL_write(r->ssl, r->request, (int)r->request_len) <= 0)
-      return tls_failed(r);
+    if (SSL_write(r->ssl, r->request, (int)r->request_len) <= 0) {
+      tls_failed(r);
+      return;
+    }
     r->request_sent = true;
     r->sent_at_ms = wall_ms();
   }
@@ -605,10 +614,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   csc1_https_req *r = s->data;
   if (r->finished)
     return;
-  if (nread == UV_EOF && r->proxy && !r->tunnel_up)
-    return csc1__https_proxy_failed(r, "closed the connection before the tunnel was up");
-  if (nread == UV_EOF)
-    return on_eof(r);
+  if (nread == UV_EOF && r->proxy && !r->tunnel_up) {
+    csc1__https_proxy_failed(r, "closed the connection before the tunnel was up");
+    return;
+  }
+  if (nread == UV_EOF) {
+    on_eof(r);
+    return;
+  }
   if (nread < 0) {
     char detail[HTTPS_DETAIL_MAX];
     if (client_cert_failed(r, "the server asked for a certificate, then reset the connection "
@@ -616,7 +629,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       return;
     snprintf(detail, sizeof detail, "%s:%u: %s", r->peer->host, r->peer->port,
              uv_strerror((int)nread));
-    return csc1__https_finish(r, r->handshake_done ? CSC1_HTTPS_EPROTO : CSC1_HTTPS_ETLS, detail);
+    csc1__https_finish(r, r->handshake_done ? CSC1_HTTPS_EPROTO : CSC1_HTTPS_ETLS, detail);
+    return;
   }
   if (nread == 0)
     return;
@@ -657,14 +671,21 @@ static void on_connect(uv_connect_t *c, int status) {
   r->connected = true;
   uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
   if (!r->proxy) {
-    if (csc1__https_tunnel_ready(r) != 0)
-      return csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
-    return pump(r);
+    if (csc1__https_tunnel_ready(r) != 0) {
+      csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+      return;
+    }
+    pump(r);
+    return;
   }
-  if (!r->proxy->ssl_ctx)
-    return csc1__https_proxy_start(r);
-  if (csc1__https_proxy_tls_start(r) != 0)
-    return csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+  if (!r->proxy->ssl_ctx) {
+    csc1__https_proxy_start(r);
+    return;
+  }
+  if (csc1__https_proxy_tls_start(r) != 0) {
+    csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+    return;
+  }
   csc1__https_proxy_tls_step(r);
 }
 
@@ -674,7 +695,8 @@ static void try_next_address(csc1_https_req *r) {
     snprintf(detail, sizeof detail, "cannot connect to %s%s:%u: %s", r->proxy ? "proxy " : "",
              r->peer->host, r->peer->port,
              uv_strerror(r->last_connect_err ? r->last_connect_err : UV_ECONNREFUSED));
-    return csc1__https_finish(r, CSC1_HTTPS_ECONNECT, detail);
+    csc1__https_finish(r, CSC1_HTTPS_ECONNECT, detail);
+    return;
   }
   struct addrinfo *ai = r->next_addr;
   r->next_addr = ai->ai_next;
@@ -694,12 +716,14 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   if (r->finished) {
     if (res)
       uv_freeaddrinfo(res);
-    return maybe_free(r);
+    maybe_free(r);
+    return;
   }
   if (status < 0) {
     char detail[HTTPS_DETAIL_MAX];
     snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host, uv_strerror(status));
-    return csc1__https_finish(r, CSC1_HTTPS_ERESOLVE, detail);
+    csc1__https_finish(r, CSC1_HTTPS_ERESOLVE, detail);
+    return;
   }
   r->addrs = r->next_addr = res;
   try_next_address(r);

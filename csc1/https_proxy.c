@@ -184,8 +184,10 @@ static void h1_recv(csc1_https_req *r, const char *data, size_t n) {
     return;
   }
   char *grown = realloc(r->connect_head, r->connect_head_len + n);
-  if (!grown)
-    return csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
+  if (!grown) {
+    csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
+    return;
+  }
   memcpy(grown + r->connect_head_len, data, n);
   r->connect_head = grown;
   r->connect_head_len += n;
@@ -194,12 +196,18 @@ static void h1_recv(csc1_https_req *r, const char *data, size_t n) {
                                               HTTPS_PROXY_HEAD_MAX, &status);
   if (head == 0)
     return;
-  if (head < 0)
-    return csc1__https_proxy_failed(r, "answered CONNECT with something that is not an HTTP/1.1 response");
-  if (status < 200 || status > 299)
-    return proxy_refused(r, status);
-  if (csc1__https_tunnel_ready(r) != 0)
-    return csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+  if (head < 0) {
+    csc1__https_proxy_failed(r, "answered CONNECT with something that is not an HTTP/1.1 response");
+    return;
+  }
+  if (status < 200 || status > 299) {
+    proxy_refused(r, status);
+    return;
+  }
+  if (csc1__https_tunnel_ready(r) != 0) {
+    csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "cannot set up TLS");
+    return;
+  }
   if (r->connect_head_len > (size_t)head)
     csc1__https_tls_in(r, r->connect_head + head, r->connect_head_len - (size_t)head);
 }
@@ -263,12 +271,17 @@ static void h2_recv(csc1_https_req *r, const char *data, size_t n) {
   ssize_t rc = nghttp2_session_mem_recv(r->h2, (const uint8_t *)data, n);
   if (rc < 0) {
     snprintf(what, sizeof what, "HTTP/2: %s", nghttp2_strerror((int)rc));
-    return csc1__https_proxy_failed(r, what);
+    csc1__https_proxy_failed(r, what);
+    return;
   }
-  if (!r->tunnel_up && r->h2_status && (r->h2_status < 200 || r->h2_status > 299))
-    return proxy_refused(r, r->h2_status);
-  if (!r->tunnel_up && r->tunnel_eof)
-    return csc1__https_proxy_failed(r, "closed the CONNECT stream without an answer");
+  if (!r->tunnel_up && r->h2_status && (r->h2_status < 200 || r->h2_status > 299)) {
+    proxy_refused(r, r->h2_status);
+    return;
+  }
+  if (!r->tunnel_up && r->tunnel_eof) {
+    csc1__https_proxy_failed(r, "closed the CONNECT stream without an answer");
+    return;
+  }
 }
 
 static int h2_start(csc1_https_req *r) {
@@ -323,7 +336,8 @@ static void proxy_tls_failed(csc1_https_req *r) {
     snprintf(detail, sizeof detail, "certificate of proxy %s:%u refused: %s", r->peer->host,
              r->peer->port, X509_verify_cert_error_string(vr));
     ERR_clear_error();
-    return csc1__https_finish(r, CSC1_HTTPS_ECERT, detail);
+    csc1__https_finish(r, CSC1_HTTPS_ECERT, detail);
+    return;
   }
   csc1__https_ssl_error_text(why, sizeof why);
   snprintf(detail, sizeof detail, "TLS with proxy %s:%u failed: %s", r->peer->host, r->peer->port,
@@ -378,8 +392,10 @@ void csc1__https_proxy_tls_step(csc1_https_req *r) {
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(r->pssl, &alpn, &alpn_len);
-    if (r->proxy->kind == VIA_H2 && !(alpn_len == 2 && memcmp(alpn, "h2", 2) == 0))
-      return csc1__https_proxy_failed(r, "did not negotiate HTTP/2 (ALPN h2)");
+    if (r->proxy->kind == VIA_H2 && !(alpn_len == 2 && memcmp(alpn, "h2", 2) == 0)) {
+      csc1__https_proxy_failed(r, "did not negotiate HTTP/2 (ALPN h2)");
+      return;
+    }
     csc1__https_proxy_start(r);
   }
   while (!r->finished) {

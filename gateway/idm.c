@@ -412,15 +412,20 @@ static void on_discovery(int err, const char *detail, const csc1_https_response 
   check_clock(idm, err, resp);
   if (err || resp->status != 200) {
     describe(err, detail, resp, NULL, why, sizeof why);
-    return discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
+    discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
+    return;
   }
   csc1_oidc_endpoints_free(&idm->ep);
   if (csc1_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why, sizeof why) !=
-      0)
-    return discovery_failed(idm, why, -1);
+      0) {
+    discovery_failed(idm, why, -1);
+    return;
+  }
   const char *missing = apply_overrides(idm);
-  if (missing)
-    return discovery_failed(idm, missing, -1);
+  if (missing) {
+    discovery_failed(idm, missing, -1);
+    return;
+  }
   idm->discovered = true;
   idm->discovery_attempt = 0;
   if (strncmp(idm->last_error, "discovery failed", 16) == 0)
@@ -629,22 +634,29 @@ static void on_refresh(int err, const char *detail, const csc1_https_response *r
   check_clock(idm, err, resp);
   if (err) {
     describe(err, detail, resp, NULL, why, sizeof why);
-    return refresh_transient(idm, why, -1);
+    refresh_transient(idm, why, -1);
+    return;
   }
   if (resp->status != 200) {
     csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
     describe(0, NULL, resp, &oe, why, sizeof why);
-    if (strcmp(oe.error, "invalid_grant") == 0)
-      return login_gone(idm, "the IdMS refused the refresh token: invalid_grant");
-    return refresh_transient(idm, why, resp->retry_after_s);
+    if (strcmp(oe.error, "invalid_grant") == 0) {
+      login_gone(idm, "the IdMS refused the refresh token: invalid_grant");
+      return;
+    }
+    refresh_transient(idm, why, resp->retry_after_s);
+    return;
   }
   token_job *job = calloc(1, sizeof *job);
-  if (!job)
-    return refresh_transient(idm, "out of memory", -1);
+  if (!job) {
+    refresh_transient(idm, "out of memory", -1);
+    return;
+  }
   job->op = OP_REFRESH;
   if (csc1_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
     job_free(job);
-    return refresh_transient(idm, why, -1);
+    refresh_transient(idm, why, -1);
+    return;
   }
   if (job->tokens.refresh_token) { /* rotated: on disk before anything else */
     wipe_str(&idm->refresh_token);
@@ -662,8 +674,10 @@ static void do_refresh(gw_idm *idm) {
   uv_timer_stop(&idm->timer);
   csc1_form_add(&form, "grant_type", "refresh_token");
   csc1_form_add(&form, "refresh_token", idm->refresh_token);
-  if (token_post(idm, &form, on_refresh, &idm->refresh_req) != 0)
-    return refresh_transient(idm, "cannot start the request", -1);
+  if (token_post(idm, &form, on_refresh, &idm->refresh_req) != 0) {
+    refresh_transient(idm, "cannot start the request", -1);
+    return;
+  }
   settle_state(idm);
 }
 
@@ -843,10 +857,14 @@ static void process_job(gw_idm *idm, token_job *job) {
   char why[384];
   csc1_id_token id;
   memset(&id, 0, sizeof id);
-  if (idm->closing)
-    return job_free(job);
-  if (!job->tokens.id_token && job->op != OP_REFRESH)
-    return job_failed(idm, job, CSC1_JWT_EMALFORMED, "the token response has no id_token");
+  if (idm->closing) {
+    job_free(job);
+    return;
+  }
+  if (!job->tokens.id_token && job->op != OP_REFRESH) {
+    job_failed(idm, job, CSC1_JWT_EMALFORMED, "the token response has no id_token");
+    return;
+  }
   if (job->tokens.id_token) {
     int r = validate(idm, job, &id, why, sizeof why);
     if (r == CSC1_JWT_EUNKNOWN_KID && !job->jwks_refetched) {
@@ -859,19 +877,23 @@ static void process_job(gw_idm *idm, token_job *job) {
       refetch_jwks(idm);
       return;
     }
-    if (r != CSC1_JWT_OK)
-      return job_failed(idm, job, r, why);
+    if (r != CSC1_JWT_OK) {
+      job_failed(idm, job, r, why);
+      return;
+    }
     if (job->op == OP_REFRESH && idm->principal.sub &&
         !csc1_id_token_same_principal(&idm->principal, &id)) {
       csc1_id_token_free(&id);
-      return job_failed(idm, job, CSC1_JWT_ECLAIMS, "the refreshed ID token changed iss, sub or aud");
+      job_failed(idm, job, CSC1_JWT_ECLAIMS, "the refreshed ID token changed iss, sub or aud");
+      return;
     }
   }
   const char *missing = mc_service_missing(idm, job, job->tokens.id_token ? &id : NULL, why,
                                            sizeof why);
   if (missing) {
     csc1_id_token_free(&id);
-    return not_for_mc_service(idm, job, missing);
+    not_for_mc_service(idm, job, missing);
+    return;
   }
   token_op op = job->op;
   if (op != OP_REFRESH)
@@ -900,13 +922,16 @@ static void login_tokens(gw_idm *idm, token_op op, const csc1_https_response *re
                          const char *nonce) {
   char why[512];
   token_job *job = calloc(1, sizeof *job);
-  if (!job)
-    return login_failed(idm, op, 500, "out of memory");
+  if (!job) {
+    login_failed(idm, op, 500, "out of memory");
+    return;
+  }
   job->op = op;
   snprintf(job->nonce, sizeof job->nonce, "%s", nonce ? nonce : "");
   if (csc1_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
     job_free(job);
-    return login_failed(idm, op, 502, why);
+    login_failed(idm, op, 502, why);
+    return;
   }
   process_job(idm, job);
 }
@@ -1009,11 +1034,13 @@ static void exchange_code(gw_idm *idm, const csc1_authz_callback *c, pending_log
   p->used = false;
   if (!nonce) {
     csc1_form_free(&form);
-    return login_failed(idm, OP_CODE, 500, "out of memory");
+    login_failed(idm, OP_CODE, 500, "out of memory");
+    return;
   }
   if (token_post(idm, &form, on_code_exchange, &idm->login_req) != 0) {
     wipe_str(&nonce);
-    return login_failed(idm, OP_CODE, 502, "cannot reach the token endpoint");
+    login_failed(idm, OP_CODE, 502, "cannot reach the token endpoint");
+    return;
   }
   idm->pending_nonce = nonce;
   settle_state(idm);
@@ -1128,8 +1155,10 @@ static void on_device_token(int err, const char *detail, const csc1_https_respon
   check_clock(idm, err, resp);
   if (idm->dev != DEV_PENDING)
     return;
-  if (!err && resp->status == 200)
-    return login_tokens(idm, OP_DEVICE, resp, NULL);
+  if (!err && resp->status == 200) {
+    login_tokens(idm, OP_DEVICE, resp, NULL);
+    return;
+  }
   if (!err)
     csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
   describe(err, detail, resp, &oe, why, sizeof why);
@@ -1159,7 +1188,8 @@ static void device_poll(gw_idm *idm) {
     return;
   if (uv_now(idm->loop) >= idm->dev_deadline_ms) {
     finish_device(idm, DEV_EXPIRED, "the user code expired before the login was completed");
-    return settle_state(idm);
+    settle_state(idm);
+    return;
   }
   csc1_form_add(&form, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
   csc1_form_add(&form, "device_code", idm->dev_auth.device_code);
@@ -1179,11 +1209,13 @@ static void on_device_auth(int err, const char *detail, const csc1_https_respons
       csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
     describe(err, detail, resp, &oe, why, sizeof why);
     login_failed(idm, OP_DEVICE, 502, why);
-    return answer_device(idm, 502);
+    answer_device(idm, 502);
+    return;
   }
   if (csc1_oidc_device_auth_parse(resp->body, resp->body_len, &idm->dev_auth, why, sizeof why)) {
     login_failed(idm, OP_DEVICE, 502, why);
-    return answer_device(idm, 502);
+    answer_device(idm, 502);
+    return;
   }
   idm->dev = DEV_PENDING;
   idm->dev_error[0] = '\0';
@@ -1204,20 +1236,26 @@ void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   if (idm->login != GW_IDM_LOGIN_DEVICE) {
     json_t *doc = json_pack("{s:s, s:s}", "status", "error", "error",
                             "login = browser: open GET /login on the admin listener");
-    return cb(409, doc, arg);
+    cb(409, doc, arg);
+    return;
   }
   if (!idm->discovered) {
     snprintf(why, sizeof why, "the IdMS has not been reached yet: %s",
              idm->last_error[0] ? idm->last_error : "discovery pending");
-    return cb(503, json_pack("{s:s, s:s}", "status", "error", "error", why), arg);
+    cb(503, json_pack("{s:s, s:s}", "status", "error", "error", why), arg);
+    return;
   }
-  if (idm->dev == DEV_PENDING)
-    return cb(200, gw_idm_device_status(idm), arg);
-  if (idm->dev_cb || idm->login_req)
-    return cb(
-        409,
-        json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
-        arg);
+  if (idm->dev == DEV_PENDING) {
+    cb(200, gw_idm_device_status(idm), arg);
+    return;
+  }
+  if (idm->dev_cb || idm->login_req) {
+    cb(
+ 409,
+ json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
+ arg);
+    return;
+  }
   csc1_form_add(&form, "scope", idm->scope);
   if (idm->acr_values && *idm->acr_values)
     csc1_form_add(&form, "acr_values", idm->acr_values);
@@ -1231,7 +1269,8 @@ void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   if (err) {
     json_t *doc = json_pack("{s:s, s:s}", "status", "error", "error",
                             "cannot reach the device authorization endpoint");
-    return cb(502, doc, arg);
+    cb(502, doc, arg);
+    return;
   }
   idm->dev = DEV_STARTING;
   idm->dev_error[0] = '\0';
@@ -1281,8 +1320,10 @@ static void on_revoked(int err, const char *detail, const csc1_https_response *r
   csc1_oidc_error oe = {0};
   idm->logout_req = NULL;
   check_clock(idm, err, resp);
-  if (!err && resp->status == 200) /* RFC 7009 2.2: revoked, or already invalid */
-    return finish_logout(idm, 200, NULL);
+  if (!err && resp->status == 200) { /* RFC 7009 2.2: revoked, or already invalid */
+    finish_logout(idm, 200, NULL);
+    return;
+  }
   if (!err)
     csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
   describe(err, detail, resp, &oe, why, sizeof why);
@@ -1377,8 +1418,10 @@ static void drop_logins_in_progress(gw_idm *idm) {
 
 void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   char err[512];
-  if (idm->logout_cb)
-    return cb(409, json_pack("{s:s}", "error", "a logout is already waiting for the IdMS"), arg);
+  if (idm->logout_cb) {
+    cb(409, json_pack("{s:s}", "error", "a logout is already waiting for the IdMS"), arg);
+    return;
+  }
   drop_logins_in_progress(idm);
   char *refresh_token = idm->refresh_token;
   idm->refresh_token = NULL;
@@ -1398,8 +1441,10 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   settle_state(idm);
   idm->logout_cb = cb;
   idm->logout_arg = arg;
-  if (!refresh_token)
-    return finish_logout(idm, 204, NULL);
+  if (!refresh_token) {
+    finish_logout(idm, 204, NULL);
+    return;
+  }
   revoke_token(idm, refresh_token);
 }
 

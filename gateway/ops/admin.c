@@ -157,8 +157,10 @@ void gw_admin_respond(gw_admin_req *r, int status, const char *content_type,
     return;
   bool head = llhttp_get_method(&r->parser) == HTTP_HEAD;
   size_t cap = len + 512 + (extra_headers ? strlen(extra_headers) : 0);
-  if (!(r->response = malloc(cap)))
-    return conn_close(r);
+  if (!(r->response = malloc(cap))) {
+    conn_close(r);
+    return;
+  }
   int n = snprintf(r->response, cap,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
@@ -183,8 +185,10 @@ void gw_admin_respond_text(gw_admin_req *r, int status, const char *text) {
 void gw_admin_respond_json(gw_admin_req *r, int status, json_t *doc) {
   char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
   json_decref(doc);
-  if (!body)
-    return gw_admin_respond_text(r, 500, "internal error\n");
+  if (!body) {
+    gw_admin_respond_text(r, 500, "internal error\n");
+    return;
+  }
   size_t len = strlen(body);
   char *grown = realloc(body, len + 2);
   if (grown) {
@@ -312,8 +316,10 @@ static void dispatch(gw_admin_req *r) {
   for (size_t i = 0; i < a->n_routes; i++)
     if (strcmp(a->routes[i].path, r->target) == 0 && a->routes[i].is_public)
       is_public = true;
-  if (!is_public && !authorized(r))
-    return unauthorized(r);
+  if (!is_public && !authorized(r)) {
+    unauthorized(r);
+    return;
+  }
   for (size_t i = 0; i < a->n_routes; i++) {
     route *rt = &a->routes[i];
     if (strcmp(rt->path, r->target) != 0)
@@ -435,8 +441,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   gw_admin_req *r = s->data;
-  if (nread < 0)
-    return conn_close(r);
+  if (nread < 0) {
+    conn_close(r);
+    return;
+  }
   if (nread == 0 || r->complete)
     return;
   r->head_bytes += (size_t)nread;
@@ -465,8 +473,10 @@ static void on_connection(uv_stream_t *server, int status) {
   if (status < 0)
     return;
   gw_admin_req *r = calloc(1, sizeof(*r));
-  if (!r)
-    return tn_spare_drop(&a->spare); /* else libuv would never accept again */
+  if (!r) {
+    tn_spare_drop(&a->spare); /* else libuv would never accept again */
+    return;
+  }
   r->admin = a;
   r->cur_header = -1;
   r->next = a->conns;
@@ -477,8 +487,10 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_timer_init(server->loop, &r->timer);
   r->tcp.data = r->timer.data = r;
   r->handles = 2;
-  if (uv_accept(server, (uv_stream_t *)&r->tcp) != 0)
-    return conn_close(r);
+  if (uv_accept(server, (uv_stream_t *)&r->tcp) != 0) {
+    conn_close(r);
+    return;
+  }
   int len = sizeof(r->peer);
   uv_tcp_getpeername(&r->tcp, (struct sockaddr *)&r->peer, &len);
   llhttp_init(&r->parser, HTTP_REQUEST, &admin_settings);

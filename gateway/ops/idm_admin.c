@@ -23,10 +23,12 @@ static gw_idm *current(gw_admin_req *req, void *slot) {
  * login that the operator's IdMS session could complete unasked. */
 static void handle_login(gw_admin_req *req, void *arg) {
   const char *why = NULL;
-  if (gw_admin_req_from_another_site(req))
-    return gw_admin_respond_text(req, 403,
-                                 "Refused: a page of another site asked for /login. Open /login "
-                                 "directly (or from the status page). Nothing was started.\n");
+  if (gw_admin_req_from_another_site(req)) {
+    gw_admin_respond_text(req, 403,
+                          "Refused: a page of another site asked for /login. Open /login "
+                          "directly (or from the status page). Nothing was started.\n");
+    return;
+  }
   gw_idm *idm = current(req, arg);
   if (!idm)
     return;
@@ -34,13 +36,15 @@ static void handle_login(gw_admin_req *req, void *arg) {
   if (!url) {
     char msg[300];
     snprintf(msg, sizeof msg, "Cannot start a login: %s\n", why);
-    return gw_admin_respond_text(req, 409, msg);
+    gw_admin_respond_text(req, 409, msg);
+    return;
   }
   size_t n = strlen(url) + 32;
   char *hdr = malloc(n + sizeof NO_REFERRER);
   if (!hdr) {
     free(url);
-    return gw_admin_respond_text(req, 500, "out of memory\n");
+    gw_admin_respond_text(req, 500, "out of memory\n");
+    return;
   }
   snprintf(hdr, n + sizeof NO_REFERRER, "Location: %s\r\n" NO_REFERRER, url);
   const char *body = "Redirecting to the IdMS login.\n";
@@ -68,8 +72,10 @@ static const char not_json[] = "needs Content-Type: application/json (a body of 
 
 /* POST /login/device: JSON only, like POST /logout (CSRF). */
 static void handle_device_start(gw_admin_req *req, void *arg) {
-  if (!gw_admin_req_is_json(req))
-    return gw_admin_respond_text(req, 415, not_json);
+  if (!gw_admin_req_is_json(req)) {
+    gw_admin_respond_text(req, 415, not_json);
+    return;
+  }
   gw_idm *idm = current(req, arg);
   if (idm)
     gw_idm_device_start(idm, json_done, req);
@@ -84,8 +90,10 @@ static void handle_device_status(gw_admin_req *req, void *arg) {
 /* POST /logout: JSON only (CSRF: see gw_admin_req_is_json), any JSON body
  * ("{}" is enough; it is not read). */
 static void handle_logout(gw_admin_req *req, void *arg) {
-  if (!gw_admin_req_is_json(req))
-    return gw_admin_respond_text(req, 415, not_json);
+  if (!gw_admin_req_is_json(req)) {
+    gw_admin_respond_text(req, 415, not_json);
+    return;
+  }
   gw_idm *idm = current(req, arg);
   if (idm)
     gw_idm_logout(idm, json_done, req);
