@@ -55,6 +55,8 @@ typedef struct csc1_clock_skew {
   int64_t warned_ms;       /* the skew of the last warning */
 } csc1_clock_skew;
 
+/* Resets *t: no measurement yet; a skew beyond threshold_s (either way) is
+ * "large". *t owns nothing (no free needed). */
 void csc1_clock_skew_init(csc1_clock_skew *t, unsigned threshold_s);
 
 /* Takes a measurement as the latest and says whether to log.

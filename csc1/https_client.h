@@ -39,6 +39,8 @@ enum {
                                 and there was none, or it refused ours */
 };
 
+/* A static English name for a CSC1_HTTPS_* code ("timeout", ...); "unknown
+ * error" for any other value. Never NULL, never to be freed. */
 const char *csc1_https_strerror(int err);
 
 /* Trust anchors: ca_file (PEM), or the system store when NULL. cert/key:
@@ -56,13 +58,18 @@ csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const 
  *
  * The server's TLS runs inside the tunnel, end to end: the proxy only relays
  * its records and can neither read nor alter them undetected.
- * 0, or -1 with err filled. */
+ * Options: */
 typedef struct csc1_https_proxy_opts {
   const char *url;
   bool h2;
   const char *ca_file, *cert, *key; /* for an https proxy; NULL: system store, no cert */
 } csc1_https_proxy_opts;
-int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, char *err, size_t errlen);
+/* Sets (or replaces) c's proxy for requests started from now on; requests in
+ * flight keep the one they started with. o and its strings are copied. 0, or
+ * -1 with err filled (bad URL, a file that does not load, no memory); c is
+ * unchanged then. In csc1/https_proxy.c. */
+int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, char *err,
+                             size_t errlen);
 
 /* Requests in flight keep what they need; freeing the context is safe. */
 void csc1_https_ctx_free(csc1_https_ctx *c);

@@ -35,7 +35,9 @@ typedef struct csc1_jwks csc1_jwks;
  * entries are skipped. Returns NULL and sets *why when the document is not a
  * JWKS at all. */
 csc1_jwks *csc1_jwks_parse(const char *buf, size_t len, const char **why);
+/* How many usable keys k holds (0 for NULL). */
 size_t csc1_jwks_count(const csc1_jwks *k);
+/* Frees k and its keys. NULL is a no-op. */
 void csc1_jwks_free(csc1_jwks *k);
 
 typedef struct csc1_jwt_expect {
@@ -67,12 +69,15 @@ int csc1_jwt_validate(const char *jwt, size_t len, const csc1_jwks *keys, const 
 /* The kid of a compact JWS's header, malloc'd, or NULL. */
 char *csc1_jwt_peek_kid(const char *jwt, size_t len);
 
+/* Frees what *t owns and zeroes it; safe on a zeroed *t. */
 void csc1_id_token_free(csc1_id_token *t);
 
 /* True when b names the same principal as a: same iss, sub and aud set
  * (a refreshed ID token must, OpenID Connect Core 12.2). */
 bool csc1_id_token_same_principal(const csc1_id_token *a, const csc1_id_token *b);
 
+/* A static English name for a CSC1_JWT_* code; "unknown error" for any
+ * other value. Never NULL, never to be freed. */
 const char *csc1_jwt_strerror(int err);
 
 #endif

@@ -20,6 +20,7 @@ typedef struct csc1_oidc_endpoints {
  * 0, or -1 with why. */
 int csc1_oidc_discovery_parse(const char *buf, size_t len, const char *issuer, csc1_oidc_endpoints *out,
                             char *why, size_t whylen);
+/* Frees the endpoint strings and zeroes *e; safe on a zeroed *e. */
 void csc1_oidc_endpoints_free(csc1_oidc_endpoints *e);
 
 /* A successful token response (RFC 6749 5.1). */
@@ -44,6 +45,8 @@ typedef struct csc1_oidc_error {
   char error[64];
   char description[200];
 } csc1_oidc_error;
+/* Fills *out (owning nothing) and returns 0, or returns -1 with *out
+ * zeroed when buf is not such an object. */
 int csc1_oidc_error_parse(const char *buf, size_t len, csc1_oidc_error *out);
 
 /* A device authorization response (RFC 8628 3.2). */
@@ -51,8 +54,12 @@ typedef struct csc1_oidc_device_auth {
   char *device_code, *user_code, *verification_uri, *verification_uri_complete;
   int64_t expires_in, interval; /* interval defaults to 5 s */
 } csc1_oidc_device_auth;
+/* device_code, user_code, verification_uri and a positive
+ * expires_in are required. 0 with *out filled (free with
+ * csc1_oidc_device_auth_free), or -1 with why and *out zeroed. */
 int csc1_oidc_device_auth_parse(const char *buf, size_t len, csc1_oidc_device_auth *out, char *why,
-                              size_t whylen);
+                                size_t whylen);
+/* Frees and wipes the strings of *d and zeroes it; safe on a zeroed *d. */
 void csc1_oidc_device_auth_free(csc1_oidc_device_auth *d);
 
 /* A form body under construction; wiped on free (it carries secrets). */
@@ -61,7 +68,11 @@ typedef struct csc1_form {
   size_t len, cap;
   bool oom;
 } csc1_form;
+/* Appends "name=value" (with '&' between pairs), both percent-encoded. On no
+ * memory sets f->oom and leaves the body as it was; the caller checks oom
+ * before sending. Start from a zeroed csc1_form. */
 void csc1_form_add(csc1_form *f, const char *name, const char *value);
+/* Wipes and frees the body and zeroes *f. */
 void csc1_form_free(csc1_form *f);
 
 /* Copies s into out (cap bytes) keeping printable ASCII, replacing others

@@ -53,6 +53,8 @@ int csc1_token_store_load(const char *dir, csc1_stored_login *out, char *err, si
  * valid document. For the loader and for fuzzing. */
 int csc1_token_store_parse(const char *buf, size_t len, csc1_stored_login *out);
 
+/* Frees and wipes the strings of *l (the refresh token among them) and
+ * zeroes it; safe on a zeroed *l. */
 void csc1_stored_login_free(csc1_stored_login *l);
 
 #endif

@@ -82,7 +82,10 @@ int gw_config_load(const char *path, gw_config *cfg, gw_config_errors *errs);
  * messages. For tests and fuzzing. */
 int gw_config_load_string(const char *name, const char *text, gw_config *cfg,
                           gw_config_errors *errs);
+/* Frees what cfg owns (strings, the policy, the admin token, wiped) and
+ * zeroes it; safe after a failed load. */
 void gw_config_free(gw_config *cfg);
+/* Frees the collected messages and zeroes *errs. */
 void gw_config_errors_free(gw_config_errors *errs);
 
 /* Parses a duration: an unsigned integer followed by ms, s, m or h ("500ms",

@@ -963,11 +963,16 @@ static pending_login *new_pending(gw_idm *idm) {
   return best;
 }
 
-char *gw_idm_login_url(gw_idm *idm, const char **why) {
-  if (idm->login != GW_IDM_LOGIN_BROWSER)
-    return *why = "login = device: use POST /login/device (mcgw login)", NULL;
-  if (!idm->discovered)
-    return *why = "the IdMS has not been reached yet (discovery pending; see /status)", NULL;
+char *gw_idm_login_url(gw_idm *idm, char *err, size_t errlen) {
+  const char *why = NULL;
+  if (idm->login != GW_IDM_LOGIN_BROWSER) {
+    snprintf(err, errlen, "login = device: use POST /login/device (mcgw login)");
+    return NULL;
+  }
+  if (!idm->discovered) {
+    snprintf(err, errlen, "the IdMS has not been reached yet (discovery pending; see /status)");
+    return NULL;
+  }
   pending_login *p = new_pending(idm);
   const csc1_authz_params params = {
       .authorization_endpoint = idm->ep.authorization,
@@ -976,9 +981,11 @@ char *gw_idm_login_url(gw_idm *idm, const char **why) {
       .scope = idm->scope,
       .acr_values = idm->acr_values && *idm->acr_values ? idm->acr_values : NULL,
   };
-  char *url = csc1_authz_url(&params, &p->s, why);
-  if (!url)
+  char *url = csc1_authz_url(&params, &p->s, &why);
+  if (!url) {
+    snprintf(err, errlen, "%s", why);
     return NULL;
+  }
   p->used = true;
   p->created_ms = uv_now(idm->loop);
   tn_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "browser"),

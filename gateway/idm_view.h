@@ -16,6 +16,7 @@ typedef enum {
   GW_IDM_ERROR             /* IdMS unreachable or misconfigured; retrying */
 } gw_idm_state;
 
+/* The state's name as /status and the metrics spell it; static, never NULL. */
 static inline const char *gw_idm_state_name(gw_idm_state s) {
   static const char *const names[] = {"unconfigured", "unauthorized", "authorizing",
                                       "authorized",   "refreshing",   "error"};

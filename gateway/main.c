@@ -4,8 +4,7 @@
 #include <string.h>
 
 #include "gateway/ops/cli.h"
-#include "gateway/config.h"
-#include "gateway/daemon.h"
+#include "gateway/gateway.h"
 #include "gateway/ops/login_cli.h"
 
 #define DEFAULT_CONFIG "/etc/mcgw/mcgw.ini"

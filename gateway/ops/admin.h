@@ -25,6 +25,8 @@ typedef void (*gw_admin_handler)(gw_admin_req *req, void *arg);
 /* Binds and listens. Returns 0 or a negative libuv error (logged); *out is
  * untouched on failure and nothing is left open once the loop runs. */
 int gw_admin_start(uv_loop_t *loop, const struct sockaddr_storage *addr, gw_admin **out);
+/* The address a listens on (its port when bound to port 0). 0, or a
+ * negative libuv error with *out untouched. */
 int gw_admin_addr(const gw_admin *a, struct sockaddr_storage *out);
 
 /* Registers handler for exact path (query string excluded) and method

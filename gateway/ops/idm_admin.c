@@ -22,7 +22,7 @@ static gw_idm *current(gw_admin_req *req, void *slot) {
  * browser says is cross-site) is refused: another site must not start a
  * login that the operator's IdMS session could complete unasked. */
 static void handle_login(gw_admin_req *req, void *arg) {
-  const char *why = NULL;
+  char why[200];
   if (gw_admin_req_from_another_site(req)) {
     gw_admin_respond_text(req, 403,
                           "Refused: a page of another site asked for /login. Open /login "
@@ -32,7 +32,7 @@ static void handle_login(gw_admin_req *req, void *arg) {
   gw_idm *idm = current(req, arg);
   if (!idm)
     return;
-  char *url = gw_idm_login_url(idm, &why);
+  char *url = gw_idm_login_url(idm, why, sizeof why);
   if (!url) {
     char msg[300];
     snprintf(msg, sizeof msg, "Cannot start a login: %s\n", why);

@@ -54,6 +54,7 @@ gw_proto_stats *gw_metrics_proto(gw_metrics *m, const char *proto);
  * was established, its connect time when it reached the upstream. */
 void gw_metrics_observe_close(gw_metrics *m, const tn_tunnel_info *info);
 
+/* Counts one observation of seconds into h's buckets, count and sum. */
 void gw_histogram_observe(gw_histogram *h, double seconds);
 
 typedef struct gw_metrics_listener {

@@ -9,8 +9,7 @@
 
 #include <cmocka.h>
 
-#include "csc1/authz.h"
-#include "csc1/url.h"
+#include "csc1/csc1.h"
 
 static char *param(const char *url, const char *name) {
   bool dup = false;
