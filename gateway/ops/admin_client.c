@@ -69,9 +69,12 @@ void gw_admin_target_from_listen(const struct sockaddr_storage *ss, gw_admin_tar
 /* What the parser callbacks fill. */
 typedef struct reading {
   gw_admin_response *r;
+  size_t cap; /* allocated for r->body */
   bool complete, too_big;
 } reading;
 
+/* The body grows by doubling (an exact-size realloc per read would copy a
+ * large /tunnels over and over), up to GW_ADMIN_BODY_MAX. */
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   reading *rd = p->data;
   gw_admin_response *r = rd->r;
@@ -79,13 +82,21 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
     rd->too_big = true;
     return -1;
   }
-  char *grown = realloc(r->body, r->len + len + 1);
-  if (!grown)
-    return -1;
-  memcpy(grown + r->len, at, len);
+  if (r->len + len + 1 > rd->cap) {
+    size_t cap = rd->cap ? rd->cap * 2 : 16384;
+    while (cap < r->len + len + 1)
+      cap *= 2;
+    if (cap > (size_t)GW_ADMIN_BODY_MAX + 1)
+      cap = (size_t)GW_ADMIN_BODY_MAX + 1;
+    char *grown = realloc(r->body, cap);
+    if (!grown)
+      return -1;
+    r->body = grown;
+    rd->cap = cap;
+  }
+  memcpy(r->body + r->len, at, len);
   r->len += len;
-  grown[r->len] = '\0';
-  r->body = grown;
+  r->body[r->len] = '\0';
   return 0;
 }
 
