@@ -1,29 +1,22 @@
 /* mcgw status / mcgw tunnels. See cli.h. */
 #include "gateway/ops/cli.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <llhttp.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "gateway/config.h"
 #include "gateway/ops/admin_client.h"
-#include "tunnel/addr.h"
 
 #define CLI_TIMEOUT_MS 5000
 
