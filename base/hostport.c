@@ -194,11 +194,12 @@ static int bracketed_host(const char *s, size_t len, unsigned flags, base_hostpo
 int base_hostport_parse(const char *s, size_t len, unsigned flags, base_hostport *out,
                         const char **why) {
   base_hostport a;
-  const char *end = s + len, *port = NULL;
+  const char *end, *port = NULL;
   int rc;
 
   if (!s || !out)
     return fail(why, "missing host");
+  end = s + len;
   if (!(flags & BASE_HP_URL_HOST))
     for (size_t i = 0; i < len; i++)
       if (!is_authority_char(s[i]))
