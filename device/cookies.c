@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gateway/https_client.h" /* gw_http_date_parse */
+#include "csc1/https_client.h" /* csc1_http_date_parse */
 
 #define COOKIE_MAX 4096    /* one Set-Cookie value */
 #define JAR_MAX_COOKIES 64 /* a login needs a handful */
@@ -113,7 +113,7 @@ static void attribute(parsed *p, const char *host, const char *a, size_t n, int6
       p->remove = s <= 0;
     }
   } else if (strcasecmp(key, "expires") == 0) {
-    int64_t t = gw_http_date_parse(val);
+    int64_t t = csc1_http_date_parse(val);
     if (t >= 0 && !p->remove && p->expires == 0) {
       p->expires = t <= now ? -1 : t;
       p->remove = t <= now;

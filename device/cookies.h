@@ -19,7 +19,7 @@ mcx_cookie_jar *mcx_cookies_new(void);
 void mcx_cookies_free(mcx_cookie_jar *j);
 
 /* Takes the Set-Cookie values of one response (one value per line, as
- * gw_https_response.set_cookie has them) from host for request_path (the
+ * csc1_https_response.set_cookie has them) from host for request_path (the
  * URL's path, without the query). Malformed ones are ignored. Returns how
  * many were stored or removed, or -1 when out of memory. */
 int mcx_cookies_store(mcx_cookie_jar *j, const char *host, const char *request_path,

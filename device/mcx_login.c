@@ -31,11 +31,12 @@
 
 #include "device/cookies.h"
 #include "device/forms.h"
-#include "gateway/https_client.h"
-#include "gateway/jwt.h"
-#include "gateway/oidc.h"
-#include "gateway/pkce.h"
-#include "gateway/url.h"
+#include "csc1/authz.h"
+#include "csc1/https_client.h"
+#include "csc1/jwt.h"
+#include "csc1/oidc.h"
+#include "csc1/pkce.h"
+#include "csc1/url.h"
 
 #define PROG "mcx-login"
 #define REQUEST_TIMEOUT_MS 15000
@@ -95,14 +96,14 @@ typedef struct opts {
 typedef struct app {
   opts o;
   uv_loop_t loop;
-  gw_https_ctx *https;
+  csc1_https_ctx *https;
   mcx_cookie_jar *jar;
   char *password;
-  gw_oidc_endpoints ep;
-  gw_jwks *jwks;
+  csc1_oidc_endpoints ep;
+  csc1_jwks *jwks;
   int listen_fd;
   char redirect_uri[128];
-  char state[64], nonce[64], verifier[GW_PKCE_VERIFIER_LEN + 1];
+  csc1_authz_secrets s; /* state, nonce, verifier of the authorization request */
   int tunnels; /* requests made, each through its own tunnel */
   uint64_t tls_sent, tls_received;
   json_t *log; /* per tunnel: target and TLS bytes, for --json */
@@ -172,13 +173,13 @@ typedef struct fetch_ctx {
   bool done;
 } fetch_ctx;
 
-static void on_fetched(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_fetched(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   fetch_ctx *c = arg;
   fetched *f = c->out;
   c->done = true;
   f->err = err;
   if (err) {
-    snprintf(f->detail, sizeof f->detail, "%s", detail ? detail : gw_https_strerror(err));
+    snprintf(f->detail, sizeof f->detail, "%s", detail ? detail : csc1_https_strerror(err));
     return;
   }
   f->status = resp->status;
@@ -198,24 +199,24 @@ static void on_fetched(int err, const char *detail, const gw_https_response *res
                                   (json_int_t)resp->tls_bytes_received));
   if (resp->set_cookie &&
       mcx_cookies_store(c->a->jar, c->host, c->path, resp->set_cookie, (int64_t)time(NULL)) < 0)
-    f->err = GW_HTTPS_ENOMEM;
+    f->err = CSC1_HTTPS_ENOMEM;
 }
 
 /* One HTTPS request through the gateway, run to completion. Cookies are sent
  * and kept. Returns 0 with out filled (any status), or the error in out. */
-static int fetch(app *a, const char *method, const char *url, const gw_form *body,
+static int fetch(app *a, const char *method, const char *url, const csc1_form *body,
                  const char *accept, fetched *out) {
   const char *why;
-  gw_url u;
+  csc1_url u;
   char path[2048], shown[512];
   memset(out, 0, sizeof *out);
-  if (gw_url_parse(url, &u, &why) != 0 || !u.https) {
+  if (csc1_url_parse(url, &u, &why) != 0 || !u.https) {
     snprintf(out->detail, sizeof out->detail, "not an https URL (%s)", why ? why : "http");
-    return out->err = GW_HTTPS_EURL;
+    return out->err = CSC1_HTTPS_EURL;
   }
   snprintf(path, sizeof path, "%.*s", (int)strcspn(u.target, "?"), u.target);
   char *cookie = mcx_cookies_header(a->jar, u.host, path, true, (int64_t)time(NULL));
-  gw_https_request_opts o = {
+  csc1_https_request_opts o = {
       .method = method,
       .url = url,
       .body = body ? body->buf : NULL,
@@ -231,20 +232,20 @@ static int fetch(app *a, const char *method, const char *url, const gw_form *bod
   say(a, "  %s %s (tunnel %d, to %s:%u)", method, shown, a->tunnels + 1, u.host, u.port);
   fetch_ctx c = {.a = a, .out = out, .host = u.host, .path = path};
   snprintf(c.authority, sizeof c.authority, u.host_is_v6 ? "[%s]:%u" : "%s:%u", u.host, u.port);
-  int err = gw_https_request(&a->loop, a->https, &o, on_fetched, &c, NULL);
+  int err = csc1_https_request(&a->loop, a->https, &o, on_fetched, &c, NULL);
   if (cookie) {
     OPENSSL_cleanse(cookie, strlen(cookie));
     free(cookie);
   }
   if (err) {
-    snprintf(out->detail, sizeof out->detail, "%s", gw_https_strerror(err));
+    snprintf(out->detail, sizeof out->detail, "%s", csc1_https_strerror(err));
     return out->err = err;
   }
   a->tunnels++;
   while (!c.done)
     uv_run(&a->loop, UV_RUN_ONCE);
   if (!out->err && !out->body)
-    out->err = GW_HTTPS_ENOMEM;
+    out->err = CSC1_HTTPS_ENOMEM;
   return out->err;
 }
 
@@ -255,7 +256,7 @@ static void fail_fetch(const char *what, const char *url, const fetched *f)
 static void fail_fetch(const char *what, const char *url, const fetched *f) {
   char shown[512];
   no_query(url, shown, sizeof shown);
-  fail("%s %s: %s: %s", what, shown, gw_https_strerror(f->err), f->detail);
+  fail("%s %s: %s: %s", what, shown, csc1_https_strerror(f->err), f->detail);
 }
 
 /* An error response from the IdMS, shown sanitized (never a token). */
@@ -263,9 +264,9 @@ static void fail_status(const char *what, const char *url, const fetched *f)
     __attribute__((noreturn));
 static void fail_status(const char *what, const char *url, const fetched *f) {
   char shown[512];
-  gw_oidc_error oe = {0};
+  csc1_oidc_error oe = {0};
   no_query(url, shown, sizeof shown);
-  if (gw_oidc_error_parse(f->body, f->body_len, &oe) == 0)
+  if (csc1_oidc_error_parse(f->body, f->body_len, &oe) == 0)
     fail("%s %s answered %d: %s%s%s", what, shown, f->status, oe.error,
          oe.description[0] ? ": " : "", oe.description);
   fail("%s %s answered status %d", what, shown, f->status);
@@ -283,7 +284,7 @@ static void discover(app *a) {
     fail_fetch("discovery", url, &f);
   if (f.status != 200)
     fail_status("discovery", url, &f);
-  if (gw_oidc_discovery_parse(f.body, f.body_len, a->o.issuer, &a->ep, why, sizeof why) != 0)
+  if (csc1_oidc_discovery_parse(f.body, f.body_len, a->o.issuer, &a->ep, why, sizeof why) != 0)
     fail("discovery %s: %s", url, why);
   fetched_free(&f);
   if (!a->ep.authorization || !a->ep.token || !a->ep.jwks_uri)
@@ -297,8 +298,8 @@ static void fetch_jwks(app *a) {
     fail_fetch("JWKS", a->ep.jwks_uri, &f);
   if (f.status != 200)
     fail_status("JWKS", a->ep.jwks_uri, &f);
-  gw_jwks_free(a->jwks);
-  if (!(a->jwks = gw_jwks_parse(f.body, f.body_len, &why)))
+  csc1_jwks_free(a->jwks);
+  if (!(a->jwks = csc1_jwks_parse(f.body, f.body_len, &why)))
     fail("JWKS %s: %s", a->ep.jwks_uri, why ? why : "not a JWK set");
   fetched_free(&f);
 }
@@ -359,41 +360,18 @@ static bool is_redirect(const app *a, const char *url) {
 
 /* ---- the authorization request ---------------------------------------------- */
 
-static void add_param(char **url, size_t *len, size_t *cap, const char *name, const char *value) {
-  size_t need = *len + 3 * (strlen(name) + strlen(value)) + 4;
-  if (need > *cap) {
-    char *grown = realloc(*url, need * 2);
-    if (!grown)
-      fail("out of memory");
-    *url = grown;
-    *cap = need * 2;
-  }
-  (*url)[(*len)++] = strchr(*url, '?') ? '&' : '?';
-  *len = gw_url_encode(*url, *len, *cap, name);
-  (*url)[(*len)++] = '=';
-  *len = gw_url_encode(*url, *len, *cap, value);
-}
-
 static char *authorization_url(app *a) {
-  char challenge[GW_PKCE_CHALLENGE_LEN + 1];
-  if (gw_random_token(32, a->state) != 0 || gw_random_token(32, a->nonce) != 0 ||
-      gw_pkce_verifier_new(a->verifier) != 0 || gw_pkce_challenge(a->verifier, challenge) != 0)
-    fail("no randomness from OpenSSL");
-  size_t cap = strlen(a->ep.authorization) + 1, len = cap - 1;
-  char *url = malloc(cap);
+  const char *why = NULL;
+  const csc1_authz_params params = {
+      .authorization_endpoint = a->ep.authorization,
+      .client_id = a->o.client_id,
+      .redirect_uri = a->redirect_uri,
+      .scope = a->o.scope,
+      .acr_values = a->o.acr_values,
+  };
+  char *url = csc1_authz_url(&params, &a->s, &why);
   if (!url)
-    fail("out of memory");
-  memcpy(url, a->ep.authorization, cap);
-  add_param(&url, &len, &cap, "response_type", "code");
-  add_param(&url, &len, &cap, "client_id", a->o.client_id);
-  add_param(&url, &len, &cap, "redirect_uri", a->redirect_uri);
-  add_param(&url, &len, &cap, "scope", a->o.scope);
-  add_param(&url, &len, &cap, "state", a->state);
-  add_param(&url, &len, &cap, "nonce", a->nonce);
-  if (a->o.acr_values)
-    add_param(&url, &len, &cap, "acr_values", a->o.acr_values);
-  add_param(&url, &len, &cap, "code_challenge", challenge);
-  add_param(&url, &len, &cap, "code_challenge_method", "S256");
+    fail("%s", why);
   return url;
 }
 
@@ -431,34 +409,10 @@ static char *resolve(const char *base, const char *ref) {
   return out;
 }
 
-typedef struct callback {
-  char *code, *state, *iss, *error, *error_description;
-  bool dup;
-} callback;
-
-static void callback_free(callback *c) {
-  char **s[] = {&c->code, &c->state, &c->iss, &c->error, &c->error_description};
-  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
-    if (*s[i]) {
-      OPENSSL_cleanse(*s[i], strlen(*s[i]));
-      free(*s[i]);
-    }
-}
-
-static void callback_parse(const char *query, callback *c) {
-  bool d[5] = {0};
-  c->code = gw_url_query_param(query, "code", &d[0]);
-  c->state = gw_url_query_param(query, "state", &d[1]);
-  c->iss = gw_url_query_param(query, "iss", &d[2]);
-  c->error = gw_url_query_param(query, "error", &d[3]);
-  c->error_description = gw_url_query_param(query, "error_description", &d[4]);
-  c->dup = d[0] || d[1] || d[2] || d[3] || d[4];
-}
-
 /* Fills the page's form for the next step: the login form (login and
  * password inputs) with the user's name and password; any other form (the
  * consent) as the page has it. */
-static const mcx_form *pick_form(app *a, const mcx_forms *forms, gw_form *body, bool *was_login) {
+static const mcx_form *pick_form(app *a, const mcx_forms *forms, csc1_form *body, bool *was_login) {
   const mcx_form *form = mcx_forms_with_field(forms, "password");
   *was_login = form != NULL;
   if (!form) {
@@ -476,7 +430,7 @@ static const mcx_form *pick_form(app *a, const mcx_forms *forms, gw_form *body, 
     else if (*was_login && (strcmp(fl->name, "login") == 0 || strcmp(fl->name, "username") == 0 ||
                             strcmp(fl->name, "user") == 0 || strcmp(fl->name, "email") == 0))
       v = a->o.user;
-    gw_form_add(body, fl->name, v);
+    csc1_form_add(body, fl->name, v);
   }
   if (body->oom)
     fail("out of memory");
@@ -486,17 +440,17 @@ static const mcx_form *pick_form(app *a, const mcx_forms *forms, gw_form *body, 
 /* The headless login: the authorization request, then the IdMS's pages
  * (login, consent) as a browser would go through them, until the redirect to
  * our redirect URI. Returns the redirect's query parameters. */
-static void headless_login(app *a, const char *authz_url, callback *cb) {
+static void headless_login(app *a, const char *authz_url, csc1_authz_callback *cb) {
   char *url = strdup(authz_url);
   const char *method = "GET";
-  gw_form body = {0};
+  csc1_form body = {0};
   bool posted_login = false;
   char shown[512];
   for (int hop = 0; hop < MAX_HOPS; hop++) {
     fetched f;
     if (fetch(a, method, url, body.buf ? &body : NULL, "text/html,application/xhtml+xml", &f) != 0)
       fail_fetch("authorization endpoint", url, &f);
-    gw_form_free(&body);
+    csc1_form_free(&body);
     if (f.status >= 300 && f.status < 400 && f.location) {
       char *next = resolve(url, f.location);
       if (!next)
@@ -505,7 +459,7 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
       url = next;
       fetched_free(&f);
       if (is_redirect(a, url)) {
-        callback_parse(url + strlen(a->redirect_uri) + (url[strlen(a->redirect_uri)] ? 1 : 0), cb);
+        csc1_authz_callback_parse(url + strlen(a->redirect_uri) + (url[strlen(a->redirect_uri)] ? 1 : 0), cb);
         OPENSSL_cleanse(url, strlen(url));
         free(url);
         return;
@@ -548,7 +502,7 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
         fail("out of memory");
       free(next);
       next = q;
-      gw_form_free(&body);
+      csc1_form_free(&body);
     }
     mcx_forms_free(&forms);
     fetched_free(&f);
@@ -561,7 +515,7 @@ static void headless_login(app *a, const char *authz_url, callback *cb) {
 
 /* Browser mode: prints the URL and answers the browser's redirect on the
  * loopback listener. */
-static void browser_login(app *a, const char *authz_url, callback *cb) {
+static void browser_login(app *a, const char *authz_url, csc1_authz_callback *cb) {
   fprintf(stderr,
           PROG ": open this URL in a browser that uses the gateway as its proxy, and log in:\n\n"
                "  %s\n\n" PROG ": waiting up to %d s for the redirect to %s\n",
@@ -599,7 +553,7 @@ static void browser_login(app *a, const char *authz_url, callback *cb) {
     if (ours) {
       char *q = req + 4 + plen;
       q[strcspn(q, " ")] = '\0';
-      callback_parse(*q == '?' ? q + 1 : q, cb);
+      csc1_authz_callback_parse(*q == '?' ? q + 1 : q, cb);
       OPENSSL_cleanse(req, sizeof req);
       return;
     }
@@ -609,47 +563,47 @@ static void browser_login(app *a, const char *authz_url, callback *cb) {
 /* ---- the token request ---------------------------------------------------- */
 
 typedef struct result {
-  gw_id_token id;
+  csc1_id_token id;
   int64_t access_expires_in;
 } result;
 
 static void redeem(app *a, const char *code, result *res) {
-  gw_form body = {0};
-  gw_form_add(&body, "grant_type", "authorization_code");
-  gw_form_add(&body, "code", code);
-  gw_form_add(&body, "redirect_uri", a->redirect_uri);
-  gw_form_add(&body, "code_verifier", a->verifier);
-  gw_form_add(&body, "client_id", a->o.client_id);
+  csc1_form body = {0};
+  csc1_form_add(&body, "grant_type", "authorization_code");
+  csc1_form_add(&body, "code", code);
+  csc1_form_add(&body, "redirect_uri", a->redirect_uri);
+  csc1_form_add(&body, "code_verifier", a->s.verifier);
+  csc1_form_add(&body, "client_id", a->o.client_id);
   if (body.oom)
     fail("out of memory");
   fetched f;
   if (fetch(a, "POST", a->ep.token, &body, NULL, &f) != 0)
     fail_fetch("token endpoint", a->ep.token, &f);
-  gw_form_free(&body);
-  OPENSSL_cleanse(a->verifier, sizeof a->verifier);
+  csc1_form_free(&body);
+  OPENSSL_cleanse(a->s.verifier, sizeof a->s.verifier);
   if (f.status != 200)
     fail_status("token endpoint", a->ep.token, &f);
-  gw_oidc_tokens t = {0};
+  csc1_oidc_tokens t = {0};
   char why[512];
-  if (gw_oidc_tokens_parse(f.body, f.body_len, &t, why, sizeof why) != 0)
+  if (csc1_oidc_tokens_parse(f.body, f.body_len, &t, why, sizeof why) != 0)
     fail("token endpoint %s: %s", a->ep.token, why);
   fetched_free(&f);
   if (!t.id_token)
     fail("token endpoint %s: no ID token (is \"openid\" in --scope?)", a->ep.token);
-  gw_jwt_expect e = {.issuer = a->o.issuer,
+  csc1_jwt_expect e = {.issuer = a->o.issuer,
                      .client_id = a->o.client_id,
-                     .nonce = a->nonce,
+                     .nonce = a->s.nonce,
                      .now = (int64_t)time(NULL),
                      .leeway_s = LEEWAY_S};
-  int rc = gw_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
-  if (rc == GW_JWT_EUNKNOWN_KID) { /* the IdMS may have rotated its key: fetch once more */
+  int rc = csc1_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
+  if (rc == CSC1_JWT_EUNKNOWN_KID) { /* the IdMS may have rotated its key: fetch once more */
     fetch_jwks(a);
-    rc = gw_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
+    rc = csc1_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
   }
-  if (rc != GW_JWT_OK)
-    fail("the ID token is not valid: %s: %s", gw_jwt_strerror(rc), why);
+  if (rc != CSC1_JWT_OK)
+    fail("the ID token is not valid: %s: %s", csc1_jwt_strerror(rc), why);
   res->access_expires_in = t.expires_in;
-  gw_oidc_tokens_free(&t);
+  csc1_oidc_tokens_free(&t);
 }
 
 /* ---- options ----------------------------------------------------------------- */
@@ -777,7 +731,7 @@ static char *read_password(const char *path) {
 /* ---- output ------------------------------------------------------------------ */
 
 static void print_result(const app *a, const result *r) {
-  const gw_id_token *t = &r->id;
+  const csc1_id_token *t = &r->id;
   if (a->o.json) {
     json_t *o =
         json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:s, s:s, s:i, s:I, s:I}", "issuer",
@@ -813,19 +767,19 @@ int main(int argc, char **argv) {
   char err[512];
   parse_opts(argc, argv, &a.o);
   const char *why = NULL;
-  gw_url iss;
-  if (gw_url_parse(a.o.issuer, &iss, &why) != 0 || !iss.https)
+  csc1_url iss;
+  if (csc1_url_parse(a.o.issuer, &iss, &why) != 0 || !iss.https)
     fail("--issuer %s: %s", a.o.issuer, why ? why : "must be an https URL");
   if (a.o.password_file)
     a.password = read_password(a.o.password_file);
-  if (!(a.https = gw_https_ctx_new(a.o.cacert, NULL, NULL, err, sizeof err)))
+  if (!(a.https = csc1_https_ctx_new(a.o.cacert, NULL, NULL, err, sizeof err)))
     fail("--cacert: %s", err);
-  gw_https_proxy_opts po = {.url = a.o.proxy,
+  csc1_https_proxy_opts po = {.url = a.o.proxy,
                             .h2 = a.o.h2,
                             .ca_file = a.o.proxy_cacert,
                             .cert = a.o.proxy_cert,
                             .key = a.o.proxy_key};
-  if (gw_https_ctx_set_proxy(a.https, &po, err, sizeof err) != 0)
+  if (csc1_https_ctx_set_proxy(a.https, &po, err, sizeof err) != 0)
     fail("--proxy: %s", err);
   if (!(a.jar = mcx_cookies_new()) || !(a.log = json_array()))
     fail("out of memory");
@@ -837,7 +791,7 @@ int main(int argc, char **argv) {
   fetch_jwks(&a);
   say(&a, "2. authorization request (PKCE S256), redirect URI %s", a.redirect_uri);
   char *authz = authorization_url(&a);
-  callback cb = {0};
+  csc1_authz_callback cb = {0};
   if (a.o.user)
     headless_login(&a, authz, &cb);
   else
@@ -847,15 +801,15 @@ int main(int argc, char **argv) {
   close(a.listen_fd);
   if (cb.dup)
     fail("the redirect repeats a parameter: refused");
-  if (!cb.state || strlen(cb.state) != strlen(a.state) ||
-      CRYPTO_memcmp(cb.state, a.state, strlen(a.state)) != 0)
+  if (!cb.state || strlen(cb.state) != strlen(a.s.state) ||
+      CRYPTO_memcmp(cb.state, a.s.state, strlen(a.s.state)) != 0)
     fail("the redirect's state does not match the request: refused (possible CSRF)");
   if (cb.iss && strcmp(cb.iss, a.o.issuer) != 0)
     fail("the redirect's iss is not the issuer (RFC 9207): refused");
   if (cb.error) {
     char e[64], d[200];
-    gw_oidc_sanitize(cb.error, e, sizeof e);
-    gw_oidc_sanitize(cb.error_description ? cb.error_description : "", d, sizeof d);
+    csc1_oidc_sanitize(cb.error, e, sizeof e);
+    csc1_oidc_sanitize(cb.error_description ? cb.error_description : "", d, sizeof d);
     fail("the IdMS refused the login: %s%s%s", e, d[0] ? ": " : "", d);
   }
   if (!cb.code || !*cb.code)
@@ -863,14 +817,14 @@ int main(int argc, char **argv) {
   say(&a, "3. code received; redeeming it at the token endpoint");
   result res = {0};
   redeem(&a, cb.code, &res);
-  callback_free(&cb);
+  csc1_authz_callback_free(&cb);
   say(&a, "4. ID token valid (signature, iss, aud, azp, exp, iat, nonce)");
   print_result(&a, &res);
 
-  gw_id_token_free(&res.id);
-  gw_jwks_free(a.jwks);
-  gw_oidc_endpoints_free(&a.ep);
-  gw_https_ctx_free(a.https);
+  csc1_id_token_free(&res.id);
+  csc1_jwks_free(a.jwks);
+  csc1_oidc_endpoints_free(&a.ep);
+  csc1_https_ctx_free(a.https);
   mcx_cookies_free(a.jar);
   json_decref(a.log);
   if (a.password) {

@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "gateway/url.h"
+#include "csc1/url.h"
 #include "tunnel/error.h"
 #include "tunnel/policy.h"
 #include "tunnel/tls.h"
@@ -680,9 +680,9 @@ static void set_string(parse_ctx *c, const key_def *k, const char *v) {
  * be https://; redirect_uri may be http:// (the browser, not mcgw, follows
  * it, typically to the admin listener on loopback). */
 static void set_url(parse_ctx *c, const key_def *k, const char *v) {
-  gw_url u;
+  csc1_url u;
   const char *why = NULL;
-  if (gw_url_parse(v, &u, &why) != 0)
+  if (csc1_url_parse(v, &u, &why) != 0)
     value_error(c, k, v, why);
   else if (!u.https && k->id != K_IDM_REDIRECT_URI)
     value_error(c, k, v, "must be an https:// URL (CSC-1 is always TLS)");
@@ -745,7 +745,7 @@ static void set_client_auth(parse_ctx *c, const key_def *k, const char *v) {
                                       "private_key_jwt"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strcmp(v, names[i]) == 0) {
-      c->cfg->idm.client_auth = (gw_idm_client_auth)i;
+      c->cfg->idm.client_auth = (csc1_auth_method)i;
       return;
     }
   value_error(c, k, v, "expected none, client_secret_basic, client_secret_post or private_key_jwt");
@@ -1199,19 +1199,19 @@ static void idm_cross_checks(parse_ctx *c) {
     report(c, c->idm_line, "[idm] has no issuer");
   if (!c->first_line[K_IDM_CLIENT_ID])
     report(c, c->idm_line, "[idm] has no client_id");
-  bool secret = m->client_auth == GW_IDM_AUTH_SECRET_BASIC ||
-                m->client_auth == GW_IDM_AUTH_SECRET_POST;
+  bool secret = m->client_auth == CSC1_AUTH_SECRET_BASIC ||
+                m->client_auth == CSC1_AUTH_SECRET_POST;
   if (secret && !c->first_line[K_IDM_SECRET_FILE])
     report(c, idm_line_of(c, K_IDM_CLIENT_AUTH), "client_auth = %s needs client_secret_file",
-           m->client_auth == GW_IDM_AUTH_SECRET_BASIC ? "client_secret_basic"
+           m->client_auth == CSC1_AUTH_SECRET_BASIC ? "client_secret_basic"
                                                       : "client_secret_post");
   if (!secret && c->first_line[K_IDM_SECRET_FILE])
     report(c, idm_line_of(c, K_IDM_SECRET_FILE),
            "client_secret_file is set but client_auth is not client_secret_basic or "
            "client_secret_post");
-  if (m->client_auth == GW_IDM_AUTH_PRIVATE_KEY_JWT && !c->first_line[K_IDM_CLIENT_KEY])
+  if (m->client_auth == CSC1_AUTH_PRIVATE_KEY_JWT && !c->first_line[K_IDM_CLIENT_KEY])
     report(c, idm_line_of(c, K_IDM_CLIENT_AUTH), "client_auth = private_key_jwt needs client_key");
-  if (m->client_auth != GW_IDM_AUTH_PRIVATE_KEY_JWT && c->first_line[K_IDM_CLIENT_KEY])
+  if (m->client_auth != CSC1_AUTH_PRIVATE_KEY_JWT && c->first_line[K_IDM_CLIENT_KEY])
     report(c, idm_line_of(c, K_IDM_CLIENT_KEY), "client_key is set but client_auth is not "
                                             "private_key_jwt");
   if (!c->first_line[K_IDM_TLS_CERT] != !c->first_line[K_IDM_TLS_KEY])

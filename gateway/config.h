@@ -12,17 +12,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "csc1/client_auth.h"
 #include "tunnel/engine.h"
 #include "tunnel/log.h"
 
 /* [idm]: the gateway's own CSC-1 login (TS 33.180 5.1.2.1, Annex B). */
-typedef enum {
-  GW_IDM_AUTH_NONE = 0,        /* public client: client_id in the form */
-  GW_IDM_AUTH_SECRET_BASIC,    /* client_secret_file, HTTP Basic */
-  GW_IDM_AUTH_SECRET_POST,     /* client_secret_file, in the form */
-  GW_IDM_AUTH_PRIVATE_KEY_JWT  /* client_key signs a client assertion (RFC 7523) */
-} gw_idm_client_auth;
-
 typedef enum { GW_IDM_LOGIN_BROWSER = 0, GW_IDM_LOGIN_DEVICE } gw_idm_login;
 
 typedef struct gw_idm_config {
@@ -34,7 +28,7 @@ typedef struct gw_idm_config {
   char *device_authorization_endpoint;
   char *revocation_endpoint;           /* RFC 7009; NULL: from discovery */
   char *client_id;
-  gw_idm_client_auth client_auth;
+  csc1_auth_method client_auth;       /* how the token endpoint authenticates us */
   char *client_secret_file;            /* mode 0600 or stricter (checked here) */
   char *client_key;                    /* PEM private key for private_key_jwt */
   char *redirect_uri;                  /* NULL: http://{admin listener}/callback */
@@ -88,7 +82,10 @@ int gw_config_load(const char *path, gw_config *cfg, gw_config_errors *errs);
  * messages. For tests and fuzzing. */
 int gw_config_load_string(const char *name, const char *text, gw_config *cfg,
                           gw_config_errors *errs);
+/* Frees what cfg owns (strings, the policy, the admin token, wiped) and
+ * zeroes it; safe after a failed load. */
 void gw_config_free(gw_config *cfg);
+/* Frees the collected messages and zeroes *errs. */
 void gw_config_errors_free(gw_config_errors *errs);
 
 /* Parses a duration: an unsigned integer followed by ms, s, m or h ("500ms",

@@ -7,12 +7,12 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "gateway/admin.h"
+#include "gateway/ops/admin.h"
 #include "gateway/idm.h"
-#include "gateway/idm_admin.h"
 #include "gateway/log.h"
+#include "gateway/ops/idm_admin.h"
 #include "gateway/notify.h"
-#include "gateway/ops.h"
+#include "gateway/ops/ops.h"
 #include "gateway/privdrop.h"
 #include "tunnel/addr.h"
 #include "tunnel/error.h"
@@ -190,8 +190,10 @@ static void apply_idm_change(gw_daemon *d, idm_change change, gw_idm *fresh) {
   if (change == IDM_SAME)
     return;
   gw_log(TN_LOG_INFO, "idm_reloaded", TN_S("change", idm_change_names[change]), TN_LOG_END);
-  if (change == IDM_TIMING)
-    return gw_idm_set_refresh_before(old, d->cfg.idm.refresh_before_ms);
+  if (change == IDM_TIMING) {
+    gw_idm_set_refresh_before(old, d->cfg.idm.refresh_before_ms);
+    return;
+  }
   d->idm = fresh;
   if (d->engine)
     tn_engine_set_authorized(d->engine, false); /* until the new instance says otherwise */

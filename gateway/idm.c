@@ -17,15 +17,16 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/client_auth.h"
-#include "gateway/clock_skew.h"
-#include "gateway/https_client.h"
-#include "gateway/jwt.h"
+#include "csc1/authz.h"
+#include "csc1/client_auth.h"
+#include "csc1/clock_skew.h"
+#include "csc1/https_client.h"
+#include "csc1/jwt.h"
+#include "csc1/oidc.h"
+#include "csc1/pkce.h"
+#include "csc1/token_store.h"
+#include "csc1/url.h"
 #include "gateway/log.h"
-#include "gateway/oidc.h"
-#include "gateway/pkce.h"
-#include "gateway/token_store.h"
-#include "gateway/url.h"
 
 #define IDM_STATE_TTL_MS (5 * 60 * 1000) /* authorization request state lifetime */
 #define IDM_MAX_PENDING 8                /* browser logins started, not yet back */
@@ -35,7 +36,7 @@
 #define IDM_RETRY_AFTER_MAX_S 600
 #define IDM_HTTP_TIMEOUT_MS 10000
 /* Clock skew allowed when checking an ID token's iat and exp (Annex B caps
- * it at GW_JWT_MAX_LEEWAY_S). Also the threshold for the clock skew warning:
+ * it at CSC1_JWT_MAX_LEEWAY_S). Also the threshold for the clock skew warning:
  * within it nothing breaks (an unsynchronised clock is off by a few seconds
  * at once); beyond it a fresh ID token is "issued in the future" when the
  * gateway is behind, and tokens look expired early when it is ahead. */
@@ -47,16 +48,14 @@ typedef enum { OP_REFRESH = 0, OP_CODE, OP_DEVICE } token_op;
 
 typedef struct pending_login {
   bool used;
-  char state[IDM_TOKEN_LEN + 1];
-  char nonce[IDM_TOKEN_LEN + 1];
-  char verifier[IDM_TOKEN_LEN + 1];
+  csc1_authz_secrets s; /* state, nonce, verifier */
   uint64_t created_ms;
 } pending_login;
 
 /* A token response on its way to being adopted (it may wait for the JWKS). */
 typedef struct token_job {
   token_op op;
-  gw_oidc_tokens tokens;
+  csc1_oidc_tokens tokens;
   char nonce[IDM_TOKEN_LEN + 1]; /* "" when none was sent */
   bool jwks_refetched;
 } token_job;
@@ -81,26 +80,26 @@ struct gw_idm {
   char *required_scope; /* space-separated; "" requires none */
   gw_idm_login login;
   uint64_t refresh_before_ms;
-  gw_client_auth auth;
-  gw_https_ctx *https;
+  csc1_client_auth auth;
+  csc1_https_ctx *https;
   gw_idm_authorized_cb on_authorized;
   void *cb_arg;
   /* discovery and keys */
-  gw_oidc_endpoints ep;
+  csc1_oidc_endpoints ep;
   bool discovered;
   unsigned discovery_attempt;
-  gw_jwks *jwks;
+  csc1_jwks *jwks;
   uint64_t jwks_fetched_ms;
   bool jwks_ever;
   /* requests in flight */
-  gw_https_req *discovery_req, *jwks_req, *refresh_req, *login_req, *logout_req;
-  gw_https_req *discard_req; /* revoking a login refused for MC service */
+  csc1_https_req *discovery_req, *jwks_req, *refresh_req, *login_req, *logout_req;
+  csc1_https_req *discard_req; /* revoking a login refused for MC service */
   token_job *parked[3]; /* by op: waiting for a JWKS refetch */
   /* the login */
   char *access_token;
   int64_t access_expiry; /* unix seconds */
   char *refresh_token;
-  gw_id_token principal;    /* iss, sub, aud, MC service IDs; sub NULL when none */
+  csc1_id_token principal;    /* iss, sub, aud, MC service IDs; sub NULL when none */
   unsigned refresh_attempt; /* > 0: retrying after a failure */
   bool authorized;          /* as last told to on_authorized */
   char *granted_scope;      /* of the login held: the token response's, or the requested */
@@ -113,7 +112,7 @@ struct gw_idm {
   char last_error[512];
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
   uint64_t logout_revoked, logout_not_revoked, logout_nothing_held;
-  gw_clock_skew skew;  /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
+  csc1_clock_skew skew;  /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
   int64_t skew_at;     /* unix seconds of the latest measurement */
   /* browser logins */
   pending_login pending[IDM_MAX_PENDING];
@@ -122,7 +121,7 @@ struct gw_idm {
   char *pending_nonce; /* the nonce of the code being exchanged */
   /* device login */
   dev_status dev;
-  gw_oidc_device_auth dev_auth;
+  csc1_oidc_device_auth dev_auth;
   uint64_t dev_deadline_ms, dev_interval_ms;
   char dev_error[256];
   gw_idm_json_cb dev_cb;
@@ -220,7 +219,7 @@ static uint64_t backoff_ms(unsigned attempt, int64_t retry_after_s) {
 
 static void save_login(gw_idm *idm) {
   char err[512];
-  gw_stored_login l = {.issuer = idm->issuer,
+  csc1_stored_login l = {.issuer = idm->issuer,
                        .client_id = idm->auth.client_id,
                        .refresh_token = idm->refresh_token,
                        .subject = idm->principal.sub,
@@ -229,7 +228,7 @@ static void save_login(gw_idm *idm) {
                        .mcptt_id = idm->principal.mcptt_id,
                        .mcdata_id = idm->principal.mcdata_id,
                        .mcvideo_id = idm->principal.mcvideo_id};
-  if (gw_token_store_save(idm->state_dir, &l, err, sizeof err) != GW_TS_OK) {
+  if (csc1_token_store_save(idm->state_dir, &l, err, sizeof err) != CSC1_TS_OK) {
     set_error(idm, "cannot save the login in state_dir: %s", err);
     gw_log(TN_LOG_ERROR, "idm_state_save_failed", TN_S("error", err), TN_LOG_END);
   }
@@ -239,11 +238,11 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 static void load_login(gw_idm *idm) {
   char err[512];
-  gw_stored_login l;
-  int r = gw_token_store_load(idm->state_dir, &l, err, sizeof err);
-  if (r == GW_TS_NONE)
+  csc1_stored_login l;
+  int r = csc1_token_store_load(idm->state_dir, &l, err, sizeof err);
+  if (r == CSC1_TS_NONE)
     return;
-  if (r != GW_TS_OK) {
+  if (r != CSC1_TS_OK) {
     set_error(idm, "stored login unusable: %s", err);
     gw_log(TN_LOG_ERROR, "idm_state_corrupt", TN_S("error", err),
            TN_S("action", "kept aside; a new login is needed"), TN_LOG_END);
@@ -267,14 +266,14 @@ static void load_login(gw_idm *idm) {
     gw_log(TN_LOG_INFO, "idm_state_loaded", TN_S("subject", l.subject ? l.subject : ""),
            TN_S("action", "refreshing the stored login"), TN_LOG_END);
   }
-  gw_stored_login_free(&l);
+  csc1_stored_login_free(&l);
 }
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-static int http(gw_idm *idm, const char *method, const char *url, gw_form *form,
-                const char *authorization, gw_https_cb cb, gw_https_req **slot) {
-  gw_https_request_opts o = {.method = method,
+static int http(gw_idm *idm, const char *method, const char *url, csc1_form *form,
+                const char *authorization, csc1_https_cb cb, csc1_https_req **slot) {
+  csc1_https_request_opts o = {.method = method,
                              .url = url,
                              .timeout_ms = IDM_HTTP_TIMEOUT_MS,
                              .authorization = authorization};
@@ -284,34 +283,34 @@ static int http(gw_idm *idm, const char *method, const char *url, gw_form *form,
     o.content_type = "application/x-www-form-urlencoded";
   }
   gw_log(TN_LOG_DEBUG, "idm_http", TN_S("method", method), TN_S("url", url), TN_LOG_END);
-  int err = gw_https_request(idm->loop, idm->https, &o, cb, idm, slot);
+  int err = csc1_https_request(idm->loop, idm->https, &o, cb, idm, slot);
   if (err)
-    gw_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url), TN_S("error", gw_https_strerror(err)),
+    gw_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url), TN_S("error", csc1_https_strerror(err)),
            TN_LOG_END);
   return err;
 }
 
 /* POSTs form plus client authentication to the token endpoint. */
-static int token_post(gw_idm *idm, gw_form *form, gw_https_cb cb, gw_https_req **slot) {
+static int token_post(gw_idm *idm, csc1_form *form, csc1_https_cb cb, csc1_https_req **slot) {
   char *authz = NULL;
   const char *url = endpoint_token(idm);
-  int err = gw_client_auth_apply(&idm->auth, url, now_unix(), form, &authz);
+  int err = csc1_client_auth_apply(&idm->auth, url, now_unix(), form, &authz);
   if (err == 0)
     err = http(idm, "POST", url, form, authz, cb, slot);
   wipe_str(&authz);
-  gw_form_free(form);
+  csc1_form_free(form);
   return err;
 }
 
 /* Describes a failed exchange for logs and last_error: transport error, or
  * status with the OAuth error code. */
-static void describe(int err, const char *detail, const gw_https_response *resp,
-                     const gw_oidc_error *oe, char *buf, size_t len) {
-  if (err == GW_HTTPS_ECLIENTCERT) /* the gateway's own: say which keys */
-    snprintf(buf, len, "%s: %s; see [idm] tls_cert and tls_key", gw_https_strerror(err),
+static void describe(int err, const char *detail, const csc1_https_response *resp,
+                     const csc1_oidc_error *oe, char *buf, size_t len) {
+  if (err == CSC1_HTTPS_ECLIENTCERT) /* the gateway's own: say which keys */
+    snprintf(buf, len, "%s: %s; see [idm] tls_cert and tls_key", csc1_https_strerror(err),
              detail ? detail : "");
   else if (err)
-    snprintf(buf, len, "%s: %s", gw_https_strerror(err), detail ? detail : "");
+    snprintf(buf, len, "%s: %s", csc1_https_strerror(err), detail ? detail : "");
   else if (oe && oe->error[0])
     snprintf(buf, len, "HTTP %d %s%s%s", resp->status, oe->error, oe->description[0] ? ": " : "",
              oe->description);
@@ -326,25 +325,25 @@ static void describe(int err, const char *detail, const gw_https_response *resp,
  * only when it changes by more than the threshold, and once (info) when it
  * is back to normal. Called first in each response callback, so that a
  * token response's ID token is judged with the skew it came with. */
-static void check_clock(gw_idm *idm, int err, const gw_https_response *resp) {
-  gw_clock_skew_sample s;
+static void check_clock(gw_idm *idm, int err, const csc1_https_response *resp) {
+  csc1_clock_skew_sample s;
   char what[96];
   if (err || !resp ||
-      gw_clock_skew_measure(resp->sent_at_ms, resp->received_at_ms, resp->date, &s) != 0)
+      csc1_clock_skew_measure(resp->sent_at_ms, resp->received_at_ms, resp->date, &s) != 0)
     return;
   idm->skew_at = now_unix();
-  gw_clock_skew_event ev = gw_clock_skew_update(&idm->skew, &s);
-  if (ev == GW_CLOCK_SKEW_QUIET)
+  csc1_clock_skew_event ev = csc1_clock_skew_update(&idm->skew, &s);
+  if (ev == CSC1_CLOCK_SKEW_QUIET)
     return;
-  gw_clock_skew_describe(s.skew_ms, what, sizeof what);
+  csc1_clock_skew_describe(s.skew_ms, what, sizeof what);
   double skew_s = (double)s.skew_ms / 1000, unc_s = (double)s.uncertainty_ms / 1000;
-  if (ev == GW_CLOCK_SKEW_NORMAL)
+  if (ev == CSC1_CLOCK_SKEW_NORMAL)
     gw_log(TN_LOG_INFO, "idm_clock_skew", TN_S("clock", "normal"), TN_D("skew_s", skew_s),
            TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
            TN_LOG_END);
   else
     gw_log(TN_LOG_WARN, "idm_clock_skew",
-           TN_S("clock", ev == GW_CLOCK_SKEW_LARGE ? "skewed" : "changed"), TN_D("skew_s", skew_s),
+           TN_S("clock", ev == CSC1_CLOCK_SKEW_LARGE ? "skewed" : "changed"), TN_D("skew_s", skew_s),
            TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
            TN_S("hint", "check NTP/GNSS time on the gateway: ID tokens are checked against the "
                         "local clock"),
@@ -406,22 +405,27 @@ static const char *apply_overrides(gw_idm *idm) {
   return NULL;
 }
 
-static void on_discovery(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_discovery(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
   idm->discovery_req = NULL;
   check_clock(idm, err, resp);
   if (err || resp->status != 200) {
     describe(err, detail, resp, NULL, why, sizeof why);
-    return discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
+    discovery_failed(idm, why, err ? -1 : resp->retry_after_s);
+    return;
   }
-  gw_oidc_endpoints_free(&idm->ep);
-  if (gw_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why, sizeof why) !=
-      0)
-    return discovery_failed(idm, why, -1);
+  csc1_oidc_endpoints_free(&idm->ep);
+  if (csc1_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why, sizeof why) !=
+      0) {
+    discovery_failed(idm, why, -1);
+    return;
+  }
   const char *missing = apply_overrides(idm);
-  if (missing)
-    return discovery_failed(idm, missing, -1);
+  if (missing) {
+    discovery_failed(idm, missing, -1);
+    return;
+  }
   idm->discovered = true;
   idm->discovery_attempt = 0;
   if (strncmp(idm->last_error, "discovery failed", 16) == 0)
@@ -463,7 +467,7 @@ static void resume_parked(gw_idm *idm) {
   }
 }
 
-static void on_jwks(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_jwks(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
   idm->jwks_req = NULL;
@@ -471,16 +475,16 @@ static void on_jwks(int err, const char *detail, const gw_https_response *resp, 
   idm->jwks_fetched_ms = uv_now(idm->loop);
   idm->jwks_ever = true;
   const char *bad = NULL;
-  gw_jwks *k = NULL;
+  csc1_jwks *k = NULL;
   if (err || resp->status != 200)
     describe(err, detail, resp, NULL, why, sizeof why);
-  else if (!(k = gw_jwks_parse(resp->body, resp->body_len, &bad)))
+  else if (!(k = csc1_jwks_parse(resp->body, resp->body_len, &bad)))
     snprintf(why, sizeof why, "%s", bad);
   if (k) {
-    gw_jwks_free(idm->jwks);
+    csc1_jwks_free(idm->jwks);
     idm->jwks = k;
     gw_log(TN_LOG_INFO, "idm_jwks_loaded", TN_S("jwks_uri", idm->ep.jwks_uri),
-           TN_U("keys", gw_jwks_count(k)), TN_LOG_END);
+           TN_U("keys", csc1_jwks_count(k)), TN_LOG_END);
   } else {
     set_error(idm, "JWKS fetch failed: %s", why);
     gw_log(TN_LOG_ERROR, "idm_jwks_failed", TN_S("jwks_uri", idm->ep.jwks_uri), TN_S("error", why),
@@ -531,7 +535,7 @@ static uint64_t refresh_delay_ms(const gw_idm *idm, int64_t expires_in) {
 }
 
 static void log_ids(const gw_idm *idm, const char *msg, const char *via, int64_t expires_in) {
-  const gw_id_token *p = &idm->principal;
+  const csc1_id_token *p = &idm->principal;
   gw_log(TN_LOG_INFO, msg, TN_S("via", via), TN_S("subject", p->sub ? p->sub : ""),
          TN_S("mcptt_id", p->mcptt_id ? p->mcptt_id : ""),
          TN_S("mcdata_id", p->mcdata_id ? p->mcdata_id : ""),
@@ -540,7 +544,7 @@ static void log_ids(const gw_idm *idm, const char *msg, const char *via, int64_t
 }
 
 /* Takes the tokens of job (and the validated ID token, if any). */
-static void adopt(gw_idm *idm, token_job *job, gw_id_token *id) {
+static void adopt(gw_idm *idm, token_job *job, csc1_id_token *id) {
   int64_t expires_in = job->tokens.expires_in;
   wipe_str(&idm->access_token);
   idm->access_token = job->tokens.access_token;
@@ -552,7 +556,7 @@ static void adopt(gw_idm *idm, token_job *job, gw_id_token *id) {
     job->tokens.refresh_token = NULL;
   }
   if (id) {
-    gw_id_token_free(&idm->principal);
+    csc1_id_token_free(&idm->principal);
     idm->principal = *id;
     memset(id, 0, sizeof *id);
   }
@@ -617,35 +621,42 @@ static void login_gone(gw_idm *idm, const char *why) {
 }
 
 static void job_free(token_job *job) {
-  gw_oidc_tokens_free(&job->tokens);
+  csc1_oidc_tokens_free(&job->tokens);
   OPENSSL_cleanse(job->nonce, sizeof job->nonce);
   free(job);
 }
 
-static void on_refresh(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_refresh(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
-  gw_oidc_error oe = {0};
+  csc1_oidc_error oe = {0};
   idm->refresh_req = NULL;
   check_clock(idm, err, resp);
   if (err) {
     describe(err, detail, resp, NULL, why, sizeof why);
-    return refresh_transient(idm, why, -1);
+    refresh_transient(idm, why, -1);
+    return;
   }
   if (resp->status != 200) {
-    gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+    csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
     describe(0, NULL, resp, &oe, why, sizeof why);
-    if (strcmp(oe.error, "invalid_grant") == 0)
-      return login_gone(idm, "the IdMS refused the refresh token: invalid_grant");
-    return refresh_transient(idm, why, resp->retry_after_s);
+    if (strcmp(oe.error, "invalid_grant") == 0) {
+      login_gone(idm, "the IdMS refused the refresh token: invalid_grant");
+      return;
+    }
+    refresh_transient(idm, why, resp->retry_after_s);
+    return;
   }
   token_job *job = calloc(1, sizeof *job);
-  if (!job)
-    return refresh_transient(idm, "out of memory", -1);
+  if (!job) {
+    refresh_transient(idm, "out of memory", -1);
+    return;
+  }
   job->op = OP_REFRESH;
-  if (gw_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
+  if (csc1_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
     job_free(job);
-    return refresh_transient(idm, why, -1);
+    refresh_transient(idm, why, -1);
+    return;
   }
   if (job->tokens.refresh_token) { /* rotated: on disk before anything else */
     wipe_str(&idm->refresh_token);
@@ -657,14 +668,16 @@ static void on_refresh(int err, const char *detail, const gw_https_response *res
 }
 
 static void do_refresh(gw_idm *idm) {
-  gw_form form = {0};
+  csc1_form form = {0};
   if (idm->refresh_req || !idm->discovered || !idm->refresh_token || idm->closing)
     return;
   uv_timer_stop(&idm->timer);
-  gw_form_add(&form, "grant_type", "refresh_token");
-  gw_form_add(&form, "refresh_token", idm->refresh_token);
-  if (token_post(idm, &form, on_refresh, &idm->refresh_req) != 0)
-    return refresh_transient(idm, "cannot start the request", -1);
+  csc1_form_add(&form, "grant_type", "refresh_token");
+  csc1_form_add(&form, "refresh_token", idm->refresh_token);
+  if (token_post(idm, &form, on_refresh, &idm->refresh_req) != 0) {
+    refresh_transient(idm, "cannot start the request", -1);
+    return;
+  }
   settle_state(idm);
 }
 
@@ -702,7 +715,7 @@ static void login_failed(gw_idm *idm, token_op op, int status, const char *why) 
 }
 
 static void login_succeeded(gw_idm *idm, token_op op) {
-  const gw_id_token *p = &idm->principal;
+  const csc1_id_token *p = &idm->principal;
   if (op == OP_DEVICE) {
     finish_device(idm, DEV_AUTHORIZED, NULL);
     return;
@@ -722,31 +735,31 @@ static void login_succeeded(gw_idm *idm, token_op op) {
  * at the IdMS's time? Then the skew is the cause, and the reason says so
  * instead of only "expired" or "issued in the future". The token stays
  * refused: the gateway does not take its time from an unsigned header. */
-static void explain_skew(const gw_idm *idm, const char *t, gw_jwt_expect e, char *why,
+static void explain_skew(const gw_idm *idm, const char *t, csc1_jwt_expect e, char *why,
                          size_t whylen) {
-  gw_id_token probe;
+  csc1_id_token probe;
   char what[96];
   int64_t ms = idm->skew.last.skew_ms;
   e.now -= (ms + (ms < 0 ? -500 : 500)) / 1000;
-  if (gw_jwt_validate(t, strlen(t), idm->jwks, &e, &probe, NULL, 0) != GW_JWT_OK)
+  if (csc1_jwt_validate(t, strlen(t), idm->jwks, &e, &probe, NULL, 0) != CSC1_JWT_OK)
     return;
-  gw_id_token_free(&probe);
-  gw_clock_skew_describe(ms, what, sizeof what);
+  csc1_id_token_free(&probe);
+  csc1_clock_skew_describe(ms, what, sizeof what);
   size_t n = strlen(why);
   if (n < whylen)
     snprintf(why + n, whylen - n, "; %s (its Date header): check NTP/GNSS time on the gateway",
              what);
 }
 
-static int validate(gw_idm *idm, token_job *job, gw_id_token *id, char *why, size_t whylen) {
-  gw_jwt_expect e = {.issuer = idm->issuer,
+static int validate(gw_idm *idm, token_job *job, csc1_id_token *id, char *why, size_t whylen) {
+  csc1_jwt_expect e = {.issuer = idm->issuer,
                      .client_id = idm->auth.client_id,
                      .nonce = job->nonce[0] ? job->nonce : NULL,
                      .now = now_unix(),
                      .leeway_s = IDM_LEEWAY_S};
   const char *t = job->tokens.id_token;
-  int r = gw_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
-  if (r == GW_JWT_ECLAIMS && idm->skew.large)
+  int r = csc1_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
+  if (r == CSC1_JWT_ECLAIMS && idm->skew.large)
     explain_skew(idm, t, e, why, whylen);
   return r;
 }
@@ -756,7 +769,7 @@ static void job_failed(gw_idm *idm, token_job *job, int r, const char *why) {
   snprintf(msg, sizeof msg, "ID token refused: %s", why);
   if (job->op != OP_REFRESH)
     login_failed(idm, job->op, 502, msg);
-  else if (r == GW_JWT_EUNKNOWN_KID)
+  else if (r == CSC1_JWT_EUNKNOWN_KID)
     refresh_transient(idm, msg, -1); /* the keys may come back */
   else
     login_gone(idm, msg);
@@ -791,7 +804,7 @@ static const char *granted_scope(const gw_idm *idm, const token_job *job) {
  * 5.1.2.1-1) - the new one, or on a refresh without one the login's. NULL,
  * or what is missing (in buf). */
 static const char *mc_service_missing(const gw_idm *idm, const token_job *job,
-                                      const gw_id_token *id, char *buf, size_t len) {
+                                      const csc1_id_token *id, char *buf, size_t len) {
   const char *granted = granted_scope(idm, job);
   for (const char *p = idm->required_scope; *p;) {
     size_t n = strcspn(p, " ");
@@ -802,7 +815,7 @@ static const char *mc_service_missing(const gw_idm *idm, const token_job *job,
     p += n;
     p += strspn(p, " ");
   }
-  const gw_id_token *who = id ? id : &idm->principal;
+  const csc1_id_token *who = id ? id : &idm->principal;
   if (!who->mcptt_id && !who->mcdata_id && !who->mcvideo_id) {
     snprintf(buf, len, "the ID token holds no MC service ID");
     return buf;
@@ -842,15 +855,19 @@ static void not_for_mc_service(gw_idm *idm, token_job *job, const char *missing)
  * unknown kid), then adopts its tokens. Takes ownership of job. */
 static void process_job(gw_idm *idm, token_job *job) {
   char why[384];
-  gw_id_token id;
+  csc1_id_token id;
   memset(&id, 0, sizeof id);
-  if (idm->closing)
-    return job_free(job);
-  if (!job->tokens.id_token && job->op != OP_REFRESH)
-    return job_failed(idm, job, GW_JWT_EMALFORMED, "the token response has no id_token");
+  if (idm->closing) {
+    job_free(job);
+    return;
+  }
+  if (!job->tokens.id_token && job->op != OP_REFRESH) {
+    job_failed(idm, job, CSC1_JWT_EMALFORMED, "the token response has no id_token");
+    return;
+  }
   if (job->tokens.id_token) {
     int r = validate(idm, job, &id, why, sizeof why);
-    if (r == GW_JWT_EUNKNOWN_KID && !job->jwks_refetched) {
+    if (r == CSC1_JWT_EUNKNOWN_KID && !job->jwks_refetched) {
       job->jwks_refetched = true;
       if (idm->parked[job->op])
         job_free(idm->parked[job->op]);
@@ -860,25 +877,29 @@ static void process_job(gw_idm *idm, token_job *job) {
       refetch_jwks(idm);
       return;
     }
-    if (r != GW_JWT_OK)
-      return job_failed(idm, job, r, why);
+    if (r != CSC1_JWT_OK) {
+      job_failed(idm, job, r, why);
+      return;
+    }
     if (job->op == OP_REFRESH && idm->principal.sub &&
-        !gw_id_token_same_principal(&idm->principal, &id)) {
-      gw_id_token_free(&id);
-      return job_failed(idm, job, GW_JWT_ECLAIMS, "the refreshed ID token changed iss, sub or aud");
+        !csc1_id_token_same_principal(&idm->principal, &id)) {
+      csc1_id_token_free(&id);
+      job_failed(idm, job, CSC1_JWT_ECLAIMS, "the refreshed ID token changed iss, sub or aud");
+      return;
     }
   }
   const char *missing = mc_service_missing(idm, job, job->tokens.id_token ? &id : NULL, why,
                                            sizeof why);
   if (missing) {
-    gw_id_token_free(&id);
-    return not_for_mc_service(idm, job, missing);
+    csc1_id_token_free(&id);
+    not_for_mc_service(idm, job, missing);
+    return;
   }
   token_op op = job->op;
   if (op != OP_REFRESH)
     cancel_refresh(idm);
   adopt(idm, job, job->tokens.id_token ? &id : NULL);
-  gw_id_token_free(&id);
+  csc1_id_token_free(&id);
   job_free(job);
   if (op != OP_REFRESH)
     login_succeeded(idm, op);
@@ -888,7 +909,7 @@ static void process_job(gw_idm *idm, token_job *job) {
 /* A new login, once its ID token is valid, supersedes a refresh in flight:
  * that result would be stale (and if the login fails, the refresh goes on). */
 static void cancel_refresh(gw_idm *idm) {
-  gw_https_cancel(idm->refresh_req);
+  csc1_https_cancel(idm->refresh_req);
   idm->refresh_req = NULL;
   if (idm->parked[OP_REFRESH])
     job_free(idm->parked[OP_REFRESH]);
@@ -897,17 +918,20 @@ static void cancel_refresh(gw_idm *idm) {
 
 /* Common handling of a login's token response (code exchange, device poll
  * that succeeded). */
-static void login_tokens(gw_idm *idm, token_op op, const gw_https_response *resp,
+static void login_tokens(gw_idm *idm, token_op op, const csc1_https_response *resp,
                          const char *nonce) {
   char why[512];
   token_job *job = calloc(1, sizeof *job);
-  if (!job)
-    return login_failed(idm, op, 500, "out of memory");
+  if (!job) {
+    login_failed(idm, op, 500, "out of memory");
+    return;
+  }
   job->op = op;
   snprintf(job->nonce, sizeof job->nonce, "%s", nonce ? nonce : "");
-  if (gw_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
+  if (csc1_oidc_tokens_parse(resp->body, resp->body_len, &job->tokens, why, sizeof why) != 0) {
     job_free(job);
-    return login_failed(idm, op, 502, why);
+    login_failed(idm, op, 502, why);
+    return;
   }
   process_job(idm, job);
 }
@@ -939,54 +963,31 @@ static pending_login *new_pending(gw_idm *idm) {
   return best;
 }
 
-/* Appends ?name=value or &name=value, value percent-encoded; *len becomes
- * (size_t)-1 when it does not fit. */
-static void add_param(char *url, size_t *len, size_t cap, const char *name, const char *value) {
-  if (*len == (size_t)-1)
-    return;
-  size_t room = cap - *len;
-  int w = snprintf(url + *len, room, "%c%s=", memchr(url, '?', *len) ? '&' : '?', name);
-  if (w < 0 || (size_t)w >= room) {
-    *len = (size_t)-1;
-    return;
+char *gw_idm_login_url(gw_idm *idm, char *err, size_t errlen) {
+  const char *why = NULL;
+  if (idm->login != GW_IDM_LOGIN_BROWSER) {
+    snprintf(err, errlen, "login = device: use POST /login/device (mcgw login)");
+    return NULL;
   }
-  *len = gw_url_encode(url, *len + (size_t)w, cap, value);
-}
-
-char *gw_idm_login_url(gw_idm *idm, const char **why) {
-  char challenge[GW_PKCE_CHALLENGE_LEN + 1];
-  if (idm->login != GW_IDM_LOGIN_BROWSER)
-    return *why = "login = device: use POST /login/device (mcgw login)", NULL;
-  if (!idm->discovered)
-    return *why = "the IdMS has not been reached yet (discovery pending; see /status)", NULL;
+  if (!idm->discovered) {
+    snprintf(err, errlen, "the IdMS has not been reached yet (discovery pending; see /status)");
+    return NULL;
+  }
   pending_login *p = new_pending(idm);
-  if (gw_random_token(32, p->state) != 0 || gw_random_token(32, p->nonce) != 0 ||
-      gw_pkce_verifier_new(p->verifier) != 0 || gw_pkce_challenge(p->verifier, challenge) != 0)
-    return *why = "no randomness", NULL;
+  const csc1_authz_params params = {
+      .authorization_endpoint = idm->ep.authorization,
+      .client_id = idm->auth.client_id,
+      .redirect_uri = idm->redirect_uri,
+      .scope = idm->scope,
+      .acr_values = idm->acr_values && *idm->acr_values ? idm->acr_values : NULL,
+  };
+  char *url = csc1_authz_url(&params, &p->s, &why);
+  if (!url) {
+    snprintf(err, errlen, "%s", why);
+    return NULL;
+  }
   p->used = true;
   p->created_ms = uv_now(idm->loop);
-  size_t cap = strlen(idm->ep.authorization) +
-               3 * (strlen(idm->auth.client_id) + strlen(idm->redirect_uri) + strlen(idm->scope) +
-                    (idm->acr_values ? strlen(idm->acr_values) : 0)) +
-               512;
-  char *url = malloc(cap);
-  if (!url)
-    return *why = "out of memory", NULL;
-  size_t len = (size_t)snprintf(url, cap, "%s", idm->ep.authorization);
-  add_param(url, &len, cap, "response_type", "code");
-  add_param(url, &len, cap, "client_id", idm->auth.client_id);
-  add_param(url, &len, cap, "redirect_uri", idm->redirect_uri);
-  add_param(url, &len, cap, "scope", idm->scope);
-  add_param(url, &len, cap, "state", p->state);
-  add_param(url, &len, cap, "nonce", p->nonce);
-  if (idm->acr_values && *idm->acr_values)
-    add_param(url, &len, cap, "acr_values", idm->acr_values);
-  add_param(url, &len, cap, "code_challenge", challenge);
-  add_param(url, &len, cap, "code_challenge_method", "S256");
-  if (len == (size_t)-1) {
-    free(url);
-    return *why = "authorization URL too long", NULL;
-  }
   gw_log(TN_LOG_INFO, "idm_login_started", TN_S("via", "browser"),
          TN_S("authorization_endpoint", idm->ep.authorization), TN_LOG_END);
   settle_state(idm);
@@ -999,33 +1000,10 @@ static pending_login *find_pending(gw_idm *idm, const char *s) {
   size_t n = strlen(s);
   for (int i = 0; i < IDM_MAX_PENDING; i++) {
     pending_login *p = &idm->pending[i];
-    if (p->used && n == strlen(p->state) && CRYPTO_memcmp(p->state, s, n) == 0)
+    if (p->used && n == strlen(p->s.state) && CRYPTO_memcmp(p->s.state, s, n) == 0)
       return p;
   }
   return NULL;
-}
-
-typedef struct callback_params {
-  char *state, *code, *error, *error_description, *iss;
-  bool dup;
-} callback_params;
-
-static void params_free(callback_params *c) {
-  wipe_str(&c->state);
-  wipe_str(&c->code);
-  free(c->error);
-  free(c->error_description);
-  free(c->iss);
-}
-
-static void params_parse(const char *q, callback_params *c) {
-  bool d[5] = {0};
-  c->state = gw_url_query_param(q, "state", &d[0]);
-  c->code = gw_url_query_param(q, "code", &d[1]);
-  c->error = gw_url_query_param(q, "error", &d[2]);
-  c->error_description = gw_url_query_param(q, "error_description", &d[3]);
-  c->iss = gw_url_query_param(q, "iss", &d[4]);
-  c->dup = d[0] || d[1] || d[2] || d[3] || d[4];
 }
 
 static void refuse_callback(const char *reason, gw_idm_done_cb cb, void *arg) {
@@ -1037,10 +1015,10 @@ static void refuse_callback(const char *reason, gw_idm_done_cb cb, void *arg) {
 }
 
 /* The IdMS answered error=...: shown to the operator. */
-static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb, void *arg) {
+static void idms_error(gw_idm *idm, const csc1_authz_callback *c, gw_idm_done_cb cb, void *arg) {
   char err[64], desc[200], msg[400];
-  gw_oidc_sanitize(c->error, err, sizeof err);
-  gw_oidc_sanitize(c->error_description ? c->error_description : "", desc, sizeof desc);
+  csc1_oidc_sanitize(c->error, err, sizeof err);
+  csc1_oidc_sanitize(c->error_description ? c->error_description : "", desc, sizeof desc);
   set_error(idm, "login refused by the IdMS: %s%s%s", err, desc[0] ? ": " : "", desc);
   gw_log(TN_LOG_WARN, "idm_login_failed", TN_S("via", "browser"), TN_S("error", err),
          TN_S("description", desc), TN_LOG_END);
@@ -1049,31 +1027,33 @@ static void idms_error(gw_idm *idm, const callback_params *c, gw_idm_done_cb cb,
   settle_state(idm);
 }
 
-static void on_code_exchange(int err, const char *detail, const gw_https_response *resp, void *arg);
+static void on_code_exchange(int err, const char *detail, const csc1_https_response *resp, void *arg);
 
-static void exchange_code(gw_idm *idm, const callback_params *c, pending_login *p) {
-  gw_form form = {0};
-  gw_form_add(&form, "grant_type", "authorization_code");
-  gw_form_add(&form, "code", c->code);
-  gw_form_add(&form, "redirect_uri", idm->redirect_uri);
-  gw_form_add(&form, "code_verifier", p->verifier);
+static void exchange_code(gw_idm *idm, const csc1_authz_callback *c, pending_login *p) {
+  csc1_form form = {0};
+  csc1_form_add(&form, "grant_type", "authorization_code");
+  csc1_form_add(&form, "code", c->code);
+  csc1_form_add(&form, "redirect_uri", idm->redirect_uri);
+  csc1_form_add(&form, "code_verifier", p->s.verifier);
   /* The nonce travels with the request context until the response. */
-  char *nonce = strdup(p->nonce);
+  char *nonce = strdup(p->s.nonce);
   OPENSSL_cleanse(p, sizeof *p);
   p->used = false;
   if (!nonce) {
-    gw_form_free(&form);
-    return login_failed(idm, OP_CODE, 500, "out of memory");
+    csc1_form_free(&form);
+    login_failed(idm, OP_CODE, 500, "out of memory");
+    return;
   }
   if (token_post(idm, &form, on_code_exchange, &idm->login_req) != 0) {
     wipe_str(&nonce);
-    return login_failed(idm, OP_CODE, 502, "cannot reach the token endpoint");
+    login_failed(idm, OP_CODE, 502, "cannot reach the token endpoint");
+    return;
   }
   idm->pending_nonce = nonce;
   settle_state(idm);
 }
 
-static void on_code_exchange(int err, const char *detail, const gw_https_response *resp,
+static void on_code_exchange(int err, const char *detail, const csc1_https_response *resp,
                              void *arg) {
   gw_idm *idm = arg;
   char why[512];
@@ -1082,9 +1062,9 @@ static void on_code_exchange(int err, const char *detail, const gw_https_respons
   idm->login_req = NULL;
   check_clock(idm, err, resp);
   if (err || resp->status != 200) {
-    gw_oidc_error oe = {0};
+    csc1_oidc_error oe = {0};
     if (!err)
-      gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+      csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
     describe(err, detail, resp, &oe, why, sizeof why);
     login_failed(idm, OP_CODE, 502, why);
   } else {
@@ -1094,8 +1074,8 @@ static void on_code_exchange(int err, const char *detail, const gw_https_respons
 }
 
 void gw_idm_callback(gw_idm *idm, const char *query, gw_idm_done_cb cb, void *arg) {
-  callback_params c = {0};
-  params_parse(query, &c);
+  csc1_authz_callback c = {0};
+  csc1_authz_callback_parse(query, &c);
   pending_login *p = c.state && !c.dup ? find_pending(idm, c.state) : NULL;
   if (c.dup)
     refuse_callback("a parameter occurs more than once", cb, arg);
@@ -1119,7 +1099,7 @@ void gw_idm_callback(gw_idm *idm, const char *query, gw_idm_done_cb cb, void *ar
     OPENSSL_cleanse(p, sizeof *p);
     p->used = false;
   }
-  params_free(&c);
+  csc1_authz_callback_free(&c);
 }
 
 /* ---- device login --------------------------------------------------------- */
@@ -1128,7 +1108,7 @@ json_t *gw_idm_device_status(const gw_idm *idm) {
   json_t *o = json_pack("{s:s}", "status", dev_status_names[idm->dev]);
   if (!o)
     return NULL;
-  const gw_oidc_device_auth *d = &idm->dev_auth;
+  const csc1_oidc_device_auth *d = &idm->dev_auth;
   if (idm->dev == DEV_PENDING) {
     uint64_t now = uv_now(idm->loop);
     json_object_set_new(o, "verification_uri", json_string(d->verification_uri));
@@ -1174,18 +1154,20 @@ static void next_poll(gw_idm *idm) {
   uv_timer_start(&idm->device_timer, on_device_timer, idm->dev_interval_ms, 0);
 }
 
-static void on_device_token(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_device_token(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
-  gw_oidc_error oe = {0};
+  csc1_oidc_error oe = {0};
   idm->login_req = NULL;
   check_clock(idm, err, resp);
   if (idm->dev != DEV_PENDING)
     return;
-  if (!err && resp->status == 200)
-    return login_tokens(idm, OP_DEVICE, resp, NULL);
+  if (!err && resp->status == 200) {
+    login_tokens(idm, OP_DEVICE, resp, NULL);
+    return;
+  }
   if (!err)
-    gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+    csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
   describe(err, detail, resp, &oe, why, sizeof why);
   if (strcmp(oe.error, "authorization_pending") == 0) {
     next_poll(idm);
@@ -1208,36 +1190,39 @@ static void on_device_token(int err, const char *detail, const gw_https_response
 }
 
 static void device_poll(gw_idm *idm) {
-  gw_form form = {0};
+  csc1_form form = {0};
   if (idm->dev != DEV_PENDING || idm->login_req)
     return;
   if (uv_now(idm->loop) >= idm->dev_deadline_ms) {
     finish_device(idm, DEV_EXPIRED, "the user code expired before the login was completed");
-    return settle_state(idm);
+    settle_state(idm);
+    return;
   }
-  gw_form_add(&form, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
-  gw_form_add(&form, "device_code", idm->dev_auth.device_code);
+  csc1_form_add(&form, "grant_type", "urn:ietf:params:oauth:grant-type:device_code");
+  csc1_form_add(&form, "device_code", idm->dev_auth.device_code);
   if (token_post(idm, &form, on_device_token, &idm->login_req) != 0)
     next_poll(idm);
 }
 
-static void on_device_auth(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_device_auth(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
-  gw_oidc_error oe = {0};
+  csc1_oidc_error oe = {0};
   idm->login_req = NULL;
   check_clock(idm, err, resp);
-  gw_oidc_device_auth_free(&idm->dev_auth);
+  csc1_oidc_device_auth_free(&idm->dev_auth);
   if (err || resp->status != 200) {
     if (!err)
-      gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+      csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
     describe(err, detail, resp, &oe, why, sizeof why);
     login_failed(idm, OP_DEVICE, 502, why);
-    return answer_device(idm, 502);
+    answer_device(idm, 502);
+    return;
   }
-  if (gw_oidc_device_auth_parse(resp->body, resp->body_len, &idm->dev_auth, why, sizeof why)) {
+  if (csc1_oidc_device_auth_parse(resp->body, resp->body_len, &idm->dev_auth, why, sizeof why)) {
     login_failed(idm, OP_DEVICE, 502, why);
-    return answer_device(idm, 502);
+    answer_device(idm, 502);
+    return;
   }
   idm->dev = DEV_PENDING;
   idm->dev_error[0] = '\0';
@@ -1253,39 +1238,46 @@ static void on_device_auth(int err, const char *detail, const gw_https_response 
 }
 
 void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
-  gw_form form = {0};
+  csc1_form form = {0};
   char why[600];
   if (idm->login != GW_IDM_LOGIN_DEVICE) {
     json_t *doc = json_pack("{s:s, s:s}", "status", "error", "error",
                             "login = browser: open GET /login on the admin listener");
-    return cb(409, doc, arg);
+    cb(409, doc, arg);
+    return;
   }
   if (!idm->discovered) {
     snprintf(why, sizeof why, "the IdMS has not been reached yet: %s",
              idm->last_error[0] ? idm->last_error : "discovery pending");
-    return cb(503, json_pack("{s:s, s:s}", "status", "error", "error", why), arg);
+    cb(503, json_pack("{s:s, s:s}", "status", "error", "error", why), arg);
+    return;
   }
-  if (idm->dev == DEV_PENDING)
-    return cb(200, gw_idm_device_status(idm), arg);
-  if (idm->dev_cb || idm->login_req)
-    return cb(
-        409,
-        json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
-        arg);
-  gw_form_add(&form, "scope", idm->scope);
+  if (idm->dev == DEV_PENDING) {
+    cb(200, gw_idm_device_status(idm), arg);
+    return;
+  }
+  if (idm->dev_cb || idm->login_req) {
+    cb(
+ 409,
+ json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
+ arg);
+    return;
+  }
+  csc1_form_add(&form, "scope", idm->scope);
   if (idm->acr_values && *idm->acr_values)
-    gw_form_add(&form, "acr_values", idm->acr_values);
+    csc1_form_add(&form, "acr_values", idm->acr_values);
   char *authz = NULL;
   const char *url = idm->ep.device_authorization;
-  int err = gw_client_auth_apply(&idm->auth, endpoint_token(idm), now_unix(), &form, &authz);
+  int err = csc1_client_auth_apply(&idm->auth, endpoint_token(idm), now_unix(), &form, &authz);
   if (err == 0)
     err = http(idm, "POST", url, &form, authz, on_device_auth, &idm->login_req);
   wipe_str(&authz);
-  gw_form_free(&form);
+  csc1_form_free(&form);
   if (err) {
     json_t *doc = json_pack("{s:s, s:s}", "status", "error", "error",
                             "cannot reach the device authorization endpoint");
-    return cb(502, doc, arg);
+    cb(502, doc, arg);
+    return;
   }
   idm->dev = DEV_STARTING;
   idm->dev_error[0] = '\0';
@@ -1329,16 +1321,18 @@ static void finish_logout(gw_idm *idm, int status, const char *error) {
     cb(error ? status : 200, logout_doc(idm, !error && status == 200, error), idm->logout_arg);
 }
 
-static void on_revoked(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_revoked(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512];
-  gw_oidc_error oe = {0};
+  csc1_oidc_error oe = {0};
   idm->logout_req = NULL;
   check_clock(idm, err, resp);
-  if (!err && resp->status == 200) /* RFC 7009 2.2: revoked, or already invalid */
-    return finish_logout(idm, 200, NULL);
+  if (!err && resp->status == 200) { /* RFC 7009 2.2: revoked, or already invalid */
+    finish_logout(idm, 200, NULL);
+    return;
+  }
   if (!err)
-    gw_oidc_error_parse(resp->body, resp->body_len, &oe);
+    csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
   describe(err, detail, resp, &oe, why, sizeof why);
   finish_logout(idm, 502, why);
 }
@@ -1346,7 +1340,7 @@ static void on_revoked(int err, const char *detail, const gw_https_response *res
 /* Starts an RFC 7009 revocation of refresh_token (taken: wiped here, once
  * the request is built) with the client's authentication. 0, or -1 with
  * *why (cb is then never called). */
-static int post_revocation(gw_idm *idm, char *refresh_token, gw_https_cb cb, gw_https_req **slot,
+static int post_revocation(gw_idm *idm, char *refresh_token, csc1_https_cb cb, csc1_https_req **slot,
                            const char **why) {
   const char *url = idm->discovered ? idm->ep.revocation : idm->ov_revocation;
   if (!url) {
@@ -1355,17 +1349,17 @@ static int post_revocation(gw_idm *idm, char *refresh_token, gw_https_cb cb, gw_
                            : "the IdMS has not been reached yet (no discovery)";
     return -1;
   }
-  gw_form form = {0};
-  gw_form_add(&form, "token", refresh_token);
-  gw_form_add(&form, "token_type_hint", "refresh_token");
+  csc1_form form = {0};
+  csc1_form_add(&form, "token", refresh_token);
+  csc1_form_add(&form, "token_type_hint", "refresh_token");
   wipe_str(&refresh_token);
   char *authz = NULL;
   const char *aud = endpoint_token(idm) ? endpoint_token(idm) : url;
-  int err = gw_client_auth_apply(&idm->auth, aud, now_unix(), &form, &authz);
+  int err = csc1_client_auth_apply(&idm->auth, aud, now_unix(), &form, &authz);
   if (err == 0)
     err = http(idm, "POST", url, &form, authz, cb, slot);
   wipe_str(&authz);
-  gw_form_free(&form);
+  csc1_form_free(&form);
   *why = "cannot start the revocation request";
   return err ? -1 : 0;
 }
@@ -1377,7 +1371,7 @@ static void revoke_token(gw_idm *idm, char *refresh_token) {
     finish_logout(idm, 502, why);
 }
 
-static void on_discarded(int err, const char *detail, const gw_https_response *resp, void *arg) {
+static void on_discarded(int err, const char *detail, const csc1_https_response *resp, void *arg) {
   gw_idm *idm = arg;
   char why[512] = "";
   idm->discard_req = NULL;
@@ -1407,7 +1401,7 @@ static void discard_refresh_token(gw_idm *idm, char *refresh_token) {
 
 /* Ends everything in progress that would log the gateway in again. */
 static void drop_logins_in_progress(gw_idm *idm) {
-  gw_https_cancel(idm->login_req);
+  csc1_https_cancel(idm->login_req);
   idm->login_req = NULL;
   cancel_refresh(idm);
   for (int op = 0; op < 3; op++) {
@@ -1431,8 +1425,10 @@ static void drop_logins_in_progress(gw_idm *idm) {
 
 void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   char err[512];
-  if (idm->logout_cb)
-    return cb(409, json_pack("{s:s}", "error", "a logout is already waiting for the IdMS"), arg);
+  if (idm->logout_cb) {
+    cb(409, json_pack("{s:s}", "error", "a logout is already waiting for the IdMS"), arg);
+    return;
+  }
   drop_logins_in_progress(idm);
   char *refresh_token = idm->refresh_token;
   idm->refresh_token = NULL;
@@ -1440,11 +1436,11 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   uv_timer_stop(&idm->expiry_timer);
   idm->refresh_attempt = 0;
   idm->refused = false;
-  gw_id_token_free(&idm->principal);
+  csc1_id_token_free(&idm->principal);
   free(idm->granted_scope);
   idm->granted_scope = NULL;
   idm->last_error[0] = '\0';
-  if (gw_token_store_remove(idm->state_dir, err, sizeof err) != GW_TS_OK) {
+  if (csc1_token_store_remove(idm->state_dir, err, sizeof err) != CSC1_TS_OK) {
     set_error(idm, "logout: %s", err);
     gw_log(TN_LOG_ERROR, "idm_state_remove_failed", TN_S("error", err), TN_LOG_END);
   }
@@ -1452,8 +1448,10 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   settle_state(idm);
   idm->logout_cb = cb;
   idm->logout_arg = arg;
-  if (!refresh_token)
-    return finish_logout(idm, 204, NULL);
+  if (!refresh_token) {
+    finish_logout(idm, 204, NULL);
+    return;
+  }
   revoke_token(idm, refresh_token);
 }
 
@@ -1544,15 +1542,15 @@ static void idm_free(gw_idm *idm) {
   free(idm->ov_revocation);
   free(idm->required_scope);
   free(idm->granted_scope);
-  gw_client_auth_free(&idm->auth);
-  gw_https_ctx_free(idm->https);
-  gw_oidc_endpoints_free(&idm->ep);
-  gw_jwks_free(idm->jwks);
+  csc1_client_auth_free(&idm->auth);
+  csc1_https_ctx_free(idm->https);
+  csc1_oidc_endpoints_free(&idm->ep);
+  csc1_jwks_free(idm->jwks);
   wipe_str(&idm->access_token);
   wipe_str(&idm->refresh_token);
   wipe_str(&idm->pending_nonce);
-  gw_id_token_free(&idm->principal);
-  gw_oidc_device_auth_free(&idm->dev_auth);
+  csc1_id_token_free(&idm->principal);
+  csc1_oidc_device_auth_free(&idm->dev_auth);
   OPENSSL_cleanse(idm->pending, sizeof idm->pending);
   free(idm);
 }
@@ -1578,13 +1576,17 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
     return -1;
   }
   idm->loop = loop;
-  gw_clock_skew_init(&idm->skew, IDM_LEEWAY_S);
+  csc1_clock_skew_init(&idm->skew, IDM_LEEWAY_S);
   idm->on_authorized = o->on_authorized;
   idm->cb_arg = o->arg;
   const gw_idm_config *c = o->cfg;
-  if (gw_token_store_prepare(idm->state_dir, err, errlen) != GW_TS_OK ||
-      gw_client_auth_init(&idm->auth, c, err, errlen) != 0 ||
-      !(idm->https = gw_https_ctx_new(c->ca_file, c->tls_cert, c->tls_key, err, errlen))) {
+  const csc1_client_auth_opts auth = {.method = c->client_auth,
+                                      .client_id = c->client_id,
+                                      .client_secret_file = c->client_secret_file,
+                                      .client_key = c->client_key};
+  if (csc1_token_store_prepare(idm->state_dir, err, errlen) != CSC1_TS_OK ||
+      csc1_client_auth_init(&idm->auth, &auth, err, errlen) != 0 ||
+      !(idm->https = csc1_https_ctx_new(c->ca_file, c->tls_cert, c->tls_key, err, errlen))) {
     idm_free(idm);
     return -1;
   }
@@ -1613,10 +1615,10 @@ void gw_idm_close(gw_idm *idm) {
   if (!idm || idm->closing)
     return;
   idm->closing = true;
-  gw_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
+  csc1_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
                            &idm->login_req,     &idm->logout_req, &idm->discard_req};
   for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
-    gw_https_cancel(*reqs[i]);
+    csc1_https_cancel(*reqs[i]);
     *reqs[i] = NULL;
   }
   for (int op = 0; op < 3; op++) {

@@ -61,14 +61,18 @@ void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms);
  * timers; freed once they have closed. */
 void gw_idm_close(gw_idm *idm);
 
+/* A snapshot of the login's state for /status, /metrics and the page; *out
+ * owns nothing (its strings point into idm and live until its next change
+ * on the loop thread). */
 void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out);
 
 /* ---- browser login (Annex B native-app flow) ---- */
 
 /* A new authorization request: a fresh single-use state (5-minute TTL),
- * nonce and PKCE verifier. Returns the authorization URL (malloc'd) or NULL
- * with *why (e.g. discovery not done yet, login = device). */
-char *gw_idm_login_url(gw_idm *idm, const char **why);
+ * nonce and PKCE verifier (csc1_authz_url). Returns the authorization URL
+ * (malloc'd, the caller frees) or NULL with the reason in err (discovery not
+ * done yet, login = device, no randomness, no memory). */
+char *gw_idm_login_url(gw_idm *idm, char *err, size_t errlen);
 
 /* status: HTTP status for the operator's page; message: plain text. */
 typedef void (*gw_idm_done_cb)(int status, const char *message, void *arg);

@@ -16,6 +16,7 @@ typedef enum {
   GW_IDM_ERROR             /* IdMS unreachable or misconfigured; retrying */
 } gw_idm_state;
 
+/* The state's name as /status and the metrics spell it; static, never NULL. */
 static inline const char *gw_idm_state_name(gw_idm_state s) {
   static const char *const names[] = {"unconfigured", "unauthorized", "authorizing",
                                       "authorized",   "refreshing",   "error"};
@@ -37,7 +38,7 @@ typedef struct gw_idm_view {
   uint64_t logout_nothing_held;    /* no refresh token to revoke */
   const char *last_error;          /* human-readable, or NULL; never a token */
   /* The gateway's clock against the IdMS's, from the latest IdMS response
-   * with a Date header (gateway/clock_skew.h). */
+   * with a Date header (csc1/clock_skew.h). */
   bool clock_skew_known;           /* false until such a response */
   int64_t clock_skew_ms;           /* local - IdMS: > 0 the gateway is ahead */
   int64_t clock_skew_uncertainty_ms; /* round trip and Date's 1 s resolution */

@@ -3,10 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/cli.h"
-#include "gateway/config.h"
-#include "gateway/daemon.h"
-#include "gateway/login_cli.h"
+#include "gateway/ops/cli.h"
+#include "gateway/gateway.h"
+#include "gateway/ops/login_cli.h"
 
 #define DEFAULT_CONFIG "/etc/mcgw/mcgw.ini"
 

@@ -14,9 +14,11 @@ void gw_notify_ready(const char *status);
 void gw_notify_reloading(void);
 /* STOPPING=1 with STATUS=status: the drain has begun. */
 void gw_notify_stopping(const char *status);
+/* STATUS=status alone: what `systemctl status` shows. */
 void gw_notify_status(const char *status);
 /* WatchdogSec= in force: the interval at which to send gw_notify_watchdog. */
 bool gw_notify_watchdog_interval_ms(uint64_t *ms);
+/* WATCHDOG=1: the loop is alive. */
 void gw_notify_watchdog(void);
 
 #endif

@@ -11,27 +11,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/hostport.h"
 #include "tunnel/error.h"
 
-#define LABEL_MAX 63
 #define PORT_DIGITS_MAX 5
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
 static bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-
-/* Bytes allowed in a DNS label: letters, digits, '-' and '_'. */
-static bool is_label_char(char c) { return is_alpha(c) || is_digit(c) || c == '-' || c == '_'; }
-
-static char to_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
-
-/* The only bytes that can appear anywhere in an authority. Refusing the rest
- * up front rules out '@', '%', whitespace, control and non-ASCII bytes. */
-static bool is_authority_char(char c) {
-  return is_label_char(c) || c == '.' || c == ':' || c == '[' || c == ']';
-}
 
 static const char *last_of(const char *s, size_t len, char c) {
   for (size_t i = len; i > 0; i--)
@@ -99,97 +86,16 @@ static int parse_ipv6(const char *s, size_t len, struct in6_addr *out) {
   return inet_pton(AF_INET6, buf, out) == 1 ? 0 : TN_EINVAL;
 }
 
-/* True for a label inet_aton() or a resolver could read as a number: all
- * digits, or a "0x" prefix. */
-static bool label_is_numeric(const char *l, size_t n) {
-  if (n == 0)
-    return false;
-  if (n >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X'))
-    return true;
-  for (size_t i = 0; i < n; i++)
-    if (!is_digit(l[i]))
-      return false;
-  return true;
-}
-
-/* Validates a DNS name (trailing dot already removed) and writes it lowercased
- * and NUL-terminated into out, which holds TN_HOST_MAX + 1 bytes. */
-static int parse_name(const char *s, size_t len, char *out) {
-  size_t label = 0;
-  if (len == 0 || len > TN_HOST_MAX)
-    return TN_EINVAL;
-  for (size_t i = 0; i < len; i++) {
-    if (s[i] == '.') {
-      if (label == 0)
-        return TN_EINVAL;
-      label = 0;
-    } else if (!is_label_char(s[i]) || ++label > LABEL_MAX) {
-      return TN_EINVAL;
-    }
-    out[i] = to_lower(s[i]);
-  }
-  if (label == 0)
-    return TN_EINVAL;
-  out[len] = '\0';
-  return 0;
-}
-
-/* An unbracketed host: a DNS name, or an IPv4 literal when the last label is
- * numeric-looking (then it must be a strict dotted quad, without trailing dot). */
-static int parse_host(const char *s, size_t len, tn_authority *a) {
-  bool trailing_dot = len > 0 && s[len - 1] == '.';
-  size_t n = trailing_dot ? len - 1 : len;
-  const char *dot = last_of(s, n, '.');
-  const char *last = dot ? dot + 1 : s;
-
-  if (label_is_numeric(last, (size_t)(s + n - last))) {
-    if (trailing_dot || parse_ipv4(s, n, &a->ip.v4) != 0)
-      return TN_EINVAL;
-    a->kind = TN_HOST_IPV4;
-    return inet_ntop(AF_INET, &a->ip.v4, a->host, sizeof(a->host)) ? 0 : TN_EINVAL;
-  }
-  a->kind = TN_HOST_NAME;
-  return parse_name(s, n, a->host);
-}
-
-/* "[v6]" including the brackets. */
-static int parse_bracketed(const char *s, size_t len, tn_authority *a) {
-  if (len < 2 || s[0] != '[' || s[len - 1] != ']')
-    return TN_EINVAL;
-  if (parse_ipv6(s + 1, len - 2, &a->ip.v6) != 0)
-    return TN_EINVAL;
-  a->kind = TN_HOST_IPV6;
-  return inet_ntop(AF_INET6, &a->ip.v6, a->host, sizeof(a->host)) ? 0 : TN_EINVAL;
-}
-
 int tn_authority_parse(const char *s, size_t len, tn_authority *out) {
-  tn_authority a;
-  const char *colon;
-  size_t hlen;
-
-  if (!s || !out || len == 0)
+  base_hostport hp;
+  if (!out || base_hostport_parse(s, len, 0, &hp, NULL) != 0)
     return TN_EINVAL;
-  for (size_t i = 0; i < len; i++)
-    if (!is_authority_char(s[i]))
-      return TN_EINVAL;
-  colon = last_of(s, len, ':');
-  if (!colon)
-    return TN_EINVAL;
-  memset(&a, 0, sizeof(a));
-  hlen = (size_t)(colon - s);
-  if (parse_port(colon + 1, len - hlen - 1, &a.port) != 0 || a.port == 0)
-    return TN_EINVAL;
-  if (hlen > 0 && s[0] == '[') {
-    if (parse_bracketed(s, hlen, &a) != 0)
-      return TN_EINVAL;
-  } else {
-    /* ':' here is an unbracketed IPv6 address; '[' ']' are out of place. */
-    if (memchr(s, ':', hlen) || memchr(s, '[', hlen) || memchr(s, ']', hlen))
-      return TN_EINVAL;
-    if (parse_host(s, hlen, &a) != 0)
-      return TN_EINVAL;
-  }
-  *out = a;
+  out->kind = hp.kind == BASE_HOST_IPV6   ? TN_HOST_IPV6
+              : hp.kind == BASE_HOST_IPV4 ? TN_HOST_IPV4
+                                          : TN_HOST_NAME;
+  memcpy(out->host, hp.host, strlen(hp.host) + 1); /* at most TN_HOST_MAX in strict mode */
+  out->port = hp.port;
+  memcpy(&out->ip, &hp.ip, sizeof(out->ip));
   return 0;
 }
 

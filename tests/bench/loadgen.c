@@ -131,7 +131,8 @@ static void levels_signal(lg_levels *l, int signum) {
       return;
     l->paused = 0;
     lg_levels_next(l);
-    return l->go_on();
+    l->go_on();
+    return;
   }
   l->finish();
 }
@@ -357,7 +358,8 @@ static void source_pump(upeer *p) {
     uv_buf_t b = uv_buf_init(scratch, (unsigned)n);
     if (!req || uv_write(req, s, &b, 1, on_source_written) != 0) {
       free(req);
-      return upeer_close(p);
+      upeer_close(p);
+      return;
     }
     req->data = p;
     p->count -= n;
@@ -415,12 +417,16 @@ static int fake_head(upeer *p, const char **d, size_t *n) {
 
 static void on_upeer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   upeer *p = s->data;
-  if (nread < 0)
-    return upeer_close(p);
+  if (nread < 0) {
+    upeer_close(p);
+    return;
+  }
   const char *d = buf->base;
   size_t n = (size_t)nread;
-  if (p->kind == U_FAKE && fake_head(p, &d, &n) != 0)
-    return upeer_close(p);
+  if (p->kind == U_FAKE && fake_head(p, &d, &n) != 0) {
+    upeer_close(p);
+    return;
+  }
   if (p->kind == U_FAKE)
     return;
   if (p->kind == U_ECHO) {
@@ -430,17 +436,23 @@ static void on_upeer_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (!p->have_line) {
     ssize_t used = read_count_line(p, d, n);
-    if (used < 0)
-      return upeer_close(p);
+    if (used < 0) {
+      upeer_close(p);
+      return;
+    }
     d += used;
     n -= (size_t)used;
     if (!p->have_line)
       return;
-    if (p->kind == U_SOURCE)
-      return source_pump(p);
+    if (p->kind == U_SOURCE) {
+      source_pump(p);
+      return;
+    }
   }
-  if (p->kind == U_SOURCE || n > p->count)
-    return upeer_close(p); /* nothing more is expected: the client is confused */
+  if (p->kind == U_SOURCE || n > p->count) {
+    upeer_close(p); /* nothing more is expected: the client is confused */
+    return;
+  }
   p->count -= n;
   if (p->count == 0) {
     char reply[24];
@@ -581,8 +593,10 @@ static void on_client_closed(uv_handle_t *h) {
   c->state = C_IDLE;
   if (opt.mode == M_SETUP) {
     int more = opt.count ? g.started < opt.count : now_s() < g.t_stop;
-    if (more && !g.finishing)
-      return client_start(c);
+    if (more && !g.finishing) {
+      client_start(c);
+      return;
+    }
     g.in_setup--;
     if (g.in_setup == 0)
       finish_all();
@@ -632,10 +646,14 @@ static int status_ok(client *c) {
 /* The response head is in c->head: nothing after it is expected, since the
  * upstream has not been sent anything yet. */
 static void head_complete(client *c, size_t head_end) {
-  if (head_end != c->head_len)
-    return client_fail(c, F_HEAD);
-  if (opt.mode == M_BULK)
-    return client_established(c);
+  if (head_end != c->head_len) {
+    client_fail(c, F_HEAD);
+    return;
+  }
+  if (opt.mode == M_BULK) {
+    client_established(c);
+    return;
+  }
   c->state = C_ECHO;
   if (write_copy((uv_stream_t *)&c->tcp, echo_byte, 1) != 0)
     client_fail(c, F_WRITE);
@@ -646,8 +664,10 @@ static void on_head_bytes(client *c, const char *d, size_t n) {
   memcpy(c->head + c->head_len, d, n < room ? n : room);
   c->head_len = (uint16_t)(c->head_len + (n < room ? n : room));
   c->head[c->head_len] = '\0';
-  if (strstr(c->head, "\r\n") && !status_ok(c))
-    return client_fail(c, F_STATUS);
+  if (strstr(c->head, "\r\n") && !status_ok(c)) {
+    client_fail(c, F_STATUS);
+    return;
+  }
   char *end = strstr(c->head, "\r\n\r\n");
   if (end)
     head_complete(c, (size_t)(end + 4 - c->head));
@@ -656,8 +676,10 @@ static void on_head_bytes(client *c, const char *d, size_t n) {
 }
 
 static void on_echo(client *c, const char *d, size_t n) {
-  if (n != 1 || d[0] != echo_byte[0])
-    return client_fail(c, F_ECHO);
+  if (n != 1 || d[0] != echo_byte[0]) {
+    client_fail(c, F_ECHO);
+    return;
+  }
   uint64_t t1 = uv_hrtime();
   g.ok++;
   if (opt.mode == M_SETUP) {
@@ -666,7 +688,8 @@ static void on_echo(client *c, const char *d, size_t n) {
       g.ok_in_window++;
       record_latency((t1 - c->t0_ns) / 1000);
     }
-    return client_close(c);
+    client_close(c);
+    return;
   }
   record_latency((t1 - c->t0_ns) / 1000);
   c->state = C_HELD;
@@ -681,17 +704,22 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0)
     return;
   if (nread < 0) {
-    return client_fail(c, nread == UV_EOF ? F_EOF : F_RESET);
+    client_fail(c, nread == UV_EOF ? F_EOF : F_RESET);
+    return;
   }
   switch (c->state) {
   case C_HEAD:
-    return on_head_bytes(c, buf->base, (size_t)nread);
+    on_head_bytes(c, buf->base, (size_t)nread);
+    return;
   case C_ECHO:
-    return on_echo(c, buf->base, (size_t)nread);
+    on_echo(c, buf->base, (size_t)nread);
+    return;
   case C_BULK:
-    return bulk_data(c, buf->base, (size_t)nread);
+    bulk_data(c, buf->base, (size_t)nread);
+    return;
   default:
-    return client_fail(c, F_ECHO); /* bytes on an idle tunnel */
+    client_fail(c, F_ECHO); /* bytes on an idle tunnel */
+    return;
   }
 }
 
@@ -699,12 +727,16 @@ static void on_client_connected(uv_connect_t *req, int status) {
   client *c = req->data;
   if (status == UV_ECANCELED)
     return;
-  if (status < 0)
-    return client_fail(c, F_CONNECT);
+  if (status < 0) {
+    client_fail(c, F_CONNECT);
+    return;
+  }
   c->state = C_HEAD;
   uv_stream_t *s = (uv_stream_t *)&c->tcp;
-  if (write_copy(s, g.request, g.request_len) != 0)
-    return client_fail(c, F_WRITE);
+  if (write_copy(s, g.request, g.request_len) != 0) {
+    client_fail(c, F_WRITE);
+    return;
+  }
   if (uv_read_start(s, alloc_scratch, on_client_read) != 0)
     client_fail(c, F_RESET);
 }
@@ -865,8 +897,10 @@ static void hold_report(const char *what) {
 static void hold_progress(void) {
   if (g.finishing || g.lv.paused)
     return;
-  if (g.started == g.lv.target && g.in_setup == 0)
-    return lg_levels_reached(&g.lv);
+  if (g.started == g.lv.target && g.in_setup == 0) {
+    lg_levels_reached(&g.lv);
+    return;
+  }
   hold_open_more();
 }
 
@@ -918,7 +952,8 @@ static void bulk_pump(client *c) {
     uv_buf_t b = uv_buf_init(scratch, (unsigned)n);
     if (!req || uv_write(req, s, &b, 1, on_bulk_written) != 0) {
       free(req);
-      return client_fail(c, F_WRITE);
+      client_fail(c, F_WRITE);
+      return;
     }
     req->data = c;
     g.bulk_left -= n;
@@ -933,8 +968,10 @@ static void client_established(client *c) {
   c->head_len = 0;
   c->deadline_ms = uv_now(loop) + BULK_MAX_MS;
   g.bulk_t0 = now_s();
-  if (write_copy((uv_stream_t *)&c->tcp, line, (size_t)n) != 0)
-    return client_fail(c, F_WRITE);
+  if (write_copy((uv_stream_t *)&c->tcp, line, (size_t)n) != 0) {
+    client_fail(c, F_WRITE);
+    return;
+  }
   if (!opt.dir_down) {
     g.bulk_left = opt.bytes;
     bulk_pump(c);
@@ -948,8 +985,10 @@ static void bulk_data(client *c, const char *d, size_t n) {
     if (g.bulk_got < opt.bytes)
       return;
   } else {
-    if (c->head_len + n > HEAD_MAX)
-      return client_fail(c, F_BULK);
+    if (c->head_len + n > HEAD_MAX) {
+      client_fail(c, F_BULK);
+      return;
+    }
     memcpy(c->head + c->head_len, d, n);
     c->head_len = (uint16_t)(c->head_len + n);
     c->head[c->head_len] = '\0';
@@ -958,8 +997,10 @@ static void bulk_data(client *c, const char *d, size_t n) {
     g.bulk_got = strtoull(c->head, NULL, 10);
   }
   g.bulk_t1 = now_s();
-  if (g.bulk_got != opt.bytes)
-    return client_fail(c, F_BULK);
+  if (g.bulk_got != opt.bytes) {
+    client_fail(c, F_BULK);
+    return;
+  }
   g.bulk_ok = 1;
   g.ok++;
   client_close(c);

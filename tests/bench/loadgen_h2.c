@@ -435,12 +435,14 @@ static void on_response(strm *s) {
   if (s->status != 200) {
     if (!g.logged)
       fprintf(stderr, "loadgen: proxy answered :status %d\n", s->status);
-    return stream_fail(s, HF_STATUS);
+    stream_fail(s, HF_STATUS);
+    return;
   }
   if (o.op == OP_HOLD) {
     s->state = S_ECHO;
     s->want_echo = 1;
-    return stream_resume(s);
+    stream_resume(s);
+    return;
   }
   s->state = S_READY;
   if (++g.established + g.failed == o.streams && !g.failed)
@@ -465,8 +467,10 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
 static void conn_ready(conn *c) {
   c->ready = 1;
   g.conns_ready++;
-  if (o.op == OP_HOLD)
-    return hold_progress();
+  if (o.op == OP_HOLD) {
+    hold_progress();
+    return;
+  }
   for (unsigned i = 0; i < o.streams; i++)
     if (g.streams[i].c == c && g.streams[i].state == S_IDLE)
       stream_open(&g.streams[i]);
@@ -560,12 +564,16 @@ static void conn_write(conn *c) {
       while (c->out_len < OUT_COALESCE) {
         const uint8_t *d;
         ssize_t n = nghttp2_session_mem_send(c->sess, &d);
-        if (n < 0)
-          return conn_fail(c, HF_PROTO, nghttp2_strerror((int)n));
+        if (n < 0) {
+          conn_fail(c, HF_PROTO, nghttp2_strerror((int)n));
+          return;
+        }
         if (n == 0)
           break;
-        if (out_append(c, d, (size_t)n) != 0)
-          return conn_fail(c, HF_PROTO, "out of memory");
+        if (out_append(c, d, (size_t)n) != 0) {
+          conn_fail(c, HF_PROTO, "out of memory");
+          return;
+        }
       }
       if (c->out_len == 0)
         break;
@@ -582,11 +590,14 @@ static void conn_write(conn *c) {
     }
     char d[96];
     tls_detail(d, sizeof(d));
-    return conn_fail(c, HF_TLS, d);
+    conn_fail(c, HF_TLS, d);
+    return;
   }
   if (!nghttp2_session_want_read(c->sess) && !nghttp2_session_want_write(c->sess) &&
-      c->out_off == c->out_len && !g.finishing)
-    return conn_fail(c, HF_PROTO, "the server ended the session");
+      c->out_off == c->out_len && !g.finishing) {
+    conn_fail(c, HF_PROTO, "the server ended the session");
+    return;
+  }
   update_poll(c);
 }
 
@@ -595,8 +606,10 @@ static void conn_read(conn *c) {
     int n = SSL_read(c->ssl, in_buf, sizeof(in_buf));
     if (n > 0) {
       ssize_t rv = nghttp2_session_mem_recv(c->sess, in_buf, (size_t)n);
-      if (rv < 0)
-        return conn_fail(c, HF_PROTO, nghttp2_strerror((int)rv));
+      if (rv < 0) {
+        conn_fail(c, HF_PROTO, nghttp2_strerror((int)rv));
+        return;
+      }
       continue;
     }
     int why = SSL_get_error(c->ssl, n);
@@ -608,7 +621,8 @@ static void conn_read(conn *c) {
     }
     char d[96];
     tls_detail(d, sizeof(d));
-    return conn_fail(c, why == SSL_ERROR_ZERO_RETURN ? HF_RESET : HF_TLS, d);
+    conn_fail(c, why == SSL_ERROR_ZERO_RETURN ? HF_RESET : HF_TLS, d);
+    return;
   }
 }
 
@@ -628,18 +642,24 @@ static void session_start(conn *c) {
   const unsigned char *alpn = NULL;
   unsigned alpn_len = 0;
   SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-  if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)
-    return conn_fail(c, HF_ALPN, "the server did not select ALPN h2");
+  if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+    conn_fail(c, HF_ALPN, "the server did not select ALPN h2");
+    return;
+  }
   snprintf(g.cipher, sizeof(g.cipher), "%s", SSL_get_cipher_name(c->ssl));
   snprintf(g.version, sizeof(g.version), "%s", SSL_get_version(c->ssl));
   nghttp2_option *opt;
-  if (!callbacks() || nghttp2_option_new(&opt) != 0)
-    return conn_fail(c, HF_PROTO, "out of memory");
+  if (!callbacks() || nghttp2_option_new(&opt) != 0) {
+    conn_fail(c, HF_PROTO, "out of memory");
+    return;
+  }
   nghttp2_option_set_no_auto_window_update(opt, 1);
   int rv = nghttp2_session_client_new2(&c->sess, callbacks(), c, opt);
   nghttp2_option_del(opt);
-  if (rv != 0)
-    return conn_fail(c, HF_PROTO, nghttp2_strerror(rv));
+  if (rv != 0) {
+    conn_fail(c, HF_PROTO, nghttp2_strerror(rv));
+    return;
+  }
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o.window},
@@ -647,20 +667,25 @@ static void session_start(conn *c) {
   rv = nghttp2_submit_settings(c->sess, NGHTTP2_FLAG_NONE, iv, 2);
   if (rv == 0)
     rv = nghttp2_session_set_local_window_size(c->sess, NGHTTP2_FLAG_NONE, 0, 0x7fffffff);
-  if (rv != 0)
-    return conn_fail(c, HF_PROTO, nghttp2_strerror(rv));
+  if (rv != 0) {
+    conn_fail(c, HF_PROTO, nghttp2_strerror(rv));
+    return;
+  }
   c->handshaken = 1;
   conn_write(c);
 }
 
 static void conn_handshake(conn *c) {
   int r = SSL_connect(c->ssl);
-  if (r == 1)
-    return session_start(c);
+  if (r == 1) {
+    session_start(c);
+    return;
+  }
   int why = SSL_get_error(c->ssl, r);
   if (why == SSL_ERROR_WANT_READ || why == SSL_ERROR_WANT_WRITE) {
     c->ssl_wants_write = why == SSL_ERROR_WANT_WRITE;
-    return update_poll(c);
+    update_poll(c);
+    return;
   }
   char d[128];
   long v = SSL_get_verify_result(c->ssl);
@@ -673,21 +698,28 @@ static void conn_handshake(conn *c) {
 
 static void on_poll(uv_poll_t *p, int status, int events) {
   conn *c = p->data;
-  if (status < 0)
-    return conn_fail(c, c->connected ? HF_RESET : HF_CONNECT, uv_strerror(status));
+  if (status < 0) {
+    conn_fail(c, c->connected ? HF_RESET : HF_CONNECT, uv_strerror(status));
+    return;
+  }
   if (!c->connected) {
     int err = 0;
     socklen_t len = sizeof(err);
     if (!(events & UV_WRITABLE))
       return;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err)
-      return conn_fail(c, HF_CONNECT, strerror(err));
+    if (err) {
+      conn_fail(c, HF_CONNECT, strerror(err));
+      return;
+    }
     c->connected = 1;
-    return conn_handshake(c);
+    conn_handshake(c);
+    return;
   }
-  if (!c->handshaken)
-    return conn_handshake(c);
+  if (!c->handshaken) {
+    conn_handshake(c);
+    return;
+  }
   if (events & UV_READABLE)
     conn_read(c);
   conn_write(c);
@@ -710,8 +742,10 @@ static void conn_close(conn *c) {
 
 static void conn_start(conn *c) {
   c->fd = socket(o.proxy.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (c->fd < 0)
-    return conn_fail(c, HF_CONNECT, strerror(errno));
+  if (c->fd < 0) {
+    conn_fail(c, HF_CONNECT, strerror(errno));
+    return;
+  }
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   socklen_t alen = o.proxy.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -721,14 +755,17 @@ static void conn_start(conn *c) {
     int e = errno;
     close(c->fd);
     c->fd = -1;
-    return conn_fail(c, HF_CONNECT, strerror(e));
+    conn_fail(c, HF_CONNECT, strerror(e));
+    return;
   }
   uv_poll_init_socket(g.loop, &c->poll, c->fd);
   c->poll.data = c;
   c->ssl = SSL_new(g.ctx);
   if (!c->ssl || !SSL_set_fd(c->ssl, c->fd) ||
-      !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), o.proxy_host))
-    return conn_fail(c, HF_TLS, "SSL_new");
+      !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), o.proxy_host)) {
+    conn_fail(c, HF_TLS, "SSL_new");
+    return;
+  }
   update_poll(c);
 }
 
@@ -853,8 +890,10 @@ static void hold_progress(void) {
   uint64_t streams_settled = 0;
   for (uint64_t i = 0; i < g.started; i++)
     streams_settled += g.streams[i].state == S_HELD || g.streams[i].state == S_FAILED;
-  if (g.started == g.lv.target && streams_settled == g.started)
-    return lg_levels_reached(&g.lv);
+  if (g.started == g.lv.target && streams_settled == g.started) {
+    lg_levels_reached(&g.lv);
+    return;
+  }
   hold_open_more();
 }
 

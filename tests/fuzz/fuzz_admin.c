@@ -1,4 +1,4 @@
-/* Fuzzes the admin listener's request parser and life cycle (gateway/admin.c:
+/* Fuzzes the admin listener's request parser and life cycle (gateway/ops/admin.c:
  * llhttp with our header, URL and body callbacks, routing, synchronous and
  * asynchronous responses, a client that leaves while its request is pending)
  * through a real TCP connection on 127.0.0.1, like a device or an operator's
@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "driver.h"
-#include "gateway/admin.h"
 #include "gateway/log.h"
+#include "gateway/ops/admin.h"
 #include "tunnel/addr.h"
 
 static uv_loop_t loop;

@@ -1,11 +1,11 @@
-/* Fuzzes the CSC-1 client's HTTP response parsing (gateway/https_client.c:
+/* Fuzzes the CSC-1 client's HTTP response parsing (csc1/https_client.c:
  * llhttp with our callbacks, header capture, Set-Cookie joining, body caps,
  * chunked and close-delimited bodies, 1xx, EOF handling) through its real
  * path and without any hook in gateway/: each input is the response of a
  * loopback HTTPS server (a thread of this process, OpenSSL, a throwaway CA
  * and 127.0.0.1 certificate from gen_https_certs.sh) to one
- * gw_https_request() made on this process's libuv loop. TLS is verified as
- * always (the CA is the trust anchor given to gw_https_ctx_new).
+ * csc1_https_request() made on this process's libuv loop. TLS is verified as
+ * always (the CA is the trust anchor given to csc1_https_ctx_new).
  *
  * Input: byte 0 steers the server: its low 7 bits say where to split the
  * rest into two TLS records (so the parser also sees a response in two
@@ -13,13 +13,13 @@
  * the response.
  * Oracles, beyond ASan/UBSan/LSan:
  *   - the callback runs exactly once, before the request's deadline;
- *   - a GW_HTTPS_OK response has a status of 200..999 (1xx are interim and
+ *   - a CSC1_HTTPS_OK response has a status of 200..999 (1xx are interim and
  *     skipped), a body within max_body, NUL-terminated at body_len, and came
  *     from bytes that start "HTTP/" (after any empty lines);
  *   - afterwards every handle of the request is closed (the loop has no
  *     active handles left): nothing leaks on any path.
- * The pure parsers next to it (gw_https_connect_response_parse,
- * gw_http_date_parse) get the response bytes too. */
+ * The pure parsers next to it (csc1_https_connect_response_parse,
+ * csc1_http_date_parse) get the response bytes too. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
@@ -33,13 +33,13 @@
 
 #include "driver.h"
 #include "fuzz_https_response_certs.h"
-#include "gateway/https_client.h"
+#include "csc1/https_client.h"
 
 #define MAX_BODY 4096
 #define TIMEOUT_MS 4000
 
 static uv_loop_t loop;
-static gw_https_ctx *ctx;
+static csc1_https_ctx *ctx;
 static char url[64];
 static int listen_fd;
 static SSL_CTX *server_ctx;
@@ -127,10 +127,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fz_fail("fuzz_https_response: cannot write the CA file");
   close(cfd);
   char err[256];
-  ctx = gw_https_ctx_new(ca_path, NULL, NULL, err, sizeof err);
+  ctx = csc1_https_ctx_new(ca_path, NULL, NULL, err, sizeof err);
   unlink(ca_path);
   if (!ctx)
-    fz_fail("fuzz_https_response: gw_https_ctx_new: %s", err);
+    fz_fail("fuzz_https_response: csc1_https_ctx_new: %s", err);
   pthread_t t;
   if (pthread_create(&t, NULL, server, NULL) != 0)
     fz_fail("fuzz_https_response: pthread_create");
@@ -144,12 +144,12 @@ typedef struct outcome {
   int status;
 } outcome;
 
-static void on_done(int err, const char *detail, const gw_https_response *r, void *arg) {
+static void on_done(int err, const char *detail, const csc1_https_response *r, void *arg) {
   outcome *o = arg;
   (void)detail;
   o->calls++;
   o->err = err;
-  if (err == GW_HTTPS_OK) {
+  if (err == CSC1_HTTPS_OK) {
     o->status = r->status;
     o->body_ok = r->body_len <= MAX_BODY && (!r->body || r->body[r->body_len] == '\0') &&
                  (r->body || r->body_len == 0);
@@ -167,14 +167,14 @@ static void pure_parsers(const uint8_t *data, size_t size) {
     return;
   memcpy(copy, data, size);
   int status = 0;
-  long head = gw_https_connect_response_parse(copy, size, 8192, &status);
+  long head = csc1_https_connect_response_parse(copy, size, 8192, &status);
   /* Any 3DIGIT, "000".."999": the caller only accepts 200 (a "099" is not a
    * valid status class, RFC 9110 15, but is refused there as any non-200). */
   if (head > (long)size || (head > 0 && (status < 0 || status > 999)))
     fz_fail("fuzz_https_response: connect_response_parse returned %ld (status %d) for %zu bytes",
             head, status, size);
   copy[size] = '\0';
-  (void)gw_http_date_parse(copy);
+  (void)csc1_http_date_parse(copy);
   free(copy);
 }
 
@@ -190,12 +190,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   pthread_mutex_unlock(&mu);
 
   outcome o = {0};
-  gw_https_request_opts ro = {.method = "POST", .url = url,
+  csc1_https_request_opts ro = {.method = "POST", .url = url,
                               .content_type = "application/x-www-form-urlencoded",
                               .body = "grant_type=refresh_token", .body_len = 24,
                               .timeout_ms = TIMEOUT_MS, .max_body = MAX_BODY};
-  if (gw_https_request(&loop, ctx, &ro, on_done, &o, NULL) != 0)
-    fz_fail("fuzz_https_response: gw_https_request did not start");
+  if (csc1_https_request(&loop, ctx, &ro, on_done, &o, NULL) != 0)
+    fz_fail("fuzz_https_response: csc1_https_request did not start");
   uint64_t deadline = now_ms() + TIMEOUT_MS + 2000;
   while (uv_loop_alive(&loop)) {
     if (now_ms() > deadline)
@@ -205,9 +205,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (o.calls != 1)
     fz_fail("fuzz_https_response: callback ran %d times", o.calls);
-  if (o.err == GW_HTTPS_ETIMEOUT)
+  if (o.err == CSC1_HTTPS_ETIMEOUT)
     fz_fail("fuzz_https_response: timeout though the server always answers and closes");
-  if (o.err == GW_HTTPS_OK) {
+  if (o.err == CSC1_HTTPS_OK) {
     if (o.status < 200 || o.status > 999 || !o.body_ok)
       fz_fail("fuzz_https_response: OK with status %d, body_ok %d", o.status, o.body_ok);
     /* llhttp skips empty lines before a status line (as RFC 9112 2.2

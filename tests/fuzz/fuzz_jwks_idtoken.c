@@ -1,4 +1,4 @@
-/* Fuzzes ID token validation and JWKS parsing (gateway/jwt.h): the first
+/* Fuzzes ID token validation and JWKS parsing (csc1/jwt.h): the first
  * byte of an input says what the rest is.
  *   'T' (and anything else): a compact JWS ID token, validated against a
  *       fixed key set (tests/fuzz/keys/, throwaway) and fixed expectations
@@ -22,9 +22,9 @@
 
 #include "driver.h"
 #include "fuzz_jwks_idtoken_data.h"
-#include "gateway/jwt.h"
+#include "csc1/jwt.h"
 
-static gw_jwks *trusted;
+static csc1_jwks *trusted;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -32,13 +32,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argv;
   fz_setup();
   const char *why = NULL;
-  trusted = gw_jwks_parse(fz_jwks, strlen(fz_jwks), &why);
-  if (!trusted || gw_jwks_count(trusted) != 2)
+  trusted = csc1_jwks_parse(fz_jwks, strlen(fz_jwks), &why);
+  if (!trusted || csc1_jwks_count(trusted) != 2)
     fz_fail("fuzz_jwks_idtoken: the trusted JWKS does not load: %s", why ? why : "count");
   return 0;
 }
 
-static const gw_jwt_expect expect = {
+static const csc1_jwt_expect expect = {
     .issuer = FZ_ISSUER, .client_id = FZ_CLIENT_ID, .nonce = FZ_NONCE, .now = FZ_NOW,
     .leeway_s = 30};
 
@@ -78,7 +78,7 @@ static void check_why(const char *why, const char *jwt, size_t len) {
   }
 }
 
-static void check_valid(const gw_id_token *t) {
+static void check_valid(const csc1_id_token *t) {
   bool aud = false;
   for (size_t i = 0; i < t->n_aud; i++)
     aud = aud || strcmp(t->aud[i], FZ_CLIENT_ID) == 0;
@@ -87,28 +87,28 @@ static void check_valid(const gw_id_token *t) {
       (strcmp(t->alg, "RS256") != 0 && strcmp(t->alg, "PS256") != 0 &&
        strcmp(t->alg, "ES256") != 0))
     fz_fail("fuzz_jwks_idtoken: a token validated with claims outside the expectations");
-  if (!gw_id_token_same_principal(t, t))
+  if (!csc1_id_token_same_principal(t, t))
     fz_fail("fuzz_jwks_idtoken: a token is not the same principal as itself");
 }
 
-static void validate(const char *jwt, size_t len, const gw_jwks *keys, bool must_be_genuine) {
-  gw_id_token t;
+static void validate(const char *jwt, size_t len, const csc1_jwks *keys, bool must_be_genuine) {
+  csc1_id_token t;
   char why[256];
   why[0] = '\0';
-  int r = gw_jwt_validate(jwt, len, keys, &expect, &t, why, sizeof why);
-  if (r == GW_JWT_OK) {
+  int r = csc1_jwt_validate(jwt, len, keys, &expect, &t, why, sizeof why);
+  if (r == CSC1_JWT_OK) {
     if (must_be_genuine && !genuine(jwt, len))
       fz_fail("fuzz_jwks_idtoken: a token not signed with the trusted keys validated (%s)",
               t.alg);
     check_valid(&t);
-    gw_id_token_free(&t);
+    csc1_id_token_free(&t);
   } else {
     if (memchr(why, '\0', sizeof why) == NULL)
       fz_fail("fuzz_jwks_idtoken: reason not terminated");
     check_why(why, jwt, len);
-    (void)gw_jwt_strerror(r);
+    (void)csc1_jwt_strerror(r);
   }
-  free(gw_jwt_peek_kid(jwt, len));
+  free(csc1_jwt_peek_kid(jwt, len));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -123,16 +123,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(buf, data + 1, len);
   if (data[0] == 'J') {
     const char *why = NULL;
-    gw_jwks *k = gw_jwks_parse(buf, len, &why);
+    csc1_jwks *k = csc1_jwks_parse(buf, len, &why);
     if (k) {
-      (void)gw_jwks_count(k);
+      (void)csc1_jwks_count(k);
       /* A fuzzed key set may hold the trusted keys (then these validate) or
        * others; either way no forged token is involved here. */
       validate(fz_token, strlen(fz_token), k, false);
       validate(fz_token_rsa, strlen(fz_token_rsa), k, false);
-      gw_jwks_free(k);
+      csc1_jwks_free(k);
     } else if (!why) {
-      fz_fail("fuzz_jwks_idtoken: gw_jwks_parse failed without a reason");
+      fz_fail("fuzz_jwks_idtoken: csc1_jwks_parse failed without a reason");
     }
   } else {
     validate(buf, len, trusted, true);

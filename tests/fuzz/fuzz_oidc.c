@@ -1,4 +1,4 @@
-/* Fuzzes the CSC-1 wire-format parsers of gateway/oidc.h with every input:
+/* Fuzzes the CSC-1 wire-format parsers of csc1/oidc.h with every input:
  * as a token endpoint response, a device authorization response, a discovery
  * document (for a fixed issuer) and an OAuth error body. They are pure
  * functions over a byte buffer, so the input goes in directly, copied into
@@ -21,7 +21,7 @@
 #include <strings.h>
 
 #include "driver.h"
-#include "gateway/oidc.h"
+#include "csc1/oidc.h"
 
 #define ISSUER "https://idms.test"
 
@@ -77,40 +77,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   json_t *doc = json_loadb(buf, size, JSON_DECODE_ANY, NULL); /* for the oracles only */
   char why[256];
 
-  gw_oidc_tokens t;
+  csc1_oidc_tokens t;
   why[0] = '\0';
-  if (gw_oidc_tokens_parse(buf, size, &t, why, sizeof why) == 0) {
+  if (csc1_oidc_tokens_parse(buf, size, &t, why, sizeof why) == 0) {
     if (!t.access_token || t.expires_in <= 0)
       fz_fail("fuzz_oidc: token response parsed without access_token or expires_in");
-    gw_oidc_tokens_free(&t);
+    csc1_oidc_tokens_free(&t);
   } else {
     check_why(why, sizeof why, doc);
   }
 
-  gw_oidc_device_auth d;
+  csc1_oidc_device_auth d;
   why[0] = '\0';
-  if (gw_oidc_device_auth_parse(buf, size, &d, why, sizeof why) == 0) {
+  if (csc1_oidc_device_auth_parse(buf, size, &d, why, sizeof why) == 0) {
     if (!d.device_code || !d.user_code || !d.verification_uri || d.expires_in <= 0 ||
         d.interval < 1 || d.interval > 600)
       fz_fail("fuzz_oidc: device authorization parsed outside its contract");
-    gw_oidc_device_auth_free(&d);
+    csc1_oidc_device_auth_free(&d);
   } else {
     check_why(why, sizeof why, doc);
   }
 
-  gw_oidc_endpoints e;
+  csc1_oidc_endpoints e;
   why[0] = '\0';
-  if (gw_oidc_discovery_parse(buf, size, ISSUER, &e, why, sizeof why) == 0) {
+  if (csc1_oidc_discovery_parse(buf, size, ISSUER, &e, why, sizeof why) == 0) {
     if (!https(e.authorization) || !https(e.token) || !https(e.jwks_uri) ||
         !https(e.device_authorization))
       fz_fail("fuzz_oidc: discovery accepted an endpoint that is not https");
-    gw_oidc_endpoints_free(&e);
+    csc1_oidc_endpoints_free(&e);
   } else {
     check_why(why, sizeof why, doc);
   }
 
-  gw_oidc_error err;
-  if (gw_oidc_error_parse(buf, size, &err) == 0) {
+  csc1_oidc_error err;
+  if (csc1_oidc_error_parse(buf, size, &err) == 0) {
     printable(err.error, sizeof err.error, "error");
     printable(err.description, sizeof err.description, "error_description");
   }
@@ -121,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(s, data, size);
     s[size] = '\0';
     char out[64];
-    gw_oidc_sanitize(s, out, sizeof out);
+    csc1_oidc_sanitize(s, out, sizeof out);
     printable(out, sizeof out, "sanitized text");
     free(s);
   }

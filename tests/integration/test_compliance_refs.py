@@ -65,7 +65,7 @@ def test_every_e2e_test_is_cited():
 SECURITY_DOC = SRC / "docs" / "security.md"
 # Where a short path in docs/security.md may live (`test_faults.py`,
 # `unit/test_policy.c`, `policy.c`, `corpus/fuzz_x/...`).
-SECURITY_BASES = ("", "tests/integration/", "tests/", "tests/fuzz/", "tunnel/", "gateway/")
+SECURITY_BASES = ("", "tests/integration/", "tests/", "tests/fuzz/", "tunnel/", "gateway/", "gateway/ops/", "csc1/")
 TOKEN = re.compile(r"`([^`\n]+)`")
 FILE_REF = re.compile(r"^([A-Za-z0-9_./-]+\.(?:c|h|py|mjs|md))(?:(::?)([A-Za-z_]\w*))?$")
 

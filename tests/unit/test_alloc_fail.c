@@ -29,8 +29,8 @@
 #include <cmocka.h>
 
 #include "engine_helpers.h"
-#include "gateway/admin.h"
 #include "gateway/log.h"
+#include "gateway/ops/admin.h"
 #include "tunnel/engine.h"
 
 /* ---- the allocator wrapper ---- */
@@ -381,7 +381,7 @@ static int admin_get(uv_loop_t *loop, uint16_t port, uint64_t deadline) {
 }
 
 /* The admin listener's first allocation for a connection is its request
- * object (gateway/admin.c, on_connection). When it fails, that connection
+ * object (gateway/ops/admin.c, on_connection). When it fails, that connection
  * may be refused, but the listener must go on serving the next one. */
 static void admin_survives_allocation_failure(void **state) {
   (void)state;

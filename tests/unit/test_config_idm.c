@@ -116,7 +116,7 @@ static void full_idm_section(void **state) {
   assert_string_equal(l.cfg.state_dir, "/tmp/mcgw-state");
   assert_string_equal(m->issuer, "https://idms.mc.test");
   assert_string_equal(m->token_endpoint, "https://token.idms.mc.test:8443/token");
-  assert_int_equal(m->client_auth, GW_IDM_AUTH_SECRET_BASIC);
+  assert_int_equal(m->client_auth, CSC1_AUTH_SECRET_BASIC);
   assert_string_equal(m->client_secret_file, f->secret);
   assert_string_equal(m->acr_values, "");
   assert_int_equal(m->refresh_before_ms, 90000);
@@ -134,7 +134,7 @@ static void defaults(void **state) {
   load(&l, TUNNEL IDM);
   assert_int_equal(l.rc, 0);
   assert_string_equal(l.cfg.idm.scope, "openid");
-  assert_int_equal(l.cfg.idm.client_auth, GW_IDM_AUTH_NONE);
+  assert_int_equal(l.cfg.idm.client_auth, CSC1_AUTH_NONE);
   assert_int_equal(l.cfg.idm.login, GW_IDM_LOGIN_BROWSER);
   assert_int_equal(l.cfg.idm.refresh_before_ms, 60000);
   assert_null(l.cfg.idm.redirect_uri);

@@ -1,4 +1,4 @@
-/* Unit tests for the CONNECT side of gateway/https_client.c: the proxy's
+/* Unit tests for the CONNECT side of csc1/https_client.c: the proxy's
  * answer to an HTTP/1.1 CONNECT, and proxy URL checks. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,10 +8,10 @@
 
 #include <cmocka.h>
 
-#include "gateway/https_client.h"
+#include "csc1/https_client.h"
 
 static long parse(const char *s, int *status) {
-  return gw_https_connect_response_parse(s, strlen(s), 8192, status);
+  return csc1_https_connect_response_parse(s, strlen(s), 8192, status);
 }
 
 static void established(void **state) {
@@ -58,34 +58,34 @@ static void head_too_long(void **state) {
   memcpy(big, "HTTP/1.1 200 OK\r\nX: ", 20);
   memset(big + 20, 'a', sizeof big - 20);
   int st = 0;
-  assert_int_equal(gw_https_connect_response_parse(big, sizeof big, 8192, &st), -1);
+  assert_int_equal(csc1_https_connect_response_parse(big, sizeof big, 8192, &st), -1);
   /* under the cap, still waiting */
-  assert_int_equal(gw_https_connect_response_parse(big, 4000, 8192, &st), 0);
+  assert_int_equal(csc1_https_connect_response_parse(big, 4000, 8192, &st), 0);
 }
 
 static void proxy_urls(void **state) {
   char err[256];
-  gw_https_ctx *c = gw_https_ctx_new(NULL, NULL, NULL, err, sizeof err);
+  csc1_https_ctx *c = csc1_https_ctx_new(NULL, NULL, NULL, err, sizeof err);
   assert_non_null(c);
-  gw_https_proxy_opts ok1 = {.url = "http://127.0.0.1:3128"};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &ok1, err, sizeof err), 0);
-  gw_https_proxy_opts ok2 = {.url = "https://[::1]:3129", .h2 = true};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &ok2, err, sizeof err), 0);
-  gw_https_proxy_opts path = {.url = "http://gw:3128/x"};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &path, err, sizeof err), -1);
+  csc1_https_proxy_opts ok1 = {.url = "http://127.0.0.1:3128"};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &ok1, err, sizeof err), 0);
+  csc1_https_proxy_opts ok2 = {.url = "https://[::1]:3129", .h2 = true};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &ok2, err, sizeof err), 0);
+  csc1_https_proxy_opts path = {.url = "http://gw:3128/x"};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &path, err, sizeof err), -1);
   assert_non_null(strstr(err, "without a path"));
-  gw_https_proxy_opts ca_plain = {.url = "http://gw:3128", .ca_file = "/nonexistent"};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &ca_plain, err, sizeof err), -1);
+  csc1_https_proxy_opts ca_plain = {.url = "http://gw:3128", .ca_file = "/nonexistent"};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &ca_plain, err, sizeof err), -1);
   assert_non_null(strstr(err, "needs an https:// proxy URL"));
-  gw_https_proxy_opts half = {.url = "https://gw:3129", .cert = "/x.crt"};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &half, err, sizeof err), -1);
+  csc1_https_proxy_opts half = {.url = "https://gw:3129", .cert = "/x.crt"};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &half, err, sizeof err), -1);
   assert_non_null(strstr(err, "both the certificate and key"));
-  gw_https_proxy_opts badca = {.url = "https://gw:3129", .ca_file = "/nonexistent/ca.pem"};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &badca, err, sizeof err), -1);
+  csc1_https_proxy_opts badca = {.url = "https://gw:3129", .ca_file = "/nonexistent/ca.pem"};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &badca, err, sizeof err), -1);
   assert_non_null(strstr(err, "/nonexistent/ca.pem"));
-  gw_https_proxy_opts notaurl = {.url = "gw:3128"};
-  assert_int_equal(gw_https_ctx_set_proxy(c, &notaurl, err, sizeof err), -1);
-  gw_https_ctx_free(c);
+  csc1_https_proxy_opts notaurl = {.url = "gw:3128"};
+  assert_int_equal(csc1_https_ctx_set_proxy(c, &notaurl, err, sizeof err), -1);
+  csc1_https_ctx_free(c);
 }
 
 int main(void) {

@@ -1,4 +1,4 @@
-/* Unit tests for gateway/metrics.c: histograms, per-protocol counters and the
+/* Unit tests for gateway/ops/metrics.c: histograms, per-protocol counters and the
  * text exposition. The exposition is also checked end to end by promtool and
  * a real Prometheus (tests/integration/test_ops_metrics.py). */
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/metrics.h"
+#include "gateway/ops/metrics.h"
 
 static void test_histogram_buckets(void **state) {
   static const double bounds[] = {0.1, 1, 10};

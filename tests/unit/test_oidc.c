@@ -1,5 +1,5 @@
-/* Unit tests for gateway/oidc.c and gateway/url.c: discovery documents,
- * token and device responses, OAuth errors, forms, URLs - and garbage. */
+/* Unit tests for csc1/oidc.c: discovery documents, token and device
+ * responses, OAuth errors, forms - and garbage. (URLs: test_url.c.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,17 +9,16 @@
 
 #include <cmocka.h>
 
-#include "gateway/oidc.h"
-#include "gateway/url.h"
+#include "csc1/oidc.h"
 
 #define ISS "https://idms.mc.test"
 
-static int disc(const char *doc, gw_oidc_endpoints *e, char *why) {
-  return gw_oidc_discovery_parse(doc, strlen(doc), ISS, e, why, 256);
+static int disc(const char *doc, csc1_oidc_endpoints *e, char *why) {
+  return csc1_oidc_discovery_parse(doc, strlen(doc), ISS, e, why, 256);
 }
 
 static void discovery(void **state) {
-  gw_oidc_endpoints e;
+  csc1_oidc_endpoints e;
   char why[256];
   assert_int_equal(disc("{\"issuer\":\"" ISS
                         "\",\"authorization_endpoint\":\"https://a.mc.test/auth\","
@@ -32,7 +31,7 @@ static void discovery(void **state) {
   assert_null(e.device_authorization);
   assert_null(e.revocation);
   assert_null(e.end_session);
-  gw_oidc_endpoints_free(&e);
+  csc1_oidc_endpoints_free(&e);
   /* RFC 7009 / RP-initiated logout endpoints, https only */
   assert_int_equal(disc("{\"issuer\":\"" ISS "\",\"revocation_endpoint\":\"" ISS
                         "/token/revocation\",\"end_session_endpoint\":\"" ISS "/session/end\"}",
@@ -40,7 +39,7 @@ static void discovery(void **state) {
                    0);
   assert_string_equal(e.revocation, ISS "/token/revocation");
   assert_string_equal(e.end_session, ISS "/session/end");
-  gw_oidc_endpoints_free(&e);
+  csc1_oidc_endpoints_free(&e);
   assert_int_equal(
       disc("{\"issuer\":\"" ISS "\",\"end_session_endpoint\":\"javascript:alert(1)\"}", &e, why),
       -1);
@@ -60,12 +59,12 @@ static void discovery(void **state) {
     assert_int_equal(disc(garbage[i], &e, why), -1);
 }
 
-static int tokens(const char *doc, gw_oidc_tokens *t, char *why) {
-  return gw_oidc_tokens_parse(doc, strlen(doc), t, why, 256);
+static int tokens(const char *doc, csc1_oidc_tokens *t, char *why) {
+  return csc1_oidc_tokens_parse(doc, strlen(doc), t, why, 256);
 }
 
 static void token_responses(void **state) {
-  gw_oidc_tokens t;
+  csc1_oidc_tokens t;
   char why[256];
   assert_int_equal(tokens("{\"access_token\":\"AT-secret\",\"token_type\":\"bearer\","
                           "\"expires_in\":300,\"refresh_token\":\"RT\",\"id_token\":\"a.b.c\"}",
@@ -75,21 +74,21 @@ static void token_responses(void **state) {
   assert_string_equal(t.refresh_token, "RT");
   assert_int_equal(t.expires_in, 300);
   assert_null(t.scope); /* none: as requested (RFC 6749 5.1) */
-  gw_oidc_tokens_free(&t);
+  csc1_oidc_tokens_free(&t);
   /* the granted scope, also when empty */
   assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":9,"
                           "\"scope\":\"openid 3gpp:mc:data_service\"}",
                           &t, why),
                    0);
   assert_string_equal(t.scope, "openid 3gpp:mc:data_service");
-  gw_oidc_tokens_free(&t);
+  csc1_oidc_tokens_free(&t);
   assert_null(t.scope);
   assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":9,"
                           "\"scope\":\"\"}",
                           &t, why),
                    0);
   assert_string_equal(t.scope, "");
-  gw_oidc_tokens_free(&t);
+  csc1_oidc_tokens_free(&t);
   assert_int_equal(tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":9,"
                           "\"scope\":[\"openid\"]}",
                           &t, why),
@@ -101,7 +100,7 @@ static void token_responses(void **state) {
       tokens("{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":\"60\"}", &t, why),
       0);
   assert_null(t.refresh_token);
-  gw_oidc_tokens_free(&t);
+  csc1_oidc_tokens_free(&t);
   const char *bad[] = {"{\"access_token\":\"AT\",\"token_type\":\"mac\",\"expires_in\":60}",
                        "{\"access_token\":\"AT\",\"token_type\":\"Bearer\"}",
                        "{\"access_token\":\"AT\",\"token_type\":\"Bearer\",\"expires_in\":0}",
@@ -117,81 +116,38 @@ static void token_responses(void **state) {
 }
 
 static void error_and_device_responses(void **state) {
-  gw_oidc_error e;
+  csc1_oidc_error e;
   const char *doc = "{\"error\":\"invalid_grant\",\"error_description\":\"grant\\nrevoked\"}";
-  assert_int_equal(gw_oidc_error_parse(doc, strlen(doc), &e), 0);
+  assert_int_equal(csc1_oidc_error_parse(doc, strlen(doc), &e), 0);
   assert_string_equal(e.error, "invalid_grant");
   assert_string_equal(e.description, "grant?revoked"); /* no line breaks into logs */
-  assert_int_equal(gw_oidc_error_parse("{}", 2, &e), -1);
-  assert_int_equal(gw_oidc_error_parse("<html>", 6, &e), -1);
+  assert_int_equal(csc1_oidc_error_parse("{}", 2, &e), -1);
+  assert_int_equal(csc1_oidc_error_parse("<html>", 6, &e), -1);
 
-  gw_oidc_device_auth d;
+  csc1_oidc_device_auth d;
   char why[256];
   const char *ok = "{\"device_code\":\"DC\",\"user_code\":\"ABCD-EFGH\","
                    "\"verification_uri\":\"https://idms.mc.test/device\",\"expires_in\":600}";
-  assert_int_equal(gw_oidc_device_auth_parse(ok, strlen(ok), &d, why, sizeof why), 0);
+  assert_int_equal(csc1_oidc_device_auth_parse(ok, strlen(ok), &d, why, sizeof why), 0);
   assert_int_equal(d.interval, 5); /* RFC 8628 default */
   assert_null(d.verification_uri_complete);
-  gw_oidc_device_auth_free(&d);
+  csc1_oidc_device_auth_free(&d);
   const char *bad = "{\"device_code\":\"DC\",\"user_code\":\"U\",\"verification_uri\":\"x\","
                     "\"expires_in\":600,\"interval\":0}";
-  assert_int_equal(gw_oidc_device_auth_parse(bad, strlen(bad), &d, why, sizeof why), -1);
-  assert_int_equal(gw_oidc_device_auth_parse("{}", 2, &d, why, sizeof why), -1);
+  assert_int_equal(csc1_oidc_device_auth_parse(bad, strlen(bad), &d, why, sizeof why), -1);
+  assert_int_equal(csc1_oidc_device_auth_parse("{}", 2, &d, why, sizeof why), -1);
   assert_non_null(strstr(why, "device authorization response: device_code"));
 }
 
 static void forms(void **state) {
-  gw_form f = {0};
-  gw_form_add(&f, "grant_type", "authorization_code");
-  gw_form_add(&f, "redirect_uri", "http://127.0.0.1:9090/callback");
-  gw_form_add(&f, "x", "a b&c=d+é");
+  csc1_form f = {0};
+  csc1_form_add(&f, "grant_type", "authorization_code");
+  csc1_form_add(&f, "redirect_uri", "http://127.0.0.1:9090/callback");
+  csc1_form_add(&f, "x", "a b&c=d+é");
   assert_false(f.oom);
   assert_string_equal(f.buf, "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1"
                              "%3A9090%2Fcallback&x=a%20b%26c%3Dd%2B%C3%A9");
-  gw_form_free(&f);
-}
-
-static void urls(void **state) {
-  gw_url u;
-  const char *why;
-  assert_int_equal(gw_url_parse("https://IdMS.mc.test:8443/a/b?c=d", &u, &why), 0);
-  assert_true(u.https);
-  assert_string_equal(u.host, "idms.mc.test");
-  assert_int_equal(u.port, 8443);
-  assert_string_equal(u.target, "/a/b?c=d");
-  assert_false(u.host_is_ip);
-  assert_int_equal(gw_url_parse("https://127.0.0.3", &u, &why), 0);
-  assert_true(u.host_is_ip);
-  assert_int_equal(u.port, 443);
-  assert_string_equal(u.target, "/");
-  assert_int_equal(gw_url_parse("https://[::1]:9/x", &u, &why), 0);
-  assert_true(u.host_is_v6);
-  assert_string_equal(u.host, "::1");
-  const char *bad[] = {"ftp://x",          "https://",      "https://:443/", "https://a:0/",
-                       "https://a:65536/", "https://a:1x/", "https://u@a/",  "https://a/#f",
-                       "https://a b/",     "https://[::1/", "https://[zz]/", "https://a?x",
-                       "https://a_b!/"};
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    assert_int_equal(gw_url_parse(bad[i], &u, &why), -1);
-}
-
-static void query_params(void **state) {
-  bool dup;
-  char *v = gw_url_query_param("code=a%2Bb&state=s+1&iss=https%3A%2F%2Fx", "state", &dup);
-  assert_string_equal(v, "s 1");
-  free(v);
-  v = gw_url_query_param("code=a%2Bb&state=s", "code", &dup);
-  assert_string_equal(v, "a+b");
-  free(v);
-  assert_null(gw_url_query_param("state=a&state=b", "state", &dup));
-  assert_true(dup);
-  assert_null(gw_url_query_param("state=%zz", "state", &dup));
-  assert_null(gw_url_query_param("state=%00", "state", &dup)); /* no embedded NUL */
-  assert_null(gw_url_query_param("state=%4", "state", &dup));
-  assert_null(gw_url_query_param("xstate=a", "state", &dup));
-  v = gw_url_query_param("state", "state", &dup);
-  assert_string_equal(v, "");
-  free(v);
+  csc1_form_free(&f);
 }
 
 int main(void) {
@@ -200,8 +156,6 @@ int main(void) {
       cmocka_unit_test(token_responses),
       cmocka_unit_test(error_and_device_responses),
       cmocka_unit_test(forms),
-      cmocka_unit_test(urls),
-      cmocka_unit_test(query_params),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

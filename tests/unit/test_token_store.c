@@ -1,4 +1,4 @@
-/* Unit tests for gateway/token_store.c: modes, atomic replace, corrupt files
+/* Unit tests for csc1/token_store.c: modes, atomic replace, corrupt files
  * kept aside, parsing garbage. */
 #include <dirent.h>
 #include <setjmp.h>
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/token_store.h"
+#include "csc1/token_store.h"
 
 typedef struct fixture {
   char base[64];
@@ -45,7 +45,7 @@ static mode_t mode_of(const char *path) {
 }
 
 static void file_path(const fixture *f, char *buf, size_t len, const char *suffix) {
-  snprintf(buf, len, "%s/%s%s", f->dir, GW_TOKEN_STORE_FILE, suffix);
+  snprintf(buf, len, "%s/%s%s", f->dir, CSC1_TOKEN_STORE_FILE, suffix);
 }
 
 static size_t count_entries(const char *dir, const char *prefix) {
@@ -60,9 +60,9 @@ static size_t count_entries(const char *dir, const char *prefix) {
   return n;
 }
 
-static gw_stored_login sample(const char *rt) {
+static csc1_stored_login sample(const char *rt) {
   static char *aud[] = {"kms", "mcgw-vehicle-17"};
-  gw_stored_login l = {.issuer = "https://idms.mc.test",
+  csc1_stored_login l = {.issuer = "https://idms.mc.test",
                        .client_id = "mcgw-vehicle-17",
                        .refresh_token = (char *)rt,
                        .subject = "officer-7",
@@ -75,31 +75,31 @@ static gw_stored_login sample(const char *rt) {
 static void prepare_creates_0700_and_tightens(void **state) {
   fixture *f = *state;
   char err[256];
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
   assert_int_equal(mode_of(f->dir), 0700);
   assert_int_equal(chmod(f->dir, 0755), 0);
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
   assert_int_equal(mode_of(f->dir), 0700);
   char file[256];
   snprintf(file, sizeof file, "%s/plain", f->base);
   FILE *fp = fopen(file, "w");
   fclose(fp);
-  assert_int_equal(gw_token_store_prepare(file, err, sizeof err), GW_TS_EIO);
+  assert_int_equal(csc1_token_store_prepare(file, err, sizeof err), CSC1_TS_EIO);
   assert_non_null(strstr(err, "not a directory"));
 }
 
 static void save_load_roundtrip_0600(void **state) {
   fixture *f = *state;
   char err[256], path[256];
-  gw_stored_login got;
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_NONE);
-  gw_stored_login l = sample("rt-one");
-  assert_int_equal(gw_token_store_save(f->dir, &l, err, sizeof err), GW_TS_OK);
+  csc1_stored_login got;
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_NONE);
+  csc1_stored_login l = sample("rt-one");
+  assert_int_equal(csc1_token_store_save(f->dir, &l, err, sizeof err), CSC1_TS_OK);
   file_path(f, path, sizeof path, "");
   assert_int_equal(mode_of(path), 0600);
-  assert_int_equal(count_entries(f->dir, GW_TOKEN_STORE_FILE), 1); /* no temp left */
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_OK);
+  assert_int_equal(count_entries(f->dir, CSC1_TOKEN_STORE_FILE), 1); /* no temp left */
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_OK);
   assert_string_equal(got.refresh_token, "rt-one");
   assert_string_equal(got.subject, "officer-7");
   assert_string_equal(got.issuer, "https://idms.mc.test");
@@ -107,68 +107,68 @@ static void save_load_roundtrip_0600(void **state) {
   assert_string_equal(got.aud[1], "mcgw-vehicle-17");
   assert_string_equal(got.mcptt_id, "sip:o7@mcptt.mc.test");
   assert_null(got.mcdata_id);
-  gw_stored_login_free(&got);
+  csc1_stored_login_free(&got);
   /* A rotation replaces it; a login without a refresh token is kept too. */
   l = sample("rt-two");
-  assert_int_equal(gw_token_store_save(f->dir, &l, err, sizeof err), GW_TS_OK);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_OK);
+  assert_int_equal(csc1_token_store_save(f->dir, &l, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_OK);
   assert_string_equal(got.refresh_token, "rt-two");
-  gw_stored_login_free(&got);
+  csc1_stored_login_free(&got);
   l = sample(NULL);
-  assert_int_equal(gw_token_store_save(f->dir, &l, err, sizeof err), GW_TS_OK);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_OK);
+  assert_int_equal(csc1_token_store_save(f->dir, &l, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_OK);
   assert_null(got.refresh_token);
-  gw_stored_login_free(&got);
+  csc1_stored_login_free(&got);
 }
 
 static void loose_mode_is_tightened_on_load(void **state) {
   fixture *f = *state;
   char err[256], path[256];
-  gw_stored_login got, l = sample("rt");
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
-  assert_int_equal(gw_token_store_save(f->dir, &l, err, sizeof err), GW_TS_OK);
+  csc1_stored_login got, l = sample("rt");
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(csc1_token_store_save(f->dir, &l, err, sizeof err), CSC1_TS_OK);
   file_path(f, path, sizeof path, "");
   assert_int_equal(chmod(path, 0644), 0);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_OK);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_OK);
   assert_int_equal(mode_of(path), 0600);
-  gw_stored_login_free(&got);
+  csc1_stored_login_free(&got);
 }
 
 static void corrupt_file_is_kept_aside(void **state) {
   fixture *f = *state;
   char err[256], path[256];
-  gw_stored_login got;
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
+  csc1_stored_login got;
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
   file_path(f, path, sizeof path, "");
   FILE *fp = fopen(path, "w");
   fputs("{\"version\": 1, \"issuer\": tru", fp);
   fclose(fp);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_CORRUPT);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_CORRUPT);
   assert_non_null(strstr(err, "not a valid mcgw login file"));
   assert_non_null(strstr(err, ".corrupt-"));
   assert_int_equal(access(path, F_OK), -1);
-  assert_int_equal(count_entries(f->dir, GW_TOKEN_STORE_FILE ".corrupt-"), 1);
+  assert_int_equal(count_entries(f->dir, CSC1_TOKEN_STORE_FILE ".corrupt-"), 1);
   /* Twice in the same second: both kept. */
   fp = fopen(path, "w");
   fputs("garbage", fp);
   fclose(fp);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_CORRUPT);
-  assert_int_equal(count_entries(f->dir, GW_TOKEN_STORE_FILE ".corrupt-"), 2);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_NONE);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_CORRUPT);
+  assert_int_equal(count_entries(f->dir, CSC1_TOKEN_STORE_FILE ".corrupt-"), 2);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_NONE);
 }
 
 /* A path that opens but cannot be read (a directory: EISDIR, even as root). */
 static void unreadable_file_is_kept_aside(void **state) {
   fixture *f = *state;
   char err[256], path[256];
-  gw_stored_login got;
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
+  csc1_stored_login got;
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
   file_path(f, path, sizeof path, "");
   assert_int_equal(mkdir(path, 0700), 0);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_CORRUPT);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_CORRUPT);
   assert_non_null(strstr(err, "cannot be read"));
-  assert_int_equal(count_entries(f->dir, GW_TOKEN_STORE_FILE ".corrupt-"), 1);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_NONE);
+  assert_int_equal(count_entries(f->dir, CSC1_TOKEN_STORE_FILE ".corrupt-"), 1);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_NONE);
 }
 
 /* Logout: the file is gone (no temp, nothing aside); a second remove and a
@@ -176,24 +176,24 @@ static void unreadable_file_is_kept_aside(void **state) {
 static void remove_is_idempotent(void **state) {
   fixture *f = *state;
   char err[256];
-  gw_stored_login got;
-  assert_int_equal(gw_token_store_prepare(f->dir, err, sizeof err), GW_TS_OK);
-  assert_int_equal(gw_token_store_remove(f->dir, err, sizeof err), GW_TS_OK);
-  gw_stored_login l = sample("rt-logout");
-  assert_int_equal(gw_token_store_save(f->dir, &l, err, sizeof err), GW_TS_OK);
-  assert_int_equal(gw_token_store_remove(f->dir, err, sizeof err), GW_TS_OK);
-  assert_int_equal(count_entries(f->dir, GW_TOKEN_STORE_FILE), 0);
-  assert_int_equal(gw_token_store_load(f->dir, &got, err, sizeof err), GW_TS_NONE);
-  assert_int_equal(gw_token_store_remove(f->dir, err, sizeof err), GW_TS_OK);
+  csc1_stored_login got;
+  assert_int_equal(csc1_token_store_prepare(f->dir, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(csc1_token_store_remove(f->dir, err, sizeof err), CSC1_TS_OK);
+  csc1_stored_login l = sample("rt-logout");
+  assert_int_equal(csc1_token_store_save(f->dir, &l, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(csc1_token_store_remove(f->dir, err, sizeof err), CSC1_TS_OK);
+  assert_int_equal(count_entries(f->dir, CSC1_TOKEN_STORE_FILE), 0);
+  assert_int_equal(csc1_token_store_load(f->dir, &got, err, sizeof err), CSC1_TS_NONE);
+  assert_int_equal(csc1_token_store_remove(f->dir, err, sizeof err), CSC1_TS_OK);
   /* A directory that cannot be opened: an error naming it. */
   char missing[300];
   snprintf(missing, sizeof missing, "%s/nonexistent", f->dir);
-  assert_int_equal(gw_token_store_remove(missing, err, sizeof err), GW_TS_EIO);
+  assert_int_equal(csc1_token_store_remove(missing, err, sizeof err), CSC1_TS_EIO);
   assert_non_null(strstr(err, "nonexistent"));
 }
 
 static void parse_refuses_garbage(void **state) {
-  gw_stored_login l;
+  csc1_stored_login l;
   const char *bad[] = {"",
                        "null",
                        "[]",
@@ -204,11 +204,11 @@ static void parse_refuses_garbage(void **state) {
                        "{\"version\":1,\"issuer\":\"a\",\"client_id\":\"b\",\"refresh_token\":{}}",
                        "{\"version\":1,\"version\":1,\"issuer\":\"a\",\"client_id\":\"b\"}"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    assert_int_equal(gw_token_store_parse(bad[i], strlen(bad[i]), &l), -1);
+    assert_int_equal(csc1_token_store_parse(bad[i], strlen(bad[i]), &l), -1);
   const char *good = "{\"version\":1,\"issuer\":\"a\",\"client_id\":\"b\"}";
-  assert_int_equal(gw_token_store_parse(good, strlen(good), &l), 0);
+  assert_int_equal(csc1_token_store_parse(good, strlen(good), &l), 0);
   assert_null(l.refresh_token);
-  gw_stored_login_free(&l);
+  csc1_stored_login_free(&l);
 }
 
 int main(void) {
