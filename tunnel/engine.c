@@ -185,12 +185,18 @@ static void sweep_conns(tn_link *head, uint64_t now) {
   }
 }
 
+static void sweep_protos(tn_engine *e, uint64_t now) {
+  for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++)
+    if (protos[i]->sweep)
+      protos[i]->sweep(e, now);
+}
+
 /* The timer runs every TN_SWEEP_MS only while something is being set up
  * (a deadline may fall due); with only established tunnels it wakes for the
  * next idle check alone, and with none at all it stops. */
 static void sweep_schedule(tn_engine *e, uint64_t now) {
   uint64_t delay = 0;
-  if (!tn__list_empty(&e->setup_list) || !tn__list_empty(&e->conn_setup))
+  if (!tn__list_empty(&e->setup_list) || !tn__list_empty(&e->conn_setup) || e->heads_open)
     delay = TN_SWEEP_MS;
   else if (!tn__list_empty(&e->relay_list) && e->opts.idle_timeout_ms)
     delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
@@ -205,6 +211,7 @@ static void on_sweep(uv_timer_t *timer) {
   uint64_t now = uv_now(e->loop);
   sweep_conns(&e->conn_setup, now);
   sweep_tunnels(&e->setup_list, now, 0);
+  sweep_protos(e, now);
   uint64_t idle = e->opts.idle_timeout_ms;
   if (idle && now >= e->next_idle_sweep_ms) {
     sweep_tunnels(&e->relay_list, now, idle);

@@ -46,6 +46,7 @@ struct tn_engine {
   tn_link conn_other;     /* connections handed over, or closing */
   tn_link sessions;       /* multiplexed sessions (HTTP/2), for GOAWAY on drain */
   uint64_t next_idle_sweep_ms;
+  unsigned heads_open;     /* sessions with a request head begun, not complete */
   uint64_t tunnels_alloc; /* tunnels not yet freed */
   uint64_t conns_alloc;   /* connections not yet freed */
   tn_clients *clients;

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tunnel/addr.h"
 #include "tunnel/conn.h"
 #include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
@@ -74,12 +75,40 @@ struct tn_h2 {
   bool need_flush, write_blocked, goaway, closing;
   bool calm_sent;             /* our GOAWAY(ENHANCE_YOUR_CALM) is queued */
   uint32_t refused;           /* 429s answered on this connection */
+  /* A header block begun (HEADERS without END_HEADERS yet, or a request
+   * head not yet complete) on head_stream: header_timeout bounds it from
+   * head_deadline_ms; 0 when none is open (tn__engine_head_open). */
+  uint64_t head_deadline_ms;
+  int32_t head_stream;
+  bool head_timed_out;        /* closing for it: linger so the GOAWAY is read */
   char *out;                  /* frames being coalesced into one write */
   size_t out_len;
 };
 
 static void flush(tn_h2 *h);
 static void session_close(tn_h2 *h);
+
+/* ---- request-head deadline ----
+ * A device could open a header block and never finish it (a HEADERS frame
+ * whose CONTINUATION never comes): nothing else may arrive on the
+ * connection meanwhile (RFC 9113 6.10), and no tunnel exists yet, so the
+ * session itself keeps the header_timeout deadline; the engine's sweep
+ * calls h2_sweep. */
+
+static void head_begin(tn_h2 *h, int32_t stream_id) {
+  if (h->head_deadline_ms)
+    return;
+  h->head_deadline_ms = uv_now(tn__loop(h->engine)) + tn__opts(h->engine)->header_timeout_ms;
+  h->head_stream = stream_id;
+  tn__engine_head_open(h->engine, true);
+}
+
+static void head_end(tn_h2 *h) {
+  if (!h->head_deadline_ms)
+    return;
+  h->head_deadline_ms = 0;
+  tn__engine_head_open(h->engine, false);
+}
 
 /* ---- stream objects ---- */
 
@@ -301,6 +330,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
   tn_h2 *h = user;
   if (frame->hd.type != NGHTTP2_HEADERS)
     return 0;
+  head_begin(h, frame->hd.stream_id);
   if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
     /* HEADERS on an open stream (trailers, or a second head): not allowed on
      * a CONNECT stream (RFC 9113 8.5); nghttp2 #2849. */
@@ -363,6 +393,8 @@ static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user) {
   tn_h2 *h = user;
+  if (frame->hd.type == NGHTTP2_HEADERS) /* the whole block is in */
+    head_end(h);
   h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
   if (!st)
     return 0;
@@ -433,6 +465,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, void *user) {
+  if (id == ((tn_h2 *)user)->head_stream) /* its head refused or reset */
+    head_end(user);
   h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
   if (!st)
     return 0;
@@ -596,6 +630,7 @@ static void session_close(tn_h2 *h) {
   if (h->closing)
     return;
   h->closing = true;
+  head_end(h);
   tn__engine_session_removed(h->engine, &h->link);
   /* Each tunnel lets go of its stream on the error, which frees it. */
   for (h2_stream *st = h->streams, *next; st; st = next) {
@@ -607,7 +642,7 @@ static void session_close(tn_h2 *h) {
   }
   /* After our GOAWAY(ENHANCE_YOUR_CALM) the device is likely still sending
    * (streams it opened before reading it): linger, so it reads the GOAWAY. */
-  if (h->calm_sent && tn__ep_shutdown(h->conn->transport) == 0) {
+  if ((h->calm_sent || h->head_timed_out) && tn__ep_shutdown(h->conn->transport) == 0) {
     tn__engine_conn_linger(h->engine, h->conn);
     return;
   }
@@ -631,6 +666,27 @@ static void h2_drain(tn_engine *e, bool close_now) {
     nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
                           NULL, 0);
+    schedule(h);
+  }
+}
+
+/* A request head not complete within header_timeout: the session ends
+ * with GOAWAY (its complete streams see a device reset), lingering so the
+ * device reads it. */
+static void h2_sweep(tn_engine *e, uint64_t now) {
+  tn_link *sessions = tn__engine_sessions(e);
+  for (tn_link *l = sessions->next; l != sessions; l = l->next) {
+    tn_h2 *h = (tn_h2 *)l;
+    if (!h->head_deadline_ms || now < h->head_deadline_ms || h->head_timed_out)
+      continue;
+    h->head_timed_out = true;
+    h->goaway = true;
+    head_end(h);
+    char client[64] = "-";
+    tn_addr_format((const struct sockaddr *)&h->conn->client, client, sizeof client);
+    tn_log(tn__logger(h->engine), TN_LOG_INFO, "h2_header_timeout", TN_S("client", client),
+           TN_U("stream", (uint64_t)h->head_stream), TN_LOG_END);
+    nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
     schedule(h);
   }
 }
@@ -776,5 +832,6 @@ const tn_proto tn__proto_h2 = {
     .established = h2_established,
     .fail = h2_fail,
     .drain = h2_drain,
+    .sweep = h2_sweep,
     .describe = h2_describe,
 };

@@ -59,6 +59,10 @@ struct tn_proto {
    * (HTTP/2: GOAWAY), or, with close_now, close them. NULL: nothing to do
    * beyond what the engine does for every tunnel. */
   void (*drain)(tn_engine *e, bool close_now);
+  /* Deadlines the front end keeps itself, checked by the engine's sweep at
+   * loop time now (HTTP/2: a request head begun on a session and not
+   * complete within header_timeout, tn__engine_head_open). NULL: none. */
+  void (*sweep)(tn_engine *e, uint64_t now);
   /* Fills the protocol's part of info (today its name). */
   void (*describe)(const tn_tunnel *t, tn_tunnel_info *info);
 };

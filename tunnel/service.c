@@ -176,6 +176,15 @@ void tn__engine_session_removed(tn_engine *e, tn_link *link) {
 
 tn_link *tn__engine_sessions(tn_engine *e) { return &e->sessions; }
 
+void tn__engine_head_open(tn_engine *e, bool open) {
+  if (!open) {
+    e->heads_open--;
+    return;
+  }
+  e->heads_open++;
+  sweep_ensure(e);
+}
+
 /* Something entered set-up: make sure a deadline check is at most
  * TN_SWEEP_MS away. */
 static void sweep_ensure(tn_engine *e) {

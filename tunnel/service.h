@@ -48,6 +48,10 @@ void tn__engine_conn_freed(tn_engine *e, tn_conn *c);
 void tn__engine_session_added(tn_engine *e, tn_link *link);
 void tn__engine_session_removed(tn_engine *e, tn_link *link);
 tn_link *tn__engine_sessions(tn_engine *e);
+/* A session began (open) or finished (!open) reading a request head that
+ * header_timeout bounds: while any is open the sweep runs every
+ * TN_SWEEP_MS and calls each protocol's sweep op. Calls must pair. */
+void tn__engine_head_open(tn_engine *e, bool open);
 void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down);
 void tn__count_refused_client(tn_engine *e);
 /* A tunnel moved to splice (started) or a spliced tunnel closed. */

@@ -135,11 +135,6 @@ def test_header_timeout_closes_an_h2c_connection_that_never_sends_its_preface(mc
     s.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap (issue 17 report): once a connection is HTTP/2, no deadline "
-    "covers a request head in progress, so a HEADERS frame whose CONTINUATION "
-    "never comes holds the connection open past header_timeout; strict: "
-    "remove this marker with the fix"))
 def test_header_timeout_h2_request_head_never_completed(mcgw, echo):
     """A HEADERS frame without END_HEADERS whose CONTINUATION never comes:
     the request head is not complete within header_timeout (README: else
