@@ -97,7 +97,9 @@ struct gw_idm {
   token_job *parked[3]; /* by op: waiting for a JWKS refetch */
   /* the login */
   char *access_token;
-  int64_t access_expiry; /* unix seconds */
+  /* Loop (monotonic) time the access token expires at: a jump of the wall
+   * clock neither extends nor cuts its life; /status shows it as wall time. */
+  uint64_t access_expiry_ms;
   char *refresh_token;
   csc1_id_token principal;    /* iss, sub, aud, MC service IDs; sub NULL when none */
   unsigned refresh_attempt; /* > 0: retrying after a failure */
@@ -159,7 +161,7 @@ __attribute__((format(printf, 2, 3))) static void set_error(gw_idm *idm, const c
 }
 
 static bool has_access(const gw_idm *idm) {
-  return idm->access_token && now_unix() < idm->access_expiry;
+  return idm->access_token && uv_now(idm->loop) < idm->access_expiry_ms;
 }
 
 static const char *endpoint_token(const gw_idm *idm) {
@@ -549,7 +551,7 @@ static void adopt(gw_idm *idm, token_job *job, csc1_id_token *id) {
   wipe_str(&idm->access_token);
   idm->access_token = job->tokens.access_token;
   job->tokens.access_token = NULL;
-  idm->access_expiry = now_unix() + expires_in;
+  idm->access_expiry_ms = uv_now(idm->loop) + (uint64_t)(expires_in > 0 ? expires_in : 0) * 1000;
   if (job->tokens.refresh_token) { /* for a refresh it was taken (and saved) on receipt */
     wipe_str(&idm->refresh_token);
     idm->refresh_token = job->tokens.refresh_token;
@@ -1457,7 +1459,7 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
 
 void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms) {
   idm->refresh_before_ms = ms;
-  int64_t left = idm->access_expiry - now_unix();
+  int64_t left = (int64_t)(idm->access_expiry_ms - uv_now(idm->loop)) / 1000;
   if (!has_access(idm) || idm->refresh_req || idm->refresh_attempt || !idm->refresh_token)
     return;
   uint64_t delay = refresh_delay_ms(idm, left);
@@ -1475,7 +1477,8 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->mcptt_id = idm->principal.mcptt_id;
   out->mcdata_id = idm->principal.mcdata_id;
   out->mcvideo_id = idm->principal.mcvideo_id;
-  out->access_token_expiry = has_access(idm) ? idm->access_expiry : 0;
+  out->access_token_expiry =
+      has_access(idm) ? now_unix() + (int64_t)((idm->access_expiry_ms - uv_now(idm->loop)) / 1000) : 0;
   out->refresh_ok = idm->refresh_ok;
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;

@@ -70,11 +70,6 @@ def test_forward_jump_keeps_service_until_the_refresh_then_names_the_clock(env, 
     mc.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap (issue 17 report): /status computes access_token_expires_in_s "
-    "from the wall clock, so after a forward jump it says 0 (expired) while "
-    "the gateway is still authorized on its monotonic timer; strict: remove "
-    "this marker with the fix"))
 def test_forward_jump_status_stays_consistent(env, clock):
     idms = env.idms(access_ttl=30)
     gw, mc, mc_target = gateway_with_mc_server(env, idms, clock.env, refresh_before="10s")
