@@ -29,7 +29,7 @@ deb_pkgs=(debhelper dpkg-dev fakeroot lintian help2man)
 # replace the native one and break every native build, so only the library
 # (libcjose0:arm64) is installed and the rest is unpacked aside (cross_cjose).
 arm64_libs=(libssl-dev libuv1-dev libnghttp2-dev libjansson-dev libcjose0 libinih-dev
-  libcmocka-dev libsystemd-dev pkgconf libc6)
+  libcmocka-dev libsystemd-dev libpsl-dev pkgconf libc6)
 arm64_pkgs=(crossbuild-essential-arm64 qemu-user-static "${arm64_libs[@]/%/:arm64}")
 
 want=("${build_pkgs[@]}")
