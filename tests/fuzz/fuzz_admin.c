@@ -43,7 +43,8 @@ static void handle_status(gw_admin_req *req, void *arg) {
                    auth ? strlen(auth) : 0, accept ? strlen(accept) : 0, host ? strlen(host) : 0,
                    body_len);
   if (gw_admin_req_path(req)[1] == 's') /* also the JSON helper, with a fixed document */
-    return gw_admin_respond_json(req, 200, json_pack("{s:i}", "n", n));
+    gw_admin_respond_json(req, 200, json_pack("{s:i}", "n", n));
+    return;
   gw_admin_respond_text(req, 200, text);
 }
 
@@ -66,8 +67,10 @@ static void answer_later(uv_timer_t *t) {
 
 static void handle_login(gw_admin_req *req, void *arg) {
   (void)arg;
-  if (n_pending == sizeof(pending) / sizeof(pending[0]))
-    return gw_admin_respond_text(req, 503, "busy\n");
+  if (n_pending == sizeof(pending) / sizeof(pending[0])) {
+    gw_admin_respond_text(req, 503, "busy\n");
+    return;
+  }
   pending[n_pending++] = req;
   uv_timer_start(&later, answer_later, 0, 0);
 }

@@ -126,7 +126,8 @@ static void raw_write(device *d, const void *p, size_t n) {
   if (uv_write(req, (uv_stream_t *)&d->tcp, &buf, 1, dev_written) != 0) {
     free(req);
     fzr_tunnel_at(d->i)->reset_seen = true;
-    return dev_close(d, false);
+    dev_close(d, false);
+    return;
   }
 }
 
@@ -142,8 +143,10 @@ static void tls_flush(device *d) {
 static void dev_write(device *d, const void *p, size_t n) {
   if (!d->open || d->fin || d->closing || n == 0)
     return;
-  if (!d->tls_on)
-    return raw_write(d, p, n);
+  if (!d->tls_on) {
+    raw_write(d, p, n);
+    return;
+  }
   fzr_tls_write(&d->tls, p, n, key_updates);
   tls_flush(d);
 }
@@ -220,14 +223,18 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (d->tls_on && !d->tls.close_notify_seen && !t->reset_asked)
       fz_fail(HARNESS ": tunnel %zu: the gateway ended its TLS stream with a bare FIN, no "
               "close_notify", d->i);
-    return dev_eof(d);
+    dev_eof(d);
+    return;
   }
   if (n < 0) {
     t->reset_seen = true;
-    return dev_close(d, false);
+    dev_close(d, false);
+    return;
   }
-  if (d->tls_on)
-    return tls_in(d, buf->base, (size_t)n);
+  if (d->tls_on) {
+    tls_in(d, buf->base, (size_t)n);
+    return;
+  }
   dev_plain(d, buf->base, (size_t)n);
 }
 

@@ -130,8 +130,10 @@ static void flush(void) {
     ssize_t n = nghttp2_session_mem_send(dev.session, &p);
     if (n < 0)
       fz_fail(HARNESS ": nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
-    if (n == 0)
-      return tls_flush();
+    if (n == 0) {
+      tls_flush();
+      return;
+    }
     if (dev.tls_on)
       fzr_tls_write(&dev.tls, p, (size_t)n, key_updates);
     else

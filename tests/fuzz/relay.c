@@ -182,7 +182,8 @@ static void echo(fzr_upstream *u, const uint8_t *p, size_t n) {
   if (uv_write(&w->req, (uv_stream_t *)&u->tcp, &buf, 1, echo_written) != 0) {
     free(w);
     saw_reset(u);
-    return up_close(u, false);
+    up_close(u, false);
+    return;
   }
   fzr_bytes_add(&u->t->up_sent, w->data, n);
 }
@@ -243,7 +244,8 @@ static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (n < 0) {
     saw_reset(u);
-    return up_close(u, false);
+    up_close(u, false);
+    return;
   }
   const uint8_t *p = (const uint8_t *)buf->base;
   size_t len = (size_t)n;
@@ -428,8 +430,10 @@ void fzr_tls_free(fzr_tls *t) {
 }
 
 void fzr_tls_write(fzr_tls *t, const void *p, size_t n, bool key_update) {
-  if (!t->ready)
-    return fzr_bytes_add(&t->early, p, n);
+  if (!t->ready) {
+    fzr_bytes_add(&t->early, p, n);
+    return;
+  }
   if (key_update && SSL_key_update(t->ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
     fz_fail("fuzz relay: SSL_key_update");
   if (n && SSL_write(t->ssl, p, (int)n) != (int)n)

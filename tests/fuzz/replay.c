@@ -56,8 +56,10 @@ static void replay(const char *path) {
     perror(path);
     exit(1);
   }
-  if (!S_ISDIR(st.st_mode))
-    return replay_file(path);
+  if (!S_ISDIR(st.st_mode)) {
+    replay_file(path);
+    return;
+  }
   struct dirent **names;
   int n = scandir(path, &names, NULL, by_name);
   if (n < 0) {
