@@ -70,6 +70,7 @@ typedef struct tn_tunnel tn_tunnel;
 typedef struct tn_conn tn_conn;
 typedef struct tn_h2 tn_h2;
 typedef struct tn_proto tn_proto;
+typedef struct tn_udp tn_udp;
 
 /* Intrusive doubly-linked list. A link not in a list has NULL pointers. */
 typedef struct tn_link {
@@ -191,6 +192,7 @@ struct tn_tunnel {
   bool splice_ok;                /* plain TCP both sides and splice not off */
   bool splice_want;              /* move to splice as soon as nothing is queued */
   struct tn_splice *splice;      /* relaying with splice(2); NULL when copying */
+  tn_udp *udp;                   /* CONNECT-UDP: its datagram relay (udp.c); NULL for TCP */
 };
 
 /* How tn__tunnel_close ends the endpoints: FIN closes them gracefully

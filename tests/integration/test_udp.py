@@ -1,0 +1,331 @@
+"""CONNECT-UDP (RFC 9298) over HTTP/2 extended CONNECT (RFC 8441), with
+python3-h2 as an independent client and its own capsule encoding (RFC 9297)
+written here, and plain UDP sockets as targets."""
+
+import signal
+import socket
+
+import h2.errors
+import pytest
+
+from h2client import H2Client
+
+PREFIX = "/.well-known/masque/udp"
+
+
+# ---- the test's own capsule encoding (RFC 9000 16 varints, RFC 9297 3.2)
+
+def varint(v):
+    if v < 1 << 6:
+        return bytes([v])
+    if v < 1 << 14:
+        return (0x4000 | v).to_bytes(2, "big")
+    if v < 1 << 30:
+        return (0x80000000 | v).to_bytes(4, "big")
+    return (0xC000000000000000 | v).to_bytes(8, "big")
+
+
+def read_varint(b, i):
+    n = 1 << (b[i] >> 6)
+    v = b[i] & 0x3F
+    for k in range(1, n):
+        v = (v << 8) | b[i + k]
+    return v, i + n
+
+
+def capsule(ctype, payload):
+    return varint(ctype) + varint(len(payload)) + payload
+
+
+def datagram(payload, context=0):
+    return capsule(0, varint(context) + payload)
+
+
+def parse_datagrams(body):
+    """The UDP payloads in a stream of capsules (complete ones only)."""
+    out, i = [], 0
+    while i < len(body):
+        try:
+            t, j = read_varint(body, i)
+            n, j = read_varint(body, j)
+        except IndexError:
+            break
+        if j + n > len(body):
+            break
+        if t == 0:
+            ctx, k = read_varint(body, j)
+            assert ctx == 0
+            out.append(bytes(body[k:j + n]))
+        i = j + n
+    return out
+
+
+# ---- helpers
+
+def udp_target():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(10)
+    return s
+
+
+def connect_udp(client, host, port, path=None, protocol="connect-udp"):
+    sid = client.conn.get_next_available_stream_id()
+    headers = [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "https"),
+               (":authority", "gateway.test"),
+               (":path", path or f"{PREFIX}/{host}/{port}/"), ("capsule-protocol", "?1")]
+    client.conn.send_headers(sid, headers)
+    from h2client import Stream
+    client.streams[sid] = Stream(sid)
+    client.flush()
+    return client.wait_response(client.streams[sid])
+
+
+def h2c(gw):
+    client = H2Client(gw.proxy_port)
+    client.pump(lambda: client.remote_settings_seen, 10, "the gateway's SETTINGS")
+    return client
+
+
+def wait_datagrams(client, stream, n, what):
+    client.pump(lambda: len(parse_datagrams(stream.body)) >= n, 10, what)
+    return parse_datagrams(stream.body)
+
+
+@pytest.fixture
+def gw_udp(mcgw):
+    def start(**tunnel):
+        tunnel.setdefault("allow_udp", "127.0.0.1:1-65535")
+        return mcgw(**tunnel)
+    return start
+
+
+def closed_record(gw, target):
+    return gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("type") == "udp"
+                       and r.get("target") == target, 10, f"the access log of {target}")
+
+
+# ---- tests
+
+def test_settings_enable_connect_protocol(gw_udp):
+    """mcgw announces SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 3)."""
+    client = h2c(gw_udp())
+    assert client.conn.remote_settings.enable_connect_protocol == 1
+    client.close()
+
+
+def test_datagrams_both_ways_h2c(gw_udp):
+    """A DATAGRAM capsule's payload reaches the target as one UDP datagram
+    from the gateway's connected socket; the target's replies come back as
+    DATAGRAM capsules; the access log says type=udp with the counts."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    assert s.status == 200 and s.headers.get("capsule-protocol") == "?1"
+    payloads = [bytes([i]) * (12 + i) for i in range(5)]
+    client.send(s, b"".join(datagram(p) for p in payloads))
+    got, peer = [], None
+    for _ in payloads:
+        data, peer = target.recvfrom(2048)
+        got.append(data)
+    assert got == payloads
+    for p in (b"reply-1", b"", b"reply-3" * 100):
+        target.sendto(p, peer)
+    assert wait_datagrams(client, s, 3, "3 replies") == [b"reply-1", b"", b"reply-3" * 100]
+    client.end(s)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["result"] == "ok" and rec["proto"] == "h2"
+    assert (rec["datagrams_up"], rec["datagrams_down"], rec["dropped"]) == (5, 3, 0)
+    assert rec["bytes_up"] == sum(map(len, payloads))
+    client.close()
+
+
+def test_percent_encoded_ipv6_target(gw_udp):
+    """target_host as an IPv6 literal with its colons percent-encoded."""
+    target = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    target.bind(("::1", 0))
+    target.settimeout(10)
+    port = target.getsockname()[1]
+    gw = gw_udp(allow_udp="[::1]:1-65535")
+    client = h2c(gw)
+    s = connect_udp(client, None, None, path=f"{PREFIX}/%3A%3A1/{port}/")
+    assert s.status == 200
+    client.send(s, datagram(b"v6"))
+    assert target.recvfrom(100)[0] == b"v6"
+    client.close()
+
+
+def test_unknown_context_and_capsule_type_dropped(gw_udp):
+    """A datagram with Context ID 1 and a capsule of an unknown type are
+    dropped silently; the next datagram still goes through."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    client.send(s, datagram(b"ctx1", context=1) + capsule(0x2a, b"unknown") + datagram(b"ok"))
+    assert target.recvfrom(100)[0] == b"ok"
+    client.end(s)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert (rec["datagrams_up"], rec["dropped"]) == (1, 1)
+
+
+def test_malformed_capsule_resets_only_its_stream(gw_udp):
+    """A DATAGRAM capsule too short for its Context ID: RST_STREAM
+    (PROTOCOL_ERROR) on that stream; a second stream on the same connection
+    goes on."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    client = h2c(gw)
+    bad = connect_udp(client, "127.0.0.1", port)
+    good = connect_udp(client, "127.0.0.1", port)
+    client.send(bad, b"\x00\x00")
+    client.pump(lambda: bad.reset_code is not None, 10, "the reset")
+    assert bad.reset_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    client.send(good, datagram(b"still here"))
+    assert target.recvfrom(100)[0] == b"still here"
+    assert good.reset_code is None
+
+
+def test_reply_from_another_host_not_relayed(gw_udp):
+    """Only the target's address and port reach the device: a datagram sent
+    from a second socket to the gateway's upstream port is never relayed."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    client.send(s, datagram(b"hello"))
+    _, gateway_addr = target.recvfrom(100)
+    stranger = udp_target()
+    stranger.sendto(b"intruder", gateway_addr)
+    target.sendto(b"genuine", gateway_addr)
+    assert wait_datagrams(client, s, 1, "the genuine reply") == [b"genuine"]
+    # the stranger's datagram was sent first: had it passed, it came first
+    client.send(s, datagram(b"ping"))
+    target.recvfrom(100)
+    target.sendto(b"second", gateway_addr)
+    assert wait_datagrams(client, s, 2, "the second reply") == [b"genuine", b"second"]
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/not/the/template", 404),
+    (f"{PREFIX}/127.0.0.1/5004", 404),
+    (f"{PREFIX}/127.0.0.1/0/", 400),
+    (f"{PREFIX}/127.0.0.1/65536/", 400),
+    (f"{PREFIX}/exa%2Fmple/5004/", 400),
+    (f"{PREFIX}/255.255.255.255/5004/", 403),
+    (f"{PREFIX}/224.0.0.1/5004/", 403),
+    (f"{PREFIX}/0.0.0.0/5004/", 403),
+    (f"{PREFIX}/127.0.0.1/80/", 403),  # only a TCP rule allows port 80
+])
+def test_refusals(gw_udp, path, status):
+    """Each refusal with its status, on a stream of a connection whose other
+    streams are not disturbed."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(allow_udp=["127.0.0.1:1024-65535", "255.255.255.255:5004", "224.0.0.1:5004",
+                           "0.0.0.0:5004"], allow="127.0.0.1:80")
+    client = h2c(gw)
+    s = connect_udp(client, None, None, path=path)
+    assert s.status == status
+    ok = connect_udp(client, "127.0.0.1", port)
+    assert ok.status == 200
+
+
+def test_private_address_after_dns_refused(mcgw):
+    """A name allowed by allow_udp that resolves to a private address: 403
+    without allow_private."""
+    gw = mcgw(allow_udp="localhost:5004", allow_private="no")
+    client = h2c(gw)
+    s = connect_udp(client, "localhost", 5004)
+    assert s.status == 403
+
+
+def test_other_protocol_still_501(gw_udp):
+    client = h2c(gw_udp())
+    s = connect_udp(client, "127.0.0.1", 5004, protocol="websocket")
+    assert s.status == 501
+
+
+def test_tcp_rule_does_not_permit_udp(mcgw):
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = mcgw(allow=f"127.0.0.1:{port}")
+    s = connect_udp(h2c(gw), "127.0.0.1", port)
+    assert s.status == 403
+
+
+def test_idle_timeout(gw_udp):
+    """udp_idle_timeout without a datagram either way ends the tunnel."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(udp_idle_timeout="1s")
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    client.send(s, datagram(b"x"))
+    target.recvfrom(10)
+    client.pump(lambda: s.done_receiving, 15, "the idle tunnel to end")
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["close"] == "idle_timeout"
+
+
+def test_icmp_unreachable_keeps_tunnel(gw_udp):
+    """A target port with nobody behind it answers ICMP port unreachable:
+    counted, and the tunnel stays up (the datagram after it still goes)."""
+    closed = udp_target()
+    port = closed.getsockname()[1]
+    closed.close()
+    gw = gw_udp()
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    for _ in range(3):
+        client.send(s, datagram(b"nobody home"))
+        client.pump_once(0.05)
+    assert s.reset_code is None and not s.ended
+    client.end(s)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["result"] == "ok" and rec["close"] == "eof"
+
+
+def test_payload_over_max_dropped(gw_udp):
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(udp_max_payload="100B")
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    client.send(s, datagram(b"L" * 101) + datagram(b"S" * 100))
+    assert target.recvfrom(200)[0] == b"S" * 100
+    client.end(s)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert (rec["datagrams_up"], rec["dropped"]) == (1, 1)
+
+
+def test_limits_apply(gw_udp):
+    """max_tunnels_per_client counts UDP tunnels: the next one gets 503."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(max_tunnels_per_client="2")
+    client = h2c(gw)
+    a = connect_udp(client, "127.0.0.1", port)
+    b = connect_udp(client, "127.0.0.1", port)
+    c = connect_udp(client, "127.0.0.1", port)
+    assert (a.status, b.status, c.status) == (200, 200, 503)
+
+
+def test_reload_applies_udp_rules(gw_udp):
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(allow_udp="127.0.0.1:1-10")
+    client = h2c(gw)
+    assert connect_udp(client, "127.0.0.1", port).status == 403
+    text = gw.config_path.read_text().replace("allow_udp = 127.0.0.1:1-10",
+                                              f"allow_udp = 127.0.0.1:{port}")
+    gw.config_path.write_text(text)
+    since = len(gw.log_records())
+    gw.send_signal(signal.SIGHUP)
+    gw.wait_log(lambda r: r.get("msg") == "reloaded", 10, "the reload", since=since)
+    assert connect_udp(client, "127.0.0.1", port).status == 200
