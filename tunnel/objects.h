@@ -138,9 +138,18 @@ struct tn_conn {
 /* State needed only until the relay starts. */
 typedef struct tn_setup {
   llhttp_t parser;
-  char target[TN_HOST_MAX + 16]; /* raw request target */
+  /* raw request target: a CONNECT authority, or a CONNECT-UDP path (a
+   * name's longest with RFC 9298's prefix and a port fits) */
+  char target[TN_HOST_MAX + 48];
   size_t target_len;
   bool target_overflow;
+  /* HTTP/1.1 Upgrade (CONNECT-UDP): the header being read and its value */
+  char field[8];                 /* a header name, while it is short enough to matter */
+  uint8_t field_len;             /* bytes of it; sizeof(field) + 1: longer than that */
+  char value[16];                /* the Upgrade header's value, likewise */
+  uint8_t value_len;
+  bool in_upgrade;               /* the header being read is Upgrade */
+  bool upgrade_udp;              /* Upgrade: connect-udp was sent */
   size_t header_bytes;
   bool request_done;
   tn_authority auth;

@@ -346,7 +346,7 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->client_subject = t->conn->subject;
   info->target = t->target;
   info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
-  info->established = t->status == 200;
+  info->established = t->status == 200 || t->status == 101; /* 101: HTTP/1.1 CONNECT-UDP */
   info->result = t->result;
   info->status = t->status;
   info->close_reason = t->close_reason;

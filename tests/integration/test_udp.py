@@ -6,6 +6,7 @@ import signal
 import socket
 
 import h2.errors
+import h2.settings
 import pytest
 
 from h2client import H2Client
@@ -329,3 +330,130 @@ def test_reload_applies_udp_rules(gw_udp):
     gw.send_signal(signal.SIGHUP)
     gw.wait_log(lambda r: r.get("msg") == "reloaded", 10, "the reload", since=since)
     assert connect_udp(client, "127.0.0.1", port).status == 200
+
+
+# ---- HTTP/1.1 Upgrade (RFC 9298 3.2), raw sockets
+
+def h1_upgrade(port, path, upgrade="connect-udp", method="GET"):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: Upgrade\r\n"
+                 f"Upgrade: {upgrade}\r\nCapsule-Protocol: ?1\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {head!r}"
+        head += chunk
+    head, rest = head.split(b"\r\n\r\n", 1)
+    return sock, head.decode(), bytearray(rest)
+
+
+def recv_datagrams(sock, buf, n):
+    while len(parse_datagrams(buf)) < n:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        buf += chunk
+    return parse_datagrams(buf)
+
+
+def test_h1_upgrade_datagrams_both_ways(gw_udp):
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    sock, head, rest = h1_upgrade(gw.proxy_port, f"{PREFIX}/127.0.0.1/{port}/")
+    lines = head.split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols"
+    assert "Upgrade: connect-udp" in lines and "Connection: Upgrade" in lines
+    sock.sendall(datagram(b"one") + datagram(b"two", context=5) + datagram(b"three"))
+    assert target.recvfrom(100)[0] == b"one"
+    data, peer = target.recvfrom(100)
+    assert data == b"three"
+    target.sendto(b"back", peer)
+    assert recv_datagrams(sock, rest, 1) == [b"back"]
+    sock.close()
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["proto"] == "h1" and rec["status"] == 101
+    assert (rec["datagrams_up"], rec["datagrams_down"], rec["dropped"]) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("path,upgrade,status", [
+    (f"{PREFIX}/127.0.0.1/5004/", "websocket", 405),
+    ("/elsewhere/", "connect-udp", 404),
+    (f"{PREFIX}/127.0.0.1/0/", "connect-udp", 400),
+    (f"{PREFIX}/127.0.0.1/80/", "connect-udp", 403),
+])
+def test_h1_upgrade_refusals(gw_udp, path, upgrade, status):
+    gw = gw_udp(allow_udp="127.0.0.1:1024-65535", allow="127.0.0.1:80")
+    sock, head, _ = h1_upgrade(gw.proxy_port, path, upgrade)
+    assert head.split("\r\n")[0].split(" ")[1] == str(status)
+    sock.close()
+
+
+def test_h1_malformed_capsule_closes_connection(gw_udp):
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    sock, head, rest = h1_upgrade(gw.proxy_port, f"{PREFIX}/127.0.0.1/{port}/")
+    assert " 101 " in head.split("\r\n")[0]
+    sock.sendall(b"\x00\x01\x40")
+    try:
+        assert sock.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["close"] == "malformed_capsule"
+
+
+def test_h2_on_tls_listener(gw_udp, pki):
+    """The same over the TLS listener (ALPN h2)."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(listen_tls="127.0.0.1:0", tls_cert=pki.server_cert, tls_key=pki.server_key)
+    client = H2Client(gw.listen_port("proxy_tls"), pki.client_context())
+    s = connect_udp(client, "127.0.0.1", port)
+    assert s.status == 200
+    client.send(s, datagram(b"over tls"))
+    data, peer = target.recvfrom(100)
+    assert data == b"over tls"
+    target.sendto(b"and back", peer)
+    assert wait_datagrams(client, s, 1, "the reply") == [b"and back"]
+    client.close()
+
+
+def test_device_not_reading_drops_others_go_on(gw_udp):
+    """A device that stops reading one stream (its window held closed):
+    datagrams towards it are dropped and counted (device_busy) once 64 KiB
+    wait for it, while another stream on the same connection still gets
+    every reply."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    client = h2c(gw)
+    # the device's window per stream: 16 KiB, so a stream it does not read
+    # closes after 16 KiB
+    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384})
+    client.flush()
+    slow = connect_udp(client, "127.0.0.1", port)
+    fast = connect_udp(client, "127.0.0.1", port)
+    slow.hold_window = True
+    client.send(slow, datagram(b"s"))
+    _, slow_peer = target.recvfrom(10)
+    client.send(fast, datagram(b"f"))
+    _, fast_peer = target.recvfrom(10)
+    for i in range(400):  # 400 x 1 KiB: far over the stream window and the 64 KiB bound
+        target.sendto(b"x" * 1000, slow_peer)
+        if i % 50 == 0:
+            client.pump_once(0)
+    for i in range(20):
+        target.sendto(b"fast %d" % i, fast_peer)
+    got = wait_datagrams(client, fast, 20, "every reply on the reading stream")
+    assert got == [b"fast %d" % i for i in range(20)]
+    client.end(slow)
+    client.end(fast)
+    closed = lambda: [r for r in gw.log_records() if r.get("msg") == "tunnel_closed"]  # noqa: E731
+    client.pump(lambda: len(closed()) >= 2, 10, "both tunnels closed")
+    by_sent = sorted(closed(), key=lambda r: r["datagrams_down"])
+    assert by_sent[0]["dropped"] == 0 and by_sent[0]["datagrams_down"] == 20
+    # the slow one: at most 16 KiB in its window and 64 KiB waiting; the rest dropped
+    assert by_sent[1]["bytes_down"] <= 16384 + 65536
+    # (the kernel may drop some of the burst itself: those mcgw never saw)
+    assert by_sent[1]["dropped"] > 0
