@@ -173,7 +173,7 @@ typedef struct tn_engine_stats {
   uint64_t splice_active;    /* open tunnels relaying with splice(2) */
   uint64_t h2_goaway[TN_GOAWAY_COUNT_]; /* GOAWAY frames sent, by reason */
   uint64_t clients_rate_limited; /* clients refused by their new-tunnel rate in the last 10 s */
-  uint64_t udp_active;       /* CONNECT-UDP tunnels among tunnels_active */
+  uint64_t by_proto_udp_active[2]; /* CONNECT-UDP tunnels among by_proto_active */
   uint64_t udp_datagrams_up, udp_datagrams_down; /* relayed, since start */
   uint64_t udp_dropped[TN_UDP_DROP_COUNT_];      /* dropped, by reason */
   uint64_t udp_icmp_unreachable; /* ICMP unreachable from targets (the tunnel stays) */

@@ -94,7 +94,7 @@ bool tn__admit(tn_engine *e, tn_tunnel *t) {
   t->admitted = true;
   e->stats.tunnels_active++;
   e->stats.by_proto_active[t->proto->stats_index]++;
-  e->stats.udp_active += t->udp != NULL;
+  e->stats.by_proto_udp_active[t->proto->stats_index] += t->udp != NULL;
   return true;
 }
 
@@ -142,7 +142,7 @@ void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
     t->admitted = false;
     e->stats.tunnels_active--;
     e->stats.by_proto_active[t->proto->stats_index]--;
-    e->stats.udp_active -= t->udp != NULL;
+    e->stats.by_proto_udp_active[t->proto->stats_index] -= t->udp != NULL;
     tn__clients_remove(e->clients, (const struct sockaddr *)&t->conn->client, t->conn->subject);
   }
 }

@@ -457,3 +457,43 @@ def test_device_not_reading_drops_others_go_on(gw_udp):
     assert by_sent[1]["bytes_down"] <= 16384 + 65536
     # (the kernel may drop some of the burst itself: those mcgw never saw)
     assert by_sent[1]["dropped"] > 0
+
+
+def test_ops_surface(gw_udp):
+    """/status tunnels.by_type, /tunnels' type, the metrics with the type
+    label and the datagram counters, and `mcgw status` / `mcgw tunnels`."""
+    import json
+
+    import mcgwtest
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(udp_max_payload="100B")
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    client.send(s, datagram(b"a" * 10) + datagram(b"L" * 101))
+    _, peer = target.recvfrom(100)
+    target.sendto(b"r", peer)
+    wait_datagrams(client, s, 1, "the reply")
+    st = gw.status()["tunnels"]
+    assert st["by_type"]["udp"]["active"] == 1 and st["by_type"]["tcp"]["active"] == 0
+    code, _, body = gw.admin("/tunnels")
+    assert code == 200
+    doc = json.loads(body)
+    rows = doc if isinstance(doc, list) else doc["tunnels"]
+    assert [(r["proto"], r["type"]) for r in rows] == [("h2", "udp")]
+    code, _, body = gw.admin("/metrics")
+    text = body.decode()
+    assert 'mcgw_tunnels_active{proto="h2",type="udp"} 1\n' in text
+    assert 'mcgw_tunnels_active{proto="h2",type="tcp"} 0\n' in text
+    assert 'mcgw_udp_datagrams_total{direction="upstream"} 1\n' in text
+    assert 'mcgw_udp_datagrams_total{direction="downstream"} 1\n' in text
+    assert 'mcgw_udp_datagrams_dropped_total{reason="too_large"} 1\n' in text
+    out = mcgwtest.run_cli("status", "--admin", gw.admin_url)[1]
+    assert "(h1 0, h2 1), 1 udp," in out, out
+    lines = mcgwtest.run_cli("tunnels", "--admin", gw.admin_url)[1].splitlines()
+    assert lines[0].split()[9] == "TYPE" and lines[1].split()[9] == "udp", lines
+    client.end(s)
+    closed_record(gw, f"127.0.0.1:{port}")
+    gw.wait_status(lambda d: d["tunnels"]["by_type"]["udp"]["closed"] == 1, 10, "udp closed 1")
+    code, _, body = gw.admin("/metrics")
+    assert 'mcgw_tunnels_total{proto="h2",type="udp",result="ok"} 1\n' in body.decode()
