@@ -50,6 +50,7 @@ test-asan: test-deps
 # docs/benchmarks.md). BENCH_QUICK=1 for a short run.
 bench: bench-deps build
 	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/run.py
+	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/udp.py
 
 # Each libFuzzer harness (tests/fuzz/) for FUZZ_SECONDS, in a clang build of
 # its own; `make test` runs a short smoke of each.

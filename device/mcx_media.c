@@ -45,7 +45,7 @@
 
 typedef struct opts {
   const char *proxy, *target, *cacert, *cert, *key;
-  bool h2, json;
+  bool h2, json, direct;
   unsigned pps, size;
   double seconds;
 } opts;
@@ -345,7 +345,7 @@ static void report(stats *s, const opts *o) {
            (unsigned long long)s->sent, (unsigned long long)s->received,
            (unsigned long long)lost, (unsigned long long)s->reordered,
            (unsigned long long)s->duplicates, p50, p99, s->jitter_ms, o->pps, o->size,
-           o->h2 ? "h2" : "h1");
+           o->direct ? "direct" : o->h2 ? "h2" : "h1");
   else
     printf("sent %llu, received %llu, lost %llu, reordered %llu\n"
            "round trip p50 %.3f ms, p99 %.3f ms\njitter %.3f ms (RFC 3550)\n",
@@ -387,6 +387,7 @@ typedef struct tunnel {
   uint8_t rx[1 << 16];  /* DATA bytes not yet parsed into capsules */
   size_t rx_len;
   bool reset;
+  int udp; /* --direct: a UDP socket connected to the target, no gateway */
 } tunnel;
 
 static void build_path(tunnel *t) {
@@ -544,6 +545,10 @@ static void h2_open(tunnel *t) {
 }
 
 static void send_datagram(tunnel *t, const uint8_t *p, size_t n) {
+  if (t->udp >= 0) {
+    (void)send(t->udp, p, n, 0); /* lost if the socket is full: UDP */
+    return;
+  }
   uint8_t cap[MAX_DATAGRAM + 16];
   size_t len = capsule_wrap(cap, p, n);
   if (!t->h2) {
@@ -560,6 +565,16 @@ static void send_datagram(tunnel *t, const uint8_t *p, size_t n) {
 
 /* Reads echoes for up to ms. */
 static void receive(tunnel *t, int ms) {
+  if (t->udp >= 0) {
+    struct pollfd p = {.fd = t->udp, .events = POLLIN};
+    uint8_t buf[MAX_DATAGRAM];
+    if (poll(&p, 1, ms) <= 0)
+      return;
+    ssize_t n;
+    while ((n = recv(t->udp, buf, sizeof buf, MSG_DONTWAIT)) >= 0)
+      on_echo(t->st, buf, (size_t)n);
+    return;
+  }
   if (t->h2) {
     h2_pump(t, ms);
     if (t->reset)
@@ -584,12 +599,19 @@ static int run_stream(const opts *o) {
     die("out of memory");
   t.o = o;
   t.st = &st;
-  build_path(&t);
-  conn_open(&t.c, o);
-  if (o->h2)
-    h2_open(&t);
-  else
-    h1_open(&t);
+  t.udp = -1;
+  if (o->direct) {
+    char host[256], port[16];
+    split_hostport(o->target, host, sizeof host, port, sizeof port);
+    t.udp = dial(host, port, SOCK_DGRAM);
+  } else {
+    build_path(&t);
+    conn_open(&t.c, o);
+    if (o->h2)
+      h2_open(&t);
+    else
+      h1_open(&t);
+  }
   uint32_t ssrc = (uint32_t)getpid() * 2654435761u;
   uint64_t interval = 1000000000u / o->pps, next = now_ns();
   st.start_ns = next;
@@ -667,7 +689,8 @@ static void usage(FILE *f) {
           "  --pps N                packets per second (default 50: one every 20 ms)\n"
           "  --size N               RTP payload bytes (default 160; 8..1488)\n"
           "  --seconds S            how long to send (default 10)\n"
-          "  --json                 the figures as one JSON object\n");
+          "  --json                 the figures as one JSON object\n"
+          "  --direct               no gateway: straight to the target (the benchmark's floor)\n");
 }
 
 int main(int argc, char **argv) {
@@ -679,14 +702,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   opts o = {.pps = 50, .size = 160, .seconds = 10};
-  enum { O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON };
+  enum {
+    O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT
+  };
   static const struct option longopts[] = {
       {"proxy", required_argument, NULL, O_PROXY},   {"h2", no_argument, NULL, O_H2},
       {"proxy-cacert", required_argument, NULL, O_CA}, {"proxy-cert", required_argument, NULL, O_CERT},
       {"proxy-key", required_argument, NULL, O_KEY}, {"target", required_argument, NULL, O_TARGET},
       {"pps", required_argument, NULL, O_PPS},       {"size", required_argument, NULL, O_SIZE},
       {"seconds", required_argument, NULL, O_SECONDS}, {"json", no_argument, NULL, O_JSON},
-      {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0}};
+      {"direct", no_argument, NULL, O_DIRECT},       {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
@@ -700,11 +726,12 @@ int main(int argc, char **argv) {
     case O_SIZE: o.size = (unsigned)strtoul(optarg, NULL, 10); break;
     case O_SECONDS: o.seconds = strtod(optarg, NULL); break;
     case O_JSON: o.json = true; break;
+    case O_DIRECT: o.direct = true; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
   }
-  if (!o.proxy || !o.target)
+  if ((!o.proxy && !o.direct) || !o.target)
     die("--proxy and --target are required (or: " PROG " reflect --listen HOST:PORT)");
   if ((o.cert != NULL) != (o.key != NULL))
     die("--proxy-cert and --proxy-key go together");
