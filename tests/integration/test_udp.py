@@ -101,6 +101,11 @@ def gw_udp(mcgw):
     return start
 
 
+def rss_kib(gw):
+    with open(f"/proc/{gw.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def closed_record(gw, target):
     return gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("type") == "udp"
                        and r.get("target") == target, 10, f"the access log of {target}")
@@ -305,6 +310,18 @@ def test_payload_over_max_dropped(gw_udp):
     assert (rec["datagrams_up"], rec["dropped"]) == (1, 1)
 
 
+def test_client_rate_applies(gw_udp):
+    """max_new_tunnels_per_client counts CONNECT-UDP requests: past the
+    burst, 429 with Retry-After."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp(max_new_tunnels_per_client="1/s", new_tunnels_burst="2")
+    client = h2c(gw)
+    got = [connect_udp(client, "127.0.0.1", port) for _ in range(3)]
+    assert [s.status for s in got] == [200, 200, 429]
+    assert "retry-after" in got[2].headers
+
+
 def test_limits_apply(gw_udp):
     """max_tunnels_per_client counts UDP tunnels: the next one gets 503."""
     target = udp_target()
@@ -439,14 +456,17 @@ def test_device_not_reading_drops_others_go_on(gw_udp):
     _, slow_peer = target.recvfrom(10)
     client.send(fast, datagram(b"f"))
     _, fast_peer = target.recvfrom(10)
-    for i in range(400):  # 400 x 1 KiB: far over the stream window and the 64 KiB bound
-        target.sendto(b"x" * 1000, slow_peer)
+    rss_before = rss_kib(gw)
+    for i in range(10000):  # 14 MB: far over the stream window and the 64 KiB bound
+        target.sendto(b"x" * 1400, slow_peer)
         if i % 50 == 0:
             client.pump_once(0)
     for i in range(20):
         target.sendto(b"fast %d" % i, fast_peer)
     got = wait_datagrams(client, fast, 20, "every reply on the reading stream")
     assert got == [b"fast %d" % i for i in range(20)]
+    # what waits for the slow device is bounded: 14 MB sent, RSS grew far less
+    assert rss_kib(gw) - rss_before < 4096, (rss_before, rss_kib(gw))
     client.end(slow)
     client.end(fast)
     closed = lambda: [r for r in gw.log_records() if r.get("msg") == "tunnel_closed"]  # noqa: E731
@@ -455,6 +475,7 @@ def test_device_not_reading_drops_others_go_on(gw_udp):
     assert by_sent[0]["dropped"] == 0 and by_sent[0]["datagrams_down"] == 20
     # the slow one: at most 16 KiB in its window and 64 KiB waiting; the rest dropped
     assert by_sent[1]["bytes_down"] <= 16384 + 65536
+    assert by_sent[1]["datagrams_down"] + by_sent[1]["dropped"] > 1000
     # (the kernel may drop some of the burst itself: those mcgw never saw)
     assert by_sent[1]["dropped"] > 0
 
