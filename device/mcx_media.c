@@ -706,12 +706,18 @@ int main(int argc, char **argv) {
     O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT
   };
   static const struct option longopts[] = {
-      {"proxy", required_argument, NULL, O_PROXY},   {"h2", no_argument, NULL, O_H2},
-      {"proxy-cacert", required_argument, NULL, O_CA}, {"proxy-cert", required_argument, NULL, O_CERT},
-      {"proxy-key", required_argument, NULL, O_KEY}, {"target", required_argument, NULL, O_TARGET},
-      {"pps", required_argument, NULL, O_PPS},       {"size", required_argument, NULL, O_SIZE},
-      {"seconds", required_argument, NULL, O_SECONDS}, {"json", no_argument, NULL, O_JSON},
-      {"direct", no_argument, NULL, O_DIRECT},       {"help", no_argument, NULL, 'h'},
+      {"proxy", required_argument, NULL, O_PROXY},
+      {"h2", no_argument, NULL, O_H2},
+      {"proxy-cacert", required_argument, NULL, O_CA},
+      {"proxy-cert", required_argument, NULL, O_CERT},
+      {"proxy-key", required_argument, NULL, O_KEY},
+      {"target", required_argument, NULL, O_TARGET},
+      {"pps", required_argument, NULL, O_PPS},
+      {"size", required_argument, NULL, O_SIZE},
+      {"seconds", required_argument, NULL, O_SECONDS},
+      {"json", no_argument, NULL, O_JSON},
+      {"direct", no_argument, NULL, O_DIRECT},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {

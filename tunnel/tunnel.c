@@ -254,7 +254,8 @@ static void access_log(tn_tunnel *t) {
   tn__udp_counts(t, &dg_up, &dg_down, &dropped);
   /* datagrams_* and dropped are 0 on a TCP tunnel's line: one record shape */
   tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
-         TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"), TN_S("client", client),
+         TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"),
+         TN_S("client", client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"),
          TN_S("connected", connected[0] ? connected : "-"),
