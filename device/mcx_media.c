@@ -39,6 +39,8 @@
 #define PROG "mcx-media"
 #define RTP_HEADER 12
 #define STAMP 8           /* send time (ns, big-endian) at the start of the payload */
+#define COUNTER 4         /* then the packet's number over all tunnels (big-endian) */
+#define TUNNELS_MAX 1000
 #define MAX_DATAGRAM 1500 /* the gateway's default udp_max_payload */
 #define SETUP_TIMEOUT_MS 10000
 #define GRACE_MS 1000 /* after the last datagram sent, wait this long for echoes */
@@ -46,8 +48,8 @@
 typedef struct opts {
   const char *proxy, *target, *cacert, *cert, *key;
   bool h2, json, direct;
-  unsigned pps, size;
-  double seconds;
+  unsigned pps, size, tunnels;
+  double seconds, hold;
 } opts;
 
 /* ---- the connection to the gateway: TCP or TLS ---- */
@@ -275,8 +277,8 @@ static size_t capsule_next(const uint8_t *p, size_t n, datagram_fn fn, void *arg
 
 typedef struct stats {
   uint64_t sent, received, reordered, duplicates;
-  uint32_t highest;      /* highest sequence number received */
-  bool any;
+  unsigned tunnels;      /* packet k goes through tunnel k % tunnels */
+  uint64_t *highest;     /* per tunnel: 1 + the highest packet number received; 0 none */
   uint8_t *seen;         /* per sequence number sent */
   double *rtt_ms;
   double jitter_ms;      /* RFC 3550 6.4.1 estimate, in ms */
@@ -289,26 +291,23 @@ typedef struct stats {
 static void on_echo(void *arg, const uint8_t *p, size_t n) {
   stats *s = arg;
   uint64_t now = now_ns();
-  if (n < RTP_HEADER + STAMP)
+  if (n < RTP_HEADER + STAMP + COUNTER)
     return;
-  uint32_t seq = (uint32_t)(p[2] << 8 | p[3]);
-  uint64_t sent_ns = 0;
+  uint64_t sent_ns = 0, full = 0;
   for (int i = 0; i < STAMP; i++)
     sent_ns = sent_ns << 8 | p[RTP_HEADER + i];
-  /* the 16-bit sequence number wraps: the latest send it can be */
-  uint64_t full = seq;
-  while (full + 65536 < s->sent)
-    full += 65536;
+  for (int i = 0; i < COUNTER; i++)
+    full = full << 8 | p[RTP_HEADER + STAMP + i];
   if (full >= s->sent || s->seen[full]) {
     s->duplicates++;
     return;
   }
   s->seen[full] = 1;
-  if (s->any && full < s->highest)
+  uint64_t *hi = &s->highest[full % s->tunnels]; /* order is per tunnel */
+  if (*hi && full + 1 < *hi)
     s->reordered++;
-  if (!s->any || full > s->highest)
-    s->highest = (uint32_t)full;
-  s->any = true;
+  if (full + 1 > *hi)
+    *hi = full + 1;
   double rtt = (double)(now - sent_ns) / 1e6;
   s->rtt_ms[s->received++] = rtt;
   /* RFC 3550 6.4.1: D = difference of transit times, J += (|D| - J) / 16;
@@ -341,10 +340,10 @@ static void report(stats *s, const opts *o) {
   if (o->json)
     printf("{\"sent\": %llu, \"received\": %llu, \"lost\": %llu, \"reordered\": %llu, "
            "\"duplicates\": %llu, \"rtt_p50_ms\": %.3f, \"rtt_p99_ms\": %.3f, "
-           "\"jitter_ms\": %.3f, \"pps\": %u, \"size\": %u, \"proto\": \"%s\"}\n",
+           "\"jitter_ms\": %.3f, \"pps\": %u, \"size\": %u, \"tunnels\": %u, \"proto\": \"%s\"}\n",
            (unsigned long long)s->sent, (unsigned long long)s->received,
            (unsigned long long)lost, (unsigned long long)s->reordered,
-           (unsigned long long)s->duplicates, p50, p99, s->jitter_ms, o->pps, o->size,
+           (unsigned long long)s->duplicates, p50, p99, s->jitter_ms, o->pps, o->size, o->tunnels,
            o->direct ? "direct" : o->h2 ? "h2" : "h1");
   else
     printf("sent %llu, received %llu, lost %llu, reordered %llu\n"
@@ -355,7 +354,8 @@ static void report(stats *s, const opts *o) {
 
 /* One RTP packet (RFC 3550 5.1: V=2, PT 0, 8 kHz clock) of o->size payload
  * bytes, the send time first in the payload. */
-static size_t rtp_packet(uint8_t *p, uint32_t seq, uint32_t ssrc, const opts *o, uint64_t t) {
+static size_t rtp_packet(uint8_t *p, uint32_t seq, uint32_t ssrc, const opts *o, uint64_t t,
+                         uint64_t number) {
   uint32_t ts = seq * (8000 / (o->pps ? o->pps : 50));
   p[0] = 0x80;
   p[1] = 0;
@@ -368,6 +368,8 @@ static size_t rtp_packet(uint8_t *p, uint32_t seq, uint32_t ssrc, const opts *o,
   memset(p + RTP_HEADER, 0xd5, o->size); /* PCMU silence */
   for (int i = 0; i < STAMP; i++)
     p[RTP_HEADER + i] = (uint8_t)(t >> (56 - 8 * i));
+  for (int i = 0; i < COUNTER; i++)
+    p[RTP_HEADER + STAMP + i] = (uint8_t)(number >> (24 - 8 * i));
   return RTP_HEADER + o->size;
 }
 
@@ -378,17 +380,31 @@ typedef struct tunnel {
   const opts *o;
   stats *st;
   char path[600];
-  /* HTTP/2 */
+  /* HTTP/2: one stream per tunnel */
   nghttp2_session *h2;
-  int32_t sid;
-  int status;
-  uint8_t out[1 << 16]; /* capsules waiting for the data provider */
-  size_t out_len;
-  uint8_t rx[1 << 16];  /* DATA bytes not yet parsed into capsules */
-  size_t rx_len;
-  bool reset;
+  struct h2s *s;
+  unsigned n;
   int udp; /* --direct: a UDP socket connected to the target, no gateway */
 } tunnel;
+
+/* One CONNECT-UDP stream of the HTTP/2 connection. */
+typedef struct h2s {
+  tunnel *t;
+  int32_t sid;
+  int status;
+  bool reset;
+  uint8_t out[16384]; /* capsules waiting for the data provider */
+  size_t out_len;
+  uint8_t rx[16384];  /* DATA bytes not yet parsed into capsules */
+  size_t rx_len;
+} h2s;
+
+/* The stream of sid, or NULL (client stream ids are 1, 3, 5...). */
+static h2s *stream_of(tunnel *t, int32_t sid) {
+  if (sid < 1 || !(sid & 1) || (unsigned)(sid - 1) / 2 >= t->n || t->s[(sid - 1) / 2].sid != sid)
+    return NULL;
+  return &t->s[(sid - 1) / 2];
+}
 
 static void build_path(tunnel *t) {
   char host[256], port[16], enc[400];
@@ -446,8 +462,9 @@ static int h2_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t 
   (void)s, (void)fl;
   tunnel *t = u;
   (void)vl; /* nghttp2 NUL-terminates values */
-  if (fr->hd.stream_id == t->sid && nl == 7 && memcmp(name, ":status", 7) == 0)
-    t->status = (int)strtol((const char *)value, NULL, 10);
+  h2s *st = stream_of(t, fr->hd.stream_id);
+  if (st && nl == 7 && memcmp(name, ":status", 7) == 0)
+    st->status = (int)strtol((const char *)value, NULL, 10);
   return 0;
 }
 
@@ -455,37 +472,39 @@ static int h2_chunk(nghttp2_session *s, uint8_t fl, int32_t sid, const uint8_t *
                     void *u) {
   (void)s, (void)fl;
   tunnel *t = u;
-  if (sid != t->sid)
+  h2s *st = stream_of(t, sid);
+  if (!st)
     return 0;
-  if (n > sizeof t->rx - t->rx_len)
+  if (n > sizeof st->rx - st->rx_len)
     die("capsule larger than this client can hold");
-  memcpy(t->rx + t->rx_len, d, n);
-  t->rx_len += n;
+  memcpy(st->rx + st->rx_len, d, n);
+  st->rx_len += n;
   size_t used, off = 0;
-  while ((used = capsule_next(t->rx + off, t->rx_len - off, on_echo, t->st)))
+  while ((used = capsule_next(st->rx + off, st->rx_len - off, on_echo, t->st)))
     off += used;
-  memmove(t->rx, t->rx + off, t->rx_len - off);
-  t->rx_len -= off;
+  memmove(st->rx, st->rx + off, st->rx_len - off);
+  st->rx_len -= off;
   return 0;
 }
 
 static int h2_closed(nghttp2_session *s, int32_t sid, uint32_t code, void *u) {
   (void)s, (void)code;
-  if (sid == ((tunnel *)u)->sid)
-    ((tunnel *)u)->reset = true;
+  h2s *st = stream_of(u, sid);
+  if (st)
+    st->reset = true;
   return 0;
 }
 
 static ssize_t h2_provide(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
                           uint32_t *flags, nghttp2_data_source *src, void *u) {
-  (void)s, (void)sid, (void)flags, (void)src;
-  tunnel *t = u;
-  if (!t->out_len)
+  (void)s, (void)sid, (void)flags, (void)u;
+  h2s *st = src->ptr;
+  if (!st->out_len)
     return NGHTTP2_ERR_DEFERRED;
-  size_t n = t->out_len < len ? t->out_len : len;
-  memcpy(buf, t->out, n);
-  memmove(t->out, t->out + n, t->out_len - n);
-  t->out_len -= n;
+  size_t n = st->out_len < len ? st->out_len : len;
+  memcpy(buf, st->out, n);
+  memmove(st->out, st->out + n, st->out_len - n);
+  st->out_len -= n;
   return (ssize_t)n;
 }
 
@@ -531,20 +550,30 @@ static void h2_open(tunnel *t) {
                      NV(":scheme", "https"), NV(":authority", "gateway"), NV(":path", t->path),
                      NV("capsule-protocol", "?1")};
 #undef NV
-  nghttp2_data_provider dp = {.read_callback = h2_provide};
-  t->sid = nghttp2_submit_request(t->h2, NULL, nv, sizeof nv / sizeof nv[0], &dp, t);
-  if (t->sid < 0)
-    die("cannot send the request: %s", nghttp2_strerror(t->sid));
-  while (!t->status) {
-    if (now_ns() > deadline || t->reset)
-      die("no answer from the gateway");
-    h2_pump(t, 100);
+  for (unsigned i = 0; i < t->n; i++) {
+    h2s *st = &t->s[i];
+    st->t = t;
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = h2_provide};
+    st->sid = nghttp2_submit_request(t->h2, NULL, nv, sizeof nv / sizeof nv[0], &dp, NULL);
+    if (st->sid < 0)
+      die("cannot send the request: %s", nghttp2_strerror(st->sid));
+    if (st->sid != (int32_t)(2 * i + 1))
+      die("unexpected stream id %d", st->sid);
   }
-  if (t->status != 200)
-    die("the gateway refused the tunnel: %d", t->status);
+  for (unsigned i = 0; i < t->n; i++) {
+    h2s *st = &t->s[i];
+    while (!st->status) {
+      if (now_ns() > deadline || st->reset)
+        die("no answer from the gateway");
+      h2_pump(t, 100);
+    }
+    if (st->status != 200)
+      die("the gateway refused the tunnel: %d", st->status);
+  }
 }
 
-static void send_datagram(tunnel *t, const uint8_t *p, size_t n) {
+/* Sends one datagram through tunnel k (HTTP/2: stream k; else the one). */
+static void send_datagram(tunnel *t, unsigned k, const uint8_t *p, size_t n) {
   if (t->udp >= 0) {
     (void)send(t->udp, p, n, 0); /* lost if the socket is full: UDP */
     return;
@@ -555,11 +584,12 @@ static void send_datagram(tunnel *t, const uint8_t *p, size_t n) {
     conn_write(&t->c, cap, len);
     return;
   }
-  if (len > sizeof t->out - t->out_len)
+  h2s *st = &t->s[k];
+  if (len > sizeof st->out - st->out_len)
     return; /* the stream's window is closed: dropped, as UDP would */
-  memcpy(t->out + t->out_len, cap, len);
-  t->out_len += len;
-  nghttp2_session_resume_data(t->h2, t->sid);
+  memcpy(st->out + st->out_len, cap, len);
+  st->out_len += len;
+  nghttp2_session_resume_data(t->h2, st->sid);
   nghttp2_session_send(t->h2);
 }
 
@@ -577,8 +607,9 @@ static void receive(tunnel *t, int ms) {
   }
   if (t->h2) {
     h2_pump(t, ms);
-    if (t->reset)
-      die("the gateway reset the tunnel");
+    for (unsigned i = 0; i < t->n; i++)
+      if (t->s[i].reset)
+        die("the gateway reset a tunnel");
     return;
   }
   if (!conn_read(&t->c, ms))
@@ -589,13 +620,28 @@ static void receive(tunnel *t, int ms) {
   conn_consume(&t->c, off);
 }
 
+/* --hold: every tunnel carried one datagram each way; now they stay open
+ * and idle (the benchmark reads the gateway's memory meanwhile). */
+static void hold_idle(tunnel *t, const opts *o) {
+  printf("holding %u tunnels\n", t->n);
+  fflush(stdout);
+  uint64_t end = now_ns() + (uint64_t)(o->hold * 1e9);
+  while (now_ns() < end)
+    receive(t, 100);
+}
+
 static int run_stream(const opts *o) {
   static tunnel t; /* large buffers: not on the stack */
   stats st = {0};
-  uint64_t total = (uint64_t)(o->seconds * o->pps);
+  unsigned n = o->tunnels;
+  uint64_t total = o->hold > 0 ? n : (uint64_t)(o->seconds * o->pps) * n;
   st.seen = calloc(total + 1, 1);
   st.rtt_ms = calloc(total + 1, sizeof(double));
-  if (!st.seen || !st.rtt_ms)
+  st.highest = calloc(n, sizeof(uint64_t));
+  st.tunnels = n;
+  t.s = calloc(n, sizeof(h2s));
+  t.n = n;
+  if (!st.seen || !st.rtt_ms || !st.highest || !t.s)
     die("out of memory");
   t.o = o;
   t.st = &st;
@@ -613,14 +659,16 @@ static int run_stream(const opts *o) {
       h1_open(&t);
   }
   uint32_t ssrc = (uint32_t)getpid() * 2654435761u;
-  uint64_t interval = 1000000000u / o->pps, next = now_ns();
+  /* packet k goes through tunnel k % n, with RTP sequence number k / n */
+  uint64_t interval = o->hold > 0 ? 0 : 1000000000u / ((uint64_t)o->pps * n), next = now_ns();
   st.start_ns = next;
   uint8_t pkt[MAX_DATAGRAM];
   while (st.sent < total) {
     uint64_t now = now_ns();
     if (now >= next) {
-      size_t n = rtp_packet(pkt, (uint32_t)st.sent, ssrc, o, now);
-      send_datagram(&t, pkt, n);
+      unsigned k = (unsigned)(st.sent % n);
+      size_t len = rtp_packet(pkt, (uint32_t)(st.sent / n), ssrc + k, o, now, st.sent);
+      send_datagram(&t, k, pkt, len);
       st.sent++;
       next += interval;
       continue;
@@ -630,9 +678,13 @@ static int run_stream(const opts *o) {
   uint64_t grace_end = now_ns() + (uint64_t)GRACE_MS * 1000000u;
   while (st.received < st.sent && now_ns() < grace_end)
     receive(&t, 20);
+  if (o->hold > 0)
+    hold_idle(&t, o);
   report(&st, o);
   free(st.seen);
   free(st.rtt_ms);
+  free(st.highest);
+  free(t.s);
   return 0;
 }
 
@@ -690,6 +742,9 @@ static void usage(FILE *f) {
           "  --size N               RTP payload bytes (default 160; 8..1488)\n"
           "  --seconds S            how long to send (default 10)\n"
           "  --json                 the figures as one JSON object\n"
+          "  --tunnels N            N tunnels on the one HTTP/2 connection (--h2; default 1),\n"
+          "                         each carrying --pps packets per second\n"
+          "  --hold S               one packet through each tunnel, then keep them idle S s\n"
           "  --direct               no gateway: straight to the target (the benchmark's floor)\n");
 }
 
@@ -701,9 +756,10 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  opts o = {.pps = 50, .size = 160, .seconds = 10};
+  opts o = {.pps = 50, .size = 160, .seconds = 10, .tunnels = 1};
   enum {
-    O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT
+    O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT,
+    O_TUNNELS, O_HOLD
   };
   static const struct option longopts[] = {
       {"proxy", required_argument, NULL, O_PROXY},
@@ -717,6 +773,8 @@ int main(int argc, char **argv) {
       {"seconds", required_argument, NULL, O_SECONDS},
       {"json", no_argument, NULL, O_JSON},
       {"direct", no_argument, NULL, O_DIRECT},
+      {"tunnels", required_argument, NULL, O_TUNNELS},
+      {"hold", required_argument, NULL, O_HOLD},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int c;
@@ -733,6 +791,8 @@ int main(int argc, char **argv) {
     case O_SECONDS: o.seconds = strtod(optarg, NULL); break;
     case O_JSON: o.json = true; break;
     case O_DIRECT: o.direct = true; break;
+    case O_TUNNELS: o.tunnels = (unsigned)strtoul(optarg, NULL, 10); break;
+    case O_HOLD: o.hold = strtod(optarg, NULL); break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -741,8 +801,12 @@ int main(int argc, char **argv) {
     die("--proxy and --target are required (or: " PROG " reflect --listen HOST:PORT)");
   if ((o.cert != NULL) != (o.key != NULL))
     die("--proxy-cert and --proxy-key go together");
-  if (o.pps < 1 || o.pps > 100000 || o.size < STAMP || o.size > MAX_DATAGRAM - RTP_HEADER ||
-      !(o.seconds > 0 && o.seconds <= 3600))
-    die("--pps 1..100000, --size %d..%d, --seconds up to 3600", STAMP, MAX_DATAGRAM - RTP_HEADER);
+  if (o.pps < 1 || o.pps > 100000 || o.size < STAMP + COUNTER ||
+      o.size > MAX_DATAGRAM - RTP_HEADER || !(o.seconds > 0 && o.seconds <= 3600) ||
+      o.tunnels < 1 || o.tunnels > TUNNELS_MAX || o.hold < 0 || o.hold > 3600)
+    die("--pps 1..100000, --size %d..%d, --seconds up to 3600, --tunnels 1..%d, --hold up to 3600",
+        STAMP + COUNTER, MAX_DATAGRAM - RTP_HEADER, TUNNELS_MAX);
+  if (o.tunnels > 1 && !o.h2)
+    die("--tunnels needs --h2 (HTTP/2 streams on one connection)");
   return run_stream(&o);
 }

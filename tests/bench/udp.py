@@ -13,8 +13,10 @@ Two figures per path:
 - rate: one stream at BENCH_UDP_PPS (default 20000) for the same time: loss,
   and the relay's CPU per relayed datagram (both directions counted).
 
-Not measured here (yet): 100 tunnels on one HTTP/2 connection, the TLS
-listener, RSS per idle UDP tunnel (mcx-media opens one tunnel per process).
+And for mcgw over HTTP/2: 100 tunnels on one connection at 50/s each
+(latency, loss), and RSS per idle UDP tunnel: mcgw's RSS with 1,000 idle
+tunnels on 10 connections (10 x `mcx-media --tunnels 100 --hold`), less its
+RSS before, per tunnel. Not measured here (yet): the TLS listener.
 Outputs udp.json and udp.md in BENCH_OUT (default build/bench)."""
 import json
 import os
@@ -57,14 +59,37 @@ def measure(name, args, relay_pid):
     return row
 
 
+def idle_rss(gw, proxy, target, conns=10, per_conn=100):
+    """mcgw's RSS per idle UDP tunnel: conns x per_conn tunnels held open."""
+    before = bench.status_kib(gw.pid, "VmRSS")
+    holders = [bench.spawn([MEDIA, "--h2", "--tunnels", str(per_conn), "--hold", "30", "--json",
+                            "--proxy", proxy, "--target", target], stdout=subprocess.PIPE,
+                           text=True) for _ in range(conns)]
+    for h in holders:
+        line = h.stdout.readline()
+        if not line.startswith("holding"):
+            raise RuntimeError("mcx-media --hold: %r" % line)
+    time.sleep(1)
+    during = bench.status_kib(gw.pid, "VmRSS")
+    for h in holders:
+        bench.stop(h)
+    n = conns * per_conn
+    res = {"tunnels": n, "connections": conns, "rss_before_kib": before, "rss_held_kib": during,
+           "kib_per_tunnel": (during - before) / n}
+    bench.log("bench udp: %d idle UDP tunnels on %d connections: RSS %d -> %d KiB, %.2f KiB "
+              "per tunnel" % (n, conns, before, during, res["kib_per_tunnel"]))
+    return res
+
+
 def table(rows, floor):
     out = ["| path | RTT p50 ms (over floor) | RTT p99 ms (over floor) | jitter ms | loss at 50/s | "
            "loss at %d/s | relay CPU µs per datagram |" % PPS, "|---|---|---|---|---|---|---|"]
     for r in rows:
         us = r["relay_us_per_datagram"]
-        out.append("| %s | %.3f (+%.3f) | %.3f (+%.3f) | %.3f | %d | %.2f%% | %s |" % (
+        out.append("| %s | %.3f (+%.3f) | %.3f (+%.3f) | %.3f | %d | %s | %s |" % (
             r["path"], r["p50_ms"], r["p50_ms"] - floor["p50_ms"], r["p99_ms"],
-            r["p99_ms"] - floor["p99_ms"], r["jitter_ms"], r["lost_50pps"], r["rate_loss_pct"],
+            r["p99_ms"] - floor["p99_ms"], r["jitter_ms"], r["lost_50pps"],
+            "-" if r["rate_loss_pct"] != r["rate_loss_pct"] else "%.2f%%" % r["rate_loss_pct"],
             "%.2f" % us if us is not None else "-"))
     return "\n".join(out)
 
@@ -85,7 +110,9 @@ def main():
     ini = os.path.join(tmp, "mcgw.ini")
     with open(ini, "w") as f:
         f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = 127.0.0.1:0\n[tunnel]\n"
-                "listen = 127.0.0.1:0\nallow_udp = %s\nallow_private = yes\n" % target)
+                "listen = 127.0.0.1:0\nallow_udp = %s\nallow_private = yes\n"
+                "max_new_tunnels_per_client = 0/s\nmax_tunnels_per_client = 2000\n"
+                "max_new_upstream_per_target = 0/s\n" % target)
     gw = bench.spawn([bench.MCGW, "run", "-c", ini])
     port = None
     for _ in range(100):
@@ -107,16 +134,28 @@ def main():
     proxy = "http://127.0.0.1:%d" % port
     rows.append(measure("mcgw h2 (plain)", ["--h2", "--proxy", proxy, "--target", target], gw.pid))
     rows.append(measure("mcgw h1 (plain)", ["--proxy", proxy, "--target", target], gw.pid))
+    many = media(["--h2", "--tunnels", "100", "--proxy", proxy, "--target", target], SECONDS, 50)
+    rows.append({"path": "mcgw h2, 100 tunnels x 50/s", "p50_ms": many["rtt_p50_ms"],
+                 "p99_ms": many["rtt_p99_ms"], "jitter_ms": many["jitter_ms"],
+                 "lost_50pps": many["lost"], "rate_pps": PPS, "rate_sent": 0, "rate_received": 0,
+                 "rate_loss_pct": float("nan"), "relay_cpu_s": None,
+                 "relay_us_per_datagram": None, "sent_50pps": many["sent"]})
+    bench.log("bench udp: 100 tunnels x 50/s on one h2 connection: sent %d, lost %d, p50 %.3f, "
+              "p99 %.3f ms" % (many["sent"], many["lost"], many["rtt_p50_ms"], many["rtt_p99_ms"]))
+    idle = idle_rss(gw, proxy, target)
     bench.stop(gw)
     bench.stop(refl)
     md = table(rows, rows[0])
     with open(os.path.join(bench.OUT, "udp.json"), "w") as f:
-        json.dump({"machine": bench.machine(), "seconds": SECONDS, "pps": PPS, "rows": rows}, f,
-                  indent=1)
+        json.dump({"machine": bench.machine(), "seconds": SECONDS, "pps": PPS, "rows": rows,
+                   "idle": idle}, f, indent=1)
     with open(os.path.join(bench.OUT, "udp.md"), "w") as f:
         f.write(md + "\n")
     print("\nUDP tunnels (one stream each; %g s per figure):\n" % SECONDS)
     print(md)
+    print("\nRSS per idle UDP tunnel: %.2f KiB (%d tunnels on %d HTTP/2 connections; mcgw %d -> %d "
+          "KiB)" % (idle["kib_per_tunnel"], idle["tunnels"], idle["connections"],
+                    idle["rss_before_kib"], idle["rss_held_kib"]))
     return 0
 
 
