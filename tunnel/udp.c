@@ -8,8 +8,8 @@
  * - Target -> device: the socket is connected, so the kernel hands on only
  *   datagrams from the target's address and port. Each becomes one DATAGRAM
  *   capsule written to the device endpoint, unless the endpoint already
- *   holds TN_UDP_QUEUE_BYTES unsent (an HTTP/2 window closed, a full TLS or
- *   TCP socket): then it is dropped (device_busy).
+ *   holds 64 KiB or 64 capsules unsent (an HTTP/2 window closed, a full TLS
+ *   or TCP socket): then it is dropped (device_busy).
  * - ICMP port unreachable (ECONNREFUSED on a later send or receive) is
  *   counted and the tunnel stays up: RTP peers come and go.
  * - The socket receives with recvmmsg (UV_UDP_RECVMMSG) into a buffer of
@@ -27,8 +27,12 @@
 #include "tunnel/proto.h"
 #include "tunnel/service.h"
 
-/* At most this many bytes of capsules waiting for the device. */
+/* What may wait for the device, whichever is smaller: 64 KiB of capsules,
+ * or 64 capsules. The device endpoint reports bytes queued, not capsules, so
+ * the count is taken as 64 capsules of the size of the one arriving (exact
+ * for a stream of equal datagrams, as RTP is). */
 #define TN_UDP_QUEUE_BYTES (64 * 1024)
+#define TN_UDP_QUEUE_DATAGRAMS 64
 
 struct tn_udp {
   uv_udp_t handle; /* data: the tunnel */
@@ -123,7 +127,10 @@ static void down_datagram(tn_tunnel *t, const char *p, size_t n) {
     return;
   }
   size_t hlen = tn_capsule_datagram_head(head, n);
-  if (tn__ep_queued(t->down) + hlen + n > TN_UDP_QUEUE_BYTES) {
+  size_t bound = TN_UDP_QUEUE_DATAGRAMS * (hlen + n);
+  if (bound > TN_UDP_QUEUE_BYTES)
+    bound = TN_UDP_QUEUE_BYTES;
+  if (tn__ep_queued(t->down) + hlen + n > bound) {
     count_drop(t, TN_UDP_DROP_DEVICE_BUSY);
     return;
   }

@@ -322,6 +322,30 @@ def test_client_rate_applies(gw_udp):
     assert "retry-after" in got[2].headers
 
 
+def test_small_datagrams_bounded_by_count(gw_udp):
+    """Towards a device that does not read, at most 64 small datagrams wait
+    (64 KiB would hold ~1500 of these): the rest are dropped and counted."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    client = h2c(gw)
+    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+    client.flush()
+    slow = connect_udp(client, "127.0.0.1", port)
+    slow.hold_window = True
+    client.send(slow, datagram(b"s"))
+    _, peer = target.recvfrom(10)
+    for i in range(2000):
+        target.sendto(b"%040d" % i, peer)
+        if i % 100 == 0:
+            client.pump_once(0)
+    client.end(slow)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    # 1 KiB window: about 23 capsules of 43 bytes, plus at most 64 waiting
+    assert rec["datagrams_down"] <= 1024 // 43 + 1 + 64, rec
+    assert rec["dropped"] > 0
+
+
 def test_limits_apply(gw_udp):
     """max_tunnels_per_client counts UDP tunnels: the next one gets 503."""
     target = udp_target()
