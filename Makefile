@@ -51,6 +51,7 @@ test-asan: test-deps
 # docs/benchmarks.md). BENCH_QUICK=1 for a short run.
 bench: bench-deps build
 	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/run.py
+	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/udp.py
 
 # Each libFuzzer harness (tests/fuzz/), or those in FUZZ_HARNESSES (e.g.
 # "fuzz_relay_h1 fuzz_relay_h2"), for FUZZ_SECONDS, in a clang build of its

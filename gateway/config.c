@@ -72,6 +72,10 @@ enum key_id {
   K_H2_MAX_REFUSED,
   K_RATE_EXEMPT,
   K_ALLOW_PUBLIC_SUFFIX,
+  K_ALLOW_UDP,
+  K_ALLOW_UDP_WHEN_AUTHORIZED,
+  K_UDP_IDLE_TIMEOUT,
+  K_UDP_MAX_PAYLOAD,
   K_IDM_ISSUER,
   K_IDM_AUTHORIZATION_EP,
   K_IDM_TOKEN_EP,
@@ -527,11 +531,13 @@ static void check_rule_width(parse_ctx *c, const key_def *k, const tn_rule *r, c
 }
 
 /* An allow rule; when_authorized: it matches only while the gateway holds a
- * valid access token (limited service otherwise). */
-static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_authorized) {
+ * valid access token (limited service otherwise); udp: an allow_udp rule
+ * (port ranges allowed), else a TCP one. */
+static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_authorized,
+                     bool udp) {
   tn_rule rule;
   const char *why = NULL;
-  if (tn_rule_parse(v, &rule, &why) != 0) {
+  if ((udp ? tn_rule_parse_udp(v, &rule, &why) : tn_rule_parse(v, &rule, &why)) != 0) {
     char buf[GW_SHOW_MAX];
     c->bad[k->id] = true;
     report(c, c->lineno, "%s: %s in '%s'", k->name, why ? why : "invalid rule",
@@ -546,7 +552,26 @@ static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_au
     c->oom = true;
 }
 
-static void set_allow(parse_ctx *c, const key_def *k, const char *v) { add_rule(c, k, v, false); }
+static void set_allow(parse_ctx *c, const key_def *k, const char *v) {
+  add_rule(c, k, v, false, false);
+}
+
+static void set_allow_udp(parse_ctx *c, const key_def *k, const char *v) {
+  add_rule(c, k, v, false, true);
+}
+
+static void set_allow_udp_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
+  add_rule(c, k, v, true, true);
+}
+
+/* udp_max_payload: bytes, 1B to 65527B (the largest UDP payload over IPv4). */
+static void set_udp_payload(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_size(v, &n) != 0 || n < 1 || n > 65527)
+    value_error(c, k, v, "expected a size from 1B to 65527B, like 1500B");
+  else
+    *(uint32_t *)field(c, k) = (uint32_t)n;
+}
 
 static void set_bool(parse_ctx *c, const key_def *k, const char *v) {
   int b = parse_bool(v);
@@ -579,7 +604,7 @@ static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
 }
 
 static void set_allow_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
-  add_rule(c, k, v, true);
+  add_rule(c, k, v, true, false);
 }
 
 /* A rate: "N/s", N from 0 (no limit) to 1000000. */
@@ -817,6 +842,11 @@ static const key_def tunnel_keys[] = {
     {"rate_exempt", K_RATE_EXEMPT, true, set_rate_exempt, 0, 0, 0},
     {"allow_public_suffix", K_ALLOW_PUBLIC_SUFFIX, false, set_bool,
      offsetof(gw_config, allow_public_suffix), 0, 0},
+    {"allow_udp", K_ALLOW_UDP, true, set_allow_udp, 0, 0, 0},
+    {"allow_udp_when_authorized", K_ALLOW_UDP_WHEN_AUTHORIZED, true,
+     set_allow_udp_when_authorized, 0, 0, 0},
+    {"udp_idle_timeout", K_UDP_IDLE_TIMEOUT, false, set_duration, TUN(udp_idle_timeout_ms), 1, 0},
+    {"udp_max_payload", K_UDP_MAX_PAYLOAD, false, set_udp_payload, TUN(udp_max_payload), 0, 0},
 };
 
 static const key_def idm_keys[] = {
@@ -1192,6 +1222,10 @@ static void idm_cross_checks(parse_ctx *c) {
     if (c->first_line[K_ALLOW_WHEN_AUTHORIZED])
       report(c, idm_line_of(c, K_ALLOW_WHEN_AUTHORIZED),
              "allow_when_authorized needs an [idm] section (without one the gateway is never "
+             "authorized, so the rule could never match)");
+    if (c->first_line[K_ALLOW_UDP_WHEN_AUTHORIZED])
+      report(c, idm_line_of(c, K_ALLOW_UDP_WHEN_AUTHORIZED),
+             "allow_udp_when_authorized needs an [idm] section (without one the gateway is never "
              "authorized, so the rule could never match)");
     return;
   }

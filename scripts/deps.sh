@@ -17,7 +17,7 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-de
   libpsl-dev publicsuffix)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
   prometheus chromium tshark libnss3-tools systemd)
-bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind)
+bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind socat)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 # make deb, and the package test in make test (tests/integration/test_deb_package.py,
 # which also needs systemd: systemd-analyze, systemd-sysusers, the package's Depends).

@@ -109,6 +109,17 @@ int tn_authority_format(const tn_authority *a, char *buf, size_t len) {
 
 /* --- classification ----------------------------------------------------- */
 
+bool tn_addr_is_broadcast(const struct sockaddr *sa) {
+  static const uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 255, 255, 255, 255};
+  if (!sa)
+    return false;
+  if (sa->sa_family == AF_INET)
+    return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == INADDR_BROADCAST;
+  if (sa->sa_family == AF_INET6)
+    return memcmp(((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr, mapped, 16) == 0;
+  return false;
+}
+
 /* True when the first `bits` bits of a and b are equal. */
 static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits) {
   size_t whole = bits / 8;

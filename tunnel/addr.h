@@ -69,6 +69,11 @@ typedef enum {
  * address is TN_ADDR_V4MAPPED, not its IPv4 address's class); NULL or
  * another family: TN_ADDR_RESERVED. */
 tn_addr_class tn_addr_classify(const struct sockaddr *sa);
+/* Whether sa is the limited broadcast address 255.255.255.255, also in its
+ * IPv4-mapped IPv6 form: never a CONNECT-UDP target, even with
+ * allow_private (a subnet's directed broadcast is known only to its hosts:
+ * allow_private's default, off, refuses private subnets as a whole). */
+bool tn_addr_is_broadcast(const struct sockaddr *sa);
 /* "public", "loopback", ...: a static string for every c. */
 const char *tn_addr_class_name(tn_addr_class c);
 

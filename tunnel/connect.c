@@ -123,7 +123,8 @@ static bool pick_next(tn_tunnel *t) {
     const struct addrinfo *ai = s->ai_next;
     if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
       continue;
-    if (!tn_policy_allows_addr(pol, ai->ai_addr)) {
+    if (!tn_policy_allows_addr(pol, ai->ai_addr) ||
+        (t->udp && tn_addr_is_broadcast(ai->ai_addr))) {
       s->addrs_denied++;
       continue;
     }
@@ -139,7 +140,10 @@ static bool pick_next(tn_tunnel *t) {
 static void try_next(tn_tunnel *t) {
   tn_setup *s = t->setup;
   if (pick_next(t)) {
-    connect_to(t);
+    if (t->udp)
+      tn__udp_open(t); /* a UDP "connect" only sets the peer: no attempt to wait for */
+    else
+      connect_to(t);
     return;
   }
   if (s->last_connect_err == 0 && s->addrs_denied) {

@@ -35,6 +35,8 @@ void tn_engine_opts_init(tn_engine_opts *o) {
   o->connect_timeout_ms = 10 * 1000;
   o->idle_timeout_ms = 30 * 60 * 1000;
   o->drain_timeout_ms = 30 * 1000;
+  o->udp_idle_timeout_ms = 60 * 1000;
+  o->udp_max_payload = 1500;
   o->h2_max_concurrent_streams = 100;
   o->h2_stream_window = 256 * 1024;
   o->splice = TN_SPLICE_AUTO;
@@ -163,16 +165,25 @@ static void drain_protos(tn_engine *e, bool close_now) {
 
 /* ---- sweep: every deadline and the idle timeout, with one timer ---- */
 
-static void sweep_tunnels(tn_link *head, uint64_t now, uint64_t idle_ms) {
+/* Set-up tunnels by their deadline; relaying ones (relay) by idle time:
+ * idle_timeout for TCP, udp_idle_timeout for CONNECT-UDP (0: none). */
+static void sweep_tunnels(tn_link *head, uint64_t now, bool relay, const tn_engine_opts *o) {
   tn_link *l = head->next;
   while (l != head) {
     tn_tunnel *t = (tn_tunnel *)l; /* link is the first member */
     l = l->next; /* t may leave the list below */
-    bool expired = idle_ms ? now - t->last_activity_ms >= idle_ms
-                           : t->deadline_ms && now >= t->deadline_ms;
+    uint64_t idle_ms = t->udp ? o->udp_idle_timeout_ms : o->idle_timeout_ms;
+    bool expired = relay ? idle_ms && now - t->last_activity_ms >= idle_ms
+                         : t->deadline_ms && now >= t->deadline_ms;
     if (expired)
       tn__tunnel_timeout(t);
   }
+}
+
+/* The shorter of the two idle timeouts that are set; 0 if neither is. */
+static uint64_t idle_check_ms(const tn_engine_opts *o) {
+  uint64_t a = o->idle_timeout_ms, b = o->udp_idle_timeout_ms;
+  return !a ? b : !b ? a : a < b ? a : b;
 }
 
 static void sweep_conns(tn_link *head, uint64_t now) {
@@ -198,7 +209,7 @@ static void sweep_schedule(tn_engine *e, uint64_t now) {
   uint64_t delay = 0;
   if (!tn__list_empty(&e->setup_list) || !tn__list_empty(&e->conn_setup) || e->heads_open)
     delay = TN_SWEEP_MS;
-  else if (!tn__list_empty(&e->relay_list) && e->opts.idle_timeout_ms)
+  else if (!tn__list_empty(&e->relay_list) && idle_check_ms(&e->opts))
     delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
   if (delay)
     uv_timer_start(&e->sweep, on_sweep, delay, 0);
@@ -210,11 +221,11 @@ static void on_sweep(uv_timer_t *timer) {
   tn_engine *e = timer->data;
   uint64_t now = uv_now(e->loop);
   sweep_conns(&e->conn_setup, now);
-  sweep_tunnels(&e->setup_list, now, 0);
+  sweep_tunnels(&e->setup_list, now, false, &e->opts);
   sweep_protos(e, now);
-  uint64_t idle = e->opts.idle_timeout_ms;
+  uint64_t idle = idle_check_ms(&e->opts);
   if (idle && now >= e->next_idle_sweep_ms) {
-    sweep_tunnels(&e->relay_list, now, idle);
+    sweep_tunnels(&e->relay_list, now, true, &e->opts);
     /* Idle checks need only be as fine as a sixteenth of the timeout. */
     e->next_idle_sweep_ms = now + (idle / 16 > 1000 ? idle / 16 : 1000);
   }

@@ -88,6 +88,8 @@ typedef struct tn_engine_opts {
   uint64_t connect_timeout_ms;
   uint64_t idle_timeout_ms;        /* 0 = none */
   uint64_t drain_timeout_ms;
+  uint64_t udp_idle_timeout_ms;    /* CONNECT-UDP: no datagram either way this long ends it */
+  uint32_t udp_max_payload;        /* CONNECT-UDP: larger datagrams are dropped (<= 65527) */
   tn_splice_mode splice;
   tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
                         must outlive the engine; NULL: nothing is logged */
@@ -140,6 +142,21 @@ typedef enum {
  * "unknown" out of range). */
 const char *tn_goaway_reason_name(tn_goaway_reason r);
 
+/* Why a CONNECT-UDP datagram was dropped (mcgw_udp_datagrams_dropped_total
+ * {reason}); tn_udp_drop_name gives the label. */
+typedef enum {
+  TN_UDP_DROP_TOO_LARGE = 0, /* payload over udp_max_payload */
+  TN_UDP_DROP_CONTEXT,       /* a DATAGRAM capsule with a Context ID other than 0 */
+  TN_UDP_DROP_DEVICE_BUSY,   /* towards the device: 64 KiB already waiting for it */
+  TN_UDP_DROP_TARGET_BUSY,   /* towards the target: the socket would block */
+  TN_UDP_DROP_SEND_FAILED,   /* towards the target: another send error */
+  TN_UDP_DROP_NO_MEMORY,
+  TN_UDP_DROP_COUNT_
+} tn_udp_drop;
+
+/* "too_large", "context", ...: a static string; "unknown" out of range. */
+const char *tn_udp_drop_name(tn_udp_drop d);
+
 typedef struct tn_engine_stats {
   uint64_t connections_active; /* downstream connections accepted, not yet closed */
   uint64_t tunnels_active;   /* requests admitted (connecting or relaying), not yet closed */
@@ -156,6 +173,10 @@ typedef struct tn_engine_stats {
   uint64_t splice_active;    /* open tunnels relaying with splice(2) */
   uint64_t h2_goaway[TN_GOAWAY_COUNT_]; /* GOAWAY frames sent, by reason */
   uint64_t clients_rate_limited; /* clients refused by their new-tunnel rate in the last 10 s */
+  uint64_t by_proto_udp_active[2]; /* CONNECT-UDP tunnels among by_proto_active */
+  uint64_t udp_datagrams_up, udp_datagrams_down; /* relayed, since start */
+  uint64_t udp_dropped[TN_UDP_DROP_COUNT_];      /* dropped, by reason */
+  uint64_t udp_icmp_unreachable; /* ICMP unreachable from targets (the tunnel stays) */
 } tn_engine_stats;
 
 typedef struct tn_engine tn_engine;
@@ -175,7 +196,9 @@ typedef struct tn_tunnel_info {
   const char *close_reason;
   uint64_t age_ms;
   uint64_t connect_ms;              /* request to upstream connected; 0 if never */
-  uint64_t bytes_up, bytes_down;
+  uint64_t bytes_up, bytes_down;    /* UDP: payload bytes */
+  bool udp;                         /* a CONNECT-UDP tunnel (type=udp), else TCP */
+  uint64_t datagrams_up, datagrams_down, datagrams_dropped; /* UDP only */
 } tn_tunnel_info;
 
 /* A callback about one tunnel: info and what it points to are valid only

@@ -22,6 +22,7 @@ static bool is_uv_code(int err) {
 const char *tn_strerror(int err) {
   switch (err) {
   case 0: return "success";
+  case TN_ENOENT: return "not found";
   case TN_EINVAL: return "invalid argument";
   case TN_ENOMEM: return "out of memory";
   case TN_ERANGE: return "value out of range";

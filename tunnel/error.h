@@ -4,6 +4,7 @@
 #ifndef TN_ERROR_H
 #define TN_ERROR_H
 
+#define TN_ENOENT (-2)  /* same value as UV_ENOENT */
 #define TN_EINVAL (-22) /* same value as UV_EINVAL */
 #define TN_ENOMEM (-12) /* same value as UV_ENOMEM */
 #define TN_ERANGE (-34)

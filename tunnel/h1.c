@@ -2,10 +2,14 @@
  * the target to tn__tunnel_request; other methods get 405, malformed heads
  * 400, heads over TN_HEADER_MAX 431. Bytes that follow the head in the same
  * read (a ClientHello sent without waiting for the 200) are held and
- * relayed. Errors are answered with a lingering close. */
+ * relayed. Errors are answered with a lingering close.
+ * CONNECT-UDP (RFC 9298 3.2): GET with Connection: Upgrade and Upgrade:
+ * connect-udp goes to tn__tunnel_request_udp and is answered 101; the
+ * capsules follow on the connection's byte stream. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tunnel/conn.h"
 #include "tunnel/lifecycle.h"
@@ -24,6 +28,52 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* Appends at[0..len) to buf (cap bytes, *n used); past cap, *n becomes
+ * cap + 1 for good: too long to be any value looked for. */
+static void collect(char *buf, size_t cap, uint8_t *n, const char *at, size_t len) {
+  if (*n > cap)
+    return;
+  if (len > cap - *n) {
+    *n = (uint8_t)(cap + 1);
+    return;
+  }
+  memcpy(buf + *n, at, len);
+  *n = (uint8_t)(*n + len);
+}
+
+static bool collected(const char *buf, uint8_t n, const char *want) {
+  return n == strlen(want) && strncasecmp(buf, want, n) == 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  tn_setup *s = ((tn_tunnel *)p->data)->setup;
+  collect(s->field, sizeof(s->field), &s->field_len, at, len);
+  return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  tn_setup *s = ((tn_tunnel *)p->data)->setup;
+  s->in_upgrade = collected(s->field, s->field_len, "upgrade");
+  s->field_len = 0;
+  s->value_len = 0;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  tn_setup *s = ((tn_tunnel *)p->data)->setup;
+  if (s->in_upgrade)
+    collect(s->value, sizeof(s->value), &s->value_len, at, len);
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  tn_setup *s = ((tn_tunnel *)p->data)->setup;
+  if (s->in_upgrade)
+    s->upgrade_udp = collected(s->value, s->value_len, "connect-udp");
+  s->in_upgrade = false;
+  return 0;
+}
+
 /* Stop at the end of the head: whatever follows belongs to the tunnel (or,
  * for other methods, is never read). */
 static int on_headers_complete(llhttp_t *p) {
@@ -33,27 +83,43 @@ static int on_headers_complete(llhttp_t *p) {
 
 static const llhttp_settings_t h1_settings = {
     .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
 };
+
+/* GET with Connection: Upgrade (llhttp's upgrade flag) and Upgrade:
+ * connect-udp. */
+static bool is_connect_udp(tn_setup *s) {
+  return llhttp_get_method(&s->parser) == HTTP_GET && llhttp_get_upgrade(&s->parser) &&
+         s->upgrade_udp;
+}
 
 /* The request head is complete; rest is what followed it in the same read. */
 static void on_request(tn_tunnel *t, const char *rest, size_t rest_len) {
   tn_setup *s = t->setup;
-  if (llhttp_get_method(&s->parser) != HTTP_CONNECT) {
+  bool udp = is_connect_udp(s);
+  if (llhttp_get_method(&s->parser) != HTTP_CONNECT && !udp) {
     tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 405,
                     "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
     return;
   }
   if (s->target_overflow) {
-    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400,
-                    "bad CONNECT target: expected host:port or [v6]:port");
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, udp ? 404 : 400,
+                    udp ? "not a CONNECT-UDP target: the path is too long"
+                        : "bad CONNECT target: expected host:port or [v6]:port");
     return;
   }
   if (!tn__tunnel_hold(t, rest, rest_len)) {
     tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
     return;
   }
-  tn__tunnel_request(t, s->target, s->target_len);
+  if (udp)
+    tn__tunnel_request_udp(t, s->target, s->target_len);
+  else
+    tn__tunnel_request(t, s->target, s->target_len);
 }
 
 /* Feeds bytes of the request head; never more than TN_HEADER_MAX in all. */
@@ -96,8 +162,14 @@ static void h1_start(tn_conn *c, const char *first, size_t n) {
 }
 
 static const char response_200[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
+static const char response_101[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                                   "Upgrade: connect-udp\r\nCapsule-Protocol: ?1\r\n\r\n";
 
 static int h1_established(tn_tunnel *t) {
+  if (t->udp) {
+    t->status = 101;
+    return tn__ep_write(t->down, (char *)response_101, TN_BUF_STATIC, sizeof(response_101) - 1);
+  }
   return tn__ep_write(t->down, (char *)response_200, TN_BUF_STATIC, sizeof(response_200) - 1);
 }
 
@@ -105,6 +177,7 @@ static const char *status_text(int status) {
   switch (status) {
   case 400: return "Bad Request";
   case 403: return "Forbidden";
+  case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
   case 429: return "Too Many Requests";

@@ -51,6 +51,9 @@ typedef struct h2_stream {
   char authority[TN_HOST_MAX + 16];
   size_t authority_len;
   bool method_seen, is_connect, has_authority, has_scheme_or_path, has_protocol;
+  bool connect_udp;           /* :protocol connect-udp (RFC 9298) */
+  char *path;                 /* :path, kept for an extended CONNECT; owned */
+  size_t path_len;
   bool malformed, regular_seen, request_done;
   /* upstream -> device */
   out_buf *out_head, *out_tail;
@@ -137,6 +140,7 @@ static void stream_maybe_free(h2_stream *st) {
   if (!h->closing)
     nghttp2_session_set_stream_user_data(h->session, st->id, NULL);
   out_free_all(st);
+  free(st->path);
   free(st);
 }
 
@@ -222,7 +226,7 @@ static void st_close(tn_ep *ep, bool reset) {
   if (!st->closed_in_session && !h->closing) {
     uint32_t code = NGHTTP2_NO_ERROR;
     if (reset)
-      code = NGHTTP2_CONNECT_ERROR;
+      code = st->t && tn__udp_malformed(st->t) ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_CONNECT_ERROR;
     else if (!st->local_ended && !st->out_eof)
       code = NGHTTP2_CANCEL;
     bool want_rst = reset || code != NGHTTP2_NO_ERROR || (st->local_ended && !st->remote_ended);
@@ -305,10 +309,19 @@ static void on_pseudo(h2_stream *st, const uint8_t *name, size_t nlen, const uin
       memcpy(st->authority, value, vlen);
       st->authority_len = vlen;
     }
-  } else if (is(name, nlen, ":scheme") || is(name, nlen, ":path")) {
+  } else if (is(name, nlen, ":scheme")) {
     st->has_scheme_or_path = true;
+  } else if (is(name, nlen, ":path")) {
+    st->has_scheme_or_path = true;
+    st->malformed |= st->path != NULL || vlen == 0;
+    if (!st->path && vlen && (st->path = malloc(vlen))) {
+      memcpy(st->path, value, vlen);
+      st->path_len = vlen;
+    }
   } else if (is(name, nlen, ":protocol")) {
+    st->malformed |= st->has_protocol;
     st->has_protocol = true;
+    st->connect_udp = is(value, vlen, "connect-udp");
   } else {
     st->malformed = true;
   }
@@ -383,9 +396,17 @@ static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
                     "only CONNECT is supported: this is a tunnel gateway, not a web proxy");
     return;
   }
-  if (st->has_protocol) {
+  if (st->has_protocol && !st->connect_udp) {
     tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 501,
-                    "extended CONNECT (:protocol, RFC 8441) is not supported");
+                    "extended CONNECT (:protocol, RFC 8441) is supported for connect-udp only");
+    return;
+  }
+  if (st->connect_udp) {
+    if (!st->path) {
+      tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+      return;
+    }
+    tn__tunnel_request_udp(t, st->path, st->path_len);
     return;
   }
   tn__tunnel_request(t, st->authority, st->authority_len);
@@ -696,8 +717,9 @@ static int submit_settings(tn_h2 *h) {
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->h2_max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->h2_stream_window},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441: for CONNECT-UDP */
   };
-  int rv = nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, 2);
+  int rv = nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, 3);
   /* The connection window must not be what stalls a stream: room for every
    * stream's full window. */
   uint64_t conn_window = (uint64_t)o->h2_max_concurrent_streams * o->h2_stream_window;
@@ -760,9 +782,10 @@ static void h2_start(tn_conn *c, const char *first, size_t n) {
 
 static int h2_established(tn_tunnel *t) {
   h2_stream *st = t->stream;
-  nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+                     {(uint8_t *)"capsule-protocol", (uint8_t *)"?1", 16, 2, NGHTTP2_NV_FLAG_NONE}};
   nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_data};
-  int rv = nghttp2_submit_response(st->h2->session, st->id, nv, 1, &dp);
+  int rv = nghttp2_submit_response(st->h2->session, st->id, nv, t->udp ? 2 : 1, &dp);
   st->responded = rv == 0;
   schedule(st->h2);
   return rv == 0 ? 0 : UV_EPROTO;

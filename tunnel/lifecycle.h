@@ -45,6 +45,31 @@ void tn__gai_done(tn_tunnel *t);
 void tn__tunnel_ep_closed(tn_tunnel *t);
 
 
+/* A complete CONNECT-UDP request for path (RFC 9298's URI template): as
+ * tn__tunnel_request, with 404 for another path, the allow_udp rules, no
+ * require_tls; on success the tunnel's UDP socket is opened (udp.c). */
+void tn__tunnel_request_udp(tn_tunnel *t, const char *path, size_t len);
+
+/* ---- udp.c: the CONNECT-UDP relay ---- */
+
+/* Makes t a CONNECT-UDP tunnel (t->udp). 0 or TN_ENOMEM. */
+int tn__udp_new(tn_tunnel *t);
+/* The resolved address (t->setup->connect_addr) passed policy: opens the
+ * connected socket, answers 200 and relays; or fails the tunnel (502, 503). */
+void tn__udp_open(tn_tunnel *t);
+/* Device bytes while relaying (not taken over). False for a malformed
+ * capsule: the caller ends the tunnel with a reset (tn__udp_malformed then
+ * tells the front end, which resets with PROTOCOL_ERROR). */
+bool tn__udp_from_device(tn_tunnel *t, const char *p, size_t n);
+bool tn__udp_malformed(const tn_tunnel *t);
+/* The device ended its sending side: the tunnel ends. */
+void tn__udp_device_ended(tn_tunnel *t);
+/* Part of tn__tunnel_close: closes the socket (the endpoint reports closed
+ * from its close callback), or frees t->udp at once if none was opened. */
+void tn__udp_close(tn_tunnel *t);
+/* The tunnel's datagram counts (0 for TCP). */
+void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped);
+
 /* ---- connect.c ---- */
 
 /* Resolves, checks and connects; on success calls tn__relay_start. */

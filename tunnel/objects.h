@@ -70,6 +70,7 @@ typedef struct tn_tunnel tn_tunnel;
 typedef struct tn_conn tn_conn;
 typedef struct tn_h2 tn_h2;
 typedef struct tn_proto tn_proto;
+typedef struct tn_udp tn_udp;
 
 /* Intrusive doubly-linked list. A link not in a list has NULL pointers. */
 typedef struct tn_link {
@@ -137,9 +138,18 @@ struct tn_conn {
 /* State needed only until the relay starts. */
 typedef struct tn_setup {
   llhttp_t parser;
-  char target[TN_HOST_MAX + 16]; /* raw request target */
+  /* raw request target: a CONNECT authority, or a CONNECT-UDP path (a
+   * name's longest with RFC 9298's prefix and a port fits) */
+  char target[TN_HOST_MAX + 48];
   size_t target_len;
   bool target_overflow;
+  /* HTTP/1.1 Upgrade (CONNECT-UDP): the header being read and its value */
+  char field[8];                 /* a header name, while it is short enough to matter */
+  uint8_t field_len;             /* bytes of it; sizeof(field) + 1: longer than that */
+  char value[16];                /* the Upgrade header's value, likewise */
+  uint8_t value_len;
+  bool in_upgrade;               /* the header being read is Upgrade */
+  bool upgrade_udp;              /* Upgrade: connect-udp was sent */
   size_t header_bytes;
   bool request_done;
   tn_authority auth;
@@ -191,6 +201,7 @@ struct tn_tunnel {
   bool splice_ok;                /* plain TCP both sides and splice not off */
   bool splice_want;              /* move to splice as soon as nothing is queued */
   struct tn_splice *splice;      /* relaying with splice(2); NULL when copying */
+  tn_udp *udp;                   /* CONNECT-UDP: its datagram relay (udp.c); NULL for TCP */
 };
 
 /* How tn__tunnel_close ends the endpoints: FIN closes them gracefully

@@ -27,6 +27,7 @@ static const char W_PORT_EMPTY[] = "empty port after ':' (use host:* for any por
 static const char W_PORT_SYNTAX[] = "port must be 1 to 5 decimal digits, or '*'";
 static const char W_PORT_ZERO[] = "port 0 is not a valid target port (use host:* for any port)";
 static const char W_PORT_RANGE[] = "port out of range (1..65535)";
+static const char W_RANGE_ORDER[] = "port range must run from a lower to a higher port";
 static const char W_EMPTY_HOST[] = "empty host";
 static const char W_OPEN_PROXY[] = "a bare '*' host would make the gateway an open proxy";
 static const char W_STAR[] = "'*' is only allowed as a whole first label, as in '*.example.org'";
@@ -111,16 +112,11 @@ static int host_authority(const char *h, size_t n, tn_authority *a) {
   return tn_authority_parse(buf, n + 2, a);
 }
 
-/* "*" or a decimal port 1..65535 of at most 5 digits. */
-static const char *parse_rule_port(const char *s, uint16_t *out) {
-  size_t n = strlen(s);
+/* A decimal port 1..65535 of at most 5 digits, s[0..n). */
+static const char *parse_one_port(const char *s, size_t n, uint16_t *out) {
   unsigned long v = 0;
   if (n == 0)
     return W_PORT_EMPTY;
-  if (n == 1 && s[0] == '*') {
-    *out = 0;
-    return NULL;
-  }
   if (n > 5)
     return W_PORT_SYNTAX;
   for (size_t i = 0; i < n; i++) {
@@ -134,6 +130,22 @@ static const char *parse_rule_port(const char *s, uint16_t *out) {
     return W_PORT_RANGE;
   *out = (uint16_t)v;
   return NULL;
+}
+
+/* "*", a port, or with ranges "first-last". */
+static const char *parse_rule_port(const char *s, bool ranges, tn_rule *r) {
+  size_t n = strlen(s);
+  const char *dash = ranges ? strchr(s, '-') : NULL, *why;
+  if (n == 1 && s[0] == '*') {
+    r->port = 0;
+    return NULL;
+  }
+  if (!dash)
+    return parse_one_port(s, n, &r->port);
+  if ((why = parse_one_port(s, (size_t)(dash - s), &r->port)) ||
+      (why = parse_one_port(dash + 1, n - (size_t)(dash - s) - 1, &r->port_last)))
+    return why;
+  return r->port_last < r->port ? W_RANGE_ORDER : NULL;
 }
 
 /* An address with an optional "/len", of the given family. */
@@ -240,7 +252,7 @@ static const char *check_rule_chars(const char *s, size_t n) {
   return NULL;
 }
 
-static const char *parse_rule(const char *s, tn_rule *r) {
+static const char *parse_rule(const char *s, bool ranges, tn_rule *r) {
   size_t n, hlen;
   const char *host, *port, *why;
   bool bracketed = false;
@@ -278,16 +290,17 @@ static const char *parse_rule(const char *s, tn_rule *r) {
     return why;
   if (r->kind == TN_RULE_CIDR && r->cidr.prefix == 0)
     return W_PREFIX_ZERO;
-  return parse_rule_port(port, &r->port);
+  return parse_rule_port(port, ranges, r);
 }
 
 /* On success also sets *why (when given) to NULL. */
-int tn_rule_parse(const char *s, tn_rule *out, const char **why) {
+static int rule_parse(const char *s, bool udp, tn_rule *out, const char **why) {
   tn_rule r;
   const char *err;
 
   memset(&r, 0, sizeof(r));
-  err = out ? parse_rule(s, &r) : W_NO_OUT;
+  r.udp = udp;
+  err = out ? parse_rule(s, udp, &r) : W_NO_OUT;
   if (why)
     *why = err;
   if (err)
@@ -296,14 +309,24 @@ int tn_rule_parse(const char *s, tn_rule *out, const char **why) {
   return 0;
 }
 
+int tn_rule_parse(const char *s, tn_rule *out, const char **why) {
+  return rule_parse(s, false, out, why);
+}
+
+int tn_rule_parse_udp(const char *s, tn_rule *out, const char **why) {
+  return rule_parse(s, true, out, why);
+}
+
 /* Returns snprintf's result, or TN_EINVAL for a malformed rule. */
 int tn_rule_format(const tn_rule *r, char *buf, size_t len) {
-  char port[8], ip[INET6_ADDRSTRLEN];
+  char port[16], ip[INET6_ADDRSTRLEN];
 
   if (!r || (!buf && len > 0))
     return TN_EINVAL;
   if (r->port == 0)
     memcpy(port, "*", 2);
+  else if (r->port_last > r->port)
+    snprintf(port, sizeof(port), "%u-%u", (unsigned)r->port, (unsigned)r->port_last);
   else
     snprintf(port, sizeof(port), "%u", (unsigned)r->port);
 
@@ -353,7 +376,10 @@ static bool cidr_matches(const tn_cidr *c, const tn_authority *a) {
 bool tn_rule_matches(const tn_rule *r, const tn_authority *a) {
   size_t alen, slen;
 
-  if (!r || !a || (r->port != 0 && r->port != a->port))
+  if (!r || !a)
+    return false;
+  if (r->port != 0 &&
+      (a->port < r->port || a->port > (r->port_last > r->port ? r->port_last : r->port)))
     return false;
   switch (r->kind) {
   case TN_RULE_HOST:
@@ -415,24 +441,43 @@ void tn_policy_free(tn_policy *p) {
   memset(p, 0, sizeof(*p));
 }
 
-bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized) {
+/* The rules of the kind udp says. */
+static bool allows(const tn_policy *p, const tn_authority *a, bool authorized, bool udp) {
   if (!p || !a)
     return false;
   for (size_t i = 0; i < p->n_rules; i++) {
     const tn_rule *r = &p->rules[i];
-    if ((!r->when_authorized || authorized) && tn_rule_matches(r, a))
+    if (r->udp == udp && (!r->when_authorized || authorized) && tn_rule_matches(r, a))
       return true;
   }
   return false;
 }
 
-bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a) {
+static bool needs_authorization(const tn_policy *p, const tn_authority *a, bool udp) {
   if (!p || !a)
     return false;
-  for (size_t i = 0; i < p->n_rules; i++)
-    if (p->rules[i].when_authorized && tn_rule_matches(&p->rules[i], a))
+  for (size_t i = 0; i < p->n_rules; i++) {
+    const tn_rule *r = &p->rules[i];
+    if (r->udp == udp && r->when_authorized && tn_rule_matches(r, a))
       return true;
+  }
   return false;
+}
+
+bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized) {
+  return allows(p, a, authorized, false);
+}
+
+bool tn_policy_allows_udp_target(const tn_policy *p, const tn_authority *a, bool authorized) {
+  return allows(p, a, authorized, true);
+}
+
+bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a) {
+  return needs_authorization(p, a, false);
+}
+
+bool tn_policy_needs_udp_authorization(const tn_policy *p, const tn_authority *a) {
+  return needs_authorization(p, a, true);
 }
 
 static bool never_a_target(tn_addr_class c) {

@@ -27,10 +27,14 @@ typedef enum {
 typedef struct tn_rule {
   tn_rule_kind kind;
   uint16_t port;                 /* 0 means any port ("host:*") */
+  uint16_t port_last;            /* a range's last port ("host:10000-20000"); 0 or
+                                    port: the one port */
   char host[TN_HOST_MAX + 1];    /* HOST: the name; SUFFIX: ".example.org" */
   tn_cidr cidr;                  /* CIDR rules: matches IP-literal targets only */
   bool when_authorized;          /* allow_when_authorized: only while the gateway
                                     holds a valid access token (set by the caller) */
+  bool udp;                      /* allow_udp: a UDP destination (CONNECT-UDP); a
+                                    TCP rule never permits UDP, and the reverse */
 } tn_rule;
 
 /* Parses one allow rule. Names are normalised like tn_authority_parse (lower
@@ -38,6 +42,10 @@ typedef struct tn_rule {
  * gateway an open proxy, and so is a /0 prefix. On failure returns TN_EINVAL, sets *why to a static
  * human-readable reason and leaves out untouched. */
 int tn_rule_parse(const char *s, tn_rule *out, const char **why);
+/* The same for an allow_udp rule: the same syntax plus port ranges
+ * ("media.mc.example:10000-20000", "10.20.0.0/16:5000-5999"; first <= last,
+ * both 1..65535); the rule has udp set. */
+int tn_rule_parse_udp(const char *s, tn_rule *out, const char **why);
 
 /* Formats a rule back into its config form into buf (NUL-terminated,
  * truncated to len); returns snprintf's result. */
@@ -63,11 +71,14 @@ int tn_policy_copy(tn_policy *dst, const tn_policy *src);
 void tn_policy_free(tn_policy *p);
 
 /* authorized: whether the gateway currently holds a valid access token;
- * rules marked when_authorized match only then. */
+ * rules marked when_authorized match only then. udp: whether the target is
+ * a CONNECT-UDP one; only rules of that kind are looked at. */
 bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized);
-/* True when a when_authorized rule would match: used to say "limited
- * service" instead of a plain "not allowed" in the log. */
+bool tn_policy_allows_udp_target(const tn_policy *p, const tn_authority *a, bool authorized);
+/* True when a when_authorized rule (of the kind udp says) would match: used
+ * to say "limited service" instead of a plain "not allowed" in the log. */
 bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a);
+bool tn_policy_needs_udp_authorization(const tn_policy *p, const tn_authority *a);
 /* Whether a resolved address may be connected to: a public address always;
  * the other classes only with allow_private, and never the unspecified or a
  * multicast address (also embedded in a v4-mapped one) or a non-IP family. */

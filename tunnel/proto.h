@@ -13,15 +13,15 @@
  * Each front end (the request protocol a device speaks) is one table of
  * operations. The connection, the tunnel life cycle and the relay call
  * through it and never test which protocol a tunnel uses: a new front end
- * (CONNECT-UDP next) is a new table, chosen by whichever front end parsed
- * the request (tn__tunnel_new) or, for start, by protocol detection in
- * conn.c among the entries the engine runs (tn__engine_protos). Properties
- * describe what the engine may do with a tunnel of the protocol; they are
- * not tested against a protocol's identity. A datagram front end
- * (CONNECT-UDP) is one more entry (may_splice false, its own 200/101
- * answers); the table assumes no TCP upstream, but connect.c and
- * tn_tunnel.up still do: its UDP upstream needs an endpoint of its own
- * (ep.h) and a connect step for it. */
+ * is a new table, chosen by whichever front end parsed the request
+ * (tn__tunnel_new) or, for start, by protocol detection in conn.c among the
+ * entries the engine runs (tn__engine_protos). Properties describe what the
+ * engine may do with a tunnel of the protocol; they are not tested against
+ * a protocol's identity. CONNECT-UDP is no entry of its own: a device asks
+ * for it in the request protocol it speaks, so the h1 and h2 entries parse
+ * it and answer it (101, or 200 with capsule-protocol) from established;
+ * below them the tunnel carries a tn_udp (udp.c) instead of a TCP upstream,
+ * and such a tunnel never splices (splice_ok stays false). */
 struct tn_proto {
   const char *name;     /* "h1", "h2": the access log's proto, tn_tunnel_info.proto */
   unsigned stats_index; /* slot in tn_engine_stats.by_proto_active */

@@ -54,6 +54,14 @@ static const char *reset_reason(tn_tunnel *t, tn_ep *ep) {
   return ep == t->down ? "reset_down" : "reset_up";
 }
 
+/* A CONNECT-UDP tunnel's device bytes are capsules (udp.c). */
+static void forward_udp(tn_tunnel *t, char *base, tn_buf_kind kind, size_t n) {
+  bool ok = tn__udp_from_device(t, base, n);
+  tn__buf_free(base, kind);
+  if (!ok)
+    tn__tunnel_close(t, TN_RESULT_OK, "malformed_capsule", TN_CLOSE_RESET);
+}
+
 static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, size_t n) {
   tn_ep *to = other(t, from);
   if (from == t->down) {
@@ -97,6 +105,10 @@ static void on_eof(tn_tunnel *t, tn_ep *from) {
   tn_ep *to = other(t, from);
   if (t->phase != TN_PHASE_RELAY)
     return;
+  if (t->udp) { /* only the device side can end: a UDP socket has no EOF */
+    tn__udp_device_ended(t);
+    return;
+  }
   if (to == t->down && t->down_gone) {
     maybe_done(t);
     return;
@@ -131,7 +143,10 @@ static void down_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
       tn__ep_read_stop(ep); /* HTTP/1.1: backpressure; HTTP/2: the window bounds it */
     return;
   case TN_PHASE_RELAY:
-    forward(t, ep, base, kind, n);
+    if (t->udp)
+      forward_udp(t, base, kind, n);
+    else
+      forward(t, ep, base, kind, n);
     return;
   default: /* LINGER, CLOSING: dropped unread */
     tn__buf_free(base, kind);
@@ -181,7 +196,8 @@ static void down_error(tn_ep *ep, int err) {
 
 static void down_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_RELAY && !t->splice && tn__ep_read_start(&t->up.ep) != 0)
+  if (t->phase == TN_PHASE_RELAY && !t->splice && !t->udp &&
+      tn__ep_read_start(&t->up.ep) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 

@@ -32,6 +32,33 @@ void tn__count_bytes(tn_engine *e, uint64_t up, uint64_t down) {
 
 void tn__count_refused_client(tn_engine *e) { e->stats.clients_refused++; }
 
+void tn__count_udp_datagram(tn_engine *e, bool up, size_t len) {
+  if (up) {
+    e->stats.udp_datagrams_up++;
+    e->stats.bytes_up += len;
+  } else {
+    e->stats.udp_datagrams_down++;
+    e->stats.bytes_down += len;
+  }
+}
+
+void tn__count_udp_drop(tn_engine *e, tn_udp_drop why) {
+  if (why >= 0 && why < TN_UDP_DROP_COUNT_)
+    e->stats.udp_dropped[why]++;
+}
+
+void tn__count_udp_icmp(tn_engine *e) { e->stats.udp_icmp_unreachable++; }
+
+static const char *const udp_drop_names[TN_UDP_DROP_COUNT_] = {
+    [TN_UDP_DROP_TOO_LARGE] = "too_large",     [TN_UDP_DROP_CONTEXT] = "context",
+    [TN_UDP_DROP_DEVICE_BUSY] = "device_busy", [TN_UDP_DROP_TARGET_BUSY] = "target_busy",
+    [TN_UDP_DROP_SEND_FAILED] = "send_failed", [TN_UDP_DROP_NO_MEMORY] = "no_memory",
+};
+
+const char *tn_udp_drop_name(tn_udp_drop d) {
+  return (d >= 0 && d < TN_UDP_DROP_COUNT_) ? udp_drop_names[d] : "unknown";
+}
+
 uint64_t tn_splice_max(uint64_t nofile) {
   uint64_t n = nofile / (8 * 6);
   return n < TN_SPLICE_MAX ? n : TN_SPLICE_MAX;
@@ -67,6 +94,7 @@ bool tn__admit(tn_engine *e, tn_tunnel *t) {
   t->admitted = true;
   e->stats.tunnels_active++;
   e->stats.by_proto_active[t->proto->stats_index]++;
+  e->stats.by_proto_udp_active[t->proto->stats_index] += t->udp != NULL;
   return true;
 }
 
@@ -114,6 +142,7 @@ void tn__engine_tunnel_done(tn_engine *e, tn_tunnel *t) {
     t->admitted = false;
     e->stats.tunnels_active--;
     e->stats.by_proto_active[t->proto->stats_index]--;
+    e->stats.by_proto_udp_active[t->proto->stats_index] -= t->udp != NULL;
     tn__clients_remove(e->clients, (const struct sockaddr *)&t->conn->client, t->conn->subject);
   }
 }

@@ -11,6 +11,7 @@
 #include "tunnel/log.h"
 #include "tunnel/proto.h"
 #include "tunnel/service.h"
+#include "tunnel/udp_target.h"
 
 static const char *const result_names[TN_RESULT_COUNT_] = {
     [TN_RESULT_OK] = "ok",
@@ -113,6 +114,7 @@ static uint32_t retry_after(uint64_t wait_ms) {
   return s < 1 ? 1 : s > 3600 ? 3600 : (uint32_t)s;
 }
 
+/* Parses a CONNECT authority into t->setup->auth. */
 static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
   tn_setup *s = t->setup;
   if (tn_authority_parse(authority, len, &s->auth) != 0) {
@@ -125,9 +127,70 @@ static bool parse_target(tn_tunnel *t, const char *authority, size_t len) {
            TN_S("reason", "bad authority"), TN_S("raw_target", raw), TN_LOG_END);
     return false;
   }
+  return true;
+}
+
+static bool set_target_text(tn_tunnel *t) {
   char buf[TN_HOST_MAX + 16];
-  tn_authority_format(&s->auth, buf, sizeof(buf));
+  tn_authority_format(&t->setup->auth, buf, sizeof(buf));
   t->target = strdup(buf);
+  if (!t->target)
+    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  return t->target != NULL;
+}
+
+static bool allowed(tn_tunnel *t, bool authorized) {
+  const tn_policy *p = &tn__opts(t->engine)->policy;
+  return t->udp ? tn_policy_allows_udp_target(p, &t->setup->auth, authorized)
+                : tn_policy_allows_target(p, &t->setup->auth, authorized);
+}
+
+static bool needs_authorization(tn_tunnel *t) {
+  const tn_policy *p = &tn__opts(t->engine)->policy;
+  return t->udp ? tn_policy_needs_udp_authorization(p, &t->setup->auth)
+                : tn_policy_needs_authorization(p, &t->setup->auth);
+}
+
+/* The checks every parsed request passes, TCP or UDP, in this order: the
+ * client's rate, the allow rules of its kind, admission, the target's rate.
+ * True when the request may go on; else it was refused. */
+static bool request_checks(tn_tunnel *t) {
+  tn_engine *e = t->engine;
+  /* Every parsed request counts against the device's rate, whatever
+   * becomes of it: a refused one costs no lookup and no connect. */
+  uint64_t wait_ms = tn__rate_client(e, t);
+  if (wait_ms) {
+    t->retry_after_s = retry_after(wait_ms);
+    log_refusal(t, "max_new_tunnels_per_client");
+    tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
+    return false;
+  }
+  if (!allowed(t, tn__authorized(e))) {
+    /* The reason is the access log's `close` field and the 403 body. */
+    if (needs_authorization(t)) {
+      tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
+                      t->udp ? "target not allowed: limited service, the gateway is not "
+                               "authorized (allow_udp_when_authorized)"
+                             : "target not allowed: limited service, the gateway is not "
+                               "authorized (allow_when_authorized)");
+      return false;
+    }
+    log_refusal(t, "no allow rule matches");
+    tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
+    return false;
+  }
+  if (!tn__admit(e, t)) {
+    log_refusal(t, "tunnel limit reached");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
+    return false;
+  }
+  /* Last: only what would really go upstream counts against the target. */
+  if ((wait_ms = tn__rate_target(e, t)) != 0) {
+    t->retry_after_s = retry_after(wait_ms);
+    log_refusal(t, "max_new_upstream_per_target");
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
+    return false;
+  }
   return true;
 }
 
@@ -143,49 +206,38 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
                     "bad CONNECT target: expected host:port or [v6]:port");
     return;
   }
-  if (!t->target) {
-    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+  if (!set_target_text(t) || !request_checks(t))
     return;
-  }
-  /* Every parsed request counts against the device's rate, whatever
-   * becomes of it: a refused one costs no lookup and no connect. */
-  uint64_t wait_ms = tn__rate_client(e, t);
-  if (wait_ms) {
-    t->retry_after_s = retry_after(wait_ms);
-    log_refusal(t, "max_new_tunnels_per_client");
-    tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
-    return;
-  }
-  if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
-    /* The reason is the access log's `close` field and the 403 body. */
-    if (tn_policy_needs_authorization(&o->policy, &t->setup->auth)) {
-      tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
-                      "target not allowed: limited service, the gateway is not "
-                      "authorized (allow_when_authorized)");
-      return;
-    }
-    log_refusal(t, "no allow rule matches");
-    tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
-    return;
-  }
-  if (!tn__admit(e, t)) {
-    log_refusal(t, "tunnel limit reached");
-    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "tunnel limit reached");
-    return;
-  }
-  /* Last: only what would really go upstream counts against the target. */
-  if ((wait_ms = tn__rate_target(e, t)) != 0) {
-    t->retry_after_s = retry_after(wait_ms);
-    log_refusal(t, "max_new_upstream_per_target");
-    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "target_rate");
-    return;
-  }
   tn_setup *s = t->setup;
   if (o->require_tls && !tn__tls_check(t, s->pending, s->pending_len)) {
     tn__tunnel_close(t, TN_RESULT_REFUSED_NOT_TLS, "not_tls", TN_CLOSE_FIN);
     return;
   }
   tn__connect_start(t);
+}
+
+void tn__tunnel_request_udp(tn_tunnel *t, const char *path, size_t len) {
+  if (tn__udp_new(t) != 0) {
+    tn__tunnel_fail(t, TN_RESULT_ERROR, 503, "out of memory");
+    return;
+  }
+  if (tn__draining(t->engine)) {
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "gateway is shutting down");
+    return;
+  }
+  int err = tn_udp_target_parse(path, len, &t->setup->auth);
+  if (err == TN_ENOENT) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 404,
+                    "not a CONNECT-UDP target: expected "
+                    "/.well-known/masque/udp/{target_host}/{target_port}/");
+    return;
+  }
+  if (err != 0) {
+    tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "bad CONNECT-UDP target host or port");
+    return;
+  }
+  if (set_target_text(t) && request_checks(t))
+    tn__connect_start(t); /* SRTP is not TLS: require_tls does not apply */
 }
 
 static void access_log(tn_tunnel *t) {
@@ -198,14 +250,19 @@ static void access_log(tn_tunnel *t) {
     strcpy(client, "-");
   if (t->connected.sin6_family)
     tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
+  uint64_t dg_up, dg_down, dropped;
+  tn__udp_counts(t, &dg_up, &dg_down, &dropped);
+  /* datagrams_* and dropped are 0 on a TCP tunnel's line: one record shape */
   tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
-         TN_S("proto", t->proto->name), TN_S("client", client),
+         TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"),
+         TN_S("client", client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"),
          TN_S("connected", connected[0] ? connected : "-"),
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),
          TN_S("close", t->close_reason ? t->close_reason : "-"), TN_U("bytes_up", t->bytes_up),
-         TN_U("bytes_down", t->bytes_down),
+         TN_U("bytes_down", t->bytes_down), TN_U("datagrams_up", dg_up),
+         TN_U("datagrams_down", dg_down), TN_U("dropped", dropped),
          TN_U("duration_ms", uv_now(tn__loop(e)) - t->started_ms), TN_LOG_END);
 }
 
@@ -240,6 +297,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
   tn__ep_close(t->down, reset);
   if (t->up.open)
     tn__ep_close(&t->up.ep, reset);
+  tn__udp_close(t);
   t->busy = false;
   maybe_free(t);
 }
@@ -289,7 +347,7 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->client_subject = t->conn->subject;
   info->target = t->target;
   info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
-  info->established = t->status == 200;
+  info->established = t->status == 200 || t->status == 101; /* 101: HTTP/1.1 CONNECT-UDP */
   info->result = t->result;
   info->status = t->status;
   info->close_reason = t->close_reason;
@@ -297,5 +355,7 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->connect_ms = t->connect_ms;
   info->bytes_up = t->bytes_up;
   info->bytes_down = t->bytes_down;
+  info->udp = t->udp != NULL;
+  tn__udp_counts(t, &info->datagrams_up, &info->datagrams_down, &info->datagrams_dropped);
   t->proto->describe(t, info);
 }

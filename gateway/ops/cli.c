@@ -280,7 +280,8 @@ static void render_status(buf *b, const cli_opts *o, const json_t *s) {
     bput(b, "%s%s %lld", first ? "" : ", ", name, (long long)jint(v, "active"));
     first = false;
   }
-  bput(b, "), %lld connections\n", (long long)jint(t, "connections_active"));
+  bput(b, "), %lld udp, %lld connections\n", (long long)jint(t, "by_type.udp.active"),
+       (long long)jint(t, "connections_active"));
   bput(b, "%-14s %lld active, busiest has %lld tunnels (limit %lld)\n", "clients",
        (long long)jint(s, "clients.active"), (long long)jint(s, "clients.max_tunnels"),
        (long long)jint(t, "limit_per_client"));
@@ -314,17 +315,17 @@ static void render_tunnels(buf *b, const json_t *list) {
   const json_t *e;
   bool subjects = false;
   json_array_foreach((json_t *)list, i, e) subjects |= jstr(e, "subject") != NULL;
-  bput(b, "%-6s %-5s %-23s %-32s %-23s %-11s %7s %6s %6s%s\n", "ID", "PROTO", "CLIENT", "TARGET",
-       "CONNECTED", "STATE", "AGE", "UP", "DOWN", subjects ? "  SUBJECT" : "");
+  bput(b, "%-6s %-5s %-23s %-32s %-23s %-11s %7s %6s %6s %-4s%s\n", "ID", "PROTO", "CLIENT",
+       "TARGET", "CONNECTED", "STATE", "AGE", "UP", "DOWN", "TYPE", subjects ? "  SUBJECT" : "");
   json_array_foreach((json_t *)list, i, e) {
     char age[32], up[16], down[16];
     gw_cli_fmt_duration((uint64_t)jint(e, "age_ms") / 1000, age, sizeof(age));
     gw_cli_fmt_bytes((uint64_t)jint(e, "bytes_up"), up, sizeof(up));
     gw_cli_fmt_bytes((uint64_t)jint(e, "bytes_down"), down, sizeof(down));
-    bput(b, "%-6lld %-5s %-23s %-32s %-23s %-11s %7s %6s %6s%s%s\n", (long long)jint(e, "id"),
+    bput(b, "%-6lld %-5s %-23s %-32s %-23s %-11s %7s %6s %6s %-4s%s%s\n", (long long)jint(e, "id"),
          str_or_dash(e, "proto"), str_or_dash(e, "client"), str_or_dash(e, "target"),
          str_or_dash(e, "connected"), str_or_dash(e, "state"), age, up, down,
-         subjects ? "  " : "", subjects ? str_or_dash(e, "subject") : "");
+         str_or_dash(e, "type"), subjects ? "  " : "", subjects ? str_or_dash(e, "subject") : "");
   }
   bput(b, "%zu tunnel%s\n", json_array_size(list), json_array_size(list) == 1 ? "" : "s");
 }

@@ -53,10 +53,12 @@ void gw_histogram_observe(gw_histogram *h, double seconds) {
   h->sum += seconds;
 }
 
+const char *gw_tunnel_type_name(gw_tunnel_type t) { return t == GW_TYPE_UDP ? "udp" : "tcp"; }
+
 void gw_metrics_observe_close(gw_metrics *m, const tn_tunnel_info *info) {
   gw_proto_stats *p = gw_metrics_proto(m, info->proto);
   if ((unsigned)info->result < TN_RESULT_COUNT_)
-    p->closed[info->result]++;
+    p->closed[info->udp ? GW_TYPE_UDP : GW_TYPE_TCP][info->result]++;
   if (info->established)
     gw_histogram_observe(&m->duration, (double)info->age_ms / 1000.0);
   if (info->connected)
@@ -145,17 +147,35 @@ static void histogram(out *o, const char *name, const char *help, const gw_histo
 static void render_tunnels(out *o, const gw_metrics *m, const gw_metrics_snapshot *s) {
   char b[64];
   family(o, "mcgw_tunnels_active", "gauge",
-         "Tunnels open right now (admitted: connecting or relaying), by protocol.");
+         "Tunnels open right now (admitted: connecting or relaying), by protocol and type "
+         "(tcp: CONNECT, udp: CONNECT-UDP).");
   for (size_t i = 0; i < m->n_protos; i++)
-    put(o, "mcgw_tunnels_active{proto=\"%s\"} %" PRIu64 "\n", esc(m->protos[i].name, b, sizeof b),
-        m->protos[i].active);
+    for (int ty = 0; ty < GW_TYPE_COUNT_; ty++)
+      put(o, "mcgw_tunnels_active{proto=\"%s\",type=\"%s\"} %" PRIu64 "\n",
+          esc(m->protos[i].name, b, sizeof b), gw_tunnel_type_name((gw_tunnel_type)ty),
+          m->protos[i].active[ty]);
   family(o, "mcgw_tunnels_total", "counter",
-         "Tunnels closed, by protocol and result (ok, bad_request, denied, refused_not_tls, "
-         "connect_failed, timeout, limit, error, rate_limited, cancelled).");
+         "Tunnels closed, by protocol, type and result (ok, bad_request, denied, "
+         "refused_not_tls, connect_failed, timeout, limit, error, rate_limited, cancelled).");
   for (size_t i = 0; i < m->n_protos; i++)
-    for (int r = 0; r < TN_RESULT_COUNT_; r++)
-      put(o, "mcgw_tunnels_total{proto=\"%s\",result=\"%s\"} %" PRIu64 "\n",
-          esc(m->protos[i].name, b, sizeof b), tn_result_name((tn_result)r), m->protos[i].closed[r]);
+    for (int ty = 0; ty < GW_TYPE_COUNT_; ty++)
+      for (int r = 0; r < TN_RESULT_COUNT_; r++)
+        put(o, "mcgw_tunnels_total{proto=\"%s\",type=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+            esc(m->protos[i].name, b, sizeof b), gw_tunnel_type_name((gw_tunnel_type)ty),
+            tn_result_name((tn_result)r), m->protos[i].closed[ty][r]);
+  family(o, "mcgw_udp_datagrams_total", "counter",
+         "CONNECT-UDP datagrams relayed: upstream = device to target, downstream = target to "
+         "device.");
+  put(o, "mcgw_udp_datagrams_total{direction=\"upstream\"} %" PRIu64 "\n",
+      s->stats.udp_datagrams_up);
+  put(o, "mcgw_udp_datagrams_total{direction=\"downstream\"} %" PRIu64 "\n",
+      s->stats.udp_datagrams_down);
+  family(o, "mcgw_udp_datagrams_dropped_total", "counter",
+         "CONNECT-UDP datagrams dropped, by reason (too_large, context, device_busy, "
+         "target_busy, send_failed, no_memory).");
+  for (int d = 0; d < TN_UDP_DROP_COUNT_; d++)
+    put(o, "mcgw_udp_datagrams_dropped_total{reason=\"%s\"} %" PRIu64 "\n",
+        tn_udp_drop_name((tn_udp_drop)d), s->stats.udp_dropped[d]);
   family(o, "mcgw_tunnel_bytes_total", "counter",
          "Bytes relayed: upstream = device to destination, downstream = destination to device.");
   put(o, "mcgw_tunnel_bytes_total{direction=\"upstream\"} %" PRIu64 "\n", s->stats.bytes_up);

@@ -29,11 +29,17 @@ typedef struct gw_histogram {
   double sum;
 } gw_histogram;
 
+/* The type label of a tunnel: TCP (CONNECT) or UDP (CONNECT-UDP). */
+typedef enum { GW_TYPE_TCP = 0, GW_TYPE_UDP, GW_TYPE_COUNT_ } gw_tunnel_type;
+
 typedef struct gw_proto_stats {
   char name[16];
-  uint64_t closed[TN_RESULT_COUNT_]; /* closed tunnels by result */
-  uint64_t active;                   /* open right now; set by the caller per scrape */
+  uint64_t closed[GW_TYPE_COUNT_][TN_RESULT_COUNT_]; /* closed tunnels by type and result */
+  uint64_t active[GW_TYPE_COUNT_]; /* open right now, by type; set by the caller per scrape */
 } gw_proto_stats;
+
+/* "tcp" or "udp". */
+const char *gw_tunnel_type_name(gw_tunnel_type t);
 
 typedef struct gw_metrics {
   gw_proto_stats protos[GW_METRICS_PROTO_MAX];

@@ -157,7 +157,7 @@ static void on_collect(const tn_tunnel_info *i, void *arg) {
   collect *c = arg;
   if (!info_active(i))
     return;
-  gw_metrics_proto(c->m, i->proto)->active++;
+  gw_metrics_proto(c->m, i->proto)->active[i->udp ? GW_TYPE_UDP : GW_TYPE_TCP]++;
   char ip[INET6_ADDRSTRLEN];
   client_ip(i->client, ip, sizeof(ip));
   /* Devices are told apart by certificate subject when they present one
@@ -172,14 +172,17 @@ static void collect_open(gw_ops *o, collect *c) {
   memset(c, 0, sizeof(*c));
   c->m = &o->metrics;
   for (size_t i = 0; i < o->metrics.n_protos; i++)
-    o->metrics.protos[i].active = 0;
+    memset(o->metrics.protos[i].active, 0, sizeof(o->metrics.protos[i].active));
   tn_engine_foreach(o->d.engine, on_collect, c);
   /* The engine's own per-protocol counts are authoritative. */
   static const char *const engine_protos[] = {"h1", "h2"}; /* by_proto_active's order */
   tn_engine_stats st;
   tn_engine_stats_get(o->d.engine, &st);
-  for (size_t i = 0; i < sizeof(engine_protos) / sizeof(engine_protos[0]); i++)
-    gw_metrics_proto(&o->metrics, engine_protos[i])->active = st.by_proto_active[i];
+  for (size_t i = 0; i < sizeof(engine_protos) / sizeof(engine_protos[0]); i++) {
+    gw_proto_stats *p = gw_metrics_proto(&o->metrics, engine_protos[i]);
+    p->active[GW_TYPE_UDP] = st.by_proto_udp_active[i];
+    p->active[GW_TYPE_TCP] = st.by_proto_active[i] - st.by_proto_udp_active[i];
+  }
 }
 
 static void collect_free(collect *c) {
@@ -261,16 +264,39 @@ static json_t *results_json(const uint64_t *by_result) {
   return o;
 }
 
+/* A protocol's (or a type's) figures: active, closed and closed by result. */
+static json_t *counts_json(uint64_t active, const uint64_t *by_result) {
+  uint64_t closed = 0;
+  for (int r = 0; r < TN_RESULT_COUNT_; r++)
+    closed += by_result[r];
+  return json_pack("{s:I, s:I, s:o}", "active", (json_int_t)active, "closed", (json_int_t)closed,
+                   "by_result", results_json(by_result));
+}
+
 static json_t *by_proto_json(const gw_metrics *m) {
   json_t *o = json_object();
   for (size_t i = 0; i < m->n_protos; i++) {
     const gw_proto_stats *p = &m->protos[i];
-    uint64_t closed = 0;
+    uint64_t by_result[TN_RESULT_COUNT_];
     for (int r = 0; r < TN_RESULT_COUNT_; r++)
-      closed += p->closed[r];
+      by_result[r] = p->closed[GW_TYPE_TCP][r] + p->closed[GW_TYPE_UDP][r];
     json_object_set_new(o, p->name,
-                        json_pack("{s:I, s:I, s:o}", "active", (json_int_t)p->active, "closed",
-                                  (json_int_t)closed, "by_result", results_json(p->closed)));
+                        counts_json(p->active[GW_TYPE_TCP] + p->active[GW_TYPE_UDP], by_result));
+  }
+  return o;
+}
+
+/* tunnels.by_type: tcp and udp over every protocol. */
+static json_t *by_type_json(const gw_metrics *m) {
+  json_t *o = json_object();
+  for (int ty = 0; ty < GW_TYPE_COUNT_; ty++) {
+    uint64_t active = 0, by_result[TN_RESULT_COUNT_] = {0};
+    for (size_t i = 0; i < m->n_protos; i++) {
+      active += m->protos[i].active[ty];
+      for (int r = 0; r < TN_RESULT_COUNT_; r++)
+        by_result[r] += m->protos[i].closed[ty][r];
+    }
+    json_object_set_new(o, gw_tunnel_type_name((gw_tunnel_type)ty), counts_json(active, by_result));
   }
   return o;
 }
@@ -353,12 +379,13 @@ json_t *gw_ops_status_json(gw_ops *o) {
   double now = unix_now();
   const tn_engine_opts *opts = &o->d.cfg->tunnel;
   json_t *doc = json_pack(
-      "{s:s, s:I, s:I, s:s, s:{s:I, s:I, s:I, s:o, s:o, s:I, s:I}, s:{s:I, s:I}, s:o, s:o}",
+      "{s:s, s:I, s:I, s:s, s:{s:I, s:I, s:I, s:o, s:o, s:o, s:I, s:I}, s:{s:I, s:I}, s:o, s:o}",
       "version", MCGW_VERSION, "uptime_s", (json_int_t)((uv_now(o->d.loop) - o->start_ms) / 1000),
       "time", (json_int_t)now, "state", o->draining ? "draining" : "running", "tunnels", "active",
       (json_int_t)st.tunnels_active, "total", (json_int_t)st.tunnels_total, "connections_active",
       (json_int_t)st.connections_active, "by_result", results_json(st.by_result), "by_proto",
-      by_proto_json(&o->metrics), "limit", (json_int_t)opts->max_tunnels, "limit_per_client",
+      by_proto_json(&o->metrics), "by_type", by_type_json(&o->metrics), "limit",
+      (json_int_t)opts->max_tunnels, "limit_per_client",
       (json_int_t)opts->max_tunnels_per_client, "bytes", "upstream", (json_int_t)st.bytes_up,
       "downstream", (json_int_t)st.bytes_down, "destinations", top_json(&c.targets, "target", NULL),
       "listeners", listeners_json(o));
@@ -401,8 +428,10 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
   if (i->connected)
     tn_addr_format(i->connected, connected, sizeof(connected));
   json_array_append_new(
-      l->a, json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:I}", "id", (json_int_t)i->id,
-                      "proto", i->proto ? i->proto : "unknown", "client", client, "subject",
+      l->a, json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:I}", "id",
+                      (json_int_t)i->id, "proto", i->proto ? i->proto : "unknown", "type",
+                      gw_tunnel_type_name(i->udp ? GW_TYPE_UDP : GW_TYPE_TCP), "client", client,
+                      "subject",
                       str_or_null(i->client_subject), "target", str_or_null(i->target),
                       "connected", i->connected ? json_string(connected) : json_null(), "state",
                       info_state(i), "age_ms", (json_int_t)i->age_ms, "bytes_up",

@@ -6,9 +6,10 @@ gateway, over a TLS tunnel the gateway relays but cannot read (TS 33.180
 5.1.2.1). Along the way: the gateway's own login, limited service, and the
 status an operator sees.
 
-Environment: BUILD (default ./build: mcgw and mcx-login), DEMO_DIR (default
-$BUILD/demo: configuration, PKI, logs), DEMO_SECONDS (stop after N seconds;
-default: run until Ctrl-C).
+Environment: BUILD (default ./build: mcgw, mcx-login and mcx-media), DEMO_DIR
+(default $BUILD/demo: configuration, PKI, logs), DEMO_SECONDS (stop after N
+seconds; default: run until Ctrl-C), DEMO_VOICE_SECONDS (the voice stream's
+length, default 10).
 
 The test IdMS, PKI and operator's browser are the integration tests' own
 (tests/integration/idmtest.py), so the demo shows exactly what is tested.
@@ -35,6 +36,8 @@ BUILD = Path(os.environ.get("BUILD", SRC / "build")).resolve()
 DEMO_DIR = Path(os.environ.get("DEMO_DIR", BUILD / "demo")).resolve()
 MCGW = BUILD / "mcgw"
 MCX_LOGIN = BUILD / "mcx-login"
+MCX_MEDIA = BUILD / "mcx-media"
+VOICE_SECONDS = os.environ.get("DEMO_VOICE_SECONDS", "10")
 DEVICE_CLIENT = "mcx-device-1"
 SCOPE = "openid 3gpp:mc:ptt_service 3gpp:mc:data_service"
 GATEWAY_USER = "vehicle-17"
@@ -182,7 +185,7 @@ def status_table(admin_url, mcgw_log):
 
 
 def run():
-    for b in (MCGW, MCX_LOGIN):
+    for b in (MCGW, MCX_LOGIN, MCX_MEDIA):
         if not b.exists():
             raise DemoFailed(f"{rel(b)} is missing: run `make demo` (it builds first)")
     if DEMO_DIR.exists():
@@ -222,10 +225,16 @@ def run():
     procs.append(mc_server)
     threading.Thread(target=_mc_server, args=(mc_server,), daemon=True).start()
     mc_target = f"127.0.0.4:{mc_server.getsockname()[1]}"
+    # The stand-in MC media server: a UDP reflector.
+    reflector = subprocess.Popen([str(MCX_MEDIA), "reflect", "--listen", "127.0.0.4:0"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs.append(Reflector(reflector))
+    media_target = reflector.stdout.readline().strip().rsplit(" ", 1)[-1]
     config = DEMO_DIR / "mcgw.ini"
     template = string.Template((SRC / "configs" / "demo.ini").read_text())
     config.write_text(template.substitute(DEMO_DIR=DEMO_DIR, IDMS_AUTHZ=authz, IDMS_TOKEN=token,
-                                          MC_SERVER=mc_target, ISSUER=idms.issuer))
+                                          MC_SERVER=mc_target, MEDIA_SERVER=media_target,
+                                          ISSUER=idms.issuer))
     gw = Mcgw(config, DEMO_DIR / "mcgw.log")
     procs.append(gw)
     gw.wait(lambda r: r.get("msg") == "ready", "mcgw to be ready")
@@ -305,13 +314,16 @@ def run():
     line("The same device again over HTTP/2 on the HTTPS proxy, with its device certificate:")
     line(f"  logged in, {json.loads(p.stdout)['tunnels']} HTTP/2 CONNECT streams.")
 
-    # 6. Status.
-    step(6, "What the operator sees (mcgw status):")
+    # 6. Voice.
+    voice(plain, media_target, gw)
+
+    # 7. Status.
+    step(7, "What the operator sees (mcgw status):")
     status_table(admin_url, gw)
 
-    # 7. Keep running.
+    # 8. Keep running.
     seconds = os.environ.get("DEMO_SECONDS")
-    step(7, f"Running. Live status: {admin_url}/   (JSON: {admin_url}/status)")
+    step(8, f"Running. Live status: {admin_url}/   (JSON: {admin_url}/status)")
     line(f"Try a device yourself: {rel(MCX_LOGIN)} --proxy http://127.0.0.1:{plain} "
          f"--issuer {idms.issuer} \\")
     line(f"  --cacert {rel(pki.ca)} --client-id {DEVICE_CLIENT} --scope '{SCOPE}'")
@@ -322,6 +334,40 @@ def run():
     else:
         line("Stop with Ctrl-C.")
         signal.pause()
+
+
+class Reflector:
+    """`mcx-media reflect`, stopped at exit."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def voice(plain, media_target, gw):
+    """A voice stream (RTP-shaped: 160 bytes every 20 ms) through the gateway
+    over HTTP/2 CONNECT-UDP to the stand-in media server, and the figures."""
+    p = subprocess.run([str(MCX_MEDIA), "--h2", "--json", "--proxy", f"http://127.0.0.1:{plain}",
+                        "--target", media_target, "--seconds", VOICE_SECONDS],
+                       capture_output=True, text=True, timeout=float(VOICE_SECONDS) + 60)
+    if p.returncode != 0:
+        raise DemoFailed(f"the voice stream failed: {p.stderr.strip()}")
+    f = json.loads(p.stdout)
+    step(6, f"Voice: a {VOICE_SECONDS}-second RTP-shaped stream (160 bytes every 20 ms) from "
+            f"{rel(MCX_MEDIA)} through the gateway over HTTP/2 CONNECT-UDP (RFC 9298) to the "
+            f"stand-in MC media server {media_target}, which echoes it:")
+    line(f"sent {f['sent']}, received {f['received']}, lost {f['lost']}, "
+         f"reordered {f['reordered']}")
+    line(f"round trip p50 {f['rtt_p50_ms']:.2f} ms, p99 {f['rtt_p99_ms']:.2f} ms; "
+         f"jitter {f['jitter_ms']:.2f} ms (RFC 3550)")
+    rec = gw.wait(lambda r: r.get("msg") == "tunnel_closed" and r.get("type") == "udp",
+                  "the voice tunnel's access log")
+    line(f"the access log: type=udp, {rec['datagrams_up']} datagrams up, "
+         f"{rec['datagrams_down']} down, {rec['dropped']} dropped; allowed by "
+         "allow_udp_when_authorized (the gateway is logged in)")
 
 
 def _mc_server(sock):

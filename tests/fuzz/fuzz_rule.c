@@ -6,7 +6,9 @@
  * - an accepted rule formats back to text that parses to the same rule;
  * - no accepted rule is an open proxy: it never matches a target with a
  *   different TLD, and a CIDR rule never has prefix 0;
- * - a CIDR that parses contains its own network address. */
+ * - a CIDR that parses contains its own network address;
+ * - the same for allow_udp rules (tn_rule_parse_udp, port ranges): a range
+ *   runs upwards and round-trips, and a rule in range matches its ends. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +42,15 @@ static void check_cidr(const uint8_t *data, size_t size) {
     fail("cidr does not contain its own address", "(cidr)");
 }
 
-static void check_rule(const char *text, const tn_authority *target, bool have_target) {
+typedef int (*rule_parser)(const char *s, tn_rule *out, const char **why);
+
+static void check_rule(const char *text, const tn_authority *target, bool have_target,
+                       rule_parser parse) {
   tn_rule r, again, untouched;
   const char *why = NULL;
   memset(&r, 0x5a, sizeof(r));
   memcpy(&untouched, &r, sizeof(r));
-  if (tn_rule_parse(text, &r, &why) != 0) {
+  if (parse(text, &r, &why) != 0) {
     if (!why)
       fail("refused without a reason", text);
     if (memcmp(&r, &untouched, sizeof(r)) != 0)
@@ -58,8 +63,13 @@ static void check_rule(const char *text, const tn_authority *target, bool have_t
   int n = tn_rule_format(&r, buf, sizeof(buf));
   if (n <= 0 || (size_t)n >= sizeof(buf))
     fail("format failed", text);
-  if (tn_rule_parse(buf, &again, &why) != 0)
+  if (parse(buf, &again, &why) != 0)
     fail("formatted rule does not parse again", text);
+  if (r.port_last && r.port_last < r.port)
+    fail("a port range that runs downwards", text);
+  if ((r.port_last > r.port) != (again.port_last > again.port) ||
+      (r.port_last > r.port && again.port_last != r.port_last) || again.udp != r.udp)
+    fail("formatted rule has another range or kind", text);
   if (again.kind != r.kind || again.port != r.port || strcmp(again.host, r.host) != 0 ||
       (r.kind == TN_RULE_CIDR && memcmp(&again.cidr, &r.cidr, sizeof(r.cidr)) != 0))
     fail("formatted rule parses to something else", text);
@@ -85,7 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tn_authority target;
   bool have_target =
       nl && tn_authority_parse((const char *)nl + 1, size - rule_len - 1, &target) == 0;
-  check_rule(text, &target, have_target);
+  check_rule(text, &target, have_target, tn_rule_parse);
+  check_rule(text, &target, have_target, tn_rule_parse_udp);
   check_cidr(data, rule_len);
   free(text);
   return 0;

@@ -19,14 +19,18 @@ pytestmark = pytest.mark.timeout(240)
 def test_demo_tells_the_story(tmp_path):
     e2etest.require_binaries()
     env = dict(os.environ, BUILD=str(Path(BIN).parent), DEMO_DIR=str(tmp_path / "demo"),
-               DEMO_SECONDS="1")
+               DEMO_SECONDS="1", DEMO_VOICE_SECONDS="2")
     p = subprocess.run(["/usr/bin/python3", str(SRC / "tests" / "demo" / "demo.py")],
                        capture_output=True, text=True, timeout=200, env=env)
     out = p.stdout
     assert p.returncode == 0, f"demo failed:\n{out}\n{p.stderr}"
-    # Seven numbered steps, in order.
+    # Eight numbered steps, in order.
     steps = [int(m) for m in re.findall(r"^(\d)\. ", out, re.M)]
-    assert steps == [1, 2, 3, 4, 5, 6, 7], steps
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8], steps
+    # The voice step: 2 s of 50 packets/s through HTTP/2 CONNECT-UDP, all back.
+    assert "sent 100, received 100, lost 0, reordered 0" in out
+    assert re.search(r"round trip p50 [\d.]+ ms, p99 [\d.]+ ms; jitter [\d.]+ ms", out)
+    assert "type=udp, 100 datagrams up, 100 down, 0 dropped" in out
     assert re.search(r"authorization endpoint\s+https://127\.0\.0\.2:\d+", out)
     assert re.search(r"token endpoint\s+https://127\.0\.0\.3:\d+", out)
     assert "Started mcgw with configs/demo.ini" in out

@@ -77,12 +77,12 @@ def test_metrics_exposition(gateway_factory, upstream, tmp_path):
     assert helps == types and len(helps) == len(set(helps))
 
     s = parse_samples(text)
-    assert sample(s, "mcgw_tunnels_active", proto="h1") == 3
-    assert sample(s, "mcgw_tunnels_active", proto="h2") == 0
-    assert sample(s, "mcgw_tunnels_total", proto="h1", result="ok") == 1
-    assert sample(s, "mcgw_tunnels_total", proto="h1", result="denied") == 1
+    assert sample(s, "mcgw_tunnels_active", proto="h1", type="tcp") == 3
+    assert sample(s, "mcgw_tunnels_active", proto="h2", type="tcp") == 0
+    assert sample(s, "mcgw_tunnels_total", proto="h1", type="tcp", result="ok") == 1
+    assert sample(s, "mcgw_tunnels_total", proto="h1", type="tcp", result="denied") == 1
     for result in ("ok", "denied", "refused_not_tls", "connect_failed", "timeout", "limit", "error"):
-        assert ("mcgw_tunnels_total", frozenset({("proto", "h2"), ("result", result)})) in s
+        assert ("mcgw_tunnels_total", frozenset({("proto", "h2"), ("type", "tcp"), ("result", result)})) in s
     assert sample(s, "mcgw_tunnel_bytes_total", direction="upstream") == 1000
     assert sample(s, "mcgw_tunnel_duration_seconds_count") == 1
     assert sample(s, "mcgw_tunnel_duration_seconds_bucket", le="+Inf") == 1
@@ -139,9 +139,9 @@ def test_status_and_tunnels(gateway_factory, upstream):
     client_ports = sorted(s.getsockname()[1] for s in held)
     assert sorted(int(x["client"].rsplit(":", 1)[1]) for x in tunnels) == client_ports
     for x in tunnels:
-        assert set(x) == {"id", "proto", "client", "subject", "target", "connected", "state",
-                          "age_ms", "bytes_up", "bytes_down"}
-        assert x["proto"] == "h1" and x["target"] == target and x["connected"] == target
+        assert set(x) == {"id", "proto", "type", "client", "subject", "target", "connected",
+                          "state", "age_ms", "bytes_up", "bytes_down"}
+        assert x["proto"] == "h1" and x["type"] == "tcp" and x["target"] == target and x["connected"] == target
         assert x["state"] == "established" and x["subject"] is None
     mine = [x for x in tunnels if x["client"].endswith(f":{held[0].getsockname()[1]}")]
     assert mine[0]["bytes_up"] == 20
@@ -187,11 +187,11 @@ scrape_configs:
         held = [open_tunnel(gw.proxy_port, f"127.0.0.1:{upstream.port}") for _ in range(37)]
         wait_until(lambda: prom_query(port, 'sum(mcgw_tunnels_active{job="mcgw"})') == 37, 60,
                    "mcgw_tunnels_active == 37 in Prometheus")
-        assert prom_query(port, 'mcgw_tunnels_active{proto="h1"}') == 37
+        assert prom_query(port, 'mcgw_tunnels_active{proto="h1",type="tcp"}') == 37
         close_all(held)
         wait_until(lambda: prom_query(port, 'sum(mcgw_tunnels_active{job="mcgw"})') == 0, 60,
                    "mcgw_tunnels_active back to 0 in Prometheus")
-        assert prom_query(port, 'mcgw_tunnels_total{proto="h1",result="ok"}') == 37
+        assert prom_query(port, 'mcgw_tunnels_total{proto="h1",type="tcp",result="ok"}') == 37
     finally:
         close_all(held)
         prom.terminate()
@@ -238,8 +238,8 @@ def test_h2_tunnels_labelled_by_proto(gateway_factory, upstream):
         client.wait_response(s)
         assert s.status == 200
     s = parse_samples(gw.get("/metrics")[2].decode())
-    assert sample(s, "mcgw_tunnels_active", proto="h1") == 2
-    assert sample(s, "mcgw_tunnels_active", proto="h2") == 3
+    assert sample(s, "mcgw_tunnels_active", proto="h1", type="tcp") == 2
+    assert sample(s, "mcgw_tunnels_active", proto="h2", type="tcp") == 3
     st = gw.status()
     assert st["tunnels"]["by_proto"]["h2"]["active"] == 3
     assert sorted(t["proto"] for t in gw.get_json("/tunnels")) == ["h1", "h1", "h2", "h2", "h2"]
@@ -247,8 +247,8 @@ def test_h2_tunnels_labelled_by_proto(gateway_factory, upstream):
     close_all(h1)
     wait_until(lambda: gw.status()["tunnels"]["active"] == 0, what="all tunnels closed")
     s = parse_samples(gw.get("/metrics")[2].decode())
-    assert sample(s, "mcgw_tunnels_active", proto="h2") == 0
+    assert sample(s, "mcgw_tunnels_active", proto="h2", type="tcp") == 0
     closed_h2 = sum(v for (name, labels), v in s.items()
                     if name == "mcgw_tunnels_total" and ("proto", "h2") in labels)
     assert closed_h2 == 3
-    assert sample(s, "mcgw_tunnels_total", proto="h1", result="ok") == 2
+    assert sample(s, "mcgw_tunnels_total", proto="h1", type="tcp", result="ok") == 2

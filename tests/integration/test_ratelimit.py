@@ -185,7 +185,7 @@ def test_h2_rapid_reset_loop_bounded(mcgw, pki, echo, target, listener):
     # Every connection of the loop ended with GOAWAY(ENHANCE_YOUR_CALM).
     assert stats["goaway"] == {calm: stats["connections"]} and stats["connections"] > 1, stats
     assert metric(gw, 'mcgw_h2_goaway_total{reason="rate_limited"}') >= stats["connections"]
-    assert metric(gw, 'mcgw_tunnels_total{proto="h2",result="rate_limited"}') > 100
+    assert metric(gw, 'mcgw_tunnels_total{proto="h2",type="tcp",result="rate_limited"}') > 100
     assert not good.failures and good.ok >= 10, (good.ok, good.failures)
     rec = gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("status") == 429)
     assert rec["result"] == "rate_limited" and rec["connected"] == "-", rec
@@ -232,7 +232,7 @@ def test_h1_connect_close_loop_bounded(mcgw, pki, echo, target):
     rc, out = run_cli("status", "--admin", gw.admin_url)
     assert rc == 0 and re.search(r"^rate limited now.*\n  127\.0\.0\.1 +\d+", out, re.M), out
     assert metric(gw, "mcgw_clients_rate_limited") >= 1
-    assert metric(gw, 'mcgw_tunnels_total{proto="h1",result="rate_limited"}') > 0
+    assert metric(gw, 'mcgw_tunnels_total{proto="h1",type="tcp",result="rate_limited"}') > 0
 
 
 @pytest.mark.timeout(120)

@@ -399,6 +399,45 @@ static void test_bad_values(void **state) {
   }
 }
 
+/* [tunnel]'s CONNECT-UDP keys: allow_udp rules (port ranges) kept apart from
+ * TCP ones, the two UDP durations and sizes, and their errors. */
+static void test_udp_keys(void **state) {
+  (void)state;
+  loaded *l = load(BASE "allow_udp = media.mc.example:10000-20000\n"
+                        "allow = idms.example.org:443\n"
+                        "allow_udp = 10.20.0.0/16:5000-5999\n"
+                        "udp_idle_timeout = 15s\n"
+                        "udp_max_payload = 1200B\n");
+  assert_valid(l);
+  const tn_engine_opts *o = &l->cfg.tunnel;
+  assert_int_equal(o->policy.n_rules, 3);
+  assert_true(o->policy.rules[0].udp);
+  assert_int_equal(o->policy.rules[0].port, 10000);
+  assert_int_equal(o->policy.rules[0].port_last, 20000);
+  assert_false(o->policy.rules[1].udp);
+  assert_true(o->policy.rules[2].udp);
+  assert_int_equal(o->udp_idle_timeout_ms, 15000);
+  assert_int_equal(o->udp_max_payload, 1200);
+  unload(l);
+  l = load(BASE);
+  assert_valid(l);
+  assert_int_equal(l->cfg.tunnel.udp_idle_timeout_ms, 60000);
+  assert_int_equal(l->cfg.tunnel.udp_max_payload, 1500);
+  unload(l);
+  expect_one_error(BASE "udp_max_payload = 65528B\n",
+                   "t.ini:3: udp_max_payload: expected a size from 1B to 65527B, like 1500B, "
+                   "got '65528B'");
+  expect_one_error(BASE "allow = media.example:10000-20000\n",
+                   "t.ini:3: allow: port must be 1 to 5 decimal digits, or '*' in "
+                   "'media.example:10000-20000'");
+  expect_one_error(BASE "allow_udp = media.example:20000-10000\n",
+                   "t.ini:3: allow_udp: port range must run from a lower to a higher port in "
+                   "'media.example:20000-10000'");
+  expect_one_error(BASE "allow_udp_when_authorized = media.example:5004\n",
+                   "t.ini:3: allow_udp_when_authorized needs an [idm] section (without one the "
+                   "gateway is never authorized, so the rule could never match)");
+}
+
 static void test_bad_allow_rule(void **state) {
   (void)state;
   tn_rule r;
@@ -824,6 +863,7 @@ int main(void) {
       cmocka_unit_test(test_longest_line_ok),
       cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_bad_allow_rule),
+      cmocka_unit_test(test_udp_keys),
       cmocka_unit_test(test_bad_values_not_applied),
       cmocka_unit_test(test_no_listen),
       cmocka_unit_test(test_per_client_above_max),

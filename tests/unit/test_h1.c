@@ -111,6 +111,47 @@ static void split_head_then_policy(void **state) {
   front_stop(&f);
 }
 
+/* CONNECT-UDP by Upgrade (RFC 9298 3.2), whole and a byte at a time (the
+ * Upgrade header's name and value split across reads): the template and the
+ * allow_udp rules decide (no rule: 403; another path: 404); an Upgrade to
+ * something else, or one without Connection: Upgrade, stays a 405. */
+static void connect_udp_upgrade(void **state) {
+  (void)state;
+  static const struct {
+    const char *req;
+    const char *status;
+  } cases[] = {
+      {"GET /.well-known/masque/udp/192.0.2.7/5004/ HTTP/1.1\r\nHost: gw\r\n"
+       "Connection: Upgrade\r\nUpgrade: connect-udp\r\nCapsule-Protocol: ?1\r\n\r\n",
+       "HTTP/1.1 403 Forbidden\r\n"},
+      {"GET /.well-known/masque/udp/192.0.2.7/5004/ HTTP/1.1\r\nHost: gw\r\n"
+       "connection: upgrade\r\nUPGRADE: Connect-UDP\r\n\r\n",
+       "HTTP/1.1 403 Forbidden\r\n"},
+      {"GET /elsewhere HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\n"
+       "Upgrade: connect-udp\r\n\r\n",
+       "HTTP/1.1 404 Not Found\r\n"},
+      {"GET /.well-known/masque/udp/192.0.2.7/5004/ HTTP/1.1\r\nHost: gw\r\n"
+       "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+       "HTTP/1.1 405 Method Not Allowed\r\n"},
+      {"GET /.well-known/masque/udp/192.0.2.7/5004/ HTTP/1.1\r\nHost: gw\r\n"
+       "Upgrade: connect-udp\r\n\r\n",
+       "HTTP/1.1 405 Method Not Allowed\r\n"},
+      {"GET /.well-known/masque/udp/192.0.2.7/5004/ HTTP/1.1\r\nHost: gw\r\n"
+       "Connection: Upgrade\r\nUpgrade: connect-udp-but-longer\r\n\r\n",
+       "HTTP/1.1 405 Method Not Allowed\r\n"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (int split = 0; split < 2; split++) {
+      front f;
+      front_start(&f);
+      const char *r = refused(&f, cases[i].req, split);
+      if (strncmp(r, cases[i].status, strlen(cases[i].status)) != 0)
+        fail_msg("case %zu (split %d): %s", i, split, r);
+      front_stop(&f);
+    }
+  }
+}
+
 /* The rate of new tunnels per client: past the burst, 429 with Retry-After. */
 static void rate_limited(void **state) {
   (void)state;
@@ -237,6 +278,7 @@ int main(void) {
       cmocka_unit_test(bad_target),
       cmocka_unit_test(malformed_and_too_large),
       cmocka_unit_test(split_head_then_policy),
+      cmocka_unit_test(connect_udp_upgrade),
       cmocka_unit_test(rate_limited),
       cmocka_unit_test(closed_during_request),
       cmocka_unit_test(table_answers),

@@ -179,6 +179,50 @@ static void refusals_per_stream(void **state) {
   stop(&f, &d);
 }
 
+/* CONNECT-UDP (RFC 9298) on the same front end: SETTINGS_ENABLE_CONNECT_PROTOCOL
+ * is offered, each refusal answers its own stream (404 another path, 400 a
+ * bad port, 403 no allow_udp rule, 501 another :protocol), the connection
+ * goes on. */
+static void connect_udp_refusals_per_stream(void **state) {
+  (void)state;
+  front f;
+  device d;
+  start(&f, &d);
+  assert_int_equal(
+      nghttp2_session_get_remote_settings(d.session, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL), 1);
+#define UDP(path)                                                                                  \
+  {NV(":method", "CONNECT"), NV(":protocol", "connect-udp"), NV(":scheme", "https"),             \
+   NV(":authority", "gw.example"), NV(":path", path), NV("capsule-protocol", "?1")}
+  const nghttp2_nv elsewhere[] = UDP("/elsewhere/");
+  const nghttp2_nv port0[] = UDP("/.well-known/masque/udp/192.0.2.7/0/");
+  const nghttp2_nv denied[] = UDP("/.well-known/masque/udp/192.0.2.7/5004/");
+  const nghttp2_nv v6[] = UDP("/.well-known/masque/udp/2001%3Adb8%3A%3A1/5004/");
+#undef UDP
+  const nghttp2_nv ws[] = {NV(":method", "CONNECT"), NV(":protocol", "websocket"),
+                           NV(":scheme", "https"), NV(":path", "/.well-known/masque/udp/a/1/"),
+                           NV(":authority", "gw.example")};
+  int32_t s404 = request(&d, elsewhere, 6);
+  int32_t s400 = request(&d, port0, 6);
+  int32_t s403 = request(&d, denied, 6);
+  int32_t s403v6 = request(&d, v6, 6);
+  int32_t s501 = request(&d, ws, 5);
+  exchange(&f, &d);
+  assert_int_equal(d.status[s404], 404);
+  assert_int_equal(d.status[s400], 400);
+  assert_int_equal(d.status[s403], 403);
+  assert_string_equal(d.body[s403], "target not allowed\n");
+  assert_int_equal(d.status[s403v6], 403);
+  assert_int_equal(d.status[s501], 501);
+  assert_false(d.goaway);
+  assert_false(f.dev.closed);
+  assert_int_equal(f.closed.n, 5);
+  tn_engine_stats st;
+  tn_engine_stats_get(f.engine, &st);
+  assert_int_equal(st.by_result[TN_RESULT_DENIED], 2);
+  assert_int_equal(st.by_result[TN_RESULT_BAD_REQUEST], 3);
+  stop(&f, &d);
+}
+
 /* Past the per-client rate (burst 50) streams get 429 with retry-after,
  * and other streams of the connection still get their own answer. */
 static void rate_limited_stream(void **state) {
@@ -310,6 +354,7 @@ static void established_stream_relays(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(refusals_per_stream),
+      cmocka_unit_test(connect_udp_refusals_per_stream),
       cmocka_unit_test(rate_limited_stream),
       cmocka_unit_test(drain_sends_goaway),
       cmocka_unit_test(established_stream_relays),

@@ -56,10 +56,14 @@ static void test_observe_close(void **state) {
                        .age_ms = 2500, .connect_ms = 3, .connected = (struct sockaddr *)&up};
   tn_tunnel_info denied = {.proto = "h1", .result = TN_RESULT_DENIED, .age_ms = 1};
   gw_metrics_observe_close(&m, &ok);
+  tn_tunnel_info udp = {.proto = "h2", .udp = true, .result = TN_RESULT_OK, .age_ms = 1};
   gw_metrics_observe_close(&m, &denied);
   gw_metrics_observe_close(&m, &denied);
-  assert_int_equal(m.protos[1].closed[TN_RESULT_OK], 1);
-  assert_int_equal(m.protos[0].closed[TN_RESULT_DENIED], 2);
+  gw_metrics_observe_close(&m, &udp);
+  assert_int_equal(m.protos[1].closed[GW_TYPE_TCP][TN_RESULT_OK], 1);
+  assert_int_equal(m.protos[1].closed[GW_TYPE_UDP][TN_RESULT_OK], 1);
+  assert_int_equal(m.protos[0].closed[GW_TYPE_TCP][TN_RESULT_DENIED], 2);
+  assert_int_equal(m.protos[0].closed[GW_TYPE_UDP][TN_RESULT_DENIED], 0);
   assert_int_equal(m.duration.count, 1); /* refused tunnels have no duration */
   assert_int_equal(m.connect.count, 1);  /* nor a connect time */
   assert_true(m.duration.sum > 2.49 && m.duration.sum < 2.51);
@@ -74,6 +78,9 @@ static char *render(const gw_metrics *m, const gw_idm_view *idm) {
                            .last_reload_success_time = 1700000000.5, .start_time = 1700000000};
   s.stats.bytes_up = 11;
   s.stats.bytes_down = 22;
+  s.stats.udp_datagrams_up = 33;
+  s.stats.udp_datagrams_down = 44;
+  s.stats.udp_dropped[TN_UDP_DROP_DEVICE_BUSY] = 5;
   size_t len = 0;
   char *text = gw_metrics_render(m, &s, &len);
   assert_non_null(text);
@@ -93,19 +100,32 @@ static void assert_line(const char *text, const char *line) {
 static void test_render(void **state) {
   gw_metrics m;
   gw_metrics_init(&m);
-  m.protos[0].active = 5;
+  m.protos[0].active[GW_TYPE_TCP] = 5;
+  m.protos[1].active[GW_TYPE_UDP] = 2;
   tn_tunnel_info ok = {.proto = "h1", .result = TN_RESULT_OK, .established = true, .age_ms = 700};
   gw_metrics_observe_close(&m, &ok);
+  tn_tunnel_info udp = {.proto = "h2", .udp = true, .result = TN_RESULT_DENIED};
+  gw_metrics_observe_close(&m, &udp);
   gw_idm_view idm = {.state = GW_IDM_REFRESHING, .access_token_expiry = 1800000000,
                      .refresh_ok = 7, .refresh_failed = 1, .refresh_invalid_grant = 0,
                      .logout_revoked = 2, .logout_not_revoked = 1,
                      .clock_skew_known = true, .clock_skew_ms = -120500};
   char *t = render(&m, &idm);
   assert_line(t, "# TYPE mcgw_tunnels_active gauge");
-  assert_line(t, "mcgw_tunnels_active{proto=\"h1\"} 5");
-  assert_line(t, "mcgw_tunnels_active{proto=\"h2\"} 0");
-  assert_line(t, "mcgw_tunnels_total{proto=\"h1\",result=\"ok\"} 1");
-  assert_line(t, "mcgw_tunnels_total{proto=\"h2\",result=\"refused_not_tls\"} 0");
+  assert_line(t, "mcgw_tunnels_active{proto=\"h1\",type=\"tcp\"} 5");
+  assert_line(t, "mcgw_tunnels_active{proto=\"h1\",type=\"udp\"} 0");
+  assert_line(t, "mcgw_tunnels_active{proto=\"h2\",type=\"tcp\"} 0");
+  assert_line(t, "mcgw_tunnels_active{proto=\"h2\",type=\"udp\"} 2");
+  assert_line(t, "mcgw_tunnels_total{proto=\"h1\",type=\"tcp\",result=\"ok\"} 1");
+  assert_line(t, "mcgw_tunnels_total{proto=\"h2\",type=\"tcp\",result=\"refused_not_tls\"} 0");
+  assert_line(t, "mcgw_tunnels_total{proto=\"h2\",type=\"udp\",result=\"denied\"} 1");
+  assert_line(t, "mcgw_tunnels_total{proto=\"h2\",type=\"tcp\",result=\"denied\"} 0");
+  assert_line(t, "# TYPE mcgw_udp_datagrams_total counter");
+  assert_line(t, "mcgw_udp_datagrams_total{direction=\"upstream\"} 33");
+  assert_line(t, "mcgw_udp_datagrams_total{direction=\"downstream\"} 44");
+  assert_line(t, "# TYPE mcgw_udp_datagrams_dropped_total counter");
+  assert_line(t, "mcgw_udp_datagrams_dropped_total{reason=\"device_busy\"} 5");
+  assert_line(t, "mcgw_udp_datagrams_dropped_total{reason=\"too_large\"} 0");
   assert_line(t, "mcgw_tunnel_bytes_total{direction=\"upstream\"} 11");
   assert_line(t, "mcgw_tunnel_bytes_total{direction=\"downstream\"} 22");
   assert_line(t, "mcgw_tunnel_duration_seconds_bucket{le=\"0.5\"} 0");
@@ -160,7 +180,7 @@ static void test_render_unconfigured_and_escaping(void **state) {
   /* Not measured: the family, but no sample (0 would claim "in step"). */
   assert_line(t, "# TYPE mcgw_idm_clock_skew_seconds gauge");
   assert_null(strstr(t, "\nmcgw_idm_clock_skew_seconds "));
-  assert_line(t, "mcgw_tunnels_active{proto=\"we\\\"ird\\\\\\n\"} 0");
+  assert_line(t, "mcgw_tunnels_active{proto=\"we\\\"ird\\\\\\n\",type=\"tcp\"} 0");
   free(t);
 }
 

@@ -634,6 +634,108 @@ static void test_policy_when_authorized(void **state) {
   tn_policy_free(&p);
 }
 
+static tn_rule udp_rule_of(const char *s) {
+  tn_rule r;
+  const char *why = NULL;
+  if (tn_rule_parse_udp(s, &r, &why) != 0)
+    fail_msg("allow_udp rule \"%s\" refused: %s", s, why);
+  assert_true(r.udp);
+  return r;
+}
+
+/* allow_udp: the allow syntax plus port ranges, which TCP rules refuse. */
+static void test_udp_rule_ranges(void **state) {
+  (void)state;
+  static const struct {
+    const char *in, *canon;
+    uint16_t first, last;
+  } accepts[] = {
+      {"media.mc.example:10000-20000", "media.mc.example:10000-20000", 10000, 20000},
+      {"10.20.0.0/16:5000-5999", "10.20.0.0/16:5000-5999", 5000, 5999},
+      {"[fd00::/8]:1-65535", "[fd00::/8]:1-65535", 1, 65535},
+      {"*.mc.example:5004", "*.mc.example:5004", 5004, 0},
+      {"rtp.example:7-7", "rtp.example:7", 7, 7},
+      {"rtp.example:*", "rtp.example:*", 0, 0},
+  };
+  for (size_t i = 0; i < N_ELEMS(accepts); i++) {
+    tn_rule r = udp_rule_of(accepts[i].in), again;
+    char text[300];
+    const char *why;
+    assert_int_equal(r.port, accepts[i].first);
+    assert_int_equal(r.port_last, accepts[i].last);
+    assert_true(tn_rule_format(&r, text, sizeof(text)) > 0);
+    assert_string_equal(text, accepts[i].canon);
+    assert_int_equal(tn_rule_parse_udp(text, &again, &why), 0);
+    assert_true(rules_equal(&r, &again));
+  }
+  static const struct {
+    const char *in, *why;
+  } refuses[] = {
+      {"media.example:2000-1000", "port range must run from a lower to a higher port"},
+      {"media.example:0-10", "port 0 is not a valid target port (use host:* for any port)"},
+      {"media.example:10-", "empty port after ':' (use host:* for any port)"},
+      {"media.example:-10", "empty port after ':' (use host:* for any port)"},
+      {"media.example:10-70000", "port out of range (1..65535)"},
+      {"media.example:1-2-3", "port must be 1 to 5 decimal digits, or '*'"},
+      {"*:5000-6000", NULL},
+  };
+  for (size_t i = 0; i < N_ELEMS(refuses); i++) {
+    tn_rule r;
+    const char *why = NULL;
+    memset(&r, SENTINEL, sizeof(r));
+    assert_int_equal(tn_rule_parse_udp(refuses[i].in, &r, &why), TN_EINVAL);
+    assert_non_null(why);
+    if (refuses[i].why)
+      assert_string_equal(why, refuses[i].why);
+    assert_int_equal(r.port, SENTINEL * 257);
+  }
+  /* a TCP rule takes no range */
+  tn_rule r;
+  const char *why;
+  assert_int_equal(tn_rule_parse("media.mc.example:10000-20000", &r, &why), TN_EINVAL);
+  assert_int_equal(tn_rule_parse("media.mc.example:10000", &r, &why), 0);
+  assert_false(r.udp);
+}
+
+/* A range matches its ends and what lies between, nothing else; a TCP rule
+ * never permits UDP and an allow_udp rule never permits TCP. */
+static void test_policy_udp_separate_from_tcp(void **state) {
+  (void)state;
+  tn_policy p = {0};
+  tn_rule media = udp_rule_of("media.mc.example:10000-20000");
+  tn_rule idms = rule_of("idms.example.org:443");
+  tn_rule kms = udp_rule_of("*.kms.example:5000-5001");
+  kms.when_authorized = true;
+  assert_int_equal(tn_policy_add(&p, &media), 0);
+  assert_int_equal(tn_policy_add(&p, &idms), 0);
+  assert_int_equal(tn_policy_add(&p, &kms), 0);
+  static const struct {
+    const char *target;
+    bool udp, tcp;
+  } cases[] = {
+      {"media.mc.example:10000", true, false}, {"media.mc.example:20000", true, false},
+      {"media.mc.example:15004", true, false}, {"media.mc.example:9999", false, false},
+      {"media.mc.example:20001", false, false}, {"idms.example.org:443", false, true},
+  };
+  for (size_t i = 0; i < N_ELEMS(cases); i++) {
+    tn_authority a = auth_of(cases[i].target);
+    assert_int_equal(tn_policy_allows_udp_target(&p, &a, true), cases[i].udp);
+    assert_int_equal(tn_policy_allows_target(&p, &a, true), cases[i].tcp);
+  }
+  tn_authority a = auth_of("a.kms.example:5001");
+  assert_false(tn_policy_allows_udp_target(&p, &a, false));
+  assert_true(tn_policy_allows_udp_target(&p, &a, true));
+  assert_true(tn_policy_needs_udp_authorization(&p, &a));
+  assert_false(tn_policy_needs_authorization(&p, &a));
+  assert_false(tn_policy_allows_target(&p, &a, true));
+  tn_policy copy = {0};
+  assert_int_equal(tn_policy_copy(&copy, &p), 0);
+  a = auth_of("media.mc.example:12345");
+  assert_true(tn_policy_allows_udp_target(&copy, &a, false));
+  tn_policy_free(&copy);
+  tn_policy_free(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rule_accepts),
@@ -653,6 +755,8 @@ int main(void) {
       cmocka_unit_test(test_policy_allows_addr),
       cmocka_unit_test(test_policy_allows_addr_other_families),
       cmocka_unit_test(test_policy_when_authorized),
+      cmocka_unit_test(test_udp_rule_ranges),
+      cmocka_unit_test(test_policy_udp_separate_from_tcp),
       cmocka_unit_test(test_strerror),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

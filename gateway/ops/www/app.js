@@ -193,8 +193,10 @@ function renderStatus(s) {
   const t = s.tunnels;
   setText('version', s.version + (s.state === 'draining' ? ' · draining' : ''));
   setText('tunnels-active', String(t.active));
+  const udp = t.by_type && t.by_type.udp ? t.by_type.udp.active : 0;
   setText('tunnels-by-proto', Object.entries(t.by_proto)
-    .map(([p, v]) => p + ': ' + v.active).join(' · ') + ' · ' + t.connections_active + ' connections');
+    .map(([p, v]) => p + ': ' + v.active).join(' · ') + (udp ? ' · udp: ' + udp : '') +
+    ' · ' + t.connections_active + ' connections');
   samples.push({ t: Date.now(), active: t.active });
   renderHistory();
   renderIdm(s.idm);
@@ -218,7 +220,7 @@ function renderStatus(s) {
 function renderTunnels(list, total) {
   setText('tunnels-shown', list.length < total ? '(first ' + list.length + ' of ' + total + ')' : '');
   fillRows('tunnels', list.map((x) => [
-    String(x.id), x.proto, x.subject ? x.client + ' ' + x.subject : x.client, [x.target || '–', 'wrap'],
+    String(x.id), x.type === 'udp' ? x.proto + ' udp' : x.proto, x.subject ? x.client + ' ' + x.subject : x.client, [x.target || '–', 'wrap'],
     x.state, [fmtDuration(x.age_ms / 1000), 'n'], [fmtBytes(x.bytes_up), 'n'], [fmtBytes(x.bytes_down), 'n'],
   ]), 'no open tunnels', 8);
 }

@@ -1,0 +1,280 @@
+/* The CONNECT-UDP relay (RFC 9298): one connected UDP socket per tunnel,
+ * DATAGRAM capsules (RFC 9297) on the device side.
+ *
+ * - Device -> target: the stream's bytes go through the tunnel's capsule
+ *   reader; each UDP payload is sent at once with uv_udp_try_send. A
+ *   datagram the socket cannot take now is dropped (target_busy): UDP is
+ *   lossy, so nothing towards the target is queued.
+ * - Target -> device: the socket is connected, so the kernel hands on only
+ *   datagrams from the target's address and port. Each becomes one DATAGRAM
+ *   capsule written to the device endpoint, unless the endpoint already
+ *   holds 64 KiB or 64 capsules unsent (an HTTP/2 window closed, a full TLS
+ *   or TCP socket): then it is dropped (device_busy).
+ * - ICMP port unreachable (ECONNREFUSED on a later send or receive) is
+ *   counted and the tunnel stays up: RTP peers come and go.
+ * - The socket receives with recvmmsg (UV_UDP_RECVMMSG) into a buffer of
+ *   the engine's pool, given back after each batch.
+ * Owned by its tunnel (t->udp); tn__tunnel_close closes the socket, and
+ * the handle's close callback frees it and reports the endpoint closed.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tunnel/capsule.h"
+#include "tunnel/error.h"
+#include "tunnel/lifecycle.h"
+#include "tunnel/log.h"
+#include "tunnel/proto.h"
+#include "tunnel/service.h"
+
+/* What may wait for the device, whichever is smaller: 64 KiB of capsules,
+ * or 64 capsules. The device endpoint reports bytes queued, not capsules, so
+ * the count is taken as 64 capsules of the size of the one arriving (exact
+ * for a stream of equal datagrams, as RTP is). */
+#define TN_UDP_QUEUE_BYTES (64 * 1024)
+#define TN_UDP_QUEUE_DATAGRAMS 64
+
+struct tn_udp {
+  uv_udp_t handle; /* data: the tunnel */
+  tn_capsule_reader reader;
+  uint8_t *held;   /* a split payload being collected (the reader's body) */
+  uint64_t datagrams_up, datagrams_down, dropped, icmp;
+  bool open;       /* handle initialised, close callback owed */
+  bool malformed;  /* the device sent a malformed capsule */
+};
+
+int tn__udp_new(tn_tunnel *t) {
+  tn_udp *u = calloc(1, sizeof(*u));
+  if (!u)
+    return TN_ENOMEM;
+  tn_capsule_reader_init(&u->reader, tn__opts(t->engine)->udp_max_payload);
+  t->udp = u;
+  return 0;
+}
+
+static void count_drop(tn_tunnel *t, tn_udp_drop why) {
+  t->udp->dropped++;
+  tn__count_udp_drop(t->engine, why);
+}
+
+/* ---- device -> target ---- */
+
+static void up_datagram(void *arg, const uint8_t *p, size_t len) {
+  tn_tunnel *t = arg;
+  tn_udp *u = t->udp;
+  uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)len);
+  int rc = uv_udp_try_send(&u->handle, &b, 1, NULL);
+  if (rc == UV_ECONNREFUSED) { /* an earlier datagram's ICMP; this one was not sent */
+    u->icmp++;
+    tn__count_udp_icmp(t->engine);
+    rc = uv_udp_try_send(&u->handle, &b, 1, NULL);
+  }
+  if (rc >= 0) {
+    u->datagrams_up++;
+    t->bytes_up += len;
+    tn__count_udp_datagram(t->engine, true, len);
+  } else {
+    count_drop(t, rc == UV_EAGAIN || rc == UV_ENOBUFS ? TN_UDP_DROP_TARGET_BUSY
+                                                       : TN_UDP_DROP_SEND_FAILED);
+  }
+  if (p == u->held) {
+    free(u->held);
+    u->held = NULL;
+  }
+}
+
+static void skipped(void *arg, tn_capsule_skip why) {
+  tn_tunnel *t = arg;
+  if (why == TN_CAPSULE_SKIP_CONTEXT)
+    count_drop(t, TN_UDP_DROP_CONTEXT);
+  else if (why == TN_CAPSULE_SKIP_TOO_LARGE)
+    count_drop(t, TN_UDP_DROP_TOO_LARGE);
+  else if (why == TN_CAPSULE_SKIP_NO_BUFFER)
+    count_drop(t, TN_UDP_DROP_NO_MEMORY);
+  /* a capsule of another type is no datagram: skipped, not counted */
+}
+
+static uint8_t *hold(void *arg, size_t len) {
+  tn_udp *u = ((tn_tunnel *)arg)->udp;
+  u->held = malloc(len);
+  return u->held;
+}
+
+static const tn_capsule_ops capsule_ops = {up_datagram, skipped, hold};
+
+bool tn__udp_from_device(tn_tunnel *t, const char *p, size_t n) {
+  tn_udp *u = t->udp;
+  t->last_activity_ms = uv_now(tn__loop(t->engine));
+  if (!u->open)
+    return true;
+  if (tn_capsule_read(&u->reader, (const uint8_t *)p, n, &capsule_ops, t) == 0)
+    return true;
+  u->malformed = true;
+  return false;
+}
+
+bool tn__udp_malformed(const tn_tunnel *t) { return t->udp && t->udp->malformed; }
+
+/* ---- target -> device ---- */
+
+static void down_datagram(tn_tunnel *t, const char *p, size_t n) {
+  tn_udp *u = t->udp;
+  uint8_t head[TN_CAPSULE_HEAD_MAX];
+  if (t->phase != TN_PHASE_RELAY || t->down_gone)
+    return;
+  if (n > tn__opts(t->engine)->udp_max_payload) {
+    count_drop(t, TN_UDP_DROP_TOO_LARGE);
+    return;
+  }
+  size_t hlen = tn_capsule_datagram_head(head, n);
+  size_t bound = TN_UDP_QUEUE_DATAGRAMS * (hlen + n);
+  if (bound > TN_UDP_QUEUE_BYTES)
+    bound = TN_UDP_QUEUE_BYTES;
+  if (tn__ep_queued(t->down) + hlen + n > bound) {
+    count_drop(t, TN_UDP_DROP_DEVICE_BUSY);
+    return;
+  }
+  char *capsule = malloc(hlen + n);
+  if (!capsule) {
+    count_drop(t, TN_UDP_DROP_NO_MEMORY);
+    return;
+  }
+  memcpy(capsule, head, hlen);
+  memcpy(capsule + hlen, p, n);
+  u->datagrams_down++;
+  t->bytes_down += n;
+  t->last_activity_ms = uv_now(tn__loop(t->engine));
+  tn__count_udp_datagram(t->engine, false, n);
+  if (tn__ep_write(t->down, capsule, TN_BUF_HEAP, hlen + n) != 0)
+    tn__tunnel_close(t, TN_RESULT_OK, "reset_down", TN_CLOSE_RESET);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  tn_tunnel *t = h->data;
+  (void)suggested;
+  buf->base = tn__buf_get(tn__bufpool(t->engine));
+  buf->len = buf->base ? TN_BUF_SIZE : 0;
+}
+
+/* With recvmmsg a batch shares one buffer: the callback for each datagram
+ * has UV_UDP_MMSG_CHUNK set, and a last one with UV_UDP_MMSG_FREE gives
+ * the buffer back (libuv's uv_udp_recv_cb contract). */
+static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags) {
+  tn_tunnel *t = h->data;
+  if (nread > 0 || (nread == 0 && addr))
+    down_datagram(t, buf->base, (size_t)nread);
+  else if (nread == UV_ECONNREFUSED) {
+    t->udp->icmp++;
+    tn__count_udp_icmp(t->engine);
+  }
+  if (!(flags & UV_UDP_MMSG_CHUNK))
+    tn__buf_release(buf->base);
+}
+
+/* ---- opening and closing ---- */
+
+static bool is_resource_error(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOMEM || err == UV_ENOBUFS;
+}
+
+/* The first datagrams, sent before the 200 and held by the set-up. */
+static bool send_pending(tn_tunnel *t, char *pending, size_t len) {
+  bool ok = tn__udp_from_device(t, pending, len);
+  free(pending);
+  return ok;
+}
+
+static void start_relay(tn_tunnel *t) {
+  tn_setup *s = t->setup;
+  char *pending = s->pending;
+  size_t pending_len = s->pending_len;
+  t->phase = TN_PHASE_RELAY;
+  t->deadline_ms = 0;
+  t->result = TN_RESULT_OK;
+  t->status = 200;
+  t->last_activity_ms = uv_now(tn__loop(t->engine));
+  memcpy(&t->connected, &s->connect_addr, sizeof(t->connected));
+  t->connect_ms = t->last_activity_ms - t->request_ms;
+  tn__list_move(t->engine, t, true);
+  s->pending = NULL;
+  tn__setup_free(t);
+  if (t->proto->established(t) != 0) {
+    free(pending);
+    tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
+    return;
+  }
+  if (!send_pending(t, pending, pending_len)) {
+    tn__tunnel_close(t, TN_RESULT_OK, "malformed_capsule", TN_CLOSE_RESET);
+    return;
+  }
+  if (t->down->eof) {
+    tn__udp_device_ended(t);
+    return;
+  }
+  if (tn__ep_read_start(t->down) != 0)
+    tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
+}
+
+void tn__udp_open(tn_tunnel *t) {
+  tn_udp *u = t->udp;
+  const struct sockaddr *addr = (const struct sockaddr *)&t->setup->connect_addr;
+  int err = uv_udp_init_ex(tn__loop(t->engine), &u->handle,
+                           (unsigned)addr->sa_family | UV_UDP_RECVMMSG);
+  if (err == 0) {
+    u->handle.data = t;
+    u->open = true;
+    t->eps_open++;
+    err = uv_udp_connect(&u->handle, addr);
+    if (err == 0)
+      err = uv_udp_recv_start(&u->handle, on_alloc, on_recv);
+  }
+  if (err == 0) {
+    start_relay(t);
+    return;
+  }
+  tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "udp_open_failed", TN_U("id", t->id),
+         TN_S("error", uv_err_name(err)), TN_LOG_END);
+  if (is_resource_error(err))
+    tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "out of resources, try again later");
+  else
+    tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot connect to target");
+}
+
+/* The device ended its side (END_STREAM, or its HTTP/1.1 connection's EOF):
+ * the tunnel ends, after what is queued towards it. */
+void tn__udp_device_ended(tn_tunnel *t) {
+  if (t->phase != TN_PHASE_RELAY)
+    return;
+  (void)tn__ep_shutdown(t->down);
+  tn__tunnel_close(t, TN_RESULT_OK, "eof", TN_CLOSE_FIN);
+}
+
+static void on_closed(uv_handle_t *h) {
+  tn_tunnel *t = h->data;
+  tn_udp *u = t->udp;
+  t->udp = NULL;
+  free(u->held);
+  free(u);
+  tn__tunnel_ep_closed(t);
+}
+
+void tn__udp_close(tn_tunnel *t) {
+  tn_udp *u = t->udp;
+  if (!u)
+    return;
+  if (!u->open) {
+    t->udp = NULL;
+    free(u);
+    return;
+  }
+  if (!uv_is_closing((uv_handle_t *)&u->handle))
+    uv_close((uv_handle_t *)&u->handle, on_closed);
+}
+
+void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped) {
+  const tn_udp *u = t->udp;
+  *up = u ? u->datagrams_up : 0;
+  *down = u ? u->datagrams_down : 0;
+  *dropped = u ? u->dropped : 0;
+}
