@@ -11,7 +11,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 ARCH       ?=
 
-.PHONY: all build deps test-deps bench-deps run test test-asan check bench demo clean fuzz deb
+.PHONY: all build deps test-deps bench-deps run test test-asan check bench demo clean fuzz format deb
 
 all: build
 
@@ -73,6 +73,11 @@ demo: test-deps $(BUILD)/CMakeCache.txt
 # (scripts/deb.sh, debian/). ARCH=arm64: cross-built, unit tests under qemu.
 deb:
 	scripts/deb.sh -o $(BUILD)/deb $(if $(ARCH),-a $(ARCH))
+
+# clang-format the C files changed since .clang-format arrived (CI checks them:
+# ctest lint.clang_format).
+format:
+	scripts/format.sh fix
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -16,7 +16,7 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-de
   node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev
   libpsl-dev publicsuffix)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
-  prometheus chromium tshark libnss3-tools systemd)
+  prometheus chromium tshark libnss3-tools clang-format-14 systemd)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind socat)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 # make deb, and the package test in make test (tests/integration/test_deb_package.py,
