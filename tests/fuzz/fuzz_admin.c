@@ -102,7 +102,15 @@ static bool settled(void *arg) {
 
 static bool status_expected(int status) {
   switch (status) {
-  case 0: case 200: case 400: case 401: case 404: case 405: case 408: case 431: case 503:
+  case 0:
+  case 200:
+  case 400:
+  case 401:
+  case 404:
+  case 405:
+  case 408:
+  case 431:
+  case 503:
     return true;
   default:
     return false;
