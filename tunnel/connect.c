@@ -1,8 +1,9 @@
-/* The connector: resolves the target asynchronously, checks every address
- * against allow_private, and tries the addresses in order until one
- * connects. Outcomes: relay (success), 403 (every address refused by
- * policy), 502 (resolution or every connect failed), 503 (out of
- * descriptors), 504 (the engine's sweep, at connect_timeout). */
+/* The connector: resolves the target with the engine's resolver (on the
+ * loop; a cached name answers at once), checks every address against
+ * allow_private, and tries the addresses in order until one connects.
+ * Outcomes: relay (success), 403 (every address refused by policy), 502
+ * (every connect failed; dns_nxdomain, dns_error), 503 (out of
+ * descriptors), 504 (dns_timeout; the engine's sweep, at connect_timeout). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,12 +50,7 @@ static void on_connected(uv_connect_t *req, int status) {
   tn__relay_start(t);
 }
 
-static unsigned addresses_left(const tn_setup *s) {
-  unsigned n = 0;
-  for (const struct addrinfo *ai = s->ai_next; ai; ai = ai->ai_next)
-    n += ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
-  return n;
-}
+static unsigned addresses_left(const tn_setup *s) { return s->dns.answer.n - s->next_addr; }
 
 /* With more addresses to try, an attempt gets its share of the time left
  * (at least 1 s), so a blackholed first address cannot use up
@@ -119,18 +115,15 @@ static void connect_to(tn_tunnel *t) {
 static bool pick_next(tn_tunnel *t) {
   tn_setup *s = t->setup;
   const tn_policy *pol = &tn__opts(t->engine)->policy;
-  for (; s->ai_next; s->ai_next = s->ai_next->ai_next) {
-    const struct addrinfo *ai = s->ai_next;
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-      continue;
-    if (!tn_policy_allows_addr(pol, ai->ai_addr)) {
+  while (s->next_addr < s->dns.answer.n) {
+    const tn_dns_addr *a = &s->dns.answer.addrs[s->next_addr++];
+    if (!tn_policy_allows_addr(pol, &a->sa)) {
       s->addrs_denied++;
       continue;
     }
     memset(&s->connect_addr, 0, sizeof(s->connect_addr));
-    memcpy(&s->connect_addr, ai->ai_addr, ai->ai_addrlen);
+    memcpy(&s->connect_addr, a, a->sa.sa_family == AF_INET ? sizeof(a->in) : sizeof(a->in6));
     ((struct sockaddr_in *)&s->connect_addr)->sin_port = htons(s->auth.port);
-    s->ai_next = ai->ai_next;
     return true;
   }
   return false;
@@ -152,50 +145,47 @@ static void try_next(tn_tunnel *t) {
   tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot connect to target");
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  tn_tunnel *t = req->data;
-  if (t->phase != TN_PHASE_RESOLVING) {
-    /* The tunnel closed (the device reset, a timeout) while the lookup
-     * was running on a worker thread, where uv_cancel cannot stop it: the
-     * answer is dropped and nothing is connected. */
-    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_dropped", TN_U("id", t->id),
-           TN_S("status", status == 0 ? "ok" : uv_err_name(status)), TN_LOG_END);
-    if (res)
-      uv_freeaddrinfo(res);
-    tn__gai_done(t);
+/* A failed lookup's status and access-log close reason. */
+static void resolve_failed(tn_tunnel *t, int err) {
+  tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id),
+         TN_S("target", t->target), TN_S("error", tn_strerror(err)), TN_LOG_END);
+  if (err == TN_EDNS_TIMEOUT)
+    tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "dns_timeout");
+  else if (err == TN_EDNS_NXDOMAIN)
+    tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "dns_nxdomain");
+  else
+    tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "dns_error");
+}
+
+static void resolved(tn_tunnel *t) {
+  if (t->setup->dns.status < 0) {
+    resolve_failed(t, t->setup->dns.status);
     return;
   }
-  t->gai_pending = false;
-  if (status < 0) {
-    tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "resolve_failed", TN_U("id", t->id),
-           TN_S("target", t->target), TN_S("error", uv_err_name(status)), TN_LOG_END);
-    tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "cannot resolve target");
-    return;
-  }
-  t->setup->ai_list = t->setup->ai_next = res;
+  t->setup->next_addr = 0;
   try_next(t);
 }
 
-/* An IP literal needs no resolver: a one-entry list on the set-up state. */
+static void on_resolved(tn_dns_req *req) {
+  tn_tunnel *t = req->data;
+  resolved(t);
+}
+
+/* An IP literal needs no resolver: a one-entry answer. */
 static void literal_addr(tn_tunnel *t) {
   const tn_authority *a = &t->setup->auth;
-  struct sockaddr_storage *ss = &t->setup->literal_ss;
-  struct addrinfo *ai = &t->setup->literal_ai;
-  memset(ss, 0, sizeof(*ss));
-  memset(ai, 0, sizeof(*ai));
+  tn_dns_answer *ans = &t->setup->dns.answer;
+  tn_dns_addr *d = &ans->addrs[0];
+  memset(d, 0, sizeof(*d));
+  ans->n = 1;
+  t->setup->dns.status = 0;
   if (a->kind == TN_HOST_IPV4) {
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    sin->sin_family = AF_INET;
-    sin->sin_addr = a->ip.v4;
-    ai->ai_addrlen = sizeof(*sin);
+    d->in.sin_family = AF_INET;
+    d->in.sin_addr = a->ip.v4;
   } else {
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_addr = a->ip.v6;
-    ai->ai_addrlen = sizeof(*sin6);
+    d->in6.sin6_family = AF_INET6;
+    d->in6.sin6_addr = a->ip.v6;
   }
-  ai->ai_family = ss->ss_family;
-  ai->ai_addr = (struct sockaddr *)ss;
 }
 
 void tn__connect_start(tn_tunnel *t) {
@@ -207,16 +197,15 @@ void tn__connect_start(tn_tunnel *t) {
   s->connect_deadline_ms = t->deadline_ms;
   if (s->auth.kind != TN_HOST_NAME) {
     literal_addr(t);
-    s->ai_next = &s->literal_ai;
-    try_next(t);
+    resolved(t);
     return;
   }
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  s->gai.data = t;
-  int err = uv_getaddrinfo(tn__loop(e), &s->gai, on_resolved, s->auth.host, NULL, &hints);
-  if (err != 0) {
+  s->dns.data = t;
+  int rc = tn_resolver_lookup(tn__resolver(e), &s->dns, s->auth.host, on_resolved);
+  if (rc < 0) {
     tn__tunnel_fail(t, TN_RESULT_LIMIT, 503, "resolver unavailable, try again later");
     return;
   }
-  t->gai_pending = true;
+  if (rc == 1) /* cached, /etc/hosts: no hop through the loop */
+    resolved(t);
 }

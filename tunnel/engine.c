@@ -378,6 +378,21 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
     free(e);
     return TN_ENOMEM;
   }
+  e->resolver = opts->resolver;
+  if (!e->resolver) {
+    tn_resolver_opts ro;
+    tn_resolver_opts_init(&ro);
+    int rerr = tn_resolver_new(loop, &ro, opts->logger, &e->resolver);
+    if (rerr) {
+      tn_engine_opts_free(&e->opts);
+      tn__clients_free(e->clients);
+      tn_ratetab_free(e->rate_clients);
+      tn_ratetab_free(e->rate_targets);
+      free(e);
+      return rerr;
+    }
+    e->own_resolver = true;
+  }
   uv_timer_init(loop, &e->sweep);
   uv_timer_init(loop, &e->drain_timer);
   e->sweep.data = e->drain_timer.data = e;
@@ -525,6 +540,8 @@ static void finish(tn_engine *e) {
   if (e->finishing)
     return;
   e->finishing = true;
+  if (e->own_resolver) /* no tunnel is left to wait on it; it frees itself */
+    tn_resolver_close(e->resolver);
   uv_close((uv_handle_t *)&e->sweep, on_engine_handle_closed);
   uv_close((uv_handle_t *)&e->drain_timer, on_engine_handle_closed);
 }

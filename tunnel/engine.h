@@ -32,6 +32,7 @@
 #include "tunnel/log.h"
 #include "tunnel/policy.h"
 #include "tunnel/ratelimit.h"
+#include "tunnel/resolver.h"
 
 /* How tunnels with a plain TCP socket on both sides (HTTP/1.1 on a plain
  * listener) move bytes. OFF copies through user space; AUTO (the default)
@@ -91,6 +92,11 @@ typedef struct tn_engine_opts {
   tn_splice_mode splice;
   tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
                         must outlive the engine; NULL: nothing is logged */
+  tn_resolver *resolver; /* name lookups: not owned (copied as a pointer), must
+                            outlive the engine, shared with other users of the
+                            loop; NULL: the engine makes its own with the
+                            defaults of tn_resolver_opts_init. Only the one
+                            given to tn_engine_start counts (update keeps it). */
 } tn_engine_opts;
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,

@@ -39,8 +39,6 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
 void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason);
 void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
 void tn__setup_free(tn_tunnel *t);
-/* The getaddrinfo callback ran: the tunnel may now be freed. */
-void tn__gai_done(tn_tunnel *t);
 /* An endpoint of t reported closed. */
 void tn__tunnel_ep_closed(tn_tunnel *t);
 

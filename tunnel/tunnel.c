@@ -33,18 +33,16 @@ void tn__setup_free(tn_tunnel *t) {
   tn_setup *s = t->setup;
   if (!s)
     return;
-  if (s->ai_list)
-    uv_freeaddrinfo(s->ai_list);
+  tn_resolver_cancel(&s->dns);
   free(s->pending);
   free(s);
   t->setup = NULL;
 }
 
 /* Frees the tunnel once nothing refers to it any more: both endpoints
- * reported closed and no getaddrinfo outstanding (its callback still holds
- * the pointer). An HTTP/1.1 tunnel takes its connection with it. */
+ * reported closed. An HTTP/1.1 tunnel takes its connection with it. */
 static void maybe_free(tn_tunnel *t) {
-  if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->gai_pending || t->busy)
+  if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->busy)
     return;
   tn_engine *e = t->engine;
   tn_conn *c = t->proto->tunnel_owns_conn ? t->conn : NULL;
@@ -58,11 +56,6 @@ static void maybe_free(tn_tunnel *t) {
 
 void tn__tunnel_ep_closed(tn_tunnel *t) {
   t->eps_open--;
-  maybe_free(t);
-}
-
-void tn__gai_done(tn_tunnel *t) {
-  t->gai_pending = false;
   maybe_free(t);
 }
 
@@ -229,8 +222,8 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
     t->close_reason = reason;
   }
   t->phase = TN_PHASE_CLOSING;
-  if (t->gai_pending)
-    uv_cancel((uv_req_t *)&t->setup->gai);
+  if (t->setup)
+    tn_resolver_cancel(&t->setup->dns);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
   notify_closed(t);
@@ -250,8 +243,8 @@ void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason) 
   t->result = r;
   t->status = status;
   t->close_reason = reason;
-  if (t->gai_pending)
-    uv_cancel((uv_req_t *)&t->setup->gai);
+  if (t->setup)
+    tn_resolver_cancel(&t->setup->dns);
   if (t->up.open)
     tn__ep_close(&t->up.ep, false);
   t->proto->fail(t, status, reason);
@@ -266,9 +259,10 @@ void tn__tunnel_timeout(tn_tunnel *t) {
   case TN_PHASE_CONNECTING:
     if (tn__connect_attempt_timeout(t))
       break;
-    /* fall through */
-  case TN_PHASE_RESOLVING:
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "connect timeout");
+    break;
+  case TN_PHASE_RESOLVING: /* connect_timeout shorter than [dns] timeout x tries */
+    tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "dns_timeout");
     break;
   case TN_PHASE_RELAY:
     tn__tunnel_close(t, TN_RESULT_OK, "idle_timeout", TN_CLOSE_FIN);
