@@ -91,6 +91,13 @@ enum key_id {
   K_IDM_LOGIN,
   K_IDM_REVOCATION_EP,
   K_IDM_REQUIRED_SCOPE,
+  K_DNS_SERVERS,
+  K_DNS_TIMEOUT,
+  K_DNS_TRIES,
+  K_DNS_CACHE_MAX_TTL,
+  K_DNS_CACHE_SIZE,
+  K_DNS_NEGATIVE_TTL,
+  K_DNS_STALE_TTL,
   K_COUNT_
 };
 
@@ -578,6 +585,56 @@ static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
     *(uint64_t *)field(c, k) = ms;
 }
 
+/* One DNS server: "ADDR" (port 53), "a.b.c.d:PORT" or "[v6]:PORT", as
+ * "ADDR:PORT" in out (TN_ADDRSTR_MAX). */
+static bool dns_server(const char *s, char *out) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, s, &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons(53);
+  } else if (inet_pton(AF_INET6, s, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(53);
+  } else if (strchr(s, '*') || tn_addr_parse_listen(s, &ss) != 0 || in->sin_port == 0) {
+    return false;
+  }
+  return tn_addr_format((struct sockaddr *)&ss, out, TN_ADDRSTR_MAX) == 0;
+}
+
+/* servers: addresses separated by commas or spaces, tried in order. */
+static void set_dns_servers(parse_ctx *c, const key_def *k, const char *v) {
+  char *copy = strdup(v), *save = NULL, *csv = NULL;
+  size_t len = 0;
+  if (!copy) {
+    c->oom = true;
+    return;
+  }
+  for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+    char one[TN_ADDRSTR_MAX];
+    if (!dns_server(tok, one)) {
+      value_error(c, k, v, "expected IP addresses, each with an optional port "
+                           "(10.0.0.1, 10.0.0.1:5353, [fd00::1]:53), separated by commas");
+      goto done;
+    }
+    char *grown = realloc(csv, len + strlen(one) + 2);
+    if (!grown) {
+      c->oom = true;
+      goto done;
+    }
+    csv = grown;
+    len += (size_t)sprintf(csv + len, "%s%s", len ? "," : "", one);
+  }
+  free(c->cfg->dns.servers);
+  c->cfg->dns.servers = csv; /* NULL for an empty value: /etc/resolv.conf */
+  csv = NULL;
+done:
+  free(csv);
+  free(copy);
+}
+
 static void set_allow_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
   add_rule(c, k, v, true);
 }
@@ -844,12 +901,25 @@ static const key_def idm_keys[] = {
     {"required_scope", K_IDM_REQUIRED_SCOPE, false, set_opt_string, IDM(required_scope), 0, 0},
 };
 
+#define DNS(f) offsetof(gw_config, dns.f)
+
+static const key_def dns_keys[] = {
+    {"servers", K_DNS_SERVERS, false, set_dns_servers, 0, 0, 0},
+    {"timeout", K_DNS_TIMEOUT, false, set_duration, DNS(timeout_ms), 1, 0},
+    {"tries", K_DNS_TRIES, false, set_u32, DNS(tries), 1, 10},
+    {"cache_max_ttl", K_DNS_CACHE_MAX_TTL, false, set_duration, DNS(cache_max_ttl_ms), 0, 0},
+    {"cache_size", K_DNS_CACHE_SIZE, false, set_u32, DNS(cache_size), 0, 1000000},
+    {"negative_ttl", K_DNS_NEGATIVE_TTL, false, set_duration, DNS(negative_ttl_ms), 0, 0},
+    {"stale_ttl", K_DNS_STALE_TTL, false, set_duration, DNS(stale_ttl_ms), 0, 0},
+};
+
 #define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
 static const section_def sections[] = {
     SECTION("gateway", gateway_keys),
     SECTION("admin", admin_keys),
     SECTION("tunnel", tunnel_keys),
     SECTION("idm", idm_keys),
+    SECTION("dns", dns_keys),
 };
 
 static const section_def *find_section(const char *name, size_t len) {
@@ -1113,6 +1183,7 @@ static int ctx_init(parse_ctx *c, const char *name, gw_config *cfg, gw_config_er
   cfg->log_format = TN_LOG_TEXT;
   set_default_admin(cfg);
   tn_engine_opts_init(&cfg->tunnel);
+  tn_resolver_opts_init(&cfg->dns);
   cfg->idm.refresh_before_ms = GW_DEFAULT_REFRESH_BEFORE_MS;
   cfg->path = strdup(name);
   cfg->state_dir = strdup(GW_DEFAULT_STATE_DIR);
@@ -1397,6 +1468,7 @@ void gw_config_free(gw_config *cfg) {
     return;
   free(cfg->path);
   free(cfg->state_dir);
+  free(cfg->dns.servers);
   gw_idm_config *m = &cfg->idm;
   char **strs[] = {&m->issuer, &m->authorization_endpoint, &m->token_endpoint, &m->jwks_uri,
                    &m->device_authorization_endpoint, &m->client_id, &m->client_secret_file,

@@ -77,6 +77,7 @@ typedef struct gw_config {
                                  than it seems to; `mcgw check` prints them, the daemon logs
                                  them at every start and reload */
   gw_idm_config idm;          /* [idm] */
+  tn_resolver_opts dns;       /* [dns]: servers as "ADDR:PORT,..." (c-ares's form) */
 } gw_config;
 
 /* Loads path into cfg (which it initialises with the defaults first).

@@ -61,6 +61,7 @@ struct gw_https_ctx {
   SSL_CTX *ssl_ctx;
   https_proxy *proxy; /* NULL: direct */
   char *client_cert;  /* its file, for messages; NULL: none */
+  gw_https_resolver resolver; /* start NULL: uv_getaddrinfo */
 };
 
 enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
@@ -85,6 +86,9 @@ struct gw_https_req {
   uv_timer_t timer;
   uv_connect_t connect_req;
   struct addrinfo *addrs, *next_addr;
+  bool addrs_ours;  /* addrs is one malloc'd block (from the resolver), not getaddrinfo's */
+  gw_https_resolver resolver;
+  void *lookup;     /* the resolver's pending lookup */
   int last_connect_err;
   bool resolving, tcp_open, connected;
   int handles; /* open uv handles */
@@ -358,7 +362,9 @@ static void req_free(gw_https_req *r) {
   nghttp2_session_del(r->h2);
   SSL_free(r->pssl);
   proxy_unref(r->proxy);
-  if (r->addrs)
+  if (r->addrs && r->addrs_ours)
+    free(r->addrs);
+  else if (r->addrs)
     uv_freeaddrinfo(r->addrs);
   SSL_free(r->ssl); /* frees both BIOs */
   SSL_CTX_free(r->ssl_ctx);
@@ -379,8 +385,13 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 static void close_handles(gw_https_req *r) {
-  if (r->resolving)
+  if (r->resolving && r->lookup) { /* the resolver's: cancelled at once, no callback */
+    r->resolver.cancel(r->resolver.ctx, r->lookup);
+    r->lookup = NULL;
+    r->resolving = false;
+  } else if (r->resolving) {
     uv_cancel((uv_req_t *)&r->gai); /* its callback still runs, with UV_ECANCELED */
+  }
   if (!uv_is_closing((uv_handle_t *)&r->timer))
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
   if (r->tcp_open && !uv_is_closing((uv_handle_t *)&r->tcp))
@@ -1178,6 +1189,65 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   try_next_address(r);
 }
 
+/* The resolver's answer as an addrinfo list in one block, ports set. */
+static struct addrinfo *addr_list(const struct sockaddr_storage *addrs, size_t n, uint16_t port) {
+  struct addrinfo *ai = calloc(n, sizeof(*ai) + sizeof(*addrs));
+  if (!ai)
+    return NULL;
+  struct sockaddr_storage *ss = (struct sockaddr_storage *)(ai + n);
+  for (size_t i = 0; i < n; i++) {
+    ss[i] = addrs[i];
+    ai[i].ai_family = ss[i].ss_family;
+    ai[i].ai_addr = (struct sockaddr *)&ss[i];
+    if (ss[i].ss_family == AF_INET) {
+      ((struct sockaddr_in *)&ss[i])->sin_port = htons(port);
+      ai[i].ai_addrlen = sizeof(struct sockaddr_in);
+    } else {
+      ((struct sockaddr_in6 *)&ss[i])->sin6_port = htons(port);
+      ai[i].ai_addrlen = sizeof(struct sockaddr_in6);
+    }
+    ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
+  }
+  return ai;
+}
+
+static void on_resolver_done(void *arg, const char *err, const struct sockaddr_storage *addrs,
+                             size_t n) {
+  gw_https_req *r = arg;
+  char detail[HTTPS_DETAIL_MAX];
+  r->resolving = false;
+  r->lookup = NULL;
+  if (err || n == 0) {
+    snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host,
+             err ? err : "no address");
+    return finish(r, GW_HTTPS_ERESOLVE, detail);
+  }
+  if (!(r->addrs = r->next_addr = addr_list(addrs, n, r->peer->port)))
+    return finish(r, GW_HTTPS_ENOMEM, "out of memory");
+  r->addrs_ours = true;
+  try_next_address(r);
+}
+
+void gw_https_ctx_set_resolver(gw_https_ctx *c, const gw_https_resolver *r) {
+  c->resolver = *r;
+}
+
+/* Starts the lookup of the peer: the context's resolver, else getaddrinfo.
+ * 0, or non-zero when it cannot start. */
+static int start_resolve(gw_https_req *r) {
+  if (r->resolver.start) {
+    r->lookup = r->resolver.start(r->resolver.ctx, r->peer->host, on_resolver_done, r);
+    return r->lookup ? 0 : -1;
+  }
+  char port[8];
+  snprintf(port, sizeof port, "%u", r->peer->port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = r->peer->host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
+  r->gai.data = r;
+  return uv_getaddrinfo(r->loop, &r->gai, on_resolved, r->peer->host, port, &hints);
+}
+
 /* ---- request ------------------------------------------------------------- */
 
 static int build_request(gw_https_req *r, const gw_https_request_opts *o) {
@@ -1263,13 +1333,8 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
     snprintf(r->authority, sizeof r->authority, r->url.host_is_v6 ? "[%s]:%u" : "%s:%u",
              r->url.host, r->url.port);
   }
-  char port[8];
-  snprintf(port, sizeof port, "%u", r->peer->port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = r->peer->host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
-  r->gai.data = r;
-  int err = uv_getaddrinfo(loop, &r->gai, on_resolved, r->peer->host, port, &hints);
+  r->resolver = ctx->resolver;
+  int err = start_resolve(r);
   if (err) {
     r->finished = true; /* no callback: the caller gets the error */
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);

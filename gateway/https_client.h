@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 typedef struct gw_https_ctx gw_https_ctx;
@@ -63,6 +64,27 @@ typedef struct gw_https_proxy_opts {
   const char *ca_file, *cert, *key; /* for an https proxy; NULL: system store, no cert */
 } gw_https_proxy_opts;
 int gw_https_ctx_set_proxy(gw_https_ctx *c, const gw_https_proxy_opts *o, char *err, size_t errlen);
+
+/* How requests made with a context look names up, when set: the daemon
+ * passes its c-ares resolver (gateway/dns_link.h), so that no lookup waits
+ * on libuv's threadpool. Unset (the default): uv_getaddrinfo, for tools
+ * that run without the daemon (mcx-login).
+ * - start(ctx, host, done, arg) begins a lookup of host and returns a
+ *   handle, or NULL when it cannot start (done is then never called);
+ * - done(arg, err, addrs, n) is called exactly once, from the loop and
+ *   never from inside start, unless cancel(ctx, handle) came first: err
+ *   NULL and addrs[0..n) (ports 0; valid during the call only), or err a
+ *   static reason ("name not found", ...);
+ * - cancel(ctx, handle): done will not be called.
+ * The struct is copied; ctx must outlive every request. */
+typedef void (*gw_https_resolved_fn)(void *arg, const char *err,
+                                     const struct sockaddr_storage *addrs, size_t n);
+typedef struct gw_https_resolver {
+  void *(*start)(void *ctx, const char *host, gw_https_resolved_fn done, void *arg);
+  void (*cancel)(void *ctx, void *lookup);
+  void *ctx;
+} gw_https_resolver;
+void gw_https_ctx_set_resolver(gw_https_ctx *c, const gw_https_resolver *r);
 
 /* Requests in flight keep what they need; freeing the context is safe. */
 void gw_https_ctx_free(gw_https_ctx *c);

@@ -1588,6 +1588,8 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
     idm_free(idm);
     return -1;
   }
+  if (o->resolver)
+    gw_https_ctx_set_resolver(idm->https, o->resolver);
   init_timer(idm, &idm->timer);
   init_timer(idm, &idm->expiry_timer);
   init_timer(idm, &idm->device_timer);

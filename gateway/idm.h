@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "gateway/config.h"
+#include "gateway/https_client.h"
 #include "gateway/idm_view.h"
 
 typedef struct gw_idm gw_idm;
@@ -42,6 +43,7 @@ typedef struct gw_idm_opts {
   gw_idm_authorized_cb on_authorized;
   void *arg;
   bool deferred; /* prepare only: gw_idm_begin reads the stored login and starts */
+  const gw_https_resolver *resolver; /* name lookups of the IdMS (copied); NULL: getaddrinfo */
 } gw_idm_opts;
 
 /* Prepares state_dir, loads the client secret or key and the trust anchors,

@@ -477,6 +477,8 @@ void tn_resolver_stats_get(const tn_resolver *r, tn_resolver_stats *out) {
   out->cache_entries = tn_dns_cache_count(r->cache);
 }
 
+const char *tn_resolver_servers(const tn_resolver *r) { return r->opts.servers; }
+
 void tn_resolver_close(tn_resolver *r) {
   if (r->closing)
     return;

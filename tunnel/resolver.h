@@ -29,7 +29,7 @@ typedef struct tn_resolver_opts {
   char *servers;             /* "ADDR[:PORT],..." ([v6]:port for IPv6 with a port);
                                 NULL or "": those of /etc/resolv.conf */
   uint64_t timeout_ms;       /* per try (2 s) */
-  unsigned tries;            /* 2 */
+  uint32_t tries;            /* 2 */
   uint64_t cache_max_ttl_ms; /* 5 min */
   uint32_t cache_size;       /* names, 1024; 0 = no cache */
   uint64_t negative_ttl_ms;  /* 10 s */
@@ -106,6 +106,8 @@ bool tn_resolver_pending(const tn_dns_req *req);
 void tn_resolver_cancel(tn_dns_req *req);
 
 void tn_resolver_stats_get(const tn_resolver *r, tn_resolver_stats *out);
+/* The servers it was made with (opts.servers), or NULL for /etc/resolv.conf. */
+const char *tn_resolver_servers(const tn_resolver *r);
 
 /* Ends every query (pending lookups must have been cancelled first), closes
  * the handles; the resolver frees itself once they are closed. */
