@@ -83,25 +83,36 @@ class Dnsmasq:
 
     def __init__(self, workdir, records, zone="test", ttl=60, port=0):
         binary = require_dnsmasq()
-        if port == 0:  # dnsmasq needs a number: take one the kernel gives for UDP
-            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-            probe.close()
-        self.port = port
         self.queries = []  # (type, name)
         self._lock = threading.Lock()
-        argv = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-                "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
-                f"--port={port}", "--log-queries", "--log-facility=-", "--user=root",
-                "--pid-file=", f"--local=/{zone}/", f"--local-ttl={ttl}", "--cache-size=0"]
-        argv += [f"--host-record={name},{addr}" for name, addr in records.items()]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, cwd=workdir)
-        self.output = []
-        self._started = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        wait_until(self._started.is_set, 10, "dnsmasq started")
+        for _ in range(5):  # a port free for UDP may be taken for TCP: another one then
+            self.port = port or self._udp_port()
+            argv = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                    "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+                    f"--port={self.port}", "--log-queries", "--log-facility=-", "--user=root",
+                    "--pid-file=", f"--local=/{zone}/", f"--local-ttl={ttl}", "--cache-size=0"]
+            argv += [f"--host-record={name},{addr}" for name, addr in records.items()]
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, cwd=workdir)
+            self.output = []
+            self._started = threading.Event()
+            threading.Thread(target=self._read, daemon=True).start()
+            wait_until(lambda: self._started.is_set() or self.proc.poll() is not None, 10,
+                       "dnsmasq started or exited")
+            if self._started.is_set():
+                return
+            self.proc.wait()
+            if port or "in use" not in "".join(self.output):
+                break
+        raise AssertionError("dnsmasq did not start: " + "".join(self.output))
+
+    @staticmethod
+    def _udp_port():
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        return port
 
     @property
     def server(self):
