@@ -35,6 +35,10 @@ void tn_engine_opts_init(tn_engine_opts *o) {
   o->connect_timeout_ms = 10 * 1000;
   o->idle_timeout_ms = 30 * 60 * 1000;
   o->drain_timeout_ms = 30 * 1000;
+  o->attempt_delay_ms = 250;
+  o->upstream_keepalive_ms = 30 * 1000;
+  o->upstream_user_timeout_ms = 30 * 1000;
+  o->downstream_keepalive_ms = 60 * 1000;
   o->h2_max_concurrent_streams = 100;
   o->h2_stream_window = 256 * 1024;
   o->splice = TN_SPLICE_AUTO;

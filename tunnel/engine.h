@@ -89,6 +89,10 @@ typedef struct tn_engine_opts {
   uint64_t connect_timeout_ms;
   uint64_t idle_timeout_ms;        /* 0 = none */
   uint64_t drain_timeout_ms;
+  uint64_t attempt_delay_ms;       /* Happy Eyeballs: between connection attempts (250 ms) */
+  uint64_t upstream_keepalive_ms;  /* TCP keepalive idle time upstream (30 s); 0 = off */
+  uint64_t upstream_user_timeout_ms; /* TCP_USER_TIMEOUT upstream (30 s); 0 = the kernel's */
+  uint64_t downstream_keepalive_ms;  /* TCP keepalive idle time on device sockets (60 s); 0 = off */
   tn_splice_mode splice;
   tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
                         must outlive the engine; NULL: nothing is logged */

@@ -47,12 +47,10 @@ void tn__tunnel_ep_closed(tn_tunnel *t);
 
 /* Resolves, checks and connects; on success calls tn__relay_start. */
 void tn__connect_start(tn_tunnel *t);
-/* The upstream endpoint reported closed: the next address, or teardown. */
+/* The upstream endpoint reported closed. */
 void tn__connect_up_closed(tn_tunnel *t);
-/* The sweep found the deadline passed while connecting: gives up on this
- * address for the next one while time and addresses remain; false when the
- * request as a whole timed out. */
-bool tn__connect_attempt_timeout(tn_tunnel *t);
+/* Ends the lookup and the connection attempts of t, if any (teardown). */
+void tn__connect_stop(tn_tunnel *t);
 
 /* ---- relay.c ---- */
 

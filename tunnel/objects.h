@@ -147,10 +147,8 @@ typedef struct tn_setup {
   tn_dns_req dns;                /* the lookup; dns.answer: the addresses to try */
   uint8_t next_addr;             /* index of the next address of dns.answer to try */
   unsigned addrs_denied;         /* resolved addresses refused by allow_private */
-  uint64_t connect_deadline_ms;  /* connect_timeout for the whole request */
   int last_connect_err;
-  struct sockaddr_storage connect_addr;
-  uv_connect_t connect_req;
+  struct tn_race *race;          /* connection attempts (connect.c); NULL when none */
   char *pending;                 /* device bytes that arrived before the tunnel was up */
   size_t pending_len;
 } tn_setup;

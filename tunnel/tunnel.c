@@ -33,7 +33,7 @@ void tn__setup_free(tn_tunnel *t) {
   tn_setup *s = t->setup;
   if (!s)
     return;
-  tn_resolver_cancel(&s->dns);
+  tn__connect_stop(t);
   free(s->pending);
   free(s);
   t->setup = NULL;
@@ -222,8 +222,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
     t->close_reason = reason;
   }
   t->phase = TN_PHASE_CLOSING;
-  if (t->setup)
-    tn_resolver_cancel(&t->setup->dns);
+  tn__connect_stop(t);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
   notify_closed(t);
@@ -243,8 +242,7 @@ void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason) 
   t->result = r;
   t->status = status;
   t->close_reason = reason;
-  if (t->setup)
-    tn_resolver_cancel(&t->setup->dns);
+  tn__connect_stop(t);
   if (t->up.open)
     tn__ep_close(&t->up.ep, false);
   t->proto->fail(t, status, reason);
@@ -257,8 +255,6 @@ void tn__tunnel_timeout(tn_tunnel *t) {
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 408, "request header timeout");
     break;
   case TN_PHASE_CONNECTING:
-    if (tn__connect_attempt_timeout(t))
-      break;
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "connect timeout");
     break;
   case TN_PHASE_RESOLVING: /* connect_timeout shorter than [dns] timeout x tries */

@@ -96,12 +96,14 @@ class Dnsmasq:
                                          stderr=subprocess.STDOUT, cwd=workdir)
             self.output = []
             self._started = threading.Event()
-            threading.Thread(target=self._read, daemon=True).start()
+            reader = threading.Thread(target=self._read, daemon=True)
+            reader.start()
             wait_until(lambda: self._started.is_set() or self.proc.poll() is not None, 10,
                        "dnsmasq started or exited")
             if self._started.is_set():
                 return
             self.proc.wait()
+            reader.join(10)  # all it said, before looking at it
             if port or "in use" not in "".join(self.output):
                 break
         raise AssertionError("dnsmasq did not start: " + "".join(self.output))
