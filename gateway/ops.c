@@ -417,11 +417,13 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
   list_ctx *l = arg;
   if (json_array_size(l->a) >= l->limit || (!l->all && !info_active(i)))
     return;
-  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX];
+  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX], local[TN_ADDRSTR_MAX];
   if (tn_addr_format(i->client, client, sizeof(client)) != 0)
     strcpy(client, "-");
   if (i->connected)
     tn_addr_format(i->connected, connected, sizeof(connected));
+  if (i->local)
+    tn_addr_format(i->local, local, sizeof(local));
   json_array_append_new(
       l->a, json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:I}", "id", (json_int_t)i->id,
                       "proto", i->proto ? i->proto : "unknown", "client", client, "subject",
@@ -429,6 +431,8 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
                       "connected", i->connected ? json_string(connected) : json_null(), "state",
                       info_state(i), "age_ms", (json_int_t)i->age_ms, "bytes_up",
                       (json_int_t)i->bytes_up, "bytes_down", (json_int_t)i->bytes_down));
+  json_object_set_new(json_array_get(l->a, json_array_size(l->a) - 1), "local",
+                      i->local ? json_string(local) : json_null());
 }
 
 /* The value of name=... in a query string, or NULL. */

@@ -148,6 +148,9 @@ static void won(tn_attempt *a) {
   uv_close((uv_handle_t *)&a->poll, race_handle_closed);
   r->live--;
   memcpy(&t->connected, &a->addr, sizeof(t->connected));
+  socklen_t len = sizeof(t->local);
+  if (getsockname(fd, (struct sockaddr *)&t->local, &len) != 0)
+    memset(&t->local, 0, sizeof(t->local));
   tn__connect_stop(t);
   int err = tn__ep_tcp_init(&t->up, tn__loop(t->engine), tn__bufpool(t->engine), &tn__up_sink, t);
   if (err == 0) {

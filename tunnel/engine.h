@@ -179,6 +179,7 @@ typedef struct tn_tunnel_info {
   const char *client_subject;       /* device certificate subject, or NULL */
   const char *target;               /* normalised "host:port", or NULL before parsing */
   const struct sockaddr *connected; /* NULL until connected */
+  const struct sockaddr *local;     /* the gateway's upstream address:port; NULL until connected */
   bool established;                 /* 200 sent, relaying */
   tn_result result;                 /* meaningful once closed */
   int status;                       /* HTTP status sent, 0 if none */

@@ -38,6 +38,8 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
 /* Answers an error status (h1: lingering close; h2: on the stream). */
 void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason);
 void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
+/* The tunnel_opened line (info): t was just established. */
+void tn__tunnel_log_opened(tn_tunnel *t);
 void tn__setup_free(tn_tunnel *t);
 /* An endpoint of t reported closed. */
 void tn__tunnel_ep_closed(tn_tunnel *t);

@@ -170,6 +170,8 @@ struct tn_tunnel {
   tn_setup *setup;
   char *target;                  /* normalised "host:port", for logs; owned */
   struct sockaddr_in6 connected;
+  struct sockaddr_in6 local;     /* the gateway's own upstream address:port, what the
+                                    destination sees (for tracing a tunnel back) */
   uint64_t started_ms;
   uint64_t request_ms;           /* request complete; 0 before */
   uint64_t connect_ms;           /* request to upstream connected; 0 if never */

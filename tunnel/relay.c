@@ -280,6 +280,7 @@ void tn__relay_start(tn_tunnel *t) {
     tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
     return;
   }
+  tn__tunnel_log_opened(t);
   if (pending_len) {
     t->bytes_up += pending_len;
     tn__count_bytes(t->engine, pending_len, 0);

@@ -181,21 +181,48 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
   tn__connect_start(t);
 }
 
+/* The addresses of a tunnel's log lines, "-" for those it has not got. */
+typedef struct addrs_text {
+  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX], local[TN_ADDRSTR_MAX];
+} addrs_text;
+
+static void format_addr(const struct sockaddr_in6 *sa, char *buf) {
+  if (!sa->sin6_family || tn_addr_format((const struct sockaddr *)sa, buf, TN_ADDRSTR_MAX) != 0)
+    strcpy(buf, "-");
+}
+
+static void format_addrs(const tn_tunnel *t, addrs_text *out) {
+  format_addr(&t->conn->client, out->client);
+  format_addr(&t->connected, out->connected);
+  format_addr(&t->local, out->local);
+}
+
+/* An established tunnel, at info: the same fields as its access log line
+ * (tunnel_closed), so a long-lived tunnel can be traced while it is open. */
+void tn__tunnel_log_opened(tn_tunnel *t) {
+  if (!tn_log_enabled(tn__logger(t->engine), TN_LOG_INFO))
+    return;
+  addrs_text a;
+  format_addrs(t, &a);
+  tn_log(tn__logger(t->engine), TN_LOG_INFO, "tunnel_opened", TN_U("id", t->id),
+         TN_S("proto", t->proto->name), TN_S("client", a.client),
+         TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
+         TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
+         TN_S("local", a.local), TN_U("connect_ms", t->connect_ms), TN_LOG_END);
+}
+
 static void access_log(tn_tunnel *t) {
-  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX] = "";
   tn_engine *e = t->engine;
   tn_log_level level = t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN;
   if (!tn_log_enabled(tn__logger(t->engine), level))
     return; /* nothing to format for a line nobody will see */
-  if (tn_addr_format((const struct sockaddr *)&t->conn->client, client, sizeof(client)) != 0)
-    strcpy(client, "-");
-  if (t->connected.sin6_family)
-    tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
+  addrs_text a;
+  format_addrs(t, &a);
   tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
-         TN_S("proto", t->proto->name), TN_S("client", client),
+         TN_S("proto", t->proto->name), TN_S("client", a.client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
-         TN_S("target", t->target ? t->target : "-"),
-         TN_S("connected", connected[0] ? connected : "-"),
+         TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
+         TN_S("local", a.local),
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),
          TN_S("close", t->close_reason ? t->close_reason : "-"), TN_U("bytes_up", t->bytes_up),
          TN_U("bytes_down", t->bytes_down),
@@ -279,6 +306,7 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->client_subject = t->conn->subject;
   info->target = t->target;
   info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
+  info->local = t->local.sin6_family ? (const struct sockaddr *)&t->local : NULL;
   info->established = t->status == 200;
   info->result = t->result;
   info->status = t->status;

@@ -219,3 +219,79 @@ def test_metrics_and_status(gateway, dnsmasq, echo):
     assert 'mcgw_dns_queries_total{result="nxdomain"} 1' in text
     assert 'mcgw_dns_cache_hits_total{kind="stale"} 0' in text
     assert "mcgw_dns_query_duration_seconds_count 2" in text
+
+
+def v6_blackhole_and_v4_echo():
+    """[::1]:P whose SYNs are dropped (a backlog-0 listener, its queue
+    filled) and an echo server on 127.0.0.1:P; (port, closer), or None when
+    the kernel completes connections anyway."""
+    import select
+    import socket
+    import threading
+    listener = socket.socket(socket.AF_INET6)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    listener.bind(("::1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers, blocked = [], False
+    for _ in range(16):
+        s = socket.socket(socket.AF_INET6)
+        s.setblocking(False)
+        fillers.append(s)
+        if s.connect_ex(("::1", port)) == 0:
+            continue
+        _, writable, _ = select.select([], [s], [], 0.5)
+        if not writable:
+            blocked = True
+            break
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", port))
+    echo.listen(16)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = echo.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close():
+        for s in [*fillers, listener, echo]:
+            s.close()
+    if not blocked:
+        close()
+        return None
+    return port, close
+
+
+@pytest.mark.timeout(60)
+def test_happy_eyeballs_blackholed_aaaa(gateway, dnsmasq):
+    """he.test has AAAA ::1 (blackholed) and A 127.0.0.1: the IPv6 attempt
+    hangs, the IPv4 one starts attempt_delay (250 ms) later and wins; the
+    tunnel is up in about 250 ms, not after a share of connect_timeout."""
+    hole = v6_blackhole_and_v4_echo()
+    if hole is None:
+        pytest.skip("no local IPv6 blackhole: the kernel accepted every connection")
+    port, close = hole
+    try:
+        ns = dnsmasq({"he.test": "::1,127.0.0.1"})
+        gw = gateway({"servers": ns.server}, allow=f"he.test:{port}", connect_timeout="10s")
+        warm = open_tunnel(gw.proxy_port, f"he.test:{port}")  # the answer is cached now
+        assert warm.status == 200, warm
+        warm.close()
+        t0 = time.monotonic()
+        t = open_tunnel(gw.proxy_port, f"he.test:{port}")
+        took = time.monotonic() - t0
+        assert t.status == 200, t
+        echo_roundtrip(t, b"over IPv4")
+        rec_client = t.client
+        t.close()
+        assert 0.2 <= took < 1.0, f"took {took:.3f}s"
+        rec = gw.tunnel_closed(rec_client)
+        assert rec["connected"] == f"127.0.0.1:{port}", rec
+    finally:
+        close()
