@@ -1,6 +1,6 @@
 /* Asynchronous HTTPS client. See https_client.h.
  *
- * Life of a request: resolve (uv_getaddrinfo) -> connect to each address in
+ * Life of a request: resolve (the context's resolver, else uv_getaddrinfo) -> connect to each address in
  * turn -> TLS handshake through memory BIOs -> write the request -> parse the
  * response with llhttp -> finish() calls back once -> every handle closes ->
  * free. finish() is the only place that ends a request; a cancelled request

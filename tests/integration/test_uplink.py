@@ -68,3 +68,29 @@ def test_link_pulled_idle_and_busy(mcgw, uplink):
             assert device_sees_reset(t, 5), "the device was not reset"
     finally:
         stop.set()
+
+
+def test_link_pulled_under_h2_stream(mcgw, uplink):
+    """HTTP/2: the stream gets RST_STREAM(CONNECT_ERROR), the connection
+    stays up for the device's other streams."""
+    import h2.errors
+    from h2client import H2Client
+    port = uplink.echo_server()
+    target = f"{uplink.addr}:{port}"
+    gw = mcgw(allow=target, upstream_keepalive="2s", upstream_user_timeout=f"{USER_TIMEOUT_S}s")
+    client = H2Client(gw.proxy_port)
+    try:
+        s = client.wait_response(client.connect(target))
+        assert s.status == 200, s
+        client.send(s, b"ping")
+        client.pump(lambda: s.received >= 4, 10, "the echo")
+        t0 = time.monotonic()
+        uplink.link_down()
+        client.pump(lambda: s.reset_code is not None, USER_TIMEOUT_S + 10, "RST_STREAM")
+        assert time.monotonic() - t0 <= USER_TIMEOUT_S + 5
+        assert s.reset_code == h2.errors.ErrorCodes.CONNECT_ERROR, s.reset_code
+        rec = gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("proto") == "h2")
+        assert rec["close"] == "uplink_dead", rec
+        assert not client.closed, "the connection itself stays up"
+    finally:
+        client.close()
