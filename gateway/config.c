@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <libpsl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -95,6 +96,11 @@ enum key_id {
   K_UP_KEEPALIVE,
   K_UP_USER_TIMEOUT,
   K_DOWN_KEEPALIVE,
+  K_EGRESS_INTERFACE,
+  K_EGRESS_SOURCE,
+  K_EGRESS_DSCP,
+  K_EGRESS_MARK,
+  K_TUNNEL_EGRESS,
   K_DNS_SERVERS,
   K_DNS_TIMEOUT,
   K_DNS_TRIES,
@@ -137,6 +143,15 @@ typedef struct raw_line {
   bool nul;     /* the line holds a NUL byte */
 } raw_line;
 
+/* A use of an egress by name (a rule's egress=NAME, [tunnel] egress),
+ * resolved once every [egress NAME] section is known. rule: the policy's
+ * rule index, or SIZE_MAX for [tunnel] egress. */
+typedef struct egress_ref {
+  int line;
+  size_t rule;
+  char name[TN_EGRESS_NAME_MAX + 1];
+} egress_ref;
+
 /* A wildcard rule on a public suffix, decided once allow_public_suffix is known. */
 typedef struct psl_rule {
   int line;
@@ -159,6 +174,8 @@ typedef struct parse_ctx {
   bool oom;
   psl_rule *psl; /* freed by parse() */
   size_t n_psl;
+  egress_ref *egress_refs; /* names of egresses used, resolved at the end; freed by parse() */
+  size_t n_egress_refs;
 } parse_ctx;
 
 /* ---- messages ---------------------------------------------------------- */
@@ -539,9 +556,53 @@ static void check_rule_width(parse_ctx *c, const key_def *k, const tn_rule *r, c
 
 /* An allow rule; when_authorized: it matches only while the gateway holds a
  * valid access token (limited service otherwise). */
-static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_authorized) {
+/* Records a use of egress name on this line, for resolve_egress_refs. */
+static bool egress_ref_add(parse_ctx *c, const key_def *k, const char *name, size_t rule) {
+  if (!*name || strlen(name) > TN_EGRESS_NAME_MAX) {
+    value_error(c, k, name, "expected the name of an [egress NAME] section");
+    return false;
+  }
+  egress_ref *refs = realloc(c->egress_refs, (c->n_egress_refs + 1) * sizeof(*refs));
+  if (!refs) {
+    c->oom = true;
+    return false;
+  }
+  c->egress_refs = refs;
+  egress_ref *r = &refs[c->n_egress_refs++];
+  r->line = c->lineno;
+  r->rule = rule;
+  snprintf(r->name, sizeof r->name, "%s", name);
+  return true;
+}
+
+/* "RULE" or "RULE egress=NAME": v is cut after RULE, *egress is NAME or
+ * NULL. False when something else follows RULE. */
+static bool split_egress(char *v, const char **egress) {
+  *egress = NULL;
+  char *sp = strpbrk(v, " \t");
+  if (!sp)
+    return true;
+  *sp++ = '\0';
+  sp += strspn(sp, " \t");
+  if (strncmp(sp, "egress=", 7) != 0)
+    return false;
+  *egress = sp + 7;
+  return true;
+}
+
+static void add_rule(parse_ctx *c, const key_def *k, const char *value, bool when_authorized) {
   tn_rule rule;
   const char *why = NULL;
+  char v[GW_RAW_MAX];
+  snprintf(v, sizeof v, "%s", value);
+  const char *egress;
+  if (!split_egress(v, &egress)) {
+    char buf[GW_SHOW_MAX];
+    c->bad[k->id] = true;
+    report(c, c->lineno, "%s: expected 'RULE' or 'RULE egress=NAME' in '%s'", k->name,
+           shown(k, value, buf, sizeof buf));
+    return;
+  }
   if (tn_rule_parse(v, &rule, &why) != 0) {
     char buf[GW_SHOW_MAX];
     c->bad[k->id] = true;
@@ -553,8 +614,118 @@ static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_au
   tn_rule_format(&rule, text, sizeof text);
   check_rule_width(c, k, &rule, text);
   rule.when_authorized = when_authorized;
+  rule.egress = 0;
+  if (egress && !egress_ref_add(c, k, egress, c->cfg->tunnel.policy.n_rules))
+    return;
   if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
     c->oom = true;
+}
+
+static void set_tunnel_egress(parse_ctx *c, const key_def *k, const char *v) {
+  egress_ref_add(c, k, v, SIZE_MAX);
+}
+
+/* ---- [egress NAME] ---- */
+
+/* The section being read: the last of cfg->tunnel.egress. */
+static tn_egress *cur_egress(parse_ctx *c) { return &c->cfg->tunnel.egress[c->cfg->tunnel.n_egress - 1]; }
+
+static void set_egress_interface(parse_ctx *c, const key_def *k, const char *v) {
+  if (strlen(v) >= sizeof(cur_egress(c)->interface) || strchr(v, '/') || if_nametoindex(v) == 0) {
+    value_error(c, k, v, "no network interface of that name on this host");
+    return;
+  }
+  snprintf(cur_egress(c)->interface, sizeof(cur_egress(c)->interface), "%s", v);
+}
+
+/* A numeric address this host has: a socket can bind to it. */
+static void set_egress_source(parse_ctx *c, const key_def *k, const char *v) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+  socklen_t len = sizeof(*in);
+  if (inet_pton(AF_INET, v, &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+  } else if (inet_pton(AF_INET6, v, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    len = sizeof(*in6);
+  } else {
+    value_error(c, k, v, "expected an IP address");
+    return;
+  }
+  int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  bool ours = fd >= 0 && bind(fd, (struct sockaddr *)&ss, len) == 0;
+  if (fd >= 0)
+    close(fd);
+  if (!ours) {
+    value_error(c, k, v, "not an address of this host");
+    return;
+  }
+  cur_egress(c)->source = ss;
+}
+
+static void set_egress_dscp(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_uint(v, 63, &n) != 0)
+    value_error(c, k, v, "expected a DSCP value from 0 to 63");
+  else
+    cur_egress(c)->dscp = (int)n;
+}
+
+static void set_egress_mark(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_uint(v, UINT32_MAX, &n) != 0) {
+    value_error(c, k, v, "expected a firewall mark from 0 to 4294967295");
+    return;
+  }
+  cur_egress(c)->mark = (uint32_t)n;
+  cur_egress(c)->has_mark = true;
+}
+
+/* "[egress NAME]": a new egress; false (reported) for a bad or repeated name. */
+static bool egress_section(parse_ctx *c, const char *name, size_t len) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  if (len == 0 || len > TN_EGRESS_NAME_MAX || memchr(name, ' ', len)) {
+    report(c, c->lineno, "[egress NAME]: a name of 1 to %d characters without spaces",
+           TN_EGRESS_NAME_MAX);
+    return false;
+  }
+  for (size_t i = 0; i < o->n_egress; i++)
+    if (strlen(o->egress[i].name) == len && memcmp(o->egress[i].name, name, len) == 0) {
+      report(c, c->lineno, "[egress %.*s] is defined twice", (int)len, name);
+      return false;
+    }
+  tn_egress *eg = realloc(o->egress, (o->n_egress + 1) * sizeof(*eg));
+  if (!eg) {
+    c->oom = true;
+    return false;
+  }
+  o->egress = eg;
+  eg = &o->egress[o->n_egress++];
+  memset(eg, 0, sizeof(*eg));
+  memcpy(eg->name, name, len);
+  eg->dscp = -1;
+  return true;
+}
+
+/* Every egress=NAME and [tunnel] egress names a section. */
+static void resolve_egress_refs(parse_ctx *c) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  for (size_t i = 0; i < c->n_egress_refs; i++) {
+    const egress_ref *r = &c->egress_refs[i];
+    size_t j = 0;
+    while (j < o->n_egress && strcmp(o->egress[j].name, r->name) != 0)
+      j++;
+    if (j == o->n_egress) {
+      report(c, r->line, "unknown egress '%s' (no [egress %s] section)", r->name, r->name);
+      continue;
+    }
+    if (r->rule == SIZE_MAX)
+      o->default_egress = (uint16_t)(j + 1);
+    else if (r->rule < o->policy.n_rules)
+      o->policy.rules[r->rule].egress = (uint16_t)(j + 1);
+  }
 }
 
 static void set_allow(parse_ctx *c, const key_def *k, const char *v) { add_rule(c, k, v, false); }
@@ -865,6 +1036,7 @@ static const key_def tunnel_keys[] = {
      TUN(upstream_user_timeout_ms), 0, 0},
     {"downstream_keepalive", K_DOWN_KEEPALIVE, false, set_duration, TUN(downstream_keepalive_ms),
      0, 0},
+    {"egress", K_TUNNEL_EGRESS, false, set_tunnel_egress, 0, 0, 0},
     {"listen_tls", K_LISTEN_TLS, true, set_listen_tls, 0, 0, 0},
     {"tls_cert", K_TLS_CERT, false, set_path, TUN(tls_cert), 0, 0},
     {"tls_key", K_TLS_KEY, false, set_path, TUN(tls_key), 0, 0},
@@ -909,6 +1081,14 @@ static const key_def idm_keys[] = {
     {"login", K_IDM_LOGIN, false, set_login, 0, 0, 0},
     {"revocation_endpoint", K_IDM_REVOCATION_EP, false, set_url, IDM(revocation_endpoint), 0, 0},
     {"required_scope", K_IDM_REQUIRED_SCOPE, false, set_opt_string, IDM(required_scope), 0, 0},
+};
+
+/* Repeatable: every [egress NAME] section has them (last one wins). */
+static const key_def egress_keys[] = {
+    {"interface", K_EGRESS_INTERFACE, true, set_egress_interface, 0, 0, 0},
+    {"source", K_EGRESS_SOURCE, true, set_egress_source, 0, 0, 0},
+    {"dscp", K_EGRESS_DSCP, true, set_egress_dscp, 0, 0, 0},
+    {"mark", K_EGRESS_MARK, true, set_egress_mark, 0, 0, 0},
 };
 
 #define DNS(f) offsetof(gw_config, dns.f)
@@ -1098,10 +1278,17 @@ static char *find_or_comment(char *s, const char *chars) {
   return s;
 }
 
+static const section_def egress_section_def = {"egress", egress_keys,
+                                                sizeof egress_keys / sizeof egress_keys[0]};
+
 static void enter_section(parse_ctx *c, const char *name, size_t len) {
   char buf[GW_SHOW_MAX];
   char raw[GW_RAW_MAX];
   c->in_section = true;
+  if (len > 7 && memcmp(name, "egress ", 7) == 0) {
+    c->sect = egress_section(c, name + 7, len - 7) ? &egress_section_def : NULL;
+    return;
+  }
   c->sect = find_section(name, len);
   if (c->sect && c->sect->keys == idm_keys && !c->cfg->idm.enabled) {
     c->cfg->idm.enabled = true;
@@ -1410,6 +1597,7 @@ static void public_suffix_checks(parse_ctx *c) {
 }
 
 static void cross_checks(parse_ctx *c) {
+  resolve_egress_refs(c);
   idm_cross_checks(c);
   public_suffix_checks(c);
   splice_override(c);
@@ -1437,6 +1625,7 @@ static int parse(parse_ctx *c) {
     report(c, 0, "cannot read: %s", strerror(c->src.read_errno));
   else
     cross_checks(c);
+  free(c->egress_refs);
   free(c->psl);
   c->psl = NULL;
   if (c->oom)

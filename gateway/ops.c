@@ -431,8 +431,9 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
                       "connected", i->connected ? json_string(connected) : json_null(), "state",
                       info_state(i), "age_ms", (json_int_t)i->age_ms, "bytes_up",
                       (json_int_t)i->bytes_up, "bytes_down", (json_int_t)i->bytes_down));
-  json_object_set_new(json_array_get(l->a, json_array_size(l->a) - 1), "local",
-                      i->local ? json_string(local) : json_null());
+  json_t *row = json_array_get(l->a, json_array_size(l->a) - 1);
+  json_object_set_new(row, "local", i->local ? json_string(local) : json_null());
+  json_object_set_new(row, "egress", str_or_null(i->egress));
 }
 
 /* The value of name=... in a query string, or NULL. */

@@ -72,6 +72,8 @@ int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
                               sizeof(*src->clients));
   err = err ? err : dup_array((void **)&tmp.rate_exempt, src->rate_exempt, src->n_rate_exempt,
                               sizeof(*src->rate_exempt));
+  err = err ? err : dup_array((void **)&tmp.egress, src->egress, src->n_egress,
+                              sizeof(*src->egress));
   err = err ? err : dup_str(&tmp.tls_cert, src->tls_cert);
   err = err ? err : dup_str(&tmp.tls_key, src->tls_key);
   err = err ? err : dup_str(&tmp.client_ca, src->client_ca);
@@ -89,6 +91,9 @@ void tn_engine_opts_free(tn_engine_opts *o) {
   free(o->listen_tls);
   free(o->clients);
   free(o->rate_exempt);
+  free(o->egress);
+  o->egress = NULL;
+  o->n_egress = 0;
   free(o->tls_cert);
   free(o->tls_key);
   free(o->client_ca);

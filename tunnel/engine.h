@@ -64,6 +64,19 @@ typedef struct tn_exempt {
   char subject[TN_SUBJECT_MAX + 1];
 } tn_exempt;
 
+/* An egress: how upstream connections of the rules naming it leave the
+ * gateway ([egress NAME]). An egress only says how, never whether: the allow
+ * rules decide what is reached. */
+#define TN_EGRESS_NAME_MAX 32
+typedef struct tn_egress {
+  char name[TN_EGRESS_NAME_MAX + 1];
+  char interface[16];              /* SO_BINDTODEVICE; "" = none */
+  struct sockaddr_storage source;  /* bind address (port 0); ss_family 0 = none */
+  int dscp;                        /* 0..63 as IP_TOS / IPV6_TCLASS; -1 = not set */
+  uint32_t mark;                   /* SO_MARK, when has_mark */
+  bool has_mark;
+} tn_egress;
+
 typedef struct tn_engine_opts {
   struct sockaddr_storage *listen; /* plain listeners: HTTP/1.1, and h2c with prior knowledge */
   size_t n_listen;
@@ -94,6 +107,9 @@ typedef struct tn_engine_opts {
   uint64_t upstream_user_timeout_ms; /* TCP_USER_TIMEOUT upstream (30 s); 0 = the kernel's */
   uint64_t downstream_keepalive_ms;  /* TCP keepalive idle time on device sockets (60 s); 0 = off */
   tn_splice_mode splice;
+  tn_egress *egress;               /* [egress NAME] sections; rules refer to them by index + 1 */
+  size_t n_egress;
+  uint16_t default_egress;         /* [tunnel] egress: index + 1; 0 = none */
   tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
                         must outlive the engine; NULL: nothing is logged */
   tn_resolver *resolver; /* name lookups: not owned (copied as a pointer), must
@@ -180,6 +196,7 @@ typedef struct tn_tunnel_info {
   const char *target;               /* normalised "host:port", or NULL before parsing */
   const struct sockaddr *connected; /* NULL until connected */
   const struct sockaddr *local;     /* the gateway's upstream address:port; NULL until connected */
+  const char *egress;               /* the egress's name, or NULL for none */
   bool established;                 /* 200 sent, relaying */
   tn_result result;                 /* meaningful once closed */
   int status;                       /* HTTP status sent, 0 if none */

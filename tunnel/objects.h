@@ -149,6 +149,7 @@ typedef struct tn_setup {
   unsigned addrs_denied;         /* resolved addresses refused by allow_private */
   int last_connect_err;
   struct tn_race *race;          /* connection attempts (connect.c); NULL when none */
+  tn_egress egress;              /* how to leave (name "" = no egress) */
   char *pending;                 /* device bytes that arrived before the tunnel was up */
   size_t pending_len;
 } tn_setup;
@@ -172,6 +173,7 @@ struct tn_tunnel {
   struct sockaddr_in6 connected;
   struct sockaddr_in6 local;     /* the gateway's own upstream address:port, what the
                                     destination sees (for tracing a tunnel back) */
+  char egress[TN_EGRESS_NAME_MAX + 1]; /* its egress's name; "" = none */
   uint64_t started_ms;
   uint64_t request_ms;           /* request complete; 0 before */
   uint64_t connect_ms;           /* request to upstream connected; 0 if never */

@@ -415,15 +415,19 @@ void tn_policy_free(tn_policy *p) {
   memset(p, 0, sizeof(*p));
 }
 
-bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized) {
+const tn_rule *tn_policy_match(const tn_policy *p, const tn_authority *a, bool authorized) {
   if (!p || !a)
-    return false;
+    return NULL;
   for (size_t i = 0; i < p->n_rules; i++) {
     const tn_rule *r = &p->rules[i];
     if ((!r->when_authorized || authorized) && tn_rule_matches(r, a))
-      return true;
+      return r;
   }
-  return false;
+  return NULL;
+}
+
+bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized) {
+  return tn_policy_match(p, a, authorized) != NULL;
 }
 
 bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a) {

@@ -31,6 +31,8 @@ typedef struct tn_rule {
   tn_cidr cidr;                  /* CIDR rules: matches IP-literal targets only */
   bool when_authorized;          /* allow_when_authorized: only while the gateway
                                     holds a valid access token (set by the caller) */
+  uint16_t egress;               /* the engine's opts.egress[egress - 1]; 0: the default
+                                    (set by the caller: an egress never widens a rule) */
 } tn_rule;
 
 /* Parses one allow rule. Names are normalised like tn_authority_parse (lower
@@ -65,6 +67,8 @@ void tn_policy_free(tn_policy *p);
 /* authorized: whether the gateway currently holds a valid access token;
  * rules marked when_authorized match only then. */
 bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized);
+/* The first rule that allows a (as tn_policy_allows_target), or NULL. */
+const tn_rule *tn_policy_match(const tn_policy *p, const tn_authority *a, bool authorized);
 /* True when a when_authorized rule would match: used to say "limited
  * service" instead of a plain "not allowed" in the log. */
 bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a);

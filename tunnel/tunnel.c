@@ -149,7 +149,8 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
     tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
     return;
   }
-  if (!tn_policy_allows_target(&o->policy, &t->setup->auth, tn__authorized(e))) {
+  const tn_rule *rule = tn_policy_match(&o->policy, &t->setup->auth, tn__authorized(e));
+  if (!rule) {
     /* The reason is the access log's `close` field and the 403 body. */
     if (tn_policy_needs_authorization(&o->policy, &t->setup->auth)) {
       tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
@@ -160,6 +161,12 @@ void tn__tunnel_request(tn_tunnel *t, const char *authority, size_t len) {
     log_refusal(t, "no allow rule matches");
     tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
     return;
+  }
+  /* The rule's egress, else [tunnel] egress: copied, a reload may change them. */
+  uint16_t eg = rule->egress ? rule->egress : o->default_egress;
+  if (eg && eg <= o->n_egress) {
+    t->setup->egress = o->egress[eg - 1];
+    memcpy(t->egress, t->setup->egress.name, sizeof(t->egress));
   }
   if (!tn__admit(e, t)) {
     log_refusal(t, "tunnel limit reached");
@@ -208,7 +215,8 @@ void tn__tunnel_log_opened(tn_tunnel *t) {
          TN_S("proto", t->proto->name), TN_S("client", a.client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
-         TN_S("local", a.local), TN_U("connect_ms", t->connect_ms), TN_LOG_END);
+         TN_S("local", a.local), TN_S("egress", t->egress[0] ? t->egress : "-"),
+         TN_U("connect_ms", t->connect_ms), TN_LOG_END);
 }
 
 static void access_log(tn_tunnel *t) {
@@ -222,7 +230,7 @@ static void access_log(tn_tunnel *t) {
          TN_S("proto", t->proto->name), TN_S("client", a.client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
-         TN_S("local", a.local),
+         TN_S("local", a.local), TN_S("egress", t->egress[0] ? t->egress : "-"),
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),
          TN_S("close", t->close_reason ? t->close_reason : "-"), TN_U("bytes_up", t->bytes_up),
          TN_U("bytes_down", t->bytes_down),
@@ -307,6 +315,7 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->target = t->target;
   info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
   info->local = t->local.sin6_family ? (const struct sockaddr *)&t->local : NULL;
+  info->egress = t->egress[0] ? t->egress : NULL;
   info->established = t->status == 200;
   info->result = t->result;
   info->status = t->status;

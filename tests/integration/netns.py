@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -34,6 +35,7 @@ class Uplink:
         octets = lambda n: f"10.200.{(base + n) >> 8 & 255}.{(base + n) & 255}"
         self.gw_addr, self.addr = octets(1), octets(2)
         self.procs = []
+        self.seen = []  # "ADDR:PORT" of each peer the echo servers saw
         try:
             ip("netns", "add", self.ns)
             ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if)
@@ -54,10 +56,20 @@ class Uplink:
         """The uplink is gone: its far end goes down; packets to it vanish."""
         self.exec_ip("link", "set", self.peer_if, "down")
 
-    def echo_server(self):
-        """An echo server inside the namespace on ADDR:port; returns port."""
+    def serve_address(self, addr, metric):
+        """addr (a /32) answers inside the namespace, reached from here
+        through this uplink (a host route with metric): the same address may
+        be served by several uplinks, as an MC server behind two PDNs."""
+        self.exec_ip("addr", "add", f"{addr}/32", "dev", "lo")
+        ip("route", "add", f"{addr}/32", "via", self.addr, "dev", self.host_if, "metric",
+           str(metric))
+
+    def echo_server(self, addr=None, port=0):
+        """An echo server inside the namespace on addr (default ADDR):port;
+        returns the port. It prints "peer ADDR PORT" for each echo
+        (peers())."""
         code = ("import socket,threading,sys\n"
-                f"s=socket.socket();s.bind(('{self.addr}',0));s.listen(16)\n"
+                f"s=socket.socket();s.bind(('{addr or self.addr}',{port}));s.listen(16)\n"
                 "print(s.getsockname()[1],flush=True)\n"
                 "def echo(c):\n"
                 "  with c:\n"
@@ -71,7 +83,15 @@ class Uplink:
         p = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
                              stdout=subprocess.PIPE, text=True)
         self.procs.append(p)
-        return int(p.stdout.readline())
+        port = int(p.stdout.readline())
+        threading.Thread(target=self._peers, args=(p,), daemon=True).start()
+        return port
+
+    def _peers(self, p):
+        for line in p.stdout:
+            if line.startswith("peer "):
+                _, a, port = line.split()
+                self.seen.append(f"{a}:{port}")
 
     def close(self):
         for p in self.procs:
