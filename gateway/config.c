@@ -101,6 +101,7 @@ enum key_id {
   K_EGRESS_DSCP,
   K_EGRESS_MARK,
   K_TUNNEL_EGRESS,
+  K_IDM_EGRESS,
   K_DNS_SERVERS,
   K_DNS_TIMEOUT,
   K_DNS_TRIES,
@@ -145,7 +146,7 @@ typedef struct raw_line {
 
 /* A use of an egress by name (a rule's egress=NAME, [tunnel] egress),
  * resolved once every [egress NAME] section is known. rule: the policy's
- * rule index, or SIZE_MAX for [tunnel] egress. */
+ * rule index, or EGRESS_REF_TUNNEL / EGRESS_REF_IDM for [tunnel] / [idm] egress. */
 typedef struct egress_ref {
   int line;
   size_t rule;
@@ -621,8 +622,15 @@ static void add_rule(parse_ctx *c, const key_def *k, const char *value, bool whe
     c->oom = true;
 }
 
+#define EGRESS_REF_TUNNEL SIZE_MAX      /* [tunnel] egress */
+#define EGRESS_REF_IDM (SIZE_MAX - 1)   /* [idm] egress */
+
 static void set_tunnel_egress(parse_ctx *c, const key_def *k, const char *v) {
-  egress_ref_add(c, k, v, SIZE_MAX);
+  egress_ref_add(c, k, v, EGRESS_REF_TUNNEL);
+}
+
+static void set_idm_egress(parse_ctx *c, const key_def *k, const char *v) {
+  egress_ref_add(c, k, v, EGRESS_REF_IDM);
 }
 
 /* ---- [egress NAME] ---- */
@@ -721,8 +729,10 @@ static void resolve_egress_refs(parse_ctx *c) {
       report(c, r->line, "unknown egress '%s' (no [egress %s] section)", r->name, r->name);
       continue;
     }
-    if (r->rule == SIZE_MAX)
+    if (r->rule == EGRESS_REF_TUNNEL)
       o->default_egress = (uint16_t)(j + 1);
+    else if (r->rule == EGRESS_REF_IDM)
+      c->cfg->idm.egress = (uint16_t)(j + 1);
     else if (r->rule < o->policy.n_rules)
       o->policy.rules[r->rule].egress = (uint16_t)(j + 1);
   }
@@ -1081,6 +1091,7 @@ static const key_def idm_keys[] = {
     {"login", K_IDM_LOGIN, false, set_login, 0, 0, 0},
     {"revocation_endpoint", K_IDM_REVOCATION_EP, false, set_url, IDM(revocation_endpoint), 0, 0},
     {"required_scope", K_IDM_REQUIRED_SCOPE, false, set_opt_string, IDM(required_scope), 0, 0},
+    {"egress", K_IDM_EGRESS, false, set_idm_egress, 0, 0, 0},
 };
 
 /* Repeatable: every [egress NAME] section has them (last one wins). */

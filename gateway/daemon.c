@@ -153,6 +153,14 @@ typedef enum {
                     the old login logged out (revoked), a new instance */
 } idm_change;
 
+/* [idm] egress, or what its [egress NAME] section says, changed. */
+static bool idm_egress_differs(const gw_config *old, const gw_config *fresh) {
+  uint16_t a = old->idm.egress, b = fresh->idm.egress;
+  if (!a || !b)
+    return a != b;
+  return memcmp(&old->tunnel.egress[a - 1], &fresh->tunnel.egress[b - 1], sizeof(tn_egress)) != 0;
+}
+
 static idm_change classify_idm_change(const gw_config *old, const gw_config *fresh) {
   const gw_idm_config *a = &old->idm, *b = &fresh->idm;
   if (!a->enabled && !b->enabled)
@@ -173,7 +181,7 @@ static idm_change classify_idm_change(const gw_config *old, const gw_config *fre
   for (size_t i = 0; i < sizeof pa / sizeof pa[0]; i++)
     if (str_differs(pa[i], pb[i]))
       return IDM_RESTART;
-  if (a->login != b->login)
+  if (a->login != b->login || idm_egress_differs(old, fresh))
     return IDM_RESTART;
   return a->refresh_before_ms != b->refresh_before_ms ? IDM_TIMING : IDM_SAME;
 }
@@ -308,7 +316,8 @@ static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm
   default_redirect_uri(d, cfg, redirect, sizeof redirect);
   gw_idm_opts o = {.cfg = &cfg->idm, .state_dir = cfg->state_dir, .redirect_uri = redirect,
                    .on_authorized = on_idm_authorized, .arg = d, .deferred = deferred,
-                   .resolver = &d->idm_resolver};
+                   .resolver = &d->idm_resolver,
+                   .egress = cfg->idm.egress ? &cfg->tunnel.egress[cfg->idm.egress - 1] : NULL};
   if (gw_idm_start(&d->loop, &o, out, err, sizeof err) != 0) {
     gw_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
     return UV_EINVAL;

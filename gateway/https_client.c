@@ -62,6 +62,8 @@ struct gw_https_ctx {
   https_proxy *proxy; /* NULL: direct */
   char *client_cert;  /* its file, for messages; NULL: none */
   gw_https_resolver resolver; /* start NULL: uv_getaddrinfo */
+  gw_https_socket_fn socket_setup; /* or NULL */
+  void *socket_arg;
 };
 
 enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
@@ -89,6 +91,8 @@ struct gw_https_req {
   bool addrs_ours;  /* addrs is one malloc'd block (from the resolver), not getaddrinfo's */
   gw_https_resolver resolver;
   void *lookup;     /* the resolver's pending lookup */
+  gw_https_socket_fn socket_setup;
+  void *socket_arg;
   int last_connect_err;
   bool resolving, tcp_open, connected;
   int handles; /* open uv handles */
@@ -1152,6 +1156,22 @@ static void on_connect(uv_connect_t *c, int status) {
   proxy_tls_step(r);
 }
 
+/* The TCP handle for the next attempt: with the socket hook, its socket is
+ * made now (uv_tcp_init_ex) so the hook can set it up before connect. */
+/* *inited: whether the handle exists (to be closed) whatever the result. */
+static int tcp_for(gw_https_req *r, int family, bool *inited) {
+  *inited = false;
+  int err = r->socket_setup ? uv_tcp_init_ex(r->loop, &r->tcp, (unsigned)family)
+                            : uv_tcp_init(r->loop, &r->tcp);
+  if (err)
+    return err;
+  *inited = true;
+  uv_os_fd_t fd;
+  if (r->socket_setup && (err = uv_fileno((uv_handle_t *)&r->tcp, &fd)) == 0)
+    err = r->socket_setup(r->socket_arg, fd, family);
+  return err;
+}
+
 static void try_next_address(gw_https_req *r) {
   char detail[HTTPS_DETAIL_MAX];
   if (!r->next_addr) {
@@ -1162,12 +1182,18 @@ static void try_next_address(gw_https_req *r) {
   }
   struct addrinfo *ai = r->next_addr;
   r->next_addr = ai->ai_next;
-  uv_tcp_init(r->loop, &r->tcp);
+  bool inited;
+  int err = tcp_for(r, ai->ai_family, &inited);
+  if (!inited) {
+    r->last_connect_err = err;
+    return try_next_address(r);
+  }
   r->tcp.data = r;
   r->tcp_open = true;
   r->handles++;
   r->connect_req.data = r;
-  int err = uv_tcp_connect(&r->connect_req, &r->tcp, ai->ai_addr, on_connect);
+  if (err == 0)
+    err = uv_tcp_connect(&r->connect_req, &r->tcp, ai->ai_addr, on_connect);
   if (err)
     on_connect(&r->connect_req, err);
 }
@@ -1231,6 +1257,12 @@ static void on_resolver_done(void *arg, const char *err, const struct sockaddr_s
 void gw_https_ctx_set_resolver(gw_https_ctx *c, const gw_https_resolver *r) {
   c->resolver = *r;
 }
+
+void gw_https_ctx_set_socket_setup(gw_https_ctx *c, gw_https_socket_fn setup, void *arg) {
+  c->socket_setup = setup;
+  c->socket_arg = arg;
+}
+
 
 /* Starts the lookup of the peer: the context's resolver, else getaddrinfo.
  * 0, or non-zero when it cannot start. */
@@ -1334,6 +1366,8 @@ int gw_https_request(uv_loop_t *loop, gw_https_ctx *ctx, const gw_https_request_
              r->url.host, r->url.port);
   }
   r->resolver = ctx->resolver;
+  r->socket_setup = ctx->socket_setup;
+  r->socket_arg = ctx->socket_arg;
   int err = start_resolve(r);
   if (err) {
     r->finished = true; /* no callback: the caller gets the error */

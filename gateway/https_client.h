@@ -86,6 +86,13 @@ typedef struct gw_https_resolver {
 } gw_https_resolver;
 void gw_https_ctx_set_resolver(gw_https_ctx *c, const gw_https_resolver *r);
 
+/* A hook for every TCP socket requests made with a context open, before its
+ * connect: setup(arg, fd, family) returns 0, or a negative errno that fails
+ * that address like a refused connect. The daemon sets it for [idm] egress
+ * (the socket options of an [egress NAME]); arg must outlive the requests. */
+typedef int (*gw_https_socket_fn)(void *arg, int fd, int family);
+void gw_https_ctx_set_socket_setup(gw_https_ctx *c, gw_https_socket_fn setup, void *arg);
+
 /* Requests in flight keep what they need; freeing the context is safe. */
 void gw_https_ctx_free(gw_https_ctx *c);
 

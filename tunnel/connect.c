@@ -16,12 +16,10 @@
  * (every attempt failed; dns_nxdomain, dns_error), 503 (out of
  * descriptors), 504 (dns_timeout; connect_timeout, from the sweep). */
 #include <errno.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -136,49 +134,6 @@ static void set_upstream_options(int fd, const tn_engine_opts *o) {
   }
 }
 
-/* The egress's socket options: interface, firewall mark, DSCP, source
- * address. 0, or a negative error (an address of the other family than
- * the source's: UV_EAFNOSUPPORT, that address is skipped). */
-static int set_egress_options(int fd, const tn_egress *eg, int family) {
-  if (!eg->name[0]) /* no egress */
-    return 0;
-  if (eg->interface[0] &&
-      setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, eg->interface, (socklen_t)strlen(eg->interface)))
-    return -errno;
-  if (eg->has_mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &eg->mark, sizeof eg->mark))
-    return -errno;
-  if (eg->dscp >= 0) {
-    int tos = eg->dscp << 2;
-    if (family == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_TOS, &tos, sizeof tos)
-                          : setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos))
-      return -errno;
-  }
-  if (eg->source.ss_family) {
-    if (eg->source.ss_family != family)
-      return UV_EAFNOSUPPORT;
-    socklen_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-    if (bind(fd, (const struct sockaddr *)&eg->source, len) != 0)
-      return -errno;
-  }
-  return 0;
-}
-
-/* Whether the egress's interface exists and is up (no interface: true). */
-static bool egress_up(const tn_egress *eg) {
-  if (!eg->interface[0])
-    return true;
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return true; /* cannot tell: let the connect say */
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  memcpy(ifr.ifr_name, eg->interface, strnlen(eg->interface, IFNAMSIZ - 1));
-  bool up = ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_UP) &&
-            (ifr.ifr_flags & IFF_RUNNING);
-  close(fd);
-  return up;
-}
-
 static void attempt_failed(tn_attempt *a, int err);
 static void on_attempt(uv_poll_t *p, int status, int events);
 static void try_next(tn_race *r);
@@ -232,7 +187,7 @@ static int attempt_start(tn_race *r, tn_attempt *a, const tn_dns_addr *addr) {
   if (fd < 0)
     return -errno;
   set_upstream_options(fd, tn__opts(t->engine));
-  int eerr = set_egress_options(fd, &t->setup->egress, addr->sa.sa_family);
+  int eerr = tn_egress_apply(fd, &t->setup->egress, addr->sa.sa_family);
   if (eerr) {
     close(fd);
     return eerr;
@@ -346,7 +301,7 @@ static void attempt_failed(tn_attempt *a, int err) {
 static void race_start(tn_tunnel *t) {
   tn_setup *s = t->setup;
   t->phase = TN_PHASE_CONNECTING;
-  if (!egress_up(&s->egress)) { /* fail fast; other egresses are not concerned */
+  if (!tn_egress_up(&s->egress)) { /* fail fast; other egresses are not concerned */
     tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "egress_down", TN_U("id", t->id),
            TN_S("egress", s->egress.name), TN_S("interface", s->egress.interface), TN_LOG_END);
     tn__tunnel_fail(t, TN_RESULT_CONNECT_FAILED, 502, "egress_down");

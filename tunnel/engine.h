@@ -77,6 +77,14 @@ typedef struct tn_egress {
   bool has_mark;
 } tn_egress;
 
+/* Applies eg to a socket of family (AF_INET, AF_INET6) before its connect:
+ * SO_BINDTODEVICE, SO_MARK, IP_TOS/IPV6_TCLASS, bind to the source. 0 (also
+ * for NULL or an unnamed egress), a negative errno, or UV_EAFNOSUPPORT when
+ * the source is of the other family (that address cannot be used). */
+int tn_egress_apply(int fd, const tn_egress *eg, int family);
+/* Whether eg's interface exists and is up and running (true without one). */
+bool tn_egress_up(const tn_egress *eg);
+
 typedef struct tn_engine_opts {
   struct sockaddr_storage *listen; /* plain listeners: HTTP/1.1, and h2c with prior knowledge */
   size_t n_listen;
