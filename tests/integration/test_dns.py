@@ -6,6 +6,7 @@ The daemon runs in a mount namespace whose /etc/hosts holds localhost only
 [dns] servers; nothing leaves this machine."""
 
 import concurrent.futures
+import subprocess
 import time
 
 import pytest
@@ -295,3 +296,25 @@ def test_happy_eyeballs_blackholed_aaaa(gateway, dnsmasq):
         assert rec["connected"] == f"127.0.0.1:{port}", rec
     finally:
         close()
+
+
+@pytest.mark.timeout(30)
+def test_check_dns_section(tmp_path):
+    """mcgw check takes the [dns] keys and names a bad value by FILE:LINE."""
+    conf = tmp_path / "mcgw.ini"
+    conf.write_text("[tunnel]\nlisten = 127.0.0.1:0\n[dns]\n"
+                    "servers = 10.0.0.53, 10.0.0.54:5353, [fd00::53]:53\n"
+                    "timeout = 500ms\ntries = 3\ncache_max_ttl = 1m\ncache_size = 10\n"
+                    "negative_ttl = 5s\nstale_ttl = 0s\n")
+    ok = subprocess.run([str(mcgwtest.BIN), "check", "-c", str(conf)], capture_output=True,
+                        text=True, timeout=20)
+    assert ok.returncode == 0, ok.stderr
+    conf.write_text("[tunnel]\nlisten = 127.0.0.1:0\n[dns]\n"
+                    "servers = dns.example\n"   # line 4
+                    "tries = 0\n"               # line 5
+                    "timeout = 2\n")            # line 6
+    bad = subprocess.run([str(mcgwtest.BIN), "check", "-c", str(conf)], capture_output=True,
+                         text=True, timeout=20)
+    assert bad.returncode != 0
+    for line, key in ((4, "servers"), (5, "tries"), (6, "timeout")):
+        assert f"{conf}:{line}: {key}:" in bad.stderr, bad.stderr
