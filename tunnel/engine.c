@@ -65,6 +65,12 @@ static int dup_str(char **dst, const char *src) {
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
   tn_engine_opts tmp = *src;
   memset(&tmp.policy, 0, sizeof(tmp.policy));
+  /* Nothing of src's in tmp: a failure part way frees tmp's copies only. */
+  tmp.listen = tmp.listen_tls = NULL;
+  tmp.clients = NULL;
+  tmp.rate_exempt = NULL;
+  tmp.egress = NULL;
+  tmp.tls_cert = tmp.tls_key = tmp.client_ca = NULL;
   int err = dup_array((void **)&tmp.listen, src->listen, src->n_listen, sizeof(*src->listen));
   err = err ? err : dup_array((void **)&tmp.listen_tls, src->listen_tls, src->n_listen_tls,
                               sizeof(*src->listen_tls));
