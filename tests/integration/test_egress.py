@@ -6,6 +6,7 @@ an egress whose interface is down (502 egress_down, the other unaffected),
 and mcgw check's errors."""
 
 import random
+import socket
 import shutil
 import subprocess
 import threading
@@ -15,6 +16,7 @@ import pytest
 import mcgwtest
 from mcgwtest import echo_roundtrip, open_tunnel, wait_until
 from netns import Uplink, require_netns
+from test_udp import closed_record, connect_udp, datagram, h2c, udp_target
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -93,6 +95,29 @@ def test_egress_down_fails_fast_and_alone(mcgw_with, two_uplinks):
     assert rec["close"] == "egress_down" and rec["egress"] == "up2", rec
     t.close()
     assert through(gw, f"{server}:{PORT_A}")["egress"] == "up1"  # the other egress is fine
+
+
+def test_allow_udp_rule_egress(mcgw_with):
+    """An allow_udp rule's egress=NAME: the CONNECT-UDP tunnel's socket gets
+    the egress's options before its connect (the target receives the DSCP in
+    the datagram's TOS byte) and the access log names it, with local=."""
+    target = udp_target()
+    target.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTOS", 13), 1)
+    port = target.getsockname()[1]
+    gw = mcgw_with({"egress media": {"dscp": 46, "mark": 7}},
+                   allow_udp=f"127.0.0.1:{port} egress=media")
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    assert s.status == 200, s
+    client.send(s, datagram(b"which way?"))
+    data, anc, _, peer = target.recvmsg(2048, socket.CMSG_SPACE(4))
+    assert data == b"which way?"
+    tos = [c[2][0] for c in anc if c[0] == socket.IPPROTO_IP and c[1] == socket.IP_TOS]
+    assert tos and tos[0] >> 2 == 46, anc
+    client.end(s)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["egress"] == "media" and rec["local"] == "%s:%d" % peer, rec
+    client.close()
 
 
 def test_dscp_on_the_wire(mcgw_with, two_uplinks, tmp_path):
