@@ -42,9 +42,10 @@ static void handle_status(gw_admin_req *req, void *arg) {
                    strlen(gw_admin_req_path(req)), strlen(gw_admin_req_query(req)),
                    auth ? strlen(auth) : 0, accept ? strlen(accept) : 0, host ? strlen(host) : 0,
                    body_len);
-  if (gw_admin_req_path(req)[1] == 's') /* also the JSON helper, with a fixed document */
+  if (gw_admin_req_path(req)[1] == 's') { /* also the JSON helper, with a fixed document */
     gw_admin_respond_json(req, 200, json_pack("{s:i}", "n", n));
     return;
+  }
   gw_admin_respond_text(req, 200, text);
 }
 
