@@ -1,6 +1,7 @@
 /* Asynchronous HTTPS client. See https_client.h.
  *
- * Life of a request: resolve (uv_getaddrinfo) -> connect to each address in
+ * Life of a request: resolve (the context's resolver, else uv_getaddrinfo) ->
+ * connect to each address in
  * turn -> TLS handshake through memory BIOs -> write the request -> parse the
  * response with llhttp -> finish() calls back once -> every handle closes ->
  * free. finish() is the only place that ends a request; a cancelled request
@@ -180,7 +181,9 @@ static void req_free(csc1_https_req *r) {
   nghttp2_session_del(r->h2);
   SSL_free(r->pssl);
   csc1__https_proxy_unref(r->proxy);
-  if (r->addrs)
+  if (r->addrs && r->addrs_ours)
+    free(r->addrs);
+  else if (r->addrs)
     uv_freeaddrinfo(r->addrs);
   SSL_free(r->ssl); /* frees both BIOs */
   SSL_CTX_free(r->ssl_ctx);
@@ -201,8 +204,13 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 static void close_handles(csc1_https_req *r) {
-  if (r->resolving)
+  if (r->resolving && r->lookup) { /* the resolver's: cancelled at once, no callback */
+    r->resolver.cancel(r->resolver.ctx, r->lookup);
+    r->lookup = NULL;
+    r->resolving = false;
+  } else if (r->resolving) {
     uv_cancel((uv_req_t *)&r->gai); /* its callback still runs, with UV_ECANCELED */
+  }
   if (!uv_is_closing((uv_handle_t *)&r->timer))
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
   if (r->tcp_open && !uv_is_closing((uv_handle_t *)&r->tcp))
@@ -689,6 +697,22 @@ static void on_connect(uv_connect_t *c, int status) {
   csc1__https_proxy_tls_step(r);
 }
 
+/* The TCP handle for the next attempt: with the socket hook, its socket is
+ * made now (uv_tcp_init_ex) so the hook can set it up before connect.
+ * *inited: whether the handle exists (to be closed) whatever the result. */
+static int tcp_for(csc1_https_req *r, int family, bool *inited) {
+  *inited = false;
+  int err = r->socket_setup ? uv_tcp_init_ex(r->loop, &r->tcp, (unsigned)family)
+                            : uv_tcp_init(r->loop, &r->tcp);
+  if (err)
+    return err;
+  *inited = true;
+  uv_os_fd_t fd;
+  if (r->socket_setup && (err = uv_fileno((uv_handle_t *)&r->tcp, &fd)) == 0)
+    err = r->socket_setup(r->socket_arg, fd, family);
+  return err;
+}
+
 static void try_next_address(csc1_https_req *r) {
   char detail[HTTPS_DETAIL_MAX];
   if (!r->next_addr) {
@@ -700,12 +724,19 @@ static void try_next_address(csc1_https_req *r) {
   }
   struct addrinfo *ai = r->next_addr;
   r->next_addr = ai->ai_next;
-  uv_tcp_init(r->loop, &r->tcp);
+  bool inited;
+  int err = tcp_for(r, ai->ai_family, &inited);
+  if (!inited) {
+    r->last_connect_err = err;
+    try_next_address(r);
+    return;
+  }
   r->tcp.data = r;
   r->tcp_open = true;
   r->handles++;
   r->connect_req.data = r;
-  int err = uv_tcp_connect(&r->connect_req, &r->tcp, ai->ai_addr, on_connect);
+  if (err == 0)
+    err = uv_tcp_connect(&r->connect_req, &r->tcp, ai->ai_addr, on_connect);
   if (err)
     on_connect(&r->connect_req, err);
 }
@@ -727,6 +758,73 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   }
   r->addrs = r->next_addr = res;
   try_next_address(r);
+}
+
+/* The resolver's answer as an addrinfo list in one block, ports set. */
+static struct addrinfo *addr_list(const struct sockaddr_storage *addrs, size_t n, uint16_t port) {
+  struct addrinfo *ai = calloc(n, sizeof(*ai) + sizeof(*addrs));
+  if (!ai)
+    return NULL;
+  struct sockaddr_storage *ss = (struct sockaddr_storage *)(ai + n);
+  for (size_t i = 0; i < n; i++) {
+    ss[i] = addrs[i];
+    ai[i].ai_family = ss[i].ss_family;
+    ai[i].ai_addr = (struct sockaddr *)&ss[i];
+    if (ss[i].ss_family == AF_INET) {
+      ((struct sockaddr_in *)&ss[i])->sin_port = htons(port);
+      ai[i].ai_addrlen = sizeof(struct sockaddr_in);
+    } else {
+      ((struct sockaddr_in6 *)&ss[i])->sin6_port = htons(port);
+      ai[i].ai_addrlen = sizeof(struct sockaddr_in6);
+    }
+    ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
+  }
+  return ai;
+}
+
+static void on_resolver_done(void *arg, const char *err, const struct sockaddr_storage *addrs,
+                             size_t n) {
+  csc1_https_req *r = arg;
+  char detail[HTTPS_DETAIL_MAX];
+  r->resolving = false;
+  r->lookup = NULL;
+  if (err || n == 0) {
+    snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host,
+             err ? err : "no address");
+    csc1__https_finish(r, CSC1_HTTPS_ERESOLVE, detail);
+    return;
+  }
+  if (!(r->addrs = r->next_addr = addr_list(addrs, n, r->peer->port))) {
+    csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
+    return;
+  }
+  r->addrs_ours = true;
+  try_next_address(r);
+}
+
+void csc1_https_ctx_set_resolver(csc1_https_ctx *c, const csc1_https_resolver *r) {
+  c->resolver = *r;
+}
+
+void csc1_https_ctx_set_socket_setup(csc1_https_ctx *c, csc1_https_socket_fn setup, void *arg) {
+  c->socket_setup = setup;
+  c->socket_arg = arg;
+}
+
+/* Starts the lookup of the peer: the context's resolver, else getaddrinfo.
+ * 0, or non-zero when it cannot start. */
+static int start_resolve(csc1_https_req *r) {
+  if (r->resolver.start) {
+    r->lookup = r->resolver.start(r->resolver.ctx, r->peer->host, on_resolver_done, r);
+    return r->lookup ? 0 : -1;
+  }
+  char port[8];
+  snprintf(port, sizeof port, "%u", r->peer->port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = r->peer->host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
+  r->gai.data = r;
+  return uv_getaddrinfo(r->loop, &r->gai, on_resolved, r->peer->host, port, &hints);
 }
 
 /* ---- request ------------------------------------------------------------- */
@@ -814,13 +912,10 @@ int csc1_https_request(uv_loop_t *loop, csc1_https_ctx *ctx, const csc1_https_re
     snprintf(r->authority, sizeof r->authority, r->url.host_is_v6 ? "[%s]:%u" : "%s:%u",
              r->url.host, r->url.port);
   }
-  char port[8];
-  snprintf(port, sizeof port, "%u", r->peer->port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = r->peer->host_is_ip ? AI_NUMERICHOST : AI_ADDRCONFIG};
-  r->gai.data = r;
-  int err = uv_getaddrinfo(loop, &r->gai, on_resolved, r->peer->host, port, &hints);
+  r->resolver = ctx->resolver;
+  r->socket_setup = ctx->socket_setup;
+  r->socket_arg = ctx->socket_arg;
+  int err = start_resolve(r);
   if (err) {
     r->finished = true; /* no callback: the caller gets the error */
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);

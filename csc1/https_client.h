@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 typedef struct csc1_https_ctx csc1_https_ctx;
@@ -70,6 +71,34 @@ typedef struct csc1_https_proxy_opts {
  * unchanged then. In csc1/https_proxy.c. */
 int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, char *err,
                              size_t errlen);
+
+/* How requests made with a context look names up, when set: the daemon
+ * passes its c-ares resolver (gateway/dns_link.h), so that no lookup waits
+ * on libuv's threadpool. Unset (the default): uv_getaddrinfo, for tools
+ * that run without the daemon (mcx-login).
+ * - start(ctx, host, done, arg) begins a lookup of host and returns a
+ *   handle, or NULL when it cannot start (done is then never called);
+ * - done(arg, err, addrs, n) is called exactly once, from the loop and
+ *   never from inside start, unless cancel(ctx, handle) came first: err
+ *   NULL and addrs[0..n) (ports 0; valid during the call only), or err a
+ *   static reason ("name not found", ...);
+ * - cancel(ctx, handle): done will not be called.
+ * The struct is copied; ctx must outlive every request. */
+typedef void (*csc1_https_resolved_fn)(void *arg, const char *err,
+                                     const struct sockaddr_storage *addrs, size_t n);
+typedef struct csc1_https_resolver {
+  void *(*start)(void *ctx, const char *host, csc1_https_resolved_fn done, void *arg);
+  void (*cancel)(void *ctx, void *lookup);
+  void *ctx;
+} csc1_https_resolver;
+void csc1_https_ctx_set_resolver(csc1_https_ctx *c, const csc1_https_resolver *r);
+
+/* A hook for every TCP socket requests made with a context open, before its
+ * connect: setup(arg, fd, family) returns 0, or a negative errno that fails
+ * that address like a refused connect. The daemon sets it for [idm] egress
+ * (the socket options of an [egress NAME]); arg must outlive the requests. */
+typedef int (*csc1_https_socket_fn)(void *arg, int fd, int family);
+void csc1_https_ctx_set_socket_setup(csc1_https_ctx *c, csc1_https_socket_fn setup, void *arg);
 
 /* Requests in flight keep what they need; freeing the context is safe. */
 void csc1_https_ctx_free(csc1_https_ctx *c);

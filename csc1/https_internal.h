@@ -42,6 +42,9 @@ struct csc1_https_ctx {
   SSL_CTX *ssl_ctx;
   https_proxy *proxy; /* NULL: direct */
   char *client_cert;  /* its file, for messages; NULL: none */
+  csc1_https_resolver resolver; /* start NULL: uv_getaddrinfo */
+  csc1_https_socket_fn socket_setup; /* or NULL */
+  void *socket_arg;
 };
 
 enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
@@ -64,6 +67,11 @@ struct csc1_https_req {
   uv_timer_t timer;
   uv_connect_t connect_req;
   struct addrinfo *addrs, *next_addr;
+  bool addrs_ours;  /* addrs is one malloc'd block (from the resolver), not getaddrinfo's */
+  csc1_https_resolver resolver;
+  void *lookup;     /* the resolver's pending lookup */
+  csc1_https_socket_fn socket_setup;
+  void *socket_arg;
   int last_connect_err;
   bool resolving, tcp_open, connected;
   int handles; /* open uv handles */

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <libpsl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -95,6 +96,23 @@ enum key_id {
   K_IDM_LOGIN,
   K_IDM_REVOCATION_EP,
   K_IDM_REQUIRED_SCOPE,
+  K_ATTEMPT_DELAY,
+  K_UP_KEEPALIVE,
+  K_UP_USER_TIMEOUT,
+  K_DOWN_KEEPALIVE,
+  K_EGRESS_INTERFACE,
+  K_EGRESS_SOURCE,
+  K_EGRESS_DSCP,
+  K_EGRESS_MARK,
+  K_TUNNEL_EGRESS,
+  K_IDM_EGRESS,
+  K_DNS_SERVERS,
+  K_DNS_TIMEOUT,
+  K_DNS_TRIES,
+  K_DNS_CACHE_MAX_TTL,
+  K_DNS_CACHE_SIZE,
+  K_DNS_NEGATIVE_TTL,
+  K_DNS_STALE_TTL,
   K_COUNT_
 };
 
@@ -130,6 +148,15 @@ typedef struct raw_line {
   bool nul;     /* the line holds a NUL byte */
 } raw_line;
 
+/* A use of an egress by name (a rule's egress=NAME, [tunnel] egress),
+ * resolved once every [egress NAME] section is known. rule: the policy's
+ * rule index, or EGRESS_REF_TUNNEL / EGRESS_REF_IDM for [tunnel] / [idm] egress. */
+typedef struct egress_ref {
+  int line;
+  size_t rule;
+  char name[TN_EGRESS_NAME_MAX + 1];
+} egress_ref;
+
 /* A wildcard rule on a public suffix, decided once allow_public_suffix is known. */
 typedef struct psl_rule {
   int line;
@@ -152,6 +179,8 @@ typedef struct parse_ctx {
   bool oom;
   psl_rule *psl; /* freed by parse() */
   size_t n_psl;
+  egress_ref *egress_refs; /* names of egresses used, resolved at the end; freed by parse() */
+  size_t n_egress_refs;
 } parse_ctx;
 
 /* ---- messages ---------------------------------------------------------- */
@@ -530,13 +559,57 @@ static void check_rule_width(parse_ctx *c, const key_def *k, const tn_rule *r, c
          r->cidr.family == AF_INET ? "more than 65536" : "more than a site's /48 of");
 }
 
+/* Records a use of egress name on this line, for resolve_egress_refs. */
+static bool egress_ref_add(parse_ctx *c, const key_def *k, const char *name, size_t rule) {
+  if (!*name || strlen(name) > TN_EGRESS_NAME_MAX) {
+    value_error(c, k, name, "expected the name of an [egress NAME] section");
+    return false;
+  }
+  egress_ref *refs = realloc(c->egress_refs, (c->n_egress_refs + 1) * sizeof(*refs));
+  if (!refs) {
+    c->oom = true;
+    return false;
+  }
+  c->egress_refs = refs;
+  egress_ref *r = &refs[c->n_egress_refs++];
+  r->line = c->lineno;
+  r->rule = rule;
+  snprintf(r->name, sizeof r->name, "%s", name);
+  return true;
+}
+
+/* "RULE" or "RULE egress=NAME": v is cut after RULE, *egress is NAME or
+ * NULL. False when something else follows RULE. */
+static bool split_egress(char *v, const char **egress) {
+  *egress = NULL;
+  char *sp = strpbrk(v, " \t");
+  if (!sp)
+    return true;
+  *sp++ = '\0';
+  sp += strspn(sp, " \t");
+  if (strncmp(sp, "egress=", 7) != 0)
+    return false;
+  *egress = sp + 7;
+  return true;
+}
+
 /* An allow rule; when_authorized: it matches only while the gateway holds a
  * valid access token (limited service otherwise); udp: an allow_udp rule
- * (port ranges allowed), else a TCP one. */
-static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_authorized,
+ * (port ranges allowed), else a TCP one. Either takes "RULE egress=NAME". */
+static void add_rule(parse_ctx *c, const key_def *k, const char *value, bool when_authorized,
                      bool udp) {
   tn_rule rule;
   const char *why = NULL;
+  char v[GW_RAW_MAX];
+  snprintf(v, sizeof v, "%s", value);
+  const char *egress;
+  if (!split_egress(v, &egress)) {
+    char buf[GW_SHOW_MAX];
+    c->bad[k->id] = true;
+    report(c, c->lineno, "%s: expected 'RULE' or 'RULE egress=NAME' in '%s'", k->name,
+           shown(k, value, buf, sizeof buf));
+    return;
+  }
   if ((udp ? tn_rule_parse_udp(v, &rule, &why) : tn_rule_parse(v, &rule, &why)) != 0) {
     char buf[GW_SHOW_MAX];
     c->bad[k->id] = true;
@@ -548,6 +621,9 @@ static void add_rule(parse_ctx *c, const key_def *k, const char *v, bool when_au
   tn_rule_format(&rule, text, sizeof text);
   check_rule_width(c, k, &rule, text);
   rule.when_authorized = when_authorized;
+  rule.egress = 0;
+  if (egress && !egress_ref_add(c, k, egress, c->cfg->tunnel.policy.n_rules))
+    return;
   if (tn_policy_add(&c->cfg->tunnel.policy, &rule) != 0)
     c->oom = true;
 }
@@ -571,6 +647,122 @@ static void set_udp_payload(parse_ctx *c, const key_def *k, const char *v) {
     value_error(c, k, v, "expected a size from 1B to 65527B, like 1500B");
   else
     *(uint32_t *)field(c, k) = (uint32_t)n;
+}
+
+#define EGRESS_REF_TUNNEL SIZE_MAX      /* [tunnel] egress */
+#define EGRESS_REF_IDM (SIZE_MAX - 1)   /* [idm] egress */
+
+static void set_tunnel_egress(parse_ctx *c, const key_def *k, const char *v) {
+  egress_ref_add(c, k, v, EGRESS_REF_TUNNEL);
+}
+
+static void set_idm_egress(parse_ctx *c, const key_def *k, const char *v) {
+  egress_ref_add(c, k, v, EGRESS_REF_IDM);
+}
+
+/* ---- [egress NAME] ---- */
+
+/* The section being read: the last of cfg->tunnel.egress. */
+static tn_egress *cur_egress(parse_ctx *c) { return &c->cfg->tunnel.egress[c->cfg->tunnel.n_egress - 1]; }
+
+static void set_egress_interface(parse_ctx *c, const key_def *k, const char *v) {
+  if (strlen(v) >= sizeof(cur_egress(c)->interface) || strchr(v, '/') || if_nametoindex(v) == 0) {
+    value_error(c, k, v, "no network interface of that name on this host");
+    return;
+  }
+  snprintf(cur_egress(c)->interface, sizeof(cur_egress(c)->interface), "%s", v);
+}
+
+/* A numeric address this host has: a socket can bind to it. */
+static void set_egress_source(parse_ctx *c, const key_def *k, const char *v) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+  socklen_t len = sizeof(*in);
+  if (inet_pton(AF_INET, v, &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+  } else if (inet_pton(AF_INET6, v, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    len = sizeof(*in6);
+  } else {
+    value_error(c, k, v, "expected an IP address");
+    return;
+  }
+  int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  bool ours = fd >= 0 && bind(fd, (struct sockaddr *)&ss, len) == 0;
+  if (fd >= 0)
+    close(fd);
+  if (!ours) {
+    value_error(c, k, v, "not an address of this host");
+    return;
+  }
+  cur_egress(c)->source = ss;
+}
+
+static void set_egress_dscp(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_uint(v, 63, &n) != 0)
+    value_error(c, k, v, "expected a DSCP value from 0 to 63");
+  else
+    cur_egress(c)->dscp = (int)n;
+}
+
+static void set_egress_mark(parse_ctx *c, const key_def *k, const char *v) {
+  uint64_t n;
+  if (parse_uint(v, UINT32_MAX, &n) != 0) {
+    value_error(c, k, v, "expected a firewall mark from 0 to 4294967295");
+    return;
+  }
+  cur_egress(c)->mark = (uint32_t)n;
+  cur_egress(c)->has_mark = true;
+}
+
+/* "[egress NAME]": a new egress; false (reported) for a bad or repeated name. */
+static bool egress_section(parse_ctx *c, const char *name, size_t len) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  if (len == 0 || len > TN_EGRESS_NAME_MAX || memchr(name, ' ', len)) {
+    report(c, c->lineno, "[egress NAME]: a name of 1 to %d characters without spaces",
+           TN_EGRESS_NAME_MAX);
+    return false;
+  }
+  for (size_t i = 0; i < o->n_egress; i++)
+    if (strlen(o->egress[i].name) == len && memcmp(o->egress[i].name, name, len) == 0) {
+      report(c, c->lineno, "[egress %.*s] is defined twice", (int)len, name);
+      return false;
+    }
+  tn_egress *eg = realloc(o->egress, (o->n_egress + 1) * sizeof(*eg));
+  if (!eg) {
+    c->oom = true;
+    return false;
+  }
+  o->egress = eg;
+  eg = &o->egress[o->n_egress++];
+  memset(eg, 0, sizeof(*eg));
+  memcpy(eg->name, name, len);
+  eg->dscp = -1;
+  return true;
+}
+
+/* Every egress=NAME and [tunnel] egress names a section. */
+static void resolve_egress_refs(parse_ctx *c) {
+  tn_engine_opts *o = &c->cfg->tunnel;
+  for (size_t i = 0; i < c->n_egress_refs; i++) {
+    const egress_ref *r = &c->egress_refs[i];
+    size_t j = 0;
+    while (j < o->n_egress && strcmp(o->egress[j].name, r->name) != 0)
+      j++;
+    if (j == o->n_egress) {
+      report(c, r->line, "unknown egress '%s' (no [egress %s] section)", r->name, r->name);
+      continue;
+    }
+    if (r->rule == EGRESS_REF_TUNNEL)
+      o->default_egress = (uint16_t)(j + 1);
+    else if (r->rule == EGRESS_REF_IDM)
+      c->cfg->idm.egress = (uint16_t)(j + 1);
+    else if (r->rule < o->policy.n_rules)
+      o->policy.rules[r->rule].egress = (uint16_t)(j + 1);
+  }
 }
 
 static void set_bool(parse_ctx *c, const key_def *k, const char *v) {
@@ -601,6 +793,56 @@ static void set_duration(parse_ctx *c, const key_def *k, const char *v) {
     value_error(c, k, v, "must be greater than 0s");
   else
     *(uint64_t *)field(c, k) = ms;
+}
+
+/* One DNS server: "ADDR" (port 53), "a.b.c.d:PORT" or "[v6]:PORT", as
+ * "ADDR:PORT" in out (TN_ADDRSTR_MAX). */
+static bool dns_server(const char *s, char *out) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, s, &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons(53);
+  } else if (inet_pton(AF_INET6, s, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(53);
+  } else if (strchr(s, '*') || tn_addr_parse_listen(s, &ss) != 0 || in->sin_port == 0) {
+    return false;
+  }
+  return tn_addr_format((struct sockaddr *)&ss, out, TN_ADDRSTR_MAX) == 0;
+}
+
+/* servers: addresses separated by commas or spaces, tried in order. */
+static void set_dns_servers(parse_ctx *c, const key_def *k, const char *v) {
+  char *copy = strdup(v), *save = NULL, *csv = NULL;
+  size_t len = 0;
+  if (!copy) {
+    c->oom = true;
+    return;
+  }
+  for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+    char one[TN_ADDRSTR_MAX];
+    if (!dns_server(tok, one)) {
+      value_error(c, k, v, "expected IP addresses, each with an optional port "
+                           "(10.0.0.1, 10.0.0.1:5353, [fd00::1]:53), separated by commas");
+      goto done;
+    }
+    char *grown = realloc(csv, len + strlen(one) + 2);
+    if (!grown) {
+      c->oom = true;
+      goto done;
+    }
+    csv = grown;
+    len += (size_t)sprintf(csv + len, "%s%s", len ? "," : "", one);
+  }
+  free(c->cfg->dns.servers);
+  c->cfg->dns.servers = csv; /* NULL for an empty value: /etc/resolv.conf */
+  csv = NULL;
+done:
+  free(csv);
+  free(copy);
 }
 
 static void set_allow_when_authorized(parse_ctx *c, const key_def *k, const char *v) {
@@ -823,6 +1065,13 @@ static const key_def tunnel_keys[] = {
     {"connect_timeout", K_CONNECT_TIMEOUT, false, set_duration, TUN(connect_timeout_ms), 1, 0},
     {"idle_timeout", K_IDLE_TIMEOUT, false, set_duration, TUN(idle_timeout_ms), 0, 0},
     {"drain_timeout", K_DRAIN_TIMEOUT, false, set_duration, TUN(drain_timeout_ms), 0, 0},
+    {"attempt_delay", K_ATTEMPT_DELAY, false, set_duration, TUN(attempt_delay_ms), 1, 0},
+    {"upstream_keepalive", K_UP_KEEPALIVE, false, set_duration, TUN(upstream_keepalive_ms), 0, 0},
+    {"upstream_user_timeout", K_UP_USER_TIMEOUT, false, set_duration,
+     TUN(upstream_user_timeout_ms), 0, 0},
+    {"downstream_keepalive", K_DOWN_KEEPALIVE, false, set_duration, TUN(downstream_keepalive_ms),
+     0, 0},
+    {"egress", K_TUNNEL_EGRESS, false, set_tunnel_egress, 0, 0, 0},
     {"listen_tls", K_LISTEN_TLS, true, set_listen_tls, 0, 0, 0},
     {"tls_cert", K_TLS_CERT, false, set_path, TUN(tls_cert), 0, 0},
     {"tls_key", K_TLS_KEY, false, set_path, TUN(tls_key), 0, 0},
@@ -872,6 +1121,27 @@ static const key_def idm_keys[] = {
     {"login", K_IDM_LOGIN, false, set_login, 0, 0, 0},
     {"revocation_endpoint", K_IDM_REVOCATION_EP, false, set_url, IDM(revocation_endpoint), 0, 0},
     {"required_scope", K_IDM_REQUIRED_SCOPE, false, set_opt_string, IDM(required_scope), 0, 0},
+    {"egress", K_IDM_EGRESS, false, set_idm_egress, 0, 0, 0},
+};
+
+/* Repeatable: every [egress NAME] section has them (last one wins). */
+static const key_def egress_keys[] = {
+    {"interface", K_EGRESS_INTERFACE, true, set_egress_interface, 0, 0, 0},
+    {"source", K_EGRESS_SOURCE, true, set_egress_source, 0, 0, 0},
+    {"dscp", K_EGRESS_DSCP, true, set_egress_dscp, 0, 0, 0},
+    {"mark", K_EGRESS_MARK, true, set_egress_mark, 0, 0, 0},
+};
+
+#define DNS(f) offsetof(gw_config, dns.f)
+
+static const key_def dns_keys[] = {
+    {"servers", K_DNS_SERVERS, false, set_dns_servers, 0, 0, 0},
+    {"timeout", K_DNS_TIMEOUT, false, set_duration, DNS(timeout_ms), 1, 0},
+    {"tries", K_DNS_TRIES, false, set_u32, DNS(tries), 1, 10},
+    {"cache_max_ttl", K_DNS_CACHE_MAX_TTL, false, set_duration, DNS(cache_max_ttl_ms), 0, 0},
+    {"cache_size", K_DNS_CACHE_SIZE, false, set_u32, DNS(cache_size), 0, 1000000},
+    {"negative_ttl", K_DNS_NEGATIVE_TTL, false, set_duration, DNS(negative_ttl_ms), 0, 0},
+    {"stale_ttl", K_DNS_STALE_TTL, false, set_duration, DNS(stale_ttl_ms), 0, 0},
 };
 
 #define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
@@ -880,6 +1150,7 @@ static const section_def sections[] = {
     SECTION("admin", admin_keys),
     SECTION("tunnel", tunnel_keys),
     SECTION("idm", idm_keys),
+    SECTION("dns", dns_keys),
 };
 
 static const section_def *find_section(const char *name, size_t len) {
@@ -1048,10 +1319,17 @@ static char *find_or_comment(char *s, const char *chars) {
   return s;
 }
 
+static const section_def egress_section_def = {"egress", egress_keys,
+                                                sizeof egress_keys / sizeof egress_keys[0]};
+
 static void enter_section(parse_ctx *c, const char *name, size_t len) {
   char buf[GW_SHOW_MAX];
   char raw[GW_RAW_MAX];
   c->in_section = true;
+  if (len > 7 && memcmp(name, "egress ", 7) == 0) {
+    c->sect = egress_section(c, name + 7, len - 7) ? &egress_section_def : NULL;
+    return;
+  }
   c->sect = find_section(name, len);
   if (c->sect && c->sect->keys == idm_keys && !c->cfg->idm.enabled) {
     c->cfg->idm.enabled = true;
@@ -1143,6 +1421,7 @@ static int ctx_init(parse_ctx *c, const char *name, gw_config *cfg, gw_config_er
   cfg->log_format = TN_LOG_TEXT;
   set_default_admin(cfg);
   tn_engine_opts_init(&cfg->tunnel);
+  tn_resolver_opts_init(&cfg->dns);
   cfg->idm.refresh_before_ms = GW_DEFAULT_REFRESH_BEFORE_MS;
   cfg->path = strdup(name);
   cfg->state_dir = strdup(GW_DEFAULT_STATE_DIR);
@@ -1363,6 +1642,7 @@ static void public_suffix_checks(parse_ctx *c) {
 }
 
 static void cross_checks(parse_ctx *c) {
+  resolve_egress_refs(c);
   idm_cross_checks(c);
   public_suffix_checks(c);
   splice_override(c);
@@ -1390,6 +1670,7 @@ static int parse(parse_ctx *c) {
     report(c, 0, "cannot read: %s", strerror(c->src.read_errno));
   else
     cross_checks(c);
+  free(c->egress_refs);
   free(c->psl);
   c->psl = NULL;
   if (c->oom)
@@ -1431,6 +1712,7 @@ void gw_config_free(gw_config *cfg) {
     return;
   free(cfg->path);
   free(cfg->state_dir);
+  free(cfg->dns.servers);
   gw_idm_config *m = &cfg->idm;
   char **strs[] = {&m->issuer, &m->authorization_endpoint, &m->token_endpoint, &m->jwks_uri,
                    &m->device_authorization_endpoint, &m->client_id, &m->client_secret_file,

@@ -34,6 +34,7 @@ typedef struct gw_idm_config {
   char *redirect_uri;                  /* NULL: http://{admin listener}/callback */
   char *scope;                         /* default "openid" */
   char *required_scope;                /* NULL: the 3gpp:mc:* scopes of scope; "" none */
+  uint16_t egress;                     /* [idm] egress: tunnel.egress[egress - 1]; 0 = none */
   char *acr_values;                    /* NULL or "": not sent */
   char *ca_file;                       /* NULL: the system trust store */
   char *tls_cert, *tls_key;            /* mutual TLS to the IdMS, or NULL */
@@ -71,6 +72,7 @@ typedef struct gw_config {
                                  than it seems to; `mcgw check` prints them, the daemon logs
                                  them at every start and reload */
   gw_idm_config idm;          /* [idm] */
+  tn_resolver_opts dns;       /* [dns]: servers as "ADDR:PORT,..." (c-ares's form) */
 } gw_config;
 
 /* Loads path into cfg (which it initialises with the defaults first).

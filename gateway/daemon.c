@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "gateway/dns_link.h"
 #include "gateway/ops/admin.h"
 #include "gateway/idm.h"
 #include "gateway/log.h"
@@ -21,6 +22,9 @@ typedef struct gw_daemon {
   uv_loop_t loop;
   gw_config cfg;
   tn_engine *engine;
+  tn_resolver *resolver; /* shared by the engine and identity management */
+  gw_dns_link dns_link;  /* identity management's view of it */
+  csc1_https_resolver idm_resolver;
   gw_admin *admin;
   gw_idm *idm; /* NULL without an [idm] section; the admin routes read this slot */
   gw_idm *retiring; /* replaced by a reload, logging out (revocation in flight) */
@@ -69,10 +73,17 @@ static void close_services(gw_daemon *d) {
   d->admin = NULL;
 }
 
+static void close_resolver(gw_daemon *d) {
+  if (d->resolver)
+    tn_resolver_close(d->resolver);
+  d->resolver = NULL;
+}
+
 static void on_drained(void *arg) {
   gw_daemon *d = arg;
   d->engine = NULL;
   close_services(d);
+  close_resolver(d); /* last: identity management looked names up with it */
   uv_close((uv_handle_t *)&d->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&d->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&d->sig_hup, on_signal_closed);
@@ -142,6 +153,14 @@ typedef enum {
                     the old login logged out (revoked), a new instance */
 } idm_change;
 
+/* [idm] egress, or what its [egress NAME] section says, changed. */
+static bool idm_egress_differs(const gw_config *old, const gw_config *fresh) {
+  uint16_t a = old->idm.egress, b = fresh->idm.egress;
+  if (!a || !b)
+    return a != b;
+  return memcmp(&old->tunnel.egress[a - 1], &fresh->tunnel.egress[b - 1], sizeof(tn_egress)) != 0;
+}
+
 static idm_change classify_idm_change(const gw_config *old, const gw_config *fresh) {
   const gw_idm_config *a = &old->idm, *b = &fresh->idm;
   if (!a->enabled && !b->enabled)
@@ -162,7 +181,7 @@ static idm_change classify_idm_change(const gw_config *old, const gw_config *fre
   for (size_t i = 0; i < sizeof pa / sizeof pa[0]; i++)
     if (str_differs(pa[i], pb[i]))
       return IDM_RESTART;
-  if (a->login != b->login)
+  if (a->login != b->login || idm_egress_differs(old, fresh))
     return IDM_RESTART;
   return a->refresh_before_ms != b->refresh_before_ms ? IDM_TIMING : IDM_SAME;
 }
@@ -230,6 +249,7 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
   }
   if (err == 0) {
     fresh.tunnel.logger = gw_logger();
+    fresh.tunnel.resolver = d->resolver; /* [dns] takes effect at a restart */
     err = tn_engine_update(d->engine, &fresh.tunnel);
   }
   if (err != 0) {
@@ -297,7 +317,9 @@ static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm
   char redirect[512], err[512];
   default_redirect_uri(d, cfg, redirect, sizeof redirect);
   gw_idm_opts o = {.cfg = &cfg->idm, .state_dir = cfg->state_dir, .redirect_uri = redirect,
-                   .on_authorized = on_idm_authorized, .arg = d, .deferred = deferred};
+                   .on_authorized = on_idm_authorized, .arg = d, .deferred = deferred,
+                   .resolver = &d->idm_resolver,
+                   .egress = cfg->idm.egress ? &cfg->tunnel.egress[cfg->idm.egress - 1] : NULL};
   if (gw_idm_start(&d->loop, &o, out, err, sizeof err) != 0) {
     gw_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
     return UV_EINVAL;
@@ -319,13 +341,23 @@ static int start_idm(gw_daemon *d) {
 
 static int start(gw_daemon *d) {
   d->cfg.tunnel.logger = gw_logger();
-  int err = tn_engine_start(&d->loop, &d->cfg.tunnel, &d->engine);
-  if (err)
+  int err = tn_resolver_new(&d->loop, &d->cfg.dns, gw_logger(), &d->resolver);
+  if (err) {
+    gw_log(TN_LOG_ERROR, "resolver_failed", TN_S("error", tn_strerror(err)), TN_LOG_END);
     return err;
+  }
+  d->cfg.tunnel.resolver = d->resolver;
+  d->dns_link = (gw_dns_link){&d->loop, d->resolver};
+  d->idm_resolver = gw_dns_link_resolver(&d->dns_link);
+  err = tn_engine_start(&d->loop, &d->cfg.tunnel, &d->engine);
+  if (err) {
+    close_resolver(d);
+    return err;
+  }
   if (d->cfg.admin_enabled)
     err = gw_admin_start(&d->loop, &d->cfg.admin_listen, &d->admin);
   if (!err) {
-    gw_ops_deps deps = {&d->loop, d->engine, d->admin, &d->cfg, idm_view, d};
+    gw_ops_deps deps = {&d->loop, d->engine, d->admin, &d->cfg, idm_view, d, d->resolver};
     err = gw_ops_start(&deps, &d->ops);
   }
   if (err) {
@@ -334,6 +366,7 @@ static int start(gw_daemon *d) {
     d->admin = NULL;
     tn_engine_drain(d->engine, NULL, NULL);
     d->engine = NULL;
+    close_resolver(d);
     return err;
   }
   err = start_idm(d);
@@ -341,6 +374,7 @@ static int start(gw_daemon *d) {
     close_services(d);
     tn_engine_drain(d->engine, NULL, NULL);
     d->engine = NULL;
+    close_resolver(d);
     return err;
   }
   start_signal(d, &d->sig_term, on_stop_signal, SIGTERM);

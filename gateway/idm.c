@@ -74,6 +74,7 @@ static const char *const dev_status_names[] = {"none",    "starting", "pending",
 
 struct gw_idm {
   uv_loop_t *loop;
+  tn_egress egress; /* [idm] egress: how its connections leave; unnamed: none */
   /* configuration */
   char *issuer, *redirect_uri, *scope, *acr_values, *state_dir;
   char *ov_authz, *ov_token, *ov_jwks, *ov_device, *ov_revocation;
@@ -1570,6 +1571,12 @@ static void init_timer(gw_idm *idm, uv_timer_t *t) {
   idm->handles++;
 }
 
+/* The https client's socket hook: the [idm] egress's options. */
+static int apply_egress(void *arg, int fd, int family) {
+  const tn_egress *eg = arg;
+  return tn_egress_up(eg) ? tn_egress_apply(fd, eg, family) : UV_ENETDOWN;
+}
+
 int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err, size_t errlen) {
   gw_idm *idm = calloc(1, sizeof *idm);
   if (!idm || copy_config(idm, o) != 0) {
@@ -1592,6 +1599,12 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
       !(idm->https = csc1_https_ctx_new(c->ca_file, c->tls_cert, c->tls_key, err, errlen))) {
     idm_free(idm);
     return -1;
+  }
+  if (o->resolver)
+    csc1_https_ctx_set_resolver(idm->https, o->resolver);
+  if (o->egress) {
+    idm->egress = *o->egress;
+    csc1_https_ctx_set_socket_setup(idm->https, apply_egress, &idm->egress);
   }
   init_timer(idm, &idm->timer);
   init_timer(idm, &idm->expiry_timer);

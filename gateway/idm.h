@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "gateway/config.h"
+#include "csc1/https_client.h"
 #include "gateway/idm_view.h"
 
 typedef struct gw_idm gw_idm;
@@ -42,6 +43,8 @@ typedef struct gw_idm_opts {
   gw_idm_authorized_cb on_authorized;
   void *arg;
   bool deferred; /* prepare only: gw_idm_begin reads the stored login and starts */
+  const csc1_https_resolver *resolver; /* name lookups of the IdMS (copied); NULL: getaddrinfo */
+  const tn_egress *egress;           /* [idm] egress (copied); NULL: none */
 } gw_idm_opts;
 
 /* Prepares state_dir, loads the client secret or key and the trust anchors,

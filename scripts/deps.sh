@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev libuv1-dev libnghttp2-dev
   node-llhttp libjansson-dev libcjose-dev libinih-dev libcmocka-dev libsystemd-dev
-  libpsl-dev publicsuffix)
+  libpsl-dev publicsuffix libc-ares-dev)
 test_pkgs=(python3 python3-pytest python3-pytest-timeout python3-h2 openssl curl
-  prometheus chromium tshark libnss3-tools clang-format-14 systemd)
+  prometheus chromium tshark libnss3-tools clang-format-14 systemd dnsmasq-base)
 bench_pkgs=(python3 squid tinyproxy gnuplot-nox valgrind socat)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 # make deb, and the package test in make test (tests/integration/test_deb_package.py,
@@ -28,7 +28,7 @@ deb_pkgs=(debhelper dpkg-dev fakeroot lintian help2man)
 # libcjose-dev is not Multi-Arch: same in Debian 12: its :arm64 package would
 # replace the native one and break every native build, so only the library
 # (libcjose0:arm64) is installed and the rest is unpacked aside (cross_cjose).
-arm64_libs=(libssl-dev libuv1-dev libnghttp2-dev libjansson-dev libcjose0 libinih-dev
+arm64_libs=(libssl-dev libuv1-dev libnghttp2-dev libjansson-dev libcjose0 libinih-dev libc-ares-dev
   libcmocka-dev libsystemd-dev libpsl-dev pkgconf libc6)
 arm64_pkgs=(crossbuild-essential-arm64 qemu-user-static "${arm64_libs[@]/%/:arm64}")
 

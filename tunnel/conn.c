@@ -199,6 +199,9 @@ int tn__conn_accept(tn_engine *e, size_t listener, uv_stream_t *server, bool tls
     refuse_client(c);
     return 0;
   }
+  uint64_t ka = tn__opts(e)->downstream_keepalive_ms;
+  if (ka) /* a device that drove away is noticed */
+    uv_tcp_keepalive(&c->tcp.tcp, 1, (unsigned)((ka + 999) / 1000));
   if (tls) {
     c->tls = tn__ep_tls_new(&c->tcp, tn__tls_ctx(e), &conn_sink, c);
     if (!c->tls) {

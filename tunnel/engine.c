@@ -37,6 +37,10 @@ void tn_engine_opts_init(tn_engine_opts *o) {
   o->drain_timeout_ms = 30 * 1000;
   o->udp_idle_timeout_ms = 60 * 1000;
   o->udp_max_payload = 1500;
+  o->attempt_delay_ms = 250;
+  o->upstream_keepalive_ms = 30 * 1000;
+  o->upstream_user_timeout_ms = 30 * 1000;
+  o->downstream_keepalive_ms = 60 * 1000;
   o->h2_max_concurrent_streams = 100;
   o->h2_stream_window = 256 * 1024;
   o->splice = TN_SPLICE_AUTO;
@@ -63,6 +67,12 @@ static int dup_str(char **dst, const char *src) {
 int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
   tn_engine_opts tmp = *src;
   memset(&tmp.policy, 0, sizeof(tmp.policy));
+  /* Nothing of src's in tmp: a failure part way frees tmp's copies only. */
+  tmp.listen = tmp.listen_tls = NULL;
+  tmp.clients = NULL;
+  tmp.rate_exempt = NULL;
+  tmp.egress = NULL;
+  tmp.tls_cert = tmp.tls_key = tmp.client_ca = NULL;
   int err = dup_array((void **)&tmp.listen, src->listen, src->n_listen, sizeof(*src->listen));
   err = err ? err : dup_array((void **)&tmp.listen_tls, src->listen_tls, src->n_listen_tls,
                               sizeof(*src->listen_tls));
@@ -70,6 +80,8 @@ int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
                               sizeof(*src->clients));
   err = err ? err : dup_array((void **)&tmp.rate_exempt, src->rate_exempt, src->n_rate_exempt,
                               sizeof(*src->rate_exempt));
+  err = err ? err : dup_array((void **)&tmp.egress, src->egress, src->n_egress,
+                              sizeof(*src->egress));
   err = err ? err : dup_str(&tmp.tls_cert, src->tls_cert);
   err = err ? err : dup_str(&tmp.tls_key, src->tls_key);
   err = err ? err : dup_str(&tmp.client_ca, src->client_ca);
@@ -87,6 +99,9 @@ void tn_engine_opts_free(tn_engine_opts *o) {
   free(o->listen_tls);
   free(o->clients);
   free(o->rate_exempt);
+  free(o->egress);
+  o->egress = NULL;
+  o->n_egress = 0;
   free(o->tls_cert);
   free(o->tls_key);
   free(o->client_ca);
@@ -396,6 +411,21 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
     free(e);
     return TN_ENOMEM;
   }
+  e->resolver = opts->resolver;
+  if (!e->resolver) {
+    tn_resolver_opts ro;
+    tn_resolver_opts_init(&ro);
+    int rerr = tn_resolver_new(loop, &ro, opts->logger, &e->resolver);
+    if (rerr) {
+      tn_engine_opts_free(&e->opts);
+      tn__clients_free(e->clients);
+      tn_ratetab_free(e->rate_clients);
+      tn_ratetab_free(e->rate_targets);
+      free(e);
+      return rerr;
+    }
+    e->own_resolver = true;
+  }
   uv_timer_init(loop, &e->sweep);
   uv_timer_init(loop, &e->drain_timer);
   e->sweep.data = e->drain_timer.data = e;
@@ -543,6 +573,8 @@ static void finish(tn_engine *e) {
   if (e->finishing)
     return;
   e->finishing = true;
+  if (e->own_resolver) /* no tunnel is left to wait on it; it frees itself */
+    tn_resolver_close(e->resolver);
   uv_close((uv_handle_t *)&e->sweep, on_engine_handle_closed);
   uv_close((uv_handle_t *)&e->drain_timer, on_engine_handle_closed);
 }

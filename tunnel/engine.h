@@ -32,6 +32,7 @@
 #include "tunnel/log.h"
 #include "tunnel/policy.h"
 #include "tunnel/ratelimit.h"
+#include "tunnel/resolver.h"
 
 /* How tunnels with a plain TCP socket on both sides (HTTP/1.1 on a plain
  * listener) move bytes. OFF copies through user space; AUTO (the default)
@@ -63,6 +64,27 @@ typedef struct tn_exempt {
   char subject[TN_SUBJECT_MAX + 1];
 } tn_exempt;
 
+/* An egress: how upstream connections of the rules naming it leave the
+ * gateway ([egress NAME]). An egress only says how, never whether: the allow
+ * rules decide what is reached. */
+#define TN_EGRESS_NAME_MAX 32
+typedef struct tn_egress {
+  char name[TN_EGRESS_NAME_MAX + 1];
+  char interface[16];              /* SO_BINDTODEVICE; "" = none */
+  struct sockaddr_storage source;  /* bind address (port 0); ss_family 0 = none */
+  int dscp;                        /* 0..63 as IP_TOS / IPV6_TCLASS; -1 = not set */
+  uint32_t mark;                   /* SO_MARK, when has_mark */
+  bool has_mark;
+} tn_egress;
+
+/* Applies eg to a socket of family (AF_INET, AF_INET6) before its connect:
+ * SO_BINDTODEVICE, SO_MARK, IP_TOS/IPV6_TCLASS, bind to the source. 0 (also
+ * for NULL or an unnamed egress), a negative errno, or UV_EAFNOSUPPORT when
+ * the source is of the other family (that address cannot be used). */
+int tn_egress_apply(int fd, const tn_egress *eg, int family);
+/* Whether eg's interface exists and is up and running (true without one). */
+bool tn_egress_up(const tn_egress *eg);
+
 typedef struct tn_engine_opts {
   struct sockaddr_storage *listen; /* plain listeners: HTTP/1.1, and h2c with prior knowledge */
   size_t n_listen;
@@ -90,9 +112,21 @@ typedef struct tn_engine_opts {
   uint64_t drain_timeout_ms;
   uint64_t udp_idle_timeout_ms;    /* CONNECT-UDP: no datagram either way this long ends it */
   uint32_t udp_max_payload;        /* CONNECT-UDP: larger datagrams are dropped (<= 65527) */
+  uint64_t attempt_delay_ms;       /* Happy Eyeballs: between connection attempts (250 ms) */
+  uint64_t upstream_keepalive_ms;  /* TCP keepalive idle time upstream (30 s); 0 = off */
+  uint64_t upstream_user_timeout_ms; /* TCP_USER_TIMEOUT upstream (30 s); 0 = the kernel's */
+  uint64_t downstream_keepalive_ms;  /* TCP keepalive idle time on device sockets (60 s); 0 = off */
   tn_splice_mode splice;
+  tn_egress *egress;               /* [egress NAME] sections; rules refer to them by index + 1 */
+  size_t n_egress;
+  uint16_t default_egress;         /* [tunnel] egress: index + 1; 0 = none */
   tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
                         must outlive the engine; NULL: nothing is logged */
+  tn_resolver *resolver; /* name lookups: not owned (copied as a pointer), must
+                            outlive the engine, shared with other users of the
+                            loop; NULL: the engine makes its own with the
+                            defaults of tn_resolver_opts_init. Only the one
+                            given to tn_engine_start counts (update keeps it). */
 } tn_engine_opts;
 
 /* Defaults: no listeners, nothing allowed, require_tls, 10000/256 tunnels,
@@ -190,6 +224,8 @@ typedef struct tn_tunnel_info {
   const char *client_subject;       /* device certificate subject, or NULL */
   const char *target;               /* normalised "host:port", or NULL before parsing */
   const struct sockaddr *connected; /* NULL until connected */
+  const struct sockaddr *local;     /* the gateway's upstream address:port; NULL until connected */
+  const char *egress;               /* the egress's name, or NULL for none */
   bool established;                 /* 200 sent, relaying */
   tn_result result;                 /* meaningful once closed */
   int status;                       /* HTTP status sent, 0 if none */

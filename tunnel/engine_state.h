@@ -52,6 +52,8 @@ struct tn_engine {
   tn_clients *clients;
   tn_ratetab *rate_clients; /* max_new_tunnels_per_client, by client key */
   tn_ratetab *rate_targets; /* max_new_upstream_per_target, by "host:port" */
+  tn_resolver *resolver;  /* opts.resolver, or the engine's own */
+  bool own_resolver;      /* closed by finish() */
   tn_engine_stats stats;
   tn_bufpool pool;    /* relay buffers kept for reuse */
   uint64_t next_id;   /* the next tunnel's id, from 1 */

@@ -28,6 +28,9 @@ const char *tn_strerror(int err) {
   case TN_ERANGE: return "value out of range";
   case TN_EEXIST: return "already exists";
   case TN_ETLS: return "TLS failure";
+  case TN_EDNS_NXDOMAIN: return "name not found";
+  case TN_EDNS_TIMEOUT: return "name lookup timed out";
+  case TN_EDNS_ERROR: return "name lookup failed";
   default: break;
   }
   return is_uv_code(err) ? uv_strerror(err) : "unknown error";

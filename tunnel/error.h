@@ -10,6 +10,11 @@
 #define TN_ERANGE (-34)
 #define TN_EEXIST (-17)
 #define TN_ETLS (-4200) /* TLS handshake or record failure; the endpoint says why */
+/* A name lookup's outcome (resolver.h): the name does not exist (or has no
+ * address), no server answered in time, or a server failed or refused. */
+#define TN_EDNS_NXDOMAIN (-4201)
+#define TN_EDNS_TIMEOUT (-4202)
+#define TN_EDNS_ERROR (-4203)
 
 /* A static, human-readable name for err (a TN_E* or UV_E* code, 0 for
  * success); "unknown error" for anything else. Never NULL, never freed. */

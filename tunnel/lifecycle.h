@@ -38,9 +38,9 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
 /* Answers an error status (h1: lingering close; h2: on the stream). */
 void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason);
 void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info);
+/* The tunnel_opened line (info): t was just established. */
+void tn__tunnel_log_opened(tn_tunnel *t);
 void tn__setup_free(tn_tunnel *t);
-/* The getaddrinfo callback ran: the tunnel may now be freed. */
-void tn__gai_done(tn_tunnel *t);
 /* An endpoint of t reported closed. */
 void tn__tunnel_ep_closed(tn_tunnel *t);
 
@@ -54,9 +54,10 @@ void tn__tunnel_request_udp(tn_tunnel *t, const char *path, size_t len);
 
 /* Makes t a CONNECT-UDP tunnel (t->udp). 0 or TN_ENOMEM. */
 int tn__udp_new(tn_tunnel *t);
-/* The resolved address (t->setup->connect_addr) passed policy: opens the
- * connected socket, answers 200 and relays; or fails the tunnel (502, 503). */
-void tn__udp_open(tn_tunnel *t);
+/* addr (resolved, with the port) passed policy: opens the connected socket
+ * with the tunnel's egress, answers 200 and relays; or fails the tunnel
+ * (502, 503). */
+void tn__udp_open(tn_tunnel *t, const tn_dns_addr *addr);
 /* Device bytes while relaying (not taken over). False for a malformed
  * capsule: the caller ends the tunnel with a reset (tn__udp_malformed then
  * tells the front end, which resets with PROTOCOL_ERROR). */
@@ -74,12 +75,10 @@ void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *
 
 /* Resolves, checks and connects; on success calls tn__relay_start. */
 void tn__connect_start(tn_tunnel *t);
-/* The upstream endpoint reported closed: the next address, or teardown. */
+/* The upstream endpoint reported closed. */
 void tn__connect_up_closed(tn_tunnel *t);
-/* The sweep found the deadline passed while connecting: gives up on this
- * address for the next one while time and addresses remain; false when the
- * request as a whole timed out. */
-bool tn__connect_attempt_timeout(tn_tunnel *t);
+/* Ends the lookup and the connection attempts of t, if any (teardown). */
+void tn__connect_stop(tn_tunnel *t);
 
 /* ---- relay.c ---- */
 

@@ -40,7 +40,7 @@
  *
  * Ownership: a tunnel owns its upstream endpoint (embedded) and its set-up
  * state. tn__tunnel_close() is the one teardown path; the tunnel is freed
- * once both endpoints reported closed and no getaddrinfo is outstanding.
+ * once both endpoints reported closed (a pending lookup is cancelled).
  * A tunnel whose protocol has tunnel_owns_conn (HTTP/1.1) also releases its
  * connection then.
  */
@@ -56,6 +56,7 @@
 #include "tunnel/addr.h"
 #include "tunnel/engine.h"
 #include "tunnel/ep.h"
+#include "tunnel/resolver.h"
 
 #define TN_HEADER_MAX (16 * 1024) /* request head larger than this: 431 */
 #define TN_LINGER_MS 2000 /* after an error response, drain the client for at most this long */
@@ -153,16 +154,12 @@ typedef struct tn_setup {
   size_t header_bytes;
   bool request_done;
   tn_authority auth;
-  uv_getaddrinfo_t gai;
-  struct addrinfo *ai_list;      /* owned; freed with uv_freeaddrinfo */
-  struct addrinfo *ai_next;      /* next address to try */
-  struct addrinfo literal_ai;    /* an IP-literal target as a one-entry list */
-  struct sockaddr_storage literal_ss;
+  tn_dns_req dns;                /* the lookup; dns.answer: the addresses to try */
+  uint8_t next_addr;             /* index of the next address of dns.answer to try */
   unsigned addrs_denied;         /* resolved addresses refused by allow_private */
-  uint64_t connect_deadline_ms;  /* connect_timeout for the whole request */
   int last_connect_err;
-  struct sockaddr_storage connect_addr;
-  uv_connect_t connect_req;
+  struct tn_race *race;          /* connection attempts (connect.c); NULL when none */
+  tn_egress egress;              /* how to leave (name "" = no egress) */
   char *pending;                 /* device bytes that arrived before the tunnel was up */
   size_t pending_len;
 } tn_setup;
@@ -184,6 +181,9 @@ struct tn_tunnel {
   tn_setup *setup;
   char *target;                  /* normalised "host:port", for logs; owned */
   struct sockaddr_in6 connected;
+  struct sockaddr_in6 local;     /* the gateway's own upstream address:port, what the
+                                    destination sees (for tracing a tunnel back) */
+  char egress[TN_EGRESS_NAME_MAX + 1]; /* its egress's name; "" = none */
   uint64_t started_ms;
   uint64_t request_ms;           /* request complete; 0 before */
   uint64_t connect_ms;           /* request to upstream connected; 0 if never */
@@ -193,7 +193,6 @@ struct tn_tunnel {
   uint8_t tls_checked;           /* bytes of the first TLS record header verified */
   uint8_t tls_len_hi;            /* high byte of that record's length */
   uint8_t eps_open;              /* endpoints whose closed callback is still due */
-  bool gai_pending;
   bool admitted;                 /* holds a max_tunnels slot */
   bool down_gone;                /* h2: the device reset the stream after its END_STREAM:
                                     nothing more can reach it, its data still goes up */

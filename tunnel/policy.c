@@ -441,16 +441,17 @@ void tn_policy_free(tn_policy *p) {
   memset(p, 0, sizeof(*p));
 }
 
-/* The rules of the kind udp says. */
-static bool allows(const tn_policy *p, const tn_authority *a, bool authorized, bool udp) {
+/* The first rule of the kind udp says that allows a, or NULL. */
+static const tn_rule *match(const tn_policy *p, const tn_authority *a, bool authorized,
+                            bool udp) {
   if (!p || !a)
-    return false;
+    return NULL;
   for (size_t i = 0; i < p->n_rules; i++) {
     const tn_rule *r = &p->rules[i];
     if (r->udp == udp && (!r->when_authorized || authorized) && tn_rule_matches(r, a))
-      return true;
+      return r;
   }
-  return false;
+  return NULL;
 }
 
 static bool needs_authorization(const tn_policy *p, const tn_authority *a, bool udp) {
@@ -464,12 +465,20 @@ static bool needs_authorization(const tn_policy *p, const tn_authority *a, bool 
   return false;
 }
 
+const tn_rule *tn_policy_match(const tn_policy *p, const tn_authority *a, bool authorized) {
+  return match(p, a, authorized, false);
+}
+
+const tn_rule *tn_policy_match_udp(const tn_policy *p, const tn_authority *a, bool authorized) {
+  return match(p, a, authorized, true);
+}
+
 bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized) {
-  return allows(p, a, authorized, false);
+  return tn_policy_match(p, a, authorized) != NULL;
 }
 
 bool tn_policy_allows_udp_target(const tn_policy *p, const tn_authority *a, bool authorized) {
-  return allows(p, a, authorized, true);
+  return tn_policy_match_udp(p, a, authorized) != NULL;
 }
 
 bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a) {

@@ -35,6 +35,8 @@ typedef struct tn_rule {
                                     holds a valid access token (set by the caller) */
   bool udp;                      /* allow_udp: a UDP destination (CONNECT-UDP); a
                                     TCP rule never permits UDP, and the reverse */
+  uint16_t egress;               /* the engine's opts.egress[egress - 1]; 0: the default
+                                    (set by the caller: an egress never widens a rule) */
 } tn_rule;
 
 /* Parses one allow rule. Names are normalised like tn_authority_parse (lower
@@ -75,6 +77,10 @@ void tn_policy_free(tn_policy *p);
  * a CONNECT-UDP one; only rules of that kind are looked at. */
 bool tn_policy_allows_target(const tn_policy *p, const tn_authority *a, bool authorized);
 bool tn_policy_allows_udp_target(const tn_policy *p, const tn_authority *a, bool authorized);
+/* The first TCP (UDP) rule that allows a (as tn_policy_allows_target, resp.
+ * tn_policy_allows_udp_target), or NULL. */
+const tn_rule *tn_policy_match(const tn_policy *p, const tn_authority *a, bool authorized);
+const tn_rule *tn_policy_match_udp(const tn_policy *p, const tn_authority *a, bool authorized);
 /* True when a when_authorized rule (of the kind udp says) would match: used
  * to say "limited service" instead of a plain "not allowed" in the log. */
 bool tn_policy_needs_authorization(const tn_policy *p, const tn_authority *a);

@@ -249,10 +249,14 @@ static void up_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
 
 static void up_eof(tn_ep *ep) { on_eof(ep->owner, ep); }
 
+/* ETIMEDOUT upstream: keepalive probes or TCP_USER_TIMEOUT found the uplink
+ * dead. The device gets a reset (h1) or RST_STREAM(CONNECT_ERROR) (h2) so
+ * that its client reconnects at once. */
 static void up_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY)
-    tn__tunnel_close(t, TN_RESULT_OK, "reset_up", TN_CLOSE_RESET);
+    tn__tunnel_close(t, TN_RESULT_OK, err == UV_ETIMEDOUT ? "uplink_dead" : "reset_up",
+                     TN_CLOSE_RESET);
 }
 
 static void up_drained(tn_ep *ep) {
@@ -303,6 +307,7 @@ void tn__relay_start(tn_tunnel *t) {
     tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
     return;
   }
+  tn__tunnel_log_opened(t);
   if (pending_len) {
     t->bytes_up += pending_len;
     tn__count_bytes(t->engine, pending_len, 0);

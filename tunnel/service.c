@@ -17,6 +17,7 @@ SSL_CTX *tn__tls_ctx(tn_engine *e) { return e->tls_ctx; }
 bool tn__authorized(tn_engine *e) { return e->authorized; }
 bool tn__draining(tn_engine *e) { return e->draining; }
 tn_logger *tn__logger(tn_engine *e) { return e->opts.logger; }
+tn_resolver *tn__resolver(tn_engine *e) { return e->resolver; }
 tn_bufpool *tn__bufpool(tn_engine *e) { return &e->pool; }
 
 bool tn__splice_warn_once(tn_engine *e) {

@@ -22,6 +22,8 @@ const tn_engine_opts *tn__opts(tn_engine *e);
 SSL_CTX *tn__tls_ctx(tn_engine *e);
 bool tn__authorized(tn_engine *e);
 bool tn__draining(tn_engine *e);
+/* The resolver the engine's tunnels look names up with. */
+tn_resolver *tn__resolver(tn_engine *e);
 /* Where the engine's files log (opts.logger; NULL: nowhere). */
 tn_logger *tn__logger(tn_engine *e);
 /* The engine's relay buffers (bufpool.c). */

@@ -250,7 +250,12 @@ static int watch(tn_splice *s) {
   return 0;
 }
 
-static const char *reset_reason(int bad) { return bad == DOWN ? "reset_down" : "reset_up"; }
+/* ETIMEDOUT upstream: the uplink is dead (keepalive, TCP_USER_TIMEOUT). */
+static const char *reset_reason(int bad, int err) {
+  if (bad == DOWN)
+    return "reset_down";
+  return err == UV_ETIMEDOUT ? "uplink_dead" : "reset_up";
+}
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   tn_splice *s = h->data;
@@ -263,7 +268,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     err = pump(s, !i, &bad);
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   if (err) {
-    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad), TN_CLOSE_RESET);
+    tn__tunnel_close(t, TN_RESULT_OK, reset_reason(bad, err), TN_CLOSE_RESET);
     return;
   }
   if (s->dir[DOWN].shut && s->dir[UP].shut) {

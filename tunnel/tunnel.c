@@ -34,18 +34,16 @@ void tn__setup_free(tn_tunnel *t) {
   tn_setup *s = t->setup;
   if (!s)
     return;
-  if (s->ai_list)
-    uv_freeaddrinfo(s->ai_list);
+  tn__connect_stop(t);
   free(s->pending);
   free(s);
   t->setup = NULL;
 }
 
 /* Frees the tunnel once nothing refers to it any more: both endpoints
- * reported closed and no getaddrinfo outstanding (its callback still holds
- * the pointer). An HTTP/1.1 tunnel takes its connection with it. */
+ * reported closed. An HTTP/1.1 tunnel takes its connection with it. */
 static void maybe_free(tn_tunnel *t) {
-  if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->gai_pending || t->busy)
+  if (t->phase != TN_PHASE_CLOSING || t->eps_open || t->busy)
     return;
   tn_engine *e = t->engine;
   tn_conn *c = t->proto->tunnel_owns_conn ? t->conn : NULL;
@@ -59,11 +57,6 @@ static void maybe_free(tn_tunnel *t) {
 
 void tn__tunnel_ep_closed(tn_tunnel *t) {
   t->eps_open--;
-  maybe_free(t);
-}
-
-void tn__gai_done(tn_tunnel *t) {
-  t->gai_pending = false;
   maybe_free(t);
 }
 
@@ -139,10 +132,11 @@ static bool set_target_text(tn_tunnel *t) {
   return t->target != NULL;
 }
 
-static bool allowed(tn_tunnel *t, bool authorized) {
+/* The first allow rule of the tunnel's kind that matches, or NULL. */
+static const tn_rule *matching_rule(tn_tunnel *t, bool authorized) {
   const tn_policy *p = &tn__opts(t->engine)->policy;
-  return t->udp ? tn_policy_allows_udp_target(p, &t->setup->auth, authorized)
-                : tn_policy_allows_target(p, &t->setup->auth, authorized);
+  return t->udp ? tn_policy_match_udp(p, &t->setup->auth, authorized)
+                : tn_policy_match(p, &t->setup->auth, authorized);
 }
 
 static bool needs_authorization(tn_tunnel *t) {
@@ -165,7 +159,9 @@ static bool request_checks(tn_tunnel *t) {
     tn__tunnel_fail(t, TN_RESULT_RATE_LIMITED, 429, "client_rate");
     return false;
   }
-  if (!allowed(t, tn__authorized(e))) {
+  const tn_engine_opts *o = tn__opts(e);
+  const tn_rule *rule = matching_rule(t, tn__authorized(e));
+  if (!rule) {
     /* The reason is the access log's `close` field and the 403 body. */
     if (needs_authorization(t)) {
       tn__tunnel_fail(t, TN_RESULT_DENIED, 403,
@@ -178,6 +174,12 @@ static bool request_checks(tn_tunnel *t) {
     log_refusal(t, "no allow rule matches");
     tn__tunnel_fail(t, TN_RESULT_DENIED, 403, "target not allowed");
     return false;
+  }
+  /* The rule's egress, else [tunnel] egress: copied, a reload may change them. */
+  uint16_t eg = rule->egress ? rule->egress : o->default_egress;
+  if (eg && eg <= o->n_egress) {
+    t->setup->egress = o->egress[eg - 1];
+    memcpy(t->egress, t->setup->egress.name, sizeof(t->egress));
   }
   if (!tn__admit(e, t)) {
     log_refusal(t, "tunnel limit reached");
@@ -240,25 +242,53 @@ void tn__tunnel_request_udp(tn_tunnel *t, const char *path, size_t len) {
     tn__connect_start(t); /* SRTP is not TLS: require_tls does not apply */
 }
 
+/* The addresses of a tunnel's log lines, "-" for those it has not got. */
+typedef struct addrs_text {
+  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX], local[TN_ADDRSTR_MAX];
+} addrs_text;
+
+static void format_addr(const struct sockaddr_in6 *sa, char *buf) {
+  if (!sa->sin6_family || tn_addr_format((const struct sockaddr *)sa, buf, TN_ADDRSTR_MAX) != 0)
+    strcpy(buf, "-");
+}
+
+static void format_addrs(const tn_tunnel *t, addrs_text *out) {
+  format_addr(&t->conn->client, out->client);
+  format_addr(&t->connected, out->connected);
+  format_addr(&t->local, out->local);
+}
+
+/* An established tunnel, at info: the same fields as its access log line
+ * (tunnel_closed), so a long-lived tunnel can be traced while it is open. */
+void tn__tunnel_log_opened(tn_tunnel *t) {
+  if (!tn_log_enabled(tn__logger(t->engine), TN_LOG_INFO))
+    return;
+  addrs_text a;
+  format_addrs(t, &a);
+  tn_log(tn__logger(t->engine), TN_LOG_INFO, "tunnel_opened", TN_U("id", t->id),
+         TN_S("proto", t->proto->name), TN_S("client", a.client),
+         TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
+         TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
+         TN_S("local", a.local), TN_S("egress", t->egress[0] ? t->egress : "-"),
+         TN_U("connect_ms", t->connect_ms), TN_LOG_END);
+}
+
 static void access_log(tn_tunnel *t) {
-  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX] = "";
   tn_engine *e = t->engine;
   tn_log_level level = t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN;
   if (!tn_log_enabled(tn__logger(t->engine), level))
     return; /* nothing to format for a line nobody will see */
-  if (tn_addr_format((const struct sockaddr *)&t->conn->client, client, sizeof(client)) != 0)
-    strcpy(client, "-");
-  if (t->connected.sin6_family)
-    tn_addr_format((const struct sockaddr *)&t->connected, connected, sizeof(connected));
+  addrs_text a;
+  format_addrs(t, &a);
   uint64_t dg_up, dg_down, dropped;
   tn__udp_counts(t, &dg_up, &dg_down, &dropped);
   /* datagrams_* and dropped are 0 on a TCP tunnel's line: one record shape */
   tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
          TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"),
-         TN_S("client", client),
+         TN_S("client", a.client),
          TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
-         TN_S("target", t->target ? t->target : "-"),
-         TN_S("connected", connected[0] ? connected : "-"),
+         TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
+         TN_S("local", a.local), TN_S("egress", t->egress[0] ? t->egress : "-"),
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),
          TN_S("close", t->close_reason ? t->close_reason : "-"), TN_U("bytes_up", t->bytes_up),
          TN_U("bytes_down", t->bytes_down), TN_U("datagrams_up", dg_up),
@@ -286,8 +316,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
     t->close_reason = reason;
   }
   t->phase = TN_PHASE_CLOSING;
-  if (t->gai_pending)
-    uv_cancel((uv_req_t *)&t->setup->gai);
+  tn__connect_stop(t);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
   notify_closed(t);
@@ -308,8 +337,7 @@ void tn__tunnel_fail(tn_tunnel *t, tn_result r, int status, const char *reason) 
   t->result = r;
   t->status = status;
   t->close_reason = reason;
-  if (t->gai_pending)
-    uv_cancel((uv_req_t *)&t->setup->gai);
+  tn__connect_stop(t);
   if (t->up.open)
     tn__ep_close(&t->up.ep, false);
   t->proto->fail(t, status, reason);
@@ -322,11 +350,10 @@ void tn__tunnel_timeout(tn_tunnel *t) {
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 408, "request header timeout");
     break;
   case TN_PHASE_CONNECTING:
-    if (tn__connect_attempt_timeout(t))
-      break;
-    /* fall through */
-  case TN_PHASE_RESOLVING:
     tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "connect timeout");
+    break;
+  case TN_PHASE_RESOLVING: /* connect_timeout shorter than [dns] timeout x tries */
+    tn__tunnel_fail(t, TN_RESULT_TIMEOUT, 504, "dns_timeout");
     break;
   case TN_PHASE_RELAY:
     tn__tunnel_close(t, TN_RESULT_OK, "idle_timeout", TN_CLOSE_FIN);
@@ -347,6 +374,8 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->client_subject = t->conn->subject;
   info->target = t->target;
   info->connected = t->connected.sin6_family ? (const struct sockaddr *)&t->connected : NULL;
+  info->local = t->local.sin6_family ? (const struct sockaddr *)&t->local : NULL;
+  info->egress = t->egress[0] ? t->egress : NULL;
   info->established = t->status == 200 || t->status == 101; /* 101: HTTP/1.1 CONNECT-UDP */
   info->result = t->result;
   info->status = t->status;

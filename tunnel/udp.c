@@ -185,7 +185,7 @@ static bool send_pending(tn_tunnel *t, char *pending, size_t len) {
   return ok;
 }
 
-static void start_relay(tn_tunnel *t) {
+static void start_relay(tn_tunnel *t, const tn_dns_addr *addr) {
   tn_setup *s = t->setup;
   char *pending = s->pending;
   size_t pending_len = s->pending_len;
@@ -194,7 +194,7 @@ static void start_relay(tn_tunnel *t) {
   t->result = TN_RESULT_OK;
   t->status = 200;
   t->last_activity_ms = uv_now(tn__loop(t->engine));
-  memcpy(&t->connected, &s->connect_addr, sizeof(t->connected));
+  memcpy(&t->connected, addr, sizeof(t->connected));
   t->connect_ms = t->last_activity_ms - t->request_ms;
   tn__list_move(t->engine, t, true);
   s->pending = NULL;
@@ -216,21 +216,33 @@ static void start_relay(tn_tunnel *t) {
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 
-void tn__udp_open(tn_tunnel *t) {
+/* The tunnel's egress (interface, mark, DSCP, source) on its socket, before
+ * the connect picks a source address. */
+static int apply_egress(tn_tunnel *t, int family) {
+  uv_os_fd_t fd;
+  int err = uv_fileno((const uv_handle_t *)&t->udp->handle, &fd);
+  return err ? err : tn_egress_apply(fd, &t->setup->egress, family);
+}
+
+void tn__udp_open(tn_tunnel *t, const tn_dns_addr *addr) {
   tn_udp *u = t->udp;
-  const struct sockaddr *addr = (const struct sockaddr *)&t->setup->connect_addr;
   int err = uv_udp_init_ex(tn__loop(t->engine), &u->handle,
-                           (unsigned)addr->sa_family | UV_UDP_RECVMMSG);
+                           (unsigned)addr->sa.sa_family | UV_UDP_RECVMMSG);
   if (err == 0) {
     u->handle.data = t;
     u->open = true;
     t->eps_open++;
-    err = uv_udp_connect(&u->handle, addr);
+    err = apply_egress(t, addr->sa.sa_family);
+    if (err == 0)
+      err = uv_udp_connect(&u->handle, &addr->sa);
     if (err == 0)
       err = uv_udp_recv_start(&u->handle, on_alloc, on_recv);
   }
   if (err == 0) {
-    start_relay(t);
+    int len = sizeof(t->local);
+    if (uv_udp_getsockname(&u->handle, (struct sockaddr *)&t->local, &len) != 0)
+      memset(&t->local, 0, sizeof(t->local));
+    start_relay(t, addr);
     return;
   }
   tn_log(tn__logger(t->engine), TN_LOG_DEBUG, "udp_open_failed", TN_U("id", t->id),

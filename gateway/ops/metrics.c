@@ -290,6 +290,28 @@ static void render_process(out *o, const gw_metrics_snapshot *s) {
   put(o, "mcgw_build_info{version=\"%s\"} 1\n", esc(s->version, b, sizeof b));
 }
 
+static void render_dns(out *o, const tn_resolver_stats *d) {
+  static const char *const kinds[] = {"fresh", "stale", "negative"};
+  const uint64_t hits[] = {d->hits_fresh, d->hits_stale, d->hits_negative};
+  const char *results[TN_DNS_RESULT_COUNT_];
+  for (int r = 0; r < TN_DNS_RESULT_COUNT_; r++)
+    results[r] = tn_dns_result_name((tn_dns_result)r);
+  counter_by_result(o, "mcgw_dns_queries_total",
+                    "DNS queries sent by the resolver, by result: ok, nxdomain (the name does not "
+                    "exist), timeout ([dns] timeout x tries), error (server failure, refused).",
+                    results, d->queries, TN_DNS_RESULT_COUNT_);
+  family(o, "mcgw_dns_cache_hits_total", "counter",
+         "Lookups answered from the resolver cache: fresh (within TTL), stale (past TTL, served "
+         "while the servers did not answer, up to [dns] stale_ttl), negative (a cached failure).");
+  for (size_t i = 0; i < 3; i++)
+    put(o, "mcgw_dns_cache_hits_total{kind=\"%s\"} %" PRIu64 "\n", kinds[i], hits[i]);
+  gw_histogram h = {.bounds = tn_dns_hist_bounds, .n_bounds = TN_DNS_HIST_BOUNDS,
+                    .count = d->duration_count, .sum = d->duration_sum};
+  memcpy(h.buckets, d->duration_buckets, sizeof(d->duration_buckets));
+  histogram(o, "mcgw_dns_query_duration_seconds",
+            "Time from a DNS query sent to its answer or its timeout.", &h);
+}
+
 char *gw_metrics_render(const gw_metrics *m, const gw_metrics_snapshot *s, size_t *len) {
   out o = {.cap = 16384};
   if (!(o.s = malloc(o.cap)))
@@ -297,6 +319,8 @@ char *gw_metrics_render(const gw_metrics *m, const gw_metrics_snapshot *s, size_
   render_tunnels(&o, m, s);
   render_limits(&o, s);
   render_idm(&o, s->idm);
+  if (s->dns)
+    render_dns(&o, s->dns);
   render_process(&o, s);
   if (o.oom) {
     free(o.s);

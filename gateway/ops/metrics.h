@@ -81,6 +81,7 @@ typedef struct gw_metrics_snapshot {
   bool last_reload_ok;            /* true until a reload fails */
   double last_reload_success_time; /* unix seconds: start or last good reload */
   double start_time;               /* unix seconds */
+  const tn_resolver_stats *dns;    /* the shared resolver's counters; NULL: not shown */
 } gw_metrics_snapshot;
 
 /* Renders a full exposition: every metric with HELP and TYPE. Returns a

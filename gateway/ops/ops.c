@@ -238,6 +238,11 @@ static void handle_metrics(gw_admin_req *req, void *arg) {
       .start_time = o->start_time,
   };
   tn_engine_stats_get(o->d.engine, &s.stats);
+  tn_resolver_stats dns;
+  if (o->d.resolver) {
+    tn_resolver_stats_get(o->d.resolver, &dns);
+    s.dns = &dns;
+  }
   gw_metrics_listener *ls;
   char(*names)[TN_ADDRSTR_MAX];
   s.n_listeners = listeners_snapshot(o, &ls, &names);
@@ -370,6 +375,21 @@ static json_t *rate_limited_json(gw_ops *o) {
   return top;
 }
 
+/* The resolver: its servers, queries by result, cache hits by kind. */
+static json_t *dns_json(gw_ops *o) {
+  tn_resolver_stats d;
+  tn_resolver_stats_get(o->d.resolver, &d);
+  json_t *q = json_object();
+  for (int r = 0; r < TN_DNS_RESULT_COUNT_; r++)
+    json_object_set_new(q, tn_dns_result_name((tn_dns_result)r), json_integer((json_int_t)d.queries[r]));
+  const char *servers = tn_resolver_servers(o->d.resolver);
+  return json_pack("{s:s, s:o, s:{s:I, s:I, s:I}, s:I, s:I}", "servers",
+                   servers ? servers : "/etc/resolv.conf", "queries", q, "cache_hits", "fresh",
+                   (json_int_t)d.hits_fresh, "stale", (json_int_t)d.hits_stale, "negative",
+                   (json_int_t)d.hits_negative, "pending", (json_int_t)d.pending, "cache_entries",
+                   (json_int_t)d.cache_entries);
+}
+
 json_t *gw_ops_status_json(gw_ops *o) {
   tn_engine_stats st;
   tn_engine_stats_get(o->d.engine, &st);
@@ -398,6 +418,8 @@ json_t *gw_ops_status_json(gw_ops *o) {
   gw_idm_view view;
   get_view(o, &view);
   json_object_set_new(doc, "idm", idm_json(&view));
+  if (o->d.resolver)
+    json_object_set_new(doc, "dns", dns_json(o));
   json_object_set_new(doc, "reloads",
                       json_pack("{s:I, s:I, s:b, s:I}", "ok", (json_int_t)o->reloads_ok, "failed",
                                 (json_int_t)o->reloads_failed, "last_ok", o->last_reload_ok,
@@ -422,11 +444,13 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
   list_ctx *l = arg;
   if (json_array_size(l->a) >= l->limit || (!l->all && !info_active(i)))
     return;
-  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX];
+  char client[TN_ADDRSTR_MAX], connected[TN_ADDRSTR_MAX], local[TN_ADDRSTR_MAX];
   if (tn_addr_format(i->client, client, sizeof(client)) != 0)
     strcpy(client, "-");
   if (i->connected)
     tn_addr_format(i->connected, connected, sizeof(connected));
+  if (i->local)
+    tn_addr_format(i->local, local, sizeof(local));
   json_array_append_new(
       l->a, json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:I}", "id",
                       (json_int_t)i->id, "proto", i->proto ? i->proto : "unknown", "type",
@@ -436,6 +460,9 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
                       "connected", i->connected ? json_string(connected) : json_null(), "state",
                       info_state(i), "age_ms", (json_int_t)i->age_ms, "bytes_up",
                       (json_int_t)i->bytes_up, "bytes_down", (json_int_t)i->bytes_down));
+  json_t *row = json_array_get(l->a, json_array_size(l->a) - 1);
+  json_object_set_new(row, "local", i->local ? json_string(local) : json_null());
+  json_object_set_new(row, "egress", str_or_null(i->egress));
 }
 
 /* The value of name=... in a query string, or NULL. */

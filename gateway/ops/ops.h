@@ -28,6 +28,7 @@ typedef struct gw_ops_deps {
    * (the pointers in it need only stay valid until the handler returns). */
   void (*idm_view)(void *arg, gw_idm_view *out);
   void *idm_arg;
+  tn_resolver *resolver;    /* the shared resolver (metrics, /status dns); NULL: not shown */
 } gw_ops_deps;
 
 /* Registers the routes, becomes the engine's close observer and starts a 1 s

@@ -321,14 +321,21 @@ class Mcgw(Proxy):
         measures them on)."""
         return "max_new_tunnels_per_client = 0/s\nmax_new_upstream_per_target = 0/s\n"
 
+    def allow(self):
+        return "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
+
+    def sections(self):
+        """Sections after [tunnel]."""
+        return ""
+
     def launch(self):
         conf = os.path.join(self.dir, "mcgw.ini")
-        allow = "".join("allow = 127.0.0.1:%d\n" % p for p in self.allowed)
         with open(conf, "w") as f:
             f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = off\n[tunnel]\n" +
-                    self.listeners() + allow +
+                    self.listeners() + self.allow() +
                     "allow_private = yes\nrequire_tls = no\n"
-                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n" + self.rates())
+                    "max_tunnels = 20000\nmax_tunnels_per_client = 20000\n" + self.rates() +
+                    self.sections())
         self.log = open(os.path.join(self.dir, "mcgw.log"), "w")
         self.proc = spawn([MCGW, "run", "-c", conf], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
@@ -499,17 +506,76 @@ def loadgen(args, timeout):
     return kv(res[-1])
 
 
-def setup_run(proxy, up, c, secs):
+class McgwDns(Mcgw):
+    """mcgw reaching the echo server by name: a local dnsmasq answers
+    bench.test with 127.0.0.1 and a 1 h TTL, so after the first lookup every
+    set-up is a resolver cache hit. Compared with the IP literal, the cost of
+    a cached lookup on the set-up path."""
+    name = "mcgw-dns"
+    HOST = "bench.test"
+
+    def __init__(self, tmp, up):
+        super().__init__(tmp, up)
+        self.dns_port = free_port()
+        self.dns = spawn([shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground",
+                          "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                          "--bind-interfaces", "--listen-address=127.0.0.1",
+                          "--port=%d" % self.dns_port, "--user=root", "--pid-file=",
+                          "--local=/test/", "--local-ttl=3600",
+                          "--host-record=%s,127.0.0.1" % self.HOST],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def allow(self):
+        return "allow = %s:%d\n" % (self.HOST, self.up["echo"])
+
+    def sections(self):
+        return "[dns]\nservers = 127.0.0.1:%d\n" % self.dns_port
+
+    def stop(self):
+        super().stop()
+        if self.dns:
+            stop(self.dns)
+        self.dns = None
+
+
+def cached_name_runs(tmp, up, literal):
+    """Set-up rate at HEADLINE_C to a cached name against the IP literal,
+    runs interleaved; (name rate, literal rate, ratio), medians."""
+    if not (shutil.which("dnsmasq") or os.path.exists("/usr/sbin/dnsmasq")):
+        log("bench: dnsmasq not installed: no cached-name run")
+        return {}
+    p = McgwDns(os.path.join(tmp, "dns"), up)
+    try:
+        p.start()
+        target = "%s:%d" % (McgwDns.HOST, up["echo"])
+        setup_run(p, up, 1, 0.5, target)  # the first lookup fills the cache
+        names, literals = [], []
+        for k in range(max(RUNS, 3)):
+            order = [(p, target, names), (literal, None, literals)]
+            for proxy, tgt, out in order if k % 2 else order[::-1]:
+                out.append(setup_run(proxy, up, HEADLINE_C, SETUP_S, tgt)["rate"])
+    finally:
+        p.stop()
+    name_rate, literal_rate = med(names), med(literals)
+    ratio = name_rate / literal_rate if literal_rate else None
+    log("bench: set-up to a cached name %.0f/s, to the IP literal %.0f/s: %.2fx" %
+        (name_rate, literal_rate, ratio or 0))
+    return {"setup_rate_cached_name": name_rate, "setup_rate_literal_paired": literal_rate,
+            "cached_name_ratio": ratio, "cached_name_runs": names, "literal_paired_runs": literals}
+
+
+def setup_run(proxy, up, c, secs, target=None):
     """Also the CPU (cores busy over the run) of the proxy and of the
     upstream process, beside the load generator's own: on this 2-core
-    machine their sum says whether the machine itself was the limit."""
+    machine their sum says whether the machine itself was the limit.
+    target: the CONNECT target (default the echo server's IP literal)."""
     pids = {"upstream_cpu": up["pid"]}
     if getattr(proxy, "proc", None):
         pids["proxy_cpu"] = proxy.pid
     c0 = {k: cpu_s(p) for k, p in pids.items()}
     t0 = time.monotonic()
     r = loadgen(["setup", "--proxy", "127.0.0.1:%d" % proxy.port,
-                 "--target", "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
+                 "--target", target or "127.0.0.1:%d" % up["echo"], "-c", str(c), "-d", str(secs),
                  "--warmup", str(WARMUP_S)], timeout=secs + 60)
     wall = time.monotonic() - t0
     for k, p in pids.items():
@@ -1011,6 +1077,8 @@ def main():
         log("bench: set-up rate at %d in flight: %s (ceiling %.0f)" %
             (c, ", ".join("%s %.0f/s" % (n, res[n]["sweep"][str(c)]) for n in PROXIES),
              ceiling[str(c)]))
+    if "mcgw" in PROXIES:
+        res["mcgw"].update(cached_name_runs(tmp, up, proxies["mcgw"]))
     if limited:
         res["mcgw"]["setup_rate_ratelimit"] = med([r["rate"] for r in limited])
         res["mcgw"]["setup_proxy_us_ratelimit"] = med([r["proxy_cpu"] / r["rate"] * 1e6

@@ -6,6 +6,8 @@
 // CONFIG: {cert, key, jwks (optional file of private JWKs; default: a new
 //          ES256 key), access_ttl, device_ttl, clients,
 //          authz_host ("127.0.0.2"), token_host ("127.0.0.3"),
+//          authz_name, token_name (optional: DNS names of those addresses,
+//          used in the issuer and the endpoint URLs instead of the addresses),
 //          token_cert, token_key (optional: another certificate for the token
 //          host only, e.g. one for the wrong name),
 //          client_ca (optional: mutual TLS - both listeners then require a
@@ -63,6 +65,8 @@ if (conf.client_ca || conf.tls_max) {
 }
 const authzHost = conf.authz_host || '127.0.0.2';
 const tokenHost = conf.token_host || '127.0.0.3';
+const authzName = conf.authz_name || authzHost;
+const tokenName = conf.token_name || tokenHost;
 
 // clock_offset: oidc-provider takes every time from Date.now(); node's own
 // Date header does not (it is replaced in the middleware below).
@@ -164,7 +168,7 @@ let handler;
 function buildProvider() {
   const p = new Provider(issuer, configuration());
   p.proxy = false;
-  const tokenBase = `https://${tokenHost}:${tokenPort}`;
+  const tokenBase = `https://${tokenName}:${tokenPort}`;
   p.use(async (ctx, next) => {
     await next();
     // The Date header from the (offset) clock, when the response is made.
@@ -244,7 +248,7 @@ function stop() {
 }
 
 await start();
-issuer = `https://${authzHost}:${authzPort}`;
+issuer = `https://${authzName}:${authzPort}`;
 provider = buildProvider();
 handler = provider.callback();
 emit({ event: 'listening', issuer, authz_port: authzPort, token_port: tokenPort });

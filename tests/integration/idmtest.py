@@ -89,7 +89,8 @@ class Idms:
 
     def __init__(self, workdir, pki, access_ttl=5, clients=None, cert=None, key=None,
                  device_ttl=120, token_cert=None, token_key=None, client_ca=None,
-                 tls_max=None, clock_offset=0, grant_scopes=None, mc_ids=True):
+                 tls_max=None, clock_offset=0, grant_scopes=None, mc_ids=True,
+                 names=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         clients = clients or [native_client()]
@@ -107,6 +108,8 @@ class Idms:
             conf.update(grant_scopes=list(grant_scopes))
         if not mc_ids:  # ID tokens without mcptt_id / mcdata_id
             conf.update(mc_ids=False)
+        if names:  # (authorization host name, token host name) in its URLs
+            conf.update(authz_name=names[0], token_name=names[1])
         self.conf_path = self.workdir / "idms.json"
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None

@@ -139,9 +139,10 @@ def test_status_and_tunnels(gateway_factory, upstream):
     client_ports = sorted(s.getsockname()[1] for s in held)
     assert sorted(int(x["client"].rsplit(":", 1)[1]) for x in tunnels) == client_ports
     for x in tunnels:
-        assert set(x) == {"id", "proto", "type", "client", "subject", "target", "connected",
-                          "state", "age_ms", "bytes_up", "bytes_down"}
+        assert set(x) == {"id", "proto", "type", "client", "subject", "target", "connected", "local",
+                          "egress", "state", "age_ms", "bytes_up", "bytes_down"}
         assert x["proto"] == "h1" and x["type"] == "tcp" and x["target"] == target and x["connected"] == target
+        assert x["local"].startswith("127.0.0.1:") and x["egress"] is None
         assert x["state"] == "established" and x["subject"] is None
     mine = [x for x in tunnels if x["client"].endswith(f":{held[0].getsockname()[1]}")]
     assert mine[0]["bytes_up"] == 20

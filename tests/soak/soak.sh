@@ -11,6 +11,13 @@
 # in ten resets instead of closing, one in twenty asks for a denied target,
 # one in twenty sends a malformed request. Everything stays on 127.0.0.1.
 #
+# SOAK_DNS_OUTAGE=1: the same through a DNS outage. mcgw's [dns] servers is a
+# UDP socket that reads every query and never answers, and SOAK_DNS_WORKERS
+# (default 16) more threads keep asking for tunnels to names under
+# outage.test (new names and a few repeated ones: devices retrying), each
+# ending 504 dns_timeout after [dns] timeout x tries. The churn to the IP
+# literal goes on beside them; RSS must stay flat all the same.
+#
 # Flat means: after the first quarter (warm-up), no sample exceeds the
 # warm-up maximum by more than SOAK_SLACK_KIB (default 2048, the same slack
 # and reasoning as tests/integration/test_faults.py), and the gateway's
@@ -24,6 +31,8 @@ exec /usr/bin/python3 - "$@" <<'PY'
 import os, random, re, socket, struct, subprocess, sys, tempfile, threading, time
 
 secs = int(os.environ.get("SOAK_SECONDS", "3600"))
+outage = os.environ.get("SOAK_DNS_OUTAGE") == "1"
+dns_workers = int(os.environ.get("SOAK_DNS_WORKERS", "16")) if outage else 0
 sample = int(os.environ.get("SOAK_SAMPLE", "60"))
 workers = int(os.environ.get("SOAK_WORKERS", "32"))
 slack = int(os.environ.get("SOAK_SLACK_KIB", "2048"))
@@ -58,6 +67,23 @@ def serve():
 
 threading.Thread(target=serve, daemon=True).start()
 
+# A DNS server that never answers (SOAK_DNS_OUTAGE).
+silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+silent.bind(("127.0.0.1", 0))
+dns_queries = 0
+
+def swallow():
+    global dns_queries
+    while True:
+        try:
+            silent.recvfrom(4096)
+        except OSError:
+            return
+        dns_queries += 1
+
+if outage:
+    threading.Thread(target=swallow, daemon=True).start()
+
 tmp = tempfile.mkdtemp(prefix="mcgw-soak-")
 conf = os.path.join(tmp, "mcgw.ini")
 with open(conf, "w") as f:
@@ -67,6 +93,9 @@ with open(conf, "w") as f:
             # one client churning to one target as fast as it can: the
             # new-tunnel rates would turn the churn into 429s
             "max_new_tunnels_per_client = 0/s\nmax_new_upstream_per_target = 0/s\n")
+    if outage:
+        f.write("allow = *.outage.test:443\n[dns]\nservers = 127.0.0.1:%d\n"
+                % silent.getsockname()[1])
 log_path = os.path.join(tmp, "mcgw.log")
 log = open(log_path, "wb")
 proc = subprocess.Popen([binary, "run", "-c", conf], stdout=subprocess.PIPE,
@@ -104,7 +133,7 @@ def fds():
     return len(os.listdir(f"/proc/{proc.pid}/fd"))
 
 stop = False
-counts = {"ok": 0, "reset": 0, "denied": 0, "malformed": 0, "errors": 0}
+counts = {"ok": 0, "reset": 0, "denied": 0, "malformed": 0, "errors": 0, "dns_timeout": 0}
 lock = threading.Lock()
 
 def one(rng):
@@ -153,8 +182,27 @@ def worker(seed):
         with lock:
             counts[k] += 1
 
+def dns_worker(seed):
+    """A device retrying a name the silent server never answers: 504."""
+    rng = random.Random(seed)
+    while not stop:
+        name = "n%d.outage.test" % (rng.getrandbits(32) if rng.random() < 0.8 else rng.randint(0, 9))
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            try:
+                s.sendall(b"CONNECT %s:443 HTTP/1.1\r\n\r\n" % name.encode())
+                k = "dns_timeout" if s.recv(4096).startswith(b"HTTP/1.1 504") else "errors"
+            finally:
+                s.close()
+        except OSError:
+            k = "errors"
+        with lock:
+            counts[k] += 1
+
 start_fds = fds()
 threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(workers)]
+threads += [threading.Thread(target=dns_worker, args=(1000 + i,), daemon=True)
+            for i in range(dns_workers)]
 for t in threads:
     t.start()
 samples = []
@@ -170,7 +218,11 @@ while time.monotonic() - t0 < secs:
 stop = True
 for t in threads:
     t.join(timeout=15)
-time.sleep(1)
+# The last queries to the silent server end at c-ares's own retry timeouts
+# (2 s + 4 s by default), its socket to the server with them: wait for it.
+settle = time.monotonic() + (10 if outage else 1)
+while time.monotonic() < settle and fds() > start_fds:
+    time.sleep(0.2)
 end_fds = fds()
 proc.terminate()
 rc = proc.wait(timeout=60)
@@ -178,6 +230,9 @@ warm = max(1, len(samples) // 4)
 base = max(samples[:warm])
 worst = max(samples[warm:] or samples)
 flat = worst <= base + slack and end_fds <= start_fds and rc == 0 and counts["ok"] > 0
+if outage:
+    print(f"soak: DNS outage: {dns_queries} queries swallowed, {counts['dns_timeout']} tunnels 504")
+    flat = flat and counts["dns_timeout"] > 0
 print(f"soak: {closed_lines} ok access lines (not kept); warm-up max {base} KiB, later max {worst} KiB (slack {slack}), "
       f"fds {start_fds} -> {end_fds}, mcgw exit {rc}, errors {counts['errors']}")
 print("soak: FLAT" if flat else "soak: NOT FLAT", "- log in", log_path)

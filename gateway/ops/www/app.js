@@ -220,7 +220,7 @@ function renderStatus(s) {
 function renderTunnels(list, total) {
   setText('tunnels-shown', list.length < total ? '(first ' + list.length + ' of ' + total + ')' : '');
   fillRows('tunnels', list.map((x) => [
-    String(x.id), x.type === 'udp' ? x.proto + ' udp' : x.proto, x.subject ? x.client + ' ' + x.subject : x.client, [x.target || '–', 'wrap'],
+    String(x.id), x.type === 'udp' ? x.proto + ' udp' : x.proto, x.subject ? x.client + ' ' + x.subject : x.client, [x.target ? x.target + (x.local ? ' from ' + x.local : '') + (x.egress ? ' via ' + x.egress : '') : '–', 'wrap'],
     x.state, [fmtDuration(x.age_ms / 1000), 'n'], [fmtBytes(x.bytes_up), 'n'], [fmtBytes(x.bytes_down), 'n'],
   ]), 'no open tunnels', 8);
 }

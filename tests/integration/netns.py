@@ -1,0 +1,101 @@
+"""Network namespaces for uplink tests: an "uplink" is a namespace joined to
+this one by a veth pair, with its own /30 and servers run inside it. Names
+are unique per run (random suffix), so parallel runs do not clash; close()
+deletes everything and is safe to call whatever happened."""
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, check=check, timeout=30)
+
+
+def require_netns():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 for network namespaces")
+
+
+class Uplink:
+    """A namespace NAME with veth HOST_IF (here, GW_ADDR) <-> PEER_IF (there,
+    ADDR), a /30 from 10.200.0.0/16."""
+
+    def __init__(self):
+        tag = "%06x" % random.getrandbits(24)
+        self.ns = f"mcgw-up-{tag}-{os.getpid()}"
+        self.host_if, self.peer_if = f"mgu{tag}a", f"mgu{tag}b"
+        base = random.randrange(0, 1 << 14) * 4  # a /30 in 10.200.0.0/16
+        octets = lambda n: f"10.200.{(base + n) >> 8 & 255}.{(base + n) & 255}"
+        self.gw_addr, self.addr = octets(1), octets(2)
+        self.procs = []
+        self.seen = []  # "ADDR:PORT" of each peer the echo servers saw
+        try:
+            ip("netns", "add", self.ns)
+            ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if)
+            ip("link", "set", self.peer_if, "netns", self.ns)
+            ip("addr", "add", f"{self.gw_addr}/30", "dev", self.host_if)
+            ip("link", "set", self.host_if, "up")
+            self.exec_ip("addr", "add", f"{self.addr}/30", "dev", self.peer_if)
+            self.exec_ip("link", "set", self.peer_if, "up")
+            self.exec_ip("link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def exec_ip(self, *args, check=True):
+        return ip("netns", "exec", self.ns, "ip", *args, check=check)
+
+    def link_down(self):
+        """The uplink is gone: its far end goes down; packets to it vanish."""
+        self.exec_ip("link", "set", self.peer_if, "down")
+
+    def serve_address(self, addr, metric):
+        """addr (a /32) answers inside the namespace, reached from here
+        through this uplink (a host route with metric): the same address may
+        be served by several uplinks, as an MC server behind two PDNs."""
+        self.exec_ip("addr", "add", f"{addr}/32", "dev", "lo")
+        ip("route", "add", f"{addr}/32", "via", self.addr, "dev", self.host_if, "metric",
+           str(metric))
+
+    def echo_server(self, addr=None, port=0):
+        """An echo server inside the namespace on addr (default ADDR):port;
+        returns the port. It prints "peer ADDR PORT" for each echo
+        (peers())."""
+        code = ("import socket,threading,sys\n"
+                f"s=socket.socket();s.bind(('{addr or self.addr}',{port}));s.listen(16)\n"
+                "print(s.getsockname()[1],flush=True)\n"
+                "def echo(c):\n"
+                "  with c:\n"
+                "    while True:\n"
+                "      d=c.recv(65536)\n"
+                "      if not d: return\n"
+                "      print('peer',c.getpeername()[0],c.getpeername()[1],flush=True)\n"
+                "      c.sendall(d)\n"
+                "while True:\n"
+                "  c,_=s.accept();threading.Thread(target=echo,args=(c,),daemon=True).start()\n")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
+                             stdout=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        port = int(p.stdout.readline())
+        threading.Thread(target=self._peers, args=(p,), daemon=True).start()
+        return port
+
+    def _peers(self, p):
+        for line in p.stdout:
+            if line.startswith("peer "):
+                _, a, port = line.split()
+                self.seen.append(f"{a}:{port}")
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        ip("netns", "del", self.ns, check=False)
+        ip("link", "del", self.host_if, check=False)  # gone with the namespace, normally

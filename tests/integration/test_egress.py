@@ -1,0 +1,174 @@
+"""Egress per destination: two uplinks (network namespaces behind veth
+pairs) both serve the same MC server address; an allow rule's egress=NAME
+decides which one a tunnel leaves by (SO_BINDTODEVICE), as the echo servers
+in the namespaces report. Also: the DSCP of an egress on the wire (tshark),
+an egress whose interface is down (502 egress_down, the other unaffected),
+and mcgw check's errors."""
+
+import random
+import socket
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+import mcgwtest
+from mcgwtest import echo_roundtrip, open_tunnel, wait_until
+from netns import Uplink, require_netns
+from test_udp import closed_record, connect_udp, datagram, h2c, udp_target
+
+pytestmark = pytest.mark.timeout(90)
+
+PORT_A, PORT_B = 7443, 7444  # inside the namespaces only: nothing else listens there
+
+
+@pytest.fixture
+def two_uplinks():
+    require_netns()
+    ups = []
+    try:
+        ups.append(Uplink())
+        ups.append(Uplink())
+        server = "198.18.%d.%d" % (random.randrange(256), random.randrange(1, 255))
+        for metric, u in enumerate(ups, 1):
+            u.serve_address(server, 100 * metric)
+            u.echo_server(server, PORT_A)
+            u.echo_server(server, PORT_B)
+        yield server, ups
+    finally:
+        for u in ups:
+            u.close()
+
+
+def gateway(mcgw_factory, server, ups, dscp=None):
+    egress = {}
+    for i, u in enumerate(ups, 1):
+        egress[f"egress up{i}"] = {"interface": u.host_if, "dscp": dscp if i == 1 else None}
+    return mcgw_factory(egress, allow=[f"{server}:{PORT_A} egress=up1",
+                                       f"{server}:{PORT_B} egress=up2"])
+
+
+@pytest.fixture
+def mcgw_with(tmp_path):
+    daemons = []
+
+    def start(extra, **tunnel):
+        d = mcgwtest.Mcgw(tmp_path / f"gw{len(daemons)}", tunnel=tunnel, extra=extra)
+        daemons.append(d)
+        return d.start()
+    yield start
+    for d in daemons:
+        d.stop()
+    for d in daemons:
+        d.assert_no_sanitizer_report()
+
+
+def through(gw, target):
+    t = open_tunnel(gw.proxy_port, target)
+    assert t.status == 200, t
+    echo_roundtrip(t, b"which way?")
+    client = t.client
+    t.close()
+    return gw.tunnel_closed(client)
+
+
+def test_each_rule_leaves_by_its_egress(mcgw_with, two_uplinks):
+    server, (up1, up2) = two_uplinks
+    gw = gateway(mcgw_with, server, (up1, up2))
+    a = through(gw, f"{server}:{PORT_A}")
+    b = through(gw, f"{server}:{PORT_B}")
+    assert a["egress"] == "up1" and b["egress"] == "up2", (a, b)
+    wait_until(lambda: up1.seen and up2.seen, 10, "both echo servers reached")
+    assert up1.seen == [a["local"]], (up1.seen, a)  # the peer uplink 1 saw is local=
+    assert up2.seen == [b["local"]], (up2.seen, b)
+    assert a["local"].startswith(up1.gw_addr + ":") and b["local"].startswith(up2.gw_addr + ":")
+
+
+def test_egress_down_fails_fast_and_alone(mcgw_with, two_uplinks):
+    server, (up1, up2) = two_uplinks
+    gw = gateway(mcgw_with, server, (up1, up2))
+    subprocess.run(["ip", "link", "set", up2.host_if, "down"], check=True)
+    t = open_tunnel(gw.proxy_port, f"{server}:{PORT_B}")
+    assert t.status == 502, t
+    rec = gw.tunnel_closed(t.client)
+    assert rec["close"] == "egress_down" and rec["egress"] == "up2", rec
+    t.close()
+    assert through(gw, f"{server}:{PORT_A}")["egress"] == "up1"  # the other egress is fine
+
+
+def test_allow_udp_rule_egress(mcgw_with):
+    """An allow_udp rule's egress=NAME: the CONNECT-UDP tunnel's socket gets
+    the egress's options before its connect (the target receives the DSCP in
+    the datagram's TOS byte) and the access log names it, with local=."""
+    target = udp_target()
+    target.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTOS", 13), 1)
+    port = target.getsockname()[1]
+    gw = mcgw_with({"egress media": {"dscp": 46, "mark": 7}},
+                   allow_udp=f"127.0.0.1:{port} egress=media")
+    client = h2c(gw)
+    s = connect_udp(client, "127.0.0.1", port)
+    assert s.status == 200, s
+    client.send(s, datagram(b"which way?"))
+    data, anc, _, peer = target.recvmsg(2048, socket.CMSG_SPACE(4))
+    assert data == b"which way?"
+    tos = [c[2][0] for c in anc if c[0] == socket.IPPROTO_IP and c[1] == socket.IP_TOS]
+    assert tos and tos[0] >> 2 == 46, anc
+    client.end(s)
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["egress"] == "media" and rec["local"] == "%s:%d" % peer, rec
+    client.close()
+
+
+def test_dscp_on_the_wire(mcgw_with, two_uplinks, tmp_path):
+    tshark = shutil.which("tshark")
+    if not tshark:
+        pytest.skip("tshark not installed (scripts/deps.sh test installs it)")
+    server, (up1, up2) = two_uplinks
+    gw = gateway(mcgw_with, server, (up1, up2), dscp=46)
+    cap = subprocess.Popen([tshark, "-i", up1.host_if, "-f", f"tcp dst port {PORT_A}", "-l",
+                            "-c", "5", "-a", "duration:30", "-T", "fields",
+                            "-e", "ip.dsfield.dscp"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = threading.Event()
+
+    def watch():
+        for line in cap.stderr:
+            if "Capturing on" in line:
+                ready.set()
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert ready.wait(30), "tshark did not start capturing"
+        # "Capturing on" may come before the filter is attached: tunnels
+        # until the capture has its packets (or its 30 s are up).
+        wait_until(lambda: through(gw, f"{server}:{PORT_A}") and cap.poll() is not None, 40,
+                   "tshark's packets", interval=0.5)
+        out, _ = cap.communicate(timeout=30)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    values = [v.strip() for v in out.split()]
+    assert len(values) >= 3 and all(v == "46" for v in values), (values, out)
+
+
+def test_check_errors(tmp_path):
+    require_netns()
+    conf = tmp_path / "mcgw.ini"
+    conf.write_text("[tunnel]\nlisten = 127.0.0.1:0\n"
+                    "allow = a.example:443 egress=nope\n"         # line 3
+                    "allow_when_authorized = b.example:443 egress=mc\n"
+                    "egress = also-nope\n"                          # line 5
+                    "[egress mc]\n"
+                    "interface = mcgw-no-such0\n"                   # line 7
+                    "source = 192.0.2.77\n"                         # line 8
+                    "dscp = 46\n")
+    p = subprocess.run([str(mcgwtest.BIN), "check", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode != 0
+    err = p.stderr + p.stdout
+    assert f"{conf}:3: unknown egress 'nope'" in err, err
+    assert f"{conf}:5: unknown egress 'also-nope'" in err, err
+    assert f"{conf}:7: interface: no network interface of that name on this host" in err, err
+    assert f"{conf}:8: source: not an address of this host" in err, err
+    assert "egress=mc" not in err, err  # the rule naming a defined egress is fine
