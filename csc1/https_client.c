@@ -59,8 +59,8 @@ void csc1__https_ssl_error_text(char *buf, size_t len) {
   ERR_clear_error();
 }
 
-csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
-                               size_t errlen) {
+csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const char *key,
+                                   char *err, size_t errlen) {
   char why[256];
   csc1_https_ctx *c = calloc(1, sizeof *c);
   if (!c || !(c->ssl_ctx = SSL_CTX_new(TLS_client_method()))) {
@@ -106,19 +106,32 @@ void csc1_https_ctx_free(csc1_https_ctx *c) {
 
 const char *csc1_https_strerror(int err) {
   switch (err) {
-  case CSC1_HTTPS_OK: return "ok";
-  case CSC1_HTTPS_EURL: return "bad URL";
-  case CSC1_HTTPS_ERESOLVE: return "name resolution failed";
-  case CSC1_HTTPS_ECONNECT: return "connection failed";
-  case CSC1_HTTPS_ECERT: return "certificate verification failed";
-  case CSC1_HTTPS_ETLS: return "TLS failure";
-  case CSC1_HTTPS_ETIMEOUT: return "timed out";
-  case CSC1_HTTPS_EPROTO: return "malformed HTTP response";
-  case CSC1_HTTPS_ETOOBIG: return "response too large";
-  case CSC1_HTTPS_ENOMEM: return "out of memory";
-  case CSC1_HTTPS_EPROXY: return "proxy failure";
-  case CSC1_HTTPS_ECLIENTCERT: return "client certificate required or refused";
-  default: return "unknown error";
+  case CSC1_HTTPS_OK:
+    return "ok";
+  case CSC1_HTTPS_EURL:
+    return "bad URL";
+  case CSC1_HTTPS_ERESOLVE:
+    return "name resolution failed";
+  case CSC1_HTTPS_ECONNECT:
+    return "connection failed";
+  case CSC1_HTTPS_ECERT:
+    return "certificate verification failed";
+  case CSC1_HTTPS_ETLS:
+    return "TLS failure";
+  case CSC1_HTTPS_ETIMEOUT:
+    return "timed out";
+  case CSC1_HTTPS_EPROTO:
+    return "malformed HTTP response";
+  case CSC1_HTTPS_ETOOBIG:
+    return "response too large";
+  case CSC1_HTTPS_ENOMEM:
+    return "out of memory";
+  case CSC1_HTTPS_EPROXY:
+    return "proxy failure";
+  case CSC1_HTTPS_ECLIENTCERT:
+    return "client certificate required or refused";
+  default:
+    return "unknown error";
   }
 }
 
@@ -302,8 +315,8 @@ static int on_header_field_complete(llhttp_t *p) {
 
 /* Set-Cookie values, '\n'-separated. */
 static int append_set_cookie(csc1_https_req *r, const char *at, size_t len) {
-  if (r->cookie_sep &&
-      csc1_append(&r->set_cookie, &r->set_cookie_len, "\n", 1, HTTPS_SET_COOKIE_MAX) != CSC1_APPEND_OK)
+  if (r->cookie_sep && csc1_append(&r->set_cookie, &r->set_cookie_len, "\n", 1,
+                                   HTTPS_SET_COOKIE_MAX) != CSC1_APPEND_OK)
     return -1;
   r->cookie_sep = false;
   return csc1_append(&r->set_cookie, &r->set_cookie_len, at, len, HTTPS_SET_COOKIE_MAX) ? -1 : 0;
@@ -374,7 +387,7 @@ static void on_eof(csc1_https_req *r) {
     return;
   }
   if (client_cert_failed(r, "the server asked for a certificate, then closed the connection "
-                             "before responding"))
+                            "before responding"))
     return;
   if (!r->handshake_done) {
     char detail[HTTPS_DETAIL_MAX];
@@ -388,8 +401,8 @@ static void on_eof(csc1_https_req *r) {
     csc1__https_finish(r, CSC1_HTTPS_OK, NULL);
   else
     csc1__https_finish(r, CSC1_HTTPS_EPROTO,
-           e == HPE_OK ? "connection closed before the response was complete"
-                       : llhttp_errno_name(e));
+                       e == HPE_OK ? "connection closed before the response was complete"
+                                   : llhttp_errno_name(e));
 }
 
 /* ---- network ------------------------------------------------------------- */
@@ -463,16 +476,26 @@ static void on_tls_msg(int write_p, int version, int content_type, const void *b
  * missing one), or NULL for any other alert. */
 static const char *client_cert_alert(int a) {
   switch (a) {
-  case SSL_AD_HANDSHAKE_FAILURE: return "handshake failure";
-  case SSL_AD_BAD_CERTIFICATE: return "bad certificate";
-  case SSL_AD_UNSUPPORTED_CERTIFICATE: return "unsupported certificate";
-  case SSL_AD_CERTIFICATE_REVOKED: return "certificate revoked";
-  case SSL_AD_CERTIFICATE_EXPIRED: return "certificate expired";
-  case SSL_AD_CERTIFICATE_UNKNOWN: return "certificate unknown";
-  case SSL_AD_UNKNOWN_CA: return "unknown CA";
-  case SSL_AD_ACCESS_DENIED: return "access denied";
-  case SSL_AD_CERTIFICATE_REQUIRED: return "certificate required";
-  default: return NULL;
+  case SSL_AD_HANDSHAKE_FAILURE:
+    return "handshake failure";
+  case SSL_AD_BAD_CERTIFICATE:
+    return "bad certificate";
+  case SSL_AD_UNSUPPORTED_CERTIFICATE:
+    return "unsupported certificate";
+  case SSL_AD_CERTIFICATE_REVOKED:
+    return "certificate revoked";
+  case SSL_AD_CERTIFICATE_EXPIRED:
+    return "certificate expired";
+  case SSL_AD_CERTIFICATE_UNKNOWN:
+    return "certificate unknown";
+  case SSL_AD_UNKNOWN_CA:
+    return "unknown CA";
+  case SSL_AD_ACCESS_DENIED:
+    return "access denied";
+  case SSL_AD_CERTIFICATE_REQUIRED:
+    return "certificate required";
+  default:
+    return NULL;
   }
 }
 
@@ -633,7 +656,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     char detail[HTTPS_DETAIL_MAX];
     if (client_cert_failed(r, "the server asked for a certificate, then reset the connection "
-                             "before responding"))
+                              "before responding"))
       return;
     snprintf(detail, sizeof detail, "%s:%u: %s", r->peer->host, r->peer->port,
              uv_strerror((int)nread));
@@ -863,7 +886,7 @@ static int build_request(csc1_https_req *r, const csc1_https_request_opts *o) {
 }
 
 int csc1_https_request(uv_loop_t *loop, csc1_https_ctx *ctx, const csc1_https_request_opts *o,
-                     csc1_https_cb cb, void *arg, csc1_https_req **out) {
+                       csc1_https_cb cb, void *arg, csc1_https_req **out) {
   const char *why = NULL;
   csc1_https_req *r = calloc(1, sizeof *r);
   if (!r)

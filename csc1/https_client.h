@@ -35,7 +35,7 @@ enum {
   CSC1_HTTPS_EPROTO = -7,   /* malformed or truncated HTTP response */
   CSC1_HTTPS_ETOOBIG = -8,  /* response body or head over the cap */
   CSC1_HTTPS_ENOMEM = -9,
-  CSC1_HTTPS_EPROXY = -10, /* the proxy refused or broke the CONNECT tunnel */
+  CSC1_HTTPS_EPROXY = -10,     /* the proxy refused or broke the CONNECT tunnel */
   CSC1_HTTPS_ECLIENTCERT = -11 /* mutual TLS: the server asked for a client certificate
                                 and there was none, or it refused ours */
 };
@@ -47,8 +47,8 @@ const char *csc1_https_strerror(int err);
 /* Trust anchors: ca_file (PEM), or the system store when NULL. cert/key:
  * client certificate for mutual TLS, or NULL. Returns NULL with err filled
  * when a file cannot be loaded. */
-csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const char *key, char *err,
-                               size_t errlen);
+csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const char *key,
+                                   char *err, size_t errlen);
 /* How requests made with a context reach their servers: directly (the
  * default, what the daemon uses), or through an HTTP CONNECT proxy, one
  * tunnel per request. url: http://HOST:PORT (plain; with h2, HTTP/2 prior
@@ -85,7 +85,7 @@ int csc1_https_ctx_set_proxy(csc1_https_ctx *c, const csc1_https_proxy_opts *o, 
  * - cancel(ctx, handle): done will not be called.
  * The struct is copied; ctx must outlive every request. */
 typedef void (*csc1_https_resolved_fn)(void *arg, const char *err,
-                                     const struct sockaddr_storage *addrs, size_t n);
+                                       const struct sockaddr_storage *addrs, size_t n);
 typedef struct csc1_https_resolver {
   void *(*start)(void *ctx, const char *host, csc1_https_resolved_fn done, void *arg);
   void (*cancel)(void *ctx, void *lookup);
@@ -124,7 +124,8 @@ typedef struct csc1_https_response {
  * the host; for CSC1_HTTPS_ECLIENTCERT whether a certificate was configured,
  * its file, and the server's alert), never request or response contents.
  * After the callback the request is gone: clear any pointer to it there. */
-typedef void (*csc1_https_cb)(int err, const char *detail, const csc1_https_response *resp, void *arg);
+typedef void (*csc1_https_cb)(int err, const char *detail, const csc1_https_response *resp,
+                              void *arg);
 
 typedef struct csc1_https_request_opts {
   const char *method;       /* "GET" or "POST" */
@@ -144,7 +145,7 @@ typedef struct csc1_https_request_opts {
 /* Starts a request. Returns 0 and *out (may be NULL if not wanted), or a
  * negative CSC1_HTTPS_E* when it cannot start - then cb is never called. */
 int csc1_https_request(uv_loop_t *loop, csc1_https_ctx *ctx, const csc1_https_request_opts *o,
-                     csc1_https_cb cb, void *arg, csc1_https_req **out);
+                       csc1_https_cb cb, void *arg, csc1_https_req **out);
 
 /* Abandons a request: cb will not be called; resources are freed once the
  * handles have closed. */

@@ -40,9 +40,9 @@ typedef struct https_proxy {
 
 struct csc1_https_ctx {
   SSL_CTX *ssl_ctx;
-  https_proxy *proxy; /* NULL: direct */
-  char *client_cert;  /* its file, for messages; NULL: none */
-  csc1_https_resolver resolver; /* start NULL: uv_getaddrinfo */
+  https_proxy *proxy;                /* NULL: direct */
+  char *client_cert;                 /* its file, for messages; NULL: none */
+  csc1_https_resolver resolver;      /* start NULL: uv_getaddrinfo */
   csc1_https_socket_fn socket_setup; /* or NULL */
   void *socket_arg;
 };
@@ -67,9 +67,9 @@ struct csc1_https_req {
   uv_timer_t timer;
   uv_connect_t connect_req;
   struct addrinfo *addrs, *next_addr;
-  bool addrs_ours;  /* addrs is one malloc'd block (from the resolver), not getaddrinfo's */
+  bool addrs_ours; /* addrs is one malloc'd block (from the resolver), not getaddrinfo's */
   csc1_https_resolver resolver;
-  void *lookup;     /* the resolver's pending lookup */
+  void *lookup; /* the resolver's pending lookup */
   csc1_https_socket_fn socket_setup;
   void *socket_arg;
   int last_connect_err;
@@ -116,14 +116,12 @@ struct csc1_https_req {
   int h2_status;
   char *h2_out; /* server TLS records waiting for DATA frames */
   size_t h2_out_len, h2_out_off;
-  bool linger;                   /* complete: wait for the server's close */
+  bool linger;                        /* complete: wait for the server's close */
   int64_t sent_at_ms, received_at_ms; /* wall clock, for csc1_https_response */
-  uint64_t bytes_up, bytes_down; /* server TLS records sent / received */
+  uint64_t bytes_up, bytes_down;      /* server TLS records sent / received */
 };
 
-
 typedef int (*sink_fn)(csc1_https_req *r, const char *data, size_t n);
-
 
 /* ---- https_client.c, for the proxy layer ---- */
 

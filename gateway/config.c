@@ -38,8 +38,8 @@
 #define GW_DEFAULT_ADMIN_PORT 9090
 #define GW_DEFAULT_STATE_DIR "/var/lib/mcgw"
 #define GW_DEFAULT_REFRESH_BEFORE_MS 60000
-#define GW_TOKEN_MIN 16   /* shortest admin token accepted */
-#define GW_TOKEN_MAX 512  /* longest; the admin listener keeps 1024-byte header values */
+#define GW_TOKEN_MIN 16  /* shortest admin token accepted */
+#define GW_TOKEN_MAX 512 /* longest; the admin listener keeps 1024-byte header values */
 
 enum key_id {
   K_LOG_LEVEL,
@@ -220,9 +220,8 @@ static bool errs_push(gw_config_errors *e, char *msg) {
 }
 
 /* Appends "NAME:LINE: TAGmessage", or "NAME: TAGmessage" when line is 0. */
-__attribute__((format(printf, 5, 0))) static void vpush(parse_ctx *c, gw_config_errors *to,
-                                                        int line, const char *tag,
-                                                        const char *fmt, va_list ap) {
+__attribute__((format(printf, 5, 0))) static void
+vpush(parse_ctx *c, gw_config_errors *to, int line, const char *tag, const char *fmt, va_list ap) {
   char *msg = vformat(fmt, ap);
   char *full = NULL;
   if (msg)
@@ -236,8 +235,8 @@ __attribute__((format(printf, 5, 0))) static void vpush(parse_ctx *c, gw_config_
 }
 
 /* Records an error. */
-__attribute__((format(printf, 3, 4))) static void report(parse_ctx *c, int line,
-                                                         const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void report(parse_ctx *c, int line, const char *fmt,
+                                                         ...) {
   c->n_err++;
   if (!c->errs)
     return;
@@ -248,8 +247,8 @@ __attribute__((format(printf, 3, 4))) static void report(parse_ctx *c, int line,
 }
 
 /* Records a warning: the file is valid but opens more than it seems to. */
-__attribute__((format(printf, 3, 4))) static void warn(parse_ctx *c, int line,
-                                                       const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void warn(parse_ctx *c, int line, const char *fmt,
+                                                       ...) {
   va_list ap;
   va_start(ap, fmt);
   vpush(c, &c->cfg->warnings, line, "warning: ", fmt, ap);
@@ -430,8 +429,8 @@ static void set_user(parse_ctx *c, const key_def *k, const char *v) {
 }
 
 /* Appends to a listener array: listen (plain) or listen_tls. */
-static void add_listen(parse_ctx *c, const key_def *k, const char *v,
-                       struct sockaddr_storage **arr, size_t *n) {
+static void add_listen(parse_ctx *c, const key_def *k, const char *v, struct sockaddr_storage **arr,
+                       size_t *n) {
   struct sockaddr_storage ss;
   if (tn_addr_parse_listen(v, &ss) != 0) {
     value_error(c, k, v, "expected a numeric address like 127.0.0.1:3128 or [::1]:3128");
@@ -476,8 +475,9 @@ static void set_clients(parse_ctx *c, const key_def *k, const char *v) {
   tn_engine_opts *o = &c->cfg->tunnel;
   tn_cidr cidr;
   if (tn_cidr_parse(v, strlen(v), &cidr) != 0) {
-    value_error(c, k, v, "expected an address or prefix like 192.168.50.0/24 or fd00::/8 "
-                         "(network address, no host bits)");
+    value_error(c, k, v,
+                "expected an address or prefix like 192.168.50.0/24 or fd00::/8 "
+                "(network address, no host bits)");
     return;
   }
   tn_cidr *grown = realloc(o->clients, (o->n_clients + 1) * sizeof *grown);
@@ -534,8 +534,8 @@ static bool is_public_suffix(const char *domain) {
  * prefix, prefixes wider than /16 (IPv4) or /48 (IPv6). Public suffixes are
  * decided in cross_checks, once allow_public_suffix is known. */
 static void check_rule_width(parse_ctx *c, const key_def *k, const tn_rule *r, const char *text) {
-  bool wide_cidr = r->kind == TN_RULE_CIDR &&
-                   r->cidr.prefix < (r->cidr.family == AF_INET ? 16 : 48);
+  bool wide_cidr =
+      r->kind == TN_RULE_CIDR && r->cidr.prefix < (r->cidr.family == AF_INET ? 16 : 48);
   bool many = r->kind == TN_RULE_SUFFIX ||
               (r->kind == TN_RULE_CIDR && r->cidr.prefix < (r->cidr.family == AF_INET ? 32 : 128));
   if (r->kind == TN_RULE_SUFFIX && is_public_suffix(r->host + 1)) {
@@ -649,8 +649,8 @@ static void set_udp_payload(parse_ctx *c, const key_def *k, const char *v) {
     *(uint32_t *)field(c, k) = (uint32_t)n;
 }
 
-#define EGRESS_REF_TUNNEL SIZE_MAX      /* [tunnel] egress */
-#define EGRESS_REF_IDM (SIZE_MAX - 1)   /* [idm] egress */
+#define EGRESS_REF_TUNNEL SIZE_MAX    /* [tunnel] egress */
+#define EGRESS_REF_IDM (SIZE_MAX - 1) /* [idm] egress */
 
 static void set_tunnel_egress(parse_ctx *c, const key_def *k, const char *v) {
   egress_ref_add(c, k, v, EGRESS_REF_TUNNEL);
@@ -663,7 +663,9 @@ static void set_idm_egress(parse_ctx *c, const key_def *k, const char *v) {
 /* ---- [egress NAME] ---- */
 
 /* The section being read: the last of cfg->tunnel.egress. */
-static tn_egress *cur_egress(parse_ctx *c) { return &c->cfg->tunnel.egress[c->cfg->tunnel.n_egress - 1]; }
+static tn_egress *cur_egress(parse_ctx *c) {
+  return &c->cfg->tunnel.egress[c->cfg->tunnel.n_egress - 1];
+}
 
 static void set_egress_interface(parse_ctx *c, const key_def *k, const char *v) {
   if (strlen(v) >= sizeof(cur_egress(c)->interface) || strchr(v, '/') || if_nametoindex(v) == 0) {
@@ -825,8 +827,9 @@ static void set_dns_servers(parse_ctx *c, const key_def *k, const char *v) {
   for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
     char one[TN_ADDRSTR_MAX];
     if (!dns_server(tok, one)) {
-      value_error(c, k, v, "expected IP addresses, each with an optional port "
-                           "(10.0.0.1, 10.0.0.1:5353, [fd00::1]:53), separated by commas");
+      value_error(c, k, v,
+                  "expected IP addresses, each with an optional port "
+                  "(10.0.0.1, 10.0.0.1:5353, [fd00::1]:53), separated by commas");
       goto done;
     }
     char *grown = realloc(csv, len + strlen(one) + 2);
@@ -894,12 +897,15 @@ static void set_rate_exempt(parse_ctx *c, const key_def *k, const char *v) {
   tn_exempt x = {0};
   if (strcmp(v, "*") == 0) {
     x.all = true;
-    warn(c, c->lineno, "rate_exempt = *: no device is held to max_new_tunnels_per_client; "
-                       "name the bursty device (its subject or address) instead");
+    warn(c, c->lineno,
+         "rate_exempt = *: no device is held to max_new_tunnels_per_client; "
+         "name the bursty device (its subject or address) instead");
   } else if (tn_cidr_parse(v, strlen(v), &x.cidr) == 0) {
     if (x.cidr.prefix == 0)
-      warn(c, c->lineno, "rate_exempt = %s: every address, as with *: no device is held to "
-                         "max_new_tunnels_per_client", v);
+      warn(c, c->lineno,
+           "rate_exempt = %s: every address, as with *: no device is held to "
+           "max_new_tunnels_per_client",
+           v);
   } else if (!*v || strlen(v) > TN_SUBJECT_MAX || has_ctl(v)) {
     value_error(c, k, v, "expected a certificate subject (CN=...), an address or a prefix");
     return;
@@ -907,8 +913,10 @@ static void set_rate_exempt(parse_ctx *c, const key_def *k, const char *v) {
     x.is_subject = true;
     snprintf(x.subject, sizeof x.subject, "%s", v);
     if (strchr(v, '*'))
-      warn(c, c->lineno, "rate_exempt = %s: '*' in a subject is matched literally, not as "
-                         "a wildcard", v);
+      warn(c, c->lineno,
+           "rate_exempt = %s: '*' in a subject is matched literally, not as "
+           "a wildcard",
+           v);
   }
   tn_exempt *grown = realloc(o->rate_exempt, (o->n_rate_exempt + 1) * sizeof *grown);
   if (!grown) {
@@ -1067,10 +1075,10 @@ static const key_def tunnel_keys[] = {
     {"drain_timeout", K_DRAIN_TIMEOUT, false, set_duration, TUN(drain_timeout_ms), 0, 0},
     {"attempt_delay", K_ATTEMPT_DELAY, false, set_duration, TUN(attempt_delay_ms), 1, 0},
     {"upstream_keepalive", K_UP_KEEPALIVE, false, set_duration, TUN(upstream_keepalive_ms), 0, 0},
-    {"upstream_user_timeout", K_UP_USER_TIMEOUT, false, set_duration,
-     TUN(upstream_user_timeout_ms), 0, 0},
-    {"downstream_keepalive", K_DOWN_KEEPALIVE, false, set_duration, TUN(downstream_keepalive_ms),
+    {"upstream_user_timeout", K_UP_USER_TIMEOUT, false, set_duration, TUN(upstream_user_timeout_ms),
      0, 0},
+    {"downstream_keepalive", K_DOWN_KEEPALIVE, false, set_duration, TUN(downstream_keepalive_ms), 0,
+     0},
     {"egress", K_TUNNEL_EGRESS, false, set_tunnel_egress, 0, 0, 0},
     {"listen_tls", K_LISTEN_TLS, true, set_listen_tls, 0, 0, 0},
     {"tls_cert", K_TLS_CERT, false, set_path, TUN(tls_cert), 0, 0},
@@ -1092,16 +1100,16 @@ static const key_def tunnel_keys[] = {
     {"allow_public_suffix", K_ALLOW_PUBLIC_SUFFIX, false, set_bool,
      offsetof(gw_config, allow_public_suffix), 0, 0},
     {"allow_udp", K_ALLOW_UDP, true, set_allow_udp, 0, 0, 0},
-    {"allow_udp_when_authorized", K_ALLOW_UDP_WHEN_AUTHORIZED, true,
-     set_allow_udp_when_authorized, 0, 0, 0},
+    {"allow_udp_when_authorized", K_ALLOW_UDP_WHEN_AUTHORIZED, true, set_allow_udp_when_authorized,
+     0, 0, 0},
     {"udp_idle_timeout", K_UDP_IDLE_TIMEOUT, false, set_duration, TUN(udp_idle_timeout_ms), 1, 0},
     {"udp_max_payload", K_UDP_MAX_PAYLOAD, false, set_udp_payload, TUN(udp_max_payload), 0, 0},
 };
 
 static const key_def idm_keys[] = {
     {"issuer", K_IDM_ISSUER, false, set_url, IDM(issuer), 0, 0},
-    {"authorization_endpoint", K_IDM_AUTHORIZATION_EP, false, set_url,
-     IDM(authorization_endpoint), 0, 0},
+    {"authorization_endpoint", K_IDM_AUTHORIZATION_EP, false, set_url, IDM(authorization_endpoint),
+     0, 0},
     {"token_endpoint", K_IDM_TOKEN_EP, false, set_url, IDM(token_endpoint), 0, 0},
     {"jwks_uri", K_IDM_JWKS_URI, false, set_url, IDM(jwks_uri), 0, 0},
     {"device_authorization_endpoint", K_IDM_DEVICE_EP, false, set_url,
@@ -1144,13 +1152,11 @@ static const key_def dns_keys[] = {
     {"stale_ttl", K_DNS_STALE_TTL, false, set_duration, DNS(stale_ttl_ms), 0, 0},
 };
 
-#define SECTION(n, t) {n, t, sizeof t / sizeof t[0]}
+#define SECTION(n, t)                                                                              \
+  { n, t, sizeof t / sizeof t[0] }
 static const section_def sections[] = {
-    SECTION("gateway", gateway_keys),
-    SECTION("admin", admin_keys),
-    SECTION("tunnel", tunnel_keys),
-    SECTION("idm", idm_keys),
-    SECTION("dns", dns_keys),
+    SECTION("gateway", gateway_keys), SECTION("admin", admin_keys), SECTION("tunnel", tunnel_keys),
+    SECTION("idm", idm_keys),         SECTION("dns", dns_keys),
 };
 
 static const section_def *find_section(const char *name, size_t len) {
@@ -1214,8 +1220,7 @@ static void unknown_key(parse_ctx *c, const char *name) {
     report(c, c->lineno, "unknown key '%s' in [%s] (did you mean '%s'?)",
            escape(name, buf, sizeof buf), c->sect->name, hint);
   else
-    report(c, c->lineno, "unknown key '%s' in [%s]", escape(name, buf, sizeof buf),
-           c->sect->name);
+    report(c, c->lineno, "unknown key '%s' in [%s]", escape(name, buf, sizeof buf), c->sect->name);
 }
 
 static void apply(parse_ctx *c, const key_def *k, const char *v) {
@@ -1320,7 +1325,7 @@ static char *find_or_comment(char *s, const char *chars) {
 }
 
 static const section_def egress_section_def = {"egress", egress_keys,
-                                                sizeof egress_keys / sizeof egress_keys[0]};
+                                               sizeof egress_keys / sizeof egress_keys[0]};
 
 static void enter_section(parse_ctx *c, const char *name, size_t len) {
   char buf[GW_SHOW_MAX];
@@ -1512,12 +1517,10 @@ static void idm_cross_checks(parse_ctx *c) {
     report(c, c->idm_line, "[idm] has no issuer");
   if (!c->first_line[K_IDM_CLIENT_ID])
     report(c, c->idm_line, "[idm] has no client_id");
-  bool secret = m->client_auth == CSC1_AUTH_SECRET_BASIC ||
-                m->client_auth == CSC1_AUTH_SECRET_POST;
+  bool secret = m->client_auth == CSC1_AUTH_SECRET_BASIC || m->client_auth == CSC1_AUTH_SECRET_POST;
   if (secret && !c->first_line[K_IDM_SECRET_FILE])
     report(c, idm_line_of(c, K_IDM_CLIENT_AUTH), "client_auth = %s needs client_secret_file",
-           m->client_auth == CSC1_AUTH_SECRET_BASIC ? "client_secret_basic"
-                                                      : "client_secret_post");
+           m->client_auth == CSC1_AUTH_SECRET_BASIC ? "client_secret_basic" : "client_secret_post");
   if (!secret && c->first_line[K_IDM_SECRET_FILE])
     report(c, idm_line_of(c, K_IDM_SECRET_FILE),
            "client_secret_file is set but client_auth is not client_secret_basic or "
@@ -1525,11 +1528,13 @@ static void idm_cross_checks(parse_ctx *c) {
   if (m->client_auth == CSC1_AUTH_PRIVATE_KEY_JWT && !c->first_line[K_IDM_CLIENT_KEY])
     report(c, idm_line_of(c, K_IDM_CLIENT_AUTH), "client_auth = private_key_jwt needs client_key");
   if (m->client_auth != CSC1_AUTH_PRIVATE_KEY_JWT && c->first_line[K_IDM_CLIENT_KEY])
-    report(c, idm_line_of(c, K_IDM_CLIENT_KEY), "client_key is set but client_auth is not "
-                                            "private_key_jwt");
+    report(c, idm_line_of(c, K_IDM_CLIENT_KEY),
+           "client_key is set but client_auth is not "
+           "private_key_jwt");
   if (!c->first_line[K_IDM_TLS_CERT] != !c->first_line[K_IDM_TLS_KEY])
-    report(c, c->first_line[K_IDM_TLS_CERT] ? idm_line_of(c, K_IDM_TLS_CERT)
-                                            : idm_line_of(c, K_IDM_TLS_KEY),
+    report(c,
+           c->first_line[K_IDM_TLS_CERT] ? idm_line_of(c, K_IDM_TLS_CERT)
+                                         : idm_line_of(c, K_IDM_TLS_KEY),
            "tls_cert and tls_key go together (mutual TLS to the IdMS needs both)");
   check_idm_tls(c);
   if (m->login == GW_IDM_LOGIN_BROWSER && !c->first_line[K_IDM_REDIRECT_URI] &&
@@ -1568,8 +1573,9 @@ static void read_admin_token(parse_ctx *c, const char *path, int line) {
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
     report(c, line, "admin_token_file: %s is not a regular file", path);
   else if (st.st_mode & 077)
-    report(c, line, "admin_token_file: %s is accessible by group or others (mode %04o): chmod 600 %s",
-           path, (unsigned)(st.st_mode & 07777), path);
+    report(c, line,
+           "admin_token_file: %s is accessible by group or others (mode %04o): chmod 600 %s", path,
+           (unsigned)(st.st_mode & 07777), path);
   else if ((n = read(fd, buf, sizeof buf - 1)) < 0)
     report(c, line, "admin_token_file: cannot read %s: %s", path, strerror(errno));
   close(fd);
@@ -1581,11 +1587,15 @@ static void read_admin_token(parse_ctx *c, const char *path, int line) {
   if ((size_t)n > GW_TOKEN_MAX)
     report(c, line, "admin_token_file: %s: token longer than %d characters", path, GW_TOKEN_MAX);
   else if (!is_token68(buf))
-    report(c, line, "admin_token_file: %s must hold one line of A-Z a-z 0-9 - . _ ~ + / "
-           "(e.g. from: openssl rand -hex 32)", path);
+    report(c, line,
+           "admin_token_file: %s must hold one line of A-Z a-z 0-9 - . _ ~ + / "
+           "(e.g. from: openssl rand -hex 32)",
+           path);
   else if ((size_t)n < GW_TOKEN_MIN)
-    report(c, line, "admin_token_file: %s: token shorter than %d characters "
-           "(e.g. from: openssl rand -hex 32)", path, GW_TOKEN_MIN);
+    report(c, line,
+           "admin_token_file: %s: token shorter than %d characters "
+           "(e.g. from: openssl rand -hex 32)",
+           path, GW_TOKEN_MIN);
   else if (!(c->cfg->admin_token = strdup(buf)))
     c->oom = true;
   explicit_bzero(buf, sizeof buf);
@@ -1605,7 +1615,8 @@ static void admin_checks(parse_ctx *c) {
   report(c, c->first_line[K_ADMIN_LISTEN],
          "listen: %s is not a loopback address, so the admin API needs a token: set "
          "admin_token_file = FILE (mode 0600, one line, e.g. from openssl rand -hex 32) "
-         "or listen on 127.0.0.1", text);
+         "or listen on 127.0.0.1",
+         text);
 }
 
 /* MCGW_SPLICE in the environment overrides [tunnel] splice, so a whole test
@@ -1631,12 +1642,15 @@ static void public_suffix_checks(parse_ctx *c) {
     const char *suffix = strchr(p->rule, '.') + 1;
     size_t len = strcspn(suffix, ":");
     if (c->cfg->allow_public_suffix)
-      warn(c, p->line, "%s: '%s' allows every site under the public suffix '%.*s' "
-                       "(allow_public_suffix = yes)", p->key, p->rule, (int)len, suffix);
+      warn(c, p->line,
+           "%s: '%s' allows every site under the public suffix '%.*s' "
+           "(allow_public_suffix = yes)",
+           p->key, p->rule, (int)len, suffix);
     else
-      report(c, p->line, "%s: '%s': '%.*s' is a public suffix (Public Suffix List), so this "
-                         "allows every site registered under it, an open proxy in all but "
-                         "name; name the domain (*.example.%.*s) or set allow_public_suffix = yes",
+      report(c, p->line,
+             "%s: '%s': '%.*s' is a public suffix (Public Suffix List), so this "
+             "allows every site registered under it, an open proxy in all but "
+             "name; name the domain (*.example.%.*s) or set allow_public_suffix = yes",
              p->key, p->rule, (int)len, suffix, (int)len, suffix);
   }
 }
@@ -1714,10 +1728,22 @@ void gw_config_free(gw_config *cfg) {
   free(cfg->state_dir);
   free(cfg->dns.servers);
   gw_idm_config *m = &cfg->idm;
-  char **strs[] = {&m->issuer, &m->authorization_endpoint, &m->token_endpoint, &m->jwks_uri,
-                   &m->device_authorization_endpoint, &m->client_id, &m->client_secret_file,
-                   &m->client_key, &m->redirect_uri, &m->scope, &m->acr_values, &m->ca_file,
-                   &m->tls_cert, &m->tls_key, &m->revocation_endpoint, &m->required_scope};
+  char **strs[] = {&m->issuer,
+                   &m->authorization_endpoint,
+                   &m->token_endpoint,
+                   &m->jwks_uri,
+                   &m->device_authorization_endpoint,
+                   &m->client_id,
+                   &m->client_secret_file,
+                   &m->client_key,
+                   &m->redirect_uri,
+                   &m->scope,
+                   &m->acr_values,
+                   &m->ca_file,
+                   &m->tls_cert,
+                   &m->tls_key,
+                   &m->revocation_endpoint,
+                   &m->required_scope};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
     free(*strs[i]);
   if (cfg->admin_token)

@@ -26,7 +26,7 @@ typedef struct gw_daemon {
   gw_dns_link dns_link;  /* identity management's view of it */
   csc1_https_resolver idm_resolver;
   gw_admin *admin;
-  gw_idm *idm; /* NULL without an [idm] section; the admin routes read this slot */
+  gw_idm *idm;      /* NULL without an [idm] section; the admin routes read this slot */
   gw_idm *retiring; /* replaced by a reload, logging out (revocation in flight) */
   gw_ops *ops;
   uv_signal_t sig_term, sig_int, sig_hup;
@@ -147,9 +147,9 @@ static bool str_differs(const char *a, const char *b) {
 /* What a reload changes in the gateway's own login. */
 typedef enum {
   IDM_SAME = 0,
-  IDM_TIMING,    /* only refresh_before: applied in place, the login kept */
-  IDM_RESTART,   /* other [idm] keys: a new instance, the stored login kept */
-  IDM_NEW_LOGIN  /* issuer, client, user store (state_dir), or [idm] added or removed:
+  IDM_TIMING,   /* only refresh_before: applied in place, the login kept */
+  IDM_RESTART,  /* other [idm] keys: a new instance, the stored login kept */
+  IDM_NEW_LOGIN /* issuer, client, user store (state_dir), or [idm] added or removed:
                     the old login logged out (revoked), a new instance */
 } idm_change;
 
@@ -170,13 +170,29 @@ static idm_change classify_idm_change(const gw_config *old, const gw_config *fre
       str_differs(a->client_secret_file, b->client_secret_file) ||
       str_differs(a->client_key, b->client_key) || str_differs(old->state_dir, fresh->state_dir))
     return IDM_NEW_LOGIN;
-  const char *pa[] = {a->authorization_endpoint, a->token_endpoint, a->jwks_uri,
-                      a->device_authorization_endpoint, a->revocation_endpoint, a->redirect_uri,
-                      a->scope, a->required_scope, a->acr_values, a->ca_file, a->tls_cert,
+  const char *pa[] = {a->authorization_endpoint,
+                      a->token_endpoint,
+                      a->jwks_uri,
+                      a->device_authorization_endpoint,
+                      a->revocation_endpoint,
+                      a->redirect_uri,
+                      a->scope,
+                      a->required_scope,
+                      a->acr_values,
+                      a->ca_file,
+                      a->tls_cert,
                       a->tls_key};
-  const char *pb[] = {b->authorization_endpoint, b->token_endpoint, b->jwks_uri,
-                      b->device_authorization_endpoint, b->revocation_endpoint, b->redirect_uri,
-                      b->scope, b->required_scope, b->acr_values, b->ca_file, b->tls_cert,
+  const char *pb[] = {b->authorization_endpoint,
+                      b->token_endpoint,
+                      b->jwks_uri,
+                      b->device_authorization_endpoint,
+                      b->revocation_endpoint,
+                      b->redirect_uri,
+                      b->scope,
+                      b->required_scope,
+                      b->acr_values,
+                      b->ca_file,
+                      b->tls_cert,
                       b->tls_key};
   for (size_t i = 0; i < sizeof pa / sizeof pa[0]; i++)
     if (str_differs(pa[i], pb[i]))
@@ -316,8 +332,12 @@ static void default_redirect_uri(gw_daemon *d, const gw_config *cfg, char *buf, 
 static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm **out) {
   char redirect[512], err[512];
   default_redirect_uri(d, cfg, redirect, sizeof redirect);
-  gw_idm_opts o = {.cfg = &cfg->idm, .state_dir = cfg->state_dir, .redirect_uri = redirect,
-                   .on_authorized = on_idm_authorized, .arg = d, .deferred = deferred,
+  gw_idm_opts o = {.cfg = &cfg->idm,
+                   .state_dir = cfg->state_dir,
+                   .redirect_uri = redirect,
+                   .on_authorized = on_idm_authorized,
+                   .arg = d,
+                   .deferred = deferred,
                    .resolver = &d->idm_resolver,
                    .egress = cfg->idm.egress ? &cfg->tunnel.egress[cfg->idm.egress - 1] : NULL};
   if (gw_idm_start(&d->loop, &o, out, err, sizeof err) != 0) {

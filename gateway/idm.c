@@ -95,14 +95,14 @@ struct gw_idm {
   /* requests in flight */
   csc1_https_req *discovery_req, *jwks_req, *refresh_req, *login_req, *logout_req;
   csc1_https_req *discard_req; /* revoking a login refused for MC service */
-  token_job *parked[3]; /* by op: waiting for a JWKS refetch */
+  token_job *parked[3];        /* by op: waiting for a JWKS refetch */
   /* the login */
   char *access_token;
   /* Loop (monotonic) time the access token expires at: a jump of the wall
    * clock neither extends nor cuts its life; /status shows it as wall time. */
   uint64_t access_expiry_ms;
   char *refresh_token;
-  csc1_id_token principal;    /* iss, sub, aud, MC service IDs; sub NULL when none */
+  csc1_id_token principal;  /* iss, sub, aud, MC service IDs; sub NULL when none */
   unsigned refresh_attempt; /* > 0: retrying after a failure */
   bool authorized;          /* as last told to on_authorized */
   char *granted_scope;      /* of the login held: the token response's, or the requested */
@@ -115,8 +115,8 @@ struct gw_idm {
   char last_error[512];
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
   uint64_t logout_revoked, logout_not_revoked, logout_nothing_held;
-  csc1_clock_skew skew;  /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
-  int64_t skew_at;     /* unix seconds of the latest measurement */
+  csc1_clock_skew skew; /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
+  int64_t skew_at;      /* unix seconds of the latest measurement */
   /* browser logins */
   pending_login pending[IDM_MAX_PENDING];
   gw_idm_done_cb done_cb; /* the operator's /callback request, waiting */
@@ -223,14 +223,14 @@ static uint64_t backoff_ms(unsigned attempt, int64_t retry_after_s) {
 static void save_login(gw_idm *idm) {
   char err[512];
   csc1_stored_login l = {.issuer = idm->issuer,
-                       .client_id = idm->auth.client_id,
-                       .refresh_token = idm->refresh_token,
-                       .subject = idm->principal.sub,
-                       .aud = idm->principal.aud,
-                       .n_aud = idm->principal.n_aud,
-                       .mcptt_id = idm->principal.mcptt_id,
-                       .mcdata_id = idm->principal.mcdata_id,
-                       .mcvideo_id = idm->principal.mcvideo_id};
+                         .client_id = idm->auth.client_id,
+                         .refresh_token = idm->refresh_token,
+                         .subject = idm->principal.sub,
+                         .aud = idm->principal.aud,
+                         .n_aud = idm->principal.n_aud,
+                         .mcptt_id = idm->principal.mcptt_id,
+                         .mcdata_id = idm->principal.mcdata_id,
+                         .mcvideo_id = idm->principal.mcvideo_id};
   if (csc1_token_store_save(idm->state_dir, &l, err, sizeof err) != CSC1_TS_OK) {
     set_error(idm, "cannot save the login in state_dir: %s", err);
     gw_log(TN_LOG_ERROR, "idm_state_save_failed", TN_S("error", err), TN_LOG_END);
@@ -277,9 +277,9 @@ static void load_login(gw_idm *idm) {
 static int http(gw_idm *idm, const char *method, const char *url, csc1_form *form,
                 const char *authorization, csc1_https_cb cb, csc1_https_req **slot) {
   csc1_https_request_opts o = {.method = method,
-                             .url = url,
-                             .timeout_ms = IDM_HTTP_TIMEOUT_MS,
-                             .authorization = authorization};
+                               .url = url,
+                               .timeout_ms = IDM_HTTP_TIMEOUT_MS,
+                               .authorization = authorization};
   if (form) {
     o.body = form->buf ? form->buf : "";
     o.body_len = form->len;
@@ -288,8 +288,8 @@ static int http(gw_idm *idm, const char *method, const char *url, csc1_form *for
   gw_log(TN_LOG_DEBUG, "idm_http", TN_S("method", method), TN_S("url", url), TN_LOG_END);
   int err = csc1_https_request(idm->loop, idm->https, &o, cb, idm, slot);
   if (err)
-    gw_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url), TN_S("error", csc1_https_strerror(err)),
-           TN_LOG_END);
+    gw_log(TN_LOG_ERROR, "idm_http_failed", TN_S("url", url),
+           TN_S("error", csc1_https_strerror(err)), TN_LOG_END);
   return err;
 }
 
@@ -346,8 +346,9 @@ static void check_clock(gw_idm *idm, int err, const csc1_https_response *resp) {
            TN_LOG_END);
   else
     gw_log(TN_LOG_WARN, "idm_clock_skew",
-           TN_S("clock", ev == CSC1_CLOCK_SKEW_LARGE ? "skewed" : "changed"), TN_D("skew_s", skew_s),
-           TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S), TN_S("detail", what),
+           TN_S("clock", ev == CSC1_CLOCK_SKEW_LARGE ? "skewed" : "changed"),
+           TN_D("skew_s", skew_s), TN_D("uncertainty_s", unc_s), TN_U("threshold_s", IDM_LEEWAY_S),
+           TN_S("detail", what),
            TN_S("hint", "check NTP/GNSS time on the gateway: ID tokens are checked against the "
                         "local clock"),
            TN_LOG_END);
@@ -419,8 +420,8 @@ static void on_discovery(int err, const char *detail, const csc1_https_response 
     return;
   }
   csc1_oidc_endpoints_free(&idm->ep);
-  if (csc1_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why, sizeof why) !=
-      0) {
+  if (csc1_oidc_discovery_parse(resp->body, resp->body_len, idm->issuer, &idm->ep, why,
+                                sizeof why) != 0) {
     discovery_failed(idm, why, -1);
     return;
   }
@@ -439,8 +440,7 @@ static void on_discovery(int err, const char *detail, const csc1_https_response 
          TN_S("device_authorization_endpoint",
               idm->ep.device_authorization ? idm->ep.device_authorization : ""),
          TN_S("revocation_endpoint", idm->ep.revocation ? idm->ep.revocation : ""),
-         TN_S("end_session_endpoint", idm->ep.end_session ? idm->ep.end_session : ""),
-         TN_LOG_END);
+         TN_S("end_session_endpoint", idm->ep.end_session ? idm->ep.end_session : ""), TN_LOG_END);
   fetch_jwks(idm);
   if (idm->refresh_token && !idm->access_token)
     do_refresh(idm);
@@ -756,10 +756,10 @@ static void explain_skew(const gw_idm *idm, const char *t, csc1_jwt_expect e, ch
 
 static int validate(gw_idm *idm, token_job *job, csc1_id_token *id, char *why, size_t whylen) {
   csc1_jwt_expect e = {.issuer = idm->issuer,
-                     .client_id = idm->auth.client_id,
-                     .nonce = job->nonce[0] ? job->nonce : NULL,
-                     .now = now_unix(),
-                     .leeway_s = IDM_LEEWAY_S};
+                       .client_id = idm->auth.client_id,
+                       .nonce = job->nonce[0] ? job->nonce : NULL,
+                       .now = now_unix(),
+                       .leeway_s = IDM_LEEWAY_S};
   const char *t = job->tokens.id_token;
   int r = csc1_jwt_validate(t, strlen(t), idm->jwks, &e, id, why, whylen);
   if (r == CSC1_JWT_ECLAIMS && idm->skew.large)
@@ -891,8 +891,8 @@ static void process_job(gw_idm *idm, token_job *job) {
       return;
     }
   }
-  const char *missing = mc_service_missing(idm, job, job->tokens.id_token ? &id : NULL, why,
-                                           sizeof why);
+  const char *missing =
+      mc_service_missing(idm, job, job->tokens.id_token ? &id : NULL, why, sizeof why);
   if (missing) {
     csc1_id_token_free(&id);
     not_for_mc_service(idm, job, missing);
@@ -1030,7 +1030,8 @@ static void idms_error(gw_idm *idm, const csc1_authz_callback *c, gw_idm_done_cb
   settle_state(idm);
 }
 
-static void on_code_exchange(int err, const char *detail, const csc1_https_response *resp, void *arg);
+static void on_code_exchange(int err, const char *detail, const csc1_https_response *resp,
+                             void *arg);
 
 static void exchange_code(gw_idm *idm, const csc1_authz_callback *c, pending_login *p) {
   csc1_form form = {0};
@@ -1157,7 +1158,8 @@ static void next_poll(gw_idm *idm) {
   uv_timer_start(&idm->device_timer, on_device_timer, idm->dev_interval_ms, 0);
 }
 
-static void on_device_token(int err, const char *detail, const csc1_https_response *resp, void *arg) {
+static void on_device_token(int err, const char *detail, const csc1_https_response *resp,
+                            void *arg) {
   gw_idm *idm = arg;
   char why[512];
   csc1_oidc_error oe = {0};
@@ -1207,7 +1209,8 @@ static void device_poll(gw_idm *idm) {
     next_poll(idm);
 }
 
-static void on_device_auth(int err, const char *detail, const csc1_https_response *resp, void *arg) {
+static void on_device_auth(int err, const char *detail, const csc1_https_response *resp,
+                           void *arg) {
   gw_idm *idm = arg;
   char why[512];
   csc1_oidc_error oe = {0};
@@ -1260,10 +1263,8 @@ void gw_idm_device_start(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
     return;
   }
   if (idm->dev_cb || idm->login_req) {
-    cb(
- 409,
- json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
- arg);
+    cb(409, json_pack("{s:s, s:s}", "status", "error", "error", "a login is already being started"),
+       arg);
     return;
   }
   csc1_form_add(&form, "scope", idm->scope);
@@ -1310,8 +1311,9 @@ static void finish_logout(gw_idm *idm, int status, const char *error) {
   else
     idm->logout_nothing_held++;
   if (error) {
-    set_error(idm, "logout: the refresh token was not revoked at the IdMS (%s); it was dropped "
-                   "here all the same",
+    set_error(idm,
+              "logout: the refresh token was not revoked at the IdMS (%s); it was dropped "
+              "here all the same",
               error);
     gw_log(TN_LOG_ERROR, "idm_logout", TN_S("revoked", "no"), TN_S("error", error),
            TN_S("action", "logged out locally; revoke the login at the IdMS if it matters"),
@@ -1343,8 +1345,8 @@ static void on_revoked(int err, const char *detail, const csc1_https_response *r
 /* Starts an RFC 7009 revocation of refresh_token (taken: wiped here, once
  * the request is built) with the client's authentication. 0, or -1 with
  * *why (cb is then never called). */
-static int post_revocation(gw_idm *idm, char *refresh_token, csc1_https_cb cb, csc1_https_req **slot,
-                           const char **why) {
+static int post_revocation(gw_idm *idm, char *refresh_token, csc1_https_cb cb,
+                           csc1_https_req **slot, const char **why) {
   const char *url = idm->discovered ? idm->ep.revocation : idm->ov_revocation;
   if (!url) {
     wipe_str(&refresh_token);
@@ -1465,8 +1467,8 @@ void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms) {
     return;
   uint64_t delay = refresh_delay_ms(idm, left);
   schedule_step(idm, delay);
-  gw_log(TN_LOG_INFO, "idm_refresh_scheduled", TN_U("refresh_before_ms", ms),
-         TN_U("in_ms", delay), TN_LOG_END);
+  gw_log(TN_LOG_INFO, "idm_refresh_scheduled", TN_U("refresh_before_ms", ms), TN_U("in_ms", delay),
+         TN_LOG_END);
 }
 
 /* ---- life cycle ----------------------------------------------------------- */
@@ -1479,7 +1481,8 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->mcdata_id = idm->principal.mcdata_id;
   out->mcvideo_id = idm->principal.mcvideo_id;
   out->access_token_expiry =
-      has_access(idm) ? now_unix() + (int64_t)((idm->access_expiry_ms - uv_now(idm->loop)) / 1000) : 0;
+      has_access(idm) ? now_unix() + (int64_t)((idm->access_expiry_ms - uv_now(idm->loop)) / 1000)
+                      : 0;
   out->refresh_ok = idm->refresh_ok;
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;
@@ -1631,8 +1634,8 @@ void gw_idm_close(gw_idm *idm) {
   if (!idm || idm->closing)
     return;
   idm->closing = true;
-  csc1_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req, &idm->refresh_req,
-                           &idm->login_req,     &idm->logout_req, &idm->discard_req};
+  csc1_https_req **reqs[] = {&idm->discovery_req, &idm->jwks_req,   &idm->refresh_req,
+                             &idm->login_req,     &idm->logout_req, &idm->discard_req};
   for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
     csc1_https_cancel(*reqs[i]);
     *reqs[i] = NULL;

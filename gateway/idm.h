@@ -44,7 +44,7 @@ typedef struct gw_idm_opts {
   void *arg;
   bool deferred; /* prepare only: gw_idm_begin reads the stored login and starts */
   const csc1_https_resolver *resolver; /* name lookups of the IdMS (copied); NULL: getaddrinfo */
-  const tn_egress *egress;           /* [idm] egress (copied); NULL: none */
+  const tn_egress *egress;             /* [idm] egress (copied); NULL: none */
 } gw_idm_opts;
 
 /* Prepares state_dir, loads the client secret or key and the trust anchors,

@@ -34,20 +34,20 @@
 #define RACE_MAX TN_DNS_ADDRS_MAX /* attempts in flight at once, at most */
 
 typedef struct tn_attempt {
-  uv_poll_t poll;       /* first member: found from the handle */
+  uv_poll_t poll; /* first member: found from the handle */
   struct tn_race *race;
-  int fd;               /* -1 once closed or handed to the tunnel */
-  tn_dns_addr addr;     /* with the port */
+  int fd;           /* -1 once closed or handed to the tunnel */
+  tn_dns_addr addr; /* with the port */
 } tn_attempt;
 
 typedef struct tn_race {
-  tn_tunnel *t;          /* NULL once the tunnel let go */
-  uv_timer_t delay;      /* the next attempt's start */
+  tn_tunnel *t;     /* NULL once the tunnel let go */
+  uv_timer_t delay; /* the next attempt's start */
   tn_attempt att[RACE_MAX];
   uint8_t order[TN_DNS_ADDRS_MAX]; /* answer indices, families alternating */
   uint8_t n_order, next;           /* addresses, next to try */
-  unsigned live;         /* attempts connecting */
-  unsigned handles;      /* open handles (the timer, attempt polls) */
+  unsigned live;                   /* attempts connecting */
+  unsigned handles;                /* open handles (the timer, attempt polls) */
 } tn_race;
 
 static bool is_resource_error(int err) {
@@ -123,7 +123,8 @@ static void interleave(tn_race *r, const tn_dns_answer *a) {
  * noticed in upstream_user_timeout, not the kernel's 15 minutes. */
 static void set_upstream_options(int fd, const tn_engine_opts *o) {
   if (o->upstream_keepalive_ms) {
-    int on = 1, idle = (int)((o->upstream_keepalive_ms + 999) / 1000), intvl = idle < 10 ? idle : 10;
+    int on = 1, idle = (int)((o->upstream_keepalive_ms + 999) / 1000),
+        intvl = idle < 10 ? idle : 10;
     int cnt = 3;
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);

@@ -10,13 +10,13 @@
 #include "tunnel/error.h"
 
 typedef struct entry {
-  struct entry *chain;            /* next in its bucket */
-  struct entry *older, *newer;    /* LRU list */
-  uint64_t expires_ms;            /* end of the TTL */
-  uint64_t stale_until_ms;        /* end of the stale window (= expires_ms if none) */
-  int err;                        /* < 0: a negative entry */
+  struct entry *chain;         /* next in its bucket */
+  struct entry *older, *newer; /* LRU list */
+  uint64_t expires_ms;         /* end of the TTL */
+  uint64_t stale_until_ms;     /* end of the stale window (= expires_ms if none) */
+  int err;                     /* < 0: a negative entry */
   char *name;
-  tn_dns_answer answer;           /* last: only answer.n addresses are allocated */
+  tn_dns_answer answer; /* last: only answer.n addresses are allocated */
 } entry;
 
 struct tn_dns_cache {

@@ -74,14 +74,16 @@ int tn_engine_opts_copy(tn_engine_opts *dst, const tn_engine_opts *src) {
   tmp.egress = NULL;
   tmp.tls_cert = tmp.tls_key = tmp.client_ca = NULL;
   int err = dup_array((void **)&tmp.listen, src->listen, src->n_listen, sizeof(*src->listen));
-  err = err ? err : dup_array((void **)&tmp.listen_tls, src->listen_tls, src->n_listen_tls,
-                              sizeof(*src->listen_tls));
-  err = err ? err : dup_array((void **)&tmp.clients, src->clients, src->n_clients,
-                              sizeof(*src->clients));
-  err = err ? err : dup_array((void **)&tmp.rate_exempt, src->rate_exempt, src->n_rate_exempt,
-                              sizeof(*src->rate_exempt));
-  err = err ? err : dup_array((void **)&tmp.egress, src->egress, src->n_egress,
-                              sizeof(*src->egress));
+  err = err ? err
+            : dup_array((void **)&tmp.listen_tls, src->listen_tls, src->n_listen_tls,
+                        sizeof(*src->listen_tls));
+  err = err ? err
+            : dup_array((void **)&tmp.clients, src->clients, src->n_clients, sizeof(*src->clients));
+  err = err ? err
+            : dup_array((void **)&tmp.rate_exempt, src->rate_exempt, src->n_rate_exempt,
+                        sizeof(*src->rate_exempt));
+  err =
+      err ? err : dup_array((void **)&tmp.egress, src->egress, src->n_egress, sizeof(*src->egress));
   err = err ? err : dup_str(&tmp.tls_cert, src->tls_cert);
   err = err ? err : dup_str(&tmp.tls_key, src->tls_key);
   err = err ? err : dup_str(&tmp.client_ca, src->client_ca);
@@ -149,8 +151,10 @@ typedef struct {
 static void limited_one(const tn_ratetab_limited *l, void *arg) {
   limited_walk *w = arg;
   char text[TN_CLIENT_KEY_MAX + INET6_ADDRSTRLEN];
-  tn_limited_client c = {.client = text, .since_ms = w->now - l->since_ms,
-                         .refused = l->refused, .last_ms = w->now - l->last_ms};
+  tn_limited_client c = {.client = text,
+                         .since_ms = w->now - l->since_ms,
+                         .refused = l->refused,
+                         .last_ms = w->now - l->last_ms};
   c.is_subject = l->key_len > 0 && l->key[0] == 'S';
   if (c.is_subject)
     snprintf(text, sizeof text, "%.*s", (int)l->key_len - 1, (const char *)l->key + 1);
@@ -160,8 +164,8 @@ static void limited_one(const tn_ratetab_limited *l, void *arg) {
   w->cb(&c, w->arg);
 }
 
-void tn_engine_foreach_limited(const tn_engine *e, void (*cb)(const tn_limited_client *c, void *arg),
-                               void *arg) {
+void tn_engine_foreach_limited(const tn_engine *e,
+                               void (*cb)(const tn_limited_client *c, void *arg), void *arg) {
   limited_walk w = {.now = uv_now(e->loop), .cb = cb, .arg = arg};
   tn_ratetab_foreach_limited(e->rate_clients, w.now, limited_one, &w);
 }
@@ -186,7 +190,7 @@ static void sweep_tunnels(tn_link *head, uint64_t now, bool relay, const tn_engi
   tn_link *l = head->next;
   while (l != head) {
     tn_tunnel *t = (tn_tunnel *)l; /* link is the first member */
-    l = l->next; /* t may leave the list below */
+    l = l->next;                   /* t may leave the list below */
     uint64_t idle_ms = t->udp ? o->udp_idle_timeout_ms : o->idle_timeout_ms;
     bool expired = relay ? idle_ms && now - t->last_activity_ms >= idle_ms
                          : t->deadline_ms && now >= t->deadline_ms;
@@ -450,8 +454,8 @@ int tn_engine_listener_info(const tn_engine *e, size_t i, tn_listener_info *out)
   if (i >= e->n_listeners)
     return TN_EINVAL;
   const tn_listener *l = e->listeners[i];
-  *out = (tn_listener_info){.addr = l->bound, .tls = l->tls, .open = l->open,
-                            .connections_active = l->active};
+  *out = (tn_listener_info){
+      .addr = l->bound, .tls = l->tls, .open = l->open, .connections_active = l->active};
   return 0;
 }
 

@@ -70,10 +70,10 @@ typedef struct tn_exempt {
 #define TN_EGRESS_NAME_MAX 32
 typedef struct tn_egress {
   char name[TN_EGRESS_NAME_MAX + 1];
-  char interface[16];              /* SO_BINDTODEVICE; "" = none */
-  struct sockaddr_storage source;  /* bind address (port 0); ss_family 0 = none */
-  int dscp;                        /* 0..63 as IP_TOS / IPV6_TCLASS; -1 = not set */
-  uint32_t mark;                   /* SO_MARK, when has_mark */
+  char interface[16];             /* SO_BINDTODEVICE; "" = none */
+  struct sockaddr_storage source; /* bind address (port 0); ss_family 0 = none */
+  int dscp;                       /* 0..63 as IP_TOS / IPV6_TCLASS; -1 = not set */
+  uint32_t mark;                  /* SO_MARK, when has_mark */
   bool has_mark;
 } tn_egress;
 
@@ -90,13 +90,13 @@ typedef struct tn_engine_opts {
   size_t n_listen;
   struct sockaddr_storage *listen_tls; /* TLS listeners: ALPN h2 or http/1.1 */
   size_t n_listen_tls;
-  char *tls_cert;                  /* PEM chain for listen_tls */
+  char *tls_cert; /* PEM chain for listen_tls */
   char *tls_key;
-  char *client_ca;                 /* when set, devices must present a certificate chaining to it */
-  tn_cidr *clients;                /* source addresses admitted on every listener; none = all */
+  char *client_ca;  /* when set, devices must present a certificate chaining to it */
+  tn_cidr *clients; /* source addresses admitted on every listener; none = all */
   size_t n_clients;
   uint32_t h2_max_concurrent_streams;
-  uint32_t h2_stream_window;       /* bytes: per-stream flow-control window */
+  uint32_t h2_stream_window; /* bytes: per-stream flow-control window */
   tn_policy policy;
   bool require_tls;                /* first client bytes must be a TLS handshake record */
   uint32_t max_tunnels;            /* 0 = no limit */
@@ -108,21 +108,21 @@ typedef struct tn_engine_opts {
   uint32_t h2_max_refused_per_connection; /* 429s before GOAWAY(ENHANCE_YOUR_CALM); 0 = never */
   uint64_t header_timeout_ms;
   uint64_t connect_timeout_ms;
-  uint64_t idle_timeout_ms;        /* 0 = none */
+  uint64_t idle_timeout_ms; /* 0 = none */
   uint64_t drain_timeout_ms;
-  uint64_t udp_idle_timeout_ms;    /* CONNECT-UDP: no datagram either way this long ends it */
-  uint32_t udp_max_payload;        /* CONNECT-UDP: larger datagrams are dropped (<= 65527) */
-  uint64_t attempt_delay_ms;       /* Happy Eyeballs: between connection attempts (250 ms) */
-  uint64_t upstream_keepalive_ms;  /* TCP keepalive idle time upstream (30 s); 0 = off */
+  uint64_t udp_idle_timeout_ms;      /* CONNECT-UDP: no datagram either way this long ends it */
+  uint32_t udp_max_payload;          /* CONNECT-UDP: larger datagrams are dropped (<= 65527) */
+  uint64_t attempt_delay_ms;         /* Happy Eyeballs: between connection attempts (250 ms) */
+  uint64_t upstream_keepalive_ms;    /* TCP keepalive idle time upstream (30 s); 0 = off */
   uint64_t upstream_user_timeout_ms; /* TCP_USER_TIMEOUT upstream (30 s); 0 = the kernel's */
   uint64_t downstream_keepalive_ms;  /* TCP keepalive idle time on device sockets (60 s); 0 = off */
   tn_splice_mode splice;
-  tn_egress *egress;               /* [egress NAME] sections; rules refer to them by index + 1 */
+  tn_egress *egress; /* [egress NAME] sections; rules refer to them by index + 1 */
   size_t n_egress;
-  uint16_t default_egress;         /* [tunnel] egress: index + 1; 0 = none */
-  tn_logger *logger; /* where the engine logs: not owned (copied as a pointer),
+  uint16_t default_egress; /* [tunnel] egress: index + 1; 0 = none */
+  tn_logger *logger;       /* where the engine logs: not owned (copied as a pointer),
                         must outlive the engine; NULL: nothing is logged */
-  tn_resolver *resolver; /* name lookups: not owned (copied as a pointer), must
+  tn_resolver *resolver;   /* name lookups: not owned (copied as a pointer), must
                             outlive the engine, shared with other users of the
                             loop; NULL: the engine makes its own with the
                             defaults of tn_resolver_opts_init. Only the one
@@ -151,10 +151,10 @@ typedef enum {
   TN_RESULT_REFUSED_NOT_TLS, /* require_tls and the first bytes were not TLS */
   TN_RESULT_CONNECT_FAILED,  /* 502: resolution or connect failed */
   TN_RESULT_TIMEOUT,         /* 504 connect timeout, or 408 header timeout */
-  TN_RESULT_LIMIT,           /* 503 (max_tunnels*, max_new_upstream_per_target: close=target_rate) */
-  TN_RESULT_ERROR,           /* client went away before its request was complete, internal errors */
-  TN_RESULT_RATE_LIMITED,    /* 429: max_new_tunnels_per_client */
-  TN_RESULT_CANCELLED,       /* the device reset or closed while its tunnel was being set up
+  TN_RESULT_LIMIT,        /* 503 (max_tunnels*, max_new_upstream_per_target: close=target_rate) */
+  TN_RESULT_ERROR,        /* client went away before its request was complete, internal errors */
+  TN_RESULT_RATE_LIMITED, /* 429: max_new_tunnels_per_client */
+  TN_RESULT_CANCELLED,    /* the device reset or closed while its tunnel was being set up
                                 (close=reset_down): the device gave up, not a gateway error */
   TN_RESULT_COUNT_
 } tn_result;
@@ -165,10 +165,10 @@ const char *tn_result_name(tn_result r);
 
 /* Why the gateway sent GOAWAY on an HTTP/2 connection. */
 typedef enum {
-  TN_GOAWAY_DRAIN = 0,     /* shutting down (NO_ERROR) */
-  TN_GOAWAY_RATE_LIMITED,  /* h2_max_refused_per_connection 429s (ENHANCE_YOUR_CALM) */
-  TN_GOAWAY_FLOOD,         /* nghttp2's own flood limits, e.g. rapid reset (ENHANCE_YOUR_CALM) */
-  TN_GOAWAY_PROTOCOL,      /* the device broke the protocol */
+  TN_GOAWAY_DRAIN = 0,    /* shutting down (NO_ERROR) */
+  TN_GOAWAY_RATE_LIMITED, /* h2_max_refused_per_connection 429s (ENHANCE_YOUR_CALM) */
+  TN_GOAWAY_FLOOD,        /* nghttp2's own flood limits, e.g. rapid reset (ENHANCE_YOUR_CALM) */
+  TN_GOAWAY_PROTOCOL,     /* the device broke the protocol */
   TN_GOAWAY_COUNT_
 } tn_goaway_reason;
 
@@ -193,20 +193,21 @@ const char *tn_udp_drop_name(tn_udp_drop d);
 
 typedef struct tn_engine_stats {
   uint64_t connections_active; /* downstream connections accepted, not yet closed */
-  uint64_t tunnels_active;   /* requests admitted (connecting or relaying), not yet closed */
-  uint64_t tunnels_total;    /* connections accepted since start: each ends with one result */
+  uint64_t tunnels_active;     /* requests admitted (connecting or relaying), not yet closed */
+  uint64_t tunnels_total;      /* connections accepted since start: each ends with one result */
   uint64_t by_result[TN_RESULT_COUNT_]; /* closed tunnels, by result */
-  uint64_t bytes_up;         /* device -> upstream, closed and open tunnels */
-  uint64_t bytes_down;       /* upstream -> device */
-  uint64_t clients_active;   /* distinct client addresses with an open tunnel */
+  uint64_t bytes_up;                    /* device -> upstream, closed and open tunnels */
+  uint64_t bytes_down;                  /* upstream -> device */
+  uint64_t clients_active;              /* distinct client addresses with an open tunnel */
   uint64_t accept_errors;
-  uint64_t clients_refused;  /* connections closed unread: source not in `clients` */
+  uint64_t clients_refused; /* connections closed unread: source not in `clients` */
   uint64_t h2_connections_active;
-  uint64_t by_proto_active[2];  /* tunnels_active by protocol (tn_proto.stats_index): [0] h1, [1] h2 */
-  uint64_t tunnels_spliced;  /* tunnels moved to splice(2) since start */
-  uint64_t splice_active;    /* open tunnels relaying with splice(2) */
+  uint64_t
+      by_proto_active[2];   /* tunnels_active by protocol (tn_proto.stats_index): [0] h1, [1] h2 */
+  uint64_t tunnels_spliced; /* tunnels moved to splice(2) since start */
+  uint64_t splice_active;   /* open tunnels relaying with splice(2) */
   uint64_t h2_goaway[TN_GOAWAY_COUNT_]; /* GOAWAY frames sent, by reason */
-  uint64_t clients_rate_limited; /* clients refused by their new-tunnel rate in the last 10 s */
+  uint64_t clients_rate_limited;   /* clients refused by their new-tunnel rate in the last 10 s */
   uint64_t by_proto_udp_active[2]; /* CONNECT-UDP tunnels among by_proto_active */
   uint64_t udp_datagrams_up, udp_datagrams_down; /* relayed, since start */
   uint64_t udp_dropped[TN_UDP_DROP_COUNT_];      /* dropped, by reason */
@@ -218,8 +219,8 @@ typedef struct tn_engine tn_engine;
 /* What the engine can say about one tunnel: metadata only, never payload. */
 typedef struct tn_tunnel_info {
   uint64_t id;
-  const char *proto;                /* the front end: "h1" or "h2" (static) */
-  size_t listener;                  /* index into opts.listen */
+  const char *proto; /* the front end: "h1" or "h2" (static) */
+  size_t listener;   /* index into opts.listen */
   const struct sockaddr *client;
   const char *client_subject;       /* device certificate subject, or NULL */
   const char *target;               /* normalised "host:port", or NULL before parsing */
@@ -231,9 +232,9 @@ typedef struct tn_tunnel_info {
   int status;                       /* HTTP status sent, 0 if none */
   const char *close_reason;
   uint64_t age_ms;
-  uint64_t connect_ms;              /* request to upstream connected; 0 if never */
-  uint64_t bytes_up, bytes_down;    /* UDP: payload bytes */
-  bool udp;                         /* a CONNECT-UDP tunnel (type=udp), else TCP */
+  uint64_t connect_ms;           /* request to upstream connected; 0 if never */
+  uint64_t bytes_up, bytes_down; /* UDP: payload bytes */
+  bool udp;                      /* a CONNECT-UDP tunnel (type=udp), else TCP */
   uint64_t datagrams_up, datagrams_down, datagrams_dropped; /* UDP only */
 } tn_tunnel_info;
 
@@ -296,18 +297,18 @@ void tn_engine_foreach(const tn_engine *e, tn_tunnel_cb cb, void *arg);
 /* A client being held to max_new_tunnels_per_client now (refused within
  * the last 10 s): its subject or address, since when, and the refusals. */
 typedef struct tn_limited_client {
-  const char *client;   /* certificate subject, or IP address */
+  const char *client; /* certificate subject, or IP address */
   bool is_subject;
-  uint64_t since_ms;    /* how long it has been refused, without a 10 s pause */
+  uint64_t since_ms; /* how long it has been refused, without a 10 s pause */
   uint64_t refused;
-  uint64_t last_ms;     /* since the last refusal */
+  uint64_t last_ms; /* since the last refusal */
 } tn_limited_client;
 
 /* Calls cb for every client being rate limited now, synchronously; c and
  * its strings are valid only during the call, which must not call back into
  * the engine. */
-void tn_engine_foreach_limited(const tn_engine *e, void (*cb)(const tn_limited_client *c, void *arg),
-                               void *arg);
+void tn_engine_foreach_limited(const tn_engine *e,
+                               void (*cb)(const tn_limited_client *c, void *arg), void *arg);
 
 /* Whether the gateway itself currently holds a valid access token. Rules
  * marked when_authorized (allow_when_authorized) match only while it does,

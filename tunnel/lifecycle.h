@@ -44,7 +44,6 @@ void tn__setup_free(tn_tunnel *t);
 /* An endpoint of t reported closed. */
 void tn__tunnel_ep_closed(tn_tunnel *t);
 
-
 /* A complete CONNECT-UDP request for path (RFC 9298's URI template): as
  * tn__tunnel_request, with 404 for another path, the allow_udp rules, no
  * require_tls; on success the tunnel's UDP socket is opened (udp.c). */
@@ -103,6 +102,5 @@ bool tn__splice_try(tn_tunnel *t);
 /* Part of tn__tunnel_close, before the endpoints close: stops splicing and
  * closes its descriptors; its poll handles free themselves. */
 void tn__splice_stop(tn_tunnel *t);
-
 
 #endif

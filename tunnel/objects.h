@@ -120,17 +120,17 @@ typedef enum {
 } tn_conn_mode;
 
 struct tn_conn {
-  tn_link link;               /* first member: in the engine's conn lists */
+  tn_link link; /* first member: in the engine's conn lists */
   tn_engine *engine;
   size_t listener;
   struct sockaddr_in6 client; /* also holds sockaddr_in */
   char *subject;              /* verified device certificate subject, or NULL */
   tn_conn_mode mode;
-  uint64_t deadline_ms;       /* set-up: TLS handshake and first bytes */
+  uint64_t deadline_ms; /* set-up: TLS handshake and first bytes */
   tn_ep_tcp tcp;
-  struct tn_ep_tls *tls;      /* NULL on plain listeners */
-  tn_ep *transport;           /* &tcp.ep, or the TLS endpoint */
-  char sniff[TN_SNIFF_MAX];   /* first bytes, to pick the protocol by its preface */
+  struct tn_ep_tls *tls;    /* NULL on plain listeners */
+  tn_ep *transport;         /* &tcp.ep, or the TLS endpoint */
+  char sniff[TN_SNIFF_MAX]; /* first bytes, to pick the protocol by its preface */
   size_t sniff_len;
 };
 
@@ -145,62 +145,62 @@ typedef struct tn_setup {
   size_t target_len;
   bool target_overflow;
   /* HTTP/1.1 Upgrade (CONNECT-UDP): the header being read and its value */
-  char field[8];                 /* a header name, while it is short enough to matter */
-  uint8_t field_len;             /* bytes of it; sizeof(field) + 1: longer than that */
-  char value[16];                /* the Upgrade header's value, likewise */
+  char field[8];     /* a header name, while it is short enough to matter */
+  uint8_t field_len; /* bytes of it; sizeof(field) + 1: longer than that */
+  char value[16];    /* the Upgrade header's value, likewise */
   uint8_t value_len;
-  bool in_upgrade;               /* the header being read is Upgrade */
-  bool upgrade_udp;              /* Upgrade: connect-udp was sent */
+  bool in_upgrade;  /* the header being read is Upgrade */
+  bool upgrade_udp; /* Upgrade: connect-udp was sent */
   size_t header_bytes;
   bool request_done;
   tn_authority auth;
-  tn_dns_req dns;                /* the lookup; dns.answer: the addresses to try */
-  uint8_t next_addr;             /* index of the next address of dns.answer to try */
-  unsigned addrs_denied;         /* resolved addresses refused by allow_private */
+  tn_dns_req dns;        /* the lookup; dns.answer: the addresses to try */
+  uint8_t next_addr;     /* index of the next address of dns.answer to try */
+  unsigned addrs_denied; /* resolved addresses refused by allow_private */
   int last_connect_err;
-  struct tn_race *race;          /* connection attempts (connect.c); NULL when none */
-  tn_egress egress;              /* how to leave (name "" = no egress) */
-  char *pending;                 /* device bytes that arrived before the tunnel was up */
+  struct tn_race *race; /* connection attempts (connect.c); NULL when none */
+  tn_egress egress;     /* how to leave (name "" = no egress) */
+  char *pending;        /* device bytes that arrived before the tunnel was up */
   size_t pending_len;
 } tn_setup;
 
 struct tn_tunnel {
-  tn_link link;                  /* first member: in the engine's setup or relay list */
+  tn_link link; /* first member: in the engine's setup or relay list */
   tn_engine *engine;
-  tn_conn *conn;                 /* the device's connection */
-  const tn_proto *proto;          /* its front end */
+  tn_conn *conn;         /* the device's connection */
+  const tn_proto *proto; /* its front end */
   uint64_t id;
   tn_phase phase;
   tn_result result;
-  int status;                    /* HTTP status sent, 0 if none */
-  uint32_t retry_after_s;        /* Retry-After of a 429/503 answer; 0 = none */
-  const char *close_reason;      /* static string */
-  tn_ep *down;                   /* h1: the connection's transport; h2: the stream */
-  tn_ep_tcp up;                  /* the destination; initialised per connect attempt */
-  void *stream;                  /* h2: the stream (h2.c) */
+  int status;               /* HTTP status sent, 0 if none */
+  uint32_t retry_after_s;   /* Retry-After of a 429/503 answer; 0 = none */
+  const char *close_reason; /* static string */
+  tn_ep *down;              /* h1: the connection's transport; h2: the stream */
+  tn_ep_tcp up;             /* the destination; initialised per connect attempt */
+  void *stream;             /* h2: the stream (h2.c) */
   tn_setup *setup;
-  char *target;                  /* normalised "host:port", for logs; owned */
+  char *target; /* normalised "host:port", for logs; owned */
   struct sockaddr_in6 connected;
-  struct sockaddr_in6 local;     /* the gateway's own upstream address:port, what the
+  struct sockaddr_in6 local;           /* the gateway's own upstream address:port, what the
                                     destination sees (for tracing a tunnel back) */
   char egress[TN_EGRESS_NAME_MAX + 1]; /* its egress's name; "" = none */
   uint64_t started_ms;
-  uint64_t request_ms;           /* request complete; 0 before */
-  uint64_t connect_ms;           /* request to upstream connected; 0 if never */
-  uint64_t deadline_ms;          /* set-up phases: when to time out; 0 = none */
+  uint64_t request_ms;  /* request complete; 0 before */
+  uint64_t connect_ms;  /* request to upstream connected; 0 if never */
+  uint64_t deadline_ms; /* set-up phases: when to time out; 0 = none */
   uint64_t last_activity_ms;
   uint64_t bytes_up, bytes_down;
-  uint8_t tls_checked;           /* bytes of the first TLS record header verified */
-  uint8_t tls_len_hi;            /* high byte of that record's length */
-  uint8_t eps_open;              /* endpoints whose closed callback is still due */
-  bool admitted;                 /* holds a max_tunnels slot */
-  bool down_gone;                /* h2: the device reset the stream after its END_STREAM:
+  uint8_t tls_checked;      /* bytes of the first TLS record header verified */
+  uint8_t tls_len_hi;       /* high byte of that record's length */
+  uint8_t eps_open;         /* endpoints whose closed callback is still due */
+  bool admitted;            /* holds a max_tunnels slot */
+  bool down_gone;           /* h2: the device reset the stream after its END_STREAM:
                                     nothing more can reach it, its data still goes up */
-  bool busy;                     /* inside tn__tunnel_close: not to be freed yet */
-  bool splice_ok;                /* plain TCP both sides and splice not off */
-  bool splice_want;              /* move to splice as soon as nothing is queued */
-  struct tn_splice *splice;      /* relaying with splice(2); NULL when copying */
-  tn_udp *udp;                   /* CONNECT-UDP: its datagram relay (udp.c); NULL for TCP */
+  bool busy;                /* inside tn__tunnel_close: not to be freed yet */
+  bool splice_ok;           /* plain TCP both sides and splice not off */
+  bool splice_want;         /* move to splice as soon as nothing is queued */
+  struct tn_splice *splice; /* relaying with splice(2); NULL when copying */
+  tn_udp *udp;              /* CONNECT-UDP: its datagram relay (udp.c); NULL for TCP */
 };
 
 /* How tn__tunnel_close ends the endpoints: FIN closes them gracefully

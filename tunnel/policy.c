@@ -49,7 +49,8 @@ static const char W_PREFIX_SYNTAX[] =
 static const char W_PREFIX_RANGE[] = "prefix length out of range (0..32 for IPv4, 0..128 for IPv6)";
 static const char W_PREFIX_ZERO[] =
     "a /0 prefix matches every address and would make the gateway an open proxy";
-static const char W_HOST_BITS[] = "address has bits set below the prefix length (use the network address)";
+static const char W_HOST_BITS[] =
+    "address has bits set below the prefix length (use the network address)";
 static const char W_NAME_CHAR[] = "host names may only contain letters, digits, '-', '_' and '.'";
 static const char W_LABEL_EMPTY[] = "empty label in host name (leading or doubled '.')";
 static const char W_LABEL_LONG[] = "host name label longer than 63 characters";
@@ -59,8 +60,8 @@ static const char W_BAD_HOST[] = "invalid host";
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static bool is_name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
-         c == '_' || c == '.';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' || c == '_' ||
+         c == '.';
 }
 
 static bool label_is_numeric(const char *l, size_t n) {
@@ -442,8 +443,7 @@ void tn_policy_free(tn_policy *p) {
 }
 
 /* The first rule of the kind udp says that allows a, or NULL. */
-static const tn_rule *match(const tn_policy *p, const tn_authority *a, bool authorized,
-                            bool udp) {
+static const tn_rule *match(const tn_policy *p, const tn_authority *a, bool authorized, bool udp) {
   if (!p || !a)
     return NULL;
   for (size_t i = 0; i < p->n_rules; i++) {

@@ -26,16 +26,16 @@ typedef enum {
 
 typedef struct tn_rule {
   tn_rule_kind kind;
-  uint16_t port;                 /* 0 means any port ("host:*") */
-  uint16_t port_last;            /* a range's last port ("host:10000-20000"); 0 or
+  uint16_t port;              /* 0 means any port ("host:*") */
+  uint16_t port_last;         /* a range's last port ("host:10000-20000"); 0 or
                                     port: the one port */
-  char host[TN_HOST_MAX + 1];    /* HOST: the name; SUFFIX: ".example.org" */
-  tn_cidr cidr;                  /* CIDR rules: matches IP-literal targets only */
-  bool when_authorized;          /* allow_when_authorized: only while the gateway
+  char host[TN_HOST_MAX + 1]; /* HOST: the name; SUFFIX: ".example.org" */
+  tn_cidr cidr;               /* CIDR rules: matches IP-literal targets only */
+  bool when_authorized;       /* allow_when_authorized: only while the gateway
                                     holds a valid access token (set by the caller) */
-  bool udp;                      /* allow_udp: a UDP destination (CONNECT-UDP); a
+  bool udp;                   /* allow_udp: a UDP destination (CONNECT-UDP); a
                                     TCP rule never permits UDP, and the reverse */
-  uint16_t egress;               /* the engine's opts.egress[egress - 1]; 0: the default
+  uint16_t egress;            /* the engine's opts.egress[egress - 1]; 0: the default
                                     (set by the caller: an egress never widens a rule) */
 } tn_rule;
 

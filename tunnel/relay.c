@@ -83,8 +83,7 @@ static void forward(tn_tunnel *t, tn_ep *from, char *base, tn_buf_kind kind, siz
   }
   if (tn__ep_queued(to) > TN_RELAY_HIGH)
     tn__ep_read_stop(from);
-  else if (t->splice_ok &&
-           (t->splice_want || t->bytes_up + t->bytes_down >= TN_SPLICE_AUTO_MIN)) {
+  else if (t->splice_ok && (t->splice_want || t->bytes_up + t->bytes_down >= TN_SPLICE_AUTO_MIN)) {
     t->splice_want = true; /* bulk: switch at the first chance */
     tn__splice_try(t);
   }
@@ -196,8 +195,7 @@ static void down_error(tn_ep *ep, int err) {
 
 static void down_drained(tn_ep *ep) {
   tn_tunnel *t = ep->owner;
-  if (t->phase == TN_PHASE_RELAY && !t->splice && !t->udp &&
-      tn__ep_read_start(&t->up.ep) != 0)
+  if (t->phase == TN_PHASE_RELAY && !t->splice && !t->udp && tn__ep_read_start(&t->up.ep) != 0)
     tn__tunnel_close(t, TN_RESULT_ERROR, "read_failed", TN_CLOSE_FIN);
 }
 

@@ -29,9 +29,9 @@ typedef struct tn_dns_query {
   tn_resolver *r;
   tn_dns_req *waiters;
   uint64_t started_ms, deadline_ms;
-  bool expired;              /* deadline passed: waiters answered, not joinable */
-  bool starting;             /* inside ares_getaddrinfo: an answer now is synchronous */
-  bool done;                 /* the synchronous answer is in status/answer */
+  bool expired;  /* deadline passed: waiters answered, not joinable */
+  bool starting; /* inside ares_getaddrinfo: an answer now is synchronous */
+  bool done;     /* the synchronous answer is in status/answer */
   int status;
   tn_dns_answer answer;
   char name[];
@@ -52,7 +52,7 @@ struct tn_resolver {
 };
 
 const double tn_dns_hist_bounds[TN_DNS_HIST_BOUNDS] = {0.001, 0.005, 0.01, 0.025, 0.05,
-                                                        0.1,   0.25,  0.5,  1,     2.5};
+                                                       0.1,   0.25,  0.5,  1,     2.5};
 
 void tn_resolver_opts_init(tn_resolver_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -135,10 +135,14 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
 
 static tn_dns_result result_of(int status) {
   switch (status) {
-  case 0: return TN_DNS_RESULT_OK;
-  case TN_EDNS_NXDOMAIN: return TN_DNS_RESULT_NXDOMAIN;
-  case TN_EDNS_TIMEOUT: return TN_DNS_RESULT_TIMEOUT;
-  default: return TN_DNS_RESULT_ERROR;
+  case 0:
+    return TN_DNS_RESULT_OK;
+  case TN_EDNS_NXDOMAIN:
+    return TN_DNS_RESULT_NXDOMAIN;
+  case TN_EDNS_TIMEOUT:
+    return TN_DNS_RESULT_TIMEOUT;
+  default:
+    return TN_DNS_RESULT_ERROR;
   }
 }
 
@@ -205,12 +209,16 @@ static void unlink_query(tn_resolver *r, tn_dns_query *q) {
 
 static int status_of(int ares_status) {
   switch (ares_status) {
-  case ARES_SUCCESS: return 0;
+  case ARES_SUCCESS:
+    return 0;
   case ARES_ENOTFOUND:
   case ARES_ENODATA:
-  case ARES_ENONAME: return TN_EDNS_NXDOMAIN;
-  case ARES_ETIMEOUT: return TN_EDNS_TIMEOUT;
-  default: return TN_EDNS_ERROR;
+  case ARES_ENONAME:
+    return TN_EDNS_NXDOMAIN;
+  case ARES_ETIMEOUT:
+    return TN_EDNS_TIMEOUT;
+  default:
+    return TN_EDNS_ERROR;
   }
 }
 
@@ -267,8 +275,8 @@ static void on_ares(void *arg, int ares_status, int timeouts, struct ares_addrin
   if (!q->expired) {
     count_query(r, q, status);
     tn_log(r->logger, TN_LOG_DEBUG, "dns_answer", TN_S("name", q->name),
-           TN_S("result", tn_dns_result_name(result_of(status))), TN_I("addresses", status ? 0 : a.n),
-           TN_U("ttl_ms", ttl_ms), TN_LOG_END);
+           TN_S("result", tn_dns_result_name(result_of(status))),
+           TN_I("addresses", status ? 0 : a.n), TN_U("ttl_ms", ttl_ms), TN_LOG_END);
     answer_waiters(q, status, &a);
   }
   unlink_query(r, q);

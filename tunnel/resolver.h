@@ -74,10 +74,10 @@ typedef void (*tn_dns_cb)(tn_dns_req *req);
 /* A lookup, embedded in its user's object (no allocation per lookup). The
  * user may read data, status and answer; the rest is private. */
 struct tn_dns_req {
-  void *data;            /* the user's */
-  int status;            /* 0, TN_EDNS_NXDOMAIN, TN_EDNS_TIMEOUT, TN_EDNS_ERROR */
-  bool stale;            /* answer served past its TTL */
-  tn_dns_answer answer;  /* when status is 0: addresses, port 0 */
+  void *data;           /* the user's */
+  int status;           /* 0, TN_EDNS_NXDOMAIN, TN_EDNS_TIMEOUT, TN_EDNS_ERROR */
+  bool stale;           /* answer served past its TTL */
+  tn_dns_answer answer; /* when status is 0: addresses, port 0 */
   /* private */
   tn_dns_cb cb;
   struct tn_dns_query *query;

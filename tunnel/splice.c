@@ -39,7 +39,7 @@
  * the kernel refuses and the pipe keeps what it has. */
 #define PIPE_SIZE (1024 * 1024)
 #define PIPE_MIN (256 * 1024)
-#define ROUNDS 4               /* pipe-fulls per direction per wake-up: fairness */
+#define ROUNDS 4 /* pipe-fulls per direction per wake-up: fairness */
 #define FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
 
 enum { DOWN = 0, UP = 1 }; /* sockets: [DOWN] the device's, [UP] the destination's */
@@ -282,8 +282,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static bool switchable(tn_tunnel *t) {
   tn_ep *down = t->down, *up = &t->up.ep;
   return t->phase == TN_PHASE_RELAY && t->tls_checked >= 5 && !down->eof && !up->eof &&
-         !down->shut && !up->shut && !down->closing && !up->closing &&
-         tn__ep_queued(down) == 0 && tn__ep_queued(up) == 0;
+         !down->shut && !up->shut && !down->closing && !up->closing && tn__ep_queued(down) == 0 &&
+         tn__ep_queued(up) == 0;
 }
 
 bool tn__splice_try(tn_tunnel *t) {

@@ -285,8 +285,7 @@ static void access_log(tn_tunnel *t) {
   /* datagrams_* and dropped are 0 on a TCP tunnel's line: one record shape */
   tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
          TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"),
-         TN_S("client", a.client),
-         TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
+         TN_S("client", a.client), TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
          TN_S("local", a.local), TN_S("egress", t->egress[0] ? t->egress : "-"),
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),

@@ -37,10 +37,10 @@
 struct tn_udp {
   uv_udp_t handle; /* data: the tunnel */
   tn_capsule_reader reader;
-  uint8_t *held;   /* a split payload being collected (the reader's body) */
+  uint8_t *held; /* a split payload being collected (the reader's body) */
   uint64_t datagrams_up, datagrams_down, dropped, icmp;
-  bool open;       /* handle initialised, close callback owed */
-  bool malformed;  /* the device sent a malformed capsule */
+  bool open;      /* handle initialised, close callback owed */
+  bool malformed; /* the device sent a malformed capsule */
 };
 
 int tn__udp_new(tn_tunnel *t) {
@@ -75,7 +75,7 @@ static void up_datagram(void *arg, const uint8_t *p, size_t len) {
     tn__count_udp_datagram(t->engine, true, len);
   } else {
     count_drop(t, rc == UV_EAGAIN || rc == UV_ENOBUFS ? TN_UDP_DROP_TARGET_BUSY
-                                                       : TN_UDP_DROP_SEND_FAILED);
+                                                      : TN_UDP_DROP_SEND_FAILED);
   }
   if (p == u->held) {
     free(u->held);

@@ -12,7 +12,7 @@
 
 /* Tunnel durations: a login exchange takes well under a second, a call
  * minutes, a shift-long session hours. */
-static const double duration_bounds[] = {0.1, 0.5, 1,    5,    15,    60,    300,  900,
+static const double duration_bounds[] = {0.1,  0.5,  1,    5,     15,    60,    300,  900,
                                          1800, 3600, 7200, 14400, 28800, 43200, 86400};
 /* Upstream connect time, from a LAN server to a congested cellular uplink. */
 static const double connect_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -207,8 +207,9 @@ static void render_limits(out *o, const gw_metrics_snapshot *s) {
   sample_u(o, "mcgw_accept_errors_total", s->stats.accept_errors);
   family(o, "mcgw_clients_active", "gauge", "Distinct device addresses with an open tunnel.");
   sample_u(o, "mcgw_clients_active", s->stats.clients_active);
-  family(o, "mcgw_client_tunnels_max", "gauge",
-         "Open tunnels of the busiest device address (compare with mcgw_tunnels_per_client_limit).");
+  family(
+      o, "mcgw_client_tunnels_max", "gauge",
+      "Open tunnels of the busiest device address (compare with mcgw_tunnels_per_client_limit).");
   sample_u(o, "mcgw_client_tunnels_max", s->clients_max_tunnels);
   family(o, "mcgw_tunnels_limit", "gauge", "max_tunnels in force (0: no limit).");
   sample_u(o, "mcgw_tunnels_limit", s->max_tunnels);
@@ -305,8 +306,10 @@ static void render_dns(out *o, const tn_resolver_stats *d) {
          "while the servers did not answer, up to [dns] stale_ttl), negative (a cached failure).");
   for (size_t i = 0; i < 3; i++)
     put(o, "mcgw_dns_cache_hits_total{kind=\"%s\"} %" PRIu64 "\n", kinds[i], hits[i]);
-  gw_histogram h = {.bounds = tn_dns_hist_bounds, .n_bounds = TN_DNS_HIST_BOUNDS,
-                    .count = d->duration_count, .sum = d->duration_sum};
+  gw_histogram h = {.bounds = tn_dns_hist_bounds,
+                    .n_bounds = TN_DNS_HIST_BOUNDS,
+                    .count = d->duration_count,
+                    .sum = d->duration_sum};
   memcpy(h.buckets, d->duration_buckets, sizeof(d->duration_buckets));
   histogram(o, "mcgw_dns_query_duration_seconds",
             "Time from a DNS query sent to its answer or its timeout.", &h);

@@ -18,7 +18,7 @@
 #include "gateway/idm_view.h"
 #include "tunnel/engine.h"
 
-#define GW_METRICS_PROTO_MAX 8  /* distinct proto labels kept; more fold into the last */
+#define GW_METRICS_PROTO_MAX 8 /* distinct proto labels kept; more fold into the last */
 #define GW_HIST_BUCKETS_MAX 20
 
 typedef struct gw_histogram {
@@ -75,10 +75,10 @@ typedef struct gw_metrics_snapshot {
   const gw_metrics_listener *listeners;
   size_t n_listeners;
   const gw_idm_view *idm;
-  uint64_t clients_max_tunnels; /* open tunnels of the busiest client */
+  uint64_t clients_max_tunnels;                 /* open tunnels of the busiest client */
   uint32_t max_tunnels, max_tunnels_per_client; /* 0 = no limit */
   uint64_t reloads_ok, reloads_failed;
-  bool last_reload_ok;            /* true until a reload fails */
+  bool last_reload_ok;             /* true until a reload fails */
   double last_reload_success_time; /* unix seconds: start or last good reload */
   double start_time;               /* unix seconds */
   const tn_resolver_stats *dns;    /* the shared resolver's counters; NULL: not shown */

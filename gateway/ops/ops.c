@@ -27,20 +27,20 @@ struct gw_ops {
   gw_ops_deps d;
   uv_timer_t tick;
   gw_metrics metrics;
-  double start_time;       /* unix seconds */
-  uint64_t start_ms;       /* loop time */
+  double start_time; /* unix seconds */
+  uint64_t start_ms; /* loop time */
   uint64_t reloads_ok, reloads_failed;
   bool last_reload_ok;
   double last_reload_success_time;
   bool draining;
-  bool watchdog;           /* WatchdogSec= is set: ping on every tick */
-  char last_status[128];   /* last STATUS= sent to systemd */
+  bool watchdog;         /* WatchdogSec= is set: ping on every tick */
+  char last_status[128]; /* last STATUS= sent to systemd */
   uint64_t tick_n;
   /* Refusal spikes: refusals per result in the current window. */
   uint64_t window_refusals[TN_RESULT_COUNT_];
   uint64_t window_start_s;
   uint64_t last_spike_log_s;
-  char window_target[64];  /* the last refused target in the window, for the log */
+  char window_target[64]; /* the last refused target in the window, for the log */
 };
 
 static void get_view(const gw_ops *o, gw_idm_view *v) {
@@ -142,8 +142,9 @@ static void tally_free(tally *t) {
 }
 
 static void client_ip(const struct sockaddr *sa, char *buf, size_t len) {
-  const void *a = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-                                            : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+  const void *a = sa->sa_family == AF_INET6
+                      ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                      : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
   if (!inet_ntop(sa->sa_family, a, buf, (socklen_t)len))
     snprintf(buf, len, "-");
 }
@@ -197,7 +198,8 @@ static bool listener_shown(gw_ops *o, size_t i, tn_listener_info *li) {
   return tn_engine_listener_info(o->d.engine, i, li) == 0 && (li->open || li->connections_active);
 }
 
-static size_t listeners_snapshot(gw_ops *o, gw_metrics_listener **out, char (**names)[TN_ADDRSTR_MAX]) {
+static size_t listeners_snapshot(gw_ops *o, gw_metrics_listener **out,
+                                 char (**names)[TN_ADDRSTR_MAX]) {
   size_t total = 0, n = 0;
   tn_listener_info li;
   while (tn_engine_listener_info(o->d.engine, total, &li) == 0)
@@ -313,7 +315,8 @@ static json_t *top_json(tally *t, const char *key, uint64_t *max) {
   if (max)
     *max = n ? e[0].count : 0;
   for (size_t i = 0; i < n && i < TOP_N; i++)
-    json_array_append_new(a, json_pack("{s:s, s:I}", key, e[i].name, "tunnels", (json_int_t)e[i].count));
+    json_array_append_new(
+        a, json_pack("{s:s, s:I}", key, e[i].name, "tunnels", (json_int_t)e[i].count));
   free(e);
   return a;
 }
@@ -326,8 +329,8 @@ static json_t *listeners_json(gw_ops *o) {
       continue;
     char text[TN_ADDRSTR_MAX];
     tn_addr_format((const struct sockaddr *)&li.addr, text, sizeof(text));
-    json_array_append_new(a, json_pack("{s:s, s:b, s:b, s:I}", "addr", text, "tls", li.tls,
-                                       "open", li.open, "connections_active",
+    json_array_append_new(a, json_pack("{s:s, s:b, s:b, s:I}", "addr", text, "tls", li.tls, "open",
+                                       li.open, "connections_active",
                                        (json_int_t)li.connections_active));
   }
   return a;
@@ -346,11 +349,10 @@ static json_t *idm_json(const gw_idm_view *v) {
 /* Clients held to max_new_tunnels_per_client now (refused in the last
  * 10 s), most refusals first, TOP_N of them. */
 static void on_limited(const tn_limited_client *l, void *arg) {
-  json_array_append_new(arg, json_pack("{s:s, s:b, s:I, s:I, s:I}", "client", l->client,
-                                       "is_subject", l->is_subject, "refused",
-                                       (json_int_t)l->refused, "since_s",
-                                       (json_int_t)(l->since_ms / 1000), "last_s",
-                                       (json_int_t)(l->last_ms / 1000)));
+  json_array_append_new(
+      arg, json_pack("{s:s, s:b, s:I, s:I, s:I}", "client", l->client, "is_subject", l->is_subject,
+                     "refused", (json_int_t)l->refused, "since_s", (json_int_t)(l->since_ms / 1000),
+                     "last_s", (json_int_t)(l->last_ms / 1000)));
 }
 
 static int by_refused(const void *a, const void *b) {
@@ -381,7 +383,8 @@ static json_t *dns_json(gw_ops *o) {
   tn_resolver_stats_get(o->d.resolver, &d);
   json_t *q = json_object();
   for (int r = 0; r < TN_DNS_RESULT_COUNT_; r++)
-    json_object_set_new(q, tn_dns_result_name((tn_dns_result)r), json_integer((json_int_t)d.queries[r]));
+    json_object_set_new(q, tn_dns_result_name((tn_dns_result)r),
+                        json_integer((json_int_t)d.queries[r]));
   const char *servers = tn_resolver_servers(o->d.resolver);
   return json_pack("{s:s, s:o, s:{s:I, s:I, s:I}, s:I, s:I}", "servers",
                    servers ? servers : "/etc/resolv.conf", "queries", q, "cache_hits", "fresh",
@@ -405,14 +408,14 @@ json_t *gw_ops_status_json(gw_ops *o) {
       (json_int_t)st.tunnels_active, "total", (json_int_t)st.tunnels_total, "connections_active",
       (json_int_t)st.connections_active, "by_result", results_json(st.by_result), "by_proto",
       by_proto_json(&o->metrics), "by_type", by_type_json(&o->metrics), "limit",
-      (json_int_t)opts->max_tunnels, "limit_per_client",
-      (json_int_t)opts->max_tunnels_per_client, "bytes", "upstream", (json_int_t)st.bytes_up,
-      "downstream", (json_int_t)st.bytes_down, "destinations", top_json(&c.targets, "target", NULL),
-      "listeners", listeners_json(o));
+      (json_int_t)opts->max_tunnels, "limit_per_client", (json_int_t)opts->max_tunnels_per_client,
+      "bytes", "upstream", (json_int_t)st.bytes_up, "downstream", (json_int_t)st.bytes_down,
+      "destinations", top_json(&c.targets, "target", NULL), "listeners", listeners_json(o));
   json_t *clients = json_pack("{s:I, s:o}", "active", (json_int_t)st.clients_active, "top",
                               top_json(&c.clients, "address", &clients_max));
   json_object_set_new(clients, "max_tunnels", json_integer((json_int_t)clients_max));
-  json_object_set_new(clients, "rate_limited_count", json_integer((json_int_t)st.clients_rate_limited));
+  json_object_set_new(clients, "rate_limited_count",
+                      json_integer((json_int_t)st.clients_rate_limited));
   json_object_set_new(clients, "rate_limited", rate_limited_json(o));
   json_object_set_new(doc, "clients", clients);
   gw_idm_view view;
@@ -455,8 +458,7 @@ static void on_list(const tn_tunnel_info *i, void *arg) {
       l->a, json_pack("{s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:I, s:I, s:I}", "id",
                       (json_int_t)i->id, "proto", i->proto ? i->proto : "unknown", "type",
                       gw_tunnel_type_name(i->udp ? GW_TYPE_UDP : GW_TYPE_TCP), "client", client,
-                      "subject",
-                      str_or_null(i->client_subject), "target", str_or_null(i->target),
+                      "subject", str_or_null(i->client_subject), "target", str_or_null(i->target),
                       "connected", i->connected ? json_string(connected) : json_null(), "state",
                       info_state(i), "age_ms", (json_int_t)i->age_ms, "bytes_up",
                       (json_int_t)i->bytes_up, "bytes_down", (json_int_t)i->bytes_down));

@@ -21,14 +21,14 @@ typedef struct gw_ops gw_ops;
 
 typedef struct gw_ops_deps {
   uv_loop_t *loop;
-  tn_engine *engine;        /* valid until its drain completes, then gw_ops_close */
-  gw_admin *admin;          /* NULL when [admin] listen = off */
-  const gw_config *cfg;     /* the config in force: the pointer stays valid across reloads */
+  tn_engine *engine;    /* valid until its drain completes, then gw_ops_close */
+  gw_admin *admin;      /* NULL when [admin] listen = off */
+  const gw_config *cfg; /* the config in force: the pointer stays valid across reloads */
   /* Fills the gateway's login state; called at every request that shows it
    * (the pointers in it need only stay valid until the handler returns). */
   void (*idm_view)(void *arg, gw_idm_view *out);
   void *idm_arg;
-  tn_resolver *resolver;    /* the shared resolver (metrics, /status dns); NULL: not shown */
+  tn_resolver *resolver; /* the shared resolver (metrics, /status dns); NULL: not shown */
 } gw_ops_deps;
 
 /* Registers the routes, becomes the engine's close observer and starts a 1 s
