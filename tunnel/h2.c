@@ -696,7 +696,8 @@ static void h2_drain(tn_engine *e, bool close_now) {
  * device reads it. */
 static void h2_sweep(tn_engine *e, uint64_t now) {
   tn_link *sessions = tn__engine_sessions(e);
-  for (tn_link *l = sessions->next; l != sessions; l = l->next) {
+  for (tn_link *l = sessions->next, *next; l != sessions; l = next) {
+    next = l->next; /* schedule() below may end h's session, and unlink it */
     tn_h2 *h = (tn_h2 *)l;
     if (!h->head_deadline_ms || now < h->head_deadline_ms || h->head_timed_out)
       continue;
