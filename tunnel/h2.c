@@ -42,17 +42,17 @@ typedef struct out_buf {
 } out_buf;
 
 typedef struct h2_stream {
-  tn_ep ep;                   /* first member: the tunnel's device endpoint */
+  tn_ep ep; /* first member: the tunnel's device endpoint */
   struct h2_stream *prev, *next;
   tn_h2 *h2;
   int32_t id;
-  tn_tunnel *t;               /* NULL once the tunnel let go of the endpoint */
+  tn_tunnel *t; /* NULL once the tunnel let go of the endpoint */
   /* request */
   char authority[TN_HOST_MAX + 16];
   size_t authority_len;
   bool method_seen, is_connect, has_authority, has_scheme_or_path, has_protocol;
-  bool connect_udp;           /* :protocol connect-udp (RFC 9298) */
-  char *path;                 /* :path, kept for an extended CONNECT; owned */
+  bool connect_udp; /* :protocol connect-udp (RFC 9298) */
+  char *path;       /* :path, kept for an extended CONNECT; owned */
   size_t path_len;
   bool malformed, regular_seen, request_done;
   /* upstream -> device */
@@ -69,22 +69,22 @@ typedef struct h2_stream {
 } h2_stream;
 
 struct tn_h2 {
-  tn_link link;               /* first member: in the engine's session list */
+  tn_link link; /* first member: in the engine's session list */
   tn_conn *conn;
   tn_engine *engine;
   nghttp2_session *session;
   h2_stream *streams;
-  unsigned depth;             /* nested calls into nghttp2 */
+  unsigned depth; /* nested calls into nghttp2 */
   bool need_flush, write_blocked, goaway, closing;
-  bool calm_sent;             /* our GOAWAY(ENHANCE_YOUR_CALM) is queued */
-  uint32_t refused;           /* 429s answered on this connection */
+  bool calm_sent;   /* our GOAWAY(ENHANCE_YOUR_CALM) is queued */
+  uint32_t refused; /* 429s answered on this connection */
   /* A header block begun (HEADERS without END_HEADERS yet, or a request
    * head not yet complete) on head_stream: header_timeout bounds it from
    * head_deadline_ms; 0 when none is open (tn__engine_head_open). */
   uint64_t head_deadline_ms;
   int32_t head_stream;
-  bool head_timed_out;        /* closing for it: linger so the GOAWAY is read */
-  char *out;                  /* frames being coalesced into one write */
+  bool head_timed_out; /* closing for it: linger so the GOAWAY is read */
+  char *out;           /* frames being coalesced into one write */
   size_t out_len;
 };
 
@@ -384,8 +384,8 @@ static void on_request(tn_h2 *h, h2_stream *st, bool end_stream) {
   t->phase = TN_PHASE_RESOLVING; /* the head is in; no header deadline */
   st->ep.eof = end_stream;
   st->remote_ended = end_stream;
-  bool bad_connect = st->is_connect && (!st->has_authority ||
-                                         (st->has_scheme_or_path && !st->has_protocol));
+  bool bad_connect =
+      st->is_connect && (!st->has_authority || (st->has_scheme_or_path && !st->has_protocol));
   if (st->malformed || !st->method_seen || bad_connect) {
     st->malformed = true;
     tn__tunnel_fail(t, TN_RESULT_BAD_REQUEST, 400, "malformed CONNECT request");
