@@ -30,6 +30,11 @@ void tn__tunnel_timeout(tn_tunnel *t);
 tn_tunnel *tn__tunnel_new(tn_conn *c, const tn_proto *proto, tn_ep *down);
 /* Device bytes that arrived before the relay started; false on overflow. */
 bool tn__tunnel_hold(tn_tunnel *t, const char *p, size_t n);
+/* An upstream socket error that means the path died, not the peer: the
+ * kernel gave up on it (TCP_USER_TIMEOUT, keepalive: ETIMEDOUT, or the soft
+ * error it saw meanwhile when the route or link went: EHOSTUNREACH,
+ * ENETUNREACH, ENETDOWN). Closed as uplink_dead; anything else is reset_up. */
+bool tn__uplink_dead(int err);
 /* The one teardown path: records r and reason (a static string, the access
  * log's `close` field; kept from tn__tunnel_fail in LINGER), writes the
  * access log, closes both endpoints as `how` says; the tunnel is freed once

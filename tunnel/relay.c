@@ -247,13 +247,17 @@ static void up_data(tn_ep *ep, char *base, tn_buf_kind kind, size_t n) {
 
 static void up_eof(tn_ep *ep) { on_eof(ep->owner, ep); }
 
-/* ETIMEDOUT upstream: keepalive probes or TCP_USER_TIMEOUT found the uplink
- * dead. The device gets a reset (h1) or RST_STREAM(CONNECT_ERROR) (h2) so
+bool tn__uplink_dead(int err) {
+  return err == UV_ETIMEDOUT || err == UV_EHOSTUNREACH || err == UV_ENETUNREACH ||
+         err == UV_ENETDOWN;
+}
+
+/* The uplink died (tn__uplink_dead): keepalive probes or TCP_USER_TIMEOUT. The device gets a reset (h1) or RST_STREAM(CONNECT_ERROR) (h2) so
  * that its client reconnects at once. */
 static void up_error(tn_ep *ep, int err) {
   tn_tunnel *t = ep->owner;
   if (t->phase == TN_PHASE_RELAY)
-    tn__tunnel_close(t, TN_RESULT_OK, err == UV_ETIMEDOUT ? "uplink_dead" : "reset_up",
+    tn__tunnel_close(t, TN_RESULT_OK, tn__uplink_dead(err) ? "uplink_dead" : "reset_up",
                      TN_CLOSE_RESET);
 }
 

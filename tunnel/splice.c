@@ -250,18 +250,28 @@ static int watch(tn_splice *s) {
   return 0;
 }
 
-/* ETIMEDOUT upstream: the uplink is dead (keepalive, TCP_USER_TIMEOUT). */
+/* The uplink is dead (tn__uplink_dead: keepalive, TCP_USER_TIMEOUT). */
 static const char *reset_reason(int bad, int err) {
   if (bad == DOWN)
     return "reset_down";
-  return err == UV_ETIMEDOUT ? "uplink_dead" : "reset_up";
+  return tn__uplink_dead(err) ? "uplink_dead" : "reset_up";
+}
+
+/* libuv reports a socket error (POLLERR) as UV_EBADF: the socket's own
+ * error tells a dead uplink (ETIMEDOUT, EHOSTUNREACH...) from a reset. */
+static int socket_error(int fd, int status) {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr)
+    return uv_translate_sys_error(soerr);
+  return status;
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   tn_splice *s = h->data;
   tn_tunnel *t = s->t;
   int i = h == &s->poll[DOWN] ? DOWN : UP, bad = i;
-  int err = status;
+  int err = status < 0 ? socket_error(s->fd[i], status) : 0;
   if (!err && (events & UV_READABLE))
     err = pump(s, i, &bad);
   if (!err && (events & UV_WRITABLE))
