@@ -294,8 +294,15 @@ def run():
     line("It validated the ID token and got its own MC service IDs:")
     for k in ("mcptt_id", "mcdata_id"):
         line(f"  {k:<10} {res[k]}")
-    closed = [r for r in gw.records() if r.get("msg") == "tunnel_closed"
-              and r["target"] in (authz, token)]
+    # The device may exit before the gateway has logged its last tunnel's
+    # close: wait (up to 10 s) for one tunnel_closed line per request.
+    deadline = time.monotonic() + 10
+    while True:
+        closed = [r for r in gw.records() if r.get("msg") == "tunnel_closed"
+                  and r["target"] in (authz, token)]
+        if len(closed) >= res["tunnels"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     up = sum(r["bytes_up"] for r in closed)
     down = sum(r["bytes_down"] for r in closed)
     same = (up, down) == (res["tls_bytes_sent"], res["tls_bytes_received"])
