@@ -50,15 +50,16 @@ def tls_upstream(upstream, pki):
 
 @pytest.fixture
 def mcgw(mcgw_bin, tmp_path):
-    """mcgw(**tunnel_keys, gateway={...}, admin={...}) -> a started, ready Mcgw.
+    """mcgw(**tunnel_keys, gateway={...}, admin={...}, extra={section: {...}})
+    -> a started, ready Mcgw.
 
     Keyword arguments are [tunnel] keys (lists for repeated keys, None to drop
     a default). Teardown stops every daemon and fails on a sanitizer report."""
     daemons = []
 
-    def start(gateway=None, admin=None, **tunnel):
+    def start(gateway=None, admin=None, extra=None, **tunnel):
         daemon = Mcgw(tmp_path / f"mcgw{len(daemons)}", tunnel=tunnel,
-                      gateway=gateway, admin=admin)
+                      gateway=gateway, admin=admin, extra=extra)
         daemons.append(daemon)
         return daemon.start()
 

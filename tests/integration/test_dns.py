@@ -13,28 +13,19 @@ import pytest
 
 import mcgwtest
 from dnstest import Dnsmasq, SilentResolver
-from mcgwtest import Mcgw, echo_roundtrip, open_tunnel, wait_until
+from mcgwtest import echo_roundtrip, open_tunnel, wait_until
 
 pytestmark = pytest.mark.skipif(not mcgwtest.DNS_ISOLATED,
                                 reason="needs root and unshare for a private resolv.conf")
 
 
 @pytest.fixture
-def gateway(tmp_path):
+def gateway(mcgw):
     """gateway(dns={...}, **tunnel) -> a started Mcgw with that [dns] section."""
-    daemons = []
-
     def start(dns, **tunnel):
         tunnel.setdefault("max_new_tunnels_per_client", "0/s")
-        d = Mcgw(tmp_path / f"mcgw{len(daemons)}", tunnel=tunnel, extra={"dns": dns})
-        daemons.append(d)
-        return d.start()
-
-    yield start
-    for d in daemons:
-        d.stop()
-    for d in daemons:
-        d.assert_no_sanitizer_report()
+        return mcgw(extra={"dns": dns}, **tunnel)
+    return start
 
 
 @pytest.fixture

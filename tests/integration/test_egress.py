@@ -50,18 +50,9 @@ def gateway(mcgw_factory, server, ups, dscp=None):
 
 
 @pytest.fixture
-def mcgw_with(tmp_path):
-    daemons = []
-
-    def start(extra, **tunnel):
-        d = mcgwtest.Mcgw(tmp_path / f"gw{len(daemons)}", tunnel=tunnel, extra=extra)
-        daemons.append(d)
-        return d.start()
-    yield start
-    for d in daemons:
-        d.stop()
-    for d in daemons:
-        d.assert_no_sanitizer_report()
+def mcgw_with(mcgw):
+    """The conftest mcgw fixture, with other sections (egress, dns)."""
+    return lambda extra, **tunnel: mcgw(extra=extra, **tunnel)
 
 
 def through(gw, target):
