@@ -47,6 +47,8 @@ typedef enum { TN_BUF_POOL = 0, TN_BUF_HEAP, TN_BUF_STATIC } tn_buf_kind;
 
 /* Gives base back the way kind says (ep_tcp.c). */
 void tn__buf_free(char *base, tn_buf_kind kind);
+/* The error a socket holds (SO_ERROR, as a libuv code), or fallback if none. */
+int tn__sock_error(int fd, int fallback);
 
 /* bufpool.c: TN_BUF_SIZE (256 KiB) read buffers, each engine's kept in a
  * small free list of its own. A buffer of TN_BUF_SIZE bytes from p, or NULL
@@ -65,10 +67,10 @@ typedef struct tn_ep_sink {
   void (*data)(tn_ep *ep, char *base, tn_buf_kind kind, size_t n);
   void (*eof)(tn_ep *ep);
   void (*error)(tn_ep *ep, int err);
-  void (*drained)(tn_ep *ep);  /* queued() fell below TN_RELAY_LOW */
+  void (*drained)(tn_ep *ep); /* queued() fell below TN_RELAY_LOW */
   void (*shut)(tn_ep *ep);
   void (*closed)(tn_ep *ep);
-  void (*ready)(tn_ep *ep);    /* TLS: the handshake completed */
+  void (*ready)(tn_ep *ep); /* TLS: the handshake completed */
 } tn_ep_sink;
 
 typedef struct tn_ep_ops {
@@ -85,8 +87,8 @@ struct tn_ep {
   const tn_ep_sink *sink;
   void *owner;
   bool reading;
-  bool eof;      /* EOF received from the peer */
-  bool shut;     /* our shutdown completed */
+  bool eof;  /* EOF received from the peer */
+  bool shut; /* our shutdown completed */
   bool closing;
 };
 
@@ -103,9 +105,9 @@ static inline void tn__ep_close(tn_ep *e, bool reset) { e->ops->close(e, reset);
 /* A TCP endpoint. Embed it; init before use. */
 typedef struct tn_ep_tcp {
   tn_ep ep;
-  uv_tcp_t tcp;     /* tcp.data: the tn_bufpool reads take buffers from (not owned) */
-  bool open;        /* handle initialised and not yet closed */
-  bool want_drain;  /* a drained event is owed once below TN_RELAY_LOW */
+  uv_tcp_t tcp;    /* tcp.data: the tn_bufpool reads take buffers from (not owned) */
+  bool open;       /* handle initialised and not yet closed */
+  bool want_drain; /* a drained event is owed once below TN_RELAY_LOW */
 } tn_ep_tcp;
 
 /* Initialises the handle on loop; reads take buffers from pool. 0 or a

@@ -3,6 +3,7 @@
  * only the unsent rest is queued with uv_write. Read buffers come from the
  * pool only while a socket is readable. See ep.h for the contract. */
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "tunnel/ep.h"
 
@@ -22,6 +23,26 @@ void tn__buf_free(char *base, tn_buf_kind kind) {
 static tn_ep_tcp *tcp_of(tn_ep *ep) { return (tn_ep_tcp *)ep; }
 static tn_ep_tcp *tcp_of_handle(uv_handle_t *h) { return tn__ep_tcp_of(h); }
 
+int tn__sock_error(int fd, int fallback) {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr)
+    return uv_translate_sys_error(soerr);
+  return fallback;
+}
+
+/* What an end of stream really was. libuv reports a reset as UV_EOF when it
+ * comes right after a short read: seeing POLLHUP then, uv__stream_io ends the
+ * stream without another read(), so ECONNRESET is never returned. The socket
+ * still holds the error, and a device's reset relayed as a FIN would look
+ * like a complete upload to the destination. */
+static int eof_or_reset(uv_tcp_t *tcp) {
+  uv_os_fd_t fd;
+  if (uv_fileno((const uv_handle_t *)tcp, &fd) != 0)
+    return UV_EOF;
+  return tn__sock_error(fd, UV_EOF);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   tn_ep_tcp *e = tcp_of_handle((uv_handle_t *)s);
   if (nread > 0) {
@@ -32,6 +53,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0 || e->ep.closing)
     return;
   e->ep.reading = false;
+  if (nread == UV_EOF)
+    nread = eof_or_reset(&e->tcp);
   if (nread == UV_EOF) {
     e->ep.eof = true;
     e->ep.sink->eof(&e->ep);

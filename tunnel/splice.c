@@ -259,19 +259,11 @@ static const char *reset_reason(int bad, int err) {
 
 /* libuv reports a socket error (POLLERR) as UV_EBADF: the socket's own
  * error tells a dead uplink (ETIMEDOUT, EHOSTUNREACH...) from a reset. */
-static int socket_error(int fd, int status) {
-  int soerr = 0;
-  socklen_t len = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr)
-    return uv_translate_sys_error(soerr);
-  return status;
-}
-
 static void on_poll(uv_poll_t *h, int status, int events) {
   tn_splice *s = h->data;
   tn_tunnel *t = s->t;
   int i = h == &s->poll[DOWN] ? DOWN : UP, bad = i;
-  int err = status < 0 ? socket_error(s->fd[i], status) : 0;
+  int err = status < 0 ? tn__sock_error(s->fd[i], status) : 0;
   if (!err && (events & UV_READABLE))
     err = pump(s, i, &bad);
   if (!err && (events & UV_WRITABLE))

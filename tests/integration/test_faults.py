@@ -166,13 +166,33 @@ def test_device_resets_mid_transfer(rig):
     up = rig.upstream(sink_handler)
     t = r.tunnel(f"127.0.0.1:{up.port}")
     assert t.status == 200
+    before = r.gw.status()["bytes"]["upstream"]  # the warm-up's bytes count too
     t.sock.sendall(b"x" * (1 << 20))
-    wait_until(lambda: r.gw.status()["bytes"]["upstream"] >= (1 << 20), what="the upload")
+    wait_until(lambda: r.gw.status()["bytes"]["upstream"] >= before + (1 << 20),
+               what="the upload")
     client = t.client
     reset(t.sock)
     assert_closed(r.gw, client, close="reset_down")
     # Passed on as a reset, not a clean EOF that would look like a complete upload.
     assert isinstance(up.outcome(), ConnectionResetError)
+    r.after_fault()
+
+
+def test_device_resets_while_its_upload_is_in_flight(rig):
+    """The reset lands while the gateway is still reading the upload. libuv
+    then sometimes reports it as an end of stream (a short read followed by
+    POLLHUP); the destination must still see a reset, every time."""
+    r = rig()
+    up = rig.upstream(sink_handler)
+    for _ in range(12):
+        t = r.tunnel(f"127.0.0.1:{up.port}")
+        assert t.status == 200
+        client = t.client
+        t.sock.sendall(b"y" * (1 << 20))
+        reset(t.sock)
+        assert_closed(r.gw, client, close="reset_down")
+        got = up.outcome()
+        assert isinstance(got, ConnectionResetError), f"the destination saw {got!r}, not a reset"
     r.after_fault()
 
 
