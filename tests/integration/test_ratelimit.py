@@ -84,12 +84,7 @@ def limited_gateway(mcgw, pki, **keys):
 
 def metric(gw, name):
     """The value of one sample line ("name{labels}") of /metrics."""
-    code, _, body = gw.admin("/metrics")
-    assert code == 200, body
-    for line in body.decode().splitlines():
-        if line.rsplit(" ", 1)[0] == name:
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
+    return gw.metric(name)
 
 
 def settle(gw):
