@@ -31,6 +31,7 @@
 
 #include "device/cookies.h"
 #include "device/forms.h"
+#include "device/proxy_opts.h"
 #include "csc1/authz.h"
 #include "csc1/https_client.h"
 #include "csc1/jwt.h"
@@ -52,41 +53,58 @@ static const char usage_text[] =
     "through its own CONNECT tunnel, TLS end to end with the IdMS. Prints the MC\n"
     "service IDs of the validated ID token.\n"
     "\n"
-    "The gateway:\n"
-    "  --proxy URL            http://GW:PORT (HTTP/1.1 CONNECT; with --h2, HTTP/2 prior\n"
-    "                         knowledge) or https://GW:PORT (TLS to the gateway)\n"
-    "  --h2                   HTTP/2 CONNECT: one stream per endpoint request\n"
-    "  --proxy-cacert FILE    trust anchors for an https:// proxy (default: system store)\n"
-    "  --proxy-cert FILE      device certificate for the gateway's TLS listener\n"
-    "  --proxy-key FILE       its private key (mode 0600 or stricter)\n"
-    "\n"
-    "The IdMS:\n"
-    "  --issuer URL           the IdMS's issuer (https); discovery is read from it\n"
-    "  --client-id ID         this device's OAuth client (a public native client)\n"
-    "  --scope SCOPES         e.g. \"openid 3gpp:mc:ptt_service 3gpp:mc:data_service\"\n"
-    "  --acr-values VALUES    acr_values to request (optional)\n"
-    "  --cacert FILE          trust anchors for the IdMS (default: system store)\n"
-    "  --redirect-uri URI     loopback redirect URI (RFC 8252 7.3), default\n"
-    "                         http://127.0.0.1:0/callback; port 0: a free port is chosen\n"
-    "\n"
-    "The user:\n"
-    "  --user NAME            log in headless: post NAME and the password to the IdMS's\n"
-    "  --password-file FILE   login form (file mode 0600 or stricter; first line used)\n"
-    "                         Without --user: the authorization URL is printed for a\n"
-    "                         browser and mcx-login waits on the redirect URI.\n"
-    "  --wait SECONDS         how long to wait for the browser (default 300)\n"
-    "\n"
-    "Output:\n"
-    "  --json                 the result as one JSON object on stdout\n"
-    "  -v, --verbose          each step on stderr (URLs without their query)\n"
-    "  -h, --help             this text\n"
-    "\n"
-    "Exit status: 0 logged in; 1 the login failed (the reason is on stderr);\n"
-    "2 bad usage. Codes, tokens, the verifier and the password are never printed.\n";
+    "The gateway:\n" MCX_PROXY_HELP(
+        "HTTP/1.1 CONNECT",
+        "HTTP/2 CONNECT: one stream per endpoint request") "\n"
+                                                           "The IdMS:\n"
+                                                           "  --issuer URL           the IdMS's "
+                                                           "issuer (https); discovery is read from "
+                                                           "it\n"
+                                                           "  --client-id ID         this device's "
+                                                           "OAuth client (a public native client)\n"
+                                                           "  --scope SCOPES         e.g. \"openid "
+                                                           "3gpp:mc:ptt_service "
+                                                           "3gpp:mc:data_service\"\n"
+                                                           "  --acr-values VALUES    acr_values to "
+                                                           "request (optional)\n"
+                                                           "  --cacert FILE          trust anchors "
+                                                           "for the IdMS (default: system store)\n"
+                                                           "  --redirect-uri URI     loopback "
+                                                           "redirect URI (RFC 8252 7.3), default\n"
+                                                           "                         "
+                                                           "http://127.0.0.1:0/callback; port 0: a "
+                                                           "free port is chosen\n"
+                                                           "\n"
+                                                           "The user:\n"
+                                                           "  --user NAME            log in "
+                                                           "headless: post NAME and the password "
+                                                           "to the IdMS's\n"
+                                                           "  --password-file FILE   login form "
+                                                           "(file mode 0600 or stricter; first "
+                                                           "line used)\n"
+                                                           "                         Without "
+                                                           "--user: the authorization URL is "
+                                                           "printed for a\n"
+                                                           "                         browser and "
+                                                           "mcx-login waits on the redirect URI.\n"
+                                                           "  --wait SECONDS         how long to "
+                                                           "wait for the browser (default 300)\n"
+                                                           "\n"
+                                                           "Output:\n"
+                                                           "  --json                 the result as "
+                                                           "one JSON object on stdout\n"
+                                                           "  -v, --verbose          each step on "
+                                                           "stderr (URLs without their query)\n"
+                                                           "  -h, --help             this text\n"
+                                                           "\n"
+                                                           "Exit status: 0 logged in; 1 the login "
+                                                           "failed (the reason is on stderr);\n"
+                                                           "2 bad usage. Codes, tokens, the "
+                                                           "verifier and the password are never "
+                                                           "printed.\n";
 
 typedef struct opts {
-  const char *proxy, *proxy_cacert, *proxy_cert, *proxy_key;
-  bool h2;
+  mcx_proxy_opts proxy;
   const char *issuer, *client_id, *scope, *acr_values, *cacert, *redirect_uri;
   const char *user, *password_file;
   int wait_s;
@@ -104,7 +122,7 @@ typedef struct app {
   int listen_fd;
   char redirect_uri[128];
   csc1_authz_secrets s; /* state, nonce, verifier of the authorization request */
-  int tunnels; /* requests made, each through its own tunnel */
+  int tunnels;          /* requests made, each through its own tunnel */
   uint64_t tls_sent, tls_received;
   json_t *log; /* per tunnel: target and TLS bytes, for --json */
 } app;
@@ -459,7 +477,8 @@ static void headless_login(app *a, const char *authz_url, csc1_authz_callback *c
       url = next;
       fetched_free(&f);
       if (is_redirect(a, url)) {
-        csc1_authz_callback_parse(url + strlen(a->redirect_uri) + (url[strlen(a->redirect_uri)] ? 1 : 0), cb);
+        csc1_authz_callback_parse(
+            url + strlen(a->redirect_uri) + (url[strlen(a->redirect_uri)] ? 1 : 0), cb);
         OPENSSL_cleanse(url, strlen(url));
         free(url);
         return;
@@ -591,11 +610,12 @@ static void redeem(app *a, const char *code, result *res) {
   if (!t.id_token)
     fail("token endpoint %s: no ID token (is \"openid\" in --scope?)", a->ep.token);
   csc1_jwt_expect e = {.issuer = a->o.issuer,
-                     .client_id = a->o.client_id,
-                     .nonce = a->s.nonce,
-                     .now = (int64_t)time(NULL),
-                     .leeway_s = LEEWAY_S};
-  int rc = csc1_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
+                       .client_id = a->o.client_id,
+                       .nonce = a->s.nonce,
+                       .now = (int64_t)time(NULL),
+                       .leeway_s = LEEWAY_S};
+  int rc =
+      csc1_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
   if (rc == CSC1_JWT_EUNKNOWN_KID) { /* the IdMS may have rotated its key: fetch once more */
     fetch_jwks(a);
     rc = csc1_jwt_validate(t.id_token, strlen(t.id_token), a->jwks, &e, &res->id, why, sizeof why);
@@ -620,29 +640,9 @@ static void usage_error(const char *fmt, ...) {
 }
 
 static void parse_opts(int argc, char **argv, opts *o) {
-  enum {
-    O_PROXY = 256,
-    O_PCA,
-    O_PCERT,
-    O_PKEY,
-    O_H2,
-    O_ISS,
-    O_CID,
-    O_SCOPE,
-    O_ACR,
-    O_CA,
-    O_REDIR,
-    O_USER,
-    O_PWF,
-    O_WAIT,
-    O_JSON
-  };
+  enum { O_ISS = 256, O_CID, O_SCOPE, O_ACR, O_CA, O_REDIR, O_USER, O_PWF, O_WAIT, O_JSON };
   static const struct option longs[] = {
-      {"proxy", required_argument, NULL, O_PROXY},
-      {"proxy-cacert", required_argument, NULL, O_PCA},
-      {"proxy-cert", required_argument, NULL, O_PCERT},
-      {"proxy-key", required_argument, NULL, O_PKEY},
-      {"h2", no_argument, NULL, O_H2},
+      MCX_PROXY_LONGOPTS,
       {"issuer", required_argument, NULL, O_ISS},
       {"client-id", required_argument, NULL, O_CID},
       {"scope", required_argument, NULL, O_SCOPE},
@@ -661,20 +661,33 @@ static void parse_opts(int argc, char **argv, opts *o) {
   int c;
   opterr = 0;
   while ((c = getopt_long(argc, argv, ":vh", longs, NULL)) != -1) {
+    if (mcx_proxy_opt(&o->proxy, c, optarg))
+      continue;
     switch (c) {
-    case O_PROXY: o->proxy = optarg; break;
-    case O_PCA: o->proxy_cacert = optarg; break;
-    case O_PCERT: o->proxy_cert = optarg; break;
-    case O_PKEY: o->proxy_key = optarg; break;
-    case O_H2: o->h2 = true; break;
-    case O_ISS: o->issuer = optarg; break;
-    case O_CID: o->client_id = optarg; break;
-    case O_SCOPE: o->scope = optarg; break;
-    case O_ACR: o->acr_values = optarg; break;
-    case O_CA: o->cacert = optarg; break;
-    case O_REDIR: o->redirect_uri = optarg; break;
-    case O_USER: o->user = optarg; break;
-    case O_PWF: o->password_file = optarg; break;
+    case O_ISS:
+      o->issuer = optarg;
+      break;
+    case O_CID:
+      o->client_id = optarg;
+      break;
+    case O_SCOPE:
+      o->scope = optarg;
+      break;
+    case O_ACR:
+      o->acr_values = optarg;
+      break;
+    case O_CA:
+      o->cacert = optarg;
+      break;
+    case O_REDIR:
+      o->redirect_uri = optarg;
+      break;
+    case O_USER:
+      o->user = optarg;
+      break;
+    case O_PWF:
+      o->password_file = optarg;
+      break;
     case O_WAIT: {
       char *end;
       long w = strtol(optarg, &end, 10);
@@ -683,23 +696,32 @@ static void parse_opts(int argc, char **argv, opts *o) {
       o->wait_s = (int)w;
       break;
     }
-    case O_JSON: o->json = true; break;
-    case 'v': o->verbose = true; break;
-    case 'h': fputs(usage_text, stdout); exit(0);
-    case ':': usage_error("%s needs a value", argv[optind - 1]);
-    default: usage_error("unknown option '%s'", argv[optind - 1]);
+    case O_JSON:
+      o->json = true;
+      break;
+    case 'v':
+      o->verbose = true;
+      break;
+    case 'h':
+      fputs(usage_text, stdout);
+      exit(0);
+    case ':':
+      usage_error("%s needs a value", argv[optind - 1]);
+    default:
+      usage_error("unknown option '%s'", argv[optind - 1]);
     }
   }
   if (optind < argc)
     usage_error("unexpected argument '%s'", argv[optind]);
-  if (!o->proxy)
+  if (!o->proxy.url)
     usage_error("--proxy is required: the gateway, http://GW:PORT or https://GW:PORT");
   if (!o->issuer || !o->client_id || !o->scope)
     usage_error("--issuer, --client-id and --scope are required");
   if ((o->user != NULL) != (o->password_file != NULL))
     usage_error("--user and --password-file go together");
-  if ((o->proxy_cert != NULL) != (o->proxy_key != NULL))
-    usage_error("--proxy-cert and --proxy-key go together");
+  const char *bad = mcx_proxy_opts_usage_error(&o->proxy);
+  if (bad)
+    usage_error("%s", bad);
 }
 
 /* The first line of the password file, which must be 0600 or stricter (like
@@ -733,13 +755,13 @@ static char *read_password(const char *path) {
 static void print_result(const app *a, const result *r) {
   const csc1_id_token *t = &r->id;
   if (a->o.json) {
-    json_t *o =
-        json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:s, s:s, s:i, s:I, s:I}", "issuer",
-                  t->iss, "subject", t->sub, "mcptt_id", t->mcptt_id, "mcdata_id", t->mcdata_id,
-                  "mcvideo_id", t->mcvideo_id, "id_token_expires_at", (json_int_t)t->exp,
-                  "access_token_expires_in", (json_int_t)r->access_expires_in, "proxy", a->o.proxy,
-                  "transport", a->o.h2 ? "h2" : "http/1.1", "tunnels", a->tunnels, "tls_bytes_sent",
-                  (json_int_t)a->tls_sent, "tls_bytes_received", (json_int_t)a->tls_received);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s?, s:s?, s:s?, s:I, s:I, s:s, s:s, s:i, s:I, s:I}", "issuer", t->iss,
+        "subject", t->sub, "mcptt_id", t->mcptt_id, "mcdata_id", t->mcdata_id, "mcvideo_id",
+        t->mcvideo_id, "id_token_expires_at", (json_int_t)t->exp, "access_token_expires_in",
+        (json_int_t)r->access_expires_in, "proxy", a->o.proxy.url, "transport",
+        a->o.proxy.h2 ? "h2" : "http/1.1", "tunnels", a->tunnels, "tls_bytes_sent",
+        (json_int_t)a->tls_sent, "tls_bytes_received", (json_int_t)a->tls_received);
     if (!o)
       fail("out of memory");
     json_object_set(o, "tunnel_log", a->log);
@@ -758,8 +780,8 @@ static void print_result(const app *a, const result *r) {
   printf("  MCVideo ID: %s\n", t->mcvideo_id ? t->mcvideo_id : "(none)");
   printf("  ID token valid until %s (%s); access token for %lld s\n", when, t->alg,
          (long long)r->access_expires_in);
-  printf("  through %s (%s), %d tunnels, TLS end to end with the IdMS\n", a->o.proxy,
-         a->o.h2 ? "HTTP/2 CONNECT" : "HTTP/1.1 CONNECT", a->tunnels);
+  printf("  through %s (%s), %d tunnels, TLS end to end with the IdMS\n", a->o.proxy.url,
+         a->o.proxy.h2 ? "HTTP/2 CONNECT" : "HTTP/1.1 CONNECT", a->tunnels);
 }
 
 int main(int argc, char **argv) {
@@ -774,11 +796,13 @@ int main(int argc, char **argv) {
     a.password = read_password(a.o.password_file);
   if (!(a.https = csc1_https_ctx_new(a.o.cacert, NULL, NULL, err, sizeof err)))
     fail("--cacert: %s", err);
-  csc1_https_proxy_opts po = {.url = a.o.proxy,
-                            .h2 = a.o.h2,
-                            .ca_file = a.o.proxy_cacert,
-                            .cert = a.o.proxy_cert,
-                            .key = a.o.proxy_key};
+  if (mcx_proxy_opts_check_key(&a.o.proxy, err, sizeof err) != 0)
+    fail("%s", err);
+  csc1_https_proxy_opts po = {.url = a.o.proxy.url,
+                              .h2 = a.o.proxy.h2,
+                              .ca_file = a.o.proxy.cacert,
+                              .cert = a.o.proxy.cert,
+                              .key = a.o.proxy.key};
   if (csc1_https_ctx_set_proxy(a.https, &po, err, sizeof err) != 0)
     fail("--proxy: %s", err);
   if (!(a.jar = mcx_cookies_new()) || !(a.log = json_array()))
@@ -786,7 +810,7 @@ int main(int argc, char **argv) {
   uv_loop_init(&a.loop);
   bind_redirect(&a);
 
-  say(&a, "1. discovery at %s through %s", a.o.issuer, a.o.proxy);
+  say(&a, "1. discovery at %s through %s", a.o.issuer, a.o.proxy.url);
   discover(&a);
   fetch_jwks(&a);
   say(&a, "2. authorization request (PKCE S256), redirect URI %s", a.redirect_uri);

@@ -10,7 +10,8 @@
  *     a plain UDP echo: each datagram goes back to its sender.
  *
  * Self-contained on OpenSSL, nghttp2 and blocking sockets with poll(2): it
- * shares no code with the gateway, so what it proves about the gateway's
+ * shares no code with the gateway (only its proxy options with mcx-login,
+ * device/proxy_opts.c, libc only), so what it proves about the gateway's
  * CONNECT-UDP is proven by an independent implementation of the capsule
  * protocol. The gateway's TLS listener is always verified. */
 #include <arpa/inet.h>
@@ -32,22 +33,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "device/proxy_opts.h"
+
 #define PROG "mcx-media"
 #define RTP_HEADER 12
-#define STAMP 8           /* send time (ns, big-endian) at the start of the payload */
-#define COUNTER 4         /* then the packet's number over all tunnels (big-endian) */
+#define STAMP 8   /* send time (ns, big-endian) at the start of the payload */
+#define COUNTER 4 /* then the packet's number over all tunnels (big-endian) */
 #define TUNNELS_MAX 1000
 #define MAX_DATAGRAM 1500 /* the gateway's default udp_max_payload */
 #define SETUP_TIMEOUT_MS 10000
 #define GRACE_MS 1000 /* after the last datagram sent, wait this long for echoes */
 
 typedef struct opts {
-  const char *proxy, *target, *cacert, *cert, *key;
-  bool h2, json, direct;
+  mcx_proxy_opts proxy;
+  const char *target;
+  bool json, direct;
   unsigned pps, size, tunnels;
   double seconds, hold;
 } opts;
@@ -113,15 +116,7 @@ static int dial(const char *host, const char *port, int socktype) {
   return fd;
 }
 
-static void check_key_mode(const char *path) {
-  struct stat st;
-  if (stat(path, &st) != 0)
-    die("%s: %s", path, strerror(errno));
-  if (st.st_mode & 077)
-    die("%s: readable by group or others: chmod 600 it", path);
-}
-
-static void tls_start(conn *c, const opts *o, const char *host) {
+static void tls_start(conn *c, const mcx_proxy_opts *o, const char *host) {
   c->ctx = SSL_CTX_new(TLS_client_method());
   if (!c->ctx)
     die("out of memory");
@@ -131,7 +126,9 @@ static void tls_start(conn *c, const opts *o, const char *host) {
                 : SSL_CTX_set_default_verify_paths(c->ctx) != 1)
     die("cannot load trust anchors%s%s", o->cacert ? " from " : "", o->cacert ? o->cacert : "");
   if (o->cert) {
-    check_key_mode(o->key);
+    char err[512];
+    if (mcx_proxy_opts_check_key(o, err, sizeof err) != 0)
+      die("%s", err);
     if (SSL_CTX_use_certificate_chain_file(c->ctx, o->cert) != 1 ||
         SSL_CTX_use_PrivateKey_file(c->ctx, o->key, SSL_FILETYPE_PEM) != 1)
       die("cannot load the device certificate %s and key %s", o->cert, o->key);
@@ -151,19 +148,11 @@ static void tls_start(conn *c, const opts *o, const char *host) {
   }
 }
 
-static void conn_open(conn *c, const opts *o) {
+/* The scheme was checked with the options (mcx_proxy_opts_usage_error). */
+static void conn_open(conn *c, const mcx_proxy_opts *o) {
   char host[256], port[16];
-  bool tls;
-  const char *rest;
-  if (strncmp(o->proxy, "http://", 7) == 0) {
-    tls = false;
-    rest = o->proxy + 7;
-  } else if (strncmp(o->proxy, "https://", 8) == 0) {
-    tls = true;
-    rest = o->proxy + 8;
-  } else {
-    die("--proxy: expected http://GW:PORT or https://GW:PORT");
-  }
+  bool tls = mcx_proxy_opts_tls(o);
+  const char *rest = strstr(o->url, "://") + 3;
   char hp[300];
   snprintf(hp, sizeof hp, "%.*s", (int)strcspn(rest, "/"), rest);
   split_hostport(hp, host, sizeof host, port, sizeof port);
@@ -277,11 +266,11 @@ static size_t capsule_next(const uint8_t *p, size_t n, datagram_fn fn, void *arg
 
 typedef struct stats {
   uint64_t sent, received, reordered, duplicates;
-  unsigned tunnels;      /* packet k goes through tunnel k % tunnels */
-  uint64_t *highest;     /* per tunnel: 1 + the highest packet number received; 0 none */
-  uint8_t *seen;         /* per sequence number sent */
+  unsigned tunnels;  /* packet k goes through tunnel k % tunnels */
+  uint64_t *highest; /* per tunnel: 1 + the highest packet number received; 0 none */
+  uint8_t *seen;     /* per sequence number sent */
   double *rtt_ms;
-  double jitter_ms;      /* RFC 3550 6.4.1 estimate, in ms */
+  double jitter_ms; /* RFC 3550 6.4.1 estimate, in ms */
   double last_transit_ms;
   bool have_transit;
   uint64_t start_ns;
@@ -341,15 +330,17 @@ static void report(stats *s, const opts *o) {
     printf("{\"sent\": %llu, \"received\": %llu, \"lost\": %llu, \"reordered\": %llu, "
            "\"duplicates\": %llu, \"rtt_p50_ms\": %.3f, \"rtt_p99_ms\": %.3f, "
            "\"jitter_ms\": %.3f, \"pps\": %u, \"size\": %u, \"tunnels\": %u, \"proto\": \"%s\"}\n",
-           (unsigned long long)s->sent, (unsigned long long)s->received,
-           (unsigned long long)lost, (unsigned long long)s->reordered,
-           (unsigned long long)s->duplicates, p50, p99, s->jitter_ms, o->pps, o->size, o->tunnels,
-           o->direct ? "direct" : o->h2 ? "h2" : "h1");
+           (unsigned long long)s->sent, (unsigned long long)s->received, (unsigned long long)lost,
+           (unsigned long long)s->reordered, (unsigned long long)s->duplicates, p50, p99,
+           s->jitter_ms, o->pps, o->size, o->tunnels,
+           o->direct     ? "direct"
+           : o->proxy.h2 ? "h2"
+                         : "h1");
   else
     printf("sent %llu, received %llu, lost %llu, reordered %llu\n"
            "round trip p50 %.3f ms, p99 %.3f ms\njitter %.3f ms (RFC 3550)\n",
-           (unsigned long long)s->sent, (unsigned long long)s->received,
-           (unsigned long long)lost, (unsigned long long)s->reordered, p50, p99, s->jitter_ms);
+           (unsigned long long)s->sent, (unsigned long long)s->received, (unsigned long long)lost,
+           (unsigned long long)s->reordered, p50, p99, s->jitter_ms);
 }
 
 /* One RTP packet (RFC 3550 5.1: V=2, PT 0, 8 kHz clock) of o->size payload
@@ -395,7 +386,7 @@ typedef struct h2s {
   bool reset;
   uint8_t out[16384]; /* capsules waiting for the data provider */
   size_t out_len;
-  uint8_t rx[16384];  /* DATA bytes not yet parsed into capsules */
+  uint8_t rx[16384]; /* DATA bytes not yet parsed into capsules */
   size_t rx_len;
 } h2s;
 
@@ -457,8 +448,8 @@ static ssize_t h2_send(nghttp2_session *s, const uint8_t *d, size_t n, int f, vo
   return (ssize_t)n;
 }
 
-static int h2_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name,
-                     size_t nl, const uint8_t *value, size_t vl, uint8_t fl, void *u) {
+static int h2_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t fl, void *u) {
   (void)s, (void)fl;
   tunnel *t = u;
   (void)vl; /* nghttp2 NUL-terminates values */
@@ -547,8 +538,8 @@ static void h2_open(tunnel *t) {
   }
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
   nghttp2_nv nv[] = {NV(":method", "CONNECT"), NV(":protocol", "connect-udp"),
-                     NV(":scheme", "https"), NV(":authority", "gateway"), NV(":path", t->path),
-                     NV("capsule-protocol", "?1")};
+                     NV(":scheme", "https"),   NV(":authority", "gateway"),
+                     NV(":path", t->path),     NV("capsule-protocol", "?1")};
 #undef NV
   for (unsigned i = 0; i < t->n; i++) {
     h2s *st = &t->s[i];
@@ -652,8 +643,8 @@ static int run_stream(const opts *o) {
     t.udp = dial(host, port, SOCK_DGRAM);
   } else {
     build_path(&t);
-    conn_open(&t.c, o);
-    if (o->h2)
+    conn_open(&t.c, &o->proxy);
+    if (o->proxy.h2)
       h2_open(&t);
     else
       h1_open(&t);
@@ -728,24 +719,35 @@ static int run_reflect(const char *listen) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: " PROG " --proxy URL --target HOST:PORT [options]\n"
-          "       " PROG " reflect --listen HOST:PORT\n\n"
-          "  --proxy URL            http://GW:PORT (HTTP/1.1 Upgrade; with --h2, HTTP/2 prior\n"
-          "                         knowledge) or https://GW:PORT (TLS; ALPN h2 with --h2)\n"
-          "  --h2                   HTTP/2 extended CONNECT instead of HTTP/1.1 Upgrade\n"
-          "  --proxy-cacert FILE    trust anchors for an https:// proxy (default: system store)\n"
-          "  --proxy-cert FILE      device certificate for the gateway's TLS listener\n"
-          "  --proxy-key FILE       its private key (mode 0600 or stricter)\n"
-          "  --target HOST:PORT     where the datagrams go (a reflector)\n"
-          "  --pps N                packets per second (default 50: one every 20 ms)\n"
-          "  --size N               RTP payload bytes (default 160; 8..1488)\n"
-          "  --seconds S            how long to send (default 10)\n"
-          "  --json                 the figures as one JSON object\n"
-          "  --tunnels N            N tunnels on the one HTTP/2 connection (--h2; default 1),\n"
-          "                         each carrying --pps packets per second\n"
-          "  --hold S               one packet through each tunnel, then keep them idle S s\n"
-          "  --direct               no gateway: straight to the target (the benchmark's floor)\n");
+  fprintf(
+      f,
+      "Usage: " PROG " --proxy URL --target HOST:PORT [options]\n"
+      "       " PROG " reflect --listen HOST:PORT\n\n" MCX_PROXY_HELP(
+          "HTTP/1.1 Upgrade",
+          "HTTP/2 extended CONNECT instead of HTTP/1.1 Upgrade") "  --target HOST:PORT     where "
+                                                                 "the datagrams go (a reflector)\n"
+                                                                 "  --pps N                packets "
+                                                                 "per second (default 50: one "
+                                                                 "every 20 ms)\n"
+                                                                 "  --size N               RTP "
+                                                                 "payload bytes (default 160; "
+                                                                 "8..1488)\n"
+                                                                 "  --seconds S            how "
+                                                                 "long to send (default 10)\n"
+                                                                 "  --json                 the "
+                                                                 "figures as one JSON object\n"
+                                                                 "  --tunnels N            N "
+                                                                 "tunnels on the one HTTP/2 "
+                                                                 "connection (--h2; default 1),\n"
+                                                                 "                         each "
+                                                                 "carrying --pps packets per "
+                                                                 "second\n"
+                                                                 "  --hold S               one "
+                                                                 "packet through each tunnel, then "
+                                                                 "keep them idle S s\n"
+                                                                 "  --direct               no "
+                                                                 "gateway: straight to the target "
+                                                                 "(the benchmark's floor)\n");
 }
 
 int main(int argc, char **argv) {
@@ -757,16 +759,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   opts o = {.pps = 50, .size = 160, .seconds = 10, .tunnels = 1};
-  enum {
-    O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT,
-    O_TUNNELS, O_HOLD
-  };
+  enum { O_TARGET = 256, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT, O_TUNNELS, O_HOLD };
   static const struct option longopts[] = {
-      {"proxy", required_argument, NULL, O_PROXY},
-      {"h2", no_argument, NULL, O_H2},
-      {"proxy-cacert", required_argument, NULL, O_CA},
-      {"proxy-cert", required_argument, NULL, O_CERT},
-      {"proxy-key", required_argument, NULL, O_KEY},
+      MCX_PROXY_LONGOPTS,
       {"target", required_argument, NULL, O_TARGET},
       {"pps", required_argument, NULL, O_PPS},
       {"size", required_argument, NULL, O_SIZE},
@@ -776,37 +771,56 @@ int main(int argc, char **argv) {
       {"tunnels", required_argument, NULL, O_TUNNELS},
       {"hold", required_argument, NULL, O_HOLD},
       {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+      {NULL, 0, NULL, 0},
+  };
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (mcx_proxy_opt(&o.proxy, c, optarg))
+      continue;
     switch (c) {
-    case O_PROXY: o.proxy = optarg; break;
-    case O_H2: o.h2 = true; break;
-    case O_CA: o.cacert = optarg; break;
-    case O_CERT: o.cert = optarg; break;
-    case O_KEY: o.key = optarg; break;
-    case O_TARGET: o.target = optarg; break;
-    case O_PPS: o.pps = (unsigned)strtoul(optarg, NULL, 10); break;
-    case O_SIZE: o.size = (unsigned)strtoul(optarg, NULL, 10); break;
-    case O_SECONDS: o.seconds = strtod(optarg, NULL); break;
-    case O_JSON: o.json = true; break;
-    case O_DIRECT: o.direct = true; break;
-    case O_TUNNELS: o.tunnels = (unsigned)strtoul(optarg, NULL, 10); break;
-    case O_HOLD: o.hold = strtod(optarg, NULL); break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case O_TARGET:
+      o.target = optarg;
+      break;
+    case O_PPS:
+      o.pps = (unsigned)strtoul(optarg, NULL, 10);
+      break;
+    case O_SIZE:
+      o.size = (unsigned)strtoul(optarg, NULL, 10);
+      break;
+    case O_SECONDS:
+      o.seconds = strtod(optarg, NULL);
+      break;
+    case O_JSON:
+      o.json = true;
+      break;
+    case O_DIRECT:
+      o.direct = true;
+      break;
+    case O_TUNNELS:
+      o.tunnels = (unsigned)strtoul(optarg, NULL, 10);
+      break;
+    case O_HOLD:
+      o.hold = strtod(optarg, NULL);
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
-  if ((!o.proxy && !o.direct) || !o.target)
+  if ((!o.proxy.url && !o.direct) || !o.target)
     die("--proxy and --target are required (or: " PROG " reflect --listen HOST:PORT)");
-  if ((o.cert != NULL) != (o.key != NULL))
-    die("--proxy-cert and --proxy-key go together");
+  const char *bad = mcx_proxy_opts_usage_error(&o.proxy);
+  if (bad)
+    die("%s", bad);
   if (o.pps < 1 || o.pps > 100000 || o.size < STAMP + COUNTER ||
       o.size > MAX_DATAGRAM - RTP_HEADER || !(o.seconds > 0 && o.seconds <= 3600) ||
       o.tunnels < 1 || o.tunnels > TUNNELS_MAX || o.hold < 0 || o.hold > 3600)
     die("--pps 1..100000, --size %d..%d, --seconds up to 3600, --tunnels 1..%d, --hold up to 3600",
         STAMP + COUNTER, MAX_DATAGRAM - RTP_HEADER, TUNNELS_MAX);
-  if (o.tunnels > 1 && !o.h2)
+  if (o.tunnels > 1 && !o.proxy.h2)
     die("--tunnels needs --h2 (HTTP/2 streams on one connection)");
   return run_stream(&o);
 }

@@ -113,7 +113,7 @@ struct gw_idm {
   /* status */
   gw_idm_state state;
   char last_error[512];
-  uint64_t refresh_ok, refresh_failed, refresh_invalid_grant;
+  uint64_t refresh_ok, refresh_failed, refresh_invalid_grant, refresh_id_token_invalid;
   uint64_t logout_revoked, logout_not_revoked, logout_nothing_held;
   csc1_clock_skew skew; /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
   int64_t skew_at;      /* unix seconds of the latest measurement */
@@ -611,9 +611,10 @@ static void end_login(gw_idm *idm) {
   save_login(idm);
 }
 
-/* The IdMS no longer knows this login: a new login is needed. */
+/* The login can no longer be refreshed (the IdMS refused the refresh token,
+ * or the refreshed ID token failed validation): a new login is needed. The
+ * caller counts the refresh under its own result. */
 static void login_gone(gw_idm *idm, const char *why) {
-  idm->refresh_invalid_grant++;
   end_login(idm);
   set_error(idm, "login gone (%s): a new login is needed", why);
   gw_log(TN_LOG_ERROR, "idm_login_needed", TN_S("reason", why),
@@ -644,6 +645,7 @@ static void on_refresh(int err, const char *detail, const csc1_https_response *r
     csc1_oidc_error_parse(resp->body, resp->body_len, &oe);
     describe(0, NULL, resp, &oe, why, sizeof why);
     if (strcmp(oe.error, "invalid_grant") == 0) {
+      idm->refresh_invalid_grant++;
       login_gone(idm, "the IdMS refused the refresh token: invalid_grant");
       return;
     }
@@ -772,10 +774,12 @@ static void job_failed(gw_idm *idm, token_job *job, int r, const char *why) {
   snprintf(msg, sizeof msg, "ID token refused: %s", why);
   if (job->op != OP_REFRESH)
     login_failed(idm, job->op, 502, msg);
-  else if (r == CSC1_JWT_EUNKNOWN_KID)
+  else if (r == CSC1_JWT_EUNKNOWN_KID) {
     refresh_transient(idm, msg, -1); /* the keys may come back */
-  else
+  } else {
+    idm->refresh_id_token_invalid++; /* not invalid_grant: the IdMS accepted the refresh */
     login_gone(idm, msg);
+  }
   job_free(job);
 }
 
@@ -1486,6 +1490,7 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->refresh_ok = idm->refresh_ok;
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;
+  out->refresh_id_token_invalid = idm->refresh_id_token_invalid;
   out->logout_revoked = idm->logout_revoked;
   out->logout_not_revoked = idm->logout_not_revoked;
   out->logout_nothing_held = idm->logout_nothing_held;

@@ -25,25 +25,27 @@ static inline const char *gw_idm_state_name(gw_idm_state s) {
 
 typedef struct gw_idm_view {
   gw_idm_state state;
-  const char *subject;             /* ID token sub, or NULL */
-  const char *mcptt_id;            /* MC service IDs from the ID token, or NULL */
+  const char *subject;  /* ID token sub, or NULL */
+  const char *mcptt_id; /* MC service IDs from the ID token, or NULL */
   const char *mcdata_id;
   const char *mcvideo_id;
-  int64_t access_token_expiry;     /* unix seconds; 0 when none */
-  uint64_t refresh_ok;             /* refreshes by result since start */
-  uint64_t refresh_failed;         /* network errors, 5xx: retried with backoff */
-  uint64_t refresh_invalid_grant;  /* the login is gone */
-  uint64_t logout_revoked;         /* logouts by result since start: refresh token revoked */
-  uint64_t logout_not_revoked;     /* revocation failed (logged out locally all the same) */
-  uint64_t logout_nothing_held;    /* no refresh token to revoke */
-  const char *last_error;          /* human-readable, or NULL; never a token */
+  int64_t access_token_expiry;       /* unix seconds; 0 when none */
+  uint64_t refresh_ok;               /* refreshes by result since start */
+  uint64_t refresh_failed;           /* network errors, 5xx: retried with backoff */
+  uint64_t refresh_invalid_grant;    /* the IdMS refused the refresh token: the login is gone */
+  uint64_t refresh_id_token_invalid; /* the refreshed ID token failed validation (expired by a
+                                      * clock ahead, bad signature...): the login is ended */
+  uint64_t logout_revoked;           /* logouts by result since start: refresh token revoked */
+  uint64_t logout_not_revoked;       /* revocation failed (logged out locally all the same) */
+  uint64_t logout_nothing_held;      /* no refresh token to revoke */
+  const char *last_error;            /* human-readable, or NULL; never a token */
   /* The gateway's clock against the IdMS's, from the latest IdMS response
    * with a Date header (csc1/clock_skew.h). */
-  bool clock_skew_known;           /* false until such a response */
-  int64_t clock_skew_ms;           /* local - IdMS: > 0 the gateway is ahead */
+  bool clock_skew_known;             /* false until such a response */
+  int64_t clock_skew_ms;             /* local - IdMS: > 0 the gateway is ahead */
   int64_t clock_skew_uncertainty_ms; /* round trip and Date's 1 s resolution */
-  int64_t clock_skew_measured_at;  /* unix seconds (local clock) */
-  bool clock_skew_large;           /* beyond the threshold: warned in the log */
+  int64_t clock_skew_measured_at;    /* unix seconds (local clock) */
+  bool clock_skew_large;             /* beyond the threshold: warned in the log */
   unsigned clock_skew_threshold_s;
   const char *end_session_endpoint; /* from discovery, or NULL: shown, never followed */
   const char *granted_scope;        /* of the login held, or NULL */

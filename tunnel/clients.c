@@ -3,6 +3,8 @@
  * presented one (devices behind one NAT address stay apart), else its IP
  * address (port ignored). A chained hash table; entries are removed when
  * their count drops to zero, so it only holds clients with open tunnels. */
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +42,17 @@ void tn__client_key(const struct sockaddr *sa, const char *subject, tn_client_ke
   } else {
     k->len = 1;
   }
+}
+
+bool tn__client_key_text(const uint8_t *key, size_t len, char *text) {
+  if (len > 0 && key[0] == 'S') {
+    snprintf(text, TN_CLIENT_KEY_TEXT_MAX, "%.*s", (int)len - 1, (const char *)key + 1);
+    return true;
+  }
+  if ((len != 5 && len != 17) ||
+      !inet_ntop(len == 5 ? AF_INET : AF_INET6, key + 1, text, TN_CLIENT_KEY_TEXT_MAX))
+    strcpy(text, "-");
+  return false;
 }
 
 /* FNV-1a: small, good enough for addresses, no seeding needed because the

@@ -4,6 +4,8 @@
 #ifndef TN_CLIENTS_H
 #define TN_CLIENTS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -18,6 +20,10 @@ typedef struct {
 } tn_client_key;
 /* The bytes that name a client: 'S' + subject, or 4/6 + the address bytes. */
 void tn__client_key(const struct sockaddr *sa, const char *subject, tn_client_key *k);
+/* Such a key back in words: the subject (returns true), or the address
+ * ("-" if it is neither), in text of TN_CLIENT_KEY_TEXT_MAX bytes. */
+#define TN_CLIENT_KEY_TEXT_MAX (TN_CLIENT_KEY_MAX + 46)
+bool tn__client_key_text(const uint8_t *key, size_t len, char *text);
 tn_clients *tn__clients_new(void);
 void tn__clients_free(tn_clients *c);
 /* Increments the count for the client; returns the new count, 0 on ENOMEM. */

@@ -150,17 +150,12 @@ typedef struct {
 /* A client key (tn__client_key) back in words: the subject, or the address. */
 static void limited_one(const tn_ratetab_limited *l, void *arg) {
   limited_walk *w = arg;
-  char text[TN_CLIENT_KEY_MAX + INET6_ADDRSTRLEN];
+  char text[TN_CLIENT_KEY_TEXT_MAX];
   tn_limited_client c = {.client = text,
                          .since_ms = w->now - l->since_ms,
                          .refused = l->refused,
                          .last_ms = w->now - l->last_ms};
-  c.is_subject = l->key_len > 0 && l->key[0] == 'S';
-  if (c.is_subject)
-    snprintf(text, sizeof text, "%.*s", (int)l->key_len - 1, (const char *)l->key + 1);
-  else if ((l->key_len != 5 && l->key_len != 17) ||
-           !inet_ntop(l->key_len == 5 ? AF_INET : AF_INET6, l->key + 1, text, sizeof text))
-    strcpy(text, "-");
+  c.is_subject = tn__client_key_text(l->key, l->key_len, text);
   w->cb(&c, w->arg);
 }
 
@@ -223,13 +218,19 @@ static void sweep_protos(tn_engine *e, uint64_t now) {
 
 /* The timer runs every TN_SWEEP_MS only while something is being set up
  * (a deadline may fall due); with only established tunnels it wakes for the
- * next idle check alone, and with none at all it stops. */
+ * next idle check alone (and for the summary of suppressed 429s when one is
+ * due), and with none at all it stops. */
 static void sweep_schedule(tn_engine *e, uint64_t now) {
   uint64_t delay = 0;
   if (!tn__list_empty(&e->setup_list) || !tn__list_empty(&e->conn_setup) || e->heads_open)
     delay = TN_SWEEP_MS;
   else if (!tn__list_empty(&e->relay_list) && idle_check_ms(&e->opts))
     delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
+  if (e->rate_log_due_ms) { /* suppressed 429s to report when their window ends */
+    uint64_t due = e->rate_log_due_ms > now ? e->rate_log_due_ms - now : 1;
+    if (!delay || due < delay)
+      delay = due;
+  }
   if (delay)
     uv_timer_start(&e->sweep, on_sweep, delay, 0);
   else
@@ -242,6 +243,7 @@ static void on_sweep(uv_timer_t *timer) {
   sweep_conns(&e->conn_setup, now);
   sweep_tunnels(&e->setup_list, now, false, &e->opts);
   sweep_protos(e, now);
+  tn__rate_log_flush(e, now, false);
   uint64_t idle = idle_check_ms(&e->opts);
   if (idle && now >= e->next_idle_sweep_ms) {
     sweep_tunnels(&e->relay_list, now, true, &e->opts);
@@ -577,6 +579,7 @@ static void finish(tn_engine *e) {
   if (e->finishing)
     return;
   e->finishing = true;
+  tn__rate_log_flush(e, uv_now(e->loop), true); /* every count held: none lost at exit */
   if (e->own_resolver) /* no tunnel is left to wait on it; it frees itself */
     tn_resolver_close(e->resolver);
   uv_close((uv_handle_t *)&e->sweep, on_engine_handle_closed);

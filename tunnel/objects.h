@@ -174,6 +174,8 @@ struct tn_tunnel {
   tn_result result;
   int status;               /* HTTP status sent, 0 if none */
   uint32_t retry_after_s;   /* Retry-After of a 429/503 answer; 0 = none */
+  bool log_quiet;           /* a 429 inside its client's refusal log window: counted and
+                             summarised (rate_limited_suppressed), no access log line */
   const char *close_reason; /* static string */
   tn_ep *down;              /* h1: the connection's transport; h2: the stream */
   tn_ep_tcp up;             /* the destination; initialised per connect attempt */

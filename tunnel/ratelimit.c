@@ -7,9 +7,7 @@
 
 /* ---- one bucket ---- */
 
-static uint64_t cap_milli(const tn_rate *r) {
-  return (uint64_t)(r->burst ? r->burst : 1) * 1000;
-}
+static uint64_t cap_milli(const tn_rate *r) { return (uint64_t)(r->burst ? r->burst : 1) * 1000; }
 
 static void refill(tn_bucket *b, const tn_rate *r, uint64_t now_ms) {
   if (now_ms <= b->last_ms) {
@@ -60,10 +58,11 @@ bool tn_bucket_full(const tn_bucket *b, const tn_rate *r, uint64_t now_ms) {
 /* ---- the table ---- */
 
 typedef struct rt_entry {
-  struct rt_entry *chain;          /* hash chain */
-  struct rt_entry *newer, *older;  /* recency list */
+  struct rt_entry *chain;         /* hash chain */
+  struct rt_entry *newer, *older; /* recency list */
   tn_bucket bucket;
   uint64_t streak_since_ms, last_refused_ms, refused;
+  uint64_t log_since_ms, log_until_ms, suppressed; /* the refusal log window; 0: none yet */
   uint16_t key_len;
   uint8_t key[];
 } rt_entry;
@@ -73,7 +72,7 @@ struct tn_ratetab {
   size_t n_slots; /* a power of two */
   size_t n, max;
   rt_entry *newest, *oldest;
-  uint32_t seed;  /* keys are chosen by devices: a per-table seed keeps chains short */
+  uint32_t seed; /* keys are chosen by devices: a per-table seed keeps chains short */
 };
 
 tn_ratetab *tn_ratetab_new(size_t max_entries) {
@@ -156,11 +155,12 @@ static bool limited(const rt_entry *e, uint64_t now_ms) {
 }
 
 /* The oldest entries, while they carry nothing a new one would not: a full
- * bucket and no current streak. Two per call keeps the cost constant. */
+ * bucket, no current streak and no unreported refusals. Two per call keeps
+ * the cost constant. */
 static void prune(tn_ratetab *t, const tn_rate *r, uint64_t now_ms) {
   for (int i = 0; i < 2 && t->oldest; i++) {
     rt_entry *e = t->oldest;
-    if (limited(e, now_ms) || !tn_bucket_full(&e->bucket, r, now_ms))
+    if (limited(e, now_ms) || e->suppressed || !tn_bucket_full(&e->bucket, r, now_ms))
       return;
     drop(t, e);
   }
@@ -217,11 +217,58 @@ size_t tn_ratetab_foreach_limited(const tn_ratetab *t, uint64_t now_ms,
       continue;
     n++;
     if (cb) {
-      tn_ratetab_limited l = {.key = e->key, .key_len = e->key_len,
-                              .since_ms = e->streak_since_ms, .last_ms = e->last_refused_ms,
+      tn_ratetab_limited l = {.key = e->key,
+                              .key_len = e->key_len,
+                              .since_ms = e->streak_since_ms,
+                              .last_ms = e->last_refused_ms,
                               .refused = e->refused};
       cb(&l, arg);
     }
   }
   return n;
+}
+
+/* ---- refusal log windows ---- */
+
+static void report(rt_entry *e, uint64_t now_ms, tn_ratetab_suppressed_cb cb, void *arg) {
+  tn_ratetab_suppressed s = {.key = e->key,
+                             .key_len = e->key_len,
+                             .since_ms = e->log_since_ms,
+                             .until_ms = now_ms < e->log_until_ms ? now_ms : e->log_until_ms,
+                             .suppressed = e->suppressed};
+  e->suppressed = 0;
+  if (cb)
+    cb(&s, arg);
+}
+
+uint64_t tn_ratetab_log_refusal(tn_ratetab *t, const void *key, size_t len, uint64_t now_ms,
+                                tn_ratetab_suppressed_cb cb, void *arg) {
+  if (len > TN_RATE_KEY_MAX)
+    len = TN_RATE_KEY_MAX;
+  rt_entry *e = *find(t, key, len);
+  if (!e)
+    return 0; /* refused for want of memory: logged, as nothing can be counted */
+  if (e->log_until_ms && now_ms < e->log_until_ms) {
+    e->suppressed++;
+    return e->log_until_ms;
+  }
+  if (e->suppressed) /* the last window ended, its summary not yet written */
+    report(e, now_ms, cb, arg);
+  e->log_since_ms = now_ms;
+  e->log_until_ms = now_ms + TN_RATE_LOG_WINDOW_MS;
+  return 0;
+}
+
+uint64_t tn_ratetab_flush_suppressed(tn_ratetab *t, uint64_t now_ms, bool all,
+                                     tn_ratetab_suppressed_cb cb, void *arg) {
+  uint64_t next = 0;
+  for (rt_entry *e = t->newest; e; e = e->older) {
+    if (!e->suppressed)
+      continue;
+    if (all || now_ms >= e->log_until_ms)
+      report(e, now_ms, cb, arg);
+    else if (!next || e->log_until_ms < next)
+      next = e->log_until_ms;
+  }
+  return next;
 }

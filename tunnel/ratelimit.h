@@ -75,4 +75,36 @@ typedef struct tn_ratetab_limited {
 size_t tn_ratetab_foreach_limited(const tn_ratetab *t, uint64_t now_ms,
                                   void (*cb)(const tn_ratetab_limited *l, void *arg), void *arg);
 
+/* Log windows for refusals, so that a key refused thousands of times a
+ * second costs a bounded number of log lines: the refusal that finds no
+ * window open is logged and opens one of TN_RATE_LOG_WINDOW_MS; the others
+ * in that window are only counted, and reported once, as a summary, after
+ * the window ends (or when the next window opens, whichever is first).
+ * Counters elsewhere still count every refusal. An entry holding an
+ * unreported count is not pruned; one evicted from a full table (max_entries
+ * more recent keys) loses it. */
+#define TN_RATE_LOG_WINDOW_MS 10000
+
+/* A window's unreported refusals: the key, when its first (logged) refusal
+ * opened it, until when it ran (its end, or now if it is cut short), and
+ * the refusals after that first one. */
+typedef struct tn_ratetab_suppressed {
+  const uint8_t *key;
+  size_t key_len;
+  uint64_t since_ms, until_ms, suppressed;
+} tn_ratetab_suppressed;
+typedef void (*tn_ratetab_suppressed_cb)(const tn_ratetab_suppressed *s, void *arg);
+
+/* After tn_ratetab_take refused key at now_ms: 0 when this refusal is to be
+ * logged (it opens a window; cb first reports what the previous window
+ * still held); else the time its window ends, when the summary is due (the
+ * refusal is counted, not to be logged). 0 for a key without an entry. */
+uint64_t tn_ratetab_log_refusal(tn_ratetab *t, const void *key, size_t len, uint64_t now_ms,
+                                tn_ratetab_suppressed_cb cb, void *arg);
+/* Reports (cb) and clears each count whose window has ended by now_ms (all:
+ * every count, e.g. at shutdown). Returns the end of the earliest window
+ * still holding a count, 0 when none does. */
+uint64_t tn_ratetab_flush_suppressed(tn_ratetab *t, uint64_t now_ms, bool all,
+                                     tn_ratetab_suppressed_cb cb, void *arg);
+
 #endif

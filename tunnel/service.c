@@ -109,13 +109,45 @@ static bool rate_exempt(const tn_engine *e, const tn_conn *c) {
   return false;
 }
 
+/* The summary of a client's refusal log window: the refusals its access log
+ * line stood for. Its fields are named as on the access log's lines. */
+static void log_suppressed(const tn_ratetab_suppressed *s, void *arg) {
+  tn_engine *e = arg;
+  char text[TN_CLIENT_KEY_TEXT_MAX];
+  bool is_subject = tn__client_key_text(s->key, s->key_len, text);
+  tn_log(e->opts.logger, TN_LOG_WARN, "rate_limited_suppressed",
+         TN_S("client", is_subject ? "-" : text), TN_S("subject", is_subject ? text : "-"),
+         TN_S("result", "rate_limited"), TN_I("status", 429), TN_U("suppressed", s->suppressed),
+         TN_U("window_ms", s->until_ms - s->since_ms), TN_LOG_END);
+}
+
 uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
   const tn_rate *r = &e->opts.new_tunnels_per_client;
   if (r->per_s == 0 || rate_exempt(e, t->conn))
     return 0;
   tn_client_key k;
   tn__client_key((const struct sockaddr *)&t->conn->client, t->conn->subject, &k);
-  return tn_ratetab_take(e->rate_clients, k.b, k.len, r, uv_now(e->loop));
+  uint64_t now = uv_now(e->loop);
+  uint64_t wait = tn_ratetab_take(e->rate_clients, k.b, k.len, r, now);
+  if (!wait)
+    return 0;
+  uint64_t due = tn_ratetab_log_refusal(e->rate_clients, k.b, k.len, now, log_suppressed, e);
+  t->log_quiet = due != 0;
+  if (due && (!e->rate_log_due_ms || due < e->rate_log_due_ms)) {
+    e->rate_log_due_ms = due;
+    sweep_ensure(e);
+  }
+  return wait;
+}
+
+void tn__rate_log_flush(tn_engine *e, uint64_t now_ms, bool all) {
+  if (!e->rate_log_due_ms || (now_ms < e->rate_log_due_ms && !all))
+    return;
+  uint64_t next = tn_ratetab_flush_suppressed(e->rate_clients, now_ms, all, log_suppressed, e);
+  /* At most one walk of the table a second, however the windows fall. */
+  if (next && next < now_ms + 1000)
+    next = now_ms + 1000;
+  e->rate_log_due_ms = next;
 }
 
 uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t) {

@@ -73,6 +73,11 @@ bool tn__admit(tn_engine *e, tn_tunnel *t);
  * milliseconds until the next one. */
 uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t);
 uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t);
+/* The client rate's refusals are logged one a window per client (see
+ * tn_ratetab_log_refusal): tn__rate_client marks the others log_quiet, and
+ * this writes the rate_limited_suppressed summaries due by now_ms (all:
+ * every count held, at shutdown). The sweep calls it. */
+void tn__rate_log_flush(tn_engine *e, uint64_t now_ms, bool all);
 void tn__count_goaway(tn_engine *e, tn_goaway_reason r);
 
 #endif

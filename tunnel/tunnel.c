@@ -276,8 +276,8 @@ void tn__tunnel_log_opened(tn_tunnel *t) {
 static void access_log(tn_tunnel *t) {
   tn_engine *e = t->engine;
   tn_log_level level = t->result == TN_RESULT_OK ? TN_LOG_INFO : TN_LOG_WARN;
-  if (!tn_log_enabled(tn__logger(t->engine), level))
-    return; /* nothing to format for a line nobody will see */
+  if (t->log_quiet || !tn_log_enabled(tn__logger(t->engine), level))
+    return; /* a 429 its client's summary counts; or a line nobody will see */
   addrs_text a;
   format_addrs(t, &a);
   uint64_t dg_up, dg_down, dropped;

@@ -763,6 +763,16 @@ class Mcgw:
         status, headers, body = self.admin_request(path, method)
         return status, {k.lower(): v for k, v in headers}, body
 
+    def metric(self, name):
+        """The value of one sample line of /metrics: name is the line's
+        series as printed (`family{label="v",...}`)."""
+        code, _, body = self.admin("/metrics")
+        assert code == 200, body
+        for line in body.decode().splitlines():
+            if line.rsplit(" ", 1)[0] == name:
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{name} not in /metrics")
+
     def status(self):
         code, headers, body = self.admin("/status")
         assert code == 200, (code, body)

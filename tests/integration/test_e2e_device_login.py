@@ -148,6 +148,19 @@ def test_refused_target_is_a_clear_error(world, tmp_path):
         gw.stop()
 
 
+def test_proxy_key_mode_is_checked(world, tmp_path):
+    """--proxy-key must be 0600 or stricter, as --help says: refused before
+    any connection to the gateway."""
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(world.dev["key"].read_bytes())
+    loose.chmod(0o640)
+    p = run(world, world.tls, "--proxy-cacert", world.pki.ca, "--proxy-cert", world.dev["cert"],
+            "--proxy-key", loose, label="key-mode")
+    assert p.returncode == 1
+    assert "accessible by group or others (mode 0640); it must be 0600 or stricter" in p.stderr
+    assert tunnels_closed(world.gw) == []
+
+
 def test_password_file_mode_is_checked(world, tmp_path):
     (tmp_path / "loose").mkdir()
     pw = password_file(tmp_path / "loose", mode=0o644)
@@ -160,6 +173,11 @@ def test_password_file_mode_is_checked(world, tmp_path):
 def test_usage_errors_exit_2(world):
     p = run(world, world.plain, "--bogus", label="usage")
     assert p.returncode == 2 and "unknown option '--bogus'" in p.stderr
+    # The proxy options' checks (device/proxy_opts.c, shared with mcx-media).
+    p = run(world, world.tls, "--proxy-cert", world.dev["cert"], label="cert-only")
+    assert p.returncode == 2 and "--proxy-cert and --proxy-key go together" in p.stderr
+    p = run(world, world.plain, "--proxy-cacert", world.pki.ca, label="cacert-plain")
+    assert p.returncode == 2 and "need an https:// proxy" in p.stderr, p.stderr
     import subprocess
     h = subprocess.run([str(e2etest.MCX_LOGIN), "--help"], capture_output=True, text=True,
                        timeout=10)

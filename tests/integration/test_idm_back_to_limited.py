@@ -53,7 +53,8 @@ def test_invalid_grant_back_to_limited_service_open_tunnel_kept(env, pki):
     refresh_directly(idms, pki, read_state(gw)["refresh_token"])
     rec = gw.msg("idm_login_needed", timeout=15)
     assert "invalid_grant" in rec["reason"]
-    gw.wait_state("unauthorized")
+    st = gw.wait_state("unauthorized")
+    assert st["refreshes"]["invalid_grant"] == 1 and st["refreshes"]["id_token_invalid"] == 0, st
     since = len(gw.log_records())
     gw.msg("idm_limited_service", active="yes")
     assert_limited(gw, idms, mc_target, since)

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from idmtest import env, pki, require_idms  # noqa: F401
+from idmtest import env, pki, read_state, require_idms  # noqa: F401
 from test_idm_back_to_limited import gateway_with_mc_server
 from test_idm_refresh import echo_once, login, open_tunnel
 
@@ -64,6 +64,13 @@ def test_forward_jump_keeps_service_until_the_refresh_then_names_the_clock(env, 
     assert "600 s ahead" in rec["reason"], rec
     st = gw.wait_state("unauthorized")
     assert st["authorized"] is False
+    # Counted as what it was: the IdMS accepted the refresh token (no
+    # invalid_grant), the gateway refused the ID token it returned.
+    assert st["refreshes"]["id_token_invalid"] == 1, st
+    assert st["refreshes"]["invalid_grant"] == 0, st
+    assert gw.metric('mcgw_idm_refresh_total{result="id_token_invalid"}') == 1
+    assert gw.metric('mcgw_idm_refresh_total{result="invalid_grant"}') == 0
+    assert "refresh_token" not in read_state(gw)  # a restart would not try it again
     assert gw.connect(mc_target) == 403
     echo_once(kept, b"open tunnels are not cut")
     kept.close()

@@ -123,6 +123,7 @@ def test_refreshed_id_token_refused_then_restart(env):
     assert "ID token refused" in rec["reason"]
     st = gw.wait_state("unauthorized")
     assert "ID token refused" in st["last_error"]
+    assert st["refreshes"]["id_token_invalid"] == 1 and st["refreshes"]["invalid_grant"] == 0, st
     stored = read_state(gw)
     assert "refresh_token" not in stored, "the refresh token stayed on disk"
     idms.command("clock 0")

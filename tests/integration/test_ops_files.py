@@ -45,6 +45,10 @@ tests:
         values: '0 1 2 1 1 1 1 1 1 1'
       - series: 'mcgw_clients_rate_limited{{instance="v2",job="mcgw"}}'
         values: '0 1 1 1 0 1 1 1 1 0'
+      - series: 'mcgw_idm_refresh_total{{instance="v1",job="mcgw",result="id_token_invalid"}}'
+        values: '0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+      - series: 'mcgw_idm_refresh_total{{instance="v1",job="mcgw",result="invalid_grant"}}'
+        values: '0x15'
     alert_rule_test:
       - eval_time: 5m
         alertname: McgwClientRateLimited
@@ -70,6 +74,19 @@ tests:
             exp_annotations:
               summary: "Gateway v1 is not logged in to the IdMS"
               description: "mcgw holds no valid access token for 5 minutes: only limited service (IdMS login tunnels) is available to devices."
+      - eval_time: 3m
+        alertname: McgwRefreshIdTokenInvalid
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: v1, job: mcgw, result: id_token_invalid}}
+            exp_annotations:
+              summary: "Gateway v1 refused the ID token of a refresh"
+              description: "The IdMS refreshed, but the new ID token failed validation (most often the gateway's clock: see McgwClockSkew and the idm_login_needed log line); the login is ended, an operator must log the gateway in again."
+      - eval_time: 3m
+        alertname: McgwRefreshInvalidGrant
+        exp_alerts: []
+      - eval_time: 14m
+        alertname: McgwRefreshIdTokenInvalid
+        exp_alerts: []
       - eval_time: 4m
         alertname: McgwTunnelLimitNear
         exp_alerts:
@@ -95,7 +112,8 @@ def test_alert_rules_load_and_fire(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     text = RULES.read_text()
     for alert in ("McgwGatewayUnauthorized", "McgwTokenExpiringWithoutRefresh", "McgwRefusalSpike",
-                  "McgwTunnelLimitNear", "McgwClockSkew", "McgwClientRateLimited"):
+                  "McgwTunnelLimitNear", "McgwClockSkew", "McgwClientRateLimited",
+                  "McgwRefreshIdTokenInvalid"):
         assert f"alert: {alert}\n" in text, alert
     tests = tmp_path / "rules_test.yml"
     tests.write_text(RULE_TESTS.format(rules=json.dumps(str(RULES))))

@@ -84,12 +84,7 @@ def limited_gateway(mcgw, pki, **keys):
 
 def metric(gw, name):
     """The value of one sample line ("name{labels}") of /metrics."""
-    code, _, body = gw.admin("/metrics")
-    assert code == 200, body
-    for line in body.decode().splitlines():
-        if line.rsplit(" ", 1)[0] == name:
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
+    return gw.metric(name)
 
 
 def settle(gw):
@@ -504,3 +499,71 @@ def test_close_during_lookup_drops_its_answer(tmp_path, target):
         gw.stop()
         dns.close()
     gw.assert_no_sanitizer_report()
+
+
+def flood(gw, proto, target_port, n, source):
+    """n CONNECT requests from source as fast as they go: over one HTTP/2
+    connection, or one HTTP/1.1 connection each. Their statuses."""
+    authority = f"127.0.0.1:{target_port}"
+    if proto == "h1":
+        statuses = collections.Counter()
+        for _ in range(n):
+            t = open_tunnel(gw.proxy_port, authority, source=source)
+            statuses[t.status] += 1
+            t.close()
+        return statuses
+    c = H2Client(gw.proxy_port, source=source)
+    try:
+        streams = [c.connect(authority) for _ in range(n)]
+        for s in streams:
+            c.wait_response(s)
+        return collections.Counter(s.status for s in streams)
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_flood_of_429s_logs_a_bounded_number_of_lines(mcgw, pki, target, proto):
+    """A flooding device's 429s cost a bounded number of log lines: the first
+    refusal of each 10 s window is its access-log line, the others are only
+    counted, and one rate_limited_suppressed line a window says how many;
+    /metrics counts every 429, and the access log of the tunnels that were
+    opened is untouched. The summary is waited for (the window is 10 s of
+    the gateway's monotonic clock); the arithmetic of the windows is
+    tests/unit/test_ratelimit.c's."""
+    source, n = "127.0.0.8", 300
+    gw = limited_gateway(mcgw, pki, new_tunnels_burst=2, max_new_tunnels_per_client="1/s",
+                         h2_max_refused_per_connection=0)
+    start = time.monotonic()
+    statuses = flood(gw, proto, target.port, n, source)
+    elapsed = time.monotonic() - start
+    refused = statuses[429]
+    assert set(statuses) == {200, 429} and refused >= n - 2 - elapsed - 1, statuses
+    settle(gw)
+    assert metric(gw, f'mcgw_tunnels_total{{proto="{proto}",type="tcp",result="rate_limited"}}') \
+        == refused
+
+    def mine(r, msg):
+        return r.get("msg") == msg and (r.get("client") == source
+                                        or r.get("client", "").startswith(source + ":"))
+
+    def accounted():
+        lines = [r for r in gw.log_records() if mine(r, "tunnel_closed") and r["status"] == 429]
+        summaries = [r for r in gw.log_records() if mine(r, "rate_limited_suppressed")]
+        return lines, summaries, len(lines) + sum(int(r["suppressed"]) for r in summaries)
+
+    wait_until(lambda: accounted()[2] >= refused, 40, "the summaries of every 429")
+    lines, summaries, total = accounted()
+    assert total == refused, (len(lines), summaries, refused)
+    # One line a window that began within the flood (10 s each), not one a 429.
+    windows = 1 + int(elapsed // 10) + 1
+    assert 1 <= len(lines) <= windows and len(summaries) <= len(lines), (len(lines), elapsed)
+    for s in summaries:
+        assert s["level"] == "warn" and s["subject"] == "-", s
+        assert s["result"] == "rate_limited" and int(s["status"]) == 429, s
+        assert int(s["suppressed"]) > 0 and 0 < int(s["window_ms"]) <= 10000, s
+    assert all(r["result"] == "rate_limited" for r in lines), lines
+    # The tunnels that were opened keep their access-log lines, every one.
+    ok = [r for r in gw.log_records() if mine(r, "tunnel_closed") and r["status"] == 200]
+    assert len(ok) == statuses[200], (ok, statuses)

@@ -71,6 +71,28 @@ def test_h2_on_tls_listener_with_device_certificate(mcgw, pki, reflector, tmp_pa
                         "--proxy-cacert", str(pki.ca_cert), "--target", f"127.0.0.1:{reflector}"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
+    # the key's mode is checked before its use (device/proxy_opts.c)
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(open(devices.key, "rb").read())
+    loose.chmod(0o640)
+    r = subprocess.run([MEDIA, "--h2", "--seconds", "1", "--proxy", f"https://localhost:{port}",
+                        "--proxy-cacert", str(pki.ca_cert), "--proxy-cert", str(devices.cert),
+                        "--proxy-key", str(loose), "--target", f"127.0.0.1:{reflector}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "accessible by group or others (mode 0640)" in r.stderr, r.stderr
+
+
+def test_proxy_option_errors(pki, reflector):
+    """The proxy options' usage errors, the same as mcx-login's."""
+    for args, message in [(["--proxy", "ftp://127.0.0.1:1"],
+                           "--proxy: expected http://GW:PORT or https://GW:PORT"),
+                          (["--proxy", "https://127.0.0.1:1", "--proxy-key", "k"],
+                           "--proxy-cert and --proxy-key go together"),
+                          (["--proxy", "http://127.0.0.1:1", "--proxy-cacert", str(pki.ca_cert)],
+                           "need an https:// proxy")]:
+        r = subprocess.run([MEDIA, *args, "--target", f"127.0.0.1:{reflector}"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
 
 
 def test_text_output_and_refusal(mcgw, reflector):

@@ -1,6 +1,7 @@
 /* Unit tests for tunnel/ratelimit.c: token bucket arithmetic (burst, refill,
  * the clock going backwards or jumping forwards) and the bounded table of
- * buckets (eviction, idle entries dropped, limited keys listed). */
+ * buckets (eviction, idle entries dropped, limited keys listed), and the
+ * refusal log windows (one refusal logged a window, the rest summarised). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -175,6 +176,91 @@ static void table_lists_limited_keys(void **state) {
   tn_ratetab_free(t);
 }
 
+/* Refuses key at now_ms (taking its tokens first) and returns what
+ * tn_ratetab_log_refusal says of that refusal. */
+typedef struct {
+  uint64_t suppressed[4], since[4], until[4];
+  size_t n;
+} summaries;
+
+static void summary(const tn_ratetab_suppressed *s, void *arg) {
+  summaries *w = arg;
+  w->suppressed[w->n] = s->suppressed;
+  w->since[w->n] = s->since_ms;
+  w->until[w->n++] = s->until_ms;
+}
+
+static uint64_t refuse(tn_ratetab *t, const char *key, uint64_t now_ms, summaries *w) {
+  static const tn_rate r = {.per_s = 1, .burst = 1};
+  while (tn_ratetab_take(t, key, strlen(key), &r, now_ms) == 0)
+    ;
+  return tn_ratetab_log_refusal(t, key, strlen(key), now_ms, summary, w);
+}
+
+static void refusal_log_window(void **state) {
+  tn_ratetab *t = tn_ratetab_new(16);
+  summaries w = {0};
+  /* The first refusal is logged and opens the window; 99 more are counted. */
+  assert_int_equal(refuse(t, "dev", 1000, &w), 0);
+  for (uint64_t i = 1; i < 100; i++)
+    assert_int_equal(refuse(t, "dev", 1000 + i, &w), 1000 + TN_RATE_LOG_WINDOW_MS);
+  /* Another key has a window of its own. */
+  assert_int_equal(refuse(t, "other", 2000, &w), 0);
+  /* Nothing is reported before the window ends... */
+  assert_int_equal(tn_ratetab_flush_suppressed(t, 5000, false, summary, &w),
+                   1000 + TN_RATE_LOG_WINDOW_MS);
+  assert_int_equal(w.n, 0);
+  /* ...then once, with the count. */
+  assert_int_equal(tn_ratetab_flush_suppressed(t, 1000 + TN_RATE_LOG_WINDOW_MS, false, summary, &w),
+                   0);
+  assert_int_equal(w.n, 1);
+  assert_int_equal(w.suppressed[0], 99);
+  assert_int_equal(w.since[0], 1000);
+  assert_int_equal(w.until[0], 1000 + TN_RATE_LOG_WINDOW_MS);
+  assert_int_equal(tn_ratetab_flush_suppressed(t, 60000, false, summary, &w), 0);
+  assert_int_equal(w.n, 1);
+  /* After the window the next refusal is logged again. */
+  assert_int_equal(refuse(t, "dev", 1000 + TN_RATE_LOG_WINDOW_MS + 1, &w), 0);
+  tn_ratetab_free(t);
+}
+
+static void refusal_log_window_reported_when_the_next_opens(void **state) {
+  tn_ratetab *t = tn_ratetab_new(16);
+  summaries w = {0};
+  assert_int_equal(refuse(t, "dev", 0, &w), 0);
+  for (int i = 0; i < 4; i++)
+    refuse(t, "dev", 10, &w);
+  /* No flush ran: the refusal that opens the next window reports first. */
+  assert_int_equal(refuse(t, "dev", 30000, &w), 0);
+  assert_int_equal(w.n, 1);
+  assert_int_equal(w.suppressed[0], 4);
+  assert_int_equal(w.until[0], TN_RATE_LOG_WINDOW_MS);
+  assert_int_equal(tn_ratetab_flush_suppressed(t, 90000, false, summary, &w), 0);
+  assert_int_equal(w.n, 1);
+  tn_ratetab_free(t);
+}
+
+static void refusal_log_count_kept_until_reported(void **state) {
+  const tn_rate r = {.per_s = 1, .burst = 1};
+  tn_ratetab *t = tn_ratetab_new(16);
+  summaries w = {0};
+  refuse(t, "dev", 0, &w);
+  refuse(t, "dev", 0, &w);
+  /* Long after: "dev" is neither limited nor short of tokens, yet its
+   * unreported count keeps it from being pruned. */
+  for (int i = 0; i < 10; i++)
+    tn_ratetab_take(t, "x", 1, &r, 50000 + (uint64_t)i * 2000);
+  /* all (at shutdown): reported although the window had not ended. */
+  refuse(t, "late", 80000, &w);
+  refuse(t, "late", 80001, &w);
+  assert_int_equal(tn_ratetab_flush_suppressed(t, 80002, true, summary, &w), 0);
+  assert_int_equal(w.n, 2);
+  assert_int_equal(w.suppressed[0] + w.suppressed[1], 2);
+  assert_true((w.since[0] == 80000 && w.until[0] == 80002) ||
+              (w.since[1] == 80000 && w.until[1] == 80002));
+  tn_ratetab_free(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(burst_then_refused),
@@ -189,6 +275,9 @@ int main(void) {
       cmocka_unit_test(table_bounded),
       cmocka_unit_test(table_drops_idle_entries),
       cmocka_unit_test(table_lists_limited_keys),
+      cmocka_unit_test(refusal_log_window),
+      cmocka_unit_test(refusal_log_window_reported_when_the_next_opens),
+      cmocka_unit_test(refusal_log_count_kept_until_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -103,7 +103,8 @@ function renderIdm(idm) {
   setText('idm-subject', idm.subject || '–');
   setText('idm-mcptt', (idm.mc_service_ids && idm.mc_service_ids.mcptt_id) || '–');
   const r = idm.refreshes;
-  setText('idm-refresh', r.ok + ' ok, ' + r.failed + ' failed, ' + r.invalid_grant + ' invalid_grant');
+  setText('idm-refresh', r.ok + ' ok, ' + r.failed + ' failed, ' + r.invalid_grant + ' invalid_grant, ' +
+          r.id_token_invalid + ' id_token_invalid');
   setText('idm-error', idm.last_error || '–');
   renderClock(idm.state === 'unconfigured' ? undefined : idm.clock_skew);
   renderExpiry();
