@@ -12,7 +12,8 @@
  * And the connection race (Happy Eyeballs, csc1/https_connect.c), through
  * the resolver and socket hooks: an IPv6 address that fails (refused by the
  * kernel or by the socket hook) lets IPv4 start at once, not attempt_delay
- * later.
+ * later; one that hangs gets IPv4 started attempt_delay later, and the
+ * request's deadline ends a race that nothing wins.
  *
  * The server's certificate (EC P-256, IP:127.0.0.1) is made at start and is
  * the client's only trust anchor, so verification stays on. The loop runs
@@ -433,15 +434,99 @@ static void race_falls_back_at_once(int v6_err) {
   assert_int_equal(h.families[1], AF_INET);
 }
 
+/* A port where connections hang, on ::1 and 127.0.0.1: a listener with a
+ * backlog of 0 whose queue one connection (never accepted) fills, so the
+ * kernel drops every further SYN. */
+typedef struct hole {
+  int fds[4]; /* the listeners, the fillers */
+  unsigned short port;
+} hole;
+
+static int hole_listener(int family, unsigned short port) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+  assert_true(fd >= 0);
+  if (family == AF_INET6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    v6->sin6_family = AF_INET6;
+    v6->sin6_addr = in6addr_loopback;
+    v6->sin6_port = htons(port);
+  } else {
+    v4->sin_family = AF_INET;
+    v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    v4->sin_port = htons(port);
+  }
+  socklen_t len = family == AF_INET6 ? sizeof *v6 : sizeof *v4;
+  assert_int_equal(bind(fd, (struct sockaddr *)&ss, len), 0);
+  assert_int_equal(listen(fd, 0), 0);
+  return fd;
+}
+
+static int hole_fill(int listener) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  assert_int_equal(getsockname(listener, (struct sockaddr *)&ss, &len), 0);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&ss, len), 0);
+  return fd;
+}
+
+static void hole_open(hole *h) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  h->fds[0] = hole_listener(AF_INET, 0);
+  assert_int_equal(getsockname(h->fds[0], (struct sockaddr *)&a, &len), 0);
+  h->port = ntohs(a.sin_port);
+  h->fds[1] = hole_listener(AF_INET6, h->port);
+  h->fds[2] = hole_fill(h->fds[0]);
+  h->fds[3] = hole_fill(h->fds[1]);
+}
+
+static void hole_close(hole *h) {
+  for (int i = 0; i < 4; i++)
+    close(h->fds[i]);
+}
+
 static void race_refused_v6(void **state) { race_falls_back_at_once(0); }
 
 static void race_hook_refuses_v6(void **state) { race_falls_back_at_once(-EPERM); }
 
+/* Both addresses hang: IPv4 starts attempt_delay after IPv6 although IPv6
+ * has not failed, and the request's deadline ends the race with both still
+ * connecting (every handle closed: run_request checks the loop closes). */
+static void race_bounded_by_the_deadline(void **state) {
+  hole h;
+  outcome o;
+  hook_log log = {.v6_err = 0};
+  fake_dns d = {.done = NULL};
+  hole_open(&h);
+  race_env he = {.resolver = {fake_dns_start, fake_dns_cancel, &d},
+                 .lookup_timer = &d.timer,
+                 .setup = log_socket,
+                 .setup_arg = &log,
+                 .attempt_delay_ms = TIMEOUT_MS / 3,
+                 .timeout_ms = TIMEOUT_MS};
+  run_request(h.port, false, &he, &o);
+  hole_close(&h);
+  assert_timed_out(&o, h.port);
+  assert_int_equal(log.n, 2);
+  assert_int_equal(log.families[0], AF_INET6);
+  assert_int_equal(log.families[1], AF_INET);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(silent_after_accept), cmocka_unit_test(silent_after_handshake),
-      cmocka_unit_test(silent_mid_body),     cmocka_unit_test(linger_ends_at_deadline),
-      cmocka_unit_test(race_refused_v6),     cmocka_unit_test(race_hook_refuses_v6),
+      cmocka_unit_test(silent_after_accept),
+      cmocka_unit_test(silent_after_handshake),
+      cmocka_unit_test(silent_mid_body),
+      cmocka_unit_test(linger_ends_at_deadline),
+      cmocka_unit_test(race_refused_v6),
+      cmocka_unit_test(race_hook_refuses_v6),
+      cmocka_unit_test(race_bounded_by_the_deadline),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
