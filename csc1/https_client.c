@@ -1,9 +1,9 @@
 /* Asynchronous HTTPS client. See https_client.h.
  *
- * Life of a request: resolve (the context's resolver, else uv_getaddrinfo) ->
- * connect to each address in
- * turn -> TLS handshake through memory BIOs -> write the request -> parse the
- * response with llhttp -> finish() calls back once -> every handle closes ->
+ * Life of a request: resolve (the context's resolver, else uv_getaddrinfo;
+ * either asks for AAAA and A at once) -> race connection attempts to the
+ * addresses (Happy Eyeballs v2, https_connect.c) -> TLS handshake through
+ * memory BIOs -> write the request -> parse the response with llhttp -> finish() calls back once -> every handle closes ->
  * free. finish() is the only place that ends a request; a cancelled request
  * goes the same way without the callback.
  *
@@ -35,7 +35,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "csc1/https_connect.h"
 #include "csc1/https_internal.h"
 #include "csc1/url.h"
 
@@ -68,6 +70,7 @@ csc1_https_ctx *csc1_https_ctx_new(const char *ca_file, const char *cert, const 
     free(c);
     return NULL;
   }
+  c->attempt_delay_ms = HTTPS_DEFAULT_ATTEMPT_DELAY_MS;
   SSL_CTX_set_min_proto_version(c->ssl_ctx, TLS1_2_VERSION);
   SSL_CTX_set_verify(c->ssl_ctx, SSL_VERIFY_PEER, NULL);
   int ok = ca_file ? SSL_CTX_load_verify_locations(c->ssl_ctx, ca_file, NULL)
@@ -194,10 +197,6 @@ static void req_free(csc1_https_req *r) {
   nghttp2_session_del(r->h2);
   SSL_free(r->pssl);
   csc1__https_proxy_unref(r->proxy);
-  if (r->addrs && r->addrs_ours)
-    free(r->addrs);
-  else if (r->addrs)
-    uv_freeaddrinfo(r->addrs);
   SSL_free(r->ssl); /* frees both BIOs */
   SSL_CTX_free(r->ssl_ctx);
   free(r->client_cert);
@@ -224,6 +223,8 @@ static void close_handles(csc1_https_req *r) {
   } else if (r->resolving) {
     uv_cancel((uv_req_t *)&r->gai); /* its callback still runs, with UV_ECANCELED */
   }
+  csc1__race_cancel(r->race); /* its attempts close; it frees itself */
+  r->race = NULL;
   if (!uv_is_closing((uv_handle_t *)&r->timer))
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
   if (r->tcp_open && !uv_is_closing((uv_handle_t *)&r->tcp))
@@ -676,29 +677,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- connect ------------------------------------------------------------- */
 
-static void try_next_address(csc1_https_req *r);
-
-/* A failed attempt's socket is closed before the next address is tried:
- * the handle is reused, so it must be fully closed first. */
-static void on_failed_tcp_closed(uv_handle_t *h) {
-  csc1_https_req *r = h->data;
-  r->handles--;
-  r->tcp_open = false;
-  if (r->finished)
-    maybe_free(r);
-  else
-    try_next_address(r);
-}
-
-static void on_connect(uv_connect_t *c, int status) {
-  csc1_https_req *r = c->data;
-  if (r->finished)
-    return;
-  if (status < 0) {
-    r->last_connect_err = status;
-    uv_close((uv_handle_t *)&r->tcp, on_failed_tcp_closed);
-    return;
-  }
+/* Connected (and, through an https proxy, its TLS set up): the layers
+ * above start. */
+static void connected(csc1_https_req *r) {
   r->connected = true;
   uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
   if (!r->proxy) {
@@ -720,89 +701,65 @@ static void on_connect(uv_connect_t *c, int status) {
   csc1__https_proxy_tls_step(r);
 }
 
-/* The TCP handle for the next attempt: with the socket hook, its socket is
- * made now (uv_tcp_init_ex) so the hook can set it up before connect.
- * *inited: whether the handle exists (to be closed) whatever the result. */
-static int tcp_for(csc1_https_req *r, int family, bool *inited) {
-  *inited = false;
-  int err = r->socket_setup ? uv_tcp_init_ex(r->loop, &r->tcp, (unsigned)family)
-                            : uv_tcp_init(r->loop, &r->tcp);
-  if (err)
-    return err;
-  *inited = true;
-  uv_os_fd_t fd;
-  if (r->socket_setup && (err = uv_fileno((uv_handle_t *)&r->tcp, &fd)) == 0)
-    err = r->socket_setup(r->socket_arg, fd, family);
-  return err;
+/* The race's outcome: its winner's socket becomes the request's TCP
+ * handle, or every address failed. */
+static void on_race_done(void *arg, int fd, int err) {
+  csc1_https_req *r = arg;
+  char detail[HTTPS_DETAIL_MAX];
+  r->race = NULL;
+  if (fd >= 0 && (err = uv_tcp_init(r->loop, &r->tcp)) == 0) {
+    r->tcp.data = r;
+    r->tcp_open = true;
+    r->handles++;
+    if ((err = uv_tcp_open(&r->tcp, fd)) == 0) {
+      connected(r);
+      return;
+    }
+  }
+  if (fd >= 0)
+    close(fd);
+  snprintf(detail, sizeof detail, "cannot connect to %s%s:%u: %s", r->proxy ? "proxy " : "",
+           r->peer->host, r->peer->port, uv_strerror(err));
+  csc1__https_finish(r, CSC1_HTTPS_ECONNECT, detail);
 }
 
-static void try_next_address(csc1_https_req *r) {
-  char detail[HTTPS_DETAIL_MAX];
-  if (!r->next_addr) {
-    snprintf(detail, sizeof detail, "cannot connect to %s%s:%u: %s", r->proxy ? "proxy " : "",
-             r->peer->host, r->peer->port,
-             uv_strerror(r->last_connect_err ? r->last_connect_err : UV_ECONNREFUSED));
-    csc1__https_finish(r, CSC1_HTTPS_ECONNECT, detail);
-    return;
-  }
-  struct addrinfo *ai = r->next_addr;
-  r->next_addr = ai->ai_next;
-  bool inited;
-  int err = tcp_for(r, ai->ai_family, &inited);
-  if (!inited) {
-    r->last_connect_err = err;
-    try_next_address(r);
-    return;
-  }
-  r->tcp.data = r;
-  r->tcp_open = true;
-  r->handles++;
-  r->connect_req.data = r;
-  if (err == 0)
-    err = uv_tcp_connect(&r->connect_req, &r->tcp, ai->ai_addr, on_connect);
-  if (err)
-    on_connect(&r->connect_req, err);
+/* The peer's addresses are known: the race starts (https_connect.h). */
+static void addresses_known(csc1_https_req *r, const struct sockaddr_storage *addrs, size_t n) {
+  const csc1__race_opts o = {.addrs = addrs,
+                             .n = n,
+                             .port = r->peer->port,
+                             .attempt_delay_ms = r->attempt_delay_ms,
+                             .setup = r->socket_setup,
+                             .setup_arg = r->socket_arg};
+  if (!(r->race = csc1__race_start(r->loop, &o, on_race_done, r)))
+    csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
 }
 
 static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   csc1_https_req *r = g->data;
+  struct sockaddr_storage addrs[CSC1_RACE_ADDRS_MAX];
+  size_t n = 0;
   r->resolving = false;
   if (r->finished) {
-    if (res)
-      uv_freeaddrinfo(res);
+    uv_freeaddrinfo(res);
     maybe_free(r);
     return;
   }
-  if (status < 0) {
+  for (struct addrinfo *ai = res; ai && n < CSC1_RACE_ADDRS_MAX; ai = ai->ai_next)
+    if ((ai->ai_family == AF_INET || ai->ai_family == AF_INET6) &&
+        ai->ai_addrlen <= sizeof(addrs[n])) {
+      memset(&addrs[n], 0, sizeof(addrs[n]));
+      memcpy(&addrs[n++], ai->ai_addr, ai->ai_addrlen);
+    }
+  uv_freeaddrinfo(res);
+  if (status < 0 || n == 0) {
     char detail[HTTPS_DETAIL_MAX];
-    snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host, uv_strerror(status));
+    snprintf(detail, sizeof detail, "cannot resolve %s: %s", r->peer->host,
+             status < 0 ? uv_strerror(status) : "no address");
     csc1__https_finish(r, CSC1_HTTPS_ERESOLVE, detail);
     return;
   }
-  r->addrs = r->next_addr = res;
-  try_next_address(r);
-}
-
-/* The resolver's answer as an addrinfo list in one block, ports set. */
-static struct addrinfo *addr_list(const struct sockaddr_storage *addrs, size_t n, uint16_t port) {
-  struct addrinfo *ai = calloc(n, sizeof(*ai) + sizeof(*addrs));
-  if (!ai)
-    return NULL;
-  struct sockaddr_storage *ss = (struct sockaddr_storage *)(ai + n);
-  for (size_t i = 0; i < n; i++) {
-    ss[i] = addrs[i];
-    ai[i].ai_family = ss[i].ss_family;
-    ai[i].ai_addr = (struct sockaddr *)&ss[i];
-    if (ss[i].ss_family == AF_INET) {
-      ((struct sockaddr_in *)&ss[i])->sin_port = htons(port);
-      ai[i].ai_addrlen = sizeof(struct sockaddr_in);
-    } else {
-      ((struct sockaddr_in6 *)&ss[i])->sin6_port = htons(port);
-      ai[i].ai_addrlen = sizeof(struct sockaddr_in6);
-    }
-    ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
-  }
-  return ai;
+  addresses_known(r, addrs, n);
 }
 
 static void on_resolver_done(void *arg, const char *err, const struct sockaddr_storage *addrs,
@@ -817,12 +774,7 @@ static void on_resolver_done(void *arg, const char *err, const struct sockaddr_s
     csc1__https_finish(r, CSC1_HTTPS_ERESOLVE, detail);
     return;
   }
-  if (!(r->addrs = r->next_addr = addr_list(addrs, n, r->peer->port))) {
-    csc1__https_finish(r, CSC1_HTTPS_ENOMEM, "out of memory");
-    return;
-  }
-  r->addrs_ours = true;
-  try_next_address(r);
+  addresses_known(r, addrs, n);
 }
 
 void csc1_https_ctx_set_resolver(csc1_https_ctx *c, const csc1_https_resolver *r) {
@@ -832,6 +784,10 @@ void csc1_https_ctx_set_resolver(csc1_https_ctx *c, const csc1_https_resolver *r
 void csc1_https_ctx_set_socket_setup(csc1_https_ctx *c, csc1_https_socket_fn setup, void *arg) {
   c->socket_setup = setup;
   c->socket_arg = arg;
+}
+
+void csc1_https_ctx_set_attempt_delay(csc1_https_ctx *c, uint64_t ms) {
+  c->attempt_delay_ms = ms ? ms : HTTPS_DEFAULT_ATTEMPT_DELAY_MS;
 }
 
 /* Starts the lookup of the peer: the context's resolver, else getaddrinfo.
@@ -938,6 +894,7 @@ int csc1_https_request(uv_loop_t *loop, csc1_https_ctx *ctx, const csc1_https_re
   r->resolver = ctx->resolver;
   r->socket_setup = ctx->socket_setup;
   r->socket_arg = ctx->socket_arg;
+  r->attempt_delay_ms = ctx->attempt_delay_ms;
   int err = start_resolve(r);
   if (err) {
     r->finished = true; /* no callback: the caller gets the error */

@@ -28,7 +28,7 @@ enum {
   CSC1_HTTPS_OK = 0,
   CSC1_HTTPS_EURL = -1,     /* not an https URL */
   CSC1_HTTPS_ERESOLVE = -2, /* name resolution failed */
-  CSC1_HTTPS_ECONNECT = -3, /* every address refused or failed */
+  CSC1_HTTPS_ECONNECT = -3, /* every address refused or failed (Happy Eyeballs race lost) */
   CSC1_HTTPS_ECERT = -4,    /* certificate verification failed (CA, host name, dates) */
   CSC1_HTTPS_ETLS = -5,     /* other TLS failure */
   CSC1_HTTPS_ETIMEOUT = -6, /* the deadline passed */
@@ -99,6 +99,14 @@ void csc1_https_ctx_set_resolver(csc1_https_ctx *c, const csc1_https_resolver *r
  * (the socket options of an [egress NAME]); arg must outlive the requests. */
 typedef int (*csc1_https_socket_fn)(void *arg, int fd, int family);
 void csc1_https_ctx_set_socket_setup(csc1_https_ctx *c, csc1_https_socket_fn setup, void *arg);
+
+/* Happy Eyeballs v2 (RFC 8305): a name's addresses (AAAA and A, asked at
+ * once) are raced, families alternating in the resolver's order, a new
+ * connection attempt every ms while none has connected (at once when the
+ * last one failed); the first to connect carries the request and the others
+ * are closed. The request's deadline (timeout_ms) bounds the whole race.
+ * ms 0: the default, 250 ms. Applies to requests started from now on. */
+void csc1_https_ctx_set_attempt_delay(csc1_https_ctx *c, uint64_t ms);
 
 /* Requests in flight keep what they need; freeing the context is safe. */
 void csc1_https_ctx_free(csc1_https_ctx *c);

@@ -18,6 +18,7 @@
 #include "csc1/url.h"
 
 #define HTTPS_DEFAULT_TIMEOUT_MS 10000
+#define HTTPS_DEFAULT_ATTEMPT_DELAY_MS 250 /* RFC 8305's recommended Connection Attempt Delay */
 #define HTTPS_DEFAULT_MAX_BODY (256 * 1024)
 #define HTTPS_MAX_HEAD 65536
 #define HTTPS_HEADER_VALUE_MAX 1024
@@ -45,6 +46,7 @@ struct csc1_https_ctx {
   csc1_https_resolver resolver;      /* start NULL: uv_getaddrinfo */
   csc1_https_socket_fn socket_setup; /* or NULL */
   void *socket_arg;
+  uint64_t attempt_delay_ms; /* Happy Eyeballs: between connection attempts */
 };
 
 enum { H_NONE = -1, H_CONTENT_TYPE = 0, H_RETRY_AFTER, H_DATE, H_LOCATION, H_COUNT_ };
@@ -63,16 +65,14 @@ struct csc1_https_req {
   size_t max_body;
 
   uv_getaddrinfo_t gai;
-  uv_tcp_t tcp;
+  uv_tcp_t tcp; /* the race's winner (https_connect.h) */
   uv_timer_t timer;
-  uv_connect_t connect_req;
-  struct addrinfo *addrs, *next_addr;
-  bool addrs_ours; /* addrs is one malloc'd block (from the resolver), not getaddrinfo's */
   csc1_https_resolver resolver;
-  void *lookup; /* the resolver's pending lookup */
+  void *lookup;            /* the resolver's pending lookup */
+  struct csc1__race *race; /* connecting; NULL before and after */
   csc1_https_socket_fn socket_setup;
   void *socket_arg;
-  int last_connect_err;
+  uint64_t attempt_delay_ms;
   bool resolving, tcp_open, connected;
   int handles; /* open uv handles */
 

@@ -286,6 +286,8 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     d->cfg = fresh;
     fresh = tmp;
     apply_idm_change(d, change, fresh_idm);
+    if (d->idm) /* the IdMS is raced like any tunnel's target */
+      gw_idm_set_attempt_delay(d->idm, d->cfg.tunnel.attempt_delay_ms);
     if (str_differs(d->cfg.user, fresh.user))
       gw_log(TN_LOG_WARN, "restart_needed", TN_S("setting", "[gateway] user"), TN_LOG_END);
     if (memcmp(&d->cfg.admin_listen, &fresh.admin_listen, sizeof(fresh.admin_listen)) != 0 ||
@@ -339,7 +341,8 @@ static int prepare_idm(gw_daemon *d, const gw_config *cfg, bool deferred, gw_idm
                    .arg = d,
                    .deferred = deferred,
                    .resolver = &d->idm_resolver,
-                   .egress = cfg->idm.egress ? &cfg->tunnel.egress[cfg->idm.egress - 1] : NULL};
+                   .egress = cfg->idm.egress ? &cfg->tunnel.egress[cfg->idm.egress - 1] : NULL,
+                   .attempt_delay_ms = cfg->tunnel.attempt_delay_ms};
   if (gw_idm_start(&d->loop, &o, out, err, sizeof err) != 0) {
     gw_log(TN_LOG_ERROR, "idm_start_failed", TN_S("error", err), TN_LOG_END);
     return UV_EINVAL;

@@ -1464,6 +1464,10 @@ void gw_idm_logout(gw_idm *idm, gw_idm_json_cb cb, void *arg) {
   revoke_token(idm, refresh_token);
 }
 
+void gw_idm_set_attempt_delay(gw_idm *idm, uint64_t ms) {
+  csc1_https_ctx_set_attempt_delay(idm->https, ms);
+}
+
 void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms) {
   idm->refresh_before_ms = ms;
   int64_t left = (int64_t)(idm->access_expiry_ms - uv_now(idm->loop)) / 1000;
@@ -1610,6 +1614,7 @@ int gw_idm_start(uv_loop_t *loop, const gw_idm_opts *o, gw_idm **out, char *err,
   }
   if (o->resolver)
     csc1_https_ctx_set_resolver(idm->https, o->resolver);
+  csc1_https_ctx_set_attempt_delay(idm->https, o->attempt_delay_ms);
   if (o->egress) {
     idm->egress = *o->egress;
     csc1_https_ctx_set_socket_setup(idm->https, apply_egress, &idm->egress);

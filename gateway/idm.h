@@ -45,6 +45,7 @@ typedef struct gw_idm_opts {
   bool deferred; /* prepare only: gw_idm_begin reads the stored login and starts */
   const csc1_https_resolver *resolver; /* name lookups of the IdMS (copied); NULL: getaddrinfo */
   const tn_egress *egress;             /* [idm] egress (copied); NULL: none */
+  uint64_t attempt_delay_ms; /* Happy Eyeballs to the IdMS ([tunnel] attempt_delay); 0: 250 ms */
 } gw_idm_opts;
 
 /* Prepares state_dir, loads the client secret or key and the trust anchors,
@@ -59,6 +60,10 @@ void gw_idm_begin(gw_idm *idm);
 
 /* refresh_before, applied in place: the next refresh is rescheduled. */
 void gw_idm_set_refresh_before(gw_idm *idm, uint64_t ms);
+
+/* [tunnel] attempt_delay, applied in place to the IdMS requests started
+ * from now on (the client's Happy Eyeballs race, csc1_https_ctx_set_attempt_delay). */
+void gw_idm_set_attempt_delay(gw_idm *idm, uint64_t ms);
 
 /* Cancels what is in flight, answers waiting admin requests with 503, closes
  * timers; freed once they have closed. */

@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/he_order.h"
 #include "tunnel/error.h"
 #include "tunnel/lifecycle.h"
 #include "tunnel/log.h"
@@ -95,26 +96,16 @@ void tn__connect_stop(tn_tunnel *t) {
 
 /* ---- the order of attempts ---- */
 
-/* The answer's order, families alternating, the first address's first
- * (RFC 8305 4: the resolver already sorted by RFC 6724). */
+/* The answer's order, families alternating (base/he_order.h). */
 static void interleave(tn_race *r, const tn_dns_answer *a) {
-  uint8_t v6[TN_DNS_ADDRS_MAX], v4[TN_DNS_ADDRS_MAX], n6 = 0, n4 = 0;
-  for (uint8_t i = 0; i < a->n; i++) {
-    if (a->addrs[i].sa.sa_family == AF_INET6)
-      v6[n6++] = i;
-    else
-      v4[n4++] = i;
-  }
-  bool six = a->n && a->addrs[0].sa.sa_family == AF_INET6;
-  uint8_t i6 = 0, i4 = 0;
-  r->n_order = 0;
-  while (i6 < n6 || i4 < n4) {
-    if ((six && i6 < n6) || i4 == n4)
-      r->order[r->n_order++] = v6[i6++];
-    else
-      r->order[r->n_order++] = v4[i4++];
-    six = !six;
-  }
+  sa_family_t families[TN_DNS_ADDRS_MAX];
+  size_t order[TN_DNS_ADDRS_MAX];
+  for (uint8_t i = 0; i < a->n; i++)
+    families[i] = a->addrs[i].sa.sa_family;
+  base_he_order(families, a->n, order);
+  for (uint8_t i = 0; i < a->n; i++)
+    r->order[i] = (uint8_t)order[i];
+  r->n_order = a->n;
 }
 
 /* ---- attempts ---- */

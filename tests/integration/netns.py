@@ -64,6 +64,20 @@ class Uplink:
         ip("route", "add", f"{addr}/32", "via", self.addr, "dev", self.host_if, "metric",
            str(metric))
 
+    def blackhole6(self):
+        """An IPv6 address routed from here through this uplink, where a
+        blackhole route swallows every packet to it: no answer and no ICMP
+        error, so a connect() there hangs (an IPv6 path that is broken while
+        IPv4 works). A 2001:db8::/32 address: RFC 6724 ranks it above IPv4,
+        so a resolver that sorts puts it first. Returns the address."""
+        prefix = "2001:db8:%x" % random.randrange(1, 1 << 16)
+        here, there, hole = f"{prefix}::1", f"{prefix}::2", f"{prefix}:1::1"
+        ip("-6", "addr", "add", f"{here}/64", "dev", self.host_if, "nodad")
+        self.exec_ip("-6", "addr", "add", f"{there}/64", "dev", self.peer_if, "nodad")
+        self.exec_ip("-6", "route", "add", "blackhole", f"{hole}/128")
+        ip("-6", "route", "add", f"{hole}/128", "via", there, "dev", self.host_if)
+        return hole
+
     def echo_server(self, addr=None, port=0):
         """An echo server inside the namespace on addr (default ADDR):port;
         returns the port. It prints "peer ADDR PORT" for each echo

@@ -9,12 +9,19 @@
  *   - linger: a complete response, but the server never closes - with
  *     linger the deadline ends the wait with the response (CSC1_HTTPS_OK).
  *
+ * And the connection race (Happy Eyeballs, csc1/https_connect.c), through
+ * the resolver and socket hooks: an IPv6 address that fails (refused by the
+ * kernel or by the socket hook) lets IPv4 start at once, not attempt_delay
+ * later; one that hangs gets IPv4 started attempt_delay later, and the
+ * request's deadline ends a race that nothing wins.
+ *
  * The server's certificate (EC P-256, IP:127.0.0.1) is made at start and is
  * the client's only trust anchor, so verification stays on. The loop runs
  * until the request has called back and closed every handle; a guard timer
  * fails a request that never ends. The server thread checks that the client
  * reached the phase under test and closed the connection at the end. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -241,17 +248,34 @@ static void on_guard(uv_timer_t *t) {
   uv_close((uv_handle_t *)&o->guard, on_guard_closed);
 }
 
-/* Runs one GET https://127.0.0.1:PORT/slow to its end; every handle is
- * closed when this returns. */
-static void run_request(unsigned short port, bool linger, outcome *o) {
+/* How a request reaches its server in the Happy Eyeballs tests: a
+ * resolver hook, the socket hook, a long attempt_delay and deadline. */
+typedef struct race_env {
+  csc1_https_resolver resolver;
+  uv_timer_t *lookup_timer; /* the resolver's: run_request inits and closes it */
+  csc1_https_socket_fn setup;
+  void *setup_arg;
+  uint64_t attempt_delay_ms, timeout_ms;
+} race_env;
+
+/* Runs one GET https://127.0.0.1:PORT/slow to its end (he: NULL, or the
+ * race's settings); every handle is closed when this returns. */
+static void run_request(unsigned short port, bool linger, const race_env *he, outcome *o) {
   char err[256], url[64];
   uv_loop_t loop;
   assert_int_equal(uv_loop_init(&loop), 0);
   csc1_https_ctx *ctx = csc1_https_ctx_new(ca_path, NULL, NULL, err, sizeof err);
   assert_non_null(ctx);
   snprintf(url, sizeof url, "https://127.0.0.1:%u/slow", port);
-  csc1_https_request_opts ro = {.method = "GET", .url = url, .timeout_ms = TIMEOUT_MS,
-                              .linger = linger};
+  csc1_https_request_opts ro = {
+      .method = "GET", .url = url, .timeout_ms = TIMEOUT_MS, .linger = linger};
+  if (he) {
+    uv_timer_init(&loop, he->lookup_timer);
+    csc1_https_ctx_set_resolver(ctx, &he->resolver);
+    csc1_https_ctx_set_socket_setup(ctx, he->setup, he->setup_arg);
+    csc1_https_ctx_set_attempt_delay(ctx, he->attempt_delay_ms);
+    ro.timeout_ms = he->timeout_ms;
+  }
   memset(o, 0, sizeof *o);
   uv_timer_init(&loop, &o->guard);
   o->guard.data = o;
@@ -264,6 +288,10 @@ static void run_request(unsigned short port, bool linger, outcome *o) {
   assert_int_equal(csc1_https_request(&loop, ctx, &ro, on_done, o, &o->req), 0);
   csc1_https_ctx_free(ctx); /* requests in flight keep what they need */
   uv_run(&loop, UV_RUN_DEFAULT);
+  if (he) {
+    uv_close((uv_handle_t *)he->lookup_timer, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
   assert_int_equal(uv_loop_close(&loop), 0); /* nothing left open */
   assert_false(o->guard_fired);
   assert_int_equal(o->calls, 1);
@@ -287,7 +315,7 @@ static void silent_after_accept(void **state) {
   server s;
   outcome o;
   server_start(&s, SILENT_TCP);
-  run_request(s.port, false, &o);
+  run_request(s.port, false, NULL, &o);
   server_join(&s);
   assert_timed_out(&o, s.port);
   assert_true(s.got_client_hello); /* stuck in the handshake */
@@ -298,7 +326,7 @@ static void silent_after_handshake(void **state) {
   server s;
   outcome o;
   server_start(&s, SILENT_TLS);
-  run_request(s.port, false, &o);
+  run_request(s.port, false, NULL, &o);
   server_join(&s);
   assert_timed_out(&o, s.port);
   assert_true(s.handshake_ok && s.got_request); /* stuck waiting for the response */
@@ -309,7 +337,7 @@ static void silent_mid_body(void **state) {
   server s;
   outcome o;
   server_start(&s, PARTIAL);
-  run_request(s.port, false, &o);
+  run_request(s.port, false, NULL, &o);
   server_join(&s);
   assert_timed_out(&o, s.port);
   assert_true(s.got_request && s.saw_close);
@@ -321,7 +349,7 @@ static void linger_ends_at_deadline(void **state) {
   server s;
   outcome o;
   server_start(&s, COMPLETE_NO_CLOSE);
-  run_request(s.port, true, &o);
+  run_request(s.port, true, NULL, &o);
   server_join(&s);
   assert_int_equal(o.err, CSC1_HTTPS_OK);
   assert_int_equal(o.status, 200);
@@ -330,12 +358,175 @@ static void linger_ends_at_deadline(void **state) {
   assert_true(s.got_request && s.saw_close);
 }
 
+/* ---- Happy Eyeballs (csc1/https_connect.c) ------------------------------- */
+
+/* The lookup: [::1, 127.0.0.1], answered from the loop. The server listens
+ * on 127.0.0.1 only, so ::1 refuses the connection. */
+typedef struct fake_dns {
+  uv_timer_t timer;
+  csc1_https_resolved_fn done;
+  void *arg;
+} fake_dns;
+
+static void fake_dns_answer(uv_timer_t *t) {
+  fake_dns *d = (fake_dns *)t;
+  struct sockaddr_storage a[2];
+  memset(a, 0, sizeof a);
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a[0];
+  v6->sin6_family = AF_INET6;
+  v6->sin6_addr = in6addr_loopback;
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&a[1];
+  v4->sin_family = AF_INET;
+  v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  d->done(d->arg, NULL, a, 2);
+}
+
+static void *fake_dns_start(void *ctx, const char *host, csc1_https_resolved_fn done, void *arg) {
+  fake_dns *d = ctx;
+  d->done = done;
+  d->arg = arg;
+  uv_timer_start(&d->timer, fake_dns_answer, 0, 0);
+  return d;
+}
+
+static void fake_dns_cancel(void *ctx, void *lookup) {
+  uv_timer_stop(&((fake_dns *)lookup)->timer);
+}
+
+/* The socket hook: the families it saw, in order; refuses IPv6 when told. */
+typedef struct hook_log {
+  int families[4];
+  int n;
+  int v6_err;
+} hook_log;
+
+static int log_socket(void *arg, int fd, int family) {
+  hook_log *h = arg;
+  if (h->n < 4)
+    h->families[h->n++] = family;
+  return family == AF_INET6 ? h->v6_err : 0;
+}
+
+#define RACE_DELAY_MS 5000 /* longer than any of these requests may take */
+
+/* The IPv6 address fails (refused, or refused by the hook) and nothing else
+ * is connecting: IPv4 starts at once, not attempt_delay later. IPv6 went
+ * first (the resolver's order), and each attempt went through the hook. */
+static void race_falls_back_at_once(int v6_err) {
+  server s;
+  outcome o;
+  hook_log h = {.v6_err = v6_err};
+  fake_dns d = {.done = NULL};
+  server_start(&s, COMPLETE_NO_CLOSE);
+  race_env he = {.resolver = {fake_dns_start, fake_dns_cancel, &d},
+                 .lookup_timer = &d.timer,
+                 .setup = log_socket,
+                 .setup_arg = &h,
+                 .attempt_delay_ms = RACE_DELAY_MS,
+                 .timeout_ms = GUARD_MS - 1000};
+  run_request(s.port, false, &he, &o);
+  server_join(&s);
+  assert_int_equal(o.err, CSC1_HTTPS_OK);
+  assert_int_equal(o.status, 200);
+  assert_true(o.elapsed_ms < RACE_DELAY_MS / 2);
+  assert_int_equal(h.n, 2);
+  assert_int_equal(h.families[0], AF_INET6);
+  assert_int_equal(h.families[1], AF_INET);
+}
+
+/* A port where connections hang, on ::1 and 127.0.0.1: a listener with a
+ * backlog of 0 whose queue one connection (never accepted) fills, so the
+ * kernel drops every further SYN. */
+typedef struct hole {
+  int fds[4]; /* the listeners, the fillers */
+  unsigned short port;
+} hole;
+
+static int hole_listener(int family, unsigned short port) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+  assert_true(fd >= 0);
+  if (family == AF_INET6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    v6->sin6_family = AF_INET6;
+    v6->sin6_addr = in6addr_loopback;
+    v6->sin6_port = htons(port);
+  } else {
+    v4->sin_family = AF_INET;
+    v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    v4->sin_port = htons(port);
+  }
+  socklen_t len = family == AF_INET6 ? sizeof *v6 : sizeof *v4;
+  assert_int_equal(bind(fd, (struct sockaddr *)&ss, len), 0);
+  assert_int_equal(listen(fd, 0), 0);
+  return fd;
+}
+
+static int hole_fill(int listener) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  assert_int_equal(getsockname(listener, (struct sockaddr *)&ss, &len), 0);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&ss, len), 0);
+  return fd;
+}
+
+static void hole_open(hole *h) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  h->fds[0] = hole_listener(AF_INET, 0);
+  assert_int_equal(getsockname(h->fds[0], (struct sockaddr *)&a, &len), 0);
+  h->port = ntohs(a.sin_port);
+  h->fds[1] = hole_listener(AF_INET6, h->port);
+  h->fds[2] = hole_fill(h->fds[0]);
+  h->fds[3] = hole_fill(h->fds[1]);
+}
+
+static void hole_close(hole *h) {
+  for (int i = 0; i < 4; i++)
+    close(h->fds[i]);
+}
+
+static void race_refused_v6(void **state) { race_falls_back_at_once(0); }
+
+static void race_hook_refuses_v6(void **state) { race_falls_back_at_once(-EPERM); }
+
+/* Both addresses hang: IPv4 starts attempt_delay after IPv6 although IPv6
+ * has not failed, and the request's deadline ends the race with both still
+ * connecting (every handle closed: run_request checks the loop closes). */
+static void race_bounded_by_the_deadline(void **state) {
+  hole h;
+  outcome o;
+  hook_log log = {.v6_err = 0};
+  fake_dns d = {.done = NULL};
+  hole_open(&h);
+  race_env he = {.resolver = {fake_dns_start, fake_dns_cancel, &d},
+                 .lookup_timer = &d.timer,
+                 .setup = log_socket,
+                 .setup_arg = &log,
+                 .attempt_delay_ms = TIMEOUT_MS / 3,
+                 .timeout_ms = TIMEOUT_MS};
+  run_request(h.port, false, &he, &o);
+  hole_close(&h);
+  assert_timed_out(&o, h.port);
+  assert_int_equal(log.n, 2);
+  assert_int_equal(log.families[0], AF_INET6);
+  assert_int_equal(log.families[1], AF_INET);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(silent_after_accept),
       cmocka_unit_test(silent_after_handshake),
       cmocka_unit_test(silent_mid_body),
       cmocka_unit_test(linger_ends_at_deadline),
+      cmocka_unit_test(race_refused_v6),
+      cmocka_unit_test(race_hook_refuses_v6),
+      cmocka_unit_test(race_bounded_by_the_deadline),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
