@@ -36,7 +36,8 @@
 //     code_verifier|state|nonce|client_assertion|client_secret","value":...}
 //     every secret it hands out or receives, so that the tests can grep mcgw's logs for them
 //   {"event":"ack","command":...}
-// stdin commands, one per line: "stop" (close both listeners: unreachable),
+// stdin commands, one per line: "sync" (nothing; its ack comes after every
+//   line printed before it), "stop" (close both listeners: unreachable),
 //   "start" (listen again on the same ports), "rotate" (new signing key with
 //   a new kid first; the old one stays published), "clock N" (clock_offset
 //   becomes N seconds), "grant S1 S2..." (grant_scopes from now on; "grant"
@@ -262,6 +263,7 @@ rl.on('line', async (line) => {
     else if (/^clock -?\d+$/.test(command)) clockOffsetMs = Number(command.split(' ')[1]) * 1000;
     else if (/^grant( |$)/.test(command)) grantScopes = command.split(' ').slice(1).filter(Boolean);
     else if (command === 'mcids on' || command === 'mcids off') mcIds = command === 'mcids on';
+    else if (command === 'sync') { /* nothing: the ack orders what was printed before it */ }
     else if (command === 'rotate') {
       keys = [newKey(), ...keys];
       provider = buildProvider();

@@ -114,8 +114,8 @@ class Idms:
         self.conf_path.write_text(json.dumps(conf))
         self.proc = None
         self.events = queue.Queue()
-        self.secrets = set()
-        self.secret_kinds = set()  # (kind, value)
+        self._secrets = set()
+        self._secret_kinds = set()  # (kind, value)
         self.log = bytearray()
         self.issuer = None
 
@@ -138,8 +138,8 @@ class Idms:
             except ValueError:
                 continue
             if ev.get("event") == "secret":
-                self.secrets.add(ev["value"])
-                self.secret_kinds.add((ev["kind"], ev["value"]))
+                self._secrets.add(ev["value"])
+                self._secret_kinds.add((ev["kind"], ev["value"]))
             else:
                 self.events.put(ev)
         self.events.put({"event": "exited"})
@@ -161,6 +161,23 @@ class Idms:
                 return ev
             if ev.get("event") == "error":
                 raise AssertionError(f"idms command failed: {ev}")
+
+    def _synced(self):
+        """A round trip to the IdMS first, while it runs: its stdout is read by
+        a thread, and the ack comes after every secret it printed before."""
+        if self.proc and self.proc.poll() is None:
+            self.command("sync")
+
+    @property
+    def secrets(self):
+        """Every token and code issued so far."""
+        self._synced()
+        return set(self._secrets)
+
+    @property
+    def secret_kinds(self):
+        self._synced()
+        return set(self._secret_kinds)
 
     @property
     def kinds(self):
