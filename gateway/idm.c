@@ -114,6 +114,7 @@ struct gw_idm {
   gw_idm_state state;
   char last_error[512];
   uint64_t refresh_ok, refresh_failed, refresh_invalid_grant, refresh_id_token_invalid;
+  uint64_t refresh_not_for_mc_service;
   uint64_t logout_revoked, logout_not_revoked, logout_nothing_held;
   csc1_clock_skew skew; /* from the IdMS responses' Date; threshold IDM_LEEWAY_S */
   int64_t skew_at;      /* unix seconds of the latest measurement */
@@ -846,6 +847,7 @@ static void not_for_mc_service(gw_idm *idm, token_job *job, const char *missing)
     job->tokens.refresh_token = NULL;
   } else {
     char *refresh_token = idm->refresh_token;
+    idm->refresh_not_for_mc_service++;
     idm->refresh_token = NULL;
     end_login(idm);
     discard_refresh_token(idm, refresh_token);
@@ -1495,6 +1497,7 @@ void gw_idm_view_get(const gw_idm *idm, gw_idm_view *out) {
   out->refresh_failed = idm->refresh_failed;
   out->refresh_invalid_grant = idm->refresh_invalid_grant;
   out->refresh_id_token_invalid = idm->refresh_id_token_invalid;
+  out->refresh_not_for_mc_service = idm->refresh_not_for_mc_service;
   out->logout_revoked = idm->logout_revoked;
   out->logout_not_revoked = idm->logout_not_revoked;
   out->logout_nothing_held = idm->logout_nothing_held;

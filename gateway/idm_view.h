@@ -29,16 +29,18 @@ typedef struct gw_idm_view {
   const char *mcptt_id; /* MC service IDs from the ID token, or NULL */
   const char *mcdata_id;
   const char *mcvideo_id;
-  int64_t access_token_expiry;       /* unix seconds; 0 when none */
-  uint64_t refresh_ok;               /* refreshes by result since start */
-  uint64_t refresh_failed;           /* network errors, 5xx: retried with backoff */
-  uint64_t refresh_invalid_grant;    /* the IdMS refused the refresh token: the login is gone */
-  uint64_t refresh_id_token_invalid; /* the refreshed ID token failed validation (expired by a
+  int64_t access_token_expiry;         /* unix seconds; 0 when none */
+  uint64_t refresh_ok;                 /* refreshes by result since start */
+  uint64_t refresh_failed;             /* network errors, 5xx: retried with backoff */
+  uint64_t refresh_invalid_grant;      /* the IdMS refused the refresh token: the login is gone */
+  uint64_t refresh_id_token_invalid;   /* the refreshed ID token failed validation (expired by a
                                       * clock ahead, bad signature...): the login is ended */
-  uint64_t logout_revoked;           /* logouts by result since start: refresh token revoked */
-  uint64_t logout_not_revoked;       /* revocation failed (logged out locally all the same) */
-  uint64_t logout_nothing_held;      /* no refresh token to revoke */
-  const char *last_error;            /* human-readable, or NULL; never a token */
+  uint64_t refresh_not_for_mc_service; /* valid tokens, but without the MC service scope or ID
+                                        * required: the login is ended */
+  uint64_t logout_revoked;             /* logouts by result since start: refresh token revoked */
+  uint64_t logout_not_revoked;         /* revocation failed (logged out locally all the same) */
+  uint64_t logout_nothing_held;        /* no refresh token to revoke */
+  const char *last_error;              /* human-readable, or NULL; never a token */
   /* The gateway's clock against the IdMS's, from the latest IdMS response
    * with a Date header (csc1/clock_skew.h). */
   bool clock_skew_known;             /* false until such a response */

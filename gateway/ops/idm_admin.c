@@ -141,13 +141,14 @@ json_t *gw_idm_status_json(const gw_idm_view *v) {
     json_object_set_new(ids, "mcvideo_id", json_string(v->mcvideo_id));
   int64_t left = v->access_token_expiry ? v->access_token_expiry - (int64_t)time(NULL) : 0;
   json_t *o = json_pack(
-      "{s:s, s:o, s:o, s:I, s:I, s:o, s:{s:I, s:I, s:I, s:I}}", "state",
+      "{s:s, s:o, s:o, s:I, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I}}", "state",
       gw_idm_state_name(v->state), "subject", str_or_null(v->subject), "mc_service_ids", ids,
       "access_token_expires_in_s", (json_int_t)(left > 0 ? left : 0), "access_token_expires_at",
       (json_int_t)v->access_token_expiry, "last_error", str_or_null(v->last_error), "refreshes",
       "ok", (json_int_t)v->refresh_ok, "failed", (json_int_t)v->refresh_failed, "invalid_grant",
       (json_int_t)v->refresh_invalid_grant, "id_token_invalid",
-      (json_int_t)v->refresh_id_token_invalid);
+      (json_int_t)v->refresh_id_token_invalid, "not_for_mc_service",
+      (json_int_t)v->refresh_not_for_mc_service);
   if (o) {
     json_object_set_new(o, "clock_skew", clock_skew_json(v));
     json_object_set_new(o, "granted_scope", str_or_null(v->granted_scope));

@@ -252,16 +252,17 @@ static void render_idm(out *o, const gw_idm_view *v) {
          "When the gateway's access token expires (unix seconds); 0 when it holds none.");
   put(o, "mcgw_idm_access_token_expiry_timestamp_seconds %" PRId64 "\n",
       v->access_token_expiry > 0 ? v->access_token_expiry : 0);
-  static const char *const refresh_results[] = {"ok", "failed", "invalid_grant",
-                                                "id_token_invalid"};
+  static const char *const refresh_results[] = {"ok", "failed", "invalid_grant", "id_token_invalid",
+                                                "not_for_mc_service"};
   const uint64_t refreshes[] = {v->refresh_ok, v->refresh_failed, v->refresh_invalid_grant,
-                                v->refresh_id_token_invalid};
+                                v->refresh_id_token_invalid, v->refresh_not_for_mc_service};
   counter_by_result(o, "mcgw_idm_refresh_total",
                     "Access token refreshes by result: ok, failed (network, 5xx: retried), "
                     "invalid_grant (the IdMS refused the refresh token: the login is gone), "
                     "id_token_invalid (the refreshed ID token failed validation, e.g. the "
-                    "gateway's clock: the login is ended).",
-                    refresh_results, refreshes, 4);
+                    "gateway's clock: the login is ended), not_for_mc_service (valid tokens "
+                    "without the MC service scope or ID required: the login is ended).",
+                    refresh_results, refreshes, 5);
   static const char *const logout_results[] = {"revoked", "not_revoked", "nothing_held"};
   const uint64_t logouts[] = {v->logout_revoked, v->logout_not_revoked, v->logout_nothing_held};
   counter_by_result(o, "mcgw_idm_logout_total",

@@ -103,6 +103,9 @@ def test_refresh_that_loses_the_scope_ends_the_login(env):
     st = gw.wait_state("error", timeout=20)
     assert st["last_error"] == "the IdMS granted no 3gpp:mc:ptt_service"
     assert st["access_token_expires_in_s"] == 0
+    assert st["refreshes"]["not_for_mc_service"] == 1, st
+    assert st["refreshes"]["invalid_grant"] == 0 and st["refreshes"]["id_token_invalid"] == 0, st
+    assert gw.metric('mcgw_idm_refresh_total{result="not_for_mc_service"}') == 1
     assert gw.connect(target) == 403
     assert "refresh_token" not in read_state(gw)
     assert gw.msg("idm_refused_login_revoked")["revoked"] == "yes"

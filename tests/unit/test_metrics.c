@@ -123,6 +123,7 @@ static void test_render(void **state) {
                      .refresh_failed = 1,
                      .refresh_invalid_grant = 0,
                      .refresh_id_token_invalid = 3,
+                     .refresh_not_for_mc_service = 4,
                      .logout_revoked = 2,
                      .logout_not_revoked = 1,
                      .clock_skew_known = true,
@@ -162,6 +163,7 @@ static void test_render(void **state) {
   assert_line(t, "mcgw_idm_refresh_total{result=\"failed\"} 1");
   assert_line(t, "mcgw_idm_refresh_total{result=\"invalid_grant\"} 0");
   assert_line(t, "mcgw_idm_refresh_total{result=\"id_token_invalid\"} 3");
+  assert_line(t, "mcgw_idm_refresh_total{result=\"not_for_mc_service\"} 4");
   assert_line(t, "# TYPE mcgw_idm_logout_total counter");
   assert_line(t, "mcgw_idm_logout_total{result=\"revoked\"} 2");
   assert_line(t, "mcgw_idm_logout_total{result=\"not_revoked\"} 1");

@@ -104,7 +104,7 @@ function renderIdm(idm) {
   setText('idm-mcptt', (idm.mc_service_ids && idm.mc_service_ids.mcptt_id) || '–');
   const r = idm.refreshes;
   setText('idm-refresh', r.ok + ' ok, ' + r.failed + ' failed, ' + r.invalid_grant + ' invalid_grant, ' +
-          r.id_token_invalid + ' id_token_invalid');
+          r.id_token_invalid + ' id_token_invalid, ' + r.not_for_mc_service + ' not_for_mc_service');
   setText('idm-error', idm.last_error || '–');
   renderClock(idm.state === 'unconfigured' ? undefined : idm.clock_skew);
   renderExpiry();
