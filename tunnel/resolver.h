@@ -105,8 +105,20 @@ bool tn_resolver_pending(const tn_dns_req *req);
  * req is not pending. */
 void tn_resolver_cancel(tn_dns_req *req);
 
+/* A reload's new settings, without cutting a lookup short: queries started
+ * from now on go to a new c-ares channel made with opts (servers, timeout,
+ * tries); those in flight finish on the old one, which is then freed, and
+ * their waiters are answered as before. New cache TTLs apply to answers
+ * stored from now on. The cache is kept when servers and cache_size are
+ * unchanged; else it is emptied (*flushed): other servers may answer
+ * otherwise (split horizon), so neither their fresh nor their stale answers
+ * are ours to serve, and the old queries' answers no longer fill it. 0, or
+ * TN_ENOMEM / TN_EINVAL (servers c-ares does not accept) with nothing
+ * changed. */
+int tn_resolver_reconfigure(tn_resolver *r, const tn_resolver_opts *opts, bool *flushed);
+
 void tn_resolver_stats_get(const tn_resolver *r, tn_resolver_stats *out);
-/* The servers it was made with (opts.servers), or NULL for /etc/resolv.conf. */
+/* The servers in force (opts.servers), or NULL for /etc/resolv.conf. */
 const char *tn_resolver_servers(const tn_resolver *r);
 
 /* Ends every query (pending lookups must have been cancelled first), closes
