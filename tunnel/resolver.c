@@ -273,6 +273,30 @@ static int take_answer(const struct ares_addrinfo *res, tn_dns_answer *a, uint64
   return a->n ? 0 : TN_EDNS_NXDOMAIN;
 }
 
+/* What a query's outcome leaves in the cache. */
+static void cache_outcome(tn_resolver *r, const tn_dns_query *q, int status, const tn_dns_answer *a,
+                          uint64_t ttl_ms) {
+  uint64_t now = uv_now(r->loop);
+  if (!q->ch->fills_cache) /* the servers it asked are no longer ours */
+    return;
+  if (status == 0 && q->starting) {
+    /* /etc/hosts (or a literal), answered inside ares_getaddrinfo: c-ares
+     * 1.18 reads and parses the file, allocating, for every lookup. Cached
+     * a short while, a name in it costs a hash lookup like any cached name;
+     * an edit of the file shows within TN_DNS_HOSTS_TTL_MS. Never served
+     * stale: the file has no outage. */
+    uint64_t ttl = TN_DNS_HOSTS_TTL_MS < r->opts.cache_max_ttl_ms ? TN_DNS_HOSTS_TTL_MS
+                                                                  : r->opts.cache_max_ttl_ms;
+    (void)tn_dns_cache_put(r->cache, q->name, a, ttl, 0, now);
+  } else if (status == 0 && ttl_ms) {
+    if (ttl_ms > r->opts.cache_max_ttl_ms)
+      ttl_ms = r->opts.cache_max_ttl_ms;
+    (void)tn_dns_cache_put(r->cache, q->name, a, ttl_ms, r->opts.stale_ttl_ms, now);
+  } else if (status == TN_EDNS_NXDOMAIN && !q->starting) {
+    (void)tn_dns_cache_put_negative(r->cache, q->name, status, r->opts.negative_ttl_ms, now);
+  }
+}
+
 static void on_ares(void *arg, int ares_status, int timeouts, struct ares_addrinfo *res) {
   tn_dns_query *q = arg;
   tn_resolver *r = q->r;
@@ -290,16 +314,7 @@ static void on_ares(void *arg, int ares_status, int timeouts, struct ares_addrin
     }
     return;
   }
-  uint64_t now = uv_now(r->loop);
-  if (!q->ch->fills_cache) {
-    /* the servers it asked are no longer ours: waiters only */
-  } else if (status == 0 && ttl_ms) {
-    if (ttl_ms > r->opts.cache_max_ttl_ms)
-      ttl_ms = r->opts.cache_max_ttl_ms;
-    (void)tn_dns_cache_put(r->cache, q->name, &a, ttl_ms, r->opts.stale_ttl_ms, now);
-  } else if (status == TN_EDNS_NXDOMAIN && !q->starting) {
-    (void)tn_dns_cache_put_negative(r->cache, q->name, status, r->opts.negative_ttl_ms, now);
-  }
+  cache_outcome(r, q, status, &a, ttl_ms);
   if (q->starting) { /* /etc/hosts or a literal, inside ares_getaddrinfo */
     q->done = true;
     q->status = status;

@@ -12,6 +12,12 @@
  * failure), an answer cached up to stale_ttl_ms ago is served instead
  * (RFC 8767), counted in stats.hits_stale.
  *
+ * Answers from /etc/hosts (and IP literals, which c-ares answers itself)
+ * are cached too, for TN_DNS_HOSTS_TTL_MS (at most cache_max_ttl_ms) and
+ * never served stale: a lookup of a name in /etc/hosts reads the file once
+ * per that period, and a cache hit, whatever its source, makes no query, no
+ * allocation and no thread hop.
+ *
  * Errors: as engine.h says; a lookup's own outcome is 0 or TN_EDNS_NXDOMAIN,
  * TN_EDNS_TIMEOUT, TN_EDNS_ERROR (error.h).
  */
@@ -24,6 +30,8 @@
 
 #include "tunnel/dns_cache.h"
 #include "tunnel/log.h"
+
+#define TN_DNS_HOSTS_TTL_MS 5000 /* how long an /etc/hosts answer is cached */
 
 typedef struct tn_resolver_opts {
   char *servers;             /* "ADDR[:PORT],..." ([v6]:port for IPv6 with a port);
