@@ -667,11 +667,25 @@ static tn_egress *cur_egress(parse_ctx *c) {
   return &c->cfg->tunnel.egress[c->cfg->tunnel.n_egress - 1];
 }
 
+/* An interface name the kernel could have. One missing now is only a
+ * warning: a vehicle's LTE modem may bring its interface up after mcgw has
+ * started (and `mcgw check` runs as ExecStartPre: an error would stop the
+ * gateway from booting). Until it exists, the egress's tunnels fail with
+ * 502 egress_down (tn_egress_up is asked on every connection), then
+ * SO_BINDTODEVICE takes it without a reload. */
 static void set_egress_interface(parse_ctx *c, const key_def *k, const char *v) {
-  if (strlen(v) >= sizeof(cur_egress(c)->interface) || strchr(v, '/') || if_nametoindex(v) == 0) {
-    value_error(c, k, v, "no network interface of that name on this host");
+  size_t len = strlen(v);
+  char buf[64];
+  if (len == 0 || len >= sizeof(cur_egress(c)->interface) || strpbrk(v, "/: \t") ||
+      strcmp(v, ".") == 0 || strcmp(v, "..") == 0) { /* the kernel's dev_valid_name() */
+    value_error(c, k, v, "expected a network interface name of 1 to 15 characters");
     return;
   }
+  if (if_nametoindex(v) == 0)
+    warn(c, c->lineno,
+         "interface: no network interface '%s' on this host (yet): connections through [egress %s] "
+         "fail until it appears (tunnels: 502 egress_down)",
+         escape(v, buf, sizeof buf), cur_egress(c)->name);
   snprintf(cur_egress(c)->interface, sizeof(cur_egress(c)->interface), "%s", v);
 }
 

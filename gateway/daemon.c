@@ -246,6 +246,36 @@ static void apply_idm_change(gw_daemon *d, idm_change change, gw_idm *fresh) {
     gw_log(TN_LOG_WARN, "no_idm", TN_S("warning", GW_NO_IDM_WARNING), TN_LOG_END);
 }
 
+static bool dns_differs(const tn_resolver_opts *a, const tn_resolver_opts *b) {
+  return str_differs(a->servers, b->servers) || a->timeout_ms != b->timeout_ms ||
+         a->tries != b->tries || a->cache_max_ttl_ms != b->cache_max_ttl_ms ||
+         a->cache_size != b->cache_size || a->negative_ttl_ms != b->negative_ttl_ms ||
+         a->stale_ttl_ms != b->stale_ttl_ms;
+}
+
+/* A reload's [dns] (d->cfg; old: the config it replaced): the one resolver
+ * the engine and identity management share takes it for the lookups started
+ * from now on, those in flight finish as they were (tn_resolver_reconfigure).
+ * If it cannot (out of memory), the previous [dns] stays in force and
+ * d->cfg says so. */
+static void apply_dns_change(gw_daemon *d, gw_config *old) {
+  if (!dns_differs(&old->dns, &d->cfg.dns))
+    return;
+  bool flushed = false;
+  int err = tn_resolver_reconfigure(d->resolver, &d->cfg.dns, &flushed);
+  if (err) {
+    tn_resolver_opts kept = old->dns;
+    old->dns = d->cfg.dns; /* freed with old */
+    d->cfg.dns = kept;
+    gw_log(TN_LOG_ERROR, "dns_reload_failed", TN_S("error", tn_strerror(err)),
+           TN_S("action", "previous [dns] stays in force"), TN_LOG_END);
+    return;
+  }
+  const char *servers = tn_resolver_servers(d->resolver);
+  gw_log(TN_LOG_INFO, "dns_reloaded", TN_S("servers", servers ? servers : "/etc/resolv.conf"),
+         TN_S("cache", flushed ? "flushed" : "kept"), TN_LOG_END);
+}
+
 /* SIGHUP: a config that fails validation is rejected whole; a good one
  * applies to tunnels opened from now on. Open tunnels are never touched. */
 static void on_reload_signal(uv_signal_t *s, int signum) {
@@ -265,7 +295,7 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
   }
   if (err == 0) {
     fresh.tunnel.logger = gw_logger();
-    fresh.tunnel.resolver = d->resolver; /* [dns] takes effect at a restart */
+    fresh.tunnel.resolver = d->resolver; /* the same one: apply_dns_change reconfigures it */
     err = tn_engine_update(d->engine, &fresh.tunnel);
   }
   if (err != 0) {
@@ -285,6 +315,7 @@ static void on_reload_signal(uv_signal_t *s, int signum) {
     gw_config tmp = d->cfg;
     d->cfg = fresh;
     fresh = tmp;
+    apply_dns_change(d, &fresh); /* first: a restarted [idm] looks up with the new [dns] */
     apply_idm_change(d, change, fresh_idm);
     if (d->idm) /* the IdMS is raced like any tunnel's target */
       gw_idm_set_attempt_delay(d->idm, d->cfg.tunnel.attempt_delay_ms);

@@ -7,6 +7,14 @@
  * that reached its deadline answers its waiters (from the stale cache when
  * it can) and is no longer joined; c-ares's own callback still frees it
  * later and a late answer still fills the cache.
+ *
+ * A reload's new [dns] settings (tn_resolver_reconfigure) get a new c-ares
+ * channel, for queries started from then on; the channel before retires: it
+ * keeps its sockets and timer duties until its last query has ended (its
+ * callback freed it), then it is destroyed. So lookups in flight are never
+ * cut short, and every channel, socket and poll is still owned by the
+ * resolver. A channel is destroyed only outside c-ares's own calls
+ * (reap_channels after ares_process_fd, or from reconfigure).
  */
 #include "tunnel/resolver.h"
 
@@ -17,16 +25,26 @@
 
 #include "tunnel/error.h"
 
+/* One c-ares channel: the servers, timeout and tries of one configuration. */
+typedef struct tn_dns_channel {
+  ares_channel ares;
+  tn_resolver *r;
+  struct tn_dns_channel *next; /* in r->retired */
+  unsigned queries;            /* started on it, not yet freed */
+  bool fills_cache;            /* false once retired by a change of servers */
+} tn_dns_channel;
+
 typedef struct tn_dns_poll {
   uv_poll_t poll;
   ares_socket_t fd;
   struct tn_dns_poll *next;
-  tn_resolver *r;
+  tn_dns_channel *ch;
 } tn_dns_poll;
 
 typedef struct tn_dns_query {
   struct tn_dns_query *next; /* in r->queries, oldest first */
   tn_resolver *r;
+  tn_dns_channel *ch; /* the channel it was started on */
   tn_dns_req *waiters;
   uint64_t started_ms, deadline_ms;
   bool expired;  /* deadline passed: waiters answered, not joinable */
@@ -41,7 +59,8 @@ struct tn_resolver {
   uv_loop_t *loop;
   tn_resolver_opts opts;
   tn_logger *logger;
-  ares_channel channel;
+  tn_dns_channel *chan;    /* new queries */
+  tn_dns_channel *retired; /* replaced by a reconfigure, finishing their queries */
   uv_timer_t timer;
   tn_dns_poll *polls;
   tn_dns_query *queries;
@@ -90,27 +109,35 @@ static void on_handle_closed(uv_handle_t *h) {
 
 static void arm_timer(tn_resolver *r);
 
+static void reap_channels(tn_resolver *r);
+
 static void on_poll(uv_poll_t *p, int status, int events) {
   tn_dns_poll *dp = (tn_dns_poll *)p;
-  tn_resolver *r = dp->r;
+  tn_resolver *r = dp->ch->r;
   /* An error (the socket failed) is left to c-ares to notice on read. */
   bool rd = status < 0 || (events & UV_READABLE);
   bool wr = status >= 0 && (events & UV_WRITABLE);
-  ares_process_fd(r->channel, rd ? dp->fd : ARES_SOCKET_BAD, wr ? dp->fd : ARES_SOCKET_BAD);
+  ares_process_fd(dp->ch->ares, rd ? dp->fd : ARES_SOCKET_BAD, wr ? dp->fd : ARES_SOCKET_BAD);
+  reap_channels(r);
   arm_timer(r);
 }
 
+static void close_poll(tn_dns_poll *dp) {
+  uv_poll_stop(&dp->poll);
+  uv_close((uv_handle_t *)&dp->poll, on_handle_closed);
+}
+
 static void on_sock_state(void *data, ares_socket_t fd, int readable, int writable) {
-  tn_resolver *r = data;
+  tn_dns_channel *ch = data;
+  tn_resolver *r = ch->r;
   tn_dns_poll **pp = &r->polls;
-  while (*pp && (*pp)->fd != fd)
+  while (*pp && ((*pp)->fd != fd || (*pp)->ch != ch))
     pp = &(*pp)->next;
   tn_dns_poll *dp = *pp;
   if (!readable && !writable) {
     if (dp) {
       *pp = dp->next;
-      uv_poll_stop(&dp->poll);
-      uv_close((uv_handle_t *)&dp->poll, on_handle_closed);
+      close_poll(dp);
     }
     return;
   }
@@ -122,7 +149,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
       return;
     }
     dp->fd = fd;
-    dp->r = r;
+    dp->ch = ch;
     dp->poll.data = r;
     dp->next = r->polls;
     r->polls = dp;
@@ -207,6 +234,12 @@ static void unlink_query(tn_resolver *r, tn_dns_query *q) {
   r->stats.pending--;
 }
 
+/* A query its c-ares callback is done with. */
+static void query_free(tn_dns_query *q) {
+  q->ch->queries--;
+  free(q);
+}
+
 static int status_of(int ares_status) {
   switch (ares_status) {
   case ARES_SUCCESS:
@@ -240,6 +273,30 @@ static int take_answer(const struct ares_addrinfo *res, tn_dns_answer *a, uint64
   return a->n ? 0 : TN_EDNS_NXDOMAIN;
 }
 
+/* What a query's outcome leaves in the cache. */
+static void cache_outcome(tn_resolver *r, const tn_dns_query *q, int status, const tn_dns_answer *a,
+                          uint64_t ttl_ms) {
+  uint64_t now = uv_now(r->loop);
+  if (!q->ch->fills_cache) /* the servers it asked are no longer ours */
+    return;
+  if (status == 0 && q->starting) {
+    /* /etc/hosts (or a literal), answered inside ares_getaddrinfo: c-ares
+     * 1.18 reads and parses the file, allocating, for every lookup. Cached
+     * a short while, a name in it costs a hash lookup like any cached name;
+     * an edit of the file shows within TN_DNS_HOSTS_TTL_MS. Never served
+     * stale: the file has no outage. */
+    uint64_t ttl = TN_DNS_HOSTS_TTL_MS < r->opts.cache_max_ttl_ms ? TN_DNS_HOSTS_TTL_MS
+                                                                  : r->opts.cache_max_ttl_ms;
+    (void)tn_dns_cache_put(r->cache, q->name, a, ttl, 0, now);
+  } else if (status == 0 && ttl_ms) {
+    if (ttl_ms > r->opts.cache_max_ttl_ms)
+      ttl_ms = r->opts.cache_max_ttl_ms;
+    (void)tn_dns_cache_put(r->cache, q->name, a, ttl_ms, r->opts.stale_ttl_ms, now);
+  } else if (status == TN_EDNS_NXDOMAIN && !q->starting) {
+    (void)tn_dns_cache_put_negative(r->cache, q->name, status, r->opts.negative_ttl_ms, now);
+  }
+}
+
 static void on_ares(void *arg, int ares_status, int timeouts, struct ares_addrinfo *res) {
   tn_dns_query *q = arg;
   tn_resolver *r = q->r;
@@ -253,18 +310,11 @@ static void on_ares(void *arg, int ares_status, int timeouts, struct ares_addrin
   if (ares_status == ARES_EDESTRUCTION || ares_status == ARES_ECANCELLED) {
     if (!q->starting) {
       unlink_query(r, q);
-      free(q);
+      query_free(q);
     }
     return;
   }
-  uint64_t now = uv_now(r->loop);
-  if (status == 0 && ttl_ms) {
-    if (ttl_ms > r->opts.cache_max_ttl_ms)
-      ttl_ms = r->opts.cache_max_ttl_ms;
-    (void)tn_dns_cache_put(r->cache, q->name, &a, ttl_ms, r->opts.stale_ttl_ms, now);
-  } else if (status == TN_EDNS_NXDOMAIN && !q->starting) {
-    (void)tn_dns_cache_put_negative(r->cache, q->name, status, r->opts.negative_ttl_ms, now);
-  }
+  cache_outcome(r, q, status, &a, ttl_ms);
   if (q->starting) { /* /etc/hosts or a literal, inside ares_getaddrinfo */
     q->done = true;
     q->status = status;
@@ -280,7 +330,7 @@ static void on_ares(void *arg, int ares_status, int timeouts, struct ares_addrin
     answer_waiters(q, status, &a);
   }
   unlink_query(r, q);
-  free(q);
+  query_free(q);
 }
 
 /* ---- the timer ---- */
@@ -300,12 +350,24 @@ static void expire_queries(tn_resolver *r) {
 
 static void on_timer(uv_timer_t *t) {
   tn_resolver *r = t->data;
-  ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  ares_process_fd(r->chan->ares, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  for (tn_dns_channel *ch = r->retired; ch; ch = ch->next)
+    ares_process_fd(ch->ares, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+  reap_channels(r);
   expire_queries(r);
   arm_timer(r);
 }
 
-/* Next wake-up: c-ares's next timeout or the first query deadline. */
+/* The earlier of next and ch's next c-ares timeout. */
+static uint64_t ares_next(tn_dns_channel *ch, uint64_t now, uint64_t next) {
+  struct timeval tv, *tvp = ares_timeout(ch->ares, NULL, &tv);
+  if (!tvp)
+    return next;
+  uint64_t at = now + (uint64_t)tvp->tv_sec * 1000 + (uint64_t)(tvp->tv_usec + 999) / 1000;
+  return at < next ? at : next;
+}
+
+/* Next wake-up: a channel's next timeout or the first query deadline. */
 static void arm_timer(tn_resolver *r) {
   if (r->closing)
     return;
@@ -313,12 +375,9 @@ static void arm_timer(tn_resolver *r) {
   for (tn_dns_query *q = r->queries; q; q = q->next)
     if (!q->expired && q->deadline_ms < next)
       next = q->deadline_ms;
-  struct timeval tv, *tvp = ares_timeout(r->channel, NULL, &tv);
-  if (tvp) {
-    uint64_t at = now + (uint64_t)tvp->tv_sec * 1000 + (uint64_t)(tvp->tv_usec + 999) / 1000;
-    if (at < next)
-      next = at;
-  }
+  next = ares_next(r->chan, now, next);
+  for (tn_dns_channel *ch = r->retired; ch; ch = ch->next)
+    next = ares_next(ch, now, next);
   if (next == UINT64_MAX) {
     uv_timer_stop(&r->timer);
     return;
@@ -328,24 +387,68 @@ static void arm_timer(tn_resolver *r) {
 
 /* ---- the API ---- */
 
-static int channel_init(tn_resolver *r) {
+/* ---- channels ---- */
+
+/* A channel for opts (tries already at least 1): 0, TN_ENOMEM or TN_EINVAL. */
+static int channel_new(tn_resolver *r, const tn_resolver_opts *opts, tn_dns_channel **out) {
+  tn_dns_channel *ch = calloc(1, sizeof(*ch));
+  if (!ch)
+    return TN_ENOMEM;
+  ch->r = r;
+  ch->fills_cache = true;
   struct ares_options o;
   memset(&o, 0, sizeof(o));
-  o.timeout = (int)r->opts.timeout_ms;
-  o.tries = (int)r->opts.tries;
+  o.timeout = (int)opts->timeout_ms;
+  o.tries = (int)opts->tries;
   o.lookups = (char *)"fb";
   o.sock_state_cb = on_sock_state;
-  o.sock_state_cb_data = r;
+  o.sock_state_cb_data = ch;
   int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS | ARES_OPT_SOCK_STATE_CB;
-  int st = ares_init_options(&r->channel, &o, mask);
-  if (st != ARES_SUCCESS)
+  int st = ares_init_options(&ch->ares, &o, mask);
+  if (st != ARES_SUCCESS) {
+    free(ch);
     return st == ARES_ENOMEM ? TN_ENOMEM : TN_EINVAL;
-  if (r->opts.servers && *r->opts.servers &&
-      ares_set_servers_ports_csv(r->channel, r->opts.servers) != ARES_SUCCESS) {
-    ares_destroy(r->channel);
+  }
+  if (opts->servers && *opts->servers &&
+      ares_set_servers_ports_csv(ch->ares, opts->servers) != ARES_SUCCESS) {
+    ares_destroy(ch->ares);
+    free(ch);
     return TN_EINVAL;
   }
+  *out = ch;
   return 0;
+}
+
+/* Ends ch's queries (ARES_EDESTRUCTION) and sockets, and closes the polls
+ * c-ares left (it may not report every socket it closes). Never from inside
+ * a c-ares call on ch. */
+static void channel_destroy(tn_dns_channel *ch) {
+  tn_resolver *r = ch->r;
+  ares_destroy(ch->ares);
+  for (tn_dns_poll **pp = &r->polls; *pp;) {
+    tn_dns_poll *dp = *pp;
+    if (dp->ch != ch) {
+      pp = &dp->next;
+      continue;
+    }
+    *pp = dp->next;
+    close_poll(dp);
+  }
+  free(ch);
+}
+
+/* Destroys the retired channels whose last query has ended. */
+static void reap_channels(tn_resolver *r) {
+  for (tn_dns_channel **pp = &r->retired; *pp;) {
+    tn_dns_channel *ch = *pp;
+    if (ch->queries) {
+      pp = &ch->next;
+      continue;
+    }
+    *pp = ch->next;
+    channel_destroy(ch);
+    tn_log(r->logger, TN_LOG_DEBUG, "dns_channel_retired", TN_LOG_END);
+  }
 }
 
 int tn_resolver_new(uv_loop_t *loop, const tn_resolver_opts *opts, tn_logger *logger,
@@ -365,7 +468,7 @@ int tn_resolver_new(uv_loop_t *loop, const tn_resolver_opts *opts, tn_logger *lo
     goto fail_r;
   if (!(r->cache = tn_dns_cache_new(opts->cache_size)))
     goto fail_servers;
-  int err = channel_init(r);
+  int err = channel_new(r, &r->opts, &r->chan);
   if (err)
     goto fail_cache;
   uv_timer_init(loop, &r->timer);
@@ -424,11 +527,13 @@ static tn_dns_query *start_query(tn_resolver *r, const char *name) {
     return NULL;
   memcpy(q->name, name, len + 1);
   q->r = r;
+  q->ch = r->chan;
+  q->ch->queries++;
   q->started_ms = uv_now(r->loop);
   q->deadline_ms = q->started_ms + r->opts.timeout_ms * r->opts.tries;
   q->starting = true;
   struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  ares_getaddrinfo(r->channel, name, NULL, &hints, on_ares, q);
+  ares_getaddrinfo(r->chan->ares, name, NULL, &hints, on_ares, q);
   q->starting = false;
   return q;
 }
@@ -439,7 +544,7 @@ int tn_resolver_lookup(tn_resolver *r, tn_dns_req *req, const char *name, tn_dns
   if (from_cache(r, req, name))
     return 1;
   for (tn_dns_query *q = r->queries; q; q = q->next)
-    if (!q->expired && strcasecmp(q->name, name) == 0) {
+    if (!q->expired && q->ch == r->chan && strcasecmp(q->name, name) == 0) {
       add_waiter(q, req, cb);
       return 0;
     }
@@ -450,7 +555,7 @@ int tn_resolver_lookup(tn_resolver *r, tn_dns_req *req, const char *name, tn_dns
     req->status = q->status;
     if (q->status == 0)
       req->answer = q->answer;
-    free(q);
+    query_free(q);
     return 1;
   }
   q->next = NULL;
@@ -491,12 +596,56 @@ void tn_resolver_close(tn_resolver *r) {
   if (r->closing)
     return;
   r->closing = true;
-  ares_destroy(r->channel); /* ends every query (ARES_EDESTRUCTION) and its sockets */
-  while (r->polls) {
-    tn_dns_poll *dp = r->polls;
-    r->polls = dp->next;
-    uv_poll_stop(&dp->poll);
-    uv_close((uv_handle_t *)&dp->poll, on_handle_closed);
+  /* ends every query (ARES_EDESTRUCTION), its sockets and polls */
+  while (r->retired) {
+    tn_dns_channel *ch = r->retired;
+    r->retired = ch->next;
+    channel_destroy(ch);
   }
+  channel_destroy(r->chan);
+  r->chan = NULL;
   uv_close((uv_handle_t *)&r->timer, on_handle_closed);
+}
+
+/* Whether answers from a resolver made with a may be kept by one made with
+ * b: the same servers (others may answer otherwise: split horizon) and the
+ * same cache size (the table is made for it). */
+static bool cache_compatible(const tn_resolver_opts *a, const tn_resolver_opts *b) {
+  const char *sa = a->servers ? a->servers : "", *sb = b->servers ? b->servers : "";
+  return strcmp(sa, sb) == 0 && a->cache_size == b->cache_size;
+}
+
+int tn_resolver_reconfigure(tn_resolver *r, const tn_resolver_opts *opts, bool *flushed) {
+  tn_resolver_opts o = *opts;
+  if (o.tries == 0)
+    o.tries = 1;
+  o.servers = NULL;
+  if (opts->servers && *opts->servers && !(o.servers = strdup(opts->servers)))
+    return TN_ENOMEM;
+  bool keep = cache_compatible(&r->opts, &o);
+  tn_dns_cache *cache = NULL;
+  tn_dns_channel *ch = NULL;
+  int err = keep || (cache = tn_dns_cache_new(o.cache_size)) ? 0 : TN_ENOMEM;
+  if (err == 0)
+    err = channel_new(r, &o, &ch);
+  if (err) {
+    tn_dns_cache_free(cache);
+    free(o.servers);
+    return err;
+  }
+  /* Everything is allocated: from here on nothing fails. */
+  r->chan->fills_cache = keep;
+  r->chan->next = r->retired;
+  r->retired = r->chan;
+  r->chan = ch;
+  if (!keep) {
+    tn_dns_cache_free(r->cache);
+    r->cache = cache;
+  }
+  free(r->opts.servers);
+  r->opts = o;
+  *flushed = !keep;
+  reap_channels(r); /* a channel with no query left goes now */
+  arm_timer(r);
+  return 0;
 }

@@ -12,6 +12,12 @@
  * failure), an answer cached up to stale_ttl_ms ago is served instead
  * (RFC 8767), counted in stats.hits_stale.
  *
+ * Answers from /etc/hosts (and IP literals, which c-ares answers itself)
+ * are cached too, for TN_DNS_HOSTS_TTL_MS (at most cache_max_ttl_ms) and
+ * never served stale: a lookup of a name in /etc/hosts reads the file once
+ * per that period, and a cache hit, whatever its source, makes no query, no
+ * allocation and no thread hop.
+ *
  * Errors: as engine.h says; a lookup's own outcome is 0 or TN_EDNS_NXDOMAIN,
  * TN_EDNS_TIMEOUT, TN_EDNS_ERROR (error.h).
  */
@@ -24,6 +30,8 @@
 
 #include "tunnel/dns_cache.h"
 #include "tunnel/log.h"
+
+#define TN_DNS_HOSTS_TTL_MS 5000 /* how long an /etc/hosts answer is cached */
 
 typedef struct tn_resolver_opts {
   char *servers;             /* "ADDR[:PORT],..." ([v6]:port for IPv6 with a port);
@@ -105,8 +113,20 @@ bool tn_resolver_pending(const tn_dns_req *req);
  * req is not pending. */
 void tn_resolver_cancel(tn_dns_req *req);
 
+/* A reload's new settings, without cutting a lookup short: queries started
+ * from now on go to a new c-ares channel made with opts (servers, timeout,
+ * tries); those in flight finish on the old one, which is then freed, and
+ * their waiters are answered as before. New cache TTLs apply to answers
+ * stored from now on. The cache is kept when servers and cache_size are
+ * unchanged; else it is emptied (*flushed): other servers may answer
+ * otherwise (split horizon), so neither their fresh nor their stale answers
+ * are ours to serve, and the old queries' answers no longer fill it. 0, or
+ * TN_ENOMEM / TN_EINVAL (servers c-ares does not accept) with nothing
+ * changed. */
+int tn_resolver_reconfigure(tn_resolver *r, const tn_resolver_opts *opts, bool *flushed);
+
 void tn_resolver_stats_get(const tn_resolver *r, tn_resolver_stats *out);
-/* The servers it was made with (opts.servers), or NULL for /etc/resolv.conf. */
+/* The servers in force (opts.servers), or NULL for /etc/resolv.conf. */
 const char *tn_resolver_servers(const tn_resolver *r);
 
 /* Ends every query (pending lookups must have been cancelled first), closes

@@ -258,19 +258,21 @@ static void format_addrs(const tn_tunnel *t, addrs_text *out) {
   format_addr(&t->local, out->local);
 }
 
-/* An established tunnel, at info: the same fields as its access log line
- * (tunnel_closed), so a long-lived tunnel can be traced while it is open. */
+/* An established tunnel (TCP or UDP, after its 200 or 101), at info: every
+ * field its access log line (tunnel_closed) already knows then, in the same
+ * order, so a long-lived tunnel can be traced while it is open. What only
+ * the end knows (result, close, bytes, datagrams, duration) is left out. */
 void tn__tunnel_log_opened(tn_tunnel *t) {
   if (!tn_log_enabled(tn__logger(t->engine), TN_LOG_INFO))
     return;
   addrs_text a;
   format_addrs(t, &a);
   tn_log(tn__logger(t->engine), TN_LOG_INFO, "tunnel_opened", TN_U("id", t->id),
-         TN_S("proto", t->proto->name), TN_S("client", a.client),
-         TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
+         TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"),
+         TN_S("client", a.client), TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
          TN_S("target", t->target ? t->target : "-"), TN_S("connected", a.connected),
          TN_S("local", a.local), TN_S("egress", t->egress[0] ? t->egress : "-"),
-         TN_U("connect_ms", t->connect_ms), TN_LOG_END);
+         TN_I("status", t->status), TN_U("connect_ms", t->connect_ms), TN_LOG_END);
 }
 
 static void access_log(tn_tunnel *t) {

@@ -204,6 +204,7 @@ static void start_relay(tn_tunnel *t, const tn_dns_addr *addr) {
     tn__tunnel_close(t, TN_RESULT_ERROR, "reset_down", TN_CLOSE_RESET);
     return;
   }
+  tn__tunnel_log_opened(t);
   if (!send_pending(t, pending, pending_len)) {
     tn__tunnel_close(t, TN_RESULT_OK, "malformed_capsule", TN_CLOSE_RESET);
     return;

@@ -27,7 +27,9 @@ class Uplink:
     """A namespace NAME with veth HOST_IF (here, GW_ADDR) <-> PEER_IF (there,
     ADDR), a /30 from 10.200.0.0/16."""
 
-    def __init__(self):
+    def __init__(self, plugged=True):
+        """plugged=False: the namespace only; HOST_IF does not exist until
+        plug() (an LTE modem whose interface appears after boot)."""
         tag = "%06x" % random.getrandbits(24)
         self.ns = f"mcgw-up-{tag}-{os.getpid()}"
         self.host_if, self.peer_if = f"mgu{tag}a", f"mgu{tag}b"
@@ -36,18 +38,28 @@ class Uplink:
         self.gw_addr, self.addr = octets(1), octets(2)
         self.procs = []
         self.seen = []  # "ADDR:PORT" of each peer the echo servers saw
+        self.routes = []  # (addr, metric) of serve_address, routed once plugged
+        self.plugged = False
         try:
             ip("netns", "add", self.ns)
-            ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if)
-            ip("link", "set", self.peer_if, "netns", self.ns)
-            ip("addr", "add", f"{self.gw_addr}/30", "dev", self.host_if)
-            ip("link", "set", self.host_if, "up")
-            self.exec_ip("addr", "add", f"{self.addr}/30", "dev", self.peer_if)
-            self.exec_ip("link", "set", self.peer_if, "up")
             self.exec_ip("link", "set", "lo", "up")
+            if plugged:
+                self.plug()
         except BaseException:
             self.close()
             raise
+
+    def plug(self):
+        """Creates the veth pair, its addresses and the served routes."""
+        ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if)
+        ip("link", "set", self.peer_if, "netns", self.ns)
+        ip("addr", "add", f"{self.gw_addr}/30", "dev", self.host_if)
+        ip("link", "set", self.host_if, "up")
+        self.exec_ip("addr", "add", f"{self.addr}/30", "dev", self.peer_if)
+        self.exec_ip("link", "set", self.peer_if, "up")
+        self.plugged = True
+        for addr, metric in self.routes:
+            self._route(addr, metric)
 
     def exec_ip(self, *args, check=True):
         return ip("netns", "exec", self.ns, "ip", *args, check=check)
@@ -61,6 +73,11 @@ class Uplink:
         through this uplink (a host route with metric): the same address may
         be served by several uplinks, as an MC server behind two PDNs."""
         self.exec_ip("addr", "add", f"{addr}/32", "dev", "lo")
+        self.routes.append((addr, metric))
+        if self.plugged:
+            self._route(addr, metric)
+
+    def _route(self, addr, metric):
         ip("route", "add", f"{addr}/32", "via", self.addr, "dev", self.host_if, "metric",
            str(metric))
 

@@ -6,6 +6,7 @@ The daemon runs in a mount namespace whose /etc/hosts holds localhost only
 [dns] servers; nothing leaves this machine."""
 
 import concurrent.futures
+import signal
 import subprocess
 import time
 
@@ -217,6 +218,76 @@ def test_metrics_and_status(gateway, dnsmasq, echo):
     assert 'mcgw_dns_queries_total{result="nxdomain"} 1' in text
     assert 'mcgw_dns_cache_hits_total{kind="stale"} 0' in text
     assert "mcgw_dns_query_duration_seconds_count 2" in text
+
+
+def reload_dns(gw, old, new):
+    """Rewrites `old` as `new` in the config ([dns] lines), sends SIGHUP and
+    returns the dns_reloaded record."""
+    text = gw.config_path.read_text()
+    assert old in text, (old, text)
+    gw.config_path.write_text(text.replace(old, new, 1))
+    n = len(gw.records)
+    gw.send_signal(signal.SIGHUP)
+    gw.wait_log(lambda r: r.get("msg") == "reloaded", what="reloaded", since=n)
+    return gw.wait_log(lambda r: r.get("msg") == "dns_reloaded", what="dns_reloaded", since=n)
+
+
+@pytest.mark.timeout(60)
+def test_reload_applies_dns(gateway, dnsmasq, silent, echo):
+    """A reload takes [dns] without a restart: lookups started after it go to
+    the new servers (the cache emptied: other servers may answer otherwise),
+    a lookup in flight finishes on the old channel with its own outcome, an
+    open tunnel is untouched; a change of timeout only keeps the cache."""
+    ns1 = dnsmasq({"a.test": "127.0.0.1"})
+    ns2 = dnsmasq({"a.test": "127.0.0.1", "b.test": "127.0.0.1"})
+    gw = gateway({"servers": ns1.server, "timeout": "2s", "tries": "1"},
+                 allow=[f"a.test:{echo.port}", f"b.test:{echo.port}", f"127.0.0.1:{echo.port}"])
+    held = open_tunnel(gw.proxy_port, f"127.0.0.1:{echo.port}")
+    assert held.status == 200
+    t = open_tunnel(gw.proxy_port, f"a.test:{echo.port}")
+    assert t.status == 200
+    t.close()
+    wait_until(lambda: ns1.count("a.test") == 1, 10, "dnsmasq's log of the query")
+    assert dns_status(gw)["cache_entries"] == 1
+
+    rec = reload_dns(gw, f"servers = {ns1.server}", f"servers = {silent.server}")
+    assert rec["servers"] == silent.server and rec["cache"] == "flushed", rec
+    assert dns_status(gw)["cache_entries"] == 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(open_tunnel, gw.proxy_port, f"a.test:{echo.port}")
+        wait_until(lambda: silent.count("a.test") >= 1, 10, "the new server asked")
+        assert dns_status(gw)["pending"] == 1
+        # Another reload while that lookup is in flight on the silent channel.
+        rec = reload_dns(gw, f"servers = {silent.server}", f"servers = {ns2.server}")
+        assert rec["servers"] == ns2.server and rec["cache"] == "flushed", rec
+        t = open_tunnel(gw.proxy_port, f"b.test:{echo.port}")
+        assert t.status == 200, t
+        echo_roundtrip(t, b"from the new server")
+        t.close()
+        wait_until(lambda: ns2.count("b.test") == 1, 10, "the new dnsmasq's log of the query")
+        assert ns1.count("b.test") == 0
+        slow = pending.result(timeout=30)
+    assert slow.status == 504, slow  # its own timeout, not dropped by the reload
+    assert closed(gw, slow)["close"] == "dns_timeout"
+    slow.sock.close()
+    assert ns1.count("a.test") == 1  # the first server was never asked again
+    gw.wait_log(lambda r: r.get("msg") == "dns_channel_retired", what="the silent channel freed",
+                since=gw.records.index(rec))
+
+    rec = reload_dns(gw, "\ntimeout = 2s", "\ntimeout = 1s")
+    assert rec["cache"] == "kept", rec
+    t = open_tunnel(gw.proxy_port, f"b.test:{echo.port}")
+    assert t.status == 200
+    t.close()
+    assert ns2.count("b.test") == 1  # a cache hit
+    st = dns_status(gw)
+    assert st["servers"] == ns2.server and st["pending"] == 0, st
+    assert st["queries"]["ok"] == 2 and st["queries"]["timeout"] == 1, st
+    assert st["cache_hits"]["fresh"] == 1, st
+    echo_roundtrip(held, b"still open after three reloads")
+    held.close()
+    code, _, body = gw.admin("/metrics")
+    assert code == 200 and 'mcgw_dns_queries_total{result="ok"} 2' in body.decode()
 
 
 def v6_blackhole_and_v4_echo():

@@ -3,9 +3,12 @@ pairs) both serve the same MC server address; an allow rule's egress=NAME
 decides which one a tunnel leaves by (SO_BINDTODEVICE), as the echo servers
 in the namespaces report. Also: the DSCP of an egress on the wire (tshark),
 an egress whose interface is down (502 egress_down, the other unaffected),
-and mcgw check's errors."""
+an egress whose interface does not exist yet (the gateway starts with a
+warning; its tunnels get 502 egress_down until the interface appears, then
+work without a restart), and mcgw check's errors."""
 
 import random
+import signal
 import socket
 import shutil
 import subprocess
@@ -88,6 +91,58 @@ def test_egress_down_fails_fast_and_alone(mcgw_with, two_uplinks):
     assert through(gw, f"{server}:{PORT_A}")["egress"] == "up1"  # the other egress is fine
 
 
+def line_of(path, text):
+    """The number of the first line of the file that is text."""
+    return path.read_text().splitlines().index(text) + 1
+
+
+def test_missing_interface_starts_and_recovers(mcgw_with):
+    """An LTE modem's interface that appears after boot: mcgw starts (and
+    reloads) with a warning naming FILE:LINE and the interface; the egress's
+    tunnels fail fast with 502 egress_down meanwhile, the other egress works;
+    once the interface exists, a tunnel through it works, no restart."""
+    require_netns()
+    ups = []
+    try:
+        ups.append(Uplink())
+        ups.append(Uplink(plugged=False))
+        up1, up2 = ups
+        server = "198.18.%d.%d" % (random.randrange(256), random.randrange(1, 255))
+        for metric, u in enumerate(ups, 1):
+            u.serve_address(server, 100 * metric)
+            u.echo_server(server, PORT_A)
+            u.echo_server(server, PORT_B)
+        gw = gateway(mcgw_with, server, ups)
+        conf = gw.config_path
+        warning = gw.wait_log(lambda r: r.get("msg") == "config_warning", what="config_warning")
+        line = line_of(conf, f"interface = {up2.host_if}")
+        assert warning["level"] == "warn", warning
+        assert warning["warning"].startswith(
+            f"{conf}:{line}: warning: interface: no network interface '{up2.host_if}' "
+            "on this host (yet)"), warning
+        t = open_tunnel(gw.proxy_port, f"{server}:{PORT_B}")
+        assert t.status == 502, t
+        rec = gw.tunnel_closed(t.client)
+        assert rec["close"] == "egress_down" and rec["egress"] == "up2", rec
+        t.close()
+        assert through(gw, f"{server}:{PORT_A}")["egress"] == "up1"  # the other egress is fine
+        # A reload keeps it: a warning again, not a rejected config.
+        n = len(gw.records)
+        gw.send_signal(signal.SIGHUP)
+        gw.wait_log(lambda r: r.get("msg") == "reloaded", what="reloaded", since=n)
+        again = gw.wait_log(lambda r: r.get("msg") == "config_warning", since=n)
+        assert again["warning"] == warning["warning"], again
+        up2.plug()
+        b = through(gw, f"{server}:{PORT_B}")
+        assert b["result"] == "ok" and b["egress"] == "up2", b
+        assert b["local"].startswith(up2.gw_addr + ":"), (b, up2.gw_addr)
+        wait_until(lambda: up2.seen, 10, "uplink 2's echo server reached")
+        assert up2.seen == [b["local"]], (up2.seen, b)
+    finally:
+        for u in ups:
+            u.close()
+
+
 def test_allow_udp_rule_egress(mcgw_with):
     """An allow_udp rule's egress=NAME: the CONNECT-UDP tunnel's socket gets
     the egress's options before its connect (the target receives the DSCP in
@@ -160,6 +215,29 @@ def test_check_errors(tmp_path):
     err = p.stderr + p.stdout
     assert f"{conf}:3: unknown egress 'nope'" in err, err
     assert f"{conf}:5: unknown egress 'also-nope'" in err, err
-    assert f"{conf}:7: interface: no network interface of that name on this host" in err, err
+    assert f"{conf}:7: warning: interface: no network interface 'mcgw-no-such0'" in err, err
     assert f"{conf}:8: source: not an address of this host" in err, err
     assert "egress=mc" not in err, err  # the rule naming a defined egress is fine
+
+
+def test_check_warns_of_missing_interface(tmp_path):
+    """A missing interface alone passes `mcgw check` (ExecStartPre) with a
+    warning, so a vehicle whose modem is late still boots; a name no
+    interface can have is an error."""
+    require_netns()
+    conf = tmp_path / "mcgw.ini"
+    conf.write_text("[tunnel]\nlisten = 127.0.0.1:0\nallow = a.example:443 egress=lte\n"
+                    "[egress lte]\ninterface = mcgw-no-such0\n")  # line 5
+    p = subprocess.run([str(mcgwtest.BIN), "check", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert f"{conf}: ok (with warnings)" in p.stdout, p.stdout
+    assert (f"{conf}:5: warning: interface: no network interface 'mcgw-no-such0' on this host "
+            "(yet): connections through [egress lte] fail until it appears "
+            "(tunnels: 502 egress_down)") in p.stderr, p.stderr
+    conf.write_text("[tunnel]\nlisten = 127.0.0.1:0\n[egress lte]\ninterface = wwan0/x\n")
+    p = subprocess.run([str(mcgwtest.BIN), "check", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode != 0
+    assert f"{conf}:4: interface: expected a network interface name of 1 to 15 characters" \
+        in p.stderr + p.stdout, (p.stdout, p.stderr)

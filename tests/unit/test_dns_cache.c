@@ -1,6 +1,12 @@
 /* Unit tests for tunnel/dns_cache.c: TTL, the stale window (served only when
  * asked for), negative entries, LRU eviction at cache_size, names compared
- * without case, replacement, a cache of size 0. The clock is an argument. */
+ * without case, replacement, a cache of size 0. The clock is an argument.
+ *
+ * And the hot path of tunnel/resolver.c: a cache hit, of a name from a
+ * server or from /etc/hosts, allocates nothing. Counted by wrapping the
+ * allocator at link time (tests/CMakeLists.txt: every allocation of the
+ * engine library and this file) and through ares_library_init_mem (c-ares's
+ * own); a reconfigure keeps or empties the cache as resolver.h says. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,8 +17,51 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <ares.h>
+#include <stdlib.h>
+#include <uv.h>
+
 #include "tunnel/dns_cache.h"
 #include "tunnel/error.h"
+#include "tunnel/resolver.h"
+
+/* ---- allocation counting ---- */
+
+static bool counting;
+static unsigned long allocations;
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+
+static void count(void) {
+  if (counting)
+    allocations++;
+}
+void *__wrap_malloc(size_t n) {
+  count();
+  return __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m) {
+  count();
+  return __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n) {
+  count();
+  return __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s) {
+  count();
+  return __real_strdup(s);
+}
+/* c-ares's allocator (ares_library_init_mem): counted the same way. */
+static void *ares_counting_malloc(size_t n) { return __wrap_malloc(n); }
+static void *ares_counting_realloc(void *p, size_t n) { return __wrap_realloc(p, n); }
 
 /* An answer of one IPv4 address 10.0.0.<last>. */
 static tn_dns_answer v4(int last) {
@@ -137,9 +186,92 @@ static void size_zero_and_ttl_zero_keep_nothing(void **state) {
   assert_int_equal(get(c, "x.example", 1, true, NULL), TN_DNS_MISS);
   tn_dns_cache_free(c);
   c = tn_dns_cache_new(4);
-  tn_dns_cache_put(c, "x.example", &a, 0, 1000, 0); /* /etc/hosts: no TTL */
+  tn_dns_cache_put(c, "x.example", &a, 0, 1000, 0); /* a TTL of 0 */
   assert_int_equal(tn_dns_cache_count(c), 0);
   tn_dns_cache_free(c);
+}
+
+static void cache_get_allocates_nothing(void **state) {
+  tn_dns_cache *c = tn_dns_cache_new(8);
+  tn_dns_answer a = v4(3);
+  tn_dns_cache_put(c, "a.example", &a, 1000, 5000, 0);
+  tn_dns_cache_put_negative(c, "no.example", TN_EDNS_NXDOMAIN, 1000, 0);
+  allocations = 0;
+  counting = true;
+  tn_dns_hit h1 = get(c, "a.example", 10, false, NULL);
+  tn_dns_hit h2 = get(c, "a.example", 2000, true, NULL);
+  tn_dns_hit h3 = get(c, "no.example", 10, false, NULL);
+  tn_dns_hit h4 = get(c, "other.example", 10, true, NULL);
+  counting = false;
+  assert_int_equal(h1, TN_DNS_FRESH);
+  assert_int_equal(h2, TN_DNS_STALE);
+  assert_int_equal(h3, TN_DNS_NEGATIVE);
+  assert_int_equal(h4, TN_DNS_MISS);
+  assert_int_equal(allocations, 0);
+  tn_dns_cache_free(c);
+}
+
+/* Closes r and runs the loop until its handles are gone. */
+static void close_resolver(uv_loop_t *loop, tn_resolver *r) {
+  tn_resolver_close(r);
+  uv_run(loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(loop), 0);
+}
+
+/* localhost from /etc/hosts: the first lookup reads the file (c-ares
+ * allocates); the next is a cache hit: answered at once, counted as fresh,
+ * and not one allocation, ours or c-ares's. A reconfigure with other servers
+ * empties the cache; one with another timeout only keeps it. */
+static void resolver_hit_allocates_nothing(void **state) {
+  assert_int_equal(
+      ares_library_init_mem(ARES_LIB_INIT_ALL, ares_counting_malloc, free, ares_counting_realloc),
+      ARES_SUCCESS);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  tn_resolver_opts o;
+  tn_resolver_opts_init(&o);
+  o.servers = (char *)"127.0.0.1:9"; /* never asked: localhost is in /etc/hosts */
+  tn_resolver *r;
+  assert_int_equal(tn_resolver_new(&loop, &o, NULL, &r), 0);
+  tn_dns_req req;
+  memset(&req, 0, sizeof(req));
+  if (tn_resolver_lookup(r, &req, "localhost", NULL) != 1 || req.status != 0) {
+    tn_resolver_cancel(&req);
+    close_resolver(&loop, r);
+    ares_library_cleanup();
+    skip(); /* no localhost in this host's /etc/hosts */
+  }
+  allocations = 0;
+  counting = true;
+  int rc = tn_resolver_lookup(r, &req, "localhost", NULL);
+  counting = false;
+  assert_int_equal(rc, 1);
+  assert_int_equal(req.status, 0);
+  assert_true(req.answer.n >= 1);
+  assert_int_equal(allocations, 0);
+  tn_resolver_stats st;
+  tn_resolver_stats_get(r, &st);
+  assert_int_equal(st.hits_fresh, 1);
+  assert_int_equal(st.cache_entries, 1);
+  assert_int_equal(st.duration_count, 0); /* no server was asked */
+
+  bool flushed = true;
+  o.timeout_ms = 1000;
+  assert_int_equal(tn_resolver_reconfigure(r, &o, &flushed), 0);
+  assert_false(flushed);
+  tn_resolver_stats_get(r, &st);
+  assert_int_equal(st.cache_entries, 1);
+  o.servers = (char *)"127.0.0.1:10";
+  assert_int_equal(tn_resolver_reconfigure(r, &o, &flushed), 0);
+  assert_true(flushed);
+  tn_resolver_stats_get(r, &st);
+  assert_int_equal(st.cache_entries, 0);
+  assert_string_equal(tn_resolver_servers(r), "127.0.0.1:10");
+  o.servers = (char *)"not an address";
+  assert_int_equal(tn_resolver_reconfigure(r, &o, &flushed), TN_EINVAL);
+  assert_string_equal(tn_resolver_servers(r), "127.0.0.1:10"); /* nothing changed */
+  close_resolver(&loop, r);
+  ares_library_cleanup();
 }
 
 int main(void) {
@@ -151,6 +283,8 @@ int main(void) {
       cmocka_unit_test(names_without_case_and_replaced),
       cmocka_unit_test(many_addresses_kept),
       cmocka_unit_test(size_zero_and_ttl_zero_keep_nothing),
+      cmocka_unit_test(cache_get_allocates_nothing),
+      cmocka_unit_test(resolver_hit_allocates_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
