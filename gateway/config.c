@@ -689,7 +689,9 @@ static void set_egress_interface(parse_ctx *c, const key_def *k, const char *v) 
   snprintf(cur_egress(c)->interface, sizeof(cur_egress(c)->interface), "%s", v);
 }
 
-/* A numeric address this host has: a socket can bind to it. */
+/* A numeric address. One this host does not have (no socket can bind to it)
+ * is only a warning, for the reason an interface is (set_egress_interface):
+ * a modem's address may come after mcgw; until then the egress is down. */
 static void set_egress_source(parse_ctx *c, const key_def *k, const char *v) {
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
@@ -709,10 +711,11 @@ static void set_egress_source(parse_ctx *c, const key_def *k, const char *v) {
   bool ours = fd >= 0 && bind(fd, (struct sockaddr *)&ss, len) == 0;
   if (fd >= 0)
     close(fd);
-  if (!ours) {
-    value_error(c, k, v, "not an address of this host");
-    return;
-  }
+  if (!ours)
+    warn(c, c->lineno,
+         "source: %s is not an address of this host (yet): connections through [egress %s] fail "
+         "until it is (tunnels: 502 egress_down)",
+         v, cur_egress(c)->name);
   cur_egress(c)->source = ss;
 }
 

@@ -33,8 +33,26 @@ int tn_egress_apply(int fd, const tn_egress *eg, int family) {
   return 0;
 }
 
+/* Whether the egress's source address (if any) is one of this host's. */
+static bool source_here(const tn_egress *eg) {
+  if (!eg->source.ss_family)
+    return true;
+  int fd = socket(eg->source.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return true; /* cannot tell: let the connect say */
+  socklen_t len =
+      eg->source.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  bool here = bind(fd, (const struct sockaddr *)&eg->source, len) == 0 || errno != EADDRNOTAVAIL;
+  close(fd);
+  return here;
+}
+
 bool tn_egress_up(const tn_egress *eg) {
-  if (!eg || !eg->interface[0])
+  if (!eg)
+    return true;
+  if (!source_here(eg))
+    return false;
+  if (!eg->interface[0])
     return true;
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0)

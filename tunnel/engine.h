@@ -82,7 +82,8 @@ typedef struct tn_egress {
  * for NULL or an unnamed egress), a negative errno, or UV_EAFNOSUPPORT when
  * the source is of the other family (that address cannot be used). */
 int tn_egress_apply(int fd, const tn_egress *eg, int family);
-/* Whether eg's interface exists and is up and running (true without one). */
+/* Whether eg can be used now: its source address (if any) is one of this
+ * host's, and its interface (if any) exists and is up and running. */
 bool tn_egress_up(const tn_egress *eg);
 
 typedef struct tn_engine_opts {

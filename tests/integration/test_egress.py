@@ -143,6 +143,45 @@ def test_missing_interface_starts_and_recovers(mcgw_with):
             u.close()
 
 
+def test_missing_source_address_starts_and_recovers(mcgw_with):
+    """An egress whose source address is not on the host yet (the modem's
+    address comes after boot): a warning, 502 egress_down meanwhile, then
+    the address is there and its tunnels leave from it, no restart."""
+    require_netns()
+    ups = []
+    try:
+        ups.append(Uplink())
+        ups.append(Uplink())
+        up1, up2 = ups
+        server = "198.18.%d.%d" % (random.randrange(256), random.randrange(1, 255))
+        for metric, u in enumerate(ups, 1):
+            u.serve_address(server, 100 * metric)
+            u.echo_server(server, PORT_B)
+        source = up2.gw_addr
+        subprocess.run(["ip", "addr", "del", f"{source}/30", "dev", up2.host_if], check=True)
+        gw = mcgw_with({"egress up2": {"interface": up2.host_if, "source": source}},
+                       allow=[f"{server}:{PORT_B} egress=up2"])
+        conf = gw.config_path
+        warning = gw.wait_log(lambda r: r.get("msg") == "config_warning", what="config_warning")
+        assert warning["warning"] == (
+            f"{conf}:{line_of(conf, f'source = {source}')}: warning: source: {source} is not an "
+            "address of this host (yet): connections through [egress up2] fail until it is "
+            "(tunnels: 502 egress_down)"), warning
+        t = open_tunnel(gw.proxy_port, f"{server}:{PORT_B}")
+        assert t.status == 502, t
+        rec = gw.tunnel_closed(t.client)
+        assert rec["close"] == "egress_down" and rec["egress"] == "up2", rec
+        t.close()
+        subprocess.run(["ip", "addr", "add", f"{source}/30", "dev", up2.host_if], check=True)
+        b = through(gw, f"{server}:{PORT_B}")
+        assert b["result"] == "ok" and b["local"].startswith(source + ":"), b
+        wait_until(lambda: up2.seen, 10, "uplink 2's echo server reached")
+        assert up2.seen == [b["local"]], (up2.seen, b)
+    finally:
+        for u in ups:
+            u.close()
+
+
 def test_allow_udp_rule_egress(mcgw_with):
     """An allow_udp rule's egress=NAME: the CONNECT-UDP tunnel's socket gets
     the egress's options before its connect (the target receives the DSCP in
@@ -216,7 +255,7 @@ def test_check_errors(tmp_path):
     assert f"{conf}:3: unknown egress 'nope'" in err, err
     assert f"{conf}:5: unknown egress 'also-nope'" in err, err
     assert f"{conf}:7: warning: interface: no network interface 'mcgw-no-such0'" in err, err
-    assert f"{conf}:8: source: not an address of this host" in err, err
+    assert f"{conf}:8: warning: source: 192.0.2.77 is not an address of this host (yet)" in err, err
     assert "egress=mc" not in err, err  # the rule naming a defined egress is fine
 
 
