@@ -296,6 +296,7 @@ static void release_handle(tn_engine *e) {
     free(e->listeners[i]);
   free(e->listeners);
   tn__bufpool_trim(&e->pool);
+  tn__bufpool_trim(&e->dgram_pool);
   free(e);
   if (done)
     done(arg);
@@ -393,6 +394,8 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   if (!e)
     return TN_ENOMEM;
   e->loop = loop;
+  tn__bufpool_init(&e->pool, TN_BUF_SIZE, TN_BUFPOOL_KEEP);
+  tn__bufpool_init(&e->dgram_pool, TN_DGRAM_BUF_SIZE, TN_DGRAM_KEEP);
   struct rlimit rl;
   e->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 1024;
   tn__list_init(&e->setup_list);

@@ -55,9 +55,10 @@ struct tn_engine {
   tn_resolver *resolver;    /* opts.resolver, or the engine's own */
   bool own_resolver;        /* closed by finish() */
   tn_engine_stats stats;
-  tn_bufpool pool;    /* relay buffers kept for reuse */
-  uint64_t next_id;   /* the next tunnel's id, from 1 */
-  bool splice_warned; /* splice_unavailable was logged at warn once */
+  tn_bufpool pool;       /* relay buffers kept for reuse */
+  tn_bufpool dgram_pool; /* capsules towards devices (udp.c), kept for reuse */
+  uint64_t next_id;      /* the next tunnel's id, from 1 */
+  bool splice_warned;    /* splice_unavailable was logged at warn once */
   uint64_t last_accept_log_ms;
   uint64_t nofile; /* RLIMIT_NOFILE at start: bounds splicing */
   tn_tunnel_cb on_close;

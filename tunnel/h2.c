@@ -10,7 +10,11 @@
  *   received bytes stay unconsumed until it drains. Automatic WINDOW_UPDATE
  *   is off. A slow tunnel therefore stalls only itself.
  * - upstream bytes -> write() queue -> a deferred data provider, resumed on
- *   each write; the queue's size is the relay's backpressure measure.
+ *   each write; the queue's size is the relay's backpressure measure. The
+ *   queue's nodes are recycled through the session (no allocation per
+ *   write in the steady state, e.g. one per datagram of a CONNECT-UDP
+ *   stream); a CONNECT-UDP stream's DATA is lent to its tunnel, which parses
+ *   it within the call, instead of copied.
  * - END_STREAM from the device is EOF; shutdown() sends END_STREAM.
  * - RST_STREAM from the device resets the upstream socket, except
  *   RST_STREAM(NO_ERROR) after the device's END_STREAM, which only means it
@@ -86,6 +90,8 @@ struct tn_h2 {
   bool head_timed_out; /* closing for it: linger so the GOAWAY is read */
   char *out;           /* frames being coalesced into one write */
   size_t out_len;
+  out_buf *spare; /* queue nodes kept for reuse, at most TN_DGRAM_KEEP */
+  size_t n_spare;
 };
 
 static void flush(tn_h2 *h);
@@ -115,12 +121,32 @@ static void head_end(tn_h2 *h) {
 
 /* ---- stream objects ---- */
 
+static out_buf *node_get(tn_h2 *h) {
+  out_buf *b = h->spare;
+  if (!b)
+    return malloc(sizeof(*b));
+  h->spare = b->next;
+  h->n_spare--;
+  return b;
+}
+
+/* Gives a queue node back to the session, with the bytes it held. */
+static void node_put(tn_h2 *h, out_buf *b) {
+  tn__buf_free(b->base, b->kind);
+  if (h->n_spare >= TN_DGRAM_KEEP) {
+    free(b);
+    return;
+  }
+  b->next = h->spare;
+  h->spare = b;
+  h->n_spare++;
+}
+
 static void out_free_all(h2_stream *st) {
   while (st->out_head) {
     out_buf *b = st->out_head;
     st->out_head = b->next;
-    tn__buf_free(b->base, b->kind);
-    free(b);
+    node_put(st->h2, b);
   }
   st->out_tail = NULL;
   st->out_bytes = 0;
@@ -186,7 +212,7 @@ static int st_write(tn_ep *ep, char *base, tn_buf_kind kind, size_t len) {
     tn__buf_free(base, kind); /* nothing more can reach the device */
     return 0;
   }
-  out_buf *b = malloc(sizeof(*b));
+  out_buf *b = node_get(st->h2);
   if (!b) {
     tn__buf_free(base, kind);
     return UV_ENOMEM;
@@ -270,8 +296,7 @@ static ssize_t read_data(nghttp2_session *session, int32_t id, uint8_t *buf, siz
       st->out_head = b->next;
       if (!st->out_head)
         st->out_tail = NULL;
-      tn__buf_free(b->base, b->kind);
-      free(b);
+      node_put(st->h2, b);
     }
   }
   st->out_bytes -= n;
@@ -440,11 +465,15 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
     nghttp2_session_consume(session, id, len); /* keep the connection window open */
     return 0;
   }
-  char *copy = malloc(len ? len : 1);
-  if (!copy)
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  memcpy(copy, data, len);
-  st->ep.sink->data(&st->ep, copy, TN_BUF_HEAP, len);
+  if (st->t->udp) { /* parsed within the call (udp.c): lent, not copied */
+    st->ep.sink->data(&st->ep, (char *)(uintptr_t)data, TN_BUF_STATIC, len);
+  } else { /* a TCP tunnel may queue it upstream */
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    memcpy(copy, data, len);
+    st->ep.sink->data(&st->ep, copy, TN_BUF_HEAP, len);
+  }
   if (!st->t || st->ep.closing)
     return 0; /* st_close consumed what was outstanding */
   if (st->paused)
@@ -626,6 +655,11 @@ static void tr_closed(tn_ep *ep) {
     h->streams = st->next;
     out_free_all(st);
     free(st);
+  }
+  while (h->spare) {
+    out_buf *b = h->spare;
+    h->spare = b->next;
+    free(b);
   }
   nghttp2_session_del(h->session);
   tn__buf_free(h->out, TN_BUF_POOL);

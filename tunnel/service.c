@@ -19,6 +19,7 @@ bool tn__draining(tn_engine *e) { return e->draining; }
 tn_logger *tn__logger(tn_engine *e) { return e->opts.logger; }
 tn_resolver *tn__resolver(tn_engine *e) { return e->resolver; }
 tn_bufpool *tn__bufpool(tn_engine *e) { return &e->pool; }
+tn_bufpool *tn__dgram_pool(tn_engine *e) { return &e->dgram_pool; }
 
 bool tn__splice_warn_once(tn_engine *e) {
   bool first = !e->splice_warned;

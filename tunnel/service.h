@@ -28,6 +28,8 @@ tn_resolver *tn__resolver(tn_engine *e);
 tn_logger *tn__logger(tn_engine *e);
 /* The engine's relay buffers (bufpool.c). */
 tn_bufpool *tn__bufpool(tn_engine *e);
+/* Its datagram buffers (TN_DGRAM_BUF_SIZE): DATAGRAM capsules towards devices. */
+tn_bufpool *tn__dgram_pool(tn_engine *e);
 /* True the first time only: splice_unavailable is said once at warn. */
 bool tn__splice_warn_once(tn_engine *e);
 void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay);
