@@ -300,9 +300,11 @@ void tn__udp_close(tn_tunnel *t) {
     uv_close((uv_handle_t *)&u->handle, on_closed);
 }
 
-void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped) {
+void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped,
+                    uint64_t *icmp) {
   const tn_udp *u = t->udp;
   *up = u ? u->datagrams_up : 0;
   *down = u ? u->datagrams_down : 0;
   *dropped = u ? u->dropped : 0;
+  *icmp = u ? u->icmp : 0;
 }

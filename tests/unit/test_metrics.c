@@ -52,8 +52,12 @@ static void test_observe_close(void **state) {
   gw_metrics m;
   gw_metrics_init(&m);
   struct sockaddr_in up = {.sin_family = AF_INET};
-  tn_tunnel_info ok = {.proto = "h2", .result = TN_RESULT_OK, .established = true,
-                       .age_ms = 2500, .connect_ms = 3, .connected = (struct sockaddr *)&up};
+  tn_tunnel_info ok = {.proto = "h2",
+                       .result = TN_RESULT_OK,
+                       .established = true,
+                       .age_ms = 2500,
+                       .connect_ms = 3,
+                       .connected = (struct sockaddr *)&up};
   tn_tunnel_info denied = {.proto = "h1", .result = TN_RESULT_DENIED, .age_ms = 1};
   gw_metrics_observe_close(&m, &ok);
   tn_tunnel_info udp = {.proto = "h2", .udp = true, .result = TN_RESULT_OK, .age_ms = 1};
@@ -72,15 +76,23 @@ static void test_observe_close(void **state) {
 
 static char *render(const gw_metrics *m, const gw_idm_view *idm) {
   gw_metrics_listener ls[] = {{"127.0.0.1:3128", 4}, {"[::1]:3128", 0}};
-  gw_metrics_snapshot s = {.version = "1.2.3", .listeners = ls, .n_listeners = 2, .idm = idm,
-                           .max_tunnels = 100, .max_tunnels_per_client = 10, .reloads_ok = 2,
-                           .reloads_failed = 1, .last_reload_ok = false,
-                           .last_reload_success_time = 1700000000.5, .start_time = 1700000000};
+  gw_metrics_snapshot s = {.version = "1.2.3",
+                           .listeners = ls,
+                           .n_listeners = 2,
+                           .idm = idm,
+                           .max_tunnels = 100,
+                           .max_tunnels_per_client = 10,
+                           .reloads_ok = 2,
+                           .reloads_failed = 1,
+                           .last_reload_ok = false,
+                           .last_reload_success_time = 1700000000.5,
+                           .start_time = 1700000000};
   s.stats.bytes_up = 11;
   s.stats.bytes_down = 22;
   s.stats.udp_datagrams_up = 33;
   s.stats.udp_datagrams_down = 44;
   s.stats.udp_dropped[TN_UDP_DROP_DEVICE_BUSY] = 5;
+  s.stats.udp_icmp_unreachable = 6;
   size_t len = 0;
   char *text = gw_metrics_render(m, &s, &len);
   assert_non_null(text);
@@ -106,10 +118,15 @@ static void test_render(void **state) {
   gw_metrics_observe_close(&m, &ok);
   tn_tunnel_info udp = {.proto = "h2", .udp = true, .result = TN_RESULT_DENIED};
   gw_metrics_observe_close(&m, &udp);
-  gw_idm_view idm = {.state = GW_IDM_REFRESHING, .access_token_expiry = 1800000000,
-                     .refresh_ok = 7, .refresh_failed = 1, .refresh_invalid_grant = 0,
-                     .logout_revoked = 2, .logout_not_revoked = 1,
-                     .clock_skew_known = true, .clock_skew_ms = -120500};
+  gw_idm_view idm = {.state = GW_IDM_REFRESHING,
+                     .access_token_expiry = 1800000000,
+                     .refresh_ok = 7,
+                     .refresh_failed = 1,
+                     .refresh_invalid_grant = 0,
+                     .logout_revoked = 2,
+                     .logout_not_revoked = 1,
+                     .clock_skew_known = true,
+                     .clock_skew_ms = -120500};
   char *t = render(&m, &idm);
   assert_line(t, "# TYPE mcgw_tunnels_active gauge");
   assert_line(t, "mcgw_tunnels_active{proto=\"h1\",type=\"tcp\"} 5");
@@ -126,6 +143,8 @@ static void test_render(void **state) {
   assert_line(t, "# TYPE mcgw_udp_datagrams_dropped_total counter");
   assert_line(t, "mcgw_udp_datagrams_dropped_total{reason=\"device_busy\"} 5");
   assert_line(t, "mcgw_udp_datagrams_dropped_total{reason=\"too_large\"} 0");
+  assert_line(t, "# TYPE mcgw_udp_icmp_unreachable_total counter");
+  assert_line(t, "mcgw_udp_icmp_unreachable_total 6");
   assert_line(t, "mcgw_tunnel_bytes_total{direction=\"upstream\"} 11");
   assert_line(t, "mcgw_tunnel_bytes_total{direction=\"downstream\"} 22");
   assert_line(t, "mcgw_tunnel_duration_seconds_bucket{le=\"0.5\"} 0");
