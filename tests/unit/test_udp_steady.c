@@ -13,7 +13,7 @@
  *   allocators here, forwarding to glibc's (the executable's definitions
  *   come first for every shared library);
  * - under AddressSanitizer, whose allocator is the process's, through its
- *   malloc hook (sanitizer/allocator_interface.h).
+ *   malloc hook (__sanitizer_install_malloc_and_free_hooks).
  * After a warm-up (pools and queues filled once), ROUNDS rounds each send
  * BURST datagrams each way (the target's in one burst, read by recvmmsg; the
  * device's in one write), and the loop must have allocated nothing. */
@@ -58,7 +58,10 @@ static unsigned long ossl_allocs; /* OpenSSL's, while counting */
 #endif
 
 #ifdef COUNT_WITH_ASAN
-#include <sanitizer/allocator_interface.h>
+/* sanitizer/allocator_interface.h (clang's; gcc's libasan has the function
+ * but not the header) */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
 static void on_malloc(const volatile void *p, size_t n) {
   (void)p;
   (void)n;
