@@ -38,7 +38,9 @@ struct tn_engine {
   size_t n_listeners, cap_listeners;
   uv_timer_t sweep;
   uv_timer_t drain_timer;
-  unsigned handles_open; /* listeners and timers */
+  uv_idle_t later;       /* runs later_list, once per loop iteration (service.c) */
+  tn_link later_list;    /* tn_later items queued */
+  unsigned handles_open; /* listeners, timers and the idle handle */
   tn_link setup_list;    /* tunnels with a deadline: header, connect, linger */
   tn_link relay_list;    /* established tunnels, checked for idleness */
   tn_link conn_setup;    /* connections with a deadline: TLS handshake / protocol

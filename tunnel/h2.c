@@ -24,7 +24,8 @@
  *   ourselves: HTTP messaging in nghttp2 is off so that requests are
  *   validated here, and :protocol gets a clear status instead of a reset).
  * nghttp2 is never re-entered from its own callbacks: output is flushed
- * once the outermost session call returns.
+ * once the outermost session call returns, or (writes from tunnels) once
+ * per turn of the loop (schedule()).
  */
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -92,6 +93,7 @@ struct tn_h2 {
   size_t out_len;
   out_buf *spare; /* queue nodes kept for reuse, at most TN_DGRAM_KEEP */
   size_t n_spare;
+  tn_later flush_later; /* output scheduled outside nghttp2's calls */
 };
 
 static void flush(tn_h2 *h);
@@ -175,9 +177,19 @@ static void consume(h2_stream *st, size_t n) {
     nghttp2_session_consume(st->h2->session, st->id, n);
 }
 
+/* Output is wanted: flushed when the outermost session call returns, or,
+ * outside any (a tunnel's upstream data, a close), later in this turn of
+ * the loop, together with whatever else the session's streams write until
+ * then: one transport write for many datagrams. */
 static void schedule(tn_h2 *h) {
   h->need_flush = true;
   if (h->depth == 0)
+    tn__engine_later(h->engine, &h->flush_later);
+}
+
+static void flush_later(tn_later *l) {
+  tn_h2 *h = (tn_h2 *)(void *)((char *)l - offsetof(tn_h2, flush_later));
+  if (h->need_flush)
     flush(h);
 }
 
@@ -663,6 +675,7 @@ static void tr_closed(tn_ep *ep) {
   }
   nghttp2_session_del(h->session);
   tn__buf_free(h->out, TN_BUF_POOL);
+  tn__engine_later_cancel(&h->flush_later);
   free(h);
   tn__conn_free(c);
 }
@@ -685,6 +698,7 @@ static void session_close(tn_h2 *h) {
   if (h->closing)
     return;
   h->closing = true;
+  tn__engine_later_cancel(&h->flush_later);
   head_end(h);
   tn__engine_session_removed(h->engine, &h->link);
   /* Each tunnel lets go of its stream on the error, which frees it. */
@@ -791,6 +805,7 @@ static void h2_start(tn_conn *c, const char *first, size_t n) {
   }
   h->conn = c;
   h->engine = c->engine;
+  h->flush_later.run = flush_later;
   tn__engine_session_added(h->engine, &h->link);
   tn__ep_set_sink(c->transport, &transport_sink, h);
   if (submit_settings(h) != 0) {
