@@ -9,7 +9,7 @@
  *   mcx-media reflect --listen HOST:PORT
  *     a plain UDP echo: each datagram goes back to its sender.
  *
- * Self-contained on OpenSSL, nghttp2 and blocking sockets with poll(2): it
+ * Self-contained on OpenSSL, nghttp2 and blocking sockets with ppoll(2): it
  * shares no code with the gateway, so what it proves about the gateway's
  * CONNECT-UDP is proven by an independent implementation of the capsule
  * protocol. The gateway's TLS listener is always verified. */
@@ -38,8 +38,8 @@
 
 #define PROG "mcx-media"
 #define RTP_HEADER 12
-#define STAMP 8           /* send time (ns, big-endian) at the start of the payload */
-#define COUNTER 4         /* then the packet's number over all tunnels (big-endian) */
+#define STAMP 8   /* send time (ns, big-endian) at the start of the payload */
+#define COUNTER 4 /* then the packet's number over all tunnels (big-endian) */
 #define TUNNELS_MAX 1000
 #define MAX_DATAGRAM 1500 /* the gateway's default udp_max_payload */
 #define SETUP_TIMEOUT_MS 10000
@@ -188,14 +188,23 @@ static void conn_write(conn *c, const void *p, size_t n) {
   }
 }
 
-/* Waits up to ms for bytes from the gateway and appends them to c->in.
+#define MS ((uint64_t)1000000) /* in ns */
+
+/* Whether fd became readable within ns. To the nanosecond (ppoll), so that
+ * waiting for the next send of a fast stream (every 200 µs for 100 tunnels
+ * at 50/s) sleeps instead of spinning: a spinning load generator takes a
+ * core from the relay it measures. */
+static bool readable(int fd, uint64_t ns) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+  return ppoll(&p, 1, &ts, NULL) > 0;
+}
+
+/* Waits up to ns for bytes from the gateway and appends them to c->in.
  * Returns false on timeout; dies when the gateway closes. */
-static bool conn_read(conn *c, int ms) {
-  if (!(c->ssl && SSL_pending(c->ssl))) {
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    if (poll(&p, 1, ms) <= 0)
-      return false;
-  }
+static bool conn_read(conn *c, uint64_t ns) {
+  if (!(c->ssl && SSL_pending(c->ssl)) && !readable(c->fd, ns))
+    return false;
   if (c->in_len == sizeof c->in)
     die("the gateway sent more than this client can hold");
   ssize_t n = c->ssl ? SSL_read(c->ssl, c->in + c->in_len, (int)(sizeof c->in - c->in_len))
@@ -277,11 +286,11 @@ static size_t capsule_next(const uint8_t *p, size_t n, datagram_fn fn, void *arg
 
 typedef struct stats {
   uint64_t sent, received, reordered, duplicates;
-  unsigned tunnels;      /* packet k goes through tunnel k % tunnels */
-  uint64_t *highest;     /* per tunnel: 1 + the highest packet number received; 0 none */
-  uint8_t *seen;         /* per sequence number sent */
+  unsigned tunnels;  /* packet k goes through tunnel k % tunnels */
+  uint64_t *highest; /* per tunnel: 1 + the highest packet number received; 0 none */
+  uint8_t *seen;     /* per sequence number sent */
   double *rtt_ms;
-  double jitter_ms;      /* RFC 3550 6.4.1 estimate, in ms */
+  double jitter_ms; /* RFC 3550 6.4.1 estimate, in ms */
   double last_transit_ms;
   bool have_transit;
   uint64_t start_ns;
@@ -341,15 +350,17 @@ static void report(stats *s, const opts *o) {
     printf("{\"sent\": %llu, \"received\": %llu, \"lost\": %llu, \"reordered\": %llu, "
            "\"duplicates\": %llu, \"rtt_p50_ms\": %.3f, \"rtt_p99_ms\": %.3f, "
            "\"jitter_ms\": %.3f, \"pps\": %u, \"size\": %u, \"tunnels\": %u, \"proto\": \"%s\"}\n",
-           (unsigned long long)s->sent, (unsigned long long)s->received,
-           (unsigned long long)lost, (unsigned long long)s->reordered,
-           (unsigned long long)s->duplicates, p50, p99, s->jitter_ms, o->pps, o->size, o->tunnels,
-           o->direct ? "direct" : o->h2 ? "h2" : "h1");
+           (unsigned long long)s->sent, (unsigned long long)s->received, (unsigned long long)lost,
+           (unsigned long long)s->reordered, (unsigned long long)s->duplicates, p50, p99,
+           s->jitter_ms, o->pps, o->size, o->tunnels,
+           o->direct ? "direct"
+           : o->h2   ? "h2"
+                     : "h1");
   else
     printf("sent %llu, received %llu, lost %llu, reordered %llu\n"
            "round trip p50 %.3f ms, p99 %.3f ms\njitter %.3f ms (RFC 3550)\n",
-           (unsigned long long)s->sent, (unsigned long long)s->received,
-           (unsigned long long)lost, (unsigned long long)s->reordered, p50, p99, s->jitter_ms);
+           (unsigned long long)s->sent, (unsigned long long)s->received, (unsigned long long)lost,
+           (unsigned long long)s->reordered, p50, p99, s->jitter_ms);
 }
 
 /* One RTP packet (RFC 3550 5.1: V=2, PT 0, 8 kHz clock) of o->size payload
@@ -395,7 +406,7 @@ typedef struct h2s {
   bool reset;
   uint8_t out[16384]; /* capsules waiting for the data provider */
   size_t out_len;
-  uint8_t rx[16384];  /* DATA bytes not yet parsed into capsules */
+  uint8_t rx[16384]; /* DATA bytes not yet parsed into capsules */
   size_t rx_len;
 } h2s;
 
@@ -442,7 +453,7 @@ static void h1_open(tunnel *t) {
   while (!(end = head_end(t->c.in, t->c.in_len))) {
     if (now_ns() > deadline)
       die("no answer from the gateway");
-    conn_read(&t->c, 100);
+    conn_read(&t->c, 100 * MS);
   }
   int status = 0;
   sscanf(t->c.in, "HTTP/1.1 %d", &status);
@@ -457,8 +468,8 @@ static ssize_t h2_send(nghttp2_session *s, const uint8_t *d, size_t n, int f, vo
   return (ssize_t)n;
 }
 
-static int h2_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name,
-                     size_t nl, const uint8_t *value, size_t vl, uint8_t fl, void *u) {
+static int h2_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t fl, void *u) {
   (void)s, (void)fl;
   tunnel *t = u;
   (void)vl; /* nghttp2 NUL-terminates values */
@@ -509,8 +520,8 @@ static ssize_t h2_provide(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t 
 }
 
 /* Feeds what was read to nghttp2 and writes what it wants to send. */
-static void h2_pump(tunnel *t, int ms) {
-  if (conn_read(&t->c, ms)) {
+static void h2_pump(tunnel *t, uint64_t ns) {
+  if (conn_read(&t->c, ns)) {
     ssize_t n = nghttp2_session_mem_recv(t->h2, (const uint8_t *)t->c.in, t->c.in_len);
     if (n < 0)
       die("HTTP/2 error from the gateway: %s", nghttp2_strerror((int)n));
@@ -543,12 +554,12 @@ static void h2_open(tunnel *t) {
   while (!nghttp2_session_get_remote_settings(t->h2, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL)) {
     if (now_ns() > deadline)
       die("the gateway does not offer extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)");
-    h2_pump(t, 100);
+    h2_pump(t, 100 * MS);
   }
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
   nghttp2_nv nv[] = {NV(":method", "CONNECT"), NV(":protocol", "connect-udp"),
-                     NV(":scheme", "https"), NV(":authority", "gateway"), NV(":path", t->path),
-                     NV("capsule-protocol", "?1")};
+                     NV(":scheme", "https"),   NV(":authority", "gateway"),
+                     NV(":path", t->path),     NV("capsule-protocol", "?1")};
 #undef NV
   for (unsigned i = 0; i < t->n; i++) {
     h2s *st = &t->s[i];
@@ -565,7 +576,7 @@ static void h2_open(tunnel *t) {
     while (!st->status) {
       if (now_ns() > deadline || st->reset)
         die("no answer from the gateway");
-      h2_pump(t, 100);
+      h2_pump(t, 100 * MS);
     }
     if (st->status != 200)
       die("the gateway refused the tunnel: %d", st->status);
@@ -593,12 +604,11 @@ static void send_datagram(tunnel *t, unsigned k, const uint8_t *p, size_t n) {
   nghttp2_session_send(t->h2);
 }
 
-/* Reads echoes for up to ms. */
-static void receive(tunnel *t, int ms) {
+/* Reads echoes for up to ns. */
+static void receive(tunnel *t, uint64_t ns) {
   if (t->udp >= 0) {
-    struct pollfd p = {.fd = t->udp, .events = POLLIN};
     uint8_t buf[MAX_DATAGRAM];
-    if (poll(&p, 1, ms) <= 0)
+    if (!readable(t->udp, ns))
       return;
     ssize_t n;
     while ((n = recv(t->udp, buf, sizeof buf, MSG_DONTWAIT)) >= 0)
@@ -606,13 +616,13 @@ static void receive(tunnel *t, int ms) {
     return;
   }
   if (t->h2) {
-    h2_pump(t, ms);
+    h2_pump(t, ns);
     for (unsigned i = 0; i < t->n; i++)
       if (t->s[i].reset)
         die("the gateway reset a tunnel");
     return;
   }
-  if (!conn_read(&t->c, ms))
+  if (!conn_read(&t->c, ns))
     return;
   size_t used, off = 0;
   while ((used = capsule_next((uint8_t *)t->c.in + off, t->c.in_len - off, on_echo, t->st)))
@@ -627,7 +637,7 @@ static void hold_idle(tunnel *t, const opts *o) {
   fflush(stdout);
   uint64_t end = now_ns() + (uint64_t)(o->hold * 1e9);
   while (now_ns() < end)
-    receive(t, 100);
+    receive(t, 100 * MS);
 }
 
 static int run_stream(const opts *o) {
@@ -673,11 +683,11 @@ static int run_stream(const opts *o) {
       next += interval;
       continue;
     }
-    receive(&t, (int)((next - now) / 1000000u));
+    receive(&t, next - now);
   }
   uint64_t grace_end = now_ns() + (uint64_t)GRACE_MS * 1000000u;
   while (st.received < st.sent && now_ns() < grace_end)
-    receive(&t, 20);
+    receive(&t, 20 * MS);
   if (o->hold > 0)
     hold_idle(&t, o);
   report(&st, o);
@@ -743,7 +753,8 @@ static void usage(FILE *f) {
           "  --seconds S            how long to send (default 10)\n"
           "  --json                 the figures as one JSON object\n"
           "  --tunnels N            N tunnels on the one HTTP/2 connection (--h2; default 1),\n"
-          "                         each carrying --pps packets per second\n"
+          "                         each carrying --pps packets per second; with --direct,\n"
+          "                         the same N streams on one UDP socket (their floor)\n"
           "  --hold S               one packet through each tunnel, then keep them idle S s\n"
           "  --direct               no gateway: straight to the target (the benchmark's floor)\n");
 }
@@ -758,43 +769,83 @@ int main(int argc, char **argv) {
   }
   opts o = {.pps = 50, .size = 160, .seconds = 10, .tunnels = 1};
   enum {
-    O_PROXY = 256, O_H2, O_CA, O_CERT, O_KEY, O_TARGET, O_PPS, O_SIZE, O_SECONDS, O_JSON, O_DIRECT,
-    O_TUNNELS, O_HOLD
+    O_PROXY = 256,
+    O_H2,
+    O_CA,
+    O_CERT,
+    O_KEY,
+    O_TARGET,
+    O_PPS,
+    O_SIZE,
+    O_SECONDS,
+    O_JSON,
+    O_DIRECT,
+    O_TUNNELS,
+    O_HOLD
   };
-  static const struct option longopts[] = {
-      {"proxy", required_argument, NULL, O_PROXY},
-      {"h2", no_argument, NULL, O_H2},
-      {"proxy-cacert", required_argument, NULL, O_CA},
-      {"proxy-cert", required_argument, NULL, O_CERT},
-      {"proxy-key", required_argument, NULL, O_KEY},
-      {"target", required_argument, NULL, O_TARGET},
-      {"pps", required_argument, NULL, O_PPS},
-      {"size", required_argument, NULL, O_SIZE},
-      {"seconds", required_argument, NULL, O_SECONDS},
-      {"json", no_argument, NULL, O_JSON},
-      {"direct", no_argument, NULL, O_DIRECT},
-      {"tunnels", required_argument, NULL, O_TUNNELS},
-      {"hold", required_argument, NULL, O_HOLD},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"proxy", required_argument, NULL, O_PROXY},
+                                           {"h2", no_argument, NULL, O_H2},
+                                           {"proxy-cacert", required_argument, NULL, O_CA},
+                                           {"proxy-cert", required_argument, NULL, O_CERT},
+                                           {"proxy-key", required_argument, NULL, O_KEY},
+                                           {"target", required_argument, NULL, O_TARGET},
+                                           {"pps", required_argument, NULL, O_PPS},
+                                           {"size", required_argument, NULL, O_SIZE},
+                                           {"seconds", required_argument, NULL, O_SECONDS},
+                                           {"json", no_argument, NULL, O_JSON},
+                                           {"direct", no_argument, NULL, O_DIRECT},
+                                           {"tunnels", required_argument, NULL, O_TUNNELS},
+                                           {"hold", required_argument, NULL, O_HOLD},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
-    case O_PROXY: o.proxy = optarg; break;
-    case O_H2: o.h2 = true; break;
-    case O_CA: o.cacert = optarg; break;
-    case O_CERT: o.cert = optarg; break;
-    case O_KEY: o.key = optarg; break;
-    case O_TARGET: o.target = optarg; break;
-    case O_PPS: o.pps = (unsigned)strtoul(optarg, NULL, 10); break;
-    case O_SIZE: o.size = (unsigned)strtoul(optarg, NULL, 10); break;
-    case O_SECONDS: o.seconds = strtod(optarg, NULL); break;
-    case O_JSON: o.json = true; break;
-    case O_DIRECT: o.direct = true; break;
-    case O_TUNNELS: o.tunnels = (unsigned)strtoul(optarg, NULL, 10); break;
-    case O_HOLD: o.hold = strtod(optarg, NULL); break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case O_PROXY:
+      o.proxy = optarg;
+      break;
+    case O_H2:
+      o.h2 = true;
+      break;
+    case O_CA:
+      o.cacert = optarg;
+      break;
+    case O_CERT:
+      o.cert = optarg;
+      break;
+    case O_KEY:
+      o.key = optarg;
+      break;
+    case O_TARGET:
+      o.target = optarg;
+      break;
+    case O_PPS:
+      o.pps = (unsigned)strtoul(optarg, NULL, 10);
+      break;
+    case O_SIZE:
+      o.size = (unsigned)strtoul(optarg, NULL, 10);
+      break;
+    case O_SECONDS:
+      o.seconds = strtod(optarg, NULL);
+      break;
+    case O_JSON:
+      o.json = true;
+      break;
+    case O_DIRECT:
+      o.direct = true;
+      break;
+    case O_TUNNELS:
+      o.tunnels = (unsigned)strtoul(optarg, NULL, 10);
+      break;
+    case O_HOLD:
+      o.hold = strtod(optarg, NULL);
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   if ((!o.proxy && !o.direct) || !o.target)
@@ -806,7 +857,7 @@ int main(int argc, char **argv) {
       o.tunnels < 1 || o.tunnels > TUNNELS_MAX || o.hold < 0 || o.hold > 3600)
     die("--pps 1..100000, --size %d..%d, --seconds up to 3600, --tunnels 1..%d, --hold up to 3600",
         STAMP + COUNTER, MAX_DATAGRAM - RTP_HEADER, TUNNELS_MAX);
-  if (o.tunnels > 1 && !o.h2)
-    die("--tunnels needs --h2 (HTTP/2 streams on one connection)");
+  if (o.tunnels > 1 && !o.h2 && !o.direct)
+    die("--tunnels needs --h2 (HTTP/2 streams on one connection) or --direct");
   return run_stream(&o);
 }
