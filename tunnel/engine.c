@@ -298,6 +298,7 @@ static void release_handle(tn_engine *e) {
     free(e->listeners[i]);
   free(e->listeners);
   tn__bufpool_trim(&e->pool);
+  tn__bufpool_trim(&e->dgram_pool);
   free(e);
   if (done)
     done(arg);
@@ -395,6 +396,8 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   if (!e)
     return TN_ENOMEM;
   e->loop = loop;
+  tn__bufpool_init(&e->pool, TN_BUF_SIZE, TN_BUFPOOL_KEEP);
+  tn__bufpool_init(&e->dgram_pool, TN_DGRAM_BUF_SIZE, TN_DGRAM_KEEP);
   struct rlimit rl;
   e->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 1024;
   tn__list_init(&e->setup_list);
@@ -434,8 +437,10 @@ int tn_engine_start(uv_loop_t *loop, const tn_engine_opts *opts, tn_engine **out
   }
   uv_timer_init(loop, &e->sweep);
   uv_timer_init(loop, &e->drain_timer);
-  e->sweep.data = e->drain_timer.data = e;
-  e->handles_open = 2;
+  uv_idle_init(loop, &e->later);
+  tn__list_init(&e->later_list);
+  e->sweep.data = e->drain_timer.data = e->later.data = e;
+  e->handles_open = 3;
   int err = 0;
   if (opts->n_listen_tls && !(e->tls_ctx = make_tls_ctx(opts)))
     err = TN_ETLS;
@@ -584,6 +589,7 @@ static void finish(tn_engine *e) {
     tn_resolver_close(e->resolver);
   uv_close((uv_handle_t *)&e->sweep, on_engine_handle_closed);
   uv_close((uv_handle_t *)&e->drain_timer, on_engine_handle_closed);
+  uv_close((uv_handle_t *)&e->later, on_engine_handle_closed);
 }
 
 static void close_tunnels(tn_link *head) {

@@ -38,7 +38,9 @@ struct tn_engine {
   size_t n_listeners, cap_listeners;
   uv_timer_t sweep;
   uv_timer_t drain_timer;
-  unsigned handles_open; /* listeners and timers */
+  uv_idle_t later;       /* runs later_list, once per loop iteration (service.c) */
+  tn_link later_list;    /* tn_later items queued */
+  unsigned handles_open; /* listeners, timers and the idle handle */
   tn_link setup_list;    /* tunnels with a deadline: header, connect, linger */
   tn_link relay_list;    /* established tunnels, checked for idleness */
   tn_link conn_setup;    /* connections with a deadline: TLS handshake / protocol
@@ -56,9 +58,10 @@ struct tn_engine {
   tn_resolver *resolver;    /* opts.resolver, or the engine's own */
   bool own_resolver;        /* closed by finish() */
   tn_engine_stats stats;
-  tn_bufpool pool;    /* relay buffers kept for reuse */
-  uint64_t next_id;   /* the next tunnel's id, from 1 */
-  bool splice_warned; /* splice_unavailable was logged at warn once */
+  tn_bufpool pool;       /* relay buffers kept for reuse */
+  tn_bufpool dgram_pool; /* capsules towards devices (udp.c), kept for reuse */
+  uint64_t next_id;      /* the next tunnel's id, from 1 */
+  bool splice_warned;    /* splice_unavailable was logged at warn once */
   uint64_t last_accept_log_ms;
   uint64_t nofile; /* RLIMIT_NOFILE at start: bounds splicing */
   tn_tunnel_cb on_close;

@@ -34,11 +34,18 @@
 #define TN_RELAY_HIGH (256 * 1024) /* stop reading when the other side has this much unsent */
 #define TN_RELAY_LOW (64 * 1024)   /* resume once it is below this */
 
-/* An engine's pool of relay buffers (bufpool.c). */
-#define TN_BUFPOOL_KEEP 8 /* 2 MiB at most kept idle */
+/* A pool of equal buffers (bufpool.c). An engine has two: relay buffers
+ * (TN_BUF_SIZE, at most TN_BUFPOOL_KEEP kept idle: 2 MiB) and datagram
+ * buffers (TN_DGRAM_BUF_SIZE, one DATAGRAM capsule towards a device each, at
+ * most TN_DGRAM_KEEP kept idle: 128 KiB). */
+#define TN_BUFPOOL_KEEP 8
+#define TN_DGRAM_BUF_SIZE 2048 /* a capsule header and the default 1500-byte payload fit */
+#define TN_DGRAM_KEEP 64       /* a tunnel's queue towards its device at most (udp.c) */
 typedef struct tn_bufpool {
-  char *keep[TN_BUFPOOL_KEEP];
+  char *keep[TN_DGRAM_KEEP];
   size_t len;
+  size_t size; /* bytes of each buffer */
+  size_t max;  /* free buffers kept at most (<= TN_DGRAM_KEEP) */
 } tn_bufpool;
 
 /* Who owns bytes being sent, so they are given back the right way:
@@ -50,13 +57,15 @@ void tn__buf_free(char *base, tn_buf_kind kind);
 /* The error a socket holds (SO_ERROR, as a libuv code), or fallback if none. */
 int tn__sock_error(int fd, int fallback);
 
-/* bufpool.c: TN_BUF_SIZE (256 KiB) read buffers, each engine's kept in a
- * small free list of its own. A buffer of TN_BUF_SIZE bytes from p, or NULL
- * on ENOMEM. */
+/* bufpool.c. An empty pool of buffers of size bytes, keeping at most max
+ * free ones. */
+void tn__bufpool_init(tn_bufpool *p, size_t size, size_t max);
+/* A buffer of p->size bytes from p, or NULL on ENOMEM. */
 char *tn__buf_get(tn_bufpool *p);
 /* libuv alloc callback for a tn_ep_tcp's handle: a buffer from its pool. */
 void tn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-/* Gives a buffer of tn__buf_get back to its own pool; NULL is ignored. */
+/* Gives a buffer of tn__buf_get back to its own pool (freed if the pool
+ * keeps enough); NULL is ignored. */
 void tn__buf_release(char *p);
 /* Frees the buffers p keeps (the engine's end: none is in flight then). */
 void tn__bufpool_trim(tn_bufpool *p);
@@ -137,6 +146,12 @@ tn_ep_tls *tn__ep_tls_new(tn_ep_tcp *tcp, SSL_CTX *ctx, const tn_ep_sink *sink, 
 /* Starts reading ciphertext: the handshake runs as the ClientHello arrives. */
 int tn__ep_tls_start(tn_ep_tls *t);
 tn_ep *tn__ep_tls_ep(tn_ep_tls *t);
+/* The connection keeps its record buffers from now on, for its life. By
+ * default (SSL_MODE_RELEASE_BUFFERS, tls.c) they are given back whenever
+ * they are empty, which suits bulk and idle connections, but costs two
+ * allocations per record, i.e. per datagram, on a connection that carries
+ * CONNECT-UDP: udp.c calls this as such a tunnel starts (about 34 KiB held). */
+void tn__ep_tls_keep_buffers(tn_ep_tls *t);
 /* Why the handshake or a record failed (OpenSSL's reason), or NULL. */
 const char *tn__ep_tls_error(const tn_ep_tls *t);
 void tn__ep_tls_free(tn_ep_tls *t);

@@ -16,14 +16,14 @@
 #include "tunnel/log.h"
 
 struct tn_ep_tls {
-  tn_ep ep;        /* the plaintext side, seen by the owner */
-  tn_ep_tcp *tcp;  /* the transport; its memory belongs to whoever embeds it */
+  tn_ep ep;       /* the plaintext side, seen by the owner */
+  tn_ep_tcp *tcp; /* the transport; its memory belongs to whoever embeds it */
   SSL *ssl;
   BIO *rbio, *wbio;
   bool handshake_done;
   bool want_drain;
   bool write_closed; /* our close_notify and FIN are out: nothing more to send */
-  char err[96];    /* why the handshake or a record failed, for logs */
+  char err[96];      /* why the handshake or a record failed, for logs */
 };
 
 static tn_ep_tls *tls_of(tn_ep *ep) { return (tn_ep_tls *)ep; }
@@ -268,7 +268,7 @@ tn_ep_tls *tn__ep_tls_new(tn_ep_tcp *tcp, SSL_CTX *ctx, const tn_ep_sink *sink, 
     free(t);
     return NULL;
   }
-  BIO_set_mem_eof_return(t->rbio, -1); /* empty means "want more", not EOF */
+  BIO_set_mem_eof_return(t->rbio, -1);   /* empty means "want more", not EOF */
   SSL_set_bio(t->ssl, t->rbio, t->wbio); /* the SSL owns both BIOs now */
   SSL_set_accept_state(t->ssl);
   t->ep = (tn_ep){.ops = &tls_ops, .sink = sink, .owner = owner};
@@ -281,6 +281,8 @@ tn_ep_tls *tn__ep_tls_new(tn_ep_tcp *tcp, SSL_CTX *ctx, const tn_ep_sink *sink, 
 int tn__ep_tls_start(tn_ep_tls *t) { return tn__ep_read_start(&t->tcp->ep); }
 
 tn_ep *tn__ep_tls_ep(tn_ep_tls *t) { return &t->ep; }
+
+void tn__ep_tls_keep_buffers(tn_ep_tls *t) { SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS); }
 
 void tn__ep_tls_free(tn_ep_tls *t) {
   if (!t)

@@ -10,7 +10,11 @@
  *   received bytes stay unconsumed until it drains. Automatic WINDOW_UPDATE
  *   is off. A slow tunnel therefore stalls only itself.
  * - upstream bytes -> write() queue -> a deferred data provider, resumed on
- *   each write; the queue's size is the relay's backpressure measure.
+ *   each write; the queue's size is the relay's backpressure measure. The
+ *   queue's nodes are recycled through the session (no allocation per
+ *   write in the steady state, e.g. one per datagram of a CONNECT-UDP
+ *   stream); a CONNECT-UDP stream's DATA is lent to its tunnel, which parses
+ *   it within the call, instead of copied.
  * - END_STREAM from the device is EOF; shutdown() sends END_STREAM.
  * - RST_STREAM from the device resets the upstream socket, except
  *   RST_STREAM(NO_ERROR) after the device's END_STREAM, which only means it
@@ -20,7 +24,8 @@
  *   ourselves: HTTP messaging in nghttp2 is off so that requests are
  *   validated here, and :protocol gets a clear status instead of a reset).
  * nghttp2 is never re-entered from its own callbacks: output is flushed
- * once the outermost session call returns.
+ * once the outermost session call returns, or (writes from tunnels) once
+ * per turn of the loop (schedule()).
  */
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -86,6 +91,9 @@ struct tn_h2 {
   bool head_timed_out; /* closing for it: linger so the GOAWAY is read */
   char *out;           /* frames being coalesced into one write */
   size_t out_len;
+  out_buf *spare; /* queue nodes kept for reuse, at most TN_DGRAM_KEEP */
+  size_t n_spare;
+  tn_later flush_later; /* output scheduled outside nghttp2's calls */
 };
 
 static void flush(tn_h2 *h);
@@ -115,12 +123,32 @@ static void head_end(tn_h2 *h) {
 
 /* ---- stream objects ---- */
 
+static out_buf *node_get(tn_h2 *h) {
+  out_buf *b = h->spare;
+  if (!b)
+    return malloc(sizeof(*b));
+  h->spare = b->next;
+  h->n_spare--;
+  return b;
+}
+
+/* Gives a queue node back to the session, with the bytes it held. */
+static void node_put(tn_h2 *h, out_buf *b) {
+  tn__buf_free(b->base, b->kind);
+  if (h->n_spare >= TN_DGRAM_KEEP) {
+    free(b);
+    return;
+  }
+  b->next = h->spare;
+  h->spare = b;
+  h->n_spare++;
+}
+
 static void out_free_all(h2_stream *st) {
   while (st->out_head) {
     out_buf *b = st->out_head;
     st->out_head = b->next;
-    tn__buf_free(b->base, b->kind);
-    free(b);
+    node_put(st->h2, b);
   }
   st->out_tail = NULL;
   st->out_bytes = 0;
@@ -149,9 +177,19 @@ static void consume(h2_stream *st, size_t n) {
     nghttp2_session_consume(st->h2->session, st->id, n);
 }
 
+/* Output is wanted: flushed when the outermost session call returns, or,
+ * outside any (a tunnel's upstream data, a close), later in this turn of
+ * the loop, together with whatever else the session's streams write until
+ * then: one transport write for many datagrams. */
 static void schedule(tn_h2 *h) {
   h->need_flush = true;
   if (h->depth == 0)
+    tn__engine_later(h->engine, &h->flush_later);
+}
+
+static void flush_later(tn_later *l) {
+  tn_h2 *h = (tn_h2 *)(void *)((char *)l - offsetof(tn_h2, flush_later));
+  if (h->need_flush)
     flush(h);
 }
 
@@ -186,7 +224,7 @@ static int st_write(tn_ep *ep, char *base, tn_buf_kind kind, size_t len) {
     tn__buf_free(base, kind); /* nothing more can reach the device */
     return 0;
   }
-  out_buf *b = malloc(sizeof(*b));
+  out_buf *b = node_get(st->h2);
   if (!b) {
     tn__buf_free(base, kind);
     return UV_ENOMEM;
@@ -270,8 +308,7 @@ static ssize_t read_data(nghttp2_session *session, int32_t id, uint8_t *buf, siz
       st->out_head = b->next;
       if (!st->out_head)
         st->out_tail = NULL;
-      tn__buf_free(b->base, b->kind);
-      free(b);
+      node_put(st->h2, b);
     }
   }
   st->out_bytes -= n;
@@ -440,11 +477,15 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
     nghttp2_session_consume(session, id, len); /* keep the connection window open */
     return 0;
   }
-  char *copy = malloc(len ? len : 1);
-  if (!copy)
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  memcpy(copy, data, len);
-  st->ep.sink->data(&st->ep, copy, TN_BUF_HEAP, len);
+  if (st->t->udp) { /* parsed within the call (udp.c): lent, not copied */
+    st->ep.sink->data(&st->ep, (char *)(uintptr_t)data, TN_BUF_STATIC, len);
+  } else { /* a TCP tunnel may queue it upstream */
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    memcpy(copy, data, len);
+    st->ep.sink->data(&st->ep, copy, TN_BUF_HEAP, len);
+  }
   if (!st->t || st->ep.closing)
     return 0; /* st_close consumed what was outstanding */
   if (st->paused)
@@ -627,8 +668,14 @@ static void tr_closed(tn_ep *ep) {
     out_free_all(st);
     free(st);
   }
+  while (h->spare) {
+    out_buf *b = h->spare;
+    h->spare = b->next;
+    free(b);
+  }
   nghttp2_session_del(h->session);
   tn__buf_free(h->out, TN_BUF_POOL);
+  tn__engine_later_cancel(&h->flush_later);
   free(h);
   tn__conn_free(c);
 }
@@ -651,6 +698,7 @@ static void session_close(tn_h2 *h) {
   if (h->closing)
     return;
   h->closing = true;
+  tn__engine_later_cancel(&h->flush_later);
   head_end(h);
   tn__engine_session_removed(h->engine, &h->link);
   /* Each tunnel lets go of its stream on the error, which frees it. */
@@ -757,6 +805,7 @@ static void h2_start(tn_conn *c, const char *first, size_t n) {
   }
   h->conn = c;
   h->engine = c->engine;
+  h->flush_later.run = flush_later;
   tn__engine_session_added(h->engine, &h->link);
   tn__ep_set_sink(c->transport, &transport_sink, h);
   if (submit_settings(h) != 0) {

@@ -73,7 +73,8 @@ void tn__udp_device_ended(tn_tunnel *t);
  * from its close callback), or frees t->udp at once if none was opened. */
 void tn__udp_close(tn_tunnel *t);
 /* The tunnel's datagram counts (0 for TCP). */
-void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped);
+void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped,
+                    uint64_t *icmp);
 
 /* ---- connect.c ---- */
 

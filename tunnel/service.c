@@ -19,6 +19,7 @@ bool tn__draining(tn_engine *e) { return e->draining; }
 tn_logger *tn__logger(tn_engine *e) { return e->opts.logger; }
 tn_resolver *tn__resolver(tn_engine *e) { return e->resolver; }
 tn_bufpool *tn__bufpool(tn_engine *e) { return &e->pool; }
+tn_bufpool *tn__dgram_pool(tn_engine *e) { return &e->dgram_pool; }
 
 bool tn__splice_warn_once(tn_engine *e) {
   bool first = !e->splice_warned;
@@ -224,6 +225,33 @@ void tn__engine_conn_freed(tn_engine *e, tn_conn *c) {
   e->listeners[c->listener]->active--;
   e->conns_alloc--;
   maybe_finish(e);
+}
+
+/* The idle handle's callback: runs what is queued now; what that queues in
+ * turn waits for the next turn. */
+static void on_later(uv_idle_t *h) {
+  tn_engine *e = h->data;
+  tn_link now;
+  tn__list_init(&now);
+  while (!tn__list_empty(&e->later_list)) {
+    tn_link *l = e->later_list.next;
+    tn__list_remove(l);
+    tn__list_append(&now, l);
+  }
+  while (!tn__list_empty(&now)) {
+    tn_later *l = (tn_later *)now.next;
+    tn__list_remove(&l->link);
+    l->run(l); /* may cancel others in `now`: they leave the list */
+  }
+  if (tn__list_empty(&e->later_list))
+    uv_idle_stop(h);
+}
+
+void tn__engine_later(tn_engine *e, tn_later *l) {
+  if (l->link.next || e->finishing)
+    return;
+  tn__list_append(&e->later_list, &l->link);
+  uv_idle_start(&e->later, on_later);
 }
 
 void tn__engine_session_added(tn_engine *e, tn_link *link) {

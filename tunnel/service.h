@@ -28,6 +28,8 @@ tn_resolver *tn__resolver(tn_engine *e);
 tn_logger *tn__logger(tn_engine *e);
 /* The engine's relay buffers (bufpool.c). */
 tn_bufpool *tn__bufpool(tn_engine *e);
+/* Its datagram buffers (TN_DGRAM_BUF_SIZE): DATAGRAM capsules towards devices. */
+tn_bufpool *tn__dgram_pool(tn_engine *e);
 /* True the first time only: splice_unavailable is said once at warn. */
 bool tn__splice_warn_once(tn_engine *e);
 void tn__list_move(tn_engine *e, tn_tunnel *t, bool to_relay);
@@ -45,6 +47,19 @@ void tn__engine_conn_moved(tn_engine *e, tn_conn *c); /* left set-up */
 /* Into TN_CONN_LINGER, with a TN_LINGER_MS deadline (tn__conn_timeout). */
 void tn__engine_conn_linger(tn_engine *e, tn_conn *c);
 void tn__engine_conn_freed(tn_engine *e, tn_conn *c);
+/* Work for later in this turn of the loop: run once, after the I/O callbacks
+ * now under way, before the loop waits again (an idle handle, which keeps
+ * the loop from blocking while anything is queued). An HTTP/2 session's
+ * output goes this way, so that what many of its streams got from one poll
+ * (e.g. datagrams of 100 tunnels) leaves in one write. */
+typedef struct tn_later {
+  tn_link link; /* first member; not in a list (NULL) when not queued */
+  void (*run)(struct tn_later *l);
+} tn_later;
+/* Queues l (once: no-op if it is queued already). */
+void tn__engine_later(tn_engine *e, tn_later *l);
+/* Takes l off the queue if it is on it (before its owner is freed). */
+static inline void tn__engine_later_cancel(tn_later *l) { tn__list_remove(&l->link); }
 /* Multiplexed sessions (HTTP/2): the engine keeps them in one list that the
  * front end walks on drain (tn__engine_sessions). */
 void tn__engine_session_added(tn_engine *e, tn_link *link);

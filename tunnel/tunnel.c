@@ -282,9 +282,10 @@ static void access_log(tn_tunnel *t) {
     return; /* a 429 its client's summary counts; or a line nobody will see */
   addrs_text a;
   format_addrs(t, &a);
-  uint64_t dg_up, dg_down, dropped;
-  tn__udp_counts(t, &dg_up, &dg_down, &dropped);
-  /* datagrams_* and dropped are 0 on a TCP tunnel's line: one record shape */
+  uint64_t dg_up, dg_down, dropped, icmp;
+  tn__udp_counts(t, &dg_up, &dg_down, &dropped, &icmp);
+  /* datagrams_*, dropped and icmp_unreachable are 0 on a TCP tunnel's line:
+   * one record shape */
   tn_log(tn__logger(t->engine), level, "tunnel_closed", TN_U("id", t->id),
          TN_S("proto", t->proto->name), TN_S("type", t->udp ? "udp" : "tcp"),
          TN_S("client", a.client), TN_S("subject", t->conn->subject ? t->conn->subject : "-"),
@@ -293,7 +294,7 @@ static void access_log(tn_tunnel *t) {
          TN_S("result", tn_result_name(t->result)), TN_I("status", t->status),
          TN_S("close", t->close_reason ? t->close_reason : "-"), TN_U("bytes_up", t->bytes_up),
          TN_U("bytes_down", t->bytes_down), TN_U("datagrams_up", dg_up),
-         TN_U("datagrams_down", dg_down), TN_U("dropped", dropped),
+         TN_U("datagrams_down", dg_down), TN_U("dropped", dropped), TN_U("icmp_unreachable", icmp),
          TN_U("duration_ms", uv_now(tn__loop(e)) - t->started_ms), TN_LOG_END);
 }
 
@@ -386,6 +387,7 @@ void tn__tunnel_info(const tn_tunnel *t, uint64_t now, tn_tunnel_info *info) {
   info->bytes_up = t->bytes_up;
   info->bytes_down = t->bytes_down;
   info->udp = t->udp != NULL;
-  tn__udp_counts(t, &info->datagrams_up, &info->datagrams_down, &info->datagrams_dropped);
+  uint64_t icmp;
+  tn__udp_counts(t, &info->datagrams_up, &info->datagrams_down, &info->datagrams_dropped, &icmp);
   t->proto->describe(t, info);
 }

@@ -10,6 +10,16 @@
  *   capsule written to the device endpoint, unless the endpoint already
  *   holds 64 KiB or 64 capsules unsent (an HTTP/2 window closed, a full TLS
  *   or TCP socket): then it is dropped (device_busy).
+ * - Nothing per datagram is allocated in the steady state: a capsule towards
+ *   the device is built in a buffer of the engine's datagram pool
+ *   (TN_DGRAM_BUF_SIZE; a larger one, over the default udp_max_payload, is
+ *   malloc'd), which the endpoint gives back once it is written; a payload
+ *   split across the device's reads is collected in a relay buffer of the
+ *   engine's pool; whole payloads go to the socket from where they arrived;
+ *   a TLS connection carrying the tunnel keeps its record buffers
+ *   (tn__ep_tls_keep_buffers). nghttp2 allocates one frame per
+ *   WINDOW_UPDATE it queues (every half window of the device's DATA), none
+ *   per datagram.
  * - ICMP port unreachable (ECONNREFUSED on a later send or receive) is
  *   counted and the tunnel stays up: RTP peers come and go.
  * - The socket receives with recvmmsg (UV_UDP_RECVMMSG) into a buffer of
@@ -37,7 +47,7 @@
 struct tn_udp {
   uv_udp_t handle; /* data: the tunnel */
   tn_capsule_reader reader;
-  uint8_t *held; /* a split payload being collected (the reader's body) */
+  char *held; /* a split payload being collected (the reader's body): a relay buffer */
   uint64_t datagrams_up, datagrams_down, dropped, icmp;
   bool open;      /* handle initialised, close callback owed */
   bool malformed; /* the device sent a malformed capsule */
@@ -77,8 +87,8 @@ static void up_datagram(void *arg, const uint8_t *p, size_t len) {
     count_drop(t, rc == UV_EAGAIN || rc == UV_ENOBUFS ? TN_UDP_DROP_TARGET_BUSY
                                                       : TN_UDP_DROP_SEND_FAILED);
   }
-  if (p == u->held) {
-    free(u->held);
+  if (p == (const uint8_t *)u->held) {
+    tn__buf_release(u->held);
     u->held = NULL;
   }
 }
@@ -94,10 +104,13 @@ static void skipped(void *arg, tn_capsule_skip why) {
   /* a capsule of another type is no datagram: skipped, not counted */
 }
 
+/* A relay buffer (TN_BUF_SIZE > the largest udp_max_payload) for a payload
+ * split across reads. */
 static uint8_t *hold(void *arg, size_t len) {
-  tn_udp *u = ((tn_tunnel *)arg)->udp;
-  u->held = malloc(len);
-  return u->held;
+  tn_tunnel *t = arg;
+  (void)len;
+  t->udp->held = tn__buf_get(tn__bufpool(t->engine));
+  return (uint8_t *)t->udp->held;
 }
 
 static const tn_capsule_ops capsule_ops = {up_datagram, skipped, hold};
@@ -134,7 +147,8 @@ static void down_datagram(tn_tunnel *t, const char *p, size_t n) {
     count_drop(t, TN_UDP_DROP_DEVICE_BUSY);
     return;
   }
-  char *capsule = malloc(hlen + n);
+  tn_buf_kind kind = hlen + n <= TN_DGRAM_BUF_SIZE ? TN_BUF_POOL : TN_BUF_HEAP;
+  char *capsule = kind == TN_BUF_POOL ? tn__buf_get(tn__dgram_pool(t->engine)) : malloc(hlen + n);
   if (!capsule) {
     count_drop(t, TN_UDP_DROP_NO_MEMORY);
     return;
@@ -145,7 +159,7 @@ static void down_datagram(tn_tunnel *t, const char *p, size_t n) {
   t->bytes_down += n;
   t->last_activity_ms = uv_now(tn__loop(t->engine));
   tn__count_udp_datagram(t->engine, false, n);
-  if (tn__ep_write(t->down, capsule, TN_BUF_HEAP, hlen + n) != 0)
+  if (tn__ep_write(t->down, capsule, kind, hlen + n) != 0)
     tn__tunnel_close(t, TN_RESULT_OK, "reset_down", TN_CLOSE_RESET);
 }
 
@@ -197,6 +211,8 @@ static void start_relay(tn_tunnel *t, const tn_dns_addr *addr) {
   memcpy(&t->connected, addr, sizeof(t->connected));
   t->connect_ms = t->last_activity_ms - t->request_ms;
   tn__list_move(t->engine, t, true);
+  if (t->conn->tls)
+    tn__ep_tls_keep_buffers(t->conn->tls);
   s->pending = NULL;
   tn__setup_free(t);
   if (t->proto->established(t) != 0) {
@@ -267,7 +283,7 @@ static void on_closed(uv_handle_t *h) {
   tn_tunnel *t = h->data;
   tn_udp *u = t->udp;
   t->udp = NULL;
-  free(u->held);
+  tn__buf_release(u->held);
   free(u);
   tn__tunnel_ep_closed(t);
 }
@@ -285,9 +301,11 @@ void tn__udp_close(tn_tunnel *t) {
     uv_close((uv_handle_t *)&u->handle, on_closed);
 }
 
-void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped) {
+void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped,
+                    uint64_t *icmp) {
   const tn_udp *u = t->udp;
   *up = u ? u->datagrams_up : 0;
   *down = u ? u->datagrams_down : 0;
   *dropped = u ? u->dropped : 0;
+  *icmp = u ? u->icmp : 0;
 }

@@ -176,6 +176,10 @@ static void render_tunnels(out *o, const gw_metrics *m, const gw_metrics_snapsho
   for (int d = 0; d < TN_UDP_DROP_COUNT_; d++)
     put(o, "mcgw_udp_datagrams_dropped_total{reason=\"%s\"} %" PRIu64 "\n",
         tn_udp_drop_name((tn_udp_drop)d), s->stats.udp_dropped[d]);
+  family(o, "mcgw_udp_icmp_unreachable_total", "counter",
+         "ICMP port unreachable from CONNECT-UDP targets (a send or receive refused on the "
+         "tunnel's socket); the tunnels stay up.");
+  put(o, "mcgw_udp_icmp_unreachable_total %" PRIu64 "\n", s->stats.udp_icmp_unreachable);
   family(o, "mcgw_tunnel_bytes_total", "counter",
          "Bytes relayed: upstream = device to destination, downstream = destination to device.");
   put(o, "mcgw_tunnel_bytes_total{direction=\"upstream\"} %" PRIu64 "\n", s->stats.bytes_up);

@@ -4,20 +4,23 @@ on loopback, in one run (docs/benchmarks.md, "UDP tunnels").
 
 - the floor: mcx-media --direct, the same stream straight to the reflector;
 - a plain user-space UDP relay: socat UDP-LISTEN:P,fork UDP:reflector;
-- mcgw: mcx-media through the plain listener, HTTP/2 (h2c) and HTTP/1.1.
+- mcgw: mcx-media through the plain listener, HTTP/2 (h2c) and HTTP/1.1, and
+  through the TLS listener, HTTP/2 (ALPN h2).
 
 Two figures per path:
 - latency: one stream of 172-byte datagrams (12-byte RTP header + 160) at
   50/s for BENCH_UDP_SECONDS (default 10, 3 with BENCH_QUICK=1): round trip
   p50/p99, jitter, loss;
 - rate: one stream at BENCH_UDP_PPS (default 20000) for the same time: loss,
-  and the relay's CPU per relayed datagram (both directions counted).
+  and the relay's CPU per relayed datagram (both directions counted), also
+  as a ratio to socat's in the same run.
 
-And for mcgw over HTTP/2: 100 tunnels on one connection at 50/s each
-(latency, loss), and RSS per idle UDP tunnel: mcgw's RSS with 1,000 idle
-tunnels on 10 connections (10 x `mcx-media --tunnels 100 --hold`), less its
-RSS before, per tunnel. Not measured here (yet): the TLS listener.
-Outputs udp.json and udp.md in BENCH_OUT (default build/bench)."""
+And 100 tunnels x 50/s on one HTTP/2 connection (plain and TLS listener):
+latency and loss over their own floor, the same 100 streams sent straight to
+the reflector by the same one mcx-media process (--direct --tunnels 100); and
+RSS per idle UDP tunnel: mcgw's RSS with 1,000 idle tunnels on 10
+connections (10 x `mcx-media --tunnels 100 --hold`), less its RSS before,
+per tunnel. Outputs udp.json and udp.md in BENCH_OUT (default build/bench)."""
 import json
 import os
 import subprocess
@@ -31,6 +34,7 @@ import run as bench  # noqa: E402  (process helpers: spawn, stop, cpu_s, free_po
 MEDIA = os.path.join(bench.BUILD, "mcx-media")
 SECONDS = float(os.environ.get("BENCH_UDP_SECONDS", "3" if bench.QUICK else "10"))
 PPS = int(os.environ.get("BENCH_UDP_PPS", "20000"))
+REPEATS = int(os.environ.get("BENCH_UDP_REPEATS", "3"))
 
 
 def media(args, seconds, pps):
@@ -81,17 +85,71 @@ def idle_rss(gw, proxy, target, conns=10, per_conn=100):
     return res
 
 
-def table(rows, floor):
+def many(paths):
+    """100 tunnels x 50/s from one mcx-media process, for each (name, args)
+    of paths, the first being their floor (--direct: the same 100 streams on
+    one socket). The paths take turns, REPEATS rounds, so that each sees the
+    machine's load alike; a path's row has the medians of its rounds' p50,
+    p99 and jitter, and the sum of its losses."""
+    runs = {name: [] for name, _ in paths}
+    for i in range(REPEATS):
+        for name, args in paths:
+            r = media(["--tunnels", "100", *args], SECONDS, 50)
+            runs[name].append(r)
+            bench.log("bench udp: %s, round %d: sent %d, lost %d, p50 %.3f ms, p99 %.3f ms" % (
+                name, i + 1, r["sent"], r["lost"], r["rtt_p50_ms"], r["rtt_p99_ms"]))
+    rows = []
+    for name, _ in paths:
+        rs = runs[name]
+        rows.append({"path": name, "p50_ms": bench.med([r["rtt_p50_ms"] for r in rs]),
+                     "p99_ms": bench.med([r["rtt_p99_ms"] for r in rs]),
+                     "jitter_ms": bench.med([r["jitter_ms"] for r in rs]),
+                     "sent": sum(r["sent"] for r in rs), "lost": sum(r["lost"] for r in rs),
+                     "runs": rs})
+    return rows
+
+
+def table(rows, floor, socat):
     out = ["| path | RTT p50 ms (over floor) | RTT p99 ms (over floor) | jitter ms | loss at 50/s | "
-           "loss at %d/s | relay CPU µs per datagram |" % PPS, "|---|---|---|---|---|---|---|"]
+           "loss at %d/s | relay CPU µs per datagram | CPU vs socat |" % PPS,
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         us = r["relay_us_per_datagram"]
-        out.append("| %s | %.3f (+%.3f) | %.3f (+%.3f) | %.3f | %d | %s | %s |" % (
+        out.append("| %s | %.3f (%+.3f) | %.3f (%+.3f) | %.3f | %d | %.2f%% | %s | %s |" % (
             r["path"], r["p50_ms"], r["p50_ms"] - floor["p50_ms"], r["p99_ms"],
-            r["p99_ms"] - floor["p99_ms"], r["jitter_ms"], r["lost_50pps"],
-            "-" if r["rate_loss_pct"] != r["rate_loss_pct"] else "%.2f%%" % r["rate_loss_pct"],
-            "%.2f" % us if us is not None else "-"))
+            r["p99_ms"] - floor["p99_ms"], r["jitter_ms"], r["lost_50pps"], r["rate_loss_pct"],
+            "%.2f" % us if us is not None else "-",
+            bench.ratio(us, socat["relay_us_per_datagram"]) if us is not None else "-"))
     return "\n".join(out)
+
+
+def many_table(rows, floor):
+    out = ["| path | RTT p50 ms (over floor) | RTT p99 ms (over floor) | jitter ms | lost |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %.3f (%+.3f) | %.3f (%+.3f) | %.3f | %d of %d |" % (
+            r["path"], r["p50_ms"], r["p50_ms"] - floor["p50_ms"], r["p99_ms"],
+            r["p99_ms"] - floor["p99_ms"], r["jitter_ms"], r["lost"], r["sent"]))
+    return "\n".join(out)
+
+
+def start_mcgw(tmp, target):
+    """mcgw with a plain and a TLS listener (a throw-away CA's certificate for
+    127.0.0.1); returns (process, plain proxy URL, TLS proxy URL, CA file)."""
+    pki = bench.make_pki(os.path.join(tmp, "pki"))
+    plain, tls = bench.free_port(), bench.free_port()
+    ini = os.path.join(tmp, "mcgw.ini")
+    with open(ini, "w") as f:
+        f.write("[gateway]\nlog_level = warn\n[tunnel]\n"
+                "listen = 127.0.0.1:%d\nlisten_tls = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s\n"
+                "allow_udp = %s\nallow_private = yes\n"
+                "max_new_tunnels_per_client = 0/s\nmax_tunnels_per_client = 2000\n"
+                "max_new_upstream_per_target = 0/s\n" % (plain, tls, pki["cert"], pki["key"],
+                                                         target))
+    gw = bench.spawn([bench.MCGW, "run", "-c", ini])
+    if not (bench.wait_port(plain, gw) and bench.wait_port(tls, gw)):
+        raise RuntimeError("mcgw did not listen")
+    return gw, "http://127.0.0.1:%d" % plain, "https://127.0.0.1:%d" % tls, pki["ca"]
 
 
 def main():
@@ -107,52 +165,31 @@ def main():
                          "UDP:127.0.0.1:%s" % rport])
     rows.append(measure("socat", ["--direct", "--target", "127.0.0.1:%d" % sport], socat.pid))
     bench.stop(socat)
-    ini = os.path.join(tmp, "mcgw.ini")
-    with open(ini, "w") as f:
-        f.write("[gateway]\nlog_level = warn\n[admin]\nlisten = 127.0.0.1:0\n[tunnel]\n"
-                "listen = 127.0.0.1:0\nallow_udp = %s\nallow_private = yes\n"
-                "max_new_tunnels_per_client = 0/s\nmax_tunnels_per_client = 2000\n"
-                "max_new_upstream_per_target = 0/s\n" % target)
-    gw = bench.spawn([bench.MCGW, "run", "-c", ini])
-    port = None
-    for _ in range(100):
-        ports = bench.listen_ports(gw.pid)
-        if ports:
-            port = min(ports)
-            break
-        time.sleep(0.1)
-    if port is None:
-        raise RuntimeError("mcgw did not listen")
-    # the proxy listener is the one that answers CONNECT-UDP; try each
-    for p in sorted(bench.listen_ports(gw.pid)):
-        try:
-            media(["--h2", "--proxy", "http://127.0.0.1:%d" % p, "--target", target], 0.1, 10)
-            port = p
-            break
-        except RuntimeError:
-            continue
-    proxy = "http://127.0.0.1:%d" % port
+    gw, proxy, proxy_tls, ca = start_mcgw(tmp, target)
+    tls = ["--proxy", proxy_tls, "--proxy-cacert", ca]
     rows.append(measure("mcgw h2 (plain)", ["--h2", "--proxy", proxy, "--target", target], gw.pid))
+    rows.append(measure("mcgw h2 (TLS)", ["--h2", *tls, "--target", target], gw.pid))
     rows.append(measure("mcgw h1 (plain)", ["--proxy", proxy, "--target", target], gw.pid))
-    many = media(["--h2", "--tunnels", "100", "--proxy", proxy, "--target", target], SECONDS, 50)
-    rows.append({"path": "mcgw h2, 100 tunnels x 50/s", "p50_ms": many["rtt_p50_ms"],
-                 "p99_ms": many["rtt_p99_ms"], "jitter_ms": many["jitter_ms"],
-                 "lost_50pps": many["lost"], "rate_pps": PPS, "rate_sent": 0, "rate_received": 0,
-                 "rate_loss_pct": float("nan"), "relay_cpu_s": None,
-                 "relay_us_per_datagram": None, "sent_50pps": many["sent"]})
-    bench.log("bench udp: 100 tunnels x 50/s on one h2 connection: sent %d, lost %d, p50 %.3f, "
-              "p99 %.3f ms" % (many["sent"], many["lost"], many["rtt_p50_ms"], many["rtt_p99_ms"]))
+    hundred = many([("floor (direct), 100 streams", ["--direct", "--target", target]),
+                    ("mcgw h2 (plain), 100 tunnels", ["--h2", "--proxy", proxy, "--target", target]),
+                    ("mcgw h2 (TLS), 100 tunnels", ["--h2", *tls, "--target", target])])
+    floor100 = hundred[0]
     idle = idle_rss(gw, proxy, target)
     bench.stop(gw)
     bench.stop(refl)
-    md = table(rows, rows[0])
+    md = table(rows, rows[0], rows[1])
+    md_many = many_table(hundred, floor100)
     with open(os.path.join(bench.OUT, "udp.json"), "w") as f:
-        json.dump({"machine": bench.machine(), "seconds": SECONDS, "pps": PPS, "rows": rows,
-                   "idle": idle}, f, indent=1)
+        json.dump({"machine": bench.machine(), "seconds": SECONDS, "pps": PPS,
+                   "repeats": REPEATS, "rows": rows,
+                   "hundred_tunnels": hundred, "idle": idle}, f, indent=1)
     with open(os.path.join(bench.OUT, "udp.md"), "w") as f:
-        f.write(md + "\n")
+        f.write(md + "\n\n" + md_many + "\n")
     print("\nUDP tunnels (one stream each; %g s per figure):\n" % SECONDS)
     print(md)
+    print("\n100 tunnels x 50/s of 172 bytes on one HTTP/2 connection, one mcx-media process "
+          "(medians of %d rounds of %g s, the paths taking turns):\n" % (REPEATS, SECONDS))
+    print(md_many)
     print("\nRSS per idle UDP tunnel: %.2f KiB (%d tunnels on %d HTTP/2 connections; mcgw %d -> %d "
           "KiB)" % (idle["kib_per_tunnel"], idle["tunnels"], idle["connections"],
                     idle["rss_before_kib"], idle["rss_held_kib"]))

@@ -1,6 +1,7 @@
 """The live status page in Debian's headless Chromium (driven by playwright-core
 from tests/ui): the shown tunnel count follows the tunnels the test holds,
-and the page fits a phone screen. Screenshots go to build/test-artifacts/."""
+a CONNECT-UDP tunnel is shown as such beside a TCP one, and the page fits a
+phone screen. Screenshots go to build/test-artifacts/."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import pytest
 
 from opsutil import (ARTIFACTS, SRC, base_config, close_all, connect_status,  # noqa: F401
                      gateway_factory, open_tunnel, require_tool, upstream, wait_until)
+from test_udp import connect_udp, datagram, h2c, udp_target
 
 UI = SRC / "tests" / "ui"
 
@@ -89,4 +91,41 @@ def test_page_follows_held_tunnels(gateway_factory, upstream, browser):
         browser("screenshot", path=str(ARTIFACTS / "status-page-phone.png"))
         assert browser("errors")["errors"] == []
     finally:
+        close_all(held)
+
+
+@pytest.mark.timeout(120)
+def test_page_shows_udp_tunnel_beside_tcp(gateway_factory, upstream, browser):
+    """A CONNECT-UDP tunnel (python3-h2, h2c) and a CONNECT tunnel (HTTP/1.1)
+    open at once: the page's tunnel table shows one row of each, the UDP one
+    typed as such, with its target and the datagram's bytes."""
+    tcp_target = f"127.0.0.1:{upstream.port}"
+    media = udp_target()
+    udp_port = media.getsockname()[1]
+    gw = gateway_factory(base_config(allow=[tcp_target],
+                                     extra_tunnel=[("allow_udp", f"127.0.0.1:{udp_port}")]))
+    held = [open_tunnel(gw.proxy_port, tcp_target)]
+    client = h2c(gw)
+    try:
+        s = connect_udp(client, "127.0.0.1", udp_port)
+        assert s.status == 200
+        client.send(s, datagram(b"R" * 172))
+        assert media.recvfrom(2048)[0] == b"R" * 172
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser("open", url=gw.admin_url + "/", width=1280, height=900)
+        browser("wait_text", selector="#tunnels-active", text="2")
+        browser("wait_text", selector="#tunnels-by-proto",
+                text="h1: 1 · h2: 1 · udp: 1 · 2 connections")
+        rows = browser("rows", selector="#tunnels")["rows"]
+        # id, proto, device, target, state, age, up, down
+        by_proto = {r[1]: r for r in rows}
+        assert sorted(by_proto) == ["h1", "h2 udp"], rows
+        assert by_proto["h2 udp"][3].startswith(f"127.0.0.1:{udp_port} from 127.0.0.1:"), rows
+        assert by_proto["h2 udp"][6] == "172 B", rows
+        assert by_proto["h1"][3].startswith(f"{tcp_target} from 127.0.0.1:"), rows
+        browser("screenshot", path=str(ARTIFACTS / "status-page-udp.png"))
+        assert browser("errors")["errors"] == []
+    finally:
+        client.close()
+        media.close()
         close_all(held)

@@ -281,7 +281,9 @@ def test_idle_timeout(gw_udp):
 
 def test_icmp_unreachable_keeps_tunnel(gw_udp):
     """A target port with nobody behind it answers ICMP port unreachable:
-    counted, and the tunnel stays up (the datagram after it still goes)."""
+    counted (the access log's icmp_unreachable, the metric
+    mcgw_udp_icmp_unreachable_total), and the tunnel stays up (the datagram
+    after it still goes)."""
     closed = udp_target()
     port = closed.getsockname()[1]
     closed.close()
@@ -295,6 +297,12 @@ def test_icmp_unreachable_keeps_tunnel(gw_udp):
     client.end(s)
     rec = closed_record(gw, f"127.0.0.1:{port}")
     assert rec["result"] == "ok" and rec["close"] == "eof"
+    assert rec["datagrams_up"] == 3  # each sent, after the ICMP of the one before
+    assert 1 <= rec["icmp_unreachable"] <= 3, rec
+    code, _, body = gw.admin("/metrics")
+    assert code == 200
+    # the gateway's only tunnel: the metric is its count
+    assert f'mcgw_udp_icmp_unreachable_total {rec["icmp_unreachable"]}\n' in body.decode()
 
 
 def test_payload_over_max_dropped(gw_udp):

@@ -6,6 +6,7 @@
 //   {"cmd":"wait_match","selector":S,"pattern":P}   until S's text matches regex P (deadline
 //                                                    "timeout_s", default 20 s)
 //   {"cmd":"text","selector":S}                     S's text
+//   {"cmd":"rows","selector":S}                     the cells' texts of each row (tr) in S
 //   {"cmd":"style","selector":S}                    S's class, visibility and computed colour,
 //                                                    and the page's palette (--ok, --warn, --bad)
 //   {"cmd":"overflow"}                               page wider than the viewport?
@@ -84,6 +85,10 @@ const handlers = {
   async click({ selector }) { await page.locator(selector).click(); return {}; },
   async attr({ selector, name }) { return { value: await page.locator(selector).getAttribute(name) }; },
   async text({ selector }) { return { text: (await page.locator(selector).textContent()).trim() }; },
+  async rows({ selector }) {
+    return { rows: await page.locator(selector + ' tr').evaluateAll(
+      (trs) => trs.map((tr) => Array.from(tr.cells, (c) => c.textContent.trim()))) };
+  },
   async overflow() {
     return page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));
   },

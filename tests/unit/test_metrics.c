@@ -92,6 +92,7 @@ static char *render(const gw_metrics *m, const gw_idm_view *idm) {
   s.stats.udp_datagrams_up = 33;
   s.stats.udp_datagrams_down = 44;
   s.stats.udp_dropped[TN_UDP_DROP_DEVICE_BUSY] = 5;
+  s.stats.udp_icmp_unreachable = 6;
   size_t len = 0;
   char *text = gw_metrics_render(m, &s, &len);
   assert_non_null(text);
@@ -144,6 +145,8 @@ static void test_render(void **state) {
   assert_line(t, "# TYPE mcgw_udp_datagrams_dropped_total counter");
   assert_line(t, "mcgw_udp_datagrams_dropped_total{reason=\"device_busy\"} 5");
   assert_line(t, "mcgw_udp_datagrams_dropped_total{reason=\"too_large\"} 0");
+  assert_line(t, "# TYPE mcgw_udp_icmp_unreachable_total counter");
+  assert_line(t, "mcgw_udp_icmp_unreachable_total 6");
   assert_line(t, "mcgw_tunnel_bytes_total{direction=\"upstream\"} 11");
   assert_line(t, "mcgw_tunnel_bytes_total{direction=\"downstream\"} 22");
   assert_line(t, "mcgw_tunnel_duration_seconds_bucket{le=\"0.5\"} 0");
