@@ -116,6 +116,7 @@ class Idms:
         self.events = queue.Queue()
         self._secrets = set()
         self._secret_kinds = set()  # (kind, value)
+        self.on_secret = None  # hook(kind, value), in the reader thread, as each is reported
         self.log = bytearray()
         self.issuer = None
 
@@ -140,6 +141,9 @@ class Idms:
             if ev.get("event") == "secret":
                 self._secrets.add(ev["value"])
                 self._secret_kinds.add((ev["kind"], ev["value"]))
+                hook = self.on_secret
+                if hook:
+                    hook(ev["kind"], ev["value"])
             else:
                 self.events.put(ev)
         self.events.put({"event": "exited"})

@@ -68,21 +68,8 @@ def test_idms_flaps_tunnels_unaffected(env):
 
 # ---- kill -9 during a refresh-token rotation ----
 
-class _Hooked(set):
-    """idms.secret_kinds, calling hook(kind, value) in the IdMS reader thread
-    as each secret is reported (before the response leaves the IdMS)."""
-
-    def __init__(self, items, hook):
-        super().__init__(items)
-        self.hook = hook
-
-    def add(self, item):
-        super().add(item)
-        self.hook(*item)
-
-
 def issued_refresh_tokens(idms):
-    return {v for k, v in set(idms.secret_kinds) if k == "refresh_token"}
+    return {v for k, v in idms.secret_kinds if k == "refresh_token"}
 
 
 def assert_state_file_sound(gw):
@@ -143,7 +130,7 @@ def test_kill9_during_refresh_rotation(env):
                 os.kill(pid, signal.SIGKILL)
                 killed.set()
 
-        idms.secret_kinds = _Hooked(idms.secret_kinds, hook)
+        idms.on_secret = hook  # called as each secret is reported, before the response leaves
         try:
             if at_idms:
                 wait_until(killed.is_set, 15, "the IdMS to issue a rotated refresh token",
@@ -154,7 +141,7 @@ def test_kill9_during_refresh_rotation(env):
                 os.kill(pid, signal.SIGKILL)
                 killed.set()
         finally:
-            idms.secret_kinds.hook = lambda *a: None
+            idms.on_secret = None
         kill9(gw)
 
         stored = assert_state_file_sound(gw)
