@@ -57,11 +57,11 @@
 
 typedef struct stream {
   size_t i;
-  int32_t id;             /* 0 until opened */
-  fzr_bytes out;          /* DATA not yet handed to nghttp2 */
+  int32_t id;    /* 0 until opened */
+  fzr_bytes out; /* DATA not yet handed to nghttp2 */
   size_t out_at;
-  bool fin;               /* END_STREAM queued */
-  bool fin_sent;          /* ... and written: the engine will see it before anything later */
+  bool fin;      /* END_STREAM queued */
+  bool fin_sent; /* ... and written: the engine will see it before anything later */
   bool deferred, closed, stalled, status_seen;
   size_t unconsumed;
 } stream;
@@ -256,8 +256,8 @@ static int on_frame_sent(nghttp2_session *s, const nghttp2_frame *f, void *arg) 
   return 0;
 }
 
-static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                        uint32_t *flags, nghttp2_data_source *src, void *arg) {
+static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                        nghttp2_data_source *src, void *arg) {
   (void)s;
   (void)id;
   (void)arg;
@@ -394,7 +394,9 @@ static void run(fzr_input *in) {
     const uint8_t *p;
     size_t n;
     switch (op) {
-    case 0: open_stream(i); break;
+    case 0:
+      open_stream(i);
+      break;
     case 1:
       n = fzr_take(in, (size_t)fzr_byte(in) + 1, &p);
       send_data(st, p, n);
@@ -406,21 +408,39 @@ static void run(fzr_input *in) {
         big += n;
       }
       break;
-    case 3: end_stream(st); break;
-    case 4: reset_stream(st, fzr_byte(in) & 1); break;
-    case 5: consume(st, true); break;
-    case 6: consume(st, false); break;
-    case 7: fzr_up_fin(i); break;
-    case 8: fzr_up_reset(i); break;
-    case 9: fzr_up_pause(i, true); break;
-    case 10: fzr_up_pause(i, false); break;
+    case 3:
+      end_stream(st);
+      break;
+    case 4:
+      reset_stream(st, fzr_byte(in) & 1);
+      break;
+    case 5:
+      consume(st, true);
+      break;
+    case 6:
+      consume(st, false);
+      break;
+    case 7:
+      fzr_up_fin(i);
+      break;
+    case 8:
+      fzr_up_reset(i);
+      break;
+    case 9:
+      fzr_up_pause(i, true);
+      break;
+    case 10:
+      fzr_up_pause(i, false);
+      break;
     case 11: {
       uint32_t inc = (uint32_t)fzr_byte(in) << 8 | fzr_byte(in);
       if (st->id > 0 && !st->closed && inc)
         nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, st->id, (int32_t)inc);
       break;
     }
-    case 12: settings(fzr_byte(in)); break;
+    case 12:
+      settings(fzr_byte(in));
+      break;
     case 13:
       nghttp2_submit_ping(dev.session, NGHTTP2_FLAG_NONE, NULL);
       nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, 0, 1024);
@@ -448,8 +468,8 @@ static bool streams_done(void) {
 static bool finished(void) {
   tn_engine_stats st;
   tn_engine_stats_get(current, &st);
-  return dev.closed && fzr_up_open() == 0 && st.connections_active == 0 &&
-         st.tunnels_active == 0 && st.clients_active == 0 && st.h2_connections_active == 0;
+  return dev.closed && fzr_up_open() == 0 && st.connections_active == 0 && st.tunnels_active == 0 &&
+         st.clients_active == 0 && st.h2_connections_active == 0;
 }
 
 static void dev_shut(uv_shutdown_t *req, int status) {
@@ -464,18 +484,10 @@ static void small_windows(tn_engine_opts *o) { o->h2_stream_window = 16 * 1024; 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  fz_setup();
-  uv_loop_init(&loop);
-  fzr_init(&loop, &upstream_addr);
-  engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
-  engines[1] = fz_loopback_engine(&loop, true, small_windows, &listen_addrs[1]);
-  static const char alpn[] = "\x02h2";
-  engines[2] = fzr_tls_engine(&loop, true, NULL, &listen_addrs[2], alpn, sizeof(alpn) - 1);
-  for (size_t k = 0; k < 3; k++)
-    fzr_watch(engines[k]);
-  if (!(filler = malloc(BIG_MAX)))
-    fz_fail(HARNESS ": out of memory");
-  fzr_pattern(filler, BIG_MAX, 0x68326d63);
+  static const fzr_engine_spec spec[3] = {
+      {NULL, NULL, 0}, {small_windows, NULL, 0}, {NULL, "\x02h2", 3}};
+  fzr_setup(&loop, &upstream_addr, spec, 3, engines, listen_addrs);
+  filler = fzr_filler(BIG_MAX, 0x68326d63);
   if (nghttp2_session_callbacks_new(&callbacks) != 0)
     fz_fail(HARNESS ": nghttp2_session_callbacks_new");
   nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);

@@ -15,10 +15,10 @@
 
 struct fzr_upstream {
   uv_tcp_t tcp;
-  fzr_tunnel *t;           /* NULL until the tag is complete */
+  fzr_tunnel *t; /* NULL until the tag is complete */
   uint8_t head[FZR_TAG_LEN];
   size_t head_len;
-  uint8_t key;             /* echo XOR key: tunnel-specific */
+  uint8_t key; /* echo XOR key: tunnel-specific */
   bool eof, shut, shut_done, closing;
   uv_shutdown_t shutdown;
   fzr_upstream *next;
@@ -26,7 +26,7 @@ struct fzr_upstream {
 
 static uv_loop_t *loop;
 static uv_tcp_t server;
-static fzr_upstream *ups;  /* every upstream connection not yet closed */
+static fzr_upstream *ups; /* every upstream connection not yet closed */
 static size_t n_ups;
 static uint32_t generation;
 static fzr_tunnel tunnels[FZR_TUNNELS];
@@ -480,6 +480,32 @@ bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
   }
 }
 
+/* ---- the harness's set-up ---- */
+
+void fzr_setup(uv_loop_t *l, struct sockaddr_storage *upstream, const fzr_engine_spec *spec,
+               size_t n, tn_engine **engines, struct sockaddr_storage *addrs) {
+  fz_setup();
+  uv_loop_init(l);
+  loop = l; /* fzr_run_until's */
+  if (upstream)
+    fzr_init(l, upstream);
+  for (size_t k = 0; k < n; k++) {
+    if (spec[k].alpn)
+      engines[k] = fzr_tls_engine(l, true, spec[k].tune, &addrs[k], spec[k].alpn, spec[k].alpn_len);
+    else
+      engines[k] = fz_loopback_engine(l, true, spec[k].tune, &addrs[k]);
+    fzr_watch(engines[k]);
+  }
+}
+
+uint8_t *fzr_filler(size_t n, uint32_t seed) {
+  uint8_t *p = malloc(n);
+  if (!p)
+    fz_fail("fuzz relay: out of memory");
+  fzr_pattern(p, n, seed);
+  return p;
+}
+
 /* ---- the oracles ---- */
 
 static void on_closed(const tn_tunnel_info *info, void *arg) {
@@ -502,8 +528,8 @@ static void same(const char *harness, size_t i, const char *what, const fzr_byte
   size_t n = got->len < sent->len ? got->len : sent->len;
   for (size_t k = 0; k < n; k++) {
     if (got->p[k] != sent->p[k])
-      fz_fail("%s: tunnel %zu: %s: byte %zu is 0x%02x, sent 0x%02x (of %zu sent, %zu got)",
-              harness, i, what, k, got->p[k], sent->p[k], sent->len, got->len);
+      fz_fail("%s: tunnel %zu: %s: byte %zu is 0x%02x, sent 0x%02x (of %zu sent, %zu got)", harness,
+              i, what, k, got->p[k], sent->p[k], sent->len, got->len);
   }
   if (got->len > sent->len)
     fz_fail("%s: tunnel %zu: %s: %zu bytes more than were sent (%zu)", harness, i, what,
@@ -525,12 +551,13 @@ void fzr_check(const char *harness) {
     if (t->reset_seen && !t->reset_asked && !t->device_gone)
       fz_fail("%s: tunnel %zu was reset, though no side asked for it", harness, i);
     same(harness, i, "upstream received", &t->up_got, &t->dev_sent, t->reset_asked);
-    same(harness, i, "device received", &t->dev_got, &t->up_sent,
-         t->reset_asked || t->device_gone);
+    same(harness, i, "device received", &t->dev_got, &t->up_sent, t->reset_asked || t->device_gone);
     if (getenv("FZR_TRACE"))
       fprintf(stderr, "%s: tunnel %zu: sent %zu, upstream got %zu and sent %zu, device got %zu%s\n",
               harness, i, t->dev_sent.len, t->up_got.len, t->up_sent.len, t->dev_got.len,
-              t->reset_asked ? " (reset)" : t->device_gone ? " (device gone)" : "");
+              t->reset_asked   ? " (reset)"
+              : t->device_gone ? " (device gone)"
+                               : "");
     any_reset |= t->reset_asked || t->device_gone;
     up += t->up_got.len;
     down += t->dev_got.len;
@@ -538,8 +565,8 @@ void fzr_check(const char *harness) {
   if (any_reset)
     return;
   if (closed.not_eof)
-    fz_fail("%s: %zu tunnels closed with close=%s rather than eof, though none was reset",
-            harness, closed.not_eof, closed.last_reason ? closed.last_reason : "-");
+    fz_fail("%s: %zu tunnels closed with close=%s rather than eof, though none was reset", harness,
+            closed.not_eof, closed.last_reason ? closed.last_reason : "-");
   if (closed.bytes_up != up || closed.bytes_down != down)
     fz_fail("%s: the access log counted %llu bytes up and %llu down; upstream got %llu and the "
             "device %llu",

@@ -44,16 +44,16 @@ typedef struct fzr_bytes {
 typedef struct fzr_upstream fzr_upstream;
 
 typedef struct fzr_tunnel {
-  bool used;            /* the input opened it */
-  bool reset_asked;     /* the input reset it, on either side */
-  bool reset_seen;      /* a side saw a reset (or an error status) */
-  bool device_gone;     /* HTTP/2: RST_STREAM(NO_ERROR) after END_STREAM: only
+  bool used;          /* the input opened it */
+  bool reset_asked;   /* the input reset it, on either side */
+  bool reset_seen;    /* a side saw a reset (or an error status) */
+  bool device_gone;   /* HTTP/2: RST_STREAM(NO_ERROR) after END_STREAM: only
                          * what the device receives may be cut short */
-  fzr_bytes dev_sent;   /* device -> engine: the tag, then payload */
-  fzr_bytes up_got;     /* what its upstream connection received */
-  fzr_bytes up_sent;    /* what its upstream connection sent back */
-  fzr_bytes dev_got;    /* what the device received after the 200 */
-  fzr_upstream *up;     /* its upstream connection, once the tag is read */
+  fzr_bytes dev_sent; /* device -> engine: the tag, then payload */
+  fzr_bytes up_got;   /* what its upstream connection received */
+  fzr_bytes up_sent;  /* what its upstream connection sent back */
+  fzr_bytes dev_got;  /* what the device received after the 200 */
+  fzr_upstream *up;   /* its upstream connection, once the tag is read */
 } fzr_tunnel;
 
 /* The fuzz input as a stream of bytes; reads past the end give 0. */
@@ -69,6 +69,24 @@ bool fzr_more(const fzr_input *in);
 
 /* Starts the echo upstream on 127.0.0.1:0 on loop; its address in *addr. */
 void fzr_init(uv_loop_t *loop, struct sockaddr_storage *addr);
+
+/* One engine of a relay harness: tune (or NULL) adjusts its options; with
+ * alpn (wire format) devices use a TLS listener offering it (fzr_tls_engine:
+ * one such engine per harness), else the plain one. */
+typedef struct fzr_engine_spec {
+  void (*tune)(tn_engine_opts *o);
+  const char *alpn;
+  size_t alpn_len;
+} fzr_engine_spec;
+
+/* What a relay harness's LLVMFuzzerInitialize does: fz_setup, loop, the echo
+ * upstream (fzr_init, its address in *upstream; none when NULL), then
+ * engines[k] for spec[k], k < n, on fz_loopback_engine with allow_private
+ * on, each watched (fzr_watch), the address devices connect to in addrs[k]. */
+void fzr_setup(uv_loop_t *loop, struct sockaddr_storage *upstream, const fzr_engine_spec *spec,
+               size_t n, tn_engine **engines, struct sockaddr_storage *addrs);
+/* n bytes of fzr_pattern(seed), kept for the harness's life. */
+uint8_t *fzr_filler(size_t n, uint32_t seed);
 /* Observes the engine's closed tunnels for the byte and close=eof oracles. */
 void fzr_watch(tn_engine *e);
 /* A new input: the ledger is emptied, tags change. */
