@@ -198,7 +198,7 @@ static void dg_add(dg_list *l, const uint8_t *p, size_t n) {
 static const uint8_t *dg_at(const dg_list *l, size_t k, size_t *n) {
   size_t start = k ? l->ends[k - 1] : 0;
   *n = l->ends[k] - start;
-  return l->data.p + start;
+  return *n ? l->data.p + start : NULL; /* no bytes yet when every datagram is empty */
 }
 
 static void dg_free(dg_list *l) {
@@ -213,7 +213,7 @@ static bool dg_match(const dg_list *l, size_t *next, const uint8_t *p, size_t n)
   for (size_t k = *next; k < l->n; k++) {
     size_t len;
     const uint8_t *q = dg_at(l, k, &len);
-    if (len == n && memcmp(p, q, n) == 0) {
+    if (len == n && (n == 0 || memcmp(p, q, n) == 0)) {
       *next = k + 1;
       return true;
     }
