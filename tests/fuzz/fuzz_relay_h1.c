@@ -109,17 +109,9 @@ static void dev_written(uv_write_t *req, int status) {
 static void raw_write(device *d, const void *p, size_t n) {
   if (d->closing || n == 0)
     return;
-  uv_write_t *req = malloc(sizeof(*req) + n);
-  if (!req)
-    fz_fail(HARNESS ": out of memory");
-  memcpy(req + 1, p, n);
-  req->data = d;
-  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-  if (uv_write(req, (uv_stream_t *)&d->tcp, &buf, 1, dev_written) != 0) {
-    free(req);
+  if (fzr_write((uv_stream_t *)&d->tcp, p, n, d, dev_written) != 0) {
     fzr_tunnel_at(d->i)->reset_seen = true;
     dev_close(d, false);
-    return;
   }
 }
 

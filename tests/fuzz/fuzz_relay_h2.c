@@ -56,14 +56,10 @@
 #define BIG_MAX (512 * 1024)
 
 typedef struct stream {
+  fzr_h2_stream h; /* its DATA (all of it may go: limit SIZE_MAX), its window */
   size_t i;
-  int32_t id;    /* 0 until opened */
-  fzr_bytes out; /* DATA not yet handed to nghttp2 */
-  size_t out_at;
-  bool fin;      /* END_STREAM queued */
-  bool fin_sent; /* ... and written: the engine will see it before anything later */
-  bool deferred, closed, stalled, status_seen;
-  size_t unconsumed;
+  bool fin_sent; /* END_STREAM written: the engine will see it before anything later */
+  bool status_seen;
 } stream;
 
 static uv_loop_t loop;
@@ -103,12 +99,7 @@ static void dev_written(uv_write_t *req, int status) {
 }
 
 static void raw_write(const void *p, size_t n) {
-  uv_write_t *req = malloc(sizeof(*req) + n);
-  if (!req)
-    fz_fail(HARNESS ": out of memory");
-  memcpy(req + 1, p, n);
-  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-  if (uv_write(req, (uv_stream_t *)&dev.tcp, &buf, 1, dev_written) != 0)
+  if (fzr_write((uv_stream_t *)&dev.tcp, p, n, NULL, dev_written) != 0)
     fz_fail(HARNESS ": uv_write to the engine refused");
 }
 
@@ -122,23 +113,18 @@ static void tls_flush(void) {
 
 /* Everything nghttp2 has queued goes out now (through TLS on the TLS
  * listener). */
+static void frames_out(const uint8_t *p, size_t n) {
+  if (dev.tls_on)
+    fzr_tls_write(&dev.tls, p, n, key_updates);
+  else
+    raw_write(p, n);
+}
+
 static void flush(void) {
   if (!dev.session || dev.closing || dev.shut)
     return;
-  for (;;) {
-    const uint8_t *p;
-    ssize_t n = nghttp2_session_mem_send(dev.session, &p);
-    if (n < 0)
-      fz_fail(HARNESS ": nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
-    if (n == 0) {
-      tls_flush();
-      return;
-    }
-    if (dev.tls_on)
-      fzr_tls_write(&dev.tls, p, (size_t)n, key_updates);
-    else
-      raw_write(p, (size_t)n);
-  }
+  fzr_h2_send(dev.session, frames_out);
+  tls_flush();
 }
 
 static void dev_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -217,19 +203,16 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
   if (!st->status_seen)
     fz_fail(HARNESS ": stream %zu: DATA before :status", st->i);
   fzr_bytes_add(&fzr_tunnel_at(st->i)->dev_got, data, len);
-  if (st->stalled)
-    st->unconsumed += len;
-  else
-    nghttp2_session_consume(s, id, len);
+  fzr_h2_received(s, &st->h, len);
   return 0;
 }
 
 static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
   (void)arg;
   stream *st = nghttp2_session_get_stream_user_data(s, id);
-  if (!st || st->closed)
+  if (!st || st->h.closed)
     return 0;
-  st->closed = true;
+  st->h.closed = true;
   dev.open_streams--;
   if (code != NGHTTP2_NO_ERROR)
     fzr_tunnel_at(st->i)->reset_seen = true;
@@ -256,48 +239,21 @@ static int on_frame_sent(nghttp2_session *s, const nghttp2_frame *f, void *arg) 
   return 0;
 }
 
-static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-                        nghttp2_data_source *src, void *arg) {
-  (void)s;
-  (void)id;
-  (void)arg;
-  stream *st = src->ptr;
-  size_t left = st->out.len - st->out_at, n = left < len ? left : len;
-  memcpy(buf, st->out.p + st->out_at, n);
-  st->out_at += n;
-  if (st->out_at == st->out.len && st->fin) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-  }
-  if (n == 0) {
-    st->deferred = true;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  return (ssize_t)n;
-}
-
 /* ---- operations on one stream ---- */
 
-static bool writable(const stream *st) { return st->id > 0 && !st->fin && !st->closed; }
-
-static void more_data(stream *st) {
-  if (st->deferred) {
-    st->deferred = false;
-    nghttp2_session_resume_data(dev.session, st->id);
-  }
-}
+static bool writable(const stream *st) { return st->h.id > 0 && !st->h.fin && !st->h.closed; }
 
 static void send_data(stream *st, const void *p, size_t n) {
   if (!writable(st) || n == 0)
     return;
   fzr_bytes_add(&fzr_tunnel_at(st->i)->dev_sent, p, n);
-  fzr_bytes_add(&st->out, p, n);
-  more_data(st);
+  fzr_bytes_add(&st->h.out, p, n);
+  fzr_h2_resume(dev.session, &st->h);
 }
 
 static void open_stream(size_t i) {
   stream *st = &dev.streams[i];
-  if (st->id)
+  if (st->h.id)
     return;
   char authority[32];
   unsigned port = ntohs(((const struct sockaddr_in *)&upstream_addr)->sin_port);
@@ -306,11 +262,11 @@ static void open_stream(size_t i) {
       {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
       {(uint8_t *)":authority", (uint8_t *)authority, 10, (size_t)alen, NGHTTP2_NV_FLAG_NONE},
   };
-  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_out};
+  nghttp2_data_provider prd = fzr_h2_provider(&st->h);
   int32_t id = nghttp2_submit_request(dev.session, NULL, nv, 2, &prd, st);
   if (id < 0)
     fz_fail(HARNESS ": nghttp2_submit_request: %s", nghttp2_strerror(id));
-  st->id = id;
+  st->h.id = id;
   dev.open_streams++;
   fzr_tunnel_at(i)->used = true;
   uint8_t tag[FZR_TAG_LEN];
@@ -321,12 +277,12 @@ static void open_stream(size_t i) {
 static void end_stream(stream *st) {
   if (!writable(st))
     return;
-  st->fin = true;
-  more_data(st);
+  st->h.fin = true;
+  fzr_h2_resume(dev.session, &st->h);
 }
 
 static void reset_stream(stream *st, bool no_error) {
-  if (st->id <= 0 || st->closed)
+  if (st->h.id <= 0 || st->h.closed)
     return;
   fzr_tunnel *t = fzr_tunnel_at(st->i);
   /* nghttp2 sends RST_STREAM ahead of queued DATA: only an END_STREAM
@@ -335,18 +291,8 @@ static void reset_stream(stream *st, bool no_error) {
     t->device_gone = true; /* only the way back may be cut short */
   else
     t->reset_asked = true;
-  nghttp2_submit_rst_stream(dev.session, NGHTTP2_FLAG_NONE, st->id,
+  nghttp2_submit_rst_stream(dev.session, NGHTTP2_FLAG_NONE, st->h.id,
                             no_error ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
-}
-
-static void consume(stream *st, bool stalled) {
-  if (st->id <= 0)
-    return;
-  st->stalled = stalled;
-  if (!stalled && st->unconsumed && !st->closed)
-    nghttp2_session_consume(dev.session, st->id, st->unconsumed);
-  if (!stalled)
-    st->unconsumed = 0;
 }
 
 static void settings(uint8_t b) {
@@ -363,8 +309,10 @@ static void settings(uint8_t b) {
 
 static void dev_start(const struct sockaddr_storage *listen, bool tls) {
   memset(&dev, 0, sizeof(dev));
-  for (size_t i = 0; i < FZR_TUNNELS; i++)
+  for (size_t i = 0; i < FZR_TUNNELS; i++) {
     dev.streams[i].i = i;
+    dev.streams[i].h.limit = SIZE_MAX;
+  }
   nghttp2_option *opt;
   if (nghttp2_option_new(&opt) != 0)
     fz_fail(HARNESS ": nghttp2_option_new");
@@ -415,10 +363,10 @@ static void run(fzr_input *in) {
       reset_stream(st, fzr_byte(in) & 1);
       break;
     case 5:
-      consume(st, true);
+      fzr_h2_stall(dev.session, &st->h, true);
       break;
     case 6:
-      consume(st, false);
+      fzr_h2_stall(dev.session, &st->h, false);
       break;
     case 7:
       fzr_up_fin(i);
@@ -434,8 +382,8 @@ static void run(fzr_input *in) {
       break;
     case 11: {
       uint32_t inc = (uint32_t)fzr_byte(in) << 8 | fzr_byte(in);
-      if (st->id > 0 && !st->closed && inc)
-        nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, st->id, (int32_t)inc);
+      if (st->h.id > 0 && !st->h.closed && inc)
+        nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, st->h.id, (int32_t)inc);
       break;
     }
     case 12:
@@ -517,7 +465,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   settings(0x05); /* INITIAL_WINDOW_SIZE 1 MiB */
   nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, 0, 1 << 24);
   for (size_t i = 0; i < FZR_TUNNELS; i++) {
-    consume(&dev.streams[i], false);
+    fzr_h2_stall(dev.session, &dev.streams[i].h, false);
     end_stream(&dev.streams[i]);
   }
   flush();
@@ -540,6 +488,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fzr_check(HARNESS);
   nghttp2_session_del(dev.session);
   for (size_t i = 0; i < FZR_TUNNELS; i++)
-    free(dev.streams[i].out.p);
+    free(dev.streams[i].h.out.p);
   return 0;
 }

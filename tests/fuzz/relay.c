@@ -480,6 +480,84 @@ bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
   }
 }
 
+/* ---- writes and nghttp2 client streams ---- */
+
+int fzr_write(uv_stream_t *s, const void *p, size_t n, void *data, uv_write_cb cb) {
+  uv_write_t *req = malloc(sizeof(*req) + n);
+  if (!req)
+    fz_fail("fuzz relay: out of memory");
+  memcpy(req + 1, p, n);
+  req->data = data;
+  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
+  int err = uv_write(req, s, &buf, 1, cb);
+  if (err)
+    free(req);
+  return err;
+}
+
+static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                        nghttp2_data_source *src, void *arg) {
+  (void)s;
+  (void)id;
+  (void)arg;
+  fzr_h2_stream *st = src->ptr;
+  size_t end = st->limit < st->out.len ? st->limit : st->out.len;
+  size_t n = end - st->out_at < len ? end - st->out_at : len;
+  if (n) {
+    memcpy(buf, st->out.p + st->out_at, n);
+    st->out_at += n;
+  }
+  if (st->fin && st->out_at == st->out.len) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+  }
+  if (n == 0) {
+    st->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  return (ssize_t)n;
+}
+
+nghttp2_data_provider fzr_h2_provider(fzr_h2_stream *st) {
+  return (nghttp2_data_provider){.source.ptr = st, .read_callback = read_out};
+}
+
+void fzr_h2_resume(nghttp2_session *s, fzr_h2_stream *st) {
+  if (st->deferred && st->id > 0 && !st->closed) {
+    st->deferred = false;
+    nghttp2_session_resume_data(s, st->id);
+  }
+}
+
+void fzr_h2_received(nghttp2_session *s, fzr_h2_stream *st, size_t len) {
+  if (st->stalled)
+    st->unconsumed += len;
+  else
+    nghttp2_session_consume(s, st->id, len);
+}
+
+void fzr_h2_stall(nghttp2_session *s, fzr_h2_stream *st, bool stalled) {
+  if (st->id <= 0)
+    return;
+  st->stalled = stalled;
+  if (!stalled && st->unconsumed && !st->closed)
+    nghttp2_session_consume(s, st->id, st->unconsumed);
+  if (!stalled)
+    st->unconsumed = 0;
+}
+
+void fzr_h2_send(nghttp2_session *s, void (*out)(const uint8_t *p, size_t n)) {
+  for (;;) {
+    const uint8_t *p;
+    ssize_t n = nghttp2_session_mem_send(s, &p);
+    if (n < 0)
+      fz_fail("fuzz relay: nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
+    if (n == 0)
+      return;
+    out(p, (size_t)n);
+  }
+}
+
 /* ---- the harness's set-up ---- */
 
 void fzr_setup(uv_loop_t *l, struct sockaddr_storage *upstream, const fzr_engine_spec *spec,

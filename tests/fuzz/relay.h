@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 #include <uv.h>
 
@@ -141,6 +142,38 @@ size_t fzr_tls_output(fzr_tls *t, char *buf, size_t cap);
  * fails the harness. */
 bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
                    void (*plain)(void *arg, const char *p, size_t n), void *arg);
+
+/* ---- writes, and the nghttp2 client devices (fuzz_relay_h2, _udp) ---- */
+
+/* Writes a copy of p[0..n) on s; cb gets req->data = data and frees req.
+ * Returns uv_write's result (on failure the copy is freed here). */
+int fzr_write(uv_stream_t *s, const void *p, size_t n, void *data, uv_write_cb cb);
+
+/* One stream of a device's nghttp2 client session: the DATA it sends, and
+ * how it consumes what it receives (the session has automatic WINDOW_UPDATE
+ * off, so a stalled stream's window shuts). */
+typedef struct fzr_h2_stream {
+  int32_t id;        /* 0 until the request is submitted */
+  fzr_bytes out;     /* DATA to send */
+  size_t out_at;     /* handed to nghttp2 up to here */
+  size_t limit;      /* out may go up to here (SIZE_MAX: all of it) */
+  bool fin;          /* END_STREAM once all of out has gone */
+  bool deferred;     /* the provider is waiting for more */
+  bool closed;       /* the session closed the stream */
+  bool stalled;      /* not consuming what arrives */
+  size_t unconsumed; /* received while stalled */
+} fzr_h2_stream;
+
+/* The data provider for st's request: out up to limit, then END_STREAM. */
+nghttp2_data_provider fzr_h2_provider(fzr_h2_stream *st);
+/* More may go (out, limit or fin changed). */
+void fzr_h2_resume(nghttp2_session *s, fzr_h2_stream *st);
+/* len bytes of DATA arrived on st: consumed, or held while stalled. */
+void fzr_h2_received(nghttp2_session *s, fzr_h2_stream *st, size_t len);
+/* Stops or resumes consuming (what was held is consumed then). */
+void fzr_h2_stall(nghttp2_session *s, fzr_h2_stream *st, bool stalled);
+/* Every frame the session has queued, in order, to out(p, n). */
+void fzr_h2_send(nghttp2_session *s, void (*out)(const uint8_t *p, size_t n));
 
 /* Closes tcp, with a reset (RST, not FIN) when reset is set. */
 void fzr_close(uv_tcp_t *tcp, bool reset, uv_close_cb cb);
