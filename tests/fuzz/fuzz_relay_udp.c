@@ -117,11 +117,10 @@ typedef struct dg_list {
 
 typedef struct utunnel {
   size_t i;
-  bool used, broken, ended, reset_asked, reset_seen, stalled, status_ok;
-  /* device -> engine */
-  fzr_bytes out;  /* the capsule stream */
-  size_t allowed; /* may be written up to here */
-  size_t written; /* written up to here */
+  bool used, broken, ended, reset_asked, reset_seen, status_ok;
+  /* device -> engine: the capsule stream in h.out, written up to h.out_at,
+   * released by the input up to h.limit; on HTTP/2 also the stream */
+  fzr_h2_stream h;
   entry *entries;
   size_t n_entries, cap_entries;
   dg_list sent; /* the Context ID 0 payloads within the limit */
@@ -147,10 +146,7 @@ typedef struct utunnel {
   char head[512];
   size_t head_len;
   /* HTTP/2 */
-  int32_t id;
-  bool fin, deferred, stream_closed;
   uint32_t rst_code;
-  size_t unconsumed;
 } utunnel;
 
 static uv_loop_t loop;
@@ -243,12 +239,12 @@ static void add_entry(utunnel *t, uint8_t kind) {
     if (!(t->entries = realloc(t->entries, t->cap_entries * sizeof(*t->entries))))
       fz_fail(HARNESS ": out of memory");
   }
-  t->entries[t->n_entries++] = (entry){t->out.len, kind};
+  t->entries[t->n_entries++] = (entry){t->h.out.len, kind};
 }
 
 static bool can_add(const utunnel *t, size_t n) {
   return t->used && !t->broken && !t->ended && !t->reset_asked && n_dgrams < DGRAMS_MAX &&
-         t->out.len + n + 32 <= OUT_MAX;
+         t->h.out.len + n + 32 <= OUT_MAX;
 }
 
 /* A capsule of type with payload p[0..n) (XORed with the tunnel's key),
@@ -262,11 +258,11 @@ static void add_capsule(utunnel *t, uint64_t type, bool has_ctx, uint64_t ctx, c
   size_t h = put_varint(head, type, enc >> 4);
   h += put_varint(head + h, clen + n + cut, enc);
   memcpy(head + h, cbuf, clen);
-  fzr_bytes_add(&t->out, head, h + clen);
-  size_t at = t->out.len;
-  fzr_bytes_add(&t->out, p, n);
+  fzr_bytes_add(&t->h.out, head, h + clen);
+  size_t at = t->h.out.len;
+  fzr_bytes_add(&t->h.out, p, n);
   for (size_t k = 0; k < n; k++)
-    t->out.p[at + k] ^= dev_key(t->i);
+    t->h.out.p[at + k] ^= dev_key(t->i);
   n_dgrams++;
   uint8_t kind = cut                           ? K_CUT
                  : type != TN_CAPSULE_DATAGRAM ? K_OTHER_TYPE
@@ -275,7 +271,7 @@ static void add_capsule(utunnel *t, uint64_t type, bool has_ctx, uint64_t ctx, c
                                                : K_DATAGRAM;
   add_entry(t, kind);
   if (kind == K_DATAGRAM)
-    dg_add(&t->sent, t->out.p + at, n);
+    dg_add(&t->sent, t->h.out.p + at, n);
 }
 
 /* RFC 9297 3.2: a DATAGRAM capsule too short for its Context ID. */
@@ -285,7 +281,7 @@ static void add_malformed(utunnel *t, uint8_t how) {
   static const size_t lens[4] = {2, 3, 5, 5};
   if (!can_add(t, 8))
     return;
-  fzr_bytes_add(&t->out, forms[how & 3], lens[how & 3]);
+  fzr_bytes_add(&t->h.out, forms[how & 3], lens[how & 3]);
   add_entry(t, K_MALFORMED);
   t->broken = true;
 }
@@ -421,7 +417,7 @@ static void on_closed(const tn_tunnel_info *info, void *arg) {
  * written up to the first malformed one; by kind. */
 static void processed(const utunnel *t, size_t count[6]) {
   memset(count, 0, 6 * sizeof(*count));
-  for (size_t k = 0; k < t->n_entries && t->entries[k].end <= t->written; k++) {
+  for (size_t k = 0; k < t->n_entries && t->entries[k].end <= t->h.out_at; k++) {
     count[t->entries[k].kind]++;
     if (t->entries[k].kind == K_MALFORMED)
       break;
@@ -435,16 +431,21 @@ static bool settled_one(utunnel *t) {
     return true;
   size_t c[6];
   processed(t, c);
-  bool ok = t->status_ok && t->live && t->written == t->allowed && !up_pending(t->i) &&
+  /* The engine's status: a device that stopped reading has not read it. */
+  bool ok = t->live && t->status == (h2 ? 200 : 101) && t->h.out_at == t->h.limit &&
+            !up_pending(t->i) &&
             t->dg_up + t->dg_down + t->dg_dropped ==
                 c[K_DATAGRAM] + c[K_CONTEXT] + c[K_TOO_LARGE] + t->up_sent.n;
   if (!ok && getenv("FZR_TRACE"))
-    fprintf(stderr,
-            HARNESS ": tunnel %zu not settled: status %d live %d written %zu/%zu; engine up %llu "
-                    "down %llu dropped %llu; device wrote %zu+%zu+%zu, upstream got %zu sent %zu\n",
-            t->i, t->status_ok, t->live, t->written, t->allowed, (unsigned long long)t->dg_up,
-            (unsigned long long)t->dg_down, (unsigned long long)t->dg_dropped, c[K_DATAGRAM],
-            c[K_CONTEXT], c[K_TOO_LARGE], t->up_got, t->up_sent.n);
+    fprintf(
+        stderr,
+        HARNESS
+        ": tunnel %zu not settled: status %d (device %d) live %d written %zu/%zu; engine up %llu "
+        "down %llu dropped %llu; device wrote %zu+%zu+%zu, upstream got %zu sent %zu\n",
+        t->i, t->status, t->status_ok, t->live, t->h.out_at, t->h.limit,
+        (unsigned long long)t->dg_up, (unsigned long long)t->dg_down,
+        (unsigned long long)t->dg_dropped, c[K_DATAGRAM], c[K_CONTEXT], c[K_TOO_LARGE], t->up_got,
+        t->up_sent.n);
   return ok;
 }
 
@@ -517,14 +518,7 @@ static void h1_written(uv_write_t *req, int status) {
 static void h1_write(utunnel *t, const void *p, size_t n) {
   if (t->tcp_closing || n == 0)
     return;
-  uv_write_t *req = malloc(sizeof(*req) + n);
-  if (!req)
-    fz_fail(HARNESS ": out of memory");
-  memcpy(req + 1, p, n);
-  req->data = t;
-  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-  if (uv_write(req, (uv_stream_t *)&t->tcp, &buf, 1, h1_written) != 0) {
-    free(req);
+  if (fzr_write((uv_stream_t *)&t->tcp, p, n, t, h1_written) != 0) {
     t->reset_seen = true;
     h1_close(t, false);
   }
@@ -613,24 +607,14 @@ static void h2_written(uv_write_t *req, int status) {
   free(req);
 }
 
+static void h2_out(const uint8_t *p, size_t n) {
+  if (fzr_write((uv_stream_t *)&dev.tcp, p, n, NULL, h2_written) != 0)
+    fz_fail(HARNESS ": uv_write to the engine refused");
+}
+
 static void h2_flush(void) {
-  if (!dev.session || dev.closing || dev.shut)
-    return;
-  for (;;) {
-    const uint8_t *p;
-    ssize_t n = nghttp2_session_mem_send(dev.session, &p);
-    if (n < 0)
-      fz_fail(HARNESS ": nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
-    if (n == 0)
-      return;
-    uv_write_t *req = malloc(sizeof(*req) + (size_t)n);
-    if (!req)
-      fz_fail(HARNESS ": out of memory");
-    memcpy(req + 1, p, (size_t)n);
-    uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-    if (uv_write(req, (uv_stream_t *)&dev.tcp, &buf, 1, h2_written) != 0)
-      fz_fail(HARNESS ": uv_write to the engine refused");
-  }
+  if (dev.session && !dev.closing && !dev.shut)
+    fzr_h2_send(dev.session, h2_out);
 }
 
 static void h2_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -678,19 +662,16 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
   if (!t->status_ok)
     fz_fail(HARNESS ": stream %zu: DATA before a 200 with capsule-protocol: ?1", t->i);
   dev_bytes(t, data, len);
-  if (t->stalled)
-    t->unconsumed += len;
-  else
-    nghttp2_session_consume(s, id, len);
+  fzr_h2_received(s, &t->h, len);
   return 0;
 }
 
 static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
   (void)arg;
   utunnel *t = nghttp2_session_get_stream_user_data(s, id);
-  if (!t || t->stream_closed)
+  if (!t || t->h.closed)
     return 0;
-  t->stream_closed = true;
+  t->h.closed = true;
   dev.open_streams--;
   if (code != NGHTTP2_NO_ERROR) {
     t->reset_seen = true;
@@ -711,28 +692,6 @@ static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
     fz_fail(HARNESS ": GOAWAY (error %u) with %zu streams open", f->goaway.error_code,
             dev.open_streams);
   return 0;
-}
-
-static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-                        nghttp2_data_source *src, void *arg) {
-  (void)s;
-  (void)id;
-  (void)arg;
-  utunnel *t = src->ptr;
-  size_t left = t->allowed - t->written, n = left < len ? left : len;
-  if (n) {
-    memcpy(buf, t->out.p + t->written, n);
-    t->written += n;
-  }
-  if (t->fin && t->written == t->out.len) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-  }
-  if (n == 0) {
-    t->deferred = true;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  return (ssize_t)n;
 }
 
 static bool h2_settings_seen(void) { return dev.settings_seen; }
@@ -783,27 +742,12 @@ static void h2_open(utunnel *t) {
       NV(":authority", authority, alen), NV("capsule-protocol", "?1", 2),
   };
 #undef NV
-  nghttp2_data_provider prd = {.source.ptr = t, .read_callback = read_out};
+  nghttp2_data_provider prd = fzr_h2_provider(&t->h);
   int32_t id = nghttp2_submit_request(dev.session, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prd, t);
   if (id < 0)
     fz_fail(HARNESS ": nghttp2_submit_request: %s", nghttp2_strerror(id));
-  t->id = id;
+  t->h.id = id;
   dev.open_streams++;
-}
-
-static void h2_more(utunnel *t) {
-  if (t->deferred && t->id > 0 && !t->stream_closed) {
-    t->deferred = false;
-    nghttp2_session_resume_data(dev.session, t->id);
-  }
-}
-
-static void h2_consume(utunnel *t, bool stalled) {
-  t->stalled = stalled;
-  if (!stalled && t->unconsumed && !t->stream_closed)
-    nghttp2_session_consume(dev.session, t->id, t->unconsumed);
-  if (!stalled)
-    t->unconsumed = 0;
 }
 
 /* ---- operations ---- */
@@ -814,10 +758,10 @@ static void flush(void) {
     if (!t->used || t->reset_asked)
       continue;
     if (h2) {
-      h2_more(t);
-    } else if (t->written < t->allowed) {
-      h1_write(t, t->out.p + t->written, t->allowed - t->written);
-      t->written = t->allowed;
+      fzr_h2_resume(dev.session, &t->h);
+    } else if (t->h.out_at < t->h.limit) {
+      h1_write(t, t->h.out.p + t->h.out_at, t->h.limit - t->h.out_at);
+      t->h.out_at = t->h.limit;
     }
   }
   if (h2)
@@ -837,8 +781,8 @@ static void op_open(utunnel *t) {
 static void op_write(utunnel *t, size_t n) {
   if (!t->used || t->reset_asked)
     return;
-  size_t left = t->out.len - t->allowed;
-  t->allowed += n < left ? n : left;
+  size_t left = t->h.out.len - t->h.limit;
+  t->h.limit += n < left ? n : left;
 }
 
 static void op_end(utunnel *t, uint8_t b) {
@@ -854,7 +798,7 @@ static void op_end(utunnel *t, uint8_t b) {
   }
   t->ended = true;
   if (h2) {
-    t->fin = true;
+    t->h.fin = true;
     flush();
   } else {
     flush();
@@ -868,8 +812,8 @@ static void op_reset(utunnel *t) {
     return;
   t->reset_asked = true;
   if (h2) {
-    if (t->id > 0 && !t->stream_closed)
-      nghttp2_submit_rst_stream(dev.session, NGHTTP2_FLAG_NONE, t->id, NGHTTP2_CANCEL);
+    if (t->h.id > 0 && !t->h.closed)
+      nghttp2_submit_rst_stream(dev.session, NGHTTP2_FLAG_NONE, t->h.id, NGHTTP2_CANCEL);
   } else {
     h1_close(t, true);
   }
@@ -879,11 +823,10 @@ static void op_stall(utunnel *t, bool stalled) {
   if (!t->used)
     return;
   if (h2) {
-    if (t->id > 0)
-      h2_consume(t, stalled);
+    fzr_h2_stall(dev.session, &t->h, stalled);
     return;
   }
-  t->stalled = stalled;
+  t->h.stalled = stalled;
   if (t->tcp_closing)
     return;
   if (stalled)
@@ -1005,7 +948,7 @@ static void finish(void) {
       continue;
     t->ended = true;
     if (h2)
-      t->fin = true;
+      t->h.fin = true;
     else if (!t->tcp_closing)
       uv_shutdown(&t->shutdown, (uv_stream_t *)&t->tcp, h1_shut);
   }
@@ -1067,6 +1010,9 @@ static void check_tunnel(utunnel *t, uint64_t sums[3]) {
   }
   if (t->reset_seen)
     fz_fail(HARNESS ": tunnel %zu was reset, though no side asked for it", t->i);
+  if (!t->status_ok)
+    fz_fail(HARNESS ": tunnel %zu relayed, but its device never got the %s", t->i,
+            h2 ? "200 with capsule-protocol: ?1" : "101");
   if (t->in_at != t->in.len)
     fz_fail(HARNESS ": tunnel %zu: the engine's stream ended mid-capsule", t->i);
   size_t lost_up = c[K_DATAGRAM] - t->up_got;
@@ -1178,7 +1124,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void begin(void) {
   for (size_t i = 0; i < FZR_TUNNELS; i++) {
     utunnel *t = &tunnels[i];
-    free(t->out.p);
+    free(t->h.out.p);
     free(t->in.p);
     free(t->entries);
     dg_free(&t->sent);
