@@ -104,7 +104,8 @@
 enum { K_DATAGRAM, K_CONTEXT, K_TOO_LARGE, K_OTHER_TYPE, K_MALFORMED, K_CUT };
 
 typedef struct entry {
-  size_t end; /* offset just past the capsule in the tunnel's stream */
+  size_t head_end; /* offsets in the tunnel's stream: just past its header, */
+  size_t end;      /* and just past the capsule */
   uint8_t kind;
 } entry;
 
@@ -233,13 +234,13 @@ static size_t put_varint(uint8_t *p, uint64_t v, unsigned code) {
   return w;
 }
 
-static void add_entry(utunnel *t, uint8_t kind) {
+static void add_entry(utunnel *t, size_t head_end, uint8_t kind) {
   if (t->n_entries == t->cap_entries) {
     t->cap_entries = t->cap_entries ? 2 * t->cap_entries : 32;
     if (!(t->entries = realloc(t->entries, t->cap_entries * sizeof(*t->entries))))
       fz_fail(HARNESS ": out of memory");
   }
-  t->entries[t->n_entries++] = (entry){t->h.out.len, kind};
+  t->entries[t->n_entries++] = (entry){head_end, t->h.out.len, kind};
 }
 
 static bool can_add(const utunnel *t, size_t n) {
@@ -269,7 +270,7 @@ static void add_capsule(utunnel *t, uint64_t type, bool has_ctx, uint64_t ctx, c
                  : ctx != 0                    ? K_CONTEXT
                  : n > max_payload             ? K_TOO_LARGE
                                                : K_DATAGRAM;
-  add_entry(t, kind);
+  add_entry(t, at, kind);
   if (kind == K_DATAGRAM)
     dg_add(&t->sent, t->h.out.p + at, n);
 }
@@ -282,7 +283,7 @@ static void add_malformed(utunnel *t, uint8_t how) {
   if (!can_add(t, 8))
     return;
   fzr_bytes_add(&t->h.out, forms[how & 3], lens[how & 3]);
-  add_entry(t, K_MALFORMED);
+  add_entry(t, t->h.out.len, K_MALFORMED);
   t->broken = true;
 }
 
@@ -413,13 +414,19 @@ static void on_closed(const tn_tunnel_info *info, void *arg) {
   take_counts(t, info);
 }
 
-/* The datagrams the engine has read from tunnel t's device: the capsules
- * written up to the first malformed one; by kind. */
+/* What the engine has read from tunnel t's device, by kind: the capsules
+ * written up to the first malformed one. A datagram counts once all of it
+ * is written; a drop for its Context ID or size once its header is (the
+ * engine decides there, and skips the payload as it comes). */
 static void processed(const utunnel *t, size_t count[6]) {
   memset(count, 0, 6 * sizeof(*count));
-  for (size_t k = 0; k < t->n_entries && t->entries[k].end <= t->h.out_at; k++) {
-    count[t->entries[k].kind]++;
-    if (t->entries[k].kind == K_MALFORMED)
+  for (size_t k = 0; k < t->n_entries; k++) {
+    const entry *e = &t->entries[k];
+    bool early = e->kind == K_CONTEXT || e->kind == K_TOO_LARGE;
+    if ((early ? e->head_end : e->end) > t->h.out_at)
+      break; /* later capsules are not written either */
+    count[e->kind]++;
+    if (e->kind == K_MALFORMED)
       break;
   }
 }
@@ -446,6 +453,10 @@ static bool settled_one(utunnel *t) {
         (unsigned long long)t->dg_up, (unsigned long long)t->dg_down,
         (unsigned long long)t->dg_dropped, c[K_DATAGRAM], c[K_CONTEXT], c[K_TOO_LARGE], t->up_got,
         t->up_sent.n);
+  if (!ok && getenv("FZR_TRACE"))
+    for (size_t k = 0; k < t->n_entries; k++)
+      fprintf(stderr, HARNESS ":   capsule %zu: kind %d, header to %zu, ends at %zu\n", k,
+              t->entries[k].kind, t->entries[k].head_end, t->entries[k].end);
   return ok;
 }
 
