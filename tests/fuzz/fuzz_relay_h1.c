@@ -369,8 +369,7 @@ static void run(fzr_input *in, const struct sockaddr_storage *listen, bool tls) 
       fzr_up_pause(i, false);
       break;
     default:
-      for (int k = fzr_byte(in) % 16; k >= 0; k--)
-        uv_run(&loop, UV_RUN_NOWAIT);
+      fzr_turns(in);
     }
   }
 }

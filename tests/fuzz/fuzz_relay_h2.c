@@ -56,10 +56,8 @@
 #define BIG_MAX (512 * 1024)
 
 typedef struct stream {
-  fzr_h2_stream h; /* its DATA (all of it may go: limit SIZE_MAX), its window */
+  fzr_h2_stream h; /* first: its DATA (all of it may go: limit SIZE_MAX), window, response */
   size_t i;
-  bool fin_sent; /* END_STREAM written: the engine will see it before anything later */
-  bool status_seen;
 } stream;
 
 static uv_loop_t loop;
@@ -68,7 +66,6 @@ static tn_engine *current;
 static struct sockaddr_storage listen_addrs[3], upstream_addr;
 static bool key_updates;
 static uint8_t *filler;
-static nghttp2_session_callbacks *callbacks;
 
 /* The device connection of the current input. */
 static struct {
@@ -78,9 +75,9 @@ static struct {
   nghttp2_session *session;
   bool tls_on;
   fzr_tls tls;
-  bool open, eof, shut, closing, closed, ping_acked;
+  bool open, eof, shut, closing, closed;
+  fzr_h2_device d; /* the session's streams, PING, GOAWAY */
   stream streams[FZR_TUNNELS];
-  size_t open_streams;
 } dev;
 
 /* ---- the connection ---- */
@@ -92,16 +89,7 @@ static void dev_closed(uv_handle_t *h) {
     fzr_tls_free(&dev.tls);
 }
 
-static void dev_written(uv_write_t *req, int status) {
-  if (status < 0 && status != UV_ECANCELED)
-    fz_fail(HARNESS ": writing to the engine: %s", uv_strerror(status));
-  free(req);
-}
-
-static void raw_write(const void *p, size_t n) {
-  if (fzr_write((uv_stream_t *)&dev.tcp, p, n, NULL, dev_written) != 0)
-    fz_fail(HARNESS ": uv_write to the engine refused");
-}
+static void raw_write(const void *p, size_t n) { fzr_send((uv_stream_t *)&dev.tcp, p, n); }
 
 /* What the TLS client has for the gateway. */
 static void tls_flush(void) {
@@ -144,9 +132,9 @@ static void plain_in(void *arg, const char *p, size_t n) {
 static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   (void)s;
   if (n < 0) {
-    if (dev.open_streams)
+    if (dev.d.open_streams)
       fz_fail(HARNESS ": the engine closed the connection (%s) with %zu streams open",
-              uv_err_name((int)n), dev.open_streams);
+              uv_err_name((int)n), dev.d.open_streams);
     if (n != UV_EOF)
       fz_fail(HARNESS ": connection reset by the engine");
     if (dev.tls_on && !dev.tls.close_notify_seen)
@@ -170,73 +158,9 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   flush();
 }
 
-static void dev_connected(uv_connect_t *req, int status) {
-  (void)req;
-  if (status < 0)
-    fz_fail(HARNESS ": connect to the engine: %s", uv_strerror(status));
-}
-
-/* ---- nghttp2 client callbacks ---- */
-
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *arg) {
-  (void)flags;
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (!st || namelen != 7 || memcmp(name, ":status", 7) != 0)
-    return 0;
-  if (valuelen != 3 || memcmp(value, "200", 3) != 0)
-    fz_fail(HARNESS ": stream %zu to the allowed echo upstream answered :status %.*s", st->i,
-            (int)valuelen, value);
-  st->status_seen = true;
-  return 0;
-}
-
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
-                   void *arg) {
-  (void)flags;
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, id);
-  if (!st)
-    return 0;
-  if (!st->status_seen)
-    fz_fail(HARNESS ": stream %zu: DATA before :status", st->i);
-  fzr_bytes_add(&fzr_tunnel_at(st->i)->dev_got, data, len);
-  fzr_h2_received(s, &st->h, len);
-  return 0;
-}
-
-static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, id);
-  if (!st || st->h.closed)
-    return 0;
-  st->h.closed = true;
-  dev.open_streams--;
-  if (code != NGHTTP2_NO_ERROR)
-    fzr_tunnel_at(st->i)->reset_seen = true;
-  return 0;
-}
-
-static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
-  (void)s;
-  (void)arg;
-  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
-      memcmp(f->ping.opaque_data, "mcgwdone", 8) == 0)
-    dev.ping_acked = true;
-  if (f->hd.type == NGHTTP2_GOAWAY && dev.open_streams)
-    fz_fail(HARNESS ": GOAWAY (error %u) with %zu streams open", f->goaway.error_code,
-            dev.open_streams);
-  return 0;
-}
-
-static int on_frame_sent(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-    st->fin_sent = true;
-  return 0;
+/* DATA on a stream: what the device received on its tunnel. */
+static void got_data(fzr_h2_stream *h, const uint8_t *p, size_t n) {
+  fzr_bytes_add(&fzr_tunnel_at(((stream *)h)->i)->dev_got, p, n);
 }
 
 /* ---- operations on one stream ---- */
@@ -262,12 +186,7 @@ static void open_stream(size_t i) {
       {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
       {(uint8_t *)":authority", (uint8_t *)authority, 10, (size_t)alen, NGHTTP2_NV_FLAG_NONE},
   };
-  nghttp2_data_provider prd = fzr_h2_provider(&st->h);
-  int32_t id = nghttp2_submit_request(dev.session, NULL, nv, 2, &prd, st);
-  if (id < 0)
-    fz_fail(HARNESS ": nghttp2_submit_request: %s", nghttp2_strerror(id));
-  st->h.id = id;
-  dev.open_streams++;
+  fzr_h2_submit(dev.session, &dev.d, &st->h, nv, 2);
   fzr_tunnel_at(i)->used = true;
   uint8_t tag[FZR_TAG_LEN];
   fzr_tag(i, tag);
@@ -287,7 +206,7 @@ static void reset_stream(stream *st, bool no_error) {
   fzr_tunnel *t = fzr_tunnel_at(st->i);
   /* nghttp2 sends RST_STREAM ahead of queued DATA: only an END_STREAM
    * already written reaches the engine first. */
-  if (no_error && st->fin_sent)
+  if (no_error && st->h.fin_sent)
     t->device_gone = true; /* only the way back may be cut short */
   else
     t->reset_asked = true;
@@ -313,18 +232,14 @@ static void dev_start(const struct sockaddr_storage *listen, bool tls) {
     dev.streams[i].i = i;
     dev.streams[i].h.limit = SIZE_MAX;
   }
-  nghttp2_option *opt;
-  if (nghttp2_option_new(&opt) != 0)
-    fz_fail(HARNESS ": nghttp2_option_new");
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  if (nghttp2_session_client_new2(&dev.session, callbacks, NULL, opt) != 0)
-    fz_fail(HARNESS ": nghttp2_session_client_new2");
-  nghttp2_option_del(opt);
+  dev.d = (fzr_h2_device){.harness = HARNESS, .data = got_data};
+  dev.session = fzr_h2_session(&dev.d);
   nghttp2_submit_settings(dev.session, NGHTTP2_FLAG_NONE, NULL, 0);
   uv_tcp_init(&loop, &dev.tcp);
   uv_tcp_nodelay(&dev.tcp, 1); /* no Nagle stalls between small frames */
   dev.open = true;
-  if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen, dev_connected) != 0)
+  dev.connect.data = HARNESS;
+  if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen, fzr_connected) != 0)
     fz_fail(HARNESS ": cannot connect");
   uv_read_start((uv_stream_t *)&dev.tcp, dev_alloc, dev_read);
   if ((dev.tls_on = tls)) {
@@ -395,14 +310,13 @@ static void run(fzr_input *in) {
       break;
     default:
       flush();
-      for (int k = fzr_byte(in) % 16; k >= 0; k--)
-        uv_run(&loop, UV_RUN_NOWAIT);
+      fzr_turns(in);
     }
     flush();
   }
 }
 
-static bool streams_closed(void) { return dev.open_streams == 0; }
+static bool streams_closed(void) { return dev.d.open_streams == 0; }
 
 /* The engine answered the PING sent after every stream's last frame, so it
  * has seen them all; and it has no tunnel left (one may still have been
@@ -410,7 +324,7 @@ static bool streams_closed(void) { return dev.open_streams == 0; }
 static bool streams_done(void) {
   tn_engine_stats st;
   tn_engine_stats_get(current, &st);
-  return dev.ping_acked && fzr_up_open() == 0 && st.tunnels_active == 0;
+  return dev.d.ping_acked && fzr_up_open() == 0 && st.tunnels_active == 0;
 }
 
 static bool finished(void) {
@@ -436,13 +350,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       {NULL, NULL, 0}, {small_windows, NULL, 0}, {NULL, "\x02h2", 3}};
   fzr_setup(&loop, &upstream_addr, spec, 3, engines, listen_addrs);
   filler = fzr_filler(BIG_MAX, 0x68326d63);
-  if (nghttp2_session_callbacks_new(&callbacks) != 0)
-    fz_fail(HARNESS ": nghttp2_session_callbacks_new");
-  nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
-  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_close);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame);
-  nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_sent);
   return 0;
 }
 
@@ -485,6 +392,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (uv_shutdown(&dev.shutdown, (uv_stream_t *)&dev.tcp, dev_shut) != 0)
     fz_fail(HARNESS ": shutdown refused");
   fzr_run_until(finished, HARNESS);
+  for (size_t i = 0; i < FZR_TUNNELS; i++) /* an RST_STREAM other than NO_ERROR */
+    if (dev.streams[i].h.closed && dev.streams[i].h.close_code != NGHTTP2_NO_ERROR)
+      fzr_tunnel_at(i)->reset_seen = true;
   fzr_check(HARNESS);
   nghttp2_session_del(dev.session);
   for (size_t i = 0; i < FZR_TUNNELS; i++)

@@ -117,11 +117,13 @@ typedef struct dg_list {
 } dg_list;
 
 typedef struct utunnel {
-  size_t i;
-  bool used, broken, ended, reset_asked, reset_seen, status_ok;
-  /* device -> engine: the capsule stream in h.out, written up to h.out_at,
-   * released by the input up to h.limit; on HTTP/2 also the stream */
+  /* first (the HTTP/2 stream's user data): the capsule stream in h.out,
+   * written up to h.out_at, released by the input up to h.limit; on HTTP/2
+   * also the stream itself */
   fzr_h2_stream h;
+  size_t i;
+  bool used, broken, ended, reset_asked, reset_seen;
+  bool status_ok; /* HTTP/1.1: the 101 came (HTTP/2: see answered) */
   entry *entries;
   size_t n_entries, cap_entries;
   dg_list sent; /* the Context ID 0 payloads within the limit */
@@ -146,8 +148,6 @@ typedef struct utunnel {
   bool tcp_open, tcp_closing, tcp_closed, head_done;
   char head[512];
   size_t head_len;
-  /* HTTP/2 */
-  uint32_t rst_code;
 } utunnel;
 
 static uv_loop_t loop;
@@ -172,10 +172,9 @@ static struct {
   uv_connect_t connect;
   uv_shutdown_t shutdown;
   nghttp2_session *session;
-  bool open, closing, closed, shut, settings_seen, ping_acked;
-  size_t open_streams;
+  fzr_h2_device d;
+  bool open, closing, closed, shut;
 } dev;
-static nghttp2_session_callbacks *callbacks;
 
 static uint8_t dev_key(size_t i) { return (uint8_t)(0x33 + 29 * i); }
 static uint8_t up_key(size_t i) { return (uint8_t)(0xa5 ^ (7 * i)); }
@@ -431,6 +430,11 @@ static void processed(const utunnel *t, size_t count[6]) {
   }
 }
 
+/* The device has the engine's 101, or 200 with capsule-protocol: ?1. */
+static bool answered(const utunnel *t) {
+  return h2 ? t->h.status_200 && t->h.capsule_protocol : t->status_ok;
+}
+
 static bool good(const utunnel *t) { return !t->broken && !t->reset_asked; }
 
 static bool settled_one(utunnel *t) {
@@ -449,7 +453,7 @@ static bool settled_one(utunnel *t) {
         HARNESS
         ": tunnel %zu not settled: status %d (device %d) live %d written %zu/%zu; engine up %llu "
         "down %llu dropped %llu; device wrote %zu+%zu+%zu, upstream got %zu sent %zu\n",
-        t->i, t->status, t->status_ok, t->live, t->h.out_at, t->h.limit,
+        t->i, t->status, answered(t), t->live, t->h.out_at, t->h.limit,
         (unsigned long long)t->dg_up, (unsigned long long)t->dg_down,
         (unsigned long long)t->dg_dropped, c[K_DATAGRAM], c[K_CONTEXT], c[K_TOO_LARGE], t->up_got,
         t->up_sent.n);
@@ -612,16 +616,7 @@ static void h2_closed(uv_handle_t *h) {
   dev.closed = true;
 }
 
-static void h2_written(uv_write_t *req, int status) {
-  if (status < 0 && status != UV_ECANCELED)
-    fz_fail(HARNESS ": writing to the engine: %s", uv_strerror(status));
-  free(req);
-}
-
-static void h2_out(const uint8_t *p, size_t n) {
-  if (fzr_write((uv_stream_t *)&dev.tcp, p, n, NULL, h2_written) != 0)
-    fz_fail(HARNESS ": uv_write to the engine refused");
-}
+static void h2_out(const uint8_t *p, size_t n) { fzr_send((uv_stream_t *)&dev.tcp, p, n); }
 
 static void h2_flush(void) {
   if (dev.session && !dev.closing && !dev.shut)
@@ -630,9 +625,9 @@ static void h2_flush(void) {
 
 static void h2_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n < 0) {
-    if (dev.open_streams)
+    if (dev.d.open_streams)
       fz_fail(HARNESS ": the engine closed the connection (%s) with %zu streams open",
-              uv_err_name((int)n), dev.open_streams);
+              uv_err_name((int)n), dev.d.open_streams);
     uv_read_stop(s);
     if (!dev.closing) {
       dev.closing = true;
@@ -646,81 +641,19 @@ static void h2_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   h2_flush();
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *arg) {
-  (void)flags;
-  (void)arg;
-  utunnel *t = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (!t)
-    return 0;
-  if (namelen == 7 && memcmp(name, ":status", 7) == 0 &&
-      (valuelen != 3 || memcmp(value, "200", 3) != 0))
-    fz_fail(HARNESS ": stream %zu answered :status %.*s", t->i, (int)valuelen, value);
-  if (namelen == 16 && memcmp(name, "capsule-protocol", 16) == 0 && valuelen == 2 &&
-      memcmp(value, "?1", 2) == 0)
-    t->status_ok = true;
-  return 0;
-}
-
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
-                   void *arg) {
-  (void)flags;
-  (void)arg;
-  utunnel *t = nghttp2_session_get_stream_user_data(s, id);
-  if (!t)
-    return 0;
-  if (!t->status_ok)
+/* DATA on a stream: capsules, after the 200. */
+static void h2_data(fzr_h2_stream *h, const uint8_t *p, size_t n) {
+  utunnel *t = (utunnel *)h;
+  if (!answered(t))
     fz_fail(HARNESS ": stream %zu: DATA before a 200 with capsule-protocol: ?1", t->i);
-  dev_bytes(t, data, len);
-  fzr_h2_received(s, &t->h, len);
-  return 0;
+  dev_bytes(t, p, n);
 }
 
-static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
-  (void)arg;
-  utunnel *t = nghttp2_session_get_stream_user_data(s, id);
-  if (!t || t->h.closed)
-    return 0;
-  t->h.closed = true;
-  dev.open_streams--;
-  if (code != NGHTTP2_NO_ERROR) {
-    t->reset_seen = true;
-    t->rst_code = code;
-  }
-  return 0;
-}
-
-static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
-  (void)arg;
-  if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
-    dev.settings_seen =
-        nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
-  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
-      memcmp(f->ping.opaque_data, "mcgwdone", 8) == 0)
-    dev.ping_acked = true;
-  if (f->hd.type == NGHTTP2_GOAWAY && dev.open_streams)
-    fz_fail(HARNESS ": GOAWAY (error %u) with %zu streams open", f->goaway.error_code,
-            dev.open_streams);
-  return 0;
-}
-
-static bool h2_settings_seen(void) { return dev.settings_seen; }
-
-static void h2_connected(uv_connect_t *req, int status) {
-  (void)req;
-  if (status < 0)
-    fz_fail(HARNESS ": connect to the engine: %s", uv_strerror(status));
-}
+static bool h2_settings_seen(void) { return dev.d.connect_protocol; }
 
 static void h2_start(void) {
-  nghttp2_option *opt;
-  if (nghttp2_option_new(&opt) != 0)
-    fz_fail(HARNESS ": nghttp2_option_new");
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  if (nghttp2_session_client_new2(&dev.session, callbacks, NULL, opt) != 0)
-    fz_fail(HARNESS ": nghttp2_session_client_new2");
-  nghttp2_option_del(opt);
+  dev.d = (fzr_h2_device){.harness = HARNESS, .data = h2_data};
+  dev.session = fzr_h2_session(&dev.d);
   /* Small: 4 KiB stream windows, so a stream that stops reading fills
    * the engine's queue for it quickly (device_busy). */
   nghttp2_settings_entry window = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 4096};
@@ -731,7 +664,8 @@ static void h2_start(void) {
   uv_tcp_init(&loop, &dev.tcp);
   uv_tcp_nodelay(&dev.tcp, 1);
   dev.open = true;
-  if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen_addr, h2_connected) !=
+  dev.connect.data = HARNESS;
+  if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen_addr, fzr_connected) !=
       0)
     fz_fail(HARNESS ": cannot connect");
   uv_read_start((uv_stream_t *)&dev.tcp, h1_alloc, h2_read);
@@ -753,12 +687,7 @@ static void h2_open(utunnel *t) {
       NV(":authority", authority, alen), NV("capsule-protocol", "?1", 2),
   };
 #undef NV
-  nghttp2_data_provider prd = fzr_h2_provider(&t->h);
-  int32_t id = nghttp2_submit_request(dev.session, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prd, t);
-  if (id < 0)
-    fz_fail(HARNESS ": nghttp2_submit_request: %s", nghttp2_strerror(id));
-  t->h.id = id;
-  dev.open_streams++;
+  fzr_h2_submit(dev.session, &dev.d, &t->h, nv, sizeof(nv) / sizeof(nv[0]));
 }
 
 /* ---- operations ---- */
@@ -912,8 +841,7 @@ static void run(fzr_input *in) {
       break;
     default:
       flush();
-      for (int k = fzr_byte(in) % 16; k >= 0; k--)
-        uv_run(&loop, UV_RUN_NOWAIT);
+      fzr_turns(in);
     }
     flush();
   }
@@ -932,12 +860,12 @@ static bool all_closed(void) {
   return !dev.open || dev.closed;
 }
 
-static bool streams_closed(void) { return dev.open_streams == 0; }
+static bool streams_closed(void) { return dev.d.open_streams == 0; }
 
 static bool streams_done(void) {
   tn_engine_stats st;
   tn_engine_stats_get(current, &st);
-  return dev.ping_acked && st.tunnels_active == 0;
+  return dev.d.ping_acked && st.tunnels_active == 0;
 }
 
 static bool ups_drained(void) {
@@ -994,7 +922,7 @@ static void check_tunnel(utunnel *t, uint64_t sums[3]) {
             (unsigned long long)t->dg_up, (unsigned long long)t->dg_down,
             (unsigned long long)t->dg_dropped, t->close_reason ? t->close_reason : "-");
   if (!t->closed) {
-    if (t->up_got || (t->status_ok && !t->reset_asked))
+    if (t->up_got || (answered(t) && !t->reset_asked))
       fz_fail(HARNESS ": tunnel %zu relayed but never closed in the access log", t->i);
     return;
   }
@@ -1011,17 +939,17 @@ static void check_tunnel(utunnel *t, uint64_t sums[3]) {
     fz_fail(HARNESS ": tunnel %zu closed with close=%s, not %s", t->i,
             t->close_reason ? t->close_reason : "-", want);
   if (t->broken) {
-    if (h2 && t->rst_code != NGHTTP2_PROTOCOL_ERROR)
+    if (h2 && t->h.close_code != NGHTTP2_PROTOCOL_ERROR)
       fz_fail(HARNESS ": tunnel %zu: a malformed capsule, then RST_STREAM code %u", t->i,
-              t->rst_code);
+              t->h.close_code);
     if (t->dev_got > t->dg_down)
       fz_fail(HARNESS ": tunnel %zu: the device got %zu datagrams, the engine sent %llu", t->i,
               t->dev_got, (unsigned long long)t->dg_down);
     return;
   }
-  if (t->reset_seen)
+  if (t->reset_seen || t->h.close_code != NGHTTP2_NO_ERROR)
     fz_fail(HARNESS ": tunnel %zu was reset, though no side asked for it", t->i);
-  if (!t->status_ok)
+  if (!answered(t))
     fz_fail(HARNESS ": tunnel %zu relayed, but its device never got the %s", t->i,
             h2 ? "200 with capsule-protocol: ?1" : "101");
   if (t->in_at != t->in.len)
@@ -1123,12 +1051,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   for (size_t i = 0; i < FZR_TUNNELS; i++)
     up_start(i);
   filler = fzr_filler(BIG_MAX, 0x75647031);
-  if (nghttp2_session_callbacks_new(&callbacks) != 0)
-    fz_fail(HARNESS ": nghttp2_session_callbacks_new");
-  nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
-  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_close);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame);
   return 0;
 }
 

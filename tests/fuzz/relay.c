@@ -334,6 +334,11 @@ static void wake(uv_timer_t *t) {
     fprintf(stderr, "fuzz relay: nothing happened for 10 ms (%s)\n", (const char *)t->data);
 }
 
+void fzr_turns(fzr_input *in) {
+  for (int k = fzr_byte(in) % 16; k >= 0; k--)
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
 void fzr_run_until(bool (*done)(void), const char *harness) {
   /* UV_RUN_ONCE with a 10 ms timer: waits for the loop's next event (a
    * poll on uv_backend_fd would miss watchers started since the last turn,
@@ -495,6 +500,22 @@ int fzr_write(uv_stream_t *s, const void *p, size_t n, void *data, uv_write_cb c
   return err;
 }
 
+static void sent(uv_write_t *req, int status) {
+  if (status < 0 && status != UV_ECANCELED)
+    fz_fail("fuzz relay: writing to the engine: %s", uv_strerror(status));
+  free(req);
+}
+
+void fzr_send(uv_stream_t *s, const void *p, size_t n) {
+  if (fzr_write(s, p, n, NULL, sent) != 0)
+    fz_fail("fuzz relay: uv_write to the engine refused");
+}
+
+void fzr_connected(uv_connect_t *req, int status) {
+  if (status < 0)
+    fz_fail("%s: connect to the engine: %s", (const char *)req->data, uv_strerror(status));
+}
+
 static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
                         nghttp2_data_source *src, void *arg) {
   (void)s;
@@ -544,6 +565,108 @@ void fzr_h2_stall(nghttp2_session *s, fzr_h2_stream *st, bool stalled) {
     nghttp2_session_consume(s, st->id, st->unconsumed);
   if (!stalled)
     st->unconsumed = 0;
+}
+
+static bool is(const uint8_t *p, size_t n, const char *want) {
+  return n == strlen(want) && memcmp(p, want, n) == 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *arg) {
+  (void)flags;
+  fzr_h2_device *dev = arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (!st)
+    return 0;
+  if (is(name, namelen, ":status")) {
+    if (!is(value, valuelen, "200"))
+      fz_fail("%s: stream %d to an allowed upstream answered :status %.*s", dev->harness, st->id,
+              (int)valuelen, value);
+    st->status_200 = true;
+  } else if (is(name, namelen, "capsule-protocol") && is(value, valuelen, "?1")) {
+    st->capsule_protocol = true;
+  }
+  return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *arg) {
+  (void)flags;
+  fzr_h2_device *dev = arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+  if (!st)
+    return 0;
+  if (!st->status_200)
+    fz_fail("%s: stream %d: DATA before :status", dev->harness, id);
+  dev->data(st, data, len);
+  fzr_h2_received(s, st, len);
+  return 0;
+}
+
+static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
+  fzr_h2_device *dev = arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+  if (!st || st->closed)
+    return 0;
+  st->closed = true;
+  st->close_code = code;
+  dev->open_streams--;
+  return 0;
+}
+
+static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
+  fzr_h2_device *dev = arg;
+  if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+    dev->connect_protocol =
+        nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
+  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
+      memcmp(f->ping.opaque_data, "mcgwdone", 8) == 0)
+    dev->ping_acked = true;
+  if (f->hd.type == NGHTTP2_GOAWAY && dev->open_streams)
+    fz_fail("%s: GOAWAY (error %u) with %zu streams open", dev->harness, f->goaway.error_code,
+            dev->open_streams);
+  return 0;
+}
+
+static int on_frame_sent(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
+  (void)arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    st->fin_sent = true;
+  return 0;
+}
+
+nghttp2_session *fzr_h2_session(fzr_h2_device *dev) {
+  static nghttp2_session_callbacks *cbs;
+  nghttp2_option *opt;
+  nghttp2_session *s;
+  if (!cbs) {
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+      fz_fail("%s: nghttp2_session_callbacks_new", dev->harness);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_sent);
+  }
+  if (nghttp2_option_new(&opt) != 0)
+    fz_fail("%s: nghttp2_option_new", dev->harness);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  if (nghttp2_session_client_new2(&s, cbs, dev, opt) != 0)
+    fz_fail("%s: nghttp2_session_client_new2", dev->harness);
+  nghttp2_option_del(opt);
+  return s;
+}
+
+void fzr_h2_submit(nghttp2_session *s, fzr_h2_device *dev, fzr_h2_stream *st, const nghttp2_nv *nv,
+                   size_t n) {
+  nghttp2_data_provider prd = fzr_h2_provider(st);
+  int32_t id = nghttp2_submit_request(s, NULL, nv, n, &prd, st);
+  if (id < 0)
+    fz_fail("%s: nghttp2_submit_request: %s", dev->harness, nghttp2_strerror(id));
+  st->id = id;
+  dev->open_streams++;
 }
 
 void fzr_h2_send(nghttp2_session *s, void (*out)(const uint8_t *p, size_t n)) {

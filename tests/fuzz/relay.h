@@ -148,21 +148,48 @@ bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
 /* Writes a copy of p[0..n) on s; cb gets req->data = data and frees req.
  * Returns uv_write's result (on failure the copy is freed here). */
 int fzr_write(uv_stream_t *s, const void *p, size_t n, void *data, uv_write_cb cb);
+/* The same on a connection that must not fail (an HTTP/2 device's): any
+ * error fails the harness. */
+void fzr_send(uv_stream_t *s, const void *p, size_t n);
+/* A connect callback that fails the harness (named by req->data) on error. */
+void fzr_connected(uv_connect_t *req, int status);
 
-/* One stream of a device's nghttp2 client session: the DATA it sends, and
- * how it consumes what it receives (the session has automatic WINDOW_UPDATE
- * off, so a stalled stream's window shuts). */
+/* One stream of a device's nghttp2 client session (fzr_h2_session): the
+ * DATA it sends, how it consumes what it receives (automatic WINDOW_UPDATE
+ * is off, so a stalled stream's window shuts), and what the engine said.
+ * The first member of the harness's own stream struct, which is the
+ * stream's user data. */
 typedef struct fzr_h2_stream {
-  int32_t id;        /* 0 until the request is submitted */
-  fzr_bytes out;     /* DATA to send */
-  size_t out_at;     /* handed to nghttp2 up to here */
-  size_t limit;      /* out may go up to here (SIZE_MAX: all of it) */
-  bool fin;          /* END_STREAM once all of out has gone */
-  bool deferred;     /* the provider is waiting for more */
-  bool closed;       /* the session closed the stream */
-  bool stalled;      /* not consuming what arrives */
-  size_t unconsumed; /* received while stalled */
+  int32_t id;    /* 0 until submitted (fzr_h2_submit) */
+  fzr_bytes out; /* DATA to send */
+  size_t out_at; /* handed to nghttp2 up to here */
+  size_t limit;  /* out may go up to here (SIZE_MAX: all of it) */
+  bool fin;      /* END_STREAM once all of out has gone */
+  bool fin_sent; /* ... and written: the engine sees it before anything later */
+  bool deferred; /* the provider is waiting for more */
+  bool closed;   /* the session closed the stream, with close_code */
+  uint32_t close_code;
+  bool stalled;          /* not consuming what arrives */
+  size_t unconsumed;     /* received while stalled */
+  bool status_200;       /* the response: :status 200 (any other fails) */
+  bool capsule_protocol; /* and capsule-protocol: ?1 */
 } fzr_h2_stream;
+
+/* A device's session (its user data). */
+typedef struct fzr_h2_device {
+  const char *harness;
+  /* DATA on st (after its :status 200); consumed afterwards unless stalled */
+  void (*data)(fzr_h2_stream *st, const uint8_t *p, size_t n);
+  size_t open_streams;   /* submitted, not yet closed; a GOAWAY while any is open fails */
+  bool ping_acked;       /* a PING "mcgwdone" came back: the engine saw all before it */
+  bool connect_protocol; /* the engine's SETTINGS_ENABLE_CONNECT_PROTOCOL is 1 */
+} fzr_h2_device;
+
+/* A client session for dev, automatic WINDOW_UPDATE off. */
+nghttp2_session *fzr_h2_session(fzr_h2_device *dev);
+/* Submits st's request (its DATA from out, fzr_h2_provider); fails on error. */
+void fzr_h2_submit(nghttp2_session *s, fzr_h2_device *dev, fzr_h2_stream *st, const nghttp2_nv *nv,
+                   size_t n);
 
 /* The data provider for st's request: out up to limit, then END_STREAM. */
 nghttp2_data_provider fzr_h2_provider(fzr_h2_stream *st);
@@ -177,6 +204,9 @@ void fzr_h2_send(nghttp2_session *s, void (*out)(const uint8_t *p, size_t n));
 
 /* Closes tcp, with a reset (RST, not FIN) when reset is set. */
 void fzr_close(uv_tcp_t *tcp, bool reset, uv_close_cb cb);
+
+/* Runs the loop 1..16 turns (the next input byte) without waiting. */
+void fzr_turns(fzr_input *in);
 
 /* Runs the loop until done(), failing as a hang after FZ_DEADLINE_MS. */
 void fzr_run_until(bool (*done)(void), const char *harness);
