@@ -283,8 +283,6 @@ static void up_accept(uv_stream_t *srv, int status) {
 
 void fzr_init(uv_loop_t *l, struct sockaddr_storage *addr) {
   loop = l;
-  /* libuv writes without MSG_NOSIGNAL; mcgw ignores SIGPIPE the same way. */
-  signal(SIGPIPE, SIG_IGN);
   struct sockaddr_in sin;
   uv_ip4_addr("127.0.0.1", 0, &sin);
   int len = sizeof(*addr);
@@ -688,6 +686,10 @@ void fzr_setup(uv_loop_t *l, struct sockaddr_storage *upstream, const fzr_engine
   fz_setup();
   uv_loop_init(l);
   loop = l; /* fzr_run_until's */
+  /* libuv writes without MSG_NOSIGNAL; mcgw ignores SIGPIPE the same way.
+   * (Not doing so killed fuzz_relay_udp silently: a device writing to the
+   * connection the engine reset after a malformed capsule.) */
+  signal(SIGPIPE, SIG_IGN);
   if (upstream)
     fzr_init(l, upstream);
   for (size_t k = 0; k < n; k++) {
