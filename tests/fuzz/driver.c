@@ -20,6 +20,13 @@ void fz_setup(void) {
   report = fd >= 0 ? fdopen(fd, "w") : NULL;
 }
 
+int fz_initialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  fz_setup();
+  return 0;
+}
+
 void fz_fail(const char *fmt, ...) {
   FILE *out = report ? report : stderr;
   va_list ap;
@@ -62,8 +69,8 @@ static int client_connect(const struct sockaddr_storage *addr, uint64_t deadline
   int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     die("socket");
-  socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
+  socklen_t len =
+      addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
   /* The listener is bound and listening: the kernel completes the handshake
    * into its backlog without the loop running. */
   if (connect(fd, (const struct sockaddr *)addr, len) == 0)
@@ -189,11 +196,10 @@ tn_logger *fz_logger(void) {
   return &logger;
 }
 
-tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
-                              void (*tune)(tn_engine_opts *o),
+tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private, void (*tune)(tn_engine_opts *o),
                               struct sockaddr_storage *listen_addr) {
-  static const char *const rules[] = {"localhost:*", "127.0.0.1:443", "127.0.0.0/8:*",
-                                      "[::1]:*", "[::ffff:127.0.0.1]:443"};
+  static const char *const rules[] = {"localhost:*", "127.0.0.1:443", "127.0.0.0/8:*", "[::1]:*",
+                                      "[::ffff:127.0.0.1]:443"};
   tn_engine_opts o;
   tn_engine_opts_init(&o);
   struct sockaddr_storage ss;
@@ -216,7 +222,8 @@ tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
   if (tune)
     tune(&o);
   tn_engine *engine = NULL;
-  if (tn_engine_start(loop, &o, &engine) != 0 || tn_engine_listener_addr(engine, 0, listen_addr) != 0)
+  if (tn_engine_start(loop, &o, &engine) != 0 ||
+      tn_engine_listener_addr(engine, 0, listen_addr) != 0)
     fz_fail("fz_loopback_engine: cannot start the engine on 127.0.0.1");
   tn_policy_free(&o.policy);
   return engine;

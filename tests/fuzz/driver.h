@@ -21,8 +21,8 @@
 /* What the server sent back on one connection (the first bytes only). */
 typedef struct fz_reply {
   char head[4096]; /* the first bytes of the response, NUL-terminated */
-  size_t len;     /* total bytes received */
-  bool reset;     /* the connection ended with a reset rather than a FIN */
+  size_t len;      /* total bytes received */
+  bool reset;      /* the connection ended with a reset rather than a FIN */
 } fz_reply;
 
 /* Returns true once the server has finished with every connection (its own
@@ -61,6 +61,10 @@ void fz_h2_check_reply(const fz_reply *r, const char *harness);
  * Call from LLVMFuzzerInitialize, which libFuzzer runs before it closes fd 2. */
 void fz_setup(void);
 
+/* The LLVMFuzzerInitialize of a harness that needs nothing but fz_setup:
+ * `return fz_initialize(argc, argv);`. */
+int fz_initialize(int *argc, char ***argv);
+
 /* Prints "<harness>: message" on the saved stderr and aborts. */
 __attribute__((noreturn, format(printf, 1, 2))) void fz_fail(const char *fmt, ...);
 
@@ -74,8 +78,7 @@ tn_logger *fz_logger(void);
  * require_tls; timeouts long enough that the client always finishes first.
  * So any tunnel that reaches upstream is a policy bypass. tune (or NULL)
  * adjusts the options before the start. Aborts on failure. */
-tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private,
-                              void (*tune)(tn_engine_opts *o),
+tn_engine *fz_loopback_engine(uv_loop_t *loop, bool allow_private, void (*tune)(tn_engine_opts *o),
                               struct sockaddr_storage *listen_addr);
 
 #define FZ_DEADLINE_MS 5000

@@ -107,20 +107,15 @@ static void check_round_trip(const uint8_t *data, size_t size, int64_t now) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  fz_setup();
-  return 0;
-}
+int LLVMFuzzerInitialize(int *argc, char ***argv) { return fz_initialize(argc, argv); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0 || size > 16 * 1024)
     return -1;
   /* Unix seconds, as time() gives them: never negative. */
-  static const int64_t clocks[] = {0,          1,           1700000000,    1800000000,
-                                   4102444800, INT64_MAX / 2, INT64_MAX - 1, INT64_MAX};
+  static const int64_t clocks[] = {
+      0, 1, 1700000000, 1800000000, 4102444800, INT64_MAX / 2, INT64_MAX - 1, INT64_MAX};
   int64_t now = clocks[data[0] & 7];
   bool https = data[0] & 8;
   char *lines = strndup((const char *)data + 1, size - 1);

@@ -70,11 +70,21 @@ static size_t escape(char *w, const uint8_t *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     const char *e = NULL;
     switch (s[i]) {
-    case '&': e = "&amp;"; break;
-    case '<': e = "&lt;"; break;
-    case '>': e = "&gt;"; break;
-    case '"': e = "&quot;"; break;
-    case '\'': e = "&#39;"; break;
+    case '&':
+      e = "&amp;";
+      break;
+    case '<':
+      e = "&lt;";
+      break;
+    case '>':
+      e = "&gt;";
+      break;
+    case '"':
+      e = "&quot;";
+      break;
+    case '\'':
+      e = "&#39;";
+      break;
     }
     if (e) {
       memcpy(w + k, e, strlen(e));
@@ -133,12 +143,7 @@ static void check_round_trip(const uint8_t *data, size_t size) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  fz_setup();
-  return 0;
-}
+int LLVMFuzzerInitialize(int *argc, char ***argv) { return fz_initialize(argc, argv); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -26,12 +26,7 @@
 #define ISSUER "https://idms.test"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  fz_setup();
-  return 0;
-}
+int LLVMFuzzerInitialize(int *argc, char ***argv) { return fz_initialize(argc, argv); }
 
 static const char *const secret_names[] = {"access_token", "refresh_token", "id_token",
                                            "device_code"};

@@ -55,8 +55,8 @@ typedef struct device {
   char head[1024]; /* the response head, up to its blank line */
   size_t head_len;
   bool head_done;
-  bool tls_on;     /* on the TLS listener: */
-  fzr_tls tls;     /* the device's TLS client */
+  bool tls_on;      /* on the TLS listener: */
+  fzr_tls tls;      /* the device's TLS client */
   bool fin_pending; /* FIN asked for before the handshake was done */
 } device;
 
@@ -74,18 +74,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  fz_setup();
-  uv_loop_init(&loop);
-  fzr_init(&loop, &upstream_addr);
-  engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
-  engines[1] = fz_loopback_engine(&loop, true, always_splice, &listen_addrs[1]);
-  static const char alpn[] = "\x08http/1.1";
-  engines[2] = fzr_tls_engine(&loop, true, NULL, &listen_addrs[2], alpn, sizeof(alpn) - 1);
-  for (size_t k = 0; k < 3; k++)
-    fzr_watch(engines[k]);
-  if (!(filler = malloc(BIG_MAX)))
-    fz_fail(HARNESS ": out of memory");
-  fzr_pattern(filler, BIG_MAX, 0x6d636777);
+  static const fzr_engine_spec spec[3] = {
+      {NULL, NULL, 0}, {always_splice, NULL, 0}, {NULL, "\x08http/1.1", 9}};
+  fzr_setup(&loop, &upstream_addr, spec, 3, engines, listen_addrs);
+  filler = fzr_filler(BIG_MAX, 0x6d636777);
   return 0;
 }
 
@@ -117,17 +109,9 @@ static void dev_written(uv_write_t *req, int status) {
 static void raw_write(device *d, const void *p, size_t n) {
   if (d->closing || n == 0)
     return;
-  uv_write_t *req = malloc(sizeof(*req) + n);
-  if (!req)
-    fz_fail(HARNESS ": out of memory");
-  memcpy(req + 1, p, n);
-  req->data = d;
-  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-  if (uv_write(req, (uv_stream_t *)&d->tcp, &buf, 1, dev_written) != 0) {
-    free(req);
+  if (fzr_write((uv_stream_t *)&d->tcp, p, n, d, dev_written) != 0) {
     fzr_tunnel_at(d->i)->reset_seen = true;
     dev_close(d, false);
-    return;
   }
 }
 
@@ -222,7 +206,8 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     uv_read_stop(s);
     if (d->tls_on && !d->tls.close_notify_seen && !t->reset_asked)
       fz_fail(HARNESS ": tunnel %zu: the gateway ended its TLS stream with a bare FIN, no "
-              "close_notify", d->i);
+                      "close_notify",
+              d->i);
     dev_eof(d);
     return;
   }
@@ -345,7 +330,9 @@ static void run(fzr_input *in, const struct sockaddr_storage *listen, bool tls) 
     const uint8_t *p;
     size_t n;
     switch (op) {
-    case 0: dev_open(i, listen, tls); break;
+    case 0:
+      dev_open(i, listen, tls);
+      break;
     case 1:
       n = fzr_take(in, (size_t)fzr_byte(in) + 1, &p);
       dev_send(d, p, n);
@@ -357,17 +344,32 @@ static void run(fzr_input *in, const struct sockaddr_storage *listen, bool tls) 
         big += n;
       }
       break;
-    case 3: dev_fin(d); break;
-    case 4: dev_reset(d); break;
-    case 5: dev_reading(d, false); break;
-    case 6: dev_reading(d, true); break;
-    case 7: fzr_up_fin(i); break;
-    case 8: fzr_up_reset(i); break;
-    case 9: fzr_up_pause(i, true); break;
-    case 10: fzr_up_pause(i, false); break;
+    case 3:
+      dev_fin(d);
+      break;
+    case 4:
+      dev_reset(d);
+      break;
+    case 5:
+      dev_reading(d, false);
+      break;
+    case 6:
+      dev_reading(d, true);
+      break;
+    case 7:
+      fzr_up_fin(i);
+      break;
+    case 8:
+      fzr_up_reset(i);
+      break;
+    case 9:
+      fzr_up_pause(i, true);
+      break;
+    case 10:
+      fzr_up_pause(i, false);
+      break;
     default:
-      for (int k = fzr_byte(in) % 16; k >= 0; k--)
-        uv_run(&loop, UV_RUN_NOWAIT);
+      fzr_turns(in);
     }
   }
 }

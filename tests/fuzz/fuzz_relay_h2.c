@@ -56,14 +56,8 @@
 #define BIG_MAX (512 * 1024)
 
 typedef struct stream {
+  fzr_h2_stream h; /* first: its DATA (all of it may go: limit SIZE_MAX), window, response */
   size_t i;
-  int32_t id;             /* 0 until opened */
-  fzr_bytes out;          /* DATA not yet handed to nghttp2 */
-  size_t out_at;
-  bool fin;               /* END_STREAM queued */
-  bool fin_sent;          /* ... and written: the engine will see it before anything later */
-  bool deferred, closed, stalled, status_seen;
-  size_t unconsumed;
 } stream;
 
 static uv_loop_t loop;
@@ -72,7 +66,6 @@ static tn_engine *current;
 static struct sockaddr_storage listen_addrs[3], upstream_addr;
 static bool key_updates;
 static uint8_t *filler;
-static nghttp2_session_callbacks *callbacks;
 
 /* The device connection of the current input. */
 static struct {
@@ -82,9 +75,9 @@ static struct {
   nghttp2_session *session;
   bool tls_on;
   fzr_tls tls;
-  bool open, eof, shut, closing, closed, ping_acked;
+  bool open, eof, shut, closing, closed;
+  fzr_h2_device d; /* the session's streams, PING, GOAWAY */
   stream streams[FZR_TUNNELS];
-  size_t open_streams;
 } dev;
 
 /* ---- the connection ---- */
@@ -96,21 +89,7 @@ static void dev_closed(uv_handle_t *h) {
     fzr_tls_free(&dev.tls);
 }
 
-static void dev_written(uv_write_t *req, int status) {
-  if (status < 0 && status != UV_ECANCELED)
-    fz_fail(HARNESS ": writing to the engine: %s", uv_strerror(status));
-  free(req);
-}
-
-static void raw_write(const void *p, size_t n) {
-  uv_write_t *req = malloc(sizeof(*req) + n);
-  if (!req)
-    fz_fail(HARNESS ": out of memory");
-  memcpy(req + 1, p, n);
-  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
-  if (uv_write(req, (uv_stream_t *)&dev.tcp, &buf, 1, dev_written) != 0)
-    fz_fail(HARNESS ": uv_write to the engine refused");
-}
+static void raw_write(const void *p, size_t n) { fzr_send((uv_stream_t *)&dev.tcp, p, n); }
 
 /* What the TLS client has for the gateway. */
 static void tls_flush(void) {
@@ -122,23 +101,18 @@ static void tls_flush(void) {
 
 /* Everything nghttp2 has queued goes out now (through TLS on the TLS
  * listener). */
+static void frames_out(const uint8_t *p, size_t n) {
+  if (dev.tls_on)
+    fzr_tls_write(&dev.tls, p, n, key_updates);
+  else
+    raw_write(p, n);
+}
+
 static void flush(void) {
   if (!dev.session || dev.closing || dev.shut)
     return;
-  for (;;) {
-    const uint8_t *p;
-    ssize_t n = nghttp2_session_mem_send(dev.session, &p);
-    if (n < 0)
-      fz_fail(HARNESS ": nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
-    if (n == 0) {
-      tls_flush();
-      return;
-    }
-    if (dev.tls_on)
-      fzr_tls_write(&dev.tls, p, (size_t)n, key_updates);
-    else
-      raw_write(p, (size_t)n);
-  }
+  fzr_h2_send(dev.session, frames_out);
+  tls_flush();
 }
 
 static void dev_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -158,9 +132,9 @@ static void plain_in(void *arg, const char *p, size_t n) {
 static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   (void)s;
   if (n < 0) {
-    if (dev.open_streams)
+    if (dev.d.open_streams)
       fz_fail(HARNESS ": the engine closed the connection (%s) with %zu streams open",
-              uv_err_name((int)n), dev.open_streams);
+              uv_err_name((int)n), dev.d.open_streams);
     if (n != UV_EOF)
       fz_fail(HARNESS ": connection reset by the engine");
     if (dev.tls_on && !dev.tls.close_notify_seen)
@@ -184,120 +158,26 @@ static void dev_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   flush();
 }
 
-static void dev_connected(uv_connect_t *req, int status) {
-  (void)req;
-  if (status < 0)
-    fz_fail(HARNESS ": connect to the engine: %s", uv_strerror(status));
-}
-
-/* ---- nghttp2 client callbacks ---- */
-
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *arg) {
-  (void)flags;
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (!st || namelen != 7 || memcmp(name, ":status", 7) != 0)
-    return 0;
-  if (valuelen != 3 || memcmp(value, "200", 3) != 0)
-    fz_fail(HARNESS ": stream %zu to the allowed echo upstream answered :status %.*s", st->i,
-            (int)valuelen, value);
-  st->status_seen = true;
-  return 0;
-}
-
-static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
-                   void *arg) {
-  (void)flags;
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, id);
-  if (!st)
-    return 0;
-  if (!st->status_seen)
-    fz_fail(HARNESS ": stream %zu: DATA before :status", st->i);
-  fzr_bytes_add(&fzr_tunnel_at(st->i)->dev_got, data, len);
-  if (st->stalled)
-    st->unconsumed += len;
-  else
-    nghttp2_session_consume(s, id, len);
-  return 0;
-}
-
-static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, id);
-  if (!st || st->closed)
-    return 0;
-  st->closed = true;
-  dev.open_streams--;
-  if (code != NGHTTP2_NO_ERROR)
-    fzr_tunnel_at(st->i)->reset_seen = true;
-  return 0;
-}
-
-static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
-  (void)s;
-  (void)arg;
-  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
-      memcmp(f->ping.opaque_data, "mcgwdone", 8) == 0)
-    dev.ping_acked = true;
-  if (f->hd.type == NGHTTP2_GOAWAY && dev.open_streams)
-    fz_fail(HARNESS ": GOAWAY (error %u) with %zu streams open", f->goaway.error_code,
-            dev.open_streams);
-  return 0;
-}
-
-static int on_frame_sent(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
-  (void)arg;
-  stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
-  if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
-    st->fin_sent = true;
-  return 0;
-}
-
-static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                        uint32_t *flags, nghttp2_data_source *src, void *arg) {
-  (void)s;
-  (void)id;
-  (void)arg;
-  stream *st = src->ptr;
-  size_t left = st->out.len - st->out_at, n = left < len ? left : len;
-  memcpy(buf, st->out.p + st->out_at, n);
-  st->out_at += n;
-  if (st->out_at == st->out.len && st->fin) {
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-  }
-  if (n == 0) {
-    st->deferred = true;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  return (ssize_t)n;
+/* DATA on a stream: what the device received on its tunnel. */
+static void got_data(fzr_h2_stream *h, const uint8_t *p, size_t n) {
+  fzr_bytes_add(&fzr_tunnel_at(((stream *)h)->i)->dev_got, p, n);
 }
 
 /* ---- operations on one stream ---- */
 
-static bool writable(const stream *st) { return st->id > 0 && !st->fin && !st->closed; }
-
-static void more_data(stream *st) {
-  if (st->deferred) {
-    st->deferred = false;
-    nghttp2_session_resume_data(dev.session, st->id);
-  }
-}
+static bool writable(const stream *st) { return st->h.id > 0 && !st->h.fin && !st->h.closed; }
 
 static void send_data(stream *st, const void *p, size_t n) {
   if (!writable(st) || n == 0)
     return;
   fzr_bytes_add(&fzr_tunnel_at(st->i)->dev_sent, p, n);
-  fzr_bytes_add(&st->out, p, n);
-  more_data(st);
+  fzr_bytes_add(&st->h.out, p, n);
+  fzr_h2_resume(dev.session, &st->h);
 }
 
 static void open_stream(size_t i) {
   stream *st = &dev.streams[i];
-  if (st->id)
+  if (st->h.id)
     return;
   char authority[32];
   unsigned port = ntohs(((const struct sockaddr_in *)&upstream_addr)->sin_port);
@@ -306,12 +186,7 @@ static void open_stream(size_t i) {
       {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
       {(uint8_t *)":authority", (uint8_t *)authority, 10, (size_t)alen, NGHTTP2_NV_FLAG_NONE},
   };
-  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_out};
-  int32_t id = nghttp2_submit_request(dev.session, NULL, nv, 2, &prd, st);
-  if (id < 0)
-    fz_fail(HARNESS ": nghttp2_submit_request: %s", nghttp2_strerror(id));
-  st->id = id;
-  dev.open_streams++;
+  fzr_h2_submit(dev.session, &dev.d, &st->h, nv, 2);
   fzr_tunnel_at(i)->used = true;
   uint8_t tag[FZR_TAG_LEN];
   fzr_tag(i, tag);
@@ -321,32 +196,22 @@ static void open_stream(size_t i) {
 static void end_stream(stream *st) {
   if (!writable(st))
     return;
-  st->fin = true;
-  more_data(st);
+  st->h.fin = true;
+  fzr_h2_resume(dev.session, &st->h);
 }
 
 static void reset_stream(stream *st, bool no_error) {
-  if (st->id <= 0 || st->closed)
+  if (st->h.id <= 0 || st->h.closed)
     return;
   fzr_tunnel *t = fzr_tunnel_at(st->i);
   /* nghttp2 sends RST_STREAM ahead of queued DATA: only an END_STREAM
    * already written reaches the engine first. */
-  if (no_error && st->fin_sent)
+  if (no_error && st->h.fin_sent)
     t->device_gone = true; /* only the way back may be cut short */
   else
     t->reset_asked = true;
-  nghttp2_submit_rst_stream(dev.session, NGHTTP2_FLAG_NONE, st->id,
+  nghttp2_submit_rst_stream(dev.session, NGHTTP2_FLAG_NONE, st->h.id,
                             no_error ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
-}
-
-static void consume(stream *st, bool stalled) {
-  if (st->id <= 0)
-    return;
-  st->stalled = stalled;
-  if (!stalled && st->unconsumed && !st->closed)
-    nghttp2_session_consume(dev.session, st->id, st->unconsumed);
-  if (!stalled)
-    st->unconsumed = 0;
 }
 
 static void settings(uint8_t b) {
@@ -363,20 +228,18 @@ static void settings(uint8_t b) {
 
 static void dev_start(const struct sockaddr_storage *listen, bool tls) {
   memset(&dev, 0, sizeof(dev));
-  for (size_t i = 0; i < FZR_TUNNELS; i++)
+  for (size_t i = 0; i < FZR_TUNNELS; i++) {
     dev.streams[i].i = i;
-  nghttp2_option *opt;
-  if (nghttp2_option_new(&opt) != 0)
-    fz_fail(HARNESS ": nghttp2_option_new");
-  nghttp2_option_set_no_auto_window_update(opt, 1);
-  if (nghttp2_session_client_new2(&dev.session, callbacks, NULL, opt) != 0)
-    fz_fail(HARNESS ": nghttp2_session_client_new2");
-  nghttp2_option_del(opt);
+    dev.streams[i].h.limit = SIZE_MAX;
+  }
+  dev.d = (fzr_h2_device){.harness = HARNESS, .data = got_data};
+  dev.session = fzr_h2_session(&dev.d);
   nghttp2_submit_settings(dev.session, NGHTTP2_FLAG_NONE, NULL, 0);
   uv_tcp_init(&loop, &dev.tcp);
   uv_tcp_nodelay(&dev.tcp, 1); /* no Nagle stalls between small frames */
   dev.open = true;
-  if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen, dev_connected) != 0)
+  dev.connect.data = HARNESS;
+  if (uv_tcp_connect(&dev.connect, &dev.tcp, (const struct sockaddr *)listen, fzr_connected) != 0)
     fz_fail(HARNESS ": cannot connect");
   uv_read_start((uv_stream_t *)&dev.tcp, dev_alloc, dev_read);
   if ((dev.tls_on = tls)) {
@@ -394,7 +257,9 @@ static void run(fzr_input *in) {
     const uint8_t *p;
     size_t n;
     switch (op) {
-    case 0: open_stream(i); break;
+    case 0:
+      open_stream(i);
+      break;
     case 1:
       n = fzr_take(in, (size_t)fzr_byte(in) + 1, &p);
       send_data(st, p, n);
@@ -406,35 +271,52 @@ static void run(fzr_input *in) {
         big += n;
       }
       break;
-    case 3: end_stream(st); break;
-    case 4: reset_stream(st, fzr_byte(in) & 1); break;
-    case 5: consume(st, true); break;
-    case 6: consume(st, false); break;
-    case 7: fzr_up_fin(i); break;
-    case 8: fzr_up_reset(i); break;
-    case 9: fzr_up_pause(i, true); break;
-    case 10: fzr_up_pause(i, false); break;
+    case 3:
+      end_stream(st);
+      break;
+    case 4:
+      reset_stream(st, fzr_byte(in) & 1);
+      break;
+    case 5:
+      fzr_h2_stall(dev.session, &st->h, true);
+      break;
+    case 6:
+      fzr_h2_stall(dev.session, &st->h, false);
+      break;
+    case 7:
+      fzr_up_fin(i);
+      break;
+    case 8:
+      fzr_up_reset(i);
+      break;
+    case 9:
+      fzr_up_pause(i, true);
+      break;
+    case 10:
+      fzr_up_pause(i, false);
+      break;
     case 11: {
       uint32_t inc = (uint32_t)fzr_byte(in) << 8 | fzr_byte(in);
-      if (st->id > 0 && !st->closed && inc)
-        nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, st->id, (int32_t)inc);
+      if (st->h.id > 0 && !st->h.closed && inc)
+        nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, st->h.id, (int32_t)inc);
       break;
     }
-    case 12: settings(fzr_byte(in)); break;
+    case 12:
+      settings(fzr_byte(in));
+      break;
     case 13:
       nghttp2_submit_ping(dev.session, NGHTTP2_FLAG_NONE, NULL);
       nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, 0, 1024);
       break;
     default:
       flush();
-      for (int k = fzr_byte(in) % 16; k >= 0; k--)
-        uv_run(&loop, UV_RUN_NOWAIT);
+      fzr_turns(in);
     }
     flush();
   }
 }
 
-static bool streams_closed(void) { return dev.open_streams == 0; }
+static bool streams_closed(void) { return dev.d.open_streams == 0; }
 
 /* The engine answered the PING sent after every stream's last frame, so it
  * has seen them all; and it has no tunnel left (one may still have been
@@ -442,14 +324,14 @@ static bool streams_closed(void) { return dev.open_streams == 0; }
 static bool streams_done(void) {
   tn_engine_stats st;
   tn_engine_stats_get(current, &st);
-  return dev.ping_acked && fzr_up_open() == 0 && st.tunnels_active == 0;
+  return dev.d.ping_acked && fzr_up_open() == 0 && st.tunnels_active == 0;
 }
 
 static bool finished(void) {
   tn_engine_stats st;
   tn_engine_stats_get(current, &st);
-  return dev.closed && fzr_up_open() == 0 && st.connections_active == 0 &&
-         st.tunnels_active == 0 && st.clients_active == 0 && st.h2_connections_active == 0;
+  return dev.closed && fzr_up_open() == 0 && st.connections_active == 0 && st.tunnels_active == 0 &&
+         st.clients_active == 0 && st.h2_connections_active == 0;
 }
 
 static void dev_shut(uv_shutdown_t *req, int status) {
@@ -464,25 +346,10 @@ static void small_windows(tn_engine_opts *o) { o->h2_stream_window = 16 * 1024; 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  fz_setup();
-  uv_loop_init(&loop);
-  fzr_init(&loop, &upstream_addr);
-  engines[0] = fz_loopback_engine(&loop, true, NULL, &listen_addrs[0]);
-  engines[1] = fz_loopback_engine(&loop, true, small_windows, &listen_addrs[1]);
-  static const char alpn[] = "\x02h2";
-  engines[2] = fzr_tls_engine(&loop, true, NULL, &listen_addrs[2], alpn, sizeof(alpn) - 1);
-  for (size_t k = 0; k < 3; k++)
-    fzr_watch(engines[k]);
-  if (!(filler = malloc(BIG_MAX)))
-    fz_fail(HARNESS ": out of memory");
-  fzr_pattern(filler, BIG_MAX, 0x68326d63);
-  if (nghttp2_session_callbacks_new(&callbacks) != 0)
-    fz_fail(HARNESS ": nghttp2_session_callbacks_new");
-  nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data);
-  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_close);
-  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame);
-  nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_sent);
+  static const fzr_engine_spec spec[3] = {
+      {NULL, NULL, 0}, {small_windows, NULL, 0}, {NULL, "\x02h2", 3}};
+  fzr_setup(&loop, &upstream_addr, spec, 3, engines, listen_addrs);
+  filler = fzr_filler(BIG_MAX, 0x68326d63);
   return 0;
 }
 
@@ -505,7 +372,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   settings(0x05); /* INITIAL_WINDOW_SIZE 1 MiB */
   nghttp2_submit_window_update(dev.session, NGHTTP2_FLAG_NONE, 0, 1 << 24);
   for (size_t i = 0; i < FZR_TUNNELS; i++) {
-    consume(&dev.streams[i], false);
+    fzr_h2_stall(dev.session, &dev.streams[i].h, false);
     end_stream(&dev.streams[i]);
   }
   flush();
@@ -525,9 +392,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (uv_shutdown(&dev.shutdown, (uv_stream_t *)&dev.tcp, dev_shut) != 0)
     fz_fail(HARNESS ": shutdown refused");
   fzr_run_until(finished, HARNESS);
+  for (size_t i = 0; i < FZR_TUNNELS; i++) /* an RST_STREAM other than NO_ERROR */
+    if (dev.streams[i].h.closed && dev.streams[i].h.close_code != NGHTTP2_NO_ERROR)
+      fzr_tunnel_at(i)->reset_seen = true;
   fzr_check(HARNESS);
   nghttp2_session_del(dev.session);
   for (size_t i = 0; i < FZR_TUNNELS; i++)
-    free(dev.streams[i].out.p);
+    free(dev.streams[i].h.out.p);
   return 0;
 }

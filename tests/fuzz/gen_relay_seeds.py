@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Writes the seed corpora of fuzz_relay_h1 and fuzz_relay_h2 (see the
-operation tables at the top of those harnesses): one named input per
-behaviour worth starting from. Run from anywhere; rewrites
-tests/fuzz/corpus/fuzz_relay_h{1,2}/seed-*."""
+"""Writes the seed corpora of fuzz_relay_h1, fuzz_relay_h2 and
+fuzz_relay_udp (see the operation tables at the top of those harnesses):
+one named input per behaviour worth starting from. Run from anywhere;
+rewrites tests/fuzz/corpus/fuzz_relay_{h1,h2,udp}/seed-*."""
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,6 +65,52 @@ def main():
     h2["rst-no-error-after-end-stream"] = op(OPEN) + op(BIG, 0, 30) + op(FIN) + op(RST, 0, 1)
     # Mode byte bit 0: 16 KiB windows; bit 1: the TLS listener (ALPN h2); bit 3: KeyUpdates.
     write("fuzz_relay_h2", h2, engines=(0, 1, 2, 10))
+    # Mode byte bit 0: HTTP/2; bit 1: small limits.
+    write("fuzz_relay_udp", udp(), engines=(0, 1, 2, 3))
+
+
+def udp():
+    """fuzz_relay_udp's operations (its own table)."""
+    U_OPEN, DG, U_BIG, CTX, TYPE, MALFORMED, WRITE, END, U_RST = 0, 1, 2, 3, 4, 5, 6, 7, 8
+    U_STOP, U_READ, BURST, SETTLE, RUN = 9, 10, 11, 12, 13
+
+    def dg(t, data, enc=0):
+        return op(DG, t, enc, len(data)) + data
+
+    def write_all(t):
+        return op(WRITE, t, 255)
+
+    def r(n):
+        return op(RUN, 0, n)
+
+    return {
+        "echo-one": op(U_OPEN) + dg(0, b"hello") + write_all(0) + r(3) + op(END, 0, 0),
+        "held-before-the-101": op(U_OPEN) + dg(0, b"a") + dg(0, b"") + dg(0, b"c") + write_all(0)
+        + op(END, 0, 0),
+        "split-byte-by-byte": op(U_OPEN) + dg(0, b"split across reads", 0x15) + dg(0, b"x", 0x3f)
+        + b"".join(op(WRITE, 0, 0) + r(1) for _ in range(40)),
+        "contexts-types-too-large": op(U_OPEN) + op(CTX, 0, 7, 0x04, 3) + b"ctx"
+        + op(TYPE, 0, 0x00, 0x29, 0, 4) + b"type" + dg(0, b"kept") + op(U_BIG, 0, 0, 200)
+        + op(U_BIG, 0, 0, 20) + dg(0, b"after") + write_all(0) + op(SETTLE) + op(END, 0, 0),
+        "malformed-ends-one-tunnel": op(U_OPEN, 0) + op(U_OPEN, 1) + dg(0, b"zero") + dg(1, b"one")
+        + write_all(0) + write_all(1) + op(SETTLE) + op(MALFORMED, 0, 1) + dg(1, b"still one")
+        + write_all(0) + write_all(1) + r(5),
+        "malformed-kinds": b"".join(op(U_OPEN, i) + dg(i, b"ok") + op(MALFORMED, i, i)
+                                    + write_all(i) for i in range(4)) + r(9),
+        "many-tunnels": b"".join(op(U_OPEN, i) + dg(i, bytes([i]) * (i + 1)) + write_all(i)
+                                 for i in range(16)) + r(15),
+        "device-stops-reading": op(U_OPEN) + dg(0, b"peer") + write_all(0) + op(SETTLE)
+        + op(U_STOP) + op(BURST, 0, 31, 180) + op(BURST, 0, 31, 180) + op(SETTLE)
+        + op(U_READ) + r(9),
+        "device-busy": op(U_OPEN) + dg(0, b"peer") + write_all(0) + op(SETTLE) + op(U_STOP)
+        + b"".join(op(BURST, 0, 31, 24) + op(SETTLE) for _ in range(8)) + op(U_READ) + r(9),
+        "upstream-too-large": op(U_OPEN) + dg(0, b"peer") + write_all(0) + op(SETTLE)
+        + op(BURST, 0, 3, 250) + op(BURST, 0, 3, 10) + r(5),
+        "device-reset": op(U_OPEN, 0) + op(U_OPEN, 1) + dg(0, b"x") + dg(1, b"y") + write_all(0)
+        + write_all(1) + r(5) + op(U_RST, 0) + dg(1, b"unaffected") + write_all(1) + r(5),
+        "cut-at-the-end": op(U_OPEN, 0) + op(U_OPEN, 1) + dg(0, b"x") + dg(1, b"y")
+        + op(END, 0, 1) + op(END, 1, 3),
+    }
 
 
 if __name__ == "__main__":

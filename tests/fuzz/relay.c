@@ -15,10 +15,10 @@
 
 struct fzr_upstream {
   uv_tcp_t tcp;
-  fzr_tunnel *t;           /* NULL until the tag is complete */
+  fzr_tunnel *t; /* NULL until the tag is complete */
   uint8_t head[FZR_TAG_LEN];
   size_t head_len;
-  uint8_t key;             /* echo XOR key: tunnel-specific */
+  uint8_t key; /* echo XOR key: tunnel-specific */
   bool eof, shut, shut_done, closing;
   uv_shutdown_t shutdown;
   fzr_upstream *next;
@@ -26,7 +26,7 @@ struct fzr_upstream {
 
 static uv_loop_t *loop;
 static uv_tcp_t server;
-static fzr_upstream *ups;  /* every upstream connection not yet closed */
+static fzr_upstream *ups; /* every upstream connection not yet closed */
 static size_t n_ups;
 static uint32_t generation;
 static fzr_tunnel tunnels[FZR_TUNNELS];
@@ -283,8 +283,6 @@ static void up_accept(uv_stream_t *srv, int status) {
 
 void fzr_init(uv_loop_t *l, struct sockaddr_storage *addr) {
   loop = l;
-  /* libuv writes without MSG_NOSIGNAL; mcgw ignores SIGPIPE the same way. */
-  signal(SIGPIPE, SIG_IGN);
   struct sockaddr_in sin;
   uv_ip4_addr("127.0.0.1", 0, &sin);
   int len = sizeof(*addr);
@@ -332,6 +330,11 @@ static uint64_t now_ms(void) {
 static void wake(uv_timer_t *t) {
   if (getenv("FZR_TRACE"))
     fprintf(stderr, "fuzz relay: nothing happened for 10 ms (%s)\n", (const char *)t->data);
+}
+
+void fzr_turns(fzr_input *in) {
+  for (int k = fzr_byte(in) % 16; k >= 0; k--)
+    uv_run(loop, UV_RUN_NOWAIT);
 }
 
 void fzr_run_until(bool (*done)(void), const char *harness) {
@@ -480,6 +483,232 @@ bool fzr_tls_input(fzr_tls *t, const char *p, size_t n,
   }
 }
 
+/* ---- writes and nghttp2 client streams ---- */
+
+int fzr_write(uv_stream_t *s, const void *p, size_t n, void *data, uv_write_cb cb) {
+  uv_write_t *req = malloc(sizeof(*req) + n);
+  if (!req)
+    fz_fail("fuzz relay: out of memory");
+  memcpy(req + 1, p, n);
+  req->data = data;
+  uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)n);
+  int err = uv_write(req, s, &buf, 1, cb);
+  if (err)
+    free(req);
+  return err;
+}
+
+static void sent(uv_write_t *req, int status) {
+  if (status < 0 && status != UV_ECANCELED)
+    fz_fail("fuzz relay: writing to the engine: %s", uv_strerror(status));
+  free(req);
+}
+
+void fzr_send(uv_stream_t *s, const void *p, size_t n) {
+  if (fzr_write(s, p, n, NULL, sent) != 0)
+    fz_fail("fuzz relay: uv_write to the engine refused");
+}
+
+void fzr_connected(uv_connect_t *req, int status) {
+  if (status < 0)
+    fz_fail("%s: connect to the engine: %s", (const char *)req->data, uv_strerror(status));
+}
+
+static ssize_t read_out(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                        nghttp2_data_source *src, void *arg) {
+  (void)s;
+  (void)id;
+  (void)arg;
+  fzr_h2_stream *st = src->ptr;
+  size_t end = st->limit < st->out.len ? st->limit : st->out.len;
+  size_t n = end - st->out_at < len ? end - st->out_at : len;
+  if (n) {
+    memcpy(buf, st->out.p + st->out_at, n);
+    st->out_at += n;
+  }
+  if (st->fin && st->out_at == st->out.len) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+  }
+  if (n == 0) {
+    st->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  return (ssize_t)n;
+}
+
+nghttp2_data_provider fzr_h2_provider(fzr_h2_stream *st) {
+  return (nghttp2_data_provider){.source.ptr = st, .read_callback = read_out};
+}
+
+void fzr_h2_resume(nghttp2_session *s, fzr_h2_stream *st) {
+  if (st->deferred && st->id > 0 && !st->closed) {
+    st->deferred = false;
+    nghttp2_session_resume_data(s, st->id);
+  }
+}
+
+void fzr_h2_received(nghttp2_session *s, fzr_h2_stream *st, size_t len) {
+  if (st->stalled)
+    st->unconsumed += len;
+  else
+    nghttp2_session_consume(s, st->id, len);
+}
+
+void fzr_h2_stall(nghttp2_session *s, fzr_h2_stream *st, bool stalled) {
+  if (st->id <= 0)
+    return;
+  st->stalled = stalled;
+  if (!stalled && st->unconsumed && !st->closed)
+    nghttp2_session_consume(s, st->id, st->unconsumed);
+  if (!stalled)
+    st->unconsumed = 0;
+}
+
+static bool is(const uint8_t *p, size_t n, const char *want) {
+  return n == strlen(want) && memcmp(p, want, n) == 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *arg) {
+  (void)flags;
+  fzr_h2_device *dev = arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (!st)
+    return 0;
+  if (is(name, namelen, ":status")) {
+    if (!is(value, valuelen, "200"))
+      fz_fail("%s: stream %d to an allowed upstream answered :status %.*s", dev->harness, st->id,
+              (int)valuelen, value);
+    st->status_200 = true;
+  } else if (is(name, namelen, "capsule-protocol") && is(value, valuelen, "?1")) {
+    st->capsule_protocol = true;
+  }
+  return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *arg) {
+  (void)flags;
+  fzr_h2_device *dev = arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+  if (!st)
+    return 0;
+  if (!st->status_200)
+    fz_fail("%s: stream %d: DATA before :status", dev->harness, id);
+  dev->data(st, data, len);
+  fzr_h2_received(s, st, len);
+  return 0;
+}
+
+static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg) {
+  fzr_h2_device *dev = arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, id);
+  if (!st || st->closed)
+    return 0;
+  st->closed = true;
+  st->close_code = code;
+  dev->open_streams--;
+  return 0;
+}
+
+static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
+  fzr_h2_device *dev = arg;
+  if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+    dev->connect_protocol =
+        nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
+  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
+      memcmp(f->ping.opaque_data, "mcgwdone", 8) == 0)
+    dev->ping_acked = true;
+  if (f->hd.type == NGHTTP2_GOAWAY && dev->open_streams)
+    fz_fail("%s: GOAWAY (error %u) with %zu streams open", dev->harness, f->goaway.error_code,
+            dev->open_streams);
+  return 0;
+}
+
+static int on_frame_sent(nghttp2_session *s, const nghttp2_frame *f, void *arg) {
+  (void)arg;
+  fzr_h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+  if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    st->fin_sent = true;
+  return 0;
+}
+
+nghttp2_session *fzr_h2_session(fzr_h2_device *dev) {
+  static nghttp2_session_callbacks *cbs;
+  nghttp2_option *opt;
+  nghttp2_session *s;
+  if (!cbs) {
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+      fz_fail("%s: nghttp2_session_callbacks_new", dev->harness);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_sent);
+  }
+  if (nghttp2_option_new(&opt) != 0)
+    fz_fail("%s: nghttp2_option_new", dev->harness);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  if (nghttp2_session_client_new2(&s, cbs, dev, opt) != 0)
+    fz_fail("%s: nghttp2_session_client_new2", dev->harness);
+  nghttp2_option_del(opt);
+  return s;
+}
+
+void fzr_h2_submit(nghttp2_session *s, fzr_h2_device *dev, fzr_h2_stream *st, const nghttp2_nv *nv,
+                   size_t n) {
+  nghttp2_data_provider prd = fzr_h2_provider(st);
+  int32_t id = nghttp2_submit_request(s, NULL, nv, n, &prd, st);
+  if (id < 0)
+    fz_fail("%s: nghttp2_submit_request: %s", dev->harness, nghttp2_strerror(id));
+  st->id = id;
+  dev->open_streams++;
+}
+
+void fzr_h2_send(nghttp2_session *s, void (*out)(const uint8_t *p, size_t n)) {
+  for (;;) {
+    const uint8_t *p;
+    ssize_t n = nghttp2_session_mem_send(s, &p);
+    if (n < 0)
+      fz_fail("fuzz relay: nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
+    if (n == 0)
+      return;
+    out(p, (size_t)n);
+  }
+}
+
+/* ---- the harness's set-up ---- */
+
+void fzr_setup(uv_loop_t *l, struct sockaddr_storage *upstream, const fzr_engine_spec *spec,
+               size_t n, tn_engine **engines, struct sockaddr_storage *addrs) {
+  fz_setup();
+  uv_loop_init(l);
+  loop = l; /* fzr_run_until's */
+  /* libuv writes without MSG_NOSIGNAL; mcgw ignores SIGPIPE the same way.
+   * (Not doing so killed fuzz_relay_udp silently: a device writing to the
+   * connection the engine reset after a malformed capsule.) */
+  signal(SIGPIPE, SIG_IGN);
+  if (upstream)
+    fzr_init(l, upstream);
+  for (size_t k = 0; k < n; k++) {
+    if (spec[k].alpn)
+      engines[k] = fzr_tls_engine(l, true, spec[k].tune, &addrs[k], spec[k].alpn, spec[k].alpn_len);
+    else
+      engines[k] = fz_loopback_engine(l, true, spec[k].tune, &addrs[k]);
+    fzr_watch(engines[k]);
+  }
+}
+
+uint8_t *fzr_filler(size_t n, uint32_t seed) {
+  uint8_t *p = malloc(n);
+  if (!p)
+    fz_fail("fuzz relay: out of memory");
+  fzr_pattern(p, n, seed);
+  return p;
+}
+
 /* ---- the oracles ---- */
 
 static void on_closed(const tn_tunnel_info *info, void *arg) {
@@ -502,8 +731,8 @@ static void same(const char *harness, size_t i, const char *what, const fzr_byte
   size_t n = got->len < sent->len ? got->len : sent->len;
   for (size_t k = 0; k < n; k++) {
     if (got->p[k] != sent->p[k])
-      fz_fail("%s: tunnel %zu: %s: byte %zu is 0x%02x, sent 0x%02x (of %zu sent, %zu got)",
-              harness, i, what, k, got->p[k], sent->p[k], sent->len, got->len);
+      fz_fail("%s: tunnel %zu: %s: byte %zu is 0x%02x, sent 0x%02x (of %zu sent, %zu got)", harness,
+              i, what, k, got->p[k], sent->p[k], sent->len, got->len);
   }
   if (got->len > sent->len)
     fz_fail("%s: tunnel %zu: %s: %zu bytes more than were sent (%zu)", harness, i, what,
@@ -525,12 +754,13 @@ void fzr_check(const char *harness) {
     if (t->reset_seen && !t->reset_asked && !t->device_gone)
       fz_fail("%s: tunnel %zu was reset, though no side asked for it", harness, i);
     same(harness, i, "upstream received", &t->up_got, &t->dev_sent, t->reset_asked);
-    same(harness, i, "device received", &t->dev_got, &t->up_sent,
-         t->reset_asked || t->device_gone);
+    same(harness, i, "device received", &t->dev_got, &t->up_sent, t->reset_asked || t->device_gone);
     if (getenv("FZR_TRACE"))
       fprintf(stderr, "%s: tunnel %zu: sent %zu, upstream got %zu and sent %zu, device got %zu%s\n",
               harness, i, t->dev_sent.len, t->up_got.len, t->up_sent.len, t->dev_got.len,
-              t->reset_asked ? " (reset)" : t->device_gone ? " (device gone)" : "");
+              t->reset_asked   ? " (reset)"
+              : t->device_gone ? " (device gone)"
+                               : "");
     any_reset |= t->reset_asked || t->device_gone;
     up += t->up_got.len;
     down += t->dev_got.len;
@@ -538,8 +768,8 @@ void fzr_check(const char *harness) {
   if (any_reset)
     return;
   if (closed.not_eof)
-    fz_fail("%s: %zu tunnels closed with close=%s rather than eof, though none was reset",
-            harness, closed.not_eof, closed.last_reason ? closed.last_reason : "-");
+    fz_fail("%s: %zu tunnels closed with close=%s rather than eof, though none was reset", harness,
+            closed.not_eof, closed.last_reason ? closed.last_reason : "-");
   if (closed.bytes_up != up || closed.bytes_down != down)
     fz_fail("%s: the access log counted %llu bytes up and %llu down; upstream got %llu and the "
             "device %llu",
