@@ -54,7 +54,7 @@ bench: bench-deps build
 	BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/udp.py
 
 # Each libFuzzer harness (tests/fuzz/), or those in FUZZ_HARNESSES (e.g.
-# "fuzz_relay_h1 fuzz_relay_h2"), for FUZZ_SECONDS, in a clang build of its
+# "fuzz_relay_h1 fuzz_relay_h2 fuzz_relay_udp"), for FUZZ_SECONDS, in a clang build of its
 # own; what adds coverage is merged into tests/fuzz/corpus/, crashes land there
 # as regression inputs (scripts/fuzz.sh). `make test` runs a short smoke of each.
 fuzz:
