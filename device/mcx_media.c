@@ -283,6 +283,7 @@ typedef struct stats {
   double last_transit_ms;
   bool have_transit;
   uint64_t start_ns;
+  uint64_t send_ns; /* first to last send: sent / this is the rate really offered */
 } stats;
 
 /* An echoed packet: its sequence number and send time (in the payload). */
@@ -338,10 +339,11 @@ static void report(stats *s, const opts *o) {
   if (o->json)
     printf("{\"sent\": %llu, \"received\": %llu, \"lost\": %llu, \"reordered\": %llu, "
            "\"duplicates\": %llu, \"rtt_p50_ms\": %.3f, \"rtt_p99_ms\": %.3f, "
-           "\"jitter_ms\": %.3f, \"pps\": %u, \"size\": %u, \"tunnels\": %u, \"proto\": \"%s\"}\n",
+           "\"jitter_ms\": %.3f, \"send_s\": %.6f, \"pps\": %u, \"size\": %u, \"tunnels\": %u, "
+           "\"proto\": \"%s\"}\n",
            (unsigned long long)s->sent, (unsigned long long)s->received, (unsigned long long)lost,
            (unsigned long long)s->reordered, (unsigned long long)s->duplicates, p50, p99,
-           s->jitter_ms, o->pps, o->size, o->tunnels,
+           s->jitter_ms, (double)s->send_ns / 1e9, o->pps, o->size, o->tunnels,
            o->direct     ? "direct"
            : o->proxy.h2 ? "h2"
                          : "h1");
@@ -674,6 +676,7 @@ static int run_stream(const opts *o) {
     }
     receive(&t, next - now);
   }
+  st.send_ns = now_ns() - st.start_ns;
   uint64_t grace_end = now_ns() + (uint64_t)GRACE_MS * 1000000u;
   while (st.received < st.sent && now_ns() < grace_end)
     receive(&t, 20 * MS);

@@ -15,6 +15,18 @@ Two figures per path:
   and the relay's CPU per relayed datagram (both directions counted), also
   as a ratio to socat's in the same run.
 
+Most datagrams per second (one tunnel per path, and 100 tunnels on one
+HTTP/2 connection against their floor, --direct --tunnels 100): the offered
+rate steps up, doubling from BENCH_UDP_RATE_START (5000/s) to
+BENCH_UDP_RATE_MAX (80000/s), BENCH_UDP_RATE_SECONDS per step (5, 2 with
+BENCH_QUICK=1). A step passes when the round trip loses under 1%
+(LOSS_MAX_PCT) of the datagrams sent and the generator really offered at
+least 90% of the rate (mcx-media's send_s); a failed step is tried once
+more (the machine is shared). The ramp stops at the first step failed twice,
+then tries the rate half-way between it and the last pass. A path's figure
+is its highest passing rate, with the loss and the relay's CPU per relayed
+datagram and in % of one core at that step.
+
 And 100 tunnels x 50/s on one HTTP/2 connection (plain and TLS listener):
 latency and loss over their own floor, the same 100 streams sent straight to
 the reflector by the same one mcx-media process (--direct --tunnels 100); and
@@ -35,6 +47,11 @@ MEDIA = os.path.join(bench.BUILD, "mcx-media")
 SECONDS = float(os.environ.get("BENCH_UDP_SECONDS", "3" if bench.QUICK else "10"))
 PPS = int(os.environ.get("BENCH_UDP_PPS", "20000"))
 REPEATS = int(os.environ.get("BENCH_UDP_REPEATS", "3"))
+RATE_START = int(os.environ.get("BENCH_UDP_RATE_START", "5000"))
+RATE_MAX = int(os.environ.get("BENCH_UDP_RATE_MAX", "80000"))
+RATE_S = float(os.environ.get("BENCH_UDP_RATE_SECONDS", "2" if bench.QUICK else "5"))
+LOSS_MAX_PCT = 1.0  # a rate is relayed when the round trip loses less than this
+OFFERED_MIN = 0.9  # ... and the generator really sent at least this share of it
 
 
 def media(args, seconds, pps):
@@ -61,6 +78,79 @@ def measure(name, args, relay_pid):
               (name, row["p50_ms"], row["p99_ms"], PPS, row["rate_loss_pct"],
                "%.2f" % row["relay_us_per_datagram"] if row["relay_us_per_datagram"] else "-"))
     return row
+
+
+def rate_step(args, rate, tunnels, relay_pid):
+    """One step of the ramp: rate datagrams/s in all, over tunnels tunnels."""
+    before = bench.cpu_s(relay_pid) if relay_pid else 0
+    r = media(["--tunnels", str(tunnels), *args] if tunnels > 1 else args, RATE_S, rate // tunnels)
+    cpu = (bench.cpu_s(relay_pid) - before) if relay_pid else 0
+    relayed = r["sent"] + r["received"]
+    offered = r["sent"] / r["send_s"] if r["send_s"] > 0 else 0
+    loss = 100.0 * (r["sent"] - r["received"]) / max(r["sent"], 1)
+    return {"rate": rate, "offered_pps": offered, "sent": r["sent"], "received": r["received"],
+            "loss_pct": loss, "relay_cpu_s": cpu,
+            "relay_us_per_datagram": cpu / relayed * 1e6 if relay_pid and relayed else None,
+            "relay_core_pct": 100.0 * cpu / r["send_s"] if relay_pid and r["send_s"] else None,
+            "passed": loss < LOSS_MAX_PCT and offered >= OFFERED_MIN * rate}
+
+
+def ramp(name, args, relay_pid, tunnels=1):
+    """The most datagrams/s path name relays with loss under LOSS_MAX_PCT
+    (module docstring): every step tried, and the highest passing one."""
+    steps = []
+
+    def attempt(rate):
+        for _ in range(2):  # a failure is tried once more: the machine is shared
+            st = rate_step(args, rate, tunnels, relay_pid)
+            steps.append(st)
+            bench.log("bench udp: %s at %d/s: offered %.0f/s, loss %.2f%%, %s µs/datagram%s" % (
+                name, rate, st["offered_pps"], st["loss_pct"],
+                "%.2f" % st["relay_us_per_datagram"] if st["relay_us_per_datagram"] else "-",
+                "" if st["passed"] else " (failed)"))
+            if st["passed"]:
+                return True
+        return False
+
+    rate, last_pass = RATE_START, 0
+    while rate <= RATE_MAX and attempt(rate):
+        last_pass, rate = rate, rate * 2
+    if last_pass and rate <= RATE_MAX:  # failed at rate: half-way to the last pass
+        attempt((last_pass + rate) // 2)
+    passed = [st for st in steps if st["passed"]]
+    best = max(passed, key=lambda st: st["rate"]) if passed else None
+    return {"path": name, "tunnels": tunnels, "best": best, "top": bool(best) and
+            best["rate"] >= RATE_MAX, "steps": steps}
+
+
+def ramp_table(rows, ref, ref_name, floor):
+    """Ratios to ref for the rows with a relay; CPU ratios only when ref is
+    one. A rate marked "= floor" is as high as the floor's: the generator
+    and the reflector, not the relay, set it."""
+    cpu_ratio = bool(ref["best"] and ref["best"]["relay_us_per_datagram"])
+    hdr = ["path", "most datagrams/s, loss < %g%%" % LOSS_MAX_PCT, "loss there",
+           "relay CPU µs per datagram", "relay CPU, % of a core", "rate vs %s" % ref_name]
+    if cpu_ratio:
+        hdr.append("CPU/datagram vs %s" % ref_name)
+    out = ["| %s |" % " | ".join(hdr), "|---" * len(hdr) + "|"]
+    rb, fb = ref["best"], floor["best"]
+    for r in rows:
+        b = r["best"]
+        if not b:
+            out.append("| %s | < %d |%s" % (r["path"], RATE_START, " - |" * (len(hdr) - 2)))
+            continue
+        us, core = b["relay_us_per_datagram"], b["relay_core_pct"]
+        relay = us is not None and r is not ref
+        cells = [r["path"], "%s%d%s" % (">= " if r["top"] else "", b["rate"],
+                                         " (= floor)" if relay and fb and b["rate"] >= fb["rate"]
+                                         else ""),
+                 "%.2f%%" % b["loss_pct"], "%.2f" % us if us is not None else "-",
+                 "%.0f%%" % core if core is not None else "-",
+                 bench.ratio(b["rate"], rb["rate"]) if rb and relay else "-"]
+        if cpu_ratio:
+            cells.append(bench.ratio(us, rb["relay_us_per_datagram"]) if relay else "-")
+        out.append("| %s |" % " | ".join(cells))
+    return "\n".join(out)
 
 
 def idle_rss(gw, proxy, target, conns=10, per_conn=100):
@@ -154,37 +244,53 @@ def start_mcgw(tmp, target):
 
 def main():
     os.makedirs(bench.OUT, exist_ok=True)
+    load_start = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="mcgw-bench-udp-")
     refl = bench.spawn([MEDIA, "reflect", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
                        text=True)
     target = refl.stdout.readline().strip().rsplit(" ", 1)[-1]
     rport = target.rsplit(":", 1)[1]
-    rows = [measure("floor (direct)", ["--direct", "--target", target], None)]
+    rows, ramps = [], []
+
+    def path(name, args, pid):
+        rows.append(measure(name, args, pid))
+        ramps.append(ramp(name, args, pid))
+
+    path("floor (direct)", ["--direct", "--target", target], None)
     sport = bench.free_port()
     socat = bench.spawn(["socat", "UDP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr" % sport,
                          "UDP:127.0.0.1:%s" % rport])
-    rows.append(measure("socat", ["--direct", "--target", "127.0.0.1:%d" % sport], socat.pid))
+    path("socat", ["--direct", "--target", "127.0.0.1:%d" % sport], socat.pid)
     bench.stop(socat)
     gw, proxy, proxy_tls, ca = start_mcgw(tmp, target)
     tls = ["--proxy", proxy_tls, "--proxy-cacert", ca]
-    rows.append(measure("mcgw h2 (plain)", ["--h2", "--proxy", proxy, "--target", target], gw.pid))
-    rows.append(measure("mcgw h2 (TLS)", ["--h2", *tls, "--target", target], gw.pid))
-    rows.append(measure("mcgw h1 (plain)", ["--proxy", proxy, "--target", target], gw.pid))
+    path("mcgw h2 (plain)", ["--h2", "--proxy", proxy, "--target", target], gw.pid)
+    path("mcgw h2 (TLS)", ["--h2", *tls, "--target", target], gw.pid)
+    path("mcgw h1 (plain)", ["--proxy", proxy, "--target", target], gw.pid)
     hundred = many([("floor (direct), 100 streams", ["--direct", "--target", target]),
                     ("mcgw h2 (plain), 100 tunnels", ["--h2", "--proxy", proxy, "--target", target]),
                     ("mcgw h2 (TLS), 100 tunnels", ["--h2", *tls, "--target", target])])
     floor100 = hundred[0]
+    ramps100 = [ramp("floor (direct), 100 streams", ["--direct", "--target", target], None, 100),
+                ramp("mcgw h2 (plain), 100 tunnels", ["--h2", "--proxy", proxy, "--target", target],
+                     gw.pid, 100)]
     idle = idle_rss(gw, proxy, target)
     bench.stop(gw)
     bench.stop(refl)
+    load_end = os.getloadavg()
     md = table(rows, rows[0], rows[1])
     md_many = many_table(hundred, floor100)
+    md_rate = ramp_table(ramps, ramps[1], "socat", ramps[0])
+    md_rate100 = ramp_table(ramps100, ramps100[0], "floor", ramps100[0])
     with open(os.path.join(bench.OUT, "udp.json"), "w") as f:
-        json.dump({"machine": bench.machine(), "seconds": SECONDS, "pps": PPS,
-                   "repeats": REPEATS, "rows": rows,
-                   "hundred_tunnels": hundred, "idle": idle}, f, indent=1)
+        json.dump({"machine": bench.machine(), "load_start": load_start, "load_end": load_end,
+                   "seconds": SECONDS, "pps": PPS, "repeats": REPEATS, "rows": rows,
+                   "hundred_tunnels": hundred, "idle": idle,
+                   "most_rate": {"start": RATE_START, "max": RATE_MAX, "step_s": RATE_S,
+                                 "loss_max_pct": LOSS_MAX_PCT, "one_tunnel": ramps,
+                                 "hundred_tunnels": ramps100}}, f, indent=1)
     with open(os.path.join(bench.OUT, "udp.md"), "w") as f:
-        f.write(md + "\n\n" + md_many + "\n")
+        f.write("\n\n".join([md, md_many, md_rate, md_rate100]) + "\n")
     print("\nUDP tunnels (one stream each; %g s per figure):\n" % SECONDS)
     print(md)
     print("\n100 tunnels x 50/s of 172 bytes on one HTTP/2 connection, one mcx-media process "
@@ -193,6 +299,13 @@ def main():
     print("\nRSS per idle UDP tunnel: %.2f KiB (%d tunnels on %d HTTP/2 connections; mcgw %d -> %d "
           "KiB)" % (idle["kib_per_tunnel"], idle["tunnels"], idle["connections"],
                     idle["rss_before_kib"], idle["rss_held_kib"]))
+    print("\nMost datagrams/s (172 bytes, each way) with round-trip loss < %g%%, one tunnel "
+          "(steps of %g s, doubling from %d/s to %d/s, then half-way):\n" % (
+              LOSS_MAX_PCT, RATE_S, RATE_START, RATE_MAX))
+    print(md_rate)
+    print("\nThe same, 100 tunnels on one HTTP/2 connection (the rate is the sum over them):\n")
+    print(md_rate100)
+    print("\nLoad average: %.2f at the start, %.2f at the end" % (load_start[0], load_end[0]))
     return 0
 
 
