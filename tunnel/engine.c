@@ -187,6 +187,8 @@ static void sweep_tunnels(tn_link *head, uint64_t now, bool relay, const tn_engi
     tn_tunnel *t = (tn_tunnel *)l; /* link is the first member */
     l = l->next;                   /* t may leave the list below */
     uint64_t idle_ms = t->udp ? o->udp_idle_timeout_ms : o->idle_timeout_ms;
+    if (relay)
+      tn__udp_collect_drops(t); /* the kernel's drops, in the metrics while it lasts */
     bool expired = relay ? idle_ms && now - t->last_activity_ms >= idle_ms
                          : t->deadline_ms && now >= t->deadline_ms;
     if (expired)

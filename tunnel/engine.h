@@ -186,6 +186,8 @@ typedef enum {
   TN_UDP_DROP_TARGET_BUSY,   /* towards the target: the socket would block */
   TN_UDP_DROP_SEND_FAILED,   /* towards the target: another send error */
   TN_UDP_DROP_NO_MEMORY,
+  TN_UDP_DROP_RECEIVE_OVERFLOW, /* towards the device: the kernel dropped it, the tunnel's socket
+                                 * buffer full before mcgw read it (SO_MEMINFO drops) */
   TN_UDP_DROP_COUNT_
 } tn_udp_drop;
 

@@ -72,6 +72,10 @@ void tn__udp_device_ended(tn_tunnel *t);
 /* Part of tn__tunnel_close: closes the socket (the endpoint reports closed
  * from its close callback), or frees t->udp at once if none was opened. */
 void tn__udp_close(tn_tunnel *t);
+/* Counts the datagrams the kernel dropped at the tunnel's socket since the
+ * last call (receive buffer full) as receive_overflow drops. No-op for TCP
+ * and before the socket is open. */
+void tn__udp_collect_drops(tn_tunnel *t);
 /* The tunnel's datagram counts (0 for TCP). */
 void tn__udp_counts(const tn_tunnel *t, uint64_t *up, uint64_t *down, uint64_t *dropped,
                     uint64_t *icmp);

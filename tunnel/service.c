@@ -44,17 +44,21 @@ void tn__count_udp_datagram(tn_engine *e, bool up, size_t len) {
   }
 }
 
-void tn__count_udp_drop(tn_engine *e, tn_udp_drop why) {
+void tn__count_udp_drop(tn_engine *e, tn_udp_drop why, uint64_t n) {
   if (why >= 0 && why < TN_UDP_DROP_COUNT_)
-    e->stats.udp_dropped[why]++;
+    e->stats.udp_dropped[why] += n;
 }
 
 void tn__count_udp_icmp(tn_engine *e) { e->stats.udp_icmp_unreachable++; }
 
 static const char *const udp_drop_names[TN_UDP_DROP_COUNT_] = {
-    [TN_UDP_DROP_TOO_LARGE] = "too_large",     [TN_UDP_DROP_CONTEXT] = "context",
-    [TN_UDP_DROP_DEVICE_BUSY] = "device_busy", [TN_UDP_DROP_TARGET_BUSY] = "target_busy",
-    [TN_UDP_DROP_SEND_FAILED] = "send_failed", [TN_UDP_DROP_NO_MEMORY] = "no_memory",
+    [TN_UDP_DROP_TOO_LARGE] = "too_large",
+    [TN_UDP_DROP_CONTEXT] = "context",
+    [TN_UDP_DROP_DEVICE_BUSY] = "device_busy",
+    [TN_UDP_DROP_TARGET_BUSY] = "target_busy",
+    [TN_UDP_DROP_SEND_FAILED] = "send_failed",
+    [TN_UDP_DROP_NO_MEMORY] = "no_memory",
+    [TN_UDP_DROP_RECEIVE_OVERFLOW] = "receive_overflow",
 };
 
 const char *tn_udp_drop_name(tn_udp_drop d) {

@@ -74,7 +74,7 @@ void tn__count_refused_client(tn_engine *e);
 /* CONNECT-UDP: a datagram relayed (up: towards the target) of len payload
  * bytes, one dropped, an ICMP unreachable from a target. */
 void tn__count_udp_datagram(tn_engine *e, bool up, size_t len);
-void tn__count_udp_drop(tn_engine *e, tn_udp_drop why);
+void tn__count_udp_drop(tn_engine *e, tn_udp_drop why, uint64_t n);
 void tn__count_udp_icmp(tn_engine *e);
 /* A tunnel moved to splice (started) or a spliced tunnel closed. */
 void tn__count_splice(tn_engine *e, bool started);

@@ -319,6 +319,7 @@ void tn__tunnel_close(tn_tunnel *t, tn_result r, const char *reason, tn_close_ho
   }
   t->phase = TN_PHASE_CLOSING;
   tn__connect_stop(t);
+  tn__udp_collect_drops(t);
   access_log(t);
   tn__engine_tunnel_done(t->engine, t);
   notify_closed(t);

@@ -22,13 +22,19 @@
  *   per datagram.
  * - ICMP port unreachable (ECONNREFUSED on a later send or receive) is
  *   counted and the tunnel stays up: RTP peers come and go.
+ * - Datagrams the kernel dropped because the socket's receive buffer was
+ *   full (a burst faster than the loop) never reach mcgw: they are counted
+ *   from the socket's own drop count (SO_MEMINFO), read at each idle sweep
+ *   and when the tunnel ends (tn__udp_collect_drops).
  * - The socket receives with recvmmsg (UV_UDP_RECVMMSG) into a buffer of
  *   the engine's pool, given back after each batch.
  * Owned by its tunnel (t->udp); tn__tunnel_close closes the socket, and
  * the handle's close callback frees it and reports the endpoint closed.
  */
+#include <linux/sock_diag.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "tunnel/capsule.h"
 #include "tunnel/error.h"
@@ -49,8 +55,9 @@ struct tn_udp {
   tn_capsule_reader reader;
   char *held; /* a split payload being collected (the reader's body): a relay buffer */
   uint64_t datagrams_up, datagrams_down, dropped, icmp;
-  bool open;      /* handle initialised, close callback owed */
-  bool malformed; /* the device sent a malformed capsule */
+  uint32_t kernel_drops; /* the socket's SK_MEMINFO_DROPS already counted */
+  bool open;             /* handle initialised, close callback owed */
+  bool malformed;        /* the device sent a malformed capsule */
 };
 
 int tn__udp_new(tn_tunnel *t) {
@@ -62,9 +69,26 @@ int tn__udp_new(tn_tunnel *t) {
   return 0;
 }
 
-static void count_drop(tn_tunnel *t, tn_udp_drop why) {
-  t->udp->dropped++;
-  tn__count_udp_drop(t->engine, why);
+static void count_drops(tn_tunnel *t, tn_udp_drop why, uint64_t n) {
+  t->udp->dropped += n;
+  tn__count_udp_drop(t->engine, why, n);
+}
+
+static void count_drop(tn_tunnel *t, tn_udp_drop why) { count_drops(t, why, 1); }
+
+void tn__udp_collect_drops(tn_tunnel *t) {
+  tn_udp *u = t->udp;
+  uv_os_fd_t fd;
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t len = sizeof mem;
+  if (!u || !u->open || uv_fileno((const uv_handle_t *)&u->handle, &fd) != 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0 ||
+      len <= SK_MEMINFO_DROPS * sizeof mem[0])
+    return;
+  uint32_t n = mem[SK_MEMINFO_DROPS] - u->kernel_drops; /* a wrapping counter */
+  u->kernel_drops = mem[SK_MEMINFO_DROPS];
+  if (n)
+    count_drops(t, TN_UDP_DROP_RECEIVE_OVERFLOW, n);
 }
 
 /* ---- device -> target ---- */

@@ -172,7 +172,7 @@ static void render_tunnels(out *o, const gw_metrics *m, const gw_metrics_snapsho
       s->stats.udp_datagrams_down);
   family(o, "mcgw_udp_datagrams_dropped_total", "counter",
          "CONNECT-UDP datagrams dropped, by reason (too_large, context, device_busy, "
-         "target_busy, send_failed, no_memory).");
+         "target_busy, send_failed, no_memory, receive_overflow).");
   for (int d = 0; d < TN_UDP_DROP_COUNT_; d++)
     put(o, "mcgw_udp_datagrams_dropped_total{reason=\"%s\"} %" PRIu64 "\n",
         tn_udp_drop_name((tn_udp_drop)d), s->stats.udp_dropped[d]);

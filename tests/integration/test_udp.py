@@ -2,6 +2,7 @@
 python3-h2 as an independent client and its own capsule encoding (RFC 9297)
 written here, and plain UDP sockets as targets."""
 
+import os
 import signal
 import socket
 
@@ -422,6 +423,40 @@ def test_h1_upgrade_datagrams_both_ways(gw_udp):
     rec = closed_record(gw, f"127.0.0.1:{port}")
     assert rec["proto"] == "h1" and rec["status"] == 101
     assert (rec["datagrams_up"], rec["datagrams_down"], rec["dropped"]) == (2, 1, 1)
+
+
+def test_kernel_drops_counted(gw_udp):
+    """A burst from the target while the gateway cannot read (stopped):
+    the kernel drops what the tunnel's socket buffer cannot hold. Those
+    drops are counted too (receive_overflow), so that what was sent is
+    exactly what reached the device plus what was dropped."""
+    target = udp_target()
+    port = target.getsockname()[1]
+    gw = gw_udp()
+    sock, head, buf = h1_upgrade(gw.proxy_port, f"{PREFIX}/127.0.0.1/{port}/")
+    assert head.startswith("HTTP/1.1 101"), head
+    sock.sendall(datagram(b"hello"))
+    _, peer = target.recvfrom(100)
+    burst = 3000  # 3 MB of 1,000-byte datagrams: far more than a socket buffer holds
+    os.kill(gw.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(burst):
+            target.sendto(b"%04d" % i + b"x" * 996, peer)
+    finally:
+        os.kill(gw.proc.pid, signal.SIGCONT)
+    target.sendto(b"end", peer)  # sent once the gateway reads again: it gets through
+    while b"end" not in parse_datagrams(buf):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        buf += chunk
+    got = len(parse_datagrams(buf))
+    sock.close()
+    rec = closed_record(gw, f"127.0.0.1:{port}")
+    assert rec["datagrams_down"] == got, (rec, got)
+    assert rec["datagrams_down"] + rec["dropped"] == burst + 1, rec
+    overflow = gw.metric('mcgw_udp_datagrams_dropped_total{reason="receive_overflow"}')
+    busy = gw.metric('mcgw_udp_datagrams_dropped_total{reason="device_busy"}')
+    assert overflow > 0 and overflow + busy == rec["dropped"], (overflow, busy, rec)
 
 
 @pytest.mark.parametrize("path,upgrade,status", [
