@@ -220,15 +220,15 @@ static void sweep_protos(tn_engine *e, uint64_t now) {
 
 /* The timer runs every TN_SWEEP_MS only while something is being set up
  * (a deadline may fall due); with only established tunnels it wakes for the
- * next idle check alone (and for the summary of suppressed 429s when one is
- * due), and with none at all it stops. */
+ * next idle check alone (and for the summary of suppressed refusals when one
+ * is due), and with none at all it stops. */
 static void sweep_schedule(tn_engine *e, uint64_t now) {
   uint64_t delay = 0;
   if (!tn__list_empty(&e->setup_list) || !tn__list_empty(&e->conn_setup) || e->heads_open)
     delay = TN_SWEEP_MS;
   else if (!tn__list_empty(&e->relay_list) && idle_check_ms(&e->opts))
     delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
-  if (e->rate_log_due_ms) { /* suppressed 429s to report when their window ends */
+  if (e->rate_log_due_ms) { /* suppressed refusals to report when their window ends */
     uint64_t due = e->rate_log_due_ms > now ? e->rate_log_due_ms - now : 1;
     if (!delay || due < delay)
       delay = due;

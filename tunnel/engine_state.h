@@ -54,7 +54,8 @@ struct tn_engine {
   tn_clients *clients;
   tn_ratetab *rate_clients; /* max_new_tunnels_per_client, by client key */
   tn_ratetab *rate_targets; /* max_new_upstream_per_target, by "host:port" */
-  uint64_t rate_log_due_ms; /* when the sweep next reports suppressed 429s; 0: none held */
+  uint64_t rate_log_due_ms; /* when the sweep next reports suppressed refusals (429s, target_rate
+                             * 503s); 0: none held */
   tn_resolver *resolver;    /* opts.resolver, or the engine's own */
   bool own_resolver;        /* closed by finish() */
   tn_engine_stats stats;

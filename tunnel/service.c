@@ -126,6 +126,32 @@ static void log_suppressed(const tn_ratetab_suppressed *s, void *arg) {
          TN_U("window_ms", s->until_ms - s->since_ms), TN_LOG_END);
 }
 
+/* The same for a target's window (max_new_upstream_per_target): the key is
+ * the target as the access log names it. */
+static void log_target_suppressed(const tn_ratetab_suppressed *s, void *arg) {
+  tn_engine *e = arg;
+  char target[TN_RATE_KEY_MAX + 1];
+  memcpy(target, s->key, s->key_len);
+  target[s->key_len] = '\0';
+  tn_log(e->opts.logger, TN_LOG_WARN, "target_rate_suppressed", TN_S("target", target),
+         TN_S("result", tn_result_name(TN_RESULT_LIMIT)), TN_I("status", 503),
+         TN_S("close", "target_rate"), TN_U("suppressed", s->suppressed),
+         TN_U("window_ms", s->until_ms - s->since_ms), TN_LOG_END);
+}
+
+/* After a refusal by tab at now: whether its access-log line is one the
+ * window's summary counts instead (t->log_quiet), and the sweep woken for
+ * that summary. */
+static void log_window(tn_engine *e, tn_tunnel *t, tn_ratetab *tab, const void *key, size_t len,
+                       uint64_t now, tn_ratetab_suppressed_cb summary) {
+  uint64_t due = tn_ratetab_log_refusal(tab, key, len, now, summary, e);
+  t->log_quiet = due != 0;
+  if (due && (!e->rate_log_due_ms || due < e->rate_log_due_ms)) {
+    e->rate_log_due_ms = due;
+    sweep_ensure(e);
+  }
+}
+
 uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
   const tn_rate *r = &e->opts.new_tunnels_per_client;
   if (r->per_s == 0 || rate_exempt(e, t->conn))
@@ -134,30 +160,33 @@ uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
   tn__client_key((const struct sockaddr *)&t->conn->client, t->conn->subject, &k);
   uint64_t now = uv_now(e->loop);
   uint64_t wait = tn_ratetab_take(e->rate_clients, k.b, k.len, r, now);
-  if (!wait)
-    return 0;
-  uint64_t due = tn_ratetab_log_refusal(e->rate_clients, k.b, k.len, now, log_suppressed, e);
-  t->log_quiet = due != 0;
-  if (due && (!e->rate_log_due_ms || due < e->rate_log_due_ms)) {
-    e->rate_log_due_ms = due;
-    sweep_ensure(e);
-  }
+  if (wait)
+    log_window(e, t, e->rate_clients, k.b, k.len, now, log_suppressed);
   return wait;
 }
+
+static uint64_t earlier(uint64_t a, uint64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
 
 void tn__rate_log_flush(tn_engine *e, uint64_t now_ms, bool all) {
   if (!e->rate_log_due_ms || (now_ms < e->rate_log_due_ms && !all))
     return;
-  uint64_t next = tn_ratetab_flush_suppressed(e->rate_clients, now_ms, all, log_suppressed, e);
-  /* At most one walk of the table a second, however the windows fall. */
+  uint64_t next =
+      earlier(tn_ratetab_flush_suppressed(e->rate_clients, now_ms, all, log_suppressed, e),
+              tn_ratetab_flush_suppressed(e->rate_targets, now_ms, all, log_target_suppressed, e));
+  /* At most one walk of the tables a second, however the windows fall. */
   if (next && next < now_ms + 1000)
     next = now_ms + 1000;
   e->rate_log_due_ms = next;
 }
 
 uint64_t tn__rate_target(tn_engine *e, tn_tunnel *t) {
-  return tn_ratetab_take(e->rate_targets, t->target, strlen(t->target),
-                         &e->opts.new_upstream_per_target, uv_now(e->loop));
+  size_t len = strlen(t->target);
+  uint64_t now = uv_now(e->loop);
+  uint64_t wait =
+      tn_ratetab_take(e->rate_targets, t->target, len, &e->opts.new_upstream_per_target, now);
+  if (wait)
+    log_window(e, t, e->rate_targets, t->target, len, now, log_target_suppressed);
+  return wait;
 }
 
 void tn__count_goaway(tn_engine *e, tn_goaway_reason r) {

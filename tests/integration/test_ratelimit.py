@@ -268,6 +268,25 @@ def test_per_target_cap_across_devices(mcgw, pki, target):
     assert target.accepted >= cap, (target.accepted, results)
     rec = gw.wait_log(lambda r: r.get("msg") == "tunnel_closed" and r.get("status") == 503)
     assert rec["result"] == "limit" and rec["close"] == "target_rate", rec
+    # Logged as the 429s are: one line a 10 s window for the target, the
+    # others counted by its target_rate_suppressed summary.
+    name = f"127.0.0.1:{target.port}"
+
+    def accounted():
+        recs = gw.log_records()
+        lines = [r for r in recs if r.get("msg") == "tunnel_closed" and r.get("status") == 503
+                 and r.get("target") == name]
+        summaries = [r for r in recs if r.get("msg") == "target_rate_suppressed"
+                     and r.get("target") == name]
+        return lines, summaries, len(lines) + sum(int(r["suppressed"]) for r in summaries)
+
+    wait_until(lambda: accounted()[2] >= results[503], 30, "the summaries of every 503")
+    lines, summaries, total = accounted()
+    assert total == results[503], (len(lines), summaries, results)
+    assert 1 <= len(lines) <= 2 + int(elapsed // 10) and summaries, (len(lines), summaries)
+    for s in summaries:
+        assert s["level"] == "warn" and s["close"] == "target_rate" and int(s["status"]) == 503, s
+        assert int(s["suppressed"]) > 0 and 0 < int(s["window_ms"]) <= 10000, s
 
 
 def open_fds(gw):
