@@ -555,6 +555,10 @@ void tn_engine_stats_get(const tn_engine *e, tn_engine_stats *out) {
   out->clients_active = tn__clients_active(e->clients);
   out->clients_rate_limited =
       tn_ratetab_foreach_limited(e->rate_clients, uv_now(e->loop), NULL, NULL);
+  out->rate_clients_tracked = tn_ratetab_size(e->rate_clients);
+  out->rate_clients_max = RATE_CLIENTS_MAX;
+  out->rate_targets_tracked = tn_ratetab_size(e->rate_targets);
+  out->rate_targets_max = RATE_TARGETS_MAX;
 }
 
 void tn_engine_on_close(tn_engine *e, tn_tunnel_cb cb, void *arg) {

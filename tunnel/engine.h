@@ -215,6 +215,11 @@ typedef struct tn_engine_stats {
   uint64_t udp_datagrams_up, udp_datagrams_down; /* relayed, since start */
   uint64_t udp_dropped[TN_UDP_DROP_COUNT_];      /* dropped, by reason */
   uint64_t udp_icmp_unreachable; /* ICMP unreachable from targets (the tunnel stays) */
+  /* The new-tunnel rate tables: keys with a bucket now, and the most they
+   * hold (past it the least recently seen key is forgotten; see ratelimit.h).
+   * clients: max_new_tunnels_per_client; targets: max_new_upstream_per_target. */
+  uint64_t rate_clients_tracked, rate_clients_max;
+  uint64_t rate_targets_tracked, rate_targets_max;
 } tn_engine_stats;
 
 typedef struct tn_engine tn_engine;

@@ -223,6 +223,16 @@ static void render_limits(out *o, const gw_metrics_snapshot *s) {
   family(o, "mcgw_clients_rate_limited", "gauge",
          "Devices refused by max_new_tunnels_per_client (429) in the last 10 s.");
   sample_u(o, "mcgw_clients_rate_limited", s->stats.clients_rate_limited);
+  family(o, "mcgw_rate_limit_entries", "gauge",
+         "Keys with a new-tunnel rate bucket now: clients (max_new_tunnels_per_client) and "
+         "targets (max_new_upstream_per_target).");
+  put(o, "mcgw_rate_limit_entries{table=\"clients\"} %" PRIu64 "\n", s->stats.rate_clients_tracked);
+  put(o, "mcgw_rate_limit_entries{table=\"targets\"} %" PRIu64 "\n", s->stats.rate_targets_tracked);
+  family(o, "mcgw_rate_limit_entries_max", "gauge",
+         "The most keys each rate table holds; at it, the least recently seen key is forgotten "
+         "(a flood from that many addresses).");
+  put(o, "mcgw_rate_limit_entries_max{table=\"clients\"} %" PRIu64 "\n", s->stats.rate_clients_max);
+  put(o, "mcgw_rate_limit_entries_max{table=\"targets\"} %" PRIu64 "\n", s->stats.rate_targets_max);
   family(o, "mcgw_h2_goaway_total", "counter",
          "GOAWAY frames sent on device HTTP/2 connections, by reason: drain (shutting down), "
          "rate_limited (h2_max_refused_per_connection 429s), flood (nghttp2's own limits, e.g. "

@@ -417,7 +417,12 @@ json_t *gw_ops_status_json(gw_ops *o) {
   json_object_set_new(clients, "rate_limited_count",
                       json_integer((json_int_t)st.clients_rate_limited));
   json_object_set_new(clients, "rate_limited", rate_limited_json(o));
+  json_object_set_new(clients, "rate_tracked", json_integer((json_int_t)st.rate_clients_tracked));
+  json_object_set_new(clients, "rate_tracked_max", json_integer((json_int_t)st.rate_clients_max));
   json_object_set_new(doc, "clients", clients);
+  json_object_set_new(doc, "targets",
+                      json_pack("{s:I, s:I}", "rate_tracked", (json_int_t)st.rate_targets_tracked,
+                                "rate_tracked_max", (json_int_t)st.rate_targets_max));
   gw_idm_view view;
   get_view(o, &view);
   json_object_set_new(doc, "idm", idm_json(&view));

@@ -93,6 +93,10 @@ static char *render(const gw_metrics *m, const gw_idm_view *idm) {
   s.stats.udp_datagrams_down = 44;
   s.stats.udp_dropped[TN_UDP_DROP_DEVICE_BUSY] = 5;
   s.stats.udp_icmp_unreachable = 6;
+  s.stats.rate_clients_tracked = 4096;
+  s.stats.rate_clients_max = 4096;
+  s.stats.rate_targets_tracked = 7;
+  s.stats.rate_targets_max = 4096;
   size_t len = 0;
   char *text = gw_metrics_render(m, &s, &len);
   assert_non_null(text);
@@ -177,6 +181,12 @@ static void test_render(void **state) {
   assert_line(t, "mcgw_config_reloads_total{result=\"failed\"} 1");
   assert_line(t, "mcgw_config_last_reload_successful 0");
   assert_line(t, "mcgw_config_last_reload_success_timestamp_seconds 1700000000.5");
+  assert_line(t, "# TYPE mcgw_rate_limit_entries gauge");
+  assert_line(t, "mcgw_rate_limit_entries{table=\"clients\"} 4096");
+  assert_line(t, "mcgw_rate_limit_entries{table=\"targets\"} 7");
+  assert_line(t, "# TYPE mcgw_rate_limit_entries_max gauge");
+  assert_line(t, "mcgw_rate_limit_entries_max{table=\"clients\"} 4096");
+  assert_line(t, "mcgw_rate_limit_entries_max{table=\"targets\"} 4096");
   assert_line(t, "mcgw_tunnels_limit 100");
   assert_line(t, "mcgw_tunnels_per_client_limit 10");
   assert_line(t, "mcgw_build_info{version=\"1.2.3\"} 1");
