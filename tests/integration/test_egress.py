@@ -67,6 +67,16 @@ def through(gw, target):
     return gw.tunnel_closed(client)
 
 
+def through_uplink(gw, target, up, source):
+    """A tunnel to target that left from source: its local= address is the
+    one up's echo server saw, and the only one it saw."""
+    b = through(gw, target)
+    assert b["result"] == "ok" and b["local"].startswith(source + ":"), (b, source)
+    wait_until(lambda: up.seen, 10, "the uplink's echo server reached")
+    assert up.seen == [b["local"]], (up.seen, b)
+    return b
+
+
 def test_each_rule_leaves_by_its_egress(mcgw_with, two_uplinks):
     server, (up1, up2) = two_uplinks
     gw = gateway(mcgw_with, server, (up1, up2))
@@ -133,11 +143,8 @@ def test_missing_interface_starts_and_recovers(mcgw_with):
         again = gw.wait_log(lambda r: r.get("msg") == "config_warning", since=n)
         assert again["warning"] == warning["warning"], again
         up2.plug()
-        b = through(gw, f"{server}:{PORT_B}")
-        assert b["result"] == "ok" and b["egress"] == "up2", b
-        assert b["local"].startswith(up2.gw_addr + ":"), (b, up2.gw_addr)
-        wait_until(lambda: up2.seen, 10, "uplink 2's echo server reached")
-        assert up2.seen == [b["local"]], (up2.seen, b)
+        b = through_uplink(gw, f"{server}:{PORT_B}", up2, up2.gw_addr)
+        assert b["egress"] == "up2", b
     finally:
         for u in ups:
             u.close()
@@ -173,10 +180,7 @@ def test_missing_source_address_starts_and_recovers(mcgw_with):
         assert rec["close"] == "egress_down" and rec["egress"] == "up2", rec
         t.close()
         subprocess.run(["ip", "addr", "add", f"{source}/30", "dev", up2.host_if], check=True)
-        b = through(gw, f"{server}:{PORT_B}")
-        assert b["result"] == "ok" and b["local"].startswith(source + ":"), b
-        wait_until(lambda: up2.seen, 10, "uplink 2's echo server reached")
-        assert up2.seen == [b["local"]], (up2.seen, b)
+        through_uplink(gw, f"{server}:{PORT_B}", up2, source)
     finally:
         for u in ups:
             u.close()
