@@ -230,7 +230,8 @@ static void render_results(buf *b, const json_t *tunnels) {
     const char *p;
     const json_t *pv;
     json_object_foreach((json_t *)protos, p, pv) {
-      bput(b, " %9lld", (long long)json_integer_value(json_object_get(json_object_get(pv, "by_result"), name)));
+      bput(b, " %9lld",
+           (long long)json_integer_value(json_object_get(json_object_get(pv, "by_result"), name)));
     }
     bput(b, " %9lld\n", (long long)json_integer_value(v));
   }
@@ -285,6 +286,9 @@ static void render_status(buf *b, const cli_opts *o, const json_t *s) {
   bput(b, "%-14s %lld active, busiest has %lld tunnels (limit %lld)\n", "clients",
        (long long)jint(s, "clients.active"), (long long)jint(s, "clients.max_tunnels"),
        (long long)jint(t, "limit_per_client"));
+  bput(b, "%-14s clients %lld of %lld, targets %lld of %lld\n", "rate tables",
+       (long long)jint(s, "clients.rate_tracked"), (long long)jint(s, "clients.rate_tracked_max"),
+       (long long)jint(s, "targets.rate_tracked"), (long long)jint(s, "targets.rate_tracked_max"));
   gw_cli_fmt_bytes((uint64_t)jint(s, "bytes.upstream"), bu, sizeof(bu));
   gw_cli_fmt_bytes((uint64_t)jint(s, "bytes.downstream"), bd, sizeof(bd));
   bput(b, "%-14s up %s, down %s\n", "bytes", bu, bd);
@@ -367,8 +371,9 @@ static int logout(const cli_opts *o) {
   json_t *doc = answered ? json_loadb(r.body ? r.body : "", r.len, 0, NULL) : NULL;
   int rc = 1;
   if (r.status == 401)
-    fprintf(stderr, "mcgw: %s answered 401: the admin API needs its token (use -c with the config "
-                    "that names admin_token_file, or --token-file FILE)\n",
+    fprintf(stderr,
+            "mcgw: %s answered 401: the admin API needs its token (use -c with the config "
+            "that names admin_token_file, or --token-file FILE)\n",
             o->target.url);
   else if (!doc)
     fprintf(stderr, "mcgw: %s/logout answered HTTP %d: %s", o->target.url, r.status,
@@ -442,36 +447,50 @@ static void usage(FILE *f, const char *cmd) {
                "2 usage error.\n");
     return;
   }
-  fprintf(f,
-          "Usage: mcgw %s [-c FILE | --admin URL [--token-file FILE]] [--json] [--watch [-n SECS]]\n"
-          "\n"
-          "  -c, --config FILE   ask the admin listener of this config ([admin] listen, and\n"
-          "                      admin_token_file when set)\n"
-          "  --admin URL         ask http://HOST:PORT instead\n"
-          "  --token-file FILE   the admin token, for --admin\n"
-          "  --json              print the JSON document as the gateway sent it\n"
-          "  -w, --watch         refresh in place until Ctrl-C\n"
-          "  -n, --interval SECS refresh period for --watch (default 2)\n"
-          "\n"
-          "Exit status: 0 the gateway answered, 1 it did not, 2 usage error.\n",
-          cmd);
+  fprintf(
+      f,
+      "Usage: mcgw %s [-c FILE | --admin URL [--token-file FILE]] [--json] [--watch [-n SECS]]\n"
+      "\n"
+      "  -c, --config FILE   ask the admin listener of this config ([admin] listen, and\n"
+      "                      admin_token_file when set)\n"
+      "  --admin URL         ask http://HOST:PORT instead\n"
+      "  --token-file FILE   the admin token, for --admin\n"
+      "  --json              print the JSON document as the gateway sent it\n"
+      "  -w, --watch         refresh in place until Ctrl-C\n"
+      "  -n, --interval SECS refresh period for --watch (default 2)\n"
+      "\n"
+      "Exit status: 0 the gateway answered, 1 it did not, 2 usage error.\n",
+      cmd);
 }
 
 static int parse_args(cli_opts *o, const char *cmd, int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'}, {"admin", required_argument, NULL, 'a'},
-      {"token-file", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
-      {"watch", no_argument, NULL, 'w'}, {"interval", required_argument, NULL, 'n'},
-      {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                           {"admin", required_argument, NULL, 'a'},
+                                           {"token-file", required_argument, NULL, 't'},
+                                           {"json", no_argument, NULL, 'j'},
+                                           {"watch", no_argument, NULL, 'w'},
+                                           {"interval", required_argument, NULL, 'n'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   int opt;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:wn:h", longopts, NULL)) != -1) {
     switch (opt) {
-    case 'c': o->config = optarg; break;
-    case 'a': o->admin_url = optarg; break;
-    case 't': o->token_file = optarg; break;
-    case 'j': o->json = true; break;
-    case 'w': o->watch = true; break;
+    case 'c':
+      o->config = optarg;
+      break;
+    case 'a':
+      o->admin_url = optarg;
+      break;
+    case 't':
+      o->token_file = optarg;
+      break;
+    case 'j':
+      o->json = true;
+      break;
+    case 'w':
+      o->watch = true;
+      break;
     case 'n':
       o->interval_s = strtod(optarg, NULL);
       if (o->interval_s < 0.1 || o->interval_s > 3600) {
@@ -479,8 +498,12 @@ static int parse_args(cli_opts *o, const char *cmd, int argc, char **argv) {
         return 2;
       }
       break;
-    case 'h': usage(stdout, cmd); return 0;
-    default: usage(stderr, cmd); return 2;
+    case 'h':
+      usage(stdout, cmd);
+      return 0;
+    default:
+      usage(stderr, cmd);
+      return 2;
     }
   }
   if (optind < argc) {

@@ -30,6 +30,7 @@ def test_status_and_tunnels_tables(gateway_factory, upstream):
     assert re.search(r"^gateway login\s+not configured", out, re.M), out
     assert re.search(r"^\s+denied\s+1\s+0\s+1$", out, re.M), out
     assert re.search(r"^clients\s+1 active", out, re.M), out
+    assert re.search(r"^rate tables\s+clients 1 of 4096, targets [01] of 4096$", out, re.M), out
     assert re.search(rf"^\s+{re.escape(target)}\s+5$", out, re.M), out
 
     r = run_cli("status", "--admin", gw.admin_url, "--json")

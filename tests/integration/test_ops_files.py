@@ -49,7 +49,25 @@ tests:
         values: '0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
       - series: 'mcgw_idm_refresh_total{{instance="v1",job="mcgw",result="invalid_grant"}}'
         values: '0x15'
+      - series: 'mcgw_rate_limit_entries{{instance="v1",job="mcgw",table="clients"}}'
+        values: '100 4096x10'
+      - series: 'mcgw_rate_limit_entries_max{{instance="v1",job="mcgw",table="clients"}}'
+        values: '4096x10'
+      - series: 'mcgw_rate_limit_entries{{instance="v2",job="mcgw",table="clients"}}'
+        values: '4095x10'
+      - series: 'mcgw_rate_limit_entries_max{{instance="v2",job="mcgw",table="clients"}}'
+        values: '4096x10'
     alert_rule_test:
+      - eval_time: 5m
+        alertname: McgwRateTableFull
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: McgwRateTableFull
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: v1, job: mcgw, table: clients}}
+            exp_annotations:
+              summary: "The client rate table of v1 has been full for 5 minutes"
+              description: "More distinct clients (addresses, or certificate subjects) asked for tunnels than the 4096 the per-device rate tracks: a flood from many addresses, or a device network larger than expected. Evicted clients start with a full burst again, so max_new_tunnels_per_client no longer holds for all of them; max_new_upstream_per_target and max_tunnels still do. Check `mcgw status` (rate tables) and the refusals in the access log; see docs/security.md."
       - eval_time: 5m
         alertname: McgwClientRateLimited
         exp_alerts: []
@@ -113,7 +131,7 @@ def test_alert_rules_load_and_fire(tmp_path):
     text = RULES.read_text()
     for alert in ("McgwGatewayUnauthorized", "McgwTokenExpiringWithoutRefresh", "McgwRefusalSpike",
                   "McgwTunnelLimitNear", "McgwClockSkew", "McgwClientRateLimited",
-                  "McgwRefreshIdTokenInvalid"):
+                  "McgwRefreshIdTokenInvalid", "McgwRateTableFull"):
         assert f"alert: {alert}\n" in text, alert
     tests = tmp_path / "rules_test.yml"
     tests.write_text(RULE_TESTS.format(rules=json.dumps(str(RULES))))
