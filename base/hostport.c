@@ -16,7 +16,9 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
-static bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+static bool is_hex(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
 
 /* Bytes allowed in a DNS label: letters, digits, '-' and '_'. */
 static bool is_label_char(char c) { return is_alpha(c) || is_digit(c) || c == '-' || c == '_'; }
@@ -42,8 +44,7 @@ static const char *last_of(const char *s, size_t len, char c) {
   return NULL;
 }
 
-/* Decimal port of 1..5 digits, no sign or spaces, 1..65535. */
-static int parse_port(const char *s, size_t len, uint16_t *out, const char **why) {
+int base_port_parse(const char *s, size_t len, bool allow_zero, uint16_t *out, const char **why) {
   uint32_t v = 0;
   if (len == 0)
     return fail(why, "empty port");
@@ -54,16 +55,13 @@ static int parse_port(const char *s, size_t len, uint16_t *out, const char **why
       return fail(why, "bad port");
     v = v * 10 + (uint32_t)(s[i] - '0');
   }
-  if (v == 0 || v > 65535)
-    return fail(why, "port out of range 1..65535");
+  if ((v == 0 && !allow_zero) || v > 65535)
+    return fail(why, allow_zero ? "port out of range 0..65535" : "port out of range 1..65535");
   *out = (uint16_t)v;
   return 0;
 }
 
-/* Strict dotted quad: four decimal octets of 1..3 digits without leading zeros,
- * confirmed by inet_pton. inet_aton() forms (127.1, 0x7f.0.0.1, 017.0.0.1,
- * 2130706433) are refused so that no later consumer can read them otherwise. */
-static int parse_ipv4(const char *s, size_t len, struct in_addr *out) {
+int base_ipv4_parse(const char *s, size_t len, struct in_addr *out) {
   char buf[INET_ADDRSTRLEN];
   size_t digits = 0;
   int octets = 0;
@@ -88,9 +86,7 @@ static int parse_ipv4(const char *s, size_t len, struct in_addr *out) {
   return inet_pton(AF_INET, buf, out) == 1 ? 0 : -1;
 }
 
-/* IPv6 text as inet_pton reads it (embedded dotted quad allowed); no zone id,
- * no brackets. */
-static int parse_ipv6(const char *s, size_t len, struct in6_addr *out) {
+int base_ipv6_parse(const char *s, size_t len, struct in6_addr *out) {
   char buf[INET6_ADDRSTRLEN];
   if (len == 0 || len >= sizeof(buf))
     return -1;
@@ -151,7 +147,7 @@ static int strict_host(const char *s, size_t len, base_hostport *a, const char *
   const char *last = dot ? dot + 1 : s;
 
   if (label_is_numeric(last, (size_t)(s + n - last))) {
-    if (trailing_dot || parse_ipv4(s, n, &a->ip.v4) != 0)
+    if (trailing_dot || base_ipv4_parse(s, n, &a->ip.v4) != 0)
       return fail(why, "numeric host that is not a dotted-quad IPv4 address");
     a->kind = BASE_HOST_IPV4;
     return inet_ntop(AF_INET, &a->ip.v4, a->host, sizeof(a->host)) ? 0 : fail(why, "bad IPv4");
@@ -180,7 +176,7 @@ static int url_host(const char *s, size_t len, base_hostport *a, const char **wh
  * text as written. */
 static int bracketed_host(const char *s, size_t len, unsigned flags, base_hostport *a,
                           const char **why) {
-  if (parse_ipv6(s, len, &a->ip.v6) != 0)
+  if (base_ipv6_parse(s, len, &a->ip.v6) != 0)
     return fail(why, "bad [IPv6] host");
   a->kind = BASE_HOST_IPV6;
   if (flags & BASE_HP_URL_HOST) {
@@ -188,7 +184,8 @@ static int bracketed_host(const char *s, size_t len, unsigned flags, base_hostpo
     a->host[len] = '\0';
     return 0;
   }
-  return inet_ntop(AF_INET6, &a->ip.v6, a->host, sizeof(a->host)) ? 0 : fail(why, "bad [IPv6] host");
+  return inet_ntop(AF_INET6, &a->ip.v6, a->host, sizeof(a->host)) ? 0
+                                                                  : fail(why, "bad [IPv6] host");
 }
 
 int base_hostport_parse(const char *s, size_t len, unsigned flags, base_hostport *out,
@@ -224,7 +221,7 @@ int base_hostport_parse(const char *s, size_t len, unsigned flags, base_hostport
   }
   if (rc != 0)
     return -1;
-  if (port && parse_port(port, (size_t)(end - port), &a.port, why) != 0)
+  if (port && base_port_parse(port, (size_t)(end - port), false, &a.port, why) != 0)
     return -1;
   if (!port && !(flags & BASE_HP_PORT_OPTIONAL))
     return fail(why, "missing :port");

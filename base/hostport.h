@@ -71,4 +71,21 @@ enum {
 int base_hostport_parse(const char *s, size_t len, unsigned flags, base_hostport *out,
                         const char **why);
 
+/* The pieces of that grammar, for the other address grammars of the project
+ * (listen addresses, CIDR prefixes in tunnel/addr.c), so that an IP or a port
+ * is read one way everywhere. Each reads len bytes (not necessarily
+ * NUL-terminated). */
+
+/* A decimal port: 1..5 digits, no sign or spaces, 1..65535 (0..65535 with
+ * allow_zero: a listener's "any port"). */
+int base_port_parse(const char *s, size_t len, bool allow_zero, uint16_t *out, const char **why);
+/* A strict dotted quad: four decimal octets of 1..3 digits without leading
+ * zeros, confirmed by inet_pton. inet_aton() forms (127.1, 0x7f.0.0.1,
+ * 017.0.0.1, 2130706433) are refused so that no later consumer can read them
+ * otherwise. 0 or -1 (no reason: the caller knows what it expected). */
+int base_ipv4_parse(const char *s, size_t len, struct in_addr *out);
+/* IPv6 text as inet_pton reads it (embedded dotted quad allowed); no zone id,
+ * no brackets. 0 or -1. */
+int base_ipv6_parse(const char *s, size_t len, struct in6_addr *out);
+
 #endif

@@ -14,76 +14,13 @@
 #include "base/hostport.h"
 #include "tunnel/error.h"
 
-#define PORT_DIGITS_MAX 5
-
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-static bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 static const char *last_of(const char *s, size_t len, char c) {
   for (size_t i = len; i > 0; i--)
     if (s[i - 1] == c)
       return s + i - 1;
   return NULL;
-}
-
-/* Decimal port of 1..5 digits, no sign or spaces. 0 is accepted here; callers
- * that need a target port refuse it. */
-static int parse_port(const char *s, size_t len, uint16_t *out) {
-  uint32_t v = 0;
-  if (len == 0 || len > PORT_DIGITS_MAX)
-    return TN_EINVAL;
-  for (size_t i = 0; i < len; i++) {
-    if (!is_digit(s[i]))
-      return TN_EINVAL;
-    v = v * 10 + (uint32_t)(s[i] - '0');
-  }
-  if (v > 65535)
-    return TN_EINVAL;
-  *out = (uint16_t)v;
-  return 0;
-}
-
-/* Strict dotted quad: four decimal octets of 1..3 digits without leading zeros,
- * confirmed by inet_pton. inet_aton() forms (127.1, 0x7f.0.0.1, 017.0.0.1,
- * 2130706433) are refused so that no later consumer can read them otherwise. */
-static int parse_ipv4(const char *s, size_t len, struct in_addr *out) {
-  char buf[INET_ADDRSTRLEN];
-  size_t digits = 0;
-  int octets = 0;
-  if (len == 0 || len >= sizeof(buf))
-    return TN_EINVAL;
-  for (size_t i = 0; i <= len; i++) {
-    if (i == len || s[i] == '.') {
-      if (digits == 0 || digits > 3 || (digits > 1 && s[i - digits] == '0'))
-        return TN_EINVAL;
-      octets++;
-      digits = 0;
-    } else if (is_digit(s[i])) {
-      digits++;
-    } else {
-      return TN_EINVAL;
-    }
-  }
-  if (octets != 4)
-    return TN_EINVAL;
-  memcpy(buf, s, len);
-  buf[len] = '\0';
-  return inet_pton(AF_INET, buf, out) == 1 ? 0 : TN_EINVAL;
-}
-
-/* IPv6 text as inet_pton reads it (embedded dotted quad allowed); no zone id,
- * no brackets. */
-static int parse_ipv6(const char *s, size_t len, struct in6_addr *out) {
-  char buf[INET6_ADDRSTRLEN];
-  if (len == 0 || len >= sizeof(buf))
-    return TN_EINVAL;
-  for (size_t i = 0; i < len; i++)
-    if (!is_hex(s[i]) && s[i] != ':' && s[i] != '.')
-      return TN_EINVAL;
-  memcpy(buf, s, len);
-  buf[len] = '\0';
-  return inet_pton(AF_INET6, buf, out) == 1 ? 0 : TN_EINVAL;
 }
 
 int tn_authority_parse(const char *s, size_t len, tn_authority *out) {
@@ -141,33 +78,26 @@ typedef struct {
 
 /* First match wins, so more specific ranges come first. */
 static const addr_range v4_ranges[] = {
-    {{0}, 8, TN_ADDR_UNSPECIFIED},
-    {{10}, 8, TN_ADDR_PRIVATE},
-    {{100, 64}, 10, TN_ADDR_PRIVATE},
-    {{127}, 8, TN_ADDR_LOOPBACK},
-    {{169, 254}, 16, TN_ADDR_LINK_LOCAL},
-    {{172, 16}, 12, TN_ADDR_PRIVATE},
-    {{192, 0, 0}, 24, TN_ADDR_RESERVED},
-    {{192, 0, 2}, 24, TN_ADDR_RESERVED},
+    {{0}, 8, TN_ADDR_UNSPECIFIED},          {{10}, 8, TN_ADDR_PRIVATE},
+    {{100, 64}, 10, TN_ADDR_PRIVATE},       {{127}, 8, TN_ADDR_LOOPBACK},
+    {{169, 254}, 16, TN_ADDR_LINK_LOCAL},   {{172, 16}, 12, TN_ADDR_PRIVATE},
+    {{192, 0, 0}, 24, TN_ADDR_RESERVED},    {{192, 0, 2}, 24, TN_ADDR_RESERVED},
     {{192, 88, 99}, 24, TN_ADDR_RESERVED}, /* 6to4 relay anycast, deprecated */
-    {{192, 168}, 16, TN_ADDR_PRIVATE},
-    {{198, 18}, 15, TN_ADDR_RESERVED},
-    {{198, 51, 100}, 24, TN_ADDR_RESERVED},
-    {{203, 0, 113}, 24, TN_ADDR_RESERVED},
-    {{224}, 4, TN_ADDR_MULTICAST},
-    {{240}, 4, TN_ADDR_RESERVED},
+    {{192, 168}, 16, TN_ADDR_PRIVATE},      {{198, 18}, 15, TN_ADDR_RESERVED},
+    {{198, 51, 100}, 24, TN_ADDR_RESERVED}, {{203, 0, 113}, 24, TN_ADDR_RESERVED},
+    {{224}, 4, TN_ADDR_MULTICAST},          {{240}, 4, TN_ADDR_RESERVED},
 };
 
 static const addr_range v6_ranges[] = {
     {{0}, 128, TN_ADDR_UNSPECIFIED},
     {{[15] = 1}, 128, TN_ADDR_LOOPBACK},
     {{[10] = 0xff, [11] = 0xff}, 96, TN_ADDR_V4MAPPED},
-    {{0}, 96, TN_ADDR_V4MAPPED}, /* IPv4-compatible, deprecated */
-    {{0x00, 0x64, 0xff, 0x9b}, 96, TN_ADDR_V4MAPPED}, /* NAT64 */
+    {{0}, 96, TN_ADDR_V4MAPPED},                                 /* IPv4-compatible, deprecated */
+    {{0x00, 0x64, 0xff, 0x9b}, 96, TN_ADDR_V4MAPPED},            /* NAT64 */
     {{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, TN_ADDR_PRIVATE}, /* local-use NAT64 */
-    {{0}, 8, TN_ADDR_RESERVED},                        /* rest of ::/8 */
-    {{0x01, 0x00}, 64, TN_ADDR_RESERVED},              /* discard-only */
-    {{0x20, 0x01, 0x0d, 0xb8}, 32, TN_ADDR_RESERVED},  /* documentation */
+    {{0}, 8, TN_ADDR_RESERVED},                                  /* rest of ::/8 */
+    {{0x01, 0x00}, 64, TN_ADDR_RESERVED},                        /* discard-only */
+    {{0x20, 0x01, 0x0d, 0xb8}, 32, TN_ADDR_RESERVED},            /* documentation */
     {{0x20, 0x01}, 23, TN_ADDR_RESERVED}, /* IETF protocol assignments, Teredo */
     {{0x20, 0x02}, 16, TN_ADDR_RESERVED}, /* 6to4: embeds an IPv4 address */
     {{0x3f, 0xff}, 20, TN_ADDR_RESERVED}, /* documentation (RFC 9637) */
@@ -202,14 +132,22 @@ tn_addr_class tn_addr_classify(const struct sockaddr *sa) {
 
 const char *tn_addr_class_name(tn_addr_class c) {
   switch (c) {
-  case TN_ADDR_PUBLIC: return "public";
-  case TN_ADDR_UNSPECIFIED: return "unspecified";
-  case TN_ADDR_LOOPBACK: return "loopback";
-  case TN_ADDR_PRIVATE: return "private";
-  case TN_ADDR_LINK_LOCAL: return "link_local";
-  case TN_ADDR_MULTICAST: return "multicast";
-  case TN_ADDR_V4MAPPED: return "v4mapped";
-  case TN_ADDR_RESERVED: return "reserved";
+  case TN_ADDR_PUBLIC:
+    return "public";
+  case TN_ADDR_UNSPECIFIED:
+    return "unspecified";
+  case TN_ADDR_LOOPBACK:
+    return "loopback";
+  case TN_ADDR_PRIVATE:
+    return "private";
+  case TN_ADDR_LINK_LOCAL:
+    return "link_local";
+  case TN_ADDR_MULTICAST:
+    return "multicast";
+  case TN_ADDR_V4MAPPED:
+    return "v4mapped";
+  case TN_ADDR_RESERVED:
+    return "reserved";
   }
   return "unknown";
 }
@@ -254,13 +192,13 @@ int tn_addr_parse_listen(const char *s, struct sockaddr_storage *out) {
   if (!colon)
     return TN_EINVAL;
   hlen = (size_t)(colon - s);
-  if (parse_port(colon + 1, len - hlen - 1, &port) != 0)
+  if (base_port_parse(colon + 1, len - hlen - 1, true, &port, NULL) != 0)
     return TN_EINVAL;
 
   memset(&ss, 0, sizeof(ss));
   if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    if (parse_ipv6(s + 1, hlen - 2, &in6->sin6_addr) != 0)
+    if (base_ipv6_parse(s + 1, hlen - 2, &in6->sin6_addr) != 0)
       return TN_EINVAL;
     in6->sin6_family = AF_INET6;
     in6->sin6_port = htons(port);
@@ -268,7 +206,7 @@ int tn_addr_parse_listen(const char *s, struct sockaddr_storage *out) {
     struct sockaddr_in *in = (struct sockaddr_in *)&ss;
     if (hlen == 1 && s[0] == '*')
       in->sin_addr.s_addr = htonl(INADDR_ANY);
-    else if (parse_ipv4(s, hlen, &in->sin_addr) != 0)
+    else if (base_ipv4_parse(s, hlen, &in->sin_addr) != 0)
       return TN_EINVAL;
     in->sin_family = AF_INET;
     in->sin_port = htons(port);
@@ -321,14 +259,14 @@ int tn_cidr_parse(const char *s, size_t len, tn_cidr *out) {
   memset(&c, 0, sizeof(c));
   if (memchr(s, ':', alen)) {
     struct in6_addr a6;
-    if (parse_ipv6(s, alen, &a6) != 0)
+    if (base_ipv6_parse(s, alen, &a6) != 0)
       return TN_EINVAL;
     memcpy(c.addr, &a6, 16);
     c.family = AF_INET6;
     max = 128;
   } else {
     struct in_addr a4;
-    if (parse_ipv4(s, alen, &a4) != 0)
+    if (base_ipv4_parse(s, alen, &a4) != 0)
       return TN_EINVAL;
     memcpy(c.addr, &a4, 4);
     c.family = AF_INET;
