@@ -7,6 +7,7 @@ an egress whose interface does not exist yet (the gateway starts with a
 warning; its tunnels get 502 egress_down until the interface appears, then
 work without a restart), and mcgw check's errors."""
 
+import contextlib
 import random
 import signal
 import socket
@@ -26,13 +27,17 @@ pytestmark = pytest.mark.timeout(90)
 PORT_A, PORT_B = 7443, 7444  # inside the namespaces only: nothing else listens there
 
 
-@pytest.fixture
-def two_uplinks():
+@contextlib.contextmanager
+def uplinks(second_plugged=True):
+    """Two uplinks, each serving one MC server address (an echo server on
+    PORT_A and PORT_B), uplink 1 first by route metric; the second one's
+    interface absent until plug() when not second_plugged. Torn down
+    whatever happens."""
     require_netns()
     ups = []
     try:
         ups.append(Uplink())
-        ups.append(Uplink())
+        ups.append(Uplink(plugged=second_plugged))
         server = "198.18.%d.%d" % (random.randrange(256), random.randrange(1, 255))
         for metric, u in enumerate(ups, 1):
             u.serve_address(server, 100 * metric)
@@ -42,6 +47,12 @@ def two_uplinks():
     finally:
         for u in ups:
             u.close()
+
+
+@pytest.fixture
+def two_uplinks():
+    with uplinks() as found:
+        yield found
 
 
 def gateway(mcgw_factory, server, ups, dscp=None):
@@ -111,18 +122,8 @@ def test_missing_interface_starts_and_recovers(mcgw_with):
     reloads) with a warning naming FILE:LINE and the interface; the egress's
     tunnels fail fast with 502 egress_down meanwhile, the other egress works;
     once the interface exists, a tunnel through it works, no restart."""
-    require_netns()
-    ups = []
-    try:
-        ups.append(Uplink())
-        ups.append(Uplink(plugged=False))
-        up1, up2 = ups
-        server = "198.18.%d.%d" % (random.randrange(256), random.randrange(1, 255))
-        for metric, u in enumerate(ups, 1):
-            u.serve_address(server, 100 * metric)
-            u.echo_server(server, PORT_A)
-            u.echo_server(server, PORT_B)
-        gw = gateway(mcgw_with, server, ups)
+    with uplinks(second_plugged=False) as (server, (up1, up2)):
+        gw = gateway(mcgw_with, server, [up1, up2])
         conf = gw.config_path
         warning = gw.wait_log(lambda r: r.get("msg") == "config_warning", what="config_warning")
         line = line_of(conf, f"interface = {up2.host_if}")
@@ -145,25 +146,13 @@ def test_missing_interface_starts_and_recovers(mcgw_with):
         up2.plug()
         b = through_uplink(gw, f"{server}:{PORT_B}", up2, up2.gw_addr)
         assert b["egress"] == "up2", b
-    finally:
-        for u in ups:
-            u.close()
 
 
 def test_missing_source_address_starts_and_recovers(mcgw_with):
     """An egress whose source address is not on the host yet (the modem's
     address comes after boot): a warning, 502 egress_down meanwhile, then
     the address is there and its tunnels leave from it, no restart."""
-    require_netns()
-    ups = []
-    try:
-        ups.append(Uplink())
-        ups.append(Uplink())
-        up1, up2 = ups
-        server = "198.18.%d.%d" % (random.randrange(256), random.randrange(1, 255))
-        for metric, u in enumerate(ups, 1):
-            u.serve_address(server, 100 * metric)
-            u.echo_server(server, PORT_B)
+    with uplinks() as (server, (up1, up2)):
         source = up2.gw_addr
         subprocess.run(["ip", "addr", "del", f"{source}/30", "dev", up2.host_if], check=True)
         gw = mcgw_with({"egress up2": {"interface": up2.host_if, "source": source}},
@@ -181,9 +170,6 @@ def test_missing_source_address_starts_and_recovers(mcgw_with):
         t.close()
         subprocess.run(["ip", "addr", "add", f"{source}/30", "dev", up2.host_if], check=True)
         through_uplink(gw, f"{server}:{PORT_B}", up2, source)
-    finally:
-        for u in ups:
-            u.close()
 
 
 def test_allow_udp_rule_egress(mcgw_with):
