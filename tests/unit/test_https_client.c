@@ -45,6 +45,7 @@
 #include <cmocka.h>
 
 #include "csc1/https_client.h"
+#include "selfsigned_helpers.h"
 
 #define TIMEOUT_MS 300
 #define LATE_MS 2000  /* how late the callback may be on a loaded machine */
@@ -60,26 +61,9 @@ static char ca_path[64];
 
 static void make_server_identity(void) {
   EVP_PKEY *key = EVP_EC_gen("P-256");
-  X509 *x = X509_new();
   assert_non_null(key);
+  X509 *x = selfsigned_127(key, "test_https_timeout");
   assert_non_null(x);
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), -60);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-  X509_NAME *name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"test_https_timeout",
-                             -1, -1, 0);
-  X509_set_issuer_name(x, name);
-  X509_set_pubkey(x, key);
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-  X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
-  assert_non_null(san);
-  X509_add_ext(x, san, -1);
-  X509_EXTENSION_free(san);
-  assert_true(X509_sign(x, key, EVP_sha256()) > 0);
 
   server_ctx = SSL_CTX_new(TLS_server_method());
   assert_non_null(server_ctx);

@@ -39,6 +39,7 @@
 #include <cmocka.h>
 
 #include "engine_helpers.h"
+#include "selfsigned_helpers.h"
 #include "tunnel/capsule.h"
 
 /* ---- counting the loop's allocations ---- */
@@ -155,25 +156,8 @@ static int group_setup(void **state) {
   (void)state;
   count_install();
   EVP_PKEY *key = EVP_EC_gen("P-256");
-  X509 *x = X509_new();
-  if (!key || !x)
-    return -1;
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), -60);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-  X509_NAME *name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"test_udp_steady", -1,
-                             -1, 0);
-  X509_set_issuer_name(x, name);
-  X509_set_pubkey(x, key);
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-  X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
-  X509_add_ext(x, san, -1);
-  X509_EXTENSION_free(san);
-  if (X509_sign(x, key, EVP_sha256()) <= 0)
+  X509 *x = key ? selfsigned_127(key, "test_udp_steady") : NULL;
+  if (!x)
     return -1;
   snprintf(cert_path, sizeof cert_path, "/tmp/test_udp_steady_crt_XXXXXX");
   snprintf(key_path, sizeof key_path, "/tmp/test_udp_steady_key_XXXXXX");
