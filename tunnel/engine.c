@@ -198,8 +198,7 @@ static void sweep_tunnels(tn_link *head, uint64_t now, bool relay, const tn_engi
 
 /* The shorter of the two idle timeouts that are set; 0 if neither is. */
 static uint64_t idle_check_ms(const tn_engine_opts *o) {
-  uint64_t a = o->idle_timeout_ms, b = o->udp_idle_timeout_ms;
-  return !a ? b : !b ? a : a < b ? a : b;
+  return tn__min_set(o->idle_timeout_ms, o->udp_idle_timeout_ms);
 }
 
 static void sweep_conns(tn_link *head, uint64_t now) {
@@ -229,9 +228,7 @@ static void sweep_schedule(tn_engine *e, uint64_t now) {
   else if (!tn__list_empty(&e->relay_list) && idle_check_ms(&e->opts))
     delay = e->next_idle_sweep_ms > now ? e->next_idle_sweep_ms - now : 1;
   if (e->rate_log_due_ms) { /* suppressed refusals to report when their window ends */
-    uint64_t due = e->rate_log_due_ms > now ? e->rate_log_due_ms - now : 1;
-    if (!delay || due < delay)
-      delay = due;
+    delay = tn__min_set(delay, e->rate_log_due_ms > now ? e->rate_log_due_ms - now : 1);
   }
   if (delay)
     uv_timer_start(&e->sweep, on_sweep, delay, 0);

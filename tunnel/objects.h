@@ -97,6 +97,11 @@ static inline void tn__list_append(tn_link *head, tn_link *l) {
 
 static inline bool tn__list_empty(const tn_link *head) { return head->next == head; }
 
+/* The smaller of two optional times or durations, where 0 means "none". */
+static inline uint64_t tn__min_set(uint64_t a, uint64_t b) {
+  return !a ? b : !b ? a : a < b ? a : b;
+}
+
 typedef enum {
   TN_PHASE_HEADER = 0,
   TN_PHASE_RESOLVING,

@@ -165,14 +165,12 @@ uint64_t tn__rate_client(tn_engine *e, tn_tunnel *t) {
   return wait;
 }
 
-static uint64_t earlier(uint64_t a, uint64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
-
 void tn__rate_log_flush(tn_engine *e, uint64_t now_ms, bool all) {
   if (!e->rate_log_due_ms || (now_ms < e->rate_log_due_ms && !all))
     return;
-  uint64_t next =
-      earlier(tn_ratetab_flush_suppressed(e->rate_clients, now_ms, all, log_suppressed, e),
-              tn_ratetab_flush_suppressed(e->rate_targets, now_ms, all, log_target_suppressed, e));
+  uint64_t next = tn__min_set(
+      tn_ratetab_flush_suppressed(e->rate_clients, now_ms, all, log_suppressed, e),
+      tn_ratetab_flush_suppressed(e->rate_targets, now_ms, all, log_target_suppressed, e));
   /* At most one walk of the tables a second, however the windows fall. */
   if (next && next < now_ms + 1000)
     next = now_ms + 1000;
