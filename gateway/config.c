@@ -697,21 +697,15 @@ static void set_egress_source(parse_ctx *c, const key_def *k, const char *v) {
   memset(&ss, 0, sizeof ss);
   struct sockaddr_in *in = (struct sockaddr_in *)&ss;
   struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-  socklen_t len = sizeof(*in);
   if (inet_pton(AF_INET, v, &in->sin_addr) == 1) {
     in->sin_family = AF_INET;
   } else if (inet_pton(AF_INET6, v, &in6->sin6_addr) == 1) {
     in6->sin6_family = AF_INET6;
-    len = sizeof(*in6);
   } else {
     value_error(c, k, v, "expected an IP address");
     return;
   }
-  int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  bool ours = fd >= 0 && bind(fd, (struct sockaddr *)&ss, len) == 0;
-  if (fd >= 0)
-    close(fd);
-  if (!ours)
+  if (!tn_egress_source_here(&ss))
     warn(c, c->lineno,
          "source: %s is not an address of this host (yet): connections through [egress %s] fail "
          "until it is (tunnels: 502 egress_down)",

@@ -33,16 +33,15 @@ int tn_egress_apply(int fd, const tn_egress *eg, int family) {
   return 0;
 }
 
-/* Whether the egress's source address (if any) is one of this host's. */
-static bool source_here(const tn_egress *eg) {
-  if (!eg->source.ss_family)
+bool tn_egress_source_here(const struct sockaddr_storage *source) {
+  if (!source->ss_family)
     return true;
-  int fd = socket(eg->source.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int fd = socket(source->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return true; /* cannot tell: let the connect say */
   socklen_t len =
-      eg->source.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-  bool here = bind(fd, (const struct sockaddr *)&eg->source, len) == 0 || errno != EADDRNOTAVAIL;
+      source->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  bool here = bind(fd, (const struct sockaddr *)source, len) == 0 || errno != EADDRNOTAVAIL;
   close(fd);
   return here;
 }
@@ -50,7 +49,7 @@ static bool source_here(const tn_egress *eg) {
 bool tn_egress_up(const tn_egress *eg) {
   if (!eg)
     return true;
-  if (!source_here(eg))
+  if (!tn_egress_source_here(&eg->source))
     return false;
   if (!eg->interface[0])
     return true;

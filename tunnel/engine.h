@@ -82,6 +82,9 @@ typedef struct tn_egress {
  * for NULL or an unnamed egress), a negative errno, or UV_EAFNOSUPPORT when
  * the source is of the other family (that address cannot be used). */
 int tn_egress_apply(int fd, const tn_egress *eg, int family);
+/* Whether source (an egress's source address; true when unset) is an address
+ * of this host now: a socket can bind to it. */
+bool tn_egress_source_here(const struct sockaddr_storage *source);
 /* Whether eg can be used now: its source address (if any) is one of this
  * host's, and its interface (if any) exists and is up and running. */
 bool tn_egress_up(const tn_egress *eg);
