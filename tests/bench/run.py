@@ -261,6 +261,20 @@ def n_fds(pid):
     return sum(len(os.listdir("/proc/%d/fd" % p)) for p in tree(pid) if os.path.isdir("/proc/%d/fd" % p))
 
 
+def steady_fds(pid, timeout=10):
+    """pid's descriptor count once it holds still (five equal readings 50 ms
+    apart): a baseline taken while an earlier connection is still closing
+    would be one too high."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        seen.append(n_fds(pid))
+        if len(seen) >= 5 and len(set(seen[-5:])) == 1:
+            return seen[-1]
+        time.sleep(0.05)
+    raise RuntimeError("pid %d: no steady descriptor count within %ss: %s" % (pid, timeout, seen[-5:]))
+
+
 def threads(pid):
     return status_kib(pid, "Threads")
 

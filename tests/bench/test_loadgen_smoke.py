@@ -113,7 +113,7 @@ def h2(proxy, up, pki, op, kind, *args):
 
 def test_h2_hold_levels_and_echo_per_stream(h2env):
     proxy, up, pki, _ = h2env
-    fds0 = bench.n_fds(proxy.pid)
+    fds0 = bench.steady_fds(proxy.pid)
     p = bench.spawn([bench.LOADGEN, "h2", "hold", "--proxy", "127.0.0.1:%d" % proxy.port,
                      "--target", "127.0.0.1:%d" % up["echo"], "--ca", pki["ca"],
                      "--streams", "30", "--conns", "3", "--steps", "10"], stdout=subprocess.PIPE)
